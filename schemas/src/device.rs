@@ -1,0 +1,162 @@
+//! Devices as the rest of the system sees them: registry facts and live state.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::Body;
+use crate::time::Timestamp;
+
+/// What a device is. Also the `{kind}` segment of its MQTT topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    /// Water-level gauge on a river or stream (hydrology body).
+    RiverGauge,
+    /// Rain gauge (hydrology body, `rainfall_mm`).
+    RainGauge,
+    /// Reservoir sensor at a dam (hydrology body).
+    Reservoir,
+    /// Traffic counter on a road (traffic body).
+    TrafficCounter,
+    /// AI camera (camera body).
+    Camera,
+}
+
+impl DeviceKind {
+    /// Every kind.
+    pub const ALL: [DeviceKind; 5] = [
+        DeviceKind::RiverGauge,
+        DeviceKind::RainGauge,
+        DeviceKind::Reservoir,
+        DeviceKind::TrafficCounter,
+        DeviceKind::Camera,
+    ];
+
+    /// The snake_case name used in topics, JSON and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::RiverGauge => "river_gauge",
+            DeviceKind::RainGauge => "rain_gauge",
+            DeviceKind::Reservoir => "reservoir",
+            DeviceKind::TrafficCounter => "traffic_counter",
+            DeviceKind::Camera => "camera",
+        }
+    }
+
+    /// Parses the snake_case name.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
+    /// Whether a reading body fits this kind of device.
+    pub fn accepts(self, body: &Body) -> bool {
+        matches!(
+            (self, body),
+            (
+                DeviceKind::RiverGauge | DeviceKind::RainGauge | DeviceKind::Reservoir,
+                Body::Hydrology(_)
+            ) | (DeviceKind::TrafficCounter, Body::Traffic(_))
+                | (DeviceKind::Camera, Body::Camera(_))
+        )
+    }
+}
+
+impl fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The level of an administrative area. Since July 2025 communes and wards
+/// sit directly under the province; older data names the former districts,
+/// which this hierarchy keeps as an optional level between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AreaLevel {
+    /// Province (tỉnh).
+    Province,
+    /// Former district or provincial city (huyện, thành phố; before July 2025).
+    FormerDistrict,
+    /// Commune (xã).
+    Commune,
+    /// Ward (phường).
+    Ward,
+}
+
+/// One administrative area in a chain from the smallest area to the province.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AreaRef {
+    /// Stable area id, e.g. `sl-to-hieu`.
+    pub id: String,
+    /// Name with Vietnamese diacritics, e.g. `Phường Tô Hiệu`.
+    pub name: String,
+    /// Level in the hierarchy.
+    pub level: AreaLevel,
+}
+
+/// Per-device thresholds from the registry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    /// River gauges: national flood alarm levels BĐ1, BĐ2, BĐ3 in metres
+    /// above the gauge datum, strictly increasing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm_levels_m: Option<[f64; 3]>,
+    /// Reservoirs: normal water level (mực nước dâng bình thường), metres above sea level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normal_level_m: Option<f64>,
+    /// Reservoirs: flood-control level, metres above sea level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flood_control_level_m: Option<f64>,
+}
+
+/// What the registry knows about a device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeviceInfo {
+    /// Device id.
+    pub id: String,
+    /// Device kind.
+    pub kind: DeviceKind,
+    /// Human name, e.g. `Trạm thủy văn Nậm La (Tô Hiệu)`.
+    pub name: String,
+    /// Registered position `[lon, lat]`, degrees WGS 84.
+    pub pos: [f64; 2],
+    /// Administrative areas containing the position, smallest first.
+    pub area: Vec<AreaRef>,
+    /// How often the device is expected to report, in seconds.
+    pub expected_interval_s: u32,
+    /// Thresholds for rules.
+    #[serde(default)]
+    pub thresholds: Thresholds,
+}
+
+/// The latest reading of a device, as the engine last saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeviceState {
+    /// Device id.
+    pub device: String,
+    /// Event time of the latest reading.
+    pub ts: Timestamp,
+    /// Sequence number of the latest reading.
+    pub seq: u64,
+    /// Current position `[lon, lat]`: the reported one, else the registered one.
+    pub pos: [f64; 2],
+    /// The latest reading's body.
+    pub reading: Body,
+    /// The highest open alarm level on this device (1 = BĐ1 ...), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm_level: Option<u8>,
+}
+
+/// A device with its latest state, as listed by the API and live snapshots.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeviceView {
+    /// Registry facts.
+    #[serde(flatten)]
+    pub info: DeviceInfo,
+    /// Latest state; absent until the device has reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<DeviceState>,
+}

@@ -1,0 +1,38 @@
+//! The public data contract of the IOC stream processor.
+//!
+//! Everything that crosses a process boundary is defined here, once:
+//!
+//! - [`envelope`]: the telemetry envelope v1 that devices publish, with
+//!   [`envelope::decode`] turning bytes into a validated [`Envelope`] or a
+//!   [`Rejection`] with a stable [`RejectReason`] code;
+//! - [`device`]: device kinds, registry facts ([`DeviceInfo`]) and live
+//!   state ([`DeviceState`]);
+//! - [`alert`]: alerts raised by rules;
+//! - [`live`]: messages on the WebSocket feed and the engine's output;
+//! - [`time`]: event time as epoch milliseconds, written as RFC 3339;
+//! - [`plate`]: Vietnamese licence plate format;
+//! - [`json_schema`]: JSON Schema documents generated from these types and
+//!   committed under `schemas/json/` for device makers and client authors.
+//!
+//! Data flows one way: ingest decodes envelopes, processing turns them into
+//! device states and alerts, and the dashboard API sends those as live
+//! messages. Every other crate depends on this one; it depends on none of them.
+
+pub mod alert;
+pub mod device;
+pub mod envelope;
+pub mod json_schema;
+pub mod live;
+pub mod plate;
+pub mod reject;
+pub mod time;
+
+pub use alert::{Alert, AlertStatus, Evidence, Severity};
+pub use device::{AreaLevel, AreaRef, DeviceInfo, DeviceKind, DeviceState, DeviceView, Thresholds};
+pub use envelope::{Body, Camera, CameraEvent, Envelope, EnvelopeV1, Hydrology, Limits, Traffic, VehicleCounts};
+pub use live::{EngineOutput, LiveMessage};
+pub use reject::{RejectReason, Rejection};
+pub use time::Timestamp;
+
+#[cfg(test)]
+mod tests;

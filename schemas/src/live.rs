@@ -1,0 +1,46 @@
+//! Messages on the live WebSocket feed (`/api/v1/live`) and engine output.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::alert::Alert;
+use crate::device::{DeviceState, DeviceView};
+
+/// A message from the server on `/api/v1/live`. Every message has a `type`.
+///
+/// The server sends one `snapshot`, then `delta`s. `seq` increases by one per
+/// message; a delta with `seq` n follows the message with `seq` n - 1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LiveMessage {
+    /// Everything the client should show: every device with its latest state
+    /// and every open alert.
+    Snapshot {
+        /// Sequence number of this message.
+        seq: u64,
+        /// All devices.
+        devices: Vec<DeviceView>,
+        /// Open alerts.
+        alerts: Vec<Alert>,
+    },
+    /// What changed since the previous message.
+    Delta {
+        /// Sequence number of this message.
+        seq: u64,
+        /// Devices whose state changed (latest state only).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        devices: Vec<DeviceState>,
+        /// Alerts that opened, changed level or resolved.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        alerts: Vec<Alert>,
+    },
+}
+
+/// What the processing engine emits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum EngineOutput {
+    /// A device's latest state changed.
+    Device(DeviceState),
+    /// An alert opened, changed or resolved.
+    Alert(Alert),
+}
