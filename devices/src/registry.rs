@@ -1,0 +1,209 @@
+//! The device registry: every device's kind, position, area and thresholds.
+//!
+//! Loaded from a GeoJSON FeatureCollection of Point features whose properties
+//! are `id`, `kind`, `name`, `expected_interval_s`, optional `thresholds`
+//! and optional `area` (an area id that overrides the point-in-polygon
+//! lookup). Each device's administrative area chain is resolved once, at load.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ioc_schemas::{DeviceInfo, DeviceKind, Thresholds};
+use serde::Deserialize;
+
+use crate::CatalogueError;
+use crate::areas::Areas;
+
+/// Index of a device in its registry; stable for the registry's lifetime.
+pub type DeviceIndex = u32;
+
+/// The loaded registry. Cheap to share behind an [`Arc`].
+#[derive(Debug)]
+pub struct Registry {
+    devices: Vec<DeviceInfo>,
+    by_id: HashMap<String, DeviceIndex>,
+    areas: Areas,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceProperties {
+    id: String,
+    kind: DeviceKind,
+    name: String,
+    expected_interval_s: u32,
+    #[serde(default)]
+    thresholds: Thresholds,
+    #[serde(default)]
+    area: Option<String>,
+    /// Free-form descriptive fields (river, road, ...), kept out of the contract.
+    #[serde(default)]
+    #[allow(dead_code)]
+    river: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    road: Option<String>,
+}
+
+impl Registry {
+    /// Loads devices and areas from GeoJSON text, reporting every problem.
+    pub fn from_geojson(devices: &str, areas: &str) -> Result<Self, CatalogueError> {
+        let areas = Areas::from_geojson(areas)?;
+        let collection: geojson::FeatureCollection = devices
+            .parse()
+            .map_err(|e| CatalogueError::single("devices", format!("not a GeoJSON FeatureCollection: {e}")))?;
+        let mut problems = Vec::new();
+        let mut list = Vec::with_capacity(collection.features.len());
+        let mut by_id = HashMap::with_capacity(collection.features.len());
+        for (n, feature) in collection.features.into_iter().enumerate() {
+            let props = match feature
+                .properties
+                .map(|p| serde_json::from_value::<DeviceProperties>(serde_json::Value::Object(p)))
+            {
+                Some(Ok(p)) => p,
+                Some(Err(e)) => {
+                    problems.push(format!("devices feature #{n}: bad properties: {e}"));
+                    continue;
+                }
+                None => {
+                    problems.push(format!("devices feature #{n}: no properties"));
+                    continue;
+                }
+            };
+            let id = props.id;
+            let pos = match feature.geometry.map(|g| g.value) {
+                Some(geojson::GeometryValue::Point { coordinates }) if coordinates.len() >= 2 => {
+                    [coordinates[0], coordinates[1]]
+                }
+                _ => {
+                    problems.push(format!("device {id}: geometry must be a Point"));
+                    continue;
+                }
+            };
+            if let Err(e) = ioc_schemas::envelope::check_position(pos) {
+                problems.push(format!("device {id}: {}", e.detail));
+                continue;
+            }
+            if props.expected_interval_s == 0 {
+                problems.push(format!("device {id}: expected_interval_s must be positive"));
+            }
+            if let Some(levels) = props.thresholds.alarm_levels_m
+                && !(levels.iter().all(|l| l.is_finite()) && levels[0] < levels[1] && levels[1] < levels[2])
+            {
+                problems.push(format!("device {id}: alarm_levels_m must be finite and strictly increasing"));
+            }
+            if props.kind == DeviceKind::RiverGauge && props.thresholds.alarm_levels_m.is_none() {
+                problems.push(format!("device {id}: a river gauge needs thresholds.alarm_levels_m (BĐ1, BĐ2, BĐ3)"));
+            }
+            let area = match &props.area {
+                Some(a) if areas.get(a).is_none() => {
+                    problems.push(format!("device {id}: area {a} does not exist"));
+                    continue;
+                }
+                Some(a) => areas.chain_of(a),
+                None => areas.chain_at(pos),
+            };
+            let index = list.len() as DeviceIndex;
+            if by_id.insert(id.clone(), index).is_some() {
+                problems.push(format!("device {id}: duplicate id"));
+                continue;
+            }
+            list.push(DeviceInfo {
+                id,
+                kind: props.kind,
+                name: props.name,
+                pos,
+                area,
+                expected_interval_s: props.expected_interval_s,
+                thresholds: props.thresholds,
+            });
+        }
+        if !problems.is_empty() {
+            return Err(CatalogueError { problems });
+        }
+        Ok(Registry {
+            devices: list,
+            by_id,
+            areas,
+        })
+    }
+
+    /// The built-in Sơn La demo catalogue.
+    pub fn sonla_demo() -> Arc<Self> {
+        // The embedded catalogue is checked by the test suite, so loading it
+        // cannot fail in a released binary.
+        match Self::from_geojson(crate::catalogue::SONLA_DEVICES, crate::catalogue::SONLA_AREAS) {
+            Ok(r) => Arc::new(r),
+            Err(e) => panic!("the embedded Sơn La catalogue is invalid: {e}"),
+        }
+    }
+
+    /// The index of the device with this id.
+    pub fn lookup(&self, id: &str) -> Option<DeviceIndex> {
+        self.by_id.get(id).copied()
+    }
+
+    /// The device at this index.
+    pub fn device(&self, index: DeviceIndex) -> &DeviceInfo {
+        &self.devices[index as usize]
+    }
+
+    /// The device with this id.
+    pub fn get(&self, id: &str) -> Option<&DeviceInfo> {
+        self.lookup(id).map(|i| self.device(i))
+    }
+
+    /// Every device, by index.
+    pub fn devices(&self) -> &[DeviceInfo] {
+        &self.devices
+    }
+
+    /// The administrative areas.
+    pub fn areas(&self) -> &Areas {
+        &self.areas
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_catalogue_loads_and_every_device_has_an_area() {
+        let r = Registry::sonla_demo();
+        assert!(r.devices().len() >= 200, "{} devices", r.devices().len());
+        for kind in DeviceKind::ALL {
+            assert!(r.devices().iter().any(|d| d.kind == kind), "no {kind}");
+        }
+        for d in r.devices() {
+            assert!(d.area.len() >= 2, "{} at {:?} has area {:?}", d.id, d.pos, d.area);
+            assert_eq!(d.area.last().map(|a| a.id.as_str()), Some("sl"), "{}", d.id);
+            assert_eq!(r.lookup(&d.id).map(|i| &r.device(i).id), Some(&d.id));
+        }
+    }
+
+    #[test]
+    fn reports_every_device_problem() {
+        let areas = r#"{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"id":"p","name":"P","level":"province"},"geometry":{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,1],[0,1],[0,0]]]}}]}"#;
+        let devices = r#"{"type":"FeatureCollection","features":[
+          {"type":"Feature","properties":{"id":"g","kind":"river_gauge","name":"G","expected_interval_s":600},"geometry":{"type":"Point","coordinates":[0.5,0.5]}},
+          {"type":"Feature","properties":{"id":"h","kind":"river_gauge","name":"H","expected_interval_s":600,"thresholds":{"alarm_levels_m":[3,2,4]}},"geometry":{"type":"Point","coordinates":[0.5,0.5]}},
+          {"type":"Feature","properties":{"id":"t","kind":"toaster","name":"T","expected_interval_s":60},"geometry":{"type":"Point","coordinates":[0.5,0.5]}},
+          {"type":"Feature","properties":{"id":"r","kind":"rain_gauge","name":"R","expected_interval_s":60},"geometry":{"type":"Point","coordinates":[0.5,95]}},
+          {"type":"Feature","properties":{"id":"r2","kind":"rain_gauge","name":"R2","expected_interval_s":60,"area":"atlantis"},"geometry":{"type":"Point","coordinates":[0.5,0.5]}},
+          {"type":"Feature","properties":{"id":"ok","kind":"rain_gauge","name":"OK","expected_interval_s":60},"geometry":{"type":"Point","coordinates":[0.5,0.5]}},
+          {"type":"Feature","properties":{"id":"ok","kind":"rain_gauge","name":"OK2","expected_interval_s":60},"geometry":{"type":"Point","coordinates":[0.5,0.5]}}
+        ]}"#;
+        let text = Registry::from_geojson(devices, areas).unwrap_err().to_string();
+        for needle in [
+            "device g: a river gauge needs",
+            "device h: alarm_levels_m",
+            "feature #2",
+            "device r: pos",
+            "device r2: area atlantis",
+            "device ok: duplicate id",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+    }
+}

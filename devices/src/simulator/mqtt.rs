@@ -1,0 +1,126 @@
+//! Publishes simulated readings over MQTT, as real devices do.
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, QoS};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use ioc_schemas::Timestamp;
+
+use super::Simulator;
+
+/// The MQTT topic a device publishes its telemetry on.
+pub fn telemetry_topic(kind: ioc_schemas::DeviceKind, device: &str) -> String {
+    format!("ioc/v1/{kind}/{device}/telemetry")
+}
+
+/// Splits `mqtt://host:port` (or `tcp://`, or a bare `host:port`) into host and port.
+pub fn parse_broker_url(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .unwrap_or(url);
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("invalid port in broker URL {url:?}"))?,
+        ),
+        None => (rest, 1883),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("no host in broker URL {url:?}"));
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// Publishes readings at `rate` messages per second until `cancel` fires.
+/// Returns the number of readings published.
+pub async fn publish(
+    mut sim: Simulator,
+    host: &str,
+    port: u16,
+    rate: f64,
+    cancel: CancellationToken,
+) -> u64 {
+    let mut options = MqttOptions::new(format!("ioc-simulator-{}", std::process::id()), host, port);
+    options.set_keep_alive(Duration::from_secs(15));
+    options.set_inflight(200);
+    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    let poller = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    event = eventloop.poll() => match event {
+                        Ok(Event::Incoming(rumqttc::Incoming::ConnAck(_))) => {
+                            backoff = Duration::from_millis(100);
+                            debug!("simulator connected");
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            warn!(error = %e, "simulator lost the broker; retrying in {backoff:?}");
+                            tokio::select! {
+                                () = cancel.cancelled() => break,
+                                () = tokio::time::sleep(backoff) => {}
+                            }
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                        }
+                    }
+                }
+            }
+        })
+    };
+    info!(host, port, rate, devices = sim.registry().devices().len(), "simulator publishing");
+    let tick = Duration::from_millis(10);
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let per_tick = rate.max(0.0) * tick.as_secs_f64();
+    let mut owed = 0.0;
+    let mut sent = 0u64;
+    'outer: loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = interval.tick() => {}
+        }
+        owed += per_tick;
+        while owed >= 1.0 {
+            owed -= 1.0;
+            let Some(reading) = sim.next_reading(Timestamp::now()) else { break 'outer };
+            let kind = sim.registry().get(&reading.device).map(|d| d.kind);
+            let Some(kind) = kind else { continue };
+            let topic = telemetry_topic(kind, &reading.device);
+            tokio::select! {
+                () = cancel.cancelled() => break 'outer,
+                r = client.publish(topic, QoS::AtLeastOnce, false, reading.to_json()) => {
+                    if r.is_err() { break 'outer }
+                }
+            }
+            sent += 1;
+        }
+    }
+    let _ = client.disconnect().await;
+    cancel.cancel();
+    let _ = poller.await;
+    info!(sent, "simulator stopped");
+    sent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_broker_urls() {
+        assert_eq!(parse_broker_url("mqtt://127.0.0.1:1884").unwrap(), ("127.0.0.1".into(), 1884));
+        assert_eq!(parse_broker_url("localhost").unwrap(), ("localhost".into(), 1883));
+        assert_eq!(parse_broker_url("tcp://[::1]:1883").unwrap(), ("::1".into(), 1883));
+        assert!(parse_broker_url("mqtt://:1883").is_err());
+        assert!(parse_broker_url("mqtt://h:port").is_err());
+    }
+}
