@@ -59,11 +59,15 @@ pub struct EnvelopeV1 {
 }
 
 /// A decoded, validated reading with its body as one enum.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Its serde form is internal (the engine exchanges it between workers);
+/// the public wire form is [`EnvelopeV1`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     /// Device id.
     pub device: String,
     /// Event time.
+    #[serde(with = "crate::time::as_millis")]
     pub ts: Timestamp,
     /// Per-device sequence number.
     pub seq: u64,

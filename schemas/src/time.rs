@@ -92,6 +92,24 @@ impl JsonSchema for Timestamp {
     }
 }
 
+/// Serde helpers that write a [`Timestamp`] as plain epoch milliseconds, for
+/// internal formats (binary exchange between workers, spools).
+pub mod as_millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Timestamp;
+
+    /// Writes the milliseconds.
+    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(t.0)
+    }
+
+    /// Reads the milliseconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        i64::deserialize(d).map(Timestamp)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,163 @@
+//! The timely dataflow: input at event time, exchange by device, state, output.
+//!
+//! ```text
+//!  flume channel ──► unordered input (time = max(event time, watermark))
+//!                     │ Exchange by device index
+//!                     ▼
+//!                   device_state (DeviceTable: latest state + rules)
+//!                     │ Pipeline
+//!                     ▼
+//!                   output sink ──► flume channel of EngineOutput
+//! ```
+//!
+//! Each worker pulls readings from its own input channel (the readings of
+//! the devices it owns, in arrival order), sends each at
+//! its event time (or at the watermark when it is late) and holds its input
+//! capability at the shared watermark, so the frontier is the watermark.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use flume::TryRecvError;
+use ioc_schemas::{EngineOutput, Timestamp};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::vec::UnorderedInput;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::{ProbeHandle, StreamVec};
+use timely::worker::Worker;
+
+use crate::Shared;
+use crate::device_state::{DeviceTable, Outcome};
+use crate::reading::Reading;
+
+/// Most readings a worker takes from the channel before stepping the dataflow.
+const BATCH: usize = 4096;
+/// How long an idle worker sleeps before re-checking the watermark.
+const IDLE_PARK: Duration = Duration::from_millis(100);
+
+/// Keeps per-device state and evaluates rules.
+pub trait DeviceStateOp<'scope> {
+    /// Exchanges readings by device and applies them to the owning worker's
+    /// [`DeviceTable`].
+    fn device_state(self, table: DeviceTable, shared: Arc<Shared>) -> StreamVec<'scope, u64, EngineOutput>;
+}
+
+impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
+    fn device_state(self, mut table: DeviceTable, shared: Arc<Shared>) -> StreamVec<'scope, u64, EngineOutput> {
+        self.unary(
+            Exchange::new(|r: &Reading| u64::from(r.device)),
+            "DeviceState",
+            move |_, _| {
+                let mut out = Vec::new();
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        for reading in data.iter() {
+                            match table.apply(reading, &mut out) {
+                                Outcome::Applied => {}
+                                Outcome::Duplicate => {
+                                    shared.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                                    metrics::counter!("ioc_events_rejected_total", "reason" => "duplicate").increment(1);
+                                }
+                                Outcome::OutOfOrder => {
+                                    shared.stats.out_of_order.fetch_add(1, Ordering::Relaxed);
+                                    metrics::counter!("ioc_events_out_of_order_total").increment(1);
+                                }
+                            }
+                        }
+                        shared.stats.processed.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        if !out.is_empty() {
+                            output.session(&cap).give_iterator(out.drain(..));
+                        }
+                    });
+                }
+            },
+        )
+    }
+}
+
+/// Runs one worker until every input handle is dropped and the dataflow drained.
+pub(crate) fn run_worker(worker: &mut Worker, shared: &Arc<Shared>, output: &flume::Sender<EngineOutput>) {
+    shared.register_thread(worker.index());
+    let Some(rx) = shared.rxs.get(worker.index()) else { return };
+    let probe = ProbeHandle::new();
+    let table = DeviceTable::new(shared.registry.clone(), shared.river);
+    let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
+        let ((input, cap), readings) = scope.new_unordered_input::<Reading>();
+        let sink = output.clone();
+        readings
+            .device_state(table, shared.clone())
+            .probe_with(&probe)
+            .sink(Pipeline, "Output", move |(input, _frontier)| {
+                input.for_each(|_, data| {
+                    for o in data.drain(..) {
+                        if let EngineOutput::Alert(a) = &o {
+                            metrics::counter!("ioc_alerts_total", "rule" => a.rule.clone(), "status" => format!("{:?}", a.status).to_lowercase()).increment(1);
+                        }
+                        // A closed output means the process is shutting down.
+                        let _ = sink.send(o);
+                    }
+                });
+            });
+        (input, cap)
+    });
+    let mut cap = Some(cap);
+    let mut batch: Vec<(u64, Reading)> = Vec::with_capacity(BATCH);
+    loop {
+        let mut closed = false;
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push((0, r)),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        let now = Timestamp::now();
+        let Some(c) = cap.as_mut() else { break };
+        if !batch.is_empty() {
+            let floor = *c.time();
+            for (time, r) in batch.iter_mut() {
+                let ts = r.envelope.ts.millis().max(0) as u64;
+                shared.watermark.observe(r.envelope.ts, r.received);
+                if ts < floor {
+                    shared.stats.late.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("ioc_events_late_total").increment(1);
+                }
+                *time = ts.max(floor);
+            }
+            batch.sort_by_key(|(t, _)| *t);
+            let mut handle = input.activate();
+            let mut readings = batch.drain(..).peekable();
+            while let Some((t, first)) = readings.next() {
+                let at = c.delayed(&t);
+                let mut session = handle.session(&at);
+                session.give(first);
+                while let Some((_, r)) = readings.next_if(|(u, _)| *u == t) {
+                    session.give(r);
+                }
+            }
+            drop(readings);
+            drop(handle);
+        }
+        let wm = shared.watermark.at(now);
+        if wm > *c.time() {
+            c.downgrade(&wm);
+        }
+        if closed {
+            cap = None;
+            break;
+        }
+        let busy = !rx.is_empty();
+        worker.step_or_park(if busy { Some(Duration::ZERO) } else { Some(IDLE_PARK) });
+    }
+    drop(cap);
+    drop(input);
+    while !probe.done() {
+        worker.step();
+    }
+}
+
