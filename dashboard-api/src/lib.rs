@@ -1,1 +1,82 @@
-//! placeholder
+//! The dashboard API: what control-room screens talk to.
+//!
+//! - [`hub`]: the live hub, fed by the engine's outputs ([`hub::run`]),
+//!   holding every device's latest state and the open alerts, and
+//!   broadcasting ordered deltas;
+//! - [`routes`]: REST (`/api/v1/devices`, `/api/v1/alerts`,
+//!   `/api/v1/areas`, `/healthz`, `/metrics`), the WebSocket feed
+//!   (`/api/v1/live`) and the embedded control-room page (`/`);
+//! - [`error`]: the JSON error shape.
+//!
+//! [`serve`] runs the server until the cancellation token fires, then closes
+//! every WebSocket (axum does not track upgraded connections, so the
+//! [`AppState::tracker`] does) and stops accepting requests.
+
+pub mod error;
+pub mod hub;
+pub mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use hub::LiveHub;
+
+/// Renders a text document on demand (Prometheus metrics).
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+/// Produces a JSON value on demand (counters).
+pub type StatsFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// State shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The live hub.
+    pub hub: Arc<LiveHub>,
+    /// Fires when the server shuts down.
+    pub cancel: CancellationToken,
+    /// Tracks WebSocket tasks so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Prometheus text renderer, when a recorder is installed.
+    pub metrics: Option<Render>,
+    /// Counters for `/api/v1/stats`.
+    pub stats: StatsFn,
+}
+
+/// The router with every route.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(routes::web::index))
+        .route("/app.js", get(routes::web::script))
+        .route("/style.css", get(routes::web::style))
+        .route("/healthz", get(routes::rest::healthz))
+        .route("/metrics", get(routes::rest::metrics))
+        .route("/api/v1/devices", get(routes::rest::devices))
+        .route("/api/v1/devices/{id}", get(routes::rest::device))
+        .route("/api/v1/alerts", get(routes::rest::alerts))
+        .route("/api/v1/areas", get(routes::rest::areas))
+        .route("/api/v1/stats", get(routes::rest::stats))
+        .route("/api/v1/live", get(routes::live::live))
+        .with_state(state)
+}
+
+/// Serves until `state.cancel` fires; then closes WebSockets and returns.
+pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+    let cancel = state.cancel.clone();
+    let tracker = state.tracker.clone();
+    let app = router(state);
+    // Nagle's algorithm would hold small WebSocket frames back ~40 ms.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await?;
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}

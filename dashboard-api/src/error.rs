@@ -1,0 +1,25 @@
+//! One JSON shape for every API error: `{"error": {"code", "message"}}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An API error with a stable code.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The named thing does not exist.
+    NotFound(String),
+    /// The request is malformed.
+    BadRequest(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match self {
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
+        };
+        (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+    }
+}

@@ -1,0 +1,180 @@
+//! The live hub: the latest state of every device and the open alerts,
+//! and the ordered stream of deltas that WebSocket clients follow.
+//!
+//! [`LiveHub::apply`] turns a batch of engine outputs into one `delta`
+//! (conflating several states of one device into the latest) with the next
+//! sequence number, and broadcasts it. [`LiveHub::subscribe`] returns a
+//! `snapshot` and a receiver under the same lock, so a client sees every
+//! delta after its snapshot and none before it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ioc_devices::Registry;
+use ioc_schemas::{Alert, AlertStatus, DeviceState, DeviceView, EngineOutput, LiveMessage};
+use tokio::sync::broadcast;
+
+/// How many serialized deltas a slow client may fall behind before it is
+/// resynchronised with a fresh snapshot.
+const BROADCAST_CAPACITY: usize = 4096;
+/// How many resolved alerts the hub remembers for `GET /api/v1/alerts?status=resolved`.
+const RESOLVED_KEPT: usize = 500;
+
+/// A serialized live message, shared by every client that receives it.
+pub type Frame = Arc<str>;
+
+#[derive(Debug)]
+struct HubState {
+    seq: u64,
+    states: Vec<Option<DeviceState>>,
+    open: BTreeMap<String, Alert>,
+    resolved: VecDeque<Alert>,
+}
+
+/// Shared live state. Cheap to clone through [`Arc`].
+#[derive(Debug)]
+pub struct LiveHub {
+    registry: Arc<Registry>,
+    state: Mutex<HubState>,
+    tx: broadcast::Sender<Frame>,
+}
+
+impl LiveHub {
+    /// An empty hub for the devices of `registry`.
+    pub fn new(registry: Arc<Registry>) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
+        Arc::new(LiveHub {
+            state: Mutex::new(HubState {
+                seq: 0,
+                states: vec![None; registry.devices().len()],
+                open: BTreeMap::new(),
+                resolved: VecDeque::new(),
+            }),
+            registry,
+            tx,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // A panic while holding the lock cannot leave the maps half-written in
+        // a way that matters more than losing the hub, so recover the guard.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The registry the hub serves.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Applies a batch of engine outputs and broadcasts one delta.
+    pub fn apply(&self, batch: Vec<EngineOutput>) {
+        let mut devices: Vec<DeviceState> = Vec::new();
+        let mut alerts = Vec::new();
+        let mut st = self.lock();
+        for output in batch {
+            match output {
+                EngineOutput::Device(d) => {
+                    let Some(i) = self.registry.lookup(&d.device) else { continue };
+                    if let Some(prev) = devices.iter_mut().find(|p| p.device == d.device) {
+                        *prev = d.clone();
+                    } else {
+                        devices.push(d.clone());
+                    }
+                    st.states[i as usize] = Some(d);
+                }
+                EngineOutput::Alert(a) => {
+                    match a.status {
+                        AlertStatus::Open => {
+                            st.open.insert(a.id.clone(), a.clone());
+                        }
+                        AlertStatus::Resolved => {
+                            st.open.remove(&a.id);
+                            if st.resolved.len() == RESOLVED_KEPT {
+                                st.resolved.pop_front();
+                            }
+                            st.resolved.push_back(a.clone());
+                        }
+                    }
+                    alerts.push(a);
+                }
+            }
+        }
+        if devices.is_empty() && alerts.is_empty() {
+            return;
+        }
+        st.seq += 1;
+        let message = LiveMessage::Delta {
+            seq: st.seq,
+            devices,
+            alerts,
+        };
+        let frame: Frame = serde_json::to_string(&message).unwrap_or_default().into();
+        metrics::gauge!("ioc_open_alerts").set(st.open.len() as f64);
+        // No receivers is fine: nobody is watching.
+        let _ = self.tx.send(frame);
+    }
+
+    /// A snapshot frame and a receiver for every later delta.
+    pub fn subscribe(&self) -> (Frame, broadcast::Receiver<Frame>) {
+        let st = self.lock();
+        let message = LiveMessage::Snapshot {
+            seq: st.seq,
+            devices: self.views(&st),
+            alerts: st.open.values().cloned().collect(),
+        };
+        let rx = self.tx.subscribe();
+        (serde_json::to_string(&message).unwrap_or_default().into(), rx)
+    }
+
+    fn views(&self, st: &HubState) -> Vec<DeviceView> {
+        self.registry
+            .devices()
+            .iter()
+            .zip(&st.states)
+            .map(|(info, state)| DeviceView {
+                info: info.clone(),
+                state: state.clone(),
+            })
+            .collect()
+    }
+
+    /// Every device with its latest state.
+    pub fn devices(&self) -> Vec<DeviceView> {
+        self.views(&self.lock())
+    }
+
+    /// One device with its latest state.
+    pub fn device(&self, id: &str) -> Option<DeviceView> {
+        let i = self.registry.lookup(id)?;
+        Some(DeviceView {
+            info: self.registry.device(i).clone(),
+            state: self.lock().states[i as usize].clone(),
+        })
+    }
+
+    /// Open alerts, most severe and most recent first.
+    pub fn open_alerts(&self) -> Vec<Alert> {
+        let mut v: Vec<_> = self.lock().open.values().cloned().collect();
+        v.sort_by(|a, b| b.severity.cmp(&a.severity).then(b.updated_at.cmp(&a.updated_at)));
+        v
+    }
+
+    /// Recently resolved alerts, most recent first.
+    pub fn resolved_alerts(&self) -> Vec<Alert> {
+        self.lock().resolved.iter().rev().cloned().collect()
+    }
+
+    /// Number of WebSocket clients following the hub.
+    pub fn clients(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}
+
+/// Moves engine outputs into the hub until the engine's output closes.
+pub async fn run(hub: Arc<LiveHub>, outputs: flume::Receiver<EngineOutput>) {
+    while let Ok(first) = outputs.recv_async().await {
+        let mut batch = vec![first];
+        batch.extend(outputs.try_iter().take(4095));
+        hub.apply(batch);
+    }
+}

@@ -1,0 +1,6 @@
+//! HTTP routes: [`rest`] for devices, alerts and areas, [`live`] for the
+//! WebSocket feed, [`web`] for the control-room page.
+
+pub mod live;
+pub mod rest;
+pub mod web;

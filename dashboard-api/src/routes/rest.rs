@@ -1,0 +1,85 @@
+//! REST endpoints: devices, alerts, areas, health, stats, metrics.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use ioc_schemas::{Alert, DeviceKind, DeviceView};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// `GET /healthz`: the process is up and serving.
+pub async fn healthz(State(app): State<AppState>) -> Json<Value> {
+    Json(json!({"status": "ok", "devices": app.hub.registry().devices().len(), "live_clients": app.hub.clients()}))
+}
+
+/// Filter for `GET /api/v1/devices`.
+#[derive(Deserialize)]
+pub struct DeviceQuery {
+    kind: Option<String>,
+}
+
+/// `GET /api/v1/devices[?kind=river_gauge]`: every device with its latest state.
+pub async fn devices(State(app): State<AppState>, Query(q): Query<DeviceQuery>) -> Result<Json<Vec<DeviceView>>, ApiError> {
+    let kind = match q.kind.as_deref() {
+        None => None,
+        Some(k) => Some(DeviceKind::parse(k).ok_or_else(|| ApiError::BadRequest(format!("unknown device kind {k:?}")))?),
+    };
+    let mut list = app.hub.devices();
+    if let Some(kind) = kind {
+        list.retain(|d| d.info.kind == kind);
+    }
+    Ok(Json(list))
+}
+
+/// `GET /api/v1/devices/{id}`.
+pub async fn device(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<DeviceView>, ApiError> {
+    app.hub
+        .device(&id)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no device {id:?}")))
+}
+
+/// Filter for `GET /api/v1/alerts`.
+#[derive(Deserialize)]
+pub struct AlertQuery {
+    status: Option<String>,
+}
+
+/// `GET /api/v1/alerts?status=open|resolved|all` (default `open`).
+pub async fn alerts(State(app): State<AppState>, Query(q): Query<AlertQuery>) -> Result<Json<Vec<Alert>>, ApiError> {
+    match q.status.as_deref().unwrap_or("open") {
+        "open" => Ok(Json(app.hub.open_alerts())),
+        "resolved" => Ok(Json(app.hub.resolved_alerts())),
+        "all" => {
+            let mut v = app.hub.open_alerts();
+            v.extend(app.hub.resolved_alerts());
+            Ok(Json(v))
+        }
+        other => Err(ApiError::BadRequest(format!("status {other:?}: expected open, resolved or all"))),
+    }
+}
+
+/// `GET /api/v1/areas`: administrative boundaries as GeoJSON, for the map.
+pub async fn areas(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/geo+json"), (header::CACHE_CONTROL, "max-age=300")],
+        app.hub.registry().areas().geojson().to_owned(),
+    )
+}
+
+/// `GET /api/v1/stats`: ingest and engine counters.
+pub async fn stats(State(app): State<AppState>) -> Json<Value> {
+    Json((app.stats)())
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.as_ref().map(|render| render()).unwrap_or_default(),
+    )
+}

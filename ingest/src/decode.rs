@@ -1,0 +1,121 @@
+//! From bytes on a topic to a [`Reading`] for the engine, or a [`Rejection`].
+
+use std::sync::Arc;
+
+use ioc_devices::Registry;
+use ioc_processing::Reading;
+use ioc_schemas::envelope::{Limits, decode};
+use ioc_schemas::{DeviceKind, RejectReason, Rejection, Timestamp};
+
+/// Decodes and validates telemetry against the registry.
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    registry: Arc<Registry>,
+    limits: Limits,
+}
+
+/// The `{kind}` and `{device}` of a telemetry topic `ioc/v1/{kind}/{device}/telemetry`.
+pub fn parse_telemetry_topic(topic: &str) -> Option<(&str, &str)> {
+    let rest = topic.strip_prefix("ioc/v1/")?.strip_suffix("/telemetry")?;
+    let (kind, device) = rest.split_once('/')?;
+    (!kind.is_empty() && !device.is_empty() && !device.contains('/')).then_some((kind, device))
+}
+
+impl Decoder {
+    /// A decoder for this registry and these limits.
+    pub fn new(registry: Arc<Registry>, limits: Limits) -> Self {
+        Decoder { registry, limits }
+    }
+
+    /// Decodes a payload. With `topic`, also checks that the topic names the
+    /// same device and kind as the envelope and the registry.
+    pub fn decode(&self, topic: Option<&str>, payload: &[u8], now: Timestamp) -> Result<Reading, Rejection> {
+        let from_topic = match topic {
+            Some(t) => Some(parse_telemetry_topic(t).ok_or_else(|| {
+                Rejection::new(
+                    RejectReason::TopicMismatch,
+                    format!("{t:?} is not a telemetry topic ioc/v1/{{kind}}/{{device}}/telemetry"),
+                )
+            })?),
+            None => None,
+        };
+        let envelope = decode(payload, &self.limits, now)?;
+        let Some(index) = self.registry.lookup(&envelope.device) else {
+            return Err(Rejection::new(
+                RejectReason::UnknownDevice,
+                format!("device {:?} is not in the registry", envelope.device),
+            ));
+        };
+        let device = self.registry.device(index);
+        if let Some((kind, id)) = from_topic {
+            if id != envelope.device {
+                return Err(Rejection::new(
+                    RejectReason::TopicMismatch,
+                    format!("topic names device {id:?} but the envelope says {:?}", envelope.device),
+                ));
+            }
+            if DeviceKind::parse(kind) != Some(device.kind) {
+                return Err(Rejection::new(
+                    RejectReason::TopicMismatch,
+                    format!("topic kind {kind:?} does not match the registered kind {}", device.kind),
+                ));
+            }
+        }
+        if !device.kind.accepts(&envelope.body) {
+            return Err(Rejection::new(
+                RejectReason::KindMismatch,
+                format!("a {} does not send {} readings", device.kind, envelope.body.key()),
+            ));
+        }
+        Ok(Reading {
+            device: index,
+            received: now,
+            envelope,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoder() -> Decoder {
+        Decoder::new(Registry::sonla_demo(), Limits::default())
+    }
+
+    const OK: &str = r#"{"v":1,"device":"river-to-hieu","ts":1783998760000,"seq":1,"hydrology":{"water_level_m":3.2}}"#;
+    const NOW: Timestamp = Timestamp(1_783_998_765_120);
+
+    #[test]
+    fn accepts_a_registered_device_on_its_topic() {
+        let r = decoder()
+            .decode(Some("ioc/v1/river_gauge/river-to-hieu/telemetry"), OK.as_bytes(), NOW)
+            .unwrap();
+        assert_eq!(r.envelope.device, "river-to-hieu");
+    }
+
+    #[test]
+    fn registry_and_topic_reasons() {
+        let d = decoder();
+        let reason = |topic: Option<&str>, json: &str| d.decode(topic, json.as_bytes(), NOW).unwrap_err().reason;
+        assert_eq!(
+            reason(None, &OK.replace("river-to-hieu", "river-atlantis")),
+            RejectReason::UnknownDevice
+        );
+        assert_eq!(
+            reason(None, r#"{"v":1,"device":"river-to-hieu","ts":1783998760000,"seq":1,"camera":{"event":"crowd","confidence":0.5}}"#),
+            RejectReason::KindMismatch
+        );
+        assert_eq!(reason(Some("ioc/v1/river_gauge/rain-to-hieu/telemetry"), OK), RejectReason::TopicMismatch);
+        assert_eq!(reason(Some("ioc/v1/camera/river-to-hieu/telemetry"), OK), RejectReason::TopicMismatch);
+        assert_eq!(reason(Some("sensors/river-to-hieu"), OK), RejectReason::TopicMismatch);
+        assert_eq!(reason(Some("ioc/v1/river_gauge/river-to-hieu/telemetry"), "{oops"), RejectReason::MalformedJson);
+    }
+
+    #[test]
+    fn parses_topics() {
+        assert_eq!(parse_telemetry_topic("ioc/v1/camera/cam-1/telemetry"), Some(("camera", "cam-1")));
+        assert_eq!(parse_telemetry_topic("ioc/v1/camera/a/b/telemetry"), None);
+        assert_eq!(parse_telemetry_topic("ioc/v1//x/telemetry"), None);
+    }
+}

@@ -1,0 +1,83 @@
+//! Configuration of the MQTT source.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How the MQTT source connects and what it subscribes to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSourceConfig {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Client id. Keep it stable: with a persistent session the broker keeps
+    /// QoS 1 messages for this id while the processor is away.
+    pub client_id: String,
+    /// Topic filters to subscribe to.
+    pub topics: Vec<String>,
+    /// Subscription QoS: 0 (at most once) or 1 (at least once).
+    pub qos: u8,
+    /// Ask the broker to keep the session (subscriptions and queued QoS 1
+    /// messages) across disconnects.
+    pub persistent_session: bool,
+    /// MQTT keep-alive interval, e.g. `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Longest wait between reconnection attempts, e.g. `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Largest accepted packet in bytes.
+    pub max_packet_bytes: usize,
+    /// Optional user name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Optional password (with `username`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl Default for MqttSourceConfig {
+    fn default() -> Self {
+        MqttSourceConfig {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: "ioc".into(),
+            topics: vec!["ioc/v1/+/+/telemetry".into()],
+            qos: 1,
+            persistent_session: true,
+            keep_alive: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(30),
+            max_packet_bytes: 256 * 1024,
+            username: None,
+            password: None,
+        }
+    }
+}
+
+impl MqttSourceConfig {
+    /// Every problem with this configuration, each with the key it concerns.
+    pub fn problems(&self, prefix: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.host.is_empty() {
+            p.push(format!("{prefix}.host: must not be empty"));
+        }
+        if self.client_id.is_empty() {
+            p.push(format!("{prefix}.client_id: must not be empty"));
+        }
+        if self.topics.is_empty() {
+            p.push(format!("{prefix}.topics: subscribe to at least one topic filter"));
+        }
+        if self.qos > 1 {
+            p.push(format!("{prefix}.qos: {} is not supported; use 0 or 1", self.qos));
+        }
+        if self.keep_alive < Duration::from_secs(5) {
+            p.push(format!("{prefix}.keep_alive: must be at least 5s"));
+        }
+        if self.password.is_some() && self.username.is_none() {
+            p.push(format!("{prefix}.password: set username too"));
+        }
+        p
+    }
+}
