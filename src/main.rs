@@ -1,1 +1,186 @@
-fn main(){}
+//! `ioc`: the IOC stream processor.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use ioc::config::Config;
+use ioc_devices::{Registry, Scenario, Simulator};
+use ioc_schemas::Timestamp;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// Real-time core of a provincial Intelligent Operations Center.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args, Default)]
+struct RunArgs {
+    /// Configuration file (TOML); see deploy/ioc.example.toml.
+    #[arg(long, short, env = "IOC_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// HTTP listen address (overrides http.listen).
+    #[arg(long)]
+    http_listen: Option<std::net::SocketAddr>,
+    /// MQTT broker URL (overrides mqtt.url).
+    #[arg(long)]
+    mqtt_url: Option<String>,
+    /// Use the broker at --mqtt-url instead of starting one.
+    #[arg(long)]
+    no_embedded_broker: bool,
+    /// Do not run the built-in simulator.
+    #[arg(long)]
+    no_simulator: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the system (the default).
+    Run,
+    /// Check a configuration and the catalogue it names, without starting.
+    Validate,
+    /// Publish simulated Sơn La telemetry to an MQTT broker.
+    Simulate {
+        /// Broker URL, e.g. mqtt://127.0.0.1:1883.
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        /// Scenario: normal or flood.
+        #[arg(long, default_value = "flood")]
+        scenario: Scenario,
+        /// Readings per second over all devices.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// Seed of the simulation.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Stop after this many seconds (runs until Ctrl-C otherwise).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Centre the flood on this river gauge.
+        #[arg(long)]
+        flood_target: Option<String>,
+    },
+}
+
+fn load(args: &RunArgs) -> anyhow::Result<Config> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(addr) = args.http_listen {
+        config.http.listen = addr;
+    }
+    if let Some(url) = &args.mqtt_url {
+        config.mqtt.url = url.clone();
+    }
+    if args.no_embedded_broker {
+        config.embedded_broker.enabled = false;
+    }
+    if args.no_simulator {
+        config.simulator.enabled = false;
+    }
+    Ok(config)
+}
+
+/// Resolves on the first Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = load(&args)?;
+    let running = ioc::app::start(config).await?;
+    let url = format!("http://{}/", running.http_addr);
+    println!("\n  IOC Sơn La is running. Open {url} in a browser.\n");
+    shutdown_signal().await;
+    eprintln!("shutting down (press Ctrl-C again to force)");
+    tokio::select! {
+        r = running.shutdown() => r,
+        () = shutdown_signal() => anyhow::bail!("forced exit before shutdown completed"),
+        () = tokio::time::sleep(Duration::from_secs(20)) => anyhow::bail!("shutdown took longer than 20 s"),
+    }
+}
+
+async fn simulate(
+    broker: String,
+    scenario: Scenario,
+    rate: f64,
+    seed: u64,
+    duration: Option<u64>,
+    flood_target: Option<String>,
+) -> anyhow::Result<()> {
+    let (host, port) = ioc_devices::simulator::mqtt::parse_broker_url(&broker).map_err(anyhow::Error::msg)?;
+    let mut sim = Simulator::new(Registry::sonla_demo(), scenario, seed, Timestamp::now());
+    if let Some(target) = flood_target {
+        sim = sim
+            .with_flood_target(&target)
+            .with_context(|| format!("no device {target:?} in the catalogue"))?;
+    }
+    let cancel = CancellationToken::new();
+    let stopper = cancel.clone();
+    tokio::spawn(async move {
+        match duration {
+            Some(s) => tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(s)) => {}
+                () = shutdown_signal() => {}
+            },
+            None => shutdown_signal().await,
+        }
+        stopper.cancel();
+    });
+    let sent = ioc_devices::simulator::mqtt::publish(sim, &host, port, rate, cancel).await;
+    println!("published {sent} readings");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,rumqttc=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        None | Some(Command::Run) => run(cli.run).await,
+        Some(Command::Validate) => {
+            let config = load(&cli.run)?;
+            let problems = config.problems();
+            anyhow::ensure!(problems.is_empty(), "invalid configuration:\n  - {}", problems.join("\n  - "));
+            let registry = config.registry()?;
+            println!(
+                "configuration is valid: {} devices, {} areas",
+                registry.devices().len(),
+                registry.areas().all().len()
+            );
+            Ok(())
+        }
+        Some(Command::Simulate {
+            broker,
+            scenario,
+            rate,
+            seed,
+            duration,
+            flood_target,
+        }) => simulate(broker, scenario, rate, seed, duration, flood_target).await,
+    }
+}

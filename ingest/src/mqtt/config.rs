@@ -8,10 +8,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSourceConfig {
-    /// Broker host name or address.
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
+    /// Broker URL, `mqtt://host:port`. With the embedded broker enabled,
+    /// this is also the address it listens on.
+    pub url: String,
     /// Client id. Keep it stable: with a persistent session the broker keeps
     /// QoS 1 messages for this id while the processor is away.
     pub client_id: String,
@@ -41,8 +40,7 @@ pub struct MqttSourceConfig {
 impl Default for MqttSourceConfig {
     fn default() -> Self {
         MqttSourceConfig {
-            host: "127.0.0.1".into(),
-            port: 1883,
+            url: "mqtt://127.0.0.1:1883".into(),
             client_id: "ioc".into(),
             topics: vec!["ioc/v1/+/+/telemetry".into()],
             qos: 1,
@@ -57,11 +55,16 @@ impl Default for MqttSourceConfig {
 }
 
 impl MqttSourceConfig {
+    /// The broker's host and port from [`Self::url`].
+    pub fn endpoint(&self) -> Result<(String, u16), String> {
+        ioc_devices::simulator::mqtt::parse_broker_url(&self.url)
+    }
+
     /// Every problem with this configuration, each with the key it concerns.
     pub fn problems(&self, prefix: &str) -> Vec<String> {
         let mut p = Vec::new();
-        if self.host.is_empty() {
-            p.push(format!("{prefix}.host: must not be empty"));
+        if let Err(e) = self.endpoint() {
+            p.push(format!("{prefix}.url: {e}"));
         }
         if self.client_id.is_empty() {
             p.push(format!("{prefix}.client_id: must not be empty"));

@@ -43,7 +43,9 @@ impl MqttSource {
 
     fn options(&self) -> MqttOptions {
         let c = &self.config;
-        let mut o = MqttOptions::new(&c.client_id, &c.host, c.port);
+        // An invalid URL is reported by configuration validation before start.
+        let (host, port) = c.endpoint().unwrap_or_else(|_| ("127.0.0.1".into(), 1883));
+        let mut o = MqttOptions::new(&c.client_id, host, port);
         o.set_keep_alive(c.keep_alive)
             .set_clean_session(!c.persistent_session)
             .set_manual_acks(true)
@@ -62,7 +64,7 @@ impl MqttSource {
         eventloop.set_network_options(net);
         let (tx, rx) = mpsc::channel::<Publish>(1024);
         let handler = tokio::spawn(handle(rx, client.clone(), self.decoder, engine, self.stats));
-        info!(host = %self.config.host, port = self.config.port, topics = ?self.config.topics, "MQTT source starting");
+        info!(url = %self.config.url, topics = ?self.config.topics, "MQTT source starting");
         let filters: Vec<_> = self
             .config
             .topics

@@ -1,0 +1,176 @@
+//! Wiring: start every component in order, stop them in reverse.
+//!
+//! Start: registry → embedded broker → engine → live hub → HTTP → MQTT
+//! source → simulator. Stop: simulator and sources first (the engine's
+//! inputs close), the engine drains, the hub takes its last outputs, then
+//! WebSockets are closed and the HTTP server stops.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context as _;
+use ioc_dashboard_api::{AppState, LiveHub};
+use ioc_devices::{Registry, Simulator};
+use ioc_ingest::mqtt::MqttSource;
+use ioc_ingest::{Decoder, IngestStats};
+use ioc_processing::{Engine, EngineConfig, EngineStats};
+use ioc_schemas::{Limits, Timestamp};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use crate::config::Config;
+
+/// The process-wide Prometheus recorder (installed once, shared by every
+/// app in the process).
+fn prometheus() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .clone()
+}
+
+/// A running system.
+pub struct Running {
+    /// Where the HTTP server listens.
+    pub http_addr: SocketAddr,
+    /// The registry in use.
+    pub registry: Arc<Registry>,
+    /// Ingest counters.
+    pub ingest_stats: Arc<IngestStats>,
+    /// Engine counters.
+    pub engine_stats: Arc<EngineStats>,
+    sources: CancellationToken,
+    http: CancellationToken,
+    source_tasks: Vec<JoinHandle<()>>,
+    engine: JoinHandle<anyhow::Result<()>>,
+    hub_task: JoinHandle<()>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts everything the configuration asks for.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let problems = config.problems();
+    anyhow::ensure!(problems.is_empty(), "invalid configuration:\n  - {}", problems.join("\n  - "));
+    let registry = config.registry()?;
+    info!(devices = registry.devices().len(), areas = registry.areas().all().len(), "catalogue loaded");
+
+    let (host, port) = config.mqtt.endpoint().map_err(anyhow::Error::msg)?;
+    if config.embedded_broker.enabled {
+        let addr: SocketAddr = tokio::net::lookup_host((host.as_str(), port))
+            .await?
+            .next()
+            .with_context(|| format!("cannot resolve {host}"))?;
+        let max = config.embedded_broker.max_payload_bytes;
+        tokio::task::spawn_blocking(move || crate::broker::start(addr, max)).await??;
+        info!(%addr, "embedded MQTT broker listening");
+    }
+
+    let p = &config.processing;
+    let engine_config = EngineConfig {
+        workers: p.workers,
+        out_of_orderness: p.out_of_orderness,
+        idle_timeout: p.idle_timeout,
+        river_hysteresis_m: p.river_hysteresis_m,
+        ..EngineConfig::default()
+    };
+    let (out_tx, out_rx) = flume::bounded(65_536);
+    let (engine, input) = Engine::start(&engine_config, registry.clone(), out_tx)?;
+    let engine_stats = engine.stats();
+    let engine = tokio::task::spawn_blocking(move || engine.join().map_err(anyhow::Error::from));
+
+    let hub = LiveHub::new(registry.clone());
+    let hub_task = tokio::spawn(ioc_dashboard_api::hub::run(hub.clone(), out_rx));
+
+    let ingest_stats = Arc::new(IngestStats::default());
+    let listener = tokio::net::TcpListener::bind(config.http.listen).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!(
+                "HTTP port {} is in use: set http.listen (or --http-listen, or IOC_HTTP__LISTEN) to a free address",
+                config.http.listen
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("cannot listen on {}", config.http.listen))
+        }
+    })?;
+    let http_addr = listener.local_addr()?;
+    let http = CancellationToken::new();
+    let stats_fn = {
+        let (ingest, engine) = (ingest_stats.clone(), engine_stats.clone());
+        Arc::new(move || {
+            let rejected: serde_json::Map<_, _> = ingest
+                .rejections()
+                .into_iter()
+                .map(|(r, n)| (r.code().to_owned(), json!(n)))
+                .collect();
+            let engine: serde_json::Map<_, _> = engine.snapshot().into_iter().map(|(k, v)| (k.to_owned(), json!(v))).collect();
+            json!({
+                "ingest": {"received": ingest.received_count(), "accepted": ingest.accepted_count(), "rejected": rejected},
+                "engine": engine,
+            })
+        })
+    };
+    let state = AppState {
+        hub,
+        cancel: http.clone(),
+        tracker: TaskTracker::new(),
+        metrics: prometheus().map(|h| Arc::new(move || h.render()) as ioc_dashboard_api::Render),
+        stats: stats_fn,
+    };
+    let server = tokio::spawn(ioc_dashboard_api::serve(listener, state));
+
+    let sources = CancellationToken::new();
+    let limits = Limits {
+        max_payload_bytes: p.max_payload_bytes,
+        max_future_skew_ms: p.max_future_skew.as_millis() as i64,
+    };
+    let source = MqttSource::new(
+        config.mqtt.clone(),
+        Decoder::new(registry.clone(), limits),
+        ingest_stats.clone(),
+    );
+    let mut source_tasks = vec![tokio::spawn(source.run(input, sources.child_token()))];
+    if config.simulator.enabled {
+        let s = &config.simulator;
+        let sim = Simulator::new(registry.clone(), s.scenario, s.seed, Timestamp::now());
+        let (rate, cancel, host) = (s.rate, sources.child_token(), host.clone());
+        source_tasks.push(tokio::spawn(async move {
+            ioc_devices::simulator::mqtt::publish(sim, &host, port, rate, cancel).await;
+        }));
+    }
+    info!(%http_addr, "IOC is running");
+    Ok(Running {
+        http_addr,
+        registry,
+        ingest_stats,
+        engine_stats,
+        sources,
+        http,
+        source_tasks,
+        engine,
+        hub_task,
+        server,
+    })
+}
+
+impl Running {
+    /// Stops everything in order and waits for it.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        info!("shutting down: stopping sources");
+        self.sources.cancel();
+        for t in self.source_tasks {
+            let _ = t.await;
+        }
+        info!("draining the engine");
+        self.engine.await??;
+        let _ = self.hub_task.await;
+        info!("closing live connections and the HTTP server");
+        self.http.cancel();
+        self.server.await??;
+        info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,270 @@
+//! The `ioc` configuration: defaults → file → `IOC_*` environment → flags.
+//!
+//! Every key is documented in `deploy/ioc.example.toml`. Environment
+//! variables use `__` between levels: `IOC_HTTP__LISTEN=0.0.0.0:8080`,
+//! `IOC_SIMULATOR__ENABLED=false`. [`Config::problems`] lists every problem
+//! with the path of its key; `ioc validate` prints them without starting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ioc_devices::Scenario;
+use ioc_ingest::mqtt::MqttSourceConfig;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The HTTP server (REST, WebSocket, control-room page).
+    pub http: HttpConfig,
+    /// The MQTT source.
+    pub mqtt: MqttSourceConfig,
+    /// The in-process MQTT broker.
+    pub embedded_broker: EmbeddedBrokerConfig,
+    /// Where devices and areas come from.
+    pub catalogue: CatalogueConfig,
+    /// The built-in device simulator.
+    pub simulator: SimulatorConfig,
+    /// The processing engine.
+    pub processing: ProcessingConfig,
+}
+
+/// HTTP server settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// In-process broker settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedBrokerConfig {
+    /// Start an MQTT broker inside the process, listening on `mqtt.url`.
+    /// Turn off to use your own broker.
+    pub enabled: bool,
+    /// Largest MQTT payload the embedded broker accepts, in bytes.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for EmbeddedBrokerConfig {
+    fn default() -> Self {
+        EmbeddedBrokerConfig {
+            enabled: true,
+            max_payload_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// Catalogue files; the built-in Sơn La demo when unset.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogueConfig {
+    /// Devices GeoJSON file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub devices: Option<PathBuf>,
+    /// Administrative areas GeoJSON file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub areas: Option<PathBuf>,
+}
+
+/// Built-in simulator settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulatorConfig {
+    /// Publish simulated readings of the whole catalogue to `mqtt.url`.
+    pub enabled: bool,
+    /// `normal` or `flood`.
+    pub scenario: Scenario,
+    /// Readings per second, over all devices.
+    pub rate: f64,
+    /// Seed: the same seed gives the same readings.
+    pub seed: u64,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        SimulatorConfig {
+            enabled: true,
+            scenario: Scenario::Flood,
+            rate: 50.0,
+            seed: 42,
+        }
+    }
+}
+
+/// Engine settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessingConfig {
+    /// Timely worker threads.
+    pub workers: usize,
+    /// How far behind the newest event time a reading may arrive and still be on time.
+    #[serde(with = "humantime_serde")]
+    pub out_of_orderness: Duration,
+    /// After this long without readings, event time follows the wall clock.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How far in the future an event time may be (device clock skew).
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    /// Largest accepted telemetry payload, in bytes.
+    pub max_payload_bytes: usize,
+    /// River alarm levels: how far below a level the water must fall to leave it, in metres.
+    pub river_hysteresis_m: f64,
+}
+
+impl Default for ProcessingConfig {
+    fn default() -> Self {
+        let engine = ioc_processing::EngineConfig::default();
+        let limits = ioc_schemas::Limits::default();
+        ProcessingConfig {
+            workers: engine.workers,
+            out_of_orderness: engine.out_of_orderness,
+            idle_timeout: engine.idle_timeout,
+            max_future_skew: Duration::from_millis(limits.max_future_skew_ms as u64),
+            max_payload_bytes: limits.max_payload_bytes,
+            river_hysteresis_m: engine.river_hysteresis_m,
+        }
+    }
+}
+
+/// Top-level sections, for filtering `IOC_*` variables.
+const SECTIONS: [&str; 6] = ["http", "mqtt", "embedded_broker", "catalogue", "simulator", "processing"];
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `IOC_*` environment variables.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            anyhow::ensure!(path.exists(), "configuration file {} does not exist", path.display());
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(
+            Env::prefixed("IOC_")
+                .filter(|k| SECTIONS.iter().any(|s| k.as_str().to_ascii_lowercase().starts_with(&format!("{s}__"))))
+                .split("__"),
+        );
+        figment.extract().map_err(|e| {
+            let lines: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            anyhow::anyhow!("invalid configuration:\n  - {}", lines.join("\n  - "))
+        })
+    }
+
+    /// Every problem, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = self.mqtt.problems("mqtt");
+        let p_ = &mut p;
+        let mut check = |ok: bool, msg: &str| {
+            if !ok {
+                p_.push(msg.to_owned());
+            }
+        };
+        check(self.processing.workers >= 1, "processing.workers: must be at least 1");
+        check(
+            self.processing.river_hysteresis_m.is_finite() && self.processing.river_hysteresis_m >= 0.0,
+            "processing.river_hysteresis_m: must be a non-negative number of metres",
+        );
+        check(self.processing.max_payload_bytes >= 256, "processing.max_payload_bytes: must be at least 256");
+        check(
+            self.simulator.rate.is_finite() && self.simulator.rate > 0.0 && self.simulator.rate <= 1_000_000.0,
+            "simulator.rate: must be between 0 and 1000000 readings per second",
+        );
+        check(
+            self.catalogue.devices.is_some() == self.catalogue.areas.is_some(),
+            "catalogue: set both devices and areas, or neither for the built-in Sơn La demo",
+        );
+        for (key, path) in [("catalogue.devices", &self.catalogue.devices), ("catalogue.areas", &self.catalogue.areas)] {
+            if let Some(path) = path
+                && !path.exists()
+            {
+                p.push(format!("{key}: {} does not exist", path.display()));
+            }
+        }
+        if self.embedded_broker.enabled
+            && let Ok((host, _)) = self.mqtt.endpoint()
+            && !matches!(host.as_str(), "127.0.0.1" | "localhost" | "::1" | "0.0.0.0" | "::")
+        {
+            p.push(format!(
+                "embedded_broker.enabled: the embedded broker can only listen on this machine, but mqtt.url names {host}; set embedded_broker.enabled = false to use that broker"
+            ));
+        }
+        p
+    }
+
+    /// The registry this configuration names.
+    pub fn registry(&self) -> anyhow::Result<std::sync::Arc<ioc_devices::Registry>> {
+        match (&self.catalogue.devices, &self.catalogue.areas) {
+            (Some(d), Some(a)) => {
+                let devices = std::fs::read_to_string(d).with_context(|| format!("reading {}", d.display()))?;
+                let areas = std::fs::read_to_string(a).with_context(|| format!("reading {}", a.display()))?;
+                Ok(std::sync::Arc::new(ioc_devices::Registry::from_geojson(&devices, &areas)?))
+            }
+            _ => Ok(ioc_devices::Registry::sonla_demo()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_documents_every_key_and_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/ioc.example.toml");
+        let from_file = Config::load(Some(&path)).unwrap();
+        assert_eq!(from_file, Config::default(), "the example file should spell out the defaults");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let defaults = toml_keys(&serde_json::to_value(Config::default()).unwrap(), "");
+        for key in defaults {
+            let leaf = key.rsplit('.').next().unwrap_or(&key);
+            assert!(text.contains(leaf), "deploy/ioc.example.toml does not mention {key}");
+        }
+    }
+
+    fn toml_keys(v: &serde_json::Value, prefix: &str) -> Vec<String> {
+        match v {
+            serde_json::Value::Object(m) => m
+                .iter()
+                .flat_map(|(k, v)| toml_keys(v, &if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }))
+                .collect(),
+            _ => vec![prefix.to_owned()],
+        }
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_key() {
+        let mut c = Config::default();
+        c.processing.workers = 0;
+        c.simulator.rate = -1.0;
+        c.mqtt.url = "mqtt://broker.example:1883".into();
+        c.mqtt.qos = 2;
+        let p = c.problems().join("\n");
+        for key in ["processing.workers", "simulator.rate", "embedded_broker.enabled", "mqtt.qos"] {
+            assert!(p.contains(key), "{key} missing from {p}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[http]\nlisten = \"127.0.0.1:9000\"\nlistne = 1\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("listne"), "{err}");
+    }
+}

@@ -1,0 +1,14 @@
+//! The `ioc` binary's library: configuration, the embedded broker and the
+//! wiring of the crates into one running system.
+//!
+//! - [`config`]: layered configuration (defaults → file → `IOC_*` → flags);
+//! - [`broker`]: the in-process MQTT broker of the embedded default;
+//! - [`app`]: [`app::start`] brings every component up, and
+//!   [`app::Running::shutdown`] takes them down in order.
+//!
+//! The logic lives in the crates: `schemas`, `devices`, `ingest`,
+//! `processing`, `dashboard-api`. This crate only wires them.
+
+pub mod app;
+pub mod broker;
+pub mod config;
