@@ -1,0 +1,436 @@
+// Control-room page: offline province map, live device states, open alerts.
+// Talks to the server only: GET /api/v1/areas once, then the /api/v1/live
+// WebSocket (a snapshot, then ordered deltas). No third-party code, no tiles.
+"use strict";
+
+const TEXT = {
+  vi: {
+    title: "Trung tâm giám sát, điều hành thông minh — Sơn La",
+    connected: "Đang kết nối trực tiếp", disconnected: "Mất kết nối",
+    alerts: "Cảnh báo đang mở", selected: "Thiết bị đã chọn", pick: "Chọn một thiết bị trên bản đồ.",
+    none: "Không có cảnh báo nào.", devices: "thiết bị", reporting: "đang báo cáo",
+    opened: "Mở lúc", updated: "cập nhật", kind: "Loại", area: "Địa bàn", last: "Lần đo cuối", seq: "Số thứ tự",
+    levels: "Mức BĐ1/BĐ2/BĐ3", noData: "Chưa có dữ liệu.", normal: "Bình thường",
+  },
+  en: {
+    title: "Intelligent Operations Center — Sơn La",
+    connected: "Live", disconnected: "Disconnected",
+    alerts: "Open alerts", selected: "Selected device", pick: "Pick a device on the map.",
+    none: "No open alerts.", devices: "devices", reporting: "reporting",
+    opened: "Opened", updated: "updated", kind: "Kind", area: "Area", last: "Last reading", seq: "Sequence",
+    levels: "Levels BĐ1/BĐ2/BĐ3", noData: "No data yet.", normal: "Normal",
+  },
+};
+const KIND = {
+  vi: { river_gauge: "Trạm thủy văn", rain_gauge: "Trạm đo mưa", reservoir: "Hồ chứa", traffic_counter: "Đếm xe", camera: "Camera AI" },
+  en: { river_gauge: "River gauge", rain_gauge: "Rain gauge", reservoir: "Reservoir", traffic_counter: "Traffic counter", camera: "AI camera" },
+};
+const KIND_COLOR = { river_gauge: "#4aa3ff", rain_gauge: "#7fd3e6", reservoir: "#2e6bd6", traffic_counter: "#7bd88f", camera: "#c39bf0" };
+const LEVEL_COLOR = ["", "#f1c40f", "#e67e22", "#e74c3c"];
+const HISTORY = 240;
+
+let lang = localStorage.getItem("ioc.lang") || "vi";
+const devices = new Map();   // id -> { info, state }
+const alerts = new Map();    // id -> alert
+const history = new Map();   // id -> [[ms, value]]
+let areas = [];              // { id, level, name, rings: [[[lon, lat]]], bbox }
+let selected = null;
+let lastSeq = null;
+let freshAlerts = new Set();
+
+const $ = (id) => document.getElementById(id);
+const t = (key) => TEXT[lang][key] || key;
+
+// ---------- map ----------
+const canvas = $("map");
+const ctx = canvas.getContext("2d");
+const view = { lon: 104.1, lat: 21.3, scale: 400, lat0: 21.3 };
+let dirty = true;
+
+function resize() {
+  const r = canvas.getBoundingClientRect();
+  canvas.width = Math.max(1, Math.round(r.width * devicePixelRatio));
+  canvas.height = Math.max(1, Math.round(r.height * devicePixelRatio));
+  dirty = true;
+}
+function project(lon, lat) {
+  const k = view.scale * devicePixelRatio;
+  return [
+    canvas.width / 2 + (lon - view.lon) * k * Math.cos(view.lat0 * Math.PI / 180),
+    canvas.height / 2 - (lat - view.lat) * k,
+  ];
+}
+function unproject(x, y) {
+  const k = view.scale * devicePixelRatio;
+  return [view.lon + (x - canvas.width / 2) / (k * Math.cos(view.lat0 * Math.PI / 180)), view.lat - (y - canvas.height / 2) / k];
+}
+function fit() {
+  const province = areas.find((a) => a.level === "province") || areas[0];
+  if (!province) return;
+  const [w, s, e, n] = province.bbox;
+  view.lon = (w + e) / 2; view.lat = (s + n) / 2; view.lat0 = view.lat;
+  const cos = Math.cos(view.lat0 * Math.PI / 180);
+  const r = canvas.getBoundingClientRect();
+  view.scale = 0.92 * Math.min(r.width / ((e - w) * cos), r.height / (n - s));
+  dirty = true;
+}
+
+function openAreaIds() {
+  const ids = new Map();
+  for (const a of alerts.values()) {
+    const leaf = a.area && a.area[0];
+    if (leaf) ids.set(leaf.id, Math.max(ids.get(leaf.id) || 0, a.level));
+  }
+  return ids;
+}
+
+function draw() {
+  dirty = false;
+  ctx.fillStyle = "#0c131b";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  const alarmed = openAreaIds();
+  for (const a of areas) {
+    if (a.level === "province") continue;
+    ctx.beginPath();
+    for (const ring of a.rings) {
+      ring.forEach(([lon, lat], i) => { const [x, y] = project(lon, lat); i ? ctx.lineTo(x, y) : ctx.moveTo(x, y); });
+      ctx.closePath();
+    }
+    const lvl = alarmed.get(a.id);
+    ctx.fillStyle = lvl ? LEVEL_COLOR[lvl] + "40" : (a.level === "ward" ? "#1d2f42" : "#172534");
+    ctx.fill();
+    ctx.strokeStyle = "#2c4157";
+    ctx.lineWidth = devicePixelRatio;
+    ctx.stroke();
+  }
+  const province = areas.find((a) => a.level === "province");
+  if (province) {
+    ctx.beginPath();
+    for (const ring of province.rings) {
+      ring.forEach(([lon, lat], i) => { const [x, y] = project(lon, lat); i ? ctx.lineTo(x, y) : ctx.moveTo(x, y); });
+      ctx.closePath();
+    }
+    ctx.strokeStyle = "#6c90b8";
+    ctx.lineWidth = 2 * devicePixelRatio;
+    ctx.stroke();
+  }
+  if (view.scale > 900) {
+    ctx.fillStyle = "#7f93a8";
+    ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
+    ctx.textAlign = "center";
+    for (const a of areas) {
+      if (a.level !== "commune" && a.level !== "ward") continue;
+      const [x, y] = project(a.label[0], a.label[1]);
+      ctx.fillText(a.short, x, y);
+    }
+  }
+  // Normal devices first, alarmed on top.
+  const list = [...devices.values()].sort((a, b) => alarmLevel(a) - alarmLevel(b));
+  for (const d of list) {
+    const pos = (d.state && d.state.pos) || d.info.pos;
+    const [x, y] = project(pos[0], pos[1]);
+    const lvl = alarmLevel(d);
+    const r = (lvl ? 7 : 3.5) * devicePixelRatio;
+    ctx.beginPath();
+    if (d.info.kind === "reservoir") ctx.rect(x - r, y - r, 2 * r, 2 * r); else ctx.arc(x, y, r, 0, 2 * Math.PI);
+    ctx.fillStyle = lvl ? LEVEL_COLOR[lvl] : (d.state ? KIND_COLOR[d.info.kind] : "#56677a");
+    ctx.fill();
+    if (lvl || d.info.id === selected) {
+      ctx.lineWidth = 2 * devicePixelRatio;
+      ctx.strokeStyle = d.info.id === selected ? "#ffffff" : "#1b0c0c";
+      ctx.stroke();
+    }
+  }
+}
+function alarmLevel(d) { return (d.state && d.state.alarm_level) || 0; }
+
+function frame() { if (dirty) draw(); requestAnimationFrame(frame); }
+
+function nearest(px, py) {
+  let best = null, bestD = (10 * devicePixelRatio) ** 2;
+  for (const d of devices.values()) {
+    const pos = (d.state && d.state.pos) || d.info.pos;
+    const [x, y] = project(pos[0], pos[1]);
+    const dd = (x - px) ** 2 + (y - py) ** 2;
+    if (dd < bestD) { bestD = dd; best = d; }
+  }
+  return best;
+}
+
+let drag = null;
+canvas.addEventListener("mousedown", (e) => { drag = { x: e.clientX, y: e.clientY, moved: false }; });
+window.addEventListener("mouseup", (e) => {
+  if (drag && !drag.moved) {
+    const r = canvas.getBoundingClientRect();
+    const d = nearest((e.clientX - r.left) * devicePixelRatio, (e.clientY - r.top) * devicePixelRatio);
+    if (d) select(d.info.id);
+  }
+  drag = null;
+});
+canvas.addEventListener("mousemove", (e) => {
+  const r = canvas.getBoundingClientRect();
+  if (drag) {
+    const dx = e.clientX - drag.x, dy = e.clientY - drag.y;
+    if (Math.abs(dx) + Math.abs(dy) > 2) drag.moved = true;
+    const k = view.scale;
+    view.lon -= dx / (k * Math.cos(view.lat0 * Math.PI / 180));
+    view.lat += dy / k;
+    drag.x = e.clientX; drag.y = e.clientY;
+    dirty = true;
+    return;
+  }
+  const d = nearest((e.clientX - r.left) * devicePixelRatio, (e.clientY - r.top) * devicePixelRatio);
+  const tip = $("tooltip");
+  if (!d) { tip.hidden = true; return; }
+  tip.hidden = false;
+  tip.style.left = `${e.clientX - r.left + 14}px`;
+  tip.style.top = `${e.clientY - r.top + 10}px`;
+  tip.textContent = `${d.info.name} — ${summary(d)}`;
+});
+canvas.addEventListener("mouseleave", () => { $("tooltip").hidden = true; });
+canvas.addEventListener("wheel", (e) => {
+  e.preventDefault();
+  const r = canvas.getBoundingClientRect();
+  const px = (e.clientX - r.left) * devicePixelRatio, py = (e.clientY - r.top) * devicePixelRatio;
+  const [lon, lat] = unproject(px, py);
+  const f = Math.exp(-e.deltaY * 0.0015);
+  view.scale = Math.min(60000, Math.max(100, view.scale * f));
+  const [lon2, lat2] = unproject(px, py);
+  view.lon += lon - lon2; view.lat += lat - lat2;
+  dirty = true;
+}, { passive: false });
+canvas.addEventListener("dblclick", () => { fit(); });
+window.addEventListener("resize", () => { resize(); });
+
+// ---------- readings ----------
+function primary(d) {
+  const r = d.state && d.state.reading;
+  if (!r) return null;
+  if (r.hydrology) {
+    if (r.hydrology.water_level_m != null) return { v: r.hydrology.water_level_m, unit: "m" };
+    if (r.hydrology.rainfall_mm != null) return { v: r.hydrology.rainfall_mm, unit: "mm" };
+  }
+  if (r.traffic && r.traffic.speed_kmh != null) return { v: r.traffic.speed_kmh, unit: "km/h" };
+  return null;
+}
+function summary(d) {
+  const r = d.state && d.state.reading;
+  if (!r) return t("noData");
+  if (r.camera) return `${r.camera.event}${r.camera.plate ? " " + r.camera.plate : ""} (${Math.round(r.camera.confidence * 100)}%)`;
+  if (r.traffic) {
+    const c = r.traffic.counts;
+    return `${(c.motorbike || 0) + (c.car || 0) + (c.truck || 0) + (c.bus || 0)} xe/${r.traffic.interval_s}s, ${r.traffic.speed_kmh ?? "–"} km/h`;
+  }
+  const p = primary(d);
+  const lvl = alarmLevel(d);
+  return p ? `${p.v} ${p.unit}${lvl ? " — BĐ" + lvl : ""}` : t("noData");
+}
+function remember(state) {
+  const d = devices.get(state.device);
+  const p = d && primary(d);
+  if (!p) return;
+  let h = history.get(state.device);
+  if (!h) { h = []; history.set(state.device, h); }
+  h.push([Date.parse(state.ts), p.v]);
+  if (h.length > HISTORY) h.shift();
+}
+
+// ---------- side panel ----------
+function areaText(area) {
+  return (area || []).filter((a) => a.level !== "province").map((a) => a.name).join(" · ");
+}
+function time(ts) { return new Date(ts).toLocaleTimeString(lang === "vi" ? "vi-VN" : "en-GB"); }
+
+function renderAlerts() {
+  const list = [...alerts.values()].sort((a, b) => b.level - a.level || Date.parse(b.updated_at) - Date.parse(a.updated_at));
+  $("alert-count").textContent = list.length;
+  const ol = $("alerts");
+  ol.replaceChildren();
+  if (!list.length) {
+    const li = document.createElement("li");
+    li.className = "empty";
+    li.textContent = t("none");
+    ol.append(li);
+  }
+  for (const a of list) {
+    const li = document.createElement("li");
+    li.className = `l${a.level}` + (freshAlerts.has(a.id) ? " new" : "");
+    li.dataset.alert = a.id;
+    li.dataset.subject = a.subject;
+    const lvl = document.createElement("span");
+    lvl.className = "level";
+    lvl.textContent = a.level_name;
+    const title = document.createElement("span");
+    title.className = "title";
+    title.textContent = lang === "vi" ? a.title_vi : a.title_en;
+    const area = document.createElement("div");
+    area.className = "area";
+    area.textContent = areaText(a.area);
+    const when = document.createElement("div");
+    when.className = "time";
+    when.textContent = `${t("opened")} ${time(a.opened_at)} · ${t("updated")} ${time(a.updated_at)}`;
+    li.append(lvl, title, area, when);
+    li.addEventListener("click", () => { select(a.subject, true); });
+    ol.append(li);
+  }
+  freshAlerts = new Set();
+}
+
+function select(id, centre) {
+  selected = id;
+  const d = devices.get(id);
+  if (d && centre) { view.lon = d.info.pos[0]; view.lat = d.info.pos[1]; view.scale = Math.max(view.scale, 2500); }
+  dirty = true;
+  renderDetail();
+}
+
+function row(k, v) {
+  const tr = document.createElement("tr");
+  const a = document.createElement("td"), b = document.createElement("td");
+  a.textContent = k; b.textContent = v;
+  tr.append(a, b);
+  return tr;
+}
+
+function renderDetail() {
+  const box = $("detail");
+  const d = selected && devices.get(selected);
+  if (!d) return;
+  const h = document.createElement("h3");
+  h.textContent = d.info.name;
+  const table = document.createElement("table");
+  table.append(row("ID", d.info.id), row(t("kind"), KIND[lang][d.info.kind] || d.info.kind), row(t("area"), areaText(d.info.area)));
+  const lv = d.info.thresholds && d.info.thresholds.alarm_levels_m;
+  if (lv) table.append(row(t("levels"), lv.map((x) => x.toFixed(2)).join(" / ") + " m"));
+  if (d.state) {
+    table.append(row(t("last"), time(d.state.ts)), row(t("seq"), d.state.seq));
+    const body = Object.values(d.state.reading)[0] || {};
+    for (const [k, v] of Object.entries(body)) {
+      if (v && typeof v === "object") for (const [k2, v2] of Object.entries(v)) table.append(row(`${k}.${k2}`, v2));
+      else table.append(row(k, v));
+    }
+  } else {
+    table.append(row(t("last"), t("noData")));
+  }
+  box.replaceChildren(h, table);
+  renderChart();
+}
+
+function renderChart() {
+  const c = $("chart");
+  const d = selected && devices.get(selected);
+  const h = d && history.get(selected);
+  if (!h || h.length < 2) { c.hidden = true; return; }
+  c.hidden = false;
+  const g = c.getContext("2d");
+  const W = c.width, H = c.height, pad = 6;
+  g.clearRect(0, 0, W, H);
+  const lv = (d.info.thresholds && d.info.thresholds.alarm_levels_m) || [];
+  const vals = h.map((p) => p[1]).concat(lv);
+  const lo = Math.min(...vals) - 0.1, hi = Math.max(...vals) + 0.1;
+  const t0 = h[0][0], t1 = h[h.length - 1][0] || t0 + 1;
+  const X = (ms) => pad + (W - 2 * pad) * (ms - t0) / Math.max(1, t1 - t0);
+  const Y = (v) => H - pad - (H - 2 * pad) * (v - lo) / (hi - lo);
+  lv.forEach((v, i) => {
+    g.strokeStyle = LEVEL_COLOR[i + 1]; g.setLineDash([4, 3]); g.beginPath(); g.moveTo(pad, Y(v)); g.lineTo(W - pad, Y(v)); g.stroke();
+  });
+  g.setLineDash([]);
+  g.strokeStyle = "#4aa3ff"; g.lineWidth = 2; g.beginPath();
+  h.forEach(([ms, v], i) => (i ? g.lineTo(X(ms), Y(v)) : g.moveTo(X(ms), Y(v))));
+  g.stroke();
+}
+
+function renderCounts() {
+  let reporting = 0;
+  for (const d of devices.values()) if (d.state) reporting++;
+  $("counts").textContent = `${devices.size} ${t("devices")} · ${reporting} ${t("reporting")}`;
+}
+
+function renderLegend() {
+  const box = $("legend");
+  box.replaceChildren();
+  for (const [k, c] of Object.entries(KIND_COLOR)) {
+    const s = document.createElement("span"); const i = document.createElement("i");
+    i.style.background = c; s.append(i, KIND[lang][k]); box.append(s);
+  }
+  ["BĐ1", "BĐ2", "BĐ3"].forEach((n, i) => {
+    const s = document.createElement("span"); const b = document.createElement("i");
+    b.style.background = LEVEL_COLOR[i + 1]; s.append(b, n); box.append(s);
+  });
+}
+
+function applyLang() {
+  document.documentElement.lang = lang;
+  $("lang").textContent = lang === "vi" ? "EN" : "VI";
+  document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+  $("conn").textContent = t($("conn").classList.contains("up") ? "connected" : "disconnected");
+  renderLegend(); renderAlerts(); renderCounts(); renderDetail();
+}
+$("lang").addEventListener("click", () => { lang = lang === "vi" ? "en" : "vi"; localStorage.setItem("ioc.lang", lang); applyLang(); });
+
+// ---------- live feed ----------
+let panelDirty = false;
+function schedulePanel() {
+  if (panelDirty) return;
+  panelDirty = true;
+  setTimeout(() => { panelDirty = false; renderAlerts(); renderCounts(); if (selected) renderDetail(); }, 100);
+}
+
+function onMessage(msg) {
+  if (msg.type === "snapshot") {
+    devices.clear(); alerts.clear();
+    for (const d of msg.devices) {
+      const { state, ...info } = d;
+      devices.set(info.id, { info, state: state || null });
+      if (state) remember(state);
+    }
+    for (const a of msg.alerts) alerts.set(a.id, a);
+  } else if (msg.type === "delta") {
+    if (lastSeq !== null && msg.seq !== lastSeq + 1) { socket.close(); return; }
+    for (const s of msg.devices || []) {
+      const d = devices.get(s.device);
+      if (d) { d.state = s; remember(s); }
+    }
+    for (const a of msg.alerts || []) {
+      if (a.status === "open") { if (!alerts.has(a.id) || alerts.get(a.id).level !== a.level) freshAlerts.add(a.id); alerts.set(a.id, a); }
+      else alerts.delete(a.id);
+    }
+  }
+  lastSeq = msg.seq;
+  dirty = true;
+  schedulePanel();
+}
+
+let socket = null;
+let backoff = 500;
+function connect() {
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/live`;
+  socket = new WebSocket(url);
+  socket.onopen = () => { backoff = 500; lastSeq = null; $("conn").className = "conn up"; $("conn").textContent = t("connected"); };
+  socket.onmessage = (e) => { try { onMessage(JSON.parse(e.data)); } catch (err) { console.error(err); } };
+  socket.onclose = () => {
+    $("conn").className = "conn down"; $("conn").textContent = t("disconnected");
+    setTimeout(connect, backoff); backoff = Math.min(10000, backoff * 2);
+  };
+}
+
+async function loadAreas() {
+  const fc = await (await fetch("/api/v1/areas")).json();
+  areas = fc.features.filter((f) => f.geometry).map((f) => {
+    const polys = f.geometry.type === "Polygon" ? [f.geometry.coordinates] : f.geometry.coordinates;
+    const rings = polys.map((p) => p[0]);
+    let w = 180, s = 90, e = -180, n = -90, sx = 0, sy = 0, k = 0;
+    for (const r of rings) for (const [x, y] of r) { w = Math.min(w, x); e = Math.max(e, x); s = Math.min(s, y); n = Math.max(n, y); sx += x; sy += y; k++; }
+    const name = f.properties.name;
+    return { id: f.properties.id, level: f.properties.level, name, short: name.replace(/^(Xã|Phường) /, ""), rings, bbox: [w, s, e, n], label: [sx / k, sy / k] };
+  });
+}
+
+(async function main() {
+  resize();
+  applyLang();
+  try { await loadAreas(); } catch (e) { console.error("areas", e); }
+  fit();
+  connect();
+  requestAnimationFrame(frame);
+})();
