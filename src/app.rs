@@ -54,9 +54,17 @@ pub struct Running {
 /// Starts everything the configuration asks for.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let problems = config.problems();
-    anyhow::ensure!(problems.is_empty(), "invalid configuration:\n  - {}", problems.join("\n  - "));
+    anyhow::ensure!(
+        problems.is_empty(),
+        "invalid configuration:\n  - {}",
+        problems.join("\n  - ")
+    );
     let registry = config.registry()?;
-    info!(devices = registry.devices().len(), areas = registry.areas().all().len(), "catalogue loaded");
+    info!(
+        devices = registry.devices().len(),
+        areas = registry.areas().all().len(),
+        "catalogue loaded"
+    );
 
     let (host, port) = config.mqtt.endpoint().map_err(anyhow::Error::msg)?;
     if config.embedded_broker.enabled {
@@ -106,7 +114,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .into_iter()
                 .map(|(r, n)| (r.code().to_owned(), json!(n)))
                 .collect();
-            let engine: serde_json::Map<_, _> = engine.snapshot().into_iter().map(|(k, v)| (k.to_owned(), json!(v))).collect();
+            let engine: serde_json::Map<_, _> = engine
+                .snapshot()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), json!(v)))
+                .collect();
             json!({
                 "ingest": {"received": ingest.received_count(), "accepted": ingest.accepted_count(), "rejected": rejected},
                 "engine": engine,

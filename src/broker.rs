@@ -16,7 +16,10 @@ pub fn start(addr: SocketAddr, max_payload_bytes: usize) -> anyhow::Result<()> {
             "MQTT port {addr} is in use: set mqtt.url (or --mqtt-url) to another port for the embedded broker, \
              or point it at your running broker and set embedded_broker.enabled = false (--no-embedded-broker)"
         ),
-        Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr} for the embedded MQTT broker")),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot listen on {addr} for the embedded MQTT broker"));
+        }
     }
     let config: rumqttd::Config = serde_json::from_value(json!({
         "id": 0,
@@ -51,7 +54,10 @@ pub fn start(addr: SocketAddr, max_payload_bytes: usize) -> anyhow::Result<()> {
         })
         .context("spawning the embedded broker thread")?;
     let deadline = Instant::now() + Duration::from_secs(5);
-    let target = addr.to_socket_addrs()?.next().context("no broker address")?;
+    let target = addr
+        .to_socket_addrs()?
+        .next()
+        .context("no broker address")?;
     while TcpStream::connect_timeout(&target, Duration::from_millis(100)).is_err() {
         if Instant::now() > deadline {
             bail!("the embedded MQTT broker did not start listening on {addr} within 5 s");
@@ -59,4 +65,23 @@ pub fn start(addr: SocketAddr, max_payload_bytes: usize) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_port_is_reported_with_the_way_out() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = start(taken.local_addr().unwrap(), 1024)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is in use")
+                && err.contains("mqtt.url")
+                && err.contains("embedded_broker.enabled"),
+            "{err}"
+        );
+    }
 }

@@ -144,19 +144,36 @@ impl Default for ProcessingConfig {
 }
 
 /// Top-level sections, for filtering `IOC_*` variables.
-const SECTIONS: [&str; 6] = ["http", "mqtt", "embedded_broker", "catalogue", "simulator", "processing"];
+const SECTIONS: [&str; 6] = [
+    "http",
+    "mqtt",
+    "embedded_broker",
+    "catalogue",
+    "simulator",
+    "processing",
+];
 
 impl Config {
     /// Loads defaults, then `file` (if any), then `IOC_*` environment variables.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
-            anyhow::ensure!(path.exists(), "configuration file {} does not exist", path.display());
+            anyhow::ensure!(
+                path.exists(),
+                "configuration file {} does not exist",
+                path.display()
+            );
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(
             Env::prefixed("IOC_")
-                .filter(|k| SECTIONS.iter().any(|s| k.as_str().to_ascii_lowercase().starts_with(&format!("{s}__"))))
+                .filter(|k| {
+                    SECTIONS.iter().any(|s| {
+                        k.as_str()
+                            .to_ascii_lowercase()
+                            .starts_with(&format!("{s}__"))
+                    })
+                })
                 .split("__"),
         );
         figment.extract().map_err(|e| {
@@ -174,21 +191,33 @@ impl Config {
                 p_.push(msg.to_owned());
             }
         };
-        check(self.processing.workers >= 1, "processing.workers: must be at least 1");
         check(
-            self.processing.river_hysteresis_m.is_finite() && self.processing.river_hysteresis_m >= 0.0,
+            self.processing.workers >= 1,
+            "processing.workers: must be at least 1",
+        );
+        check(
+            self.processing.river_hysteresis_m.is_finite()
+                && self.processing.river_hysteresis_m >= 0.0,
             "processing.river_hysteresis_m: must be a non-negative number of metres",
         );
-        check(self.processing.max_payload_bytes >= 256, "processing.max_payload_bytes: must be at least 256");
         check(
-            self.simulator.rate.is_finite() && self.simulator.rate > 0.0 && self.simulator.rate <= 1_000_000.0,
+            self.processing.max_payload_bytes >= 256,
+            "processing.max_payload_bytes: must be at least 256",
+        );
+        check(
+            self.simulator.rate.is_finite()
+                && self.simulator.rate > 0.0
+                && self.simulator.rate <= 1_000_000.0,
             "simulator.rate: must be between 0 and 1000000 readings per second",
         );
         check(
             self.catalogue.devices.is_some() == self.catalogue.areas.is_some(),
             "catalogue: set both devices and areas, or neither for the built-in Sơn La demo",
         );
-        for (key, path) in [("catalogue.devices", &self.catalogue.devices), ("catalogue.areas", &self.catalogue.areas)] {
+        for (key, path) in [
+            ("catalogue.devices", &self.catalogue.devices),
+            ("catalogue.areas", &self.catalogue.areas),
+        ] {
             if let Some(path) = path
                 && !path.exists()
             {
@@ -197,7 +226,10 @@ impl Config {
         }
         if self.embedded_broker.enabled
             && let Ok((host, _)) = self.mqtt.endpoint()
-            && !matches!(host.as_str(), "127.0.0.1" | "localhost" | "::1" | "0.0.0.0" | "::")
+            && !matches!(
+                host.as_str(),
+                "127.0.0.1" | "localhost" | "::1" | "0.0.0.0" | "::"
+            )
         {
             p.push(format!(
                 "embedded_broker.enabled: the embedded broker can only listen on this machine, but mqtt.url names {host}; set embedded_broker.enabled = false to use that broker"
@@ -210,9 +242,13 @@ impl Config {
     pub fn registry(&self) -> anyhow::Result<std::sync::Arc<ioc_devices::Registry>> {
         match (&self.catalogue.devices, &self.catalogue.areas) {
             (Some(d), Some(a)) => {
-                let devices = std::fs::read_to_string(d).with_context(|| format!("reading {}", d.display()))?;
-                let areas = std::fs::read_to_string(a).with_context(|| format!("reading {}", a.display()))?;
-                Ok(std::sync::Arc::new(ioc_devices::Registry::from_geojson(&devices, &areas)?))
+                let devices = std::fs::read_to_string(d)
+                    .with_context(|| format!("reading {}", d.display()))?;
+                let areas = std::fs::read_to_string(a)
+                    .with_context(|| format!("reading {}", a.display()))?;
+                Ok(std::sync::Arc::new(ioc_devices::Registry::from_geojson(
+                    &devices, &areas,
+                )?))
             }
             _ => Ok(ioc_devices::Registry::sonla_demo()),
         }
@@ -227,12 +263,19 @@ mod tests {
     fn example_file_documents_every_key_and_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/ioc.example.toml");
         let from_file = Config::load(Some(&path)).unwrap();
-        assert_eq!(from_file, Config::default(), "the example file should spell out the defaults");
+        assert_eq!(
+            from_file,
+            Config::default(),
+            "the example file should spell out the defaults"
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         let defaults = toml_keys(&serde_json::to_value(Config::default()).unwrap(), "");
         for key in defaults {
             let leaf = key.rsplit('.').next().unwrap_or(&key);
-            assert!(text.contains(leaf), "deploy/ioc.example.toml does not mention {key}");
+            assert!(
+                text.contains(leaf),
+                "deploy/ioc.example.toml does not mention {key}"
+            );
         }
     }
 
@@ -240,7 +283,16 @@ mod tests {
         match v {
             serde_json::Value::Object(m) => m
                 .iter()
-                .flat_map(|(k, v)| toml_keys(v, &if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }))
+                .flat_map(|(k, v)| {
+                    toml_keys(
+                        v,
+                        &if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        },
+                    )
+                })
                 .collect(),
             _ => vec![prefix.to_owned()],
         }
@@ -254,7 +306,12 @@ mod tests {
         c.mqtt.url = "mqtt://broker.example:1883".into();
         c.mqtt.qos = 2;
         let p = c.problems().join("\n");
-        for key in ["processing.workers", "simulator.rate", "embedded_broker.enabled", "mqtt.qos"] {
+        for key in [
+            "processing.workers",
+            "simulator.rate",
+            "embedded_broker.enabled",
+            "mqtt.qos",
+        ] {
             assert!(p.contains(key), "{key} missing from {p}");
         }
     }

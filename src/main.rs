@@ -93,7 +93,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -127,7 +128,8 @@ async fn simulate(
     duration: Option<u64>,
     flood_target: Option<String>,
 ) -> anyhow::Result<()> {
-    let (host, port) = ioc_devices::simulator::mqtt::parse_broker_url(&broker).map_err(anyhow::Error::msg)?;
+    let (host, port) =
+        ioc_devices::simulator::mqtt::parse_broker_url(&broker).map_err(anyhow::Error::msg)?;
     let mut sim = Simulator::new(Registry::sonla_demo(), scenario, seed, Timestamp::now());
     if let Some(target) = flood_target {
         sim = sim
@@ -155,7 +157,8 @@ async fn simulate(
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,rumqttc=warn")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,rumqttc=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -165,7 +168,11 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Validate) => {
             let config = load(&cli.run)?;
             let problems = config.problems();
-            anyhow::ensure!(problems.is_empty(), "invalid configuration:\n  - {}", problems.join("\n  - "));
+            anyhow::ensure!(
+                problems.is_empty(),
+                "invalid configuration:\n  - {}",
+                problems.join("\n  - ")
+            );
             let registry = config.registry()?;
             println!(
                 "configuration is valid: {} devices, {} areas",

@@ -58,7 +58,9 @@ impl LiveHub {
     fn lock(&self) -> MutexGuard<'_, HubState> {
         // A panic while holding the lock cannot leave the maps half-written in
         // a way that matters more than losing the hub, so recover the guard.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The registry the hub serves.
@@ -74,7 +76,9 @@ impl LiveHub {
         for output in batch {
             match output {
                 EngineOutput::Device(d) => {
-                    let Some(i) = self.registry.lookup(&d.device) else { continue };
+                    let Some(i) = self.registry.lookup(&d.device) else {
+                        continue;
+                    };
                     if let Some(prev) = devices.iter_mut().find(|p| p.device == d.device) {
                         *prev = d.clone();
                     } else {
@@ -123,7 +127,10 @@ impl LiveHub {
             alerts: st.open.values().cloned().collect(),
         };
         let rx = self.tx.subscribe();
-        (serde_json::to_string(&message).unwrap_or_default().into(), rx)
+        (
+            serde_json::to_string(&message).unwrap_or_default().into(),
+            rx,
+        )
     }
 
     fn views(&self, st: &HubState) -> Vec<DeviceView> {
@@ -155,7 +162,11 @@ impl LiveHub {
     /// Open alerts, most severe and most recent first.
     pub fn open_alerts(&self) -> Vec<Alert> {
         let mut v: Vec<_> = self.lock().open.values().cloned().collect();
-        v.sort_by(|a, b| b.severity.cmp(&a.severity).then(b.updated_at.cmp(&a.updated_at)));
+        v.sort_by(|a, b| {
+            b.severity
+                .cmp(&a.severity)
+                .then(b.updated_at.cmp(&a.updated_at))
+        });
         v
     }
 
@@ -176,5 +187,50 @@ pub async fn run(hub: Arc<LiveHub>, outputs: flume::Receiver<EngineOutput>) {
         let mut batch = vec![first];
         batch.extend(outputs.try_iter().take(4095));
         hub.apply(batch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ioc_schemas::{Body, Hydrology, Timestamp};
+
+    use super::*;
+
+    fn state(device: &str, seq: u64) -> EngineOutput {
+        EngineOutput::Device(DeviceState {
+            device: device.into(),
+            ts: Timestamp(seq as i64),
+            seq,
+            pos: [103.9, 21.3],
+            reading: Body::Hydrology(Hydrology::default()),
+            alarm_level: None,
+        })
+    }
+
+    #[test]
+    fn snapshot_then_conflated_deltas_in_sequence() {
+        let hub = LiveHub::new(ioc_devices::Registry::sonla_demo());
+        hub.apply(vec![state("river-to-hieu", 1)]);
+        let (snapshot, mut rx) = hub.subscribe();
+        let snapshot: serde_json::Value = serde_json::from_str(&snapshot).unwrap();
+        assert_eq!(
+            (snapshot["type"].as_str(), snapshot["seq"].as_u64()),
+            (Some("snapshot"), Some(1))
+        );
+        hub.apply(vec![
+            state("river-to-hieu", 2),
+            state("rain-to-hieu", 1),
+            state("river-to-hieu", 3),
+        ]);
+        hub.apply(vec![state("nobody", 1)]);
+        hub.apply(vec![state("rain-to-hieu", 2)]);
+        let d1: serde_json::Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
+        let d2: serde_json::Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
+        assert!(rx.try_recv().is_err(), "unknown devices make no delta");
+        assert_eq!((d1["seq"].as_u64(), d2["seq"].as_u64()), (Some(2), Some(3)));
+        let devices = d1["devices"].as_array().unwrap();
+        assert_eq!(devices.len(), 2, "two states of one device are conflated");
+        assert_eq!(devices[0]["seq"], 3);
+        assert_eq!(hub.device("river-to-hieu").unwrap().state.unwrap().seq, 3);
     }
 }

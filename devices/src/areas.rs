@@ -60,9 +60,9 @@ impl Areas {
     /// Parses and validates an areas FeatureCollection. Every problem is
     /// reported, each with the feature it concerns.
     pub fn from_geojson(text: &str) -> Result<Self, CatalogueError> {
-        let collection: geojson::FeatureCollection = text
-            .parse()
-            .map_err(|e| CatalogueError::single("areas", format!("not a GeoJSON FeatureCollection: {e}")))?;
+        let collection: geojson::FeatureCollection = text.parse().map_err(|e| {
+            CatalogueError::single("areas", format!("not a GeoJSON FeatureCollection: {e}"))
+        })?;
         let mut problems = Vec::new();
         let mut areas = Vec::new();
         for (n, feature) in collection.features.into_iter().enumerate() {
@@ -80,12 +80,18 @@ impl Areas {
                     continue;
                 }
             };
-            let boundary = match feature.geometry.map(|g| geo::Geometry::<f64>::try_from(&g.value)) {
+            let boundary = match feature
+                .geometry
+                .map(|g| geo::Geometry::<f64>::try_from(&g.value))
+            {
                 None => None,
                 Some(Ok(geo::Geometry::Polygon(p))) => Some(MultiPolygon::new(vec![p])),
                 Some(Ok(geo::Geometry::MultiPolygon(m))) => Some(m),
                 Some(Ok(_)) => {
-                    problems.push(format!("area {}: geometry must be a Polygon or MultiPolygon", props.id));
+                    problems.push(format!(
+                        "area {}: geometry must be a Polygon or MultiPolygon",
+                        props.id
+                    ));
                     continue;
                 }
                 Some(Err(e)) => {
@@ -95,10 +101,16 @@ impl Areas {
             };
             if let Some(b) = &boundary {
                 let bad = b.0.iter().flat_map(|p| p.exterior().coords()).find(|c| {
-                    !(c.x.is_finite() && c.y.is_finite() && (-180.0..=180.0).contains(&c.x) && (-90.0..=90.0).contains(&c.y))
+                    !(c.x.is_finite()
+                        && c.y.is_finite()
+                        && (-180.0..=180.0).contains(&c.x)
+                        && (-90.0..=90.0).contains(&c.y))
                 });
                 if let Some(c) = bad {
-                    problems.push(format!("area {}: coordinate [{}, {}] is not WGS 84 [lon, lat]", props.id, c.x, c.y));
+                    problems.push(format!(
+                        "area {}: coordinate [{}, {}] is not WGS 84 [lon, lat]",
+                        props.id, c.x, c.y
+                    ));
                     continue;
                 }
             }
@@ -121,15 +133,23 @@ impl Areas {
         for a in &areas {
             match &a.parent {
                 Some(p) => match by_id.get(p) {
-                    None => problems.push(format!("area {}: parent {p} does not exist", a.reference.id)),
-                    Some(&pi) if depth(areas[pi].reference.level) >= depth(a.reference.level) => problems.push(format!(
-                        "area {}: parent {p} is not a higher level",
+                    None => problems.push(format!(
+                        "area {}: parent {p} does not exist",
                         a.reference.id
                     )),
+                    Some(&pi) if depth(areas[pi].reference.level) >= depth(a.reference.level) => {
+                        problems.push(format!(
+                            "area {}: parent {p} is not a higher level",
+                            a.reference.id
+                        ))
+                    }
                     Some(_) => {}
                 },
                 None if a.reference.level != AreaLevel::Province => {
-                    problems.push(format!("area {}: only a province may have no parent", a.reference.id));
+                    problems.push(format!(
+                        "area {}: only a province may have no parent",
+                        a.reference.id
+                    ));
                 }
                 None => {}
             }
@@ -144,7 +164,10 @@ impl Areas {
                 .filter_map(|(i, a)| {
                     let rect = a.boundary.as_ref()?.bounding_rect()?;
                     Some(GeomWithData::new(
-                        Rectangle::from_corners([rect.min().x, rect.min().y], [rect.max().x, rect.max().y]),
+                        Rectangle::from_corners(
+                            [rect.min().x, rect.min().y],
+                            [rect.max().x, rect.max().y],
+                        ),
                         i,
                     ))
                 })
@@ -181,7 +204,12 @@ impl Areas {
             .index
             .locate_all_at_point(&pos)
             .map(|g| g.data)
-            .filter(|&i| self.areas[i].boundary.as_ref().is_some_and(|b| b.contains(&point)))
+            .filter(|&i| {
+                self.areas[i]
+                    .boundary
+                    .as_ref()
+                    .is_some_and(|b| b.contains(&point))
+            })
             .max_by_key(|&i| (depth(self.areas[i].reference.level), std::cmp::Reverse(i)));
         match best {
             Some(i) => self.chain_from(i),
@@ -191,13 +219,20 @@ impl Areas {
 
     /// The chain from the area with this id up to the province.
     pub fn chain_of(&self, id: &str) -> Vec<AreaRef> {
-        self.by_id.get(id).map(|&i| self.chain_from(i)).unwrap_or_default()
+        self.by_id
+            .get(id)
+            .map(|&i| self.chain_from(i))
+            .unwrap_or_default()
     }
 
     fn chain_from(&self, mut i: usize) -> Vec<AreaRef> {
         let mut chain = vec![self.areas[i].reference.clone()];
         // Parents were validated to be strictly higher levels, so this ends.
-        while let Some(p) = self.areas[i].parent.as_ref().and_then(|p| self.by_id.get(p)) {
+        while let Some(p) = self.areas[i]
+            .parent
+            .as_ref()
+            .and_then(|p| self.by_id.get(p))
+        {
             i = *p;
             chain.push(self.areas[i].reference.clone());
         }
@@ -229,9 +264,17 @@ mod tests {
     #[test]
     fn chain_walks_up_through_the_optional_level() {
         let areas = Areas::from_geojson(AREAS).unwrap();
-        let ids: Vec<_> = areas.chain_at([2.0, 3.0]).into_iter().map(|a| a.id).collect();
+        let ids: Vec<_> = areas
+            .chain_at([2.0, 3.0])
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
         assert_eq!(ids, ["c1", "d", "p"]);
-        let ids: Vec<_> = areas.chain_at([7.0, 3.0]).into_iter().map(|a| a.id).collect();
+        let ids: Vec<_> = areas
+            .chain_at([7.0, 3.0])
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
         assert_eq!(ids, ["w2", "p"]);
         assert!(areas.chain_at([20.0, 3.0]).is_empty());
     }
@@ -247,7 +290,12 @@ mod tests {
         ]}"#;
         let err = Areas::from_geojson(bad).unwrap_err();
         let text = err.to_string();
-        for needle in ["parent nowhere", "duplicate id", "feature #2", "area y: coordinate"] {
+        for needle in [
+            "parent nowhere",
+            "duplicate id",
+            "feature #2",
+            "area y: coordinate",
+        ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
     }

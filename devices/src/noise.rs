@@ -22,6 +22,8 @@ pub fn unit(seed: u64, a: u64, b: u64) -> f64 {
 
 /// A standard-normal-ish number (sum of four uniforms, rescaled) for `(seed, a, b)`.
 pub fn gauss(seed: u64, a: u64, b: u64) -> f64 {
-    let s: f64 = (0..4).map(|k| unit(seed, a, b.wrapping_mul(4).wrapping_add(k))).sum();
+    let s: f64 = (0..4)
+        .map(|k| unit(seed, a, b.wrapping_mul(4).wrapping_add(k)))
+        .sum();
     (s - 2.0) * (3.0f64).sqrt()
 }

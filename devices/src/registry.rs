@@ -49,9 +49,9 @@ impl Registry {
     /// Loads devices and areas from GeoJSON text, reporting every problem.
     pub fn from_geojson(devices: &str, areas: &str) -> Result<Self, CatalogueError> {
         let areas = Areas::from_geojson(areas)?;
-        let collection: geojson::FeatureCollection = devices
-            .parse()
-            .map_err(|e| CatalogueError::single("devices", format!("not a GeoJSON FeatureCollection: {e}")))?;
+        let collection: geojson::FeatureCollection = devices.parse().map_err(|e| {
+            CatalogueError::single("devices", format!("not a GeoJSON FeatureCollection: {e}"))
+        })?;
         let mut problems = Vec::new();
         let mut list = Vec::with_capacity(collection.features.len());
         let mut by_id = HashMap::with_capacity(collection.features.len());
@@ -88,12 +88,18 @@ impl Registry {
                 problems.push(format!("device {id}: expected_interval_s must be positive"));
             }
             if let Some(levels) = props.thresholds.alarm_levels_m
-                && !(levels.iter().all(|l| l.is_finite()) && levels[0] < levels[1] && levels[1] < levels[2])
+                && !(levels.iter().all(|l| l.is_finite())
+                    && levels[0] < levels[1]
+                    && levels[1] < levels[2])
             {
-                problems.push(format!("device {id}: alarm_levels_m must be finite and strictly increasing"));
+                problems.push(format!(
+                    "device {id}: alarm_levels_m must be finite and strictly increasing"
+                ));
             }
             if props.kind == DeviceKind::RiverGauge && props.thresholds.alarm_levels_m.is_none() {
-                problems.push(format!("device {id}: a river gauge needs thresholds.alarm_levels_m (BĐ1, BĐ2, BĐ3)"));
+                problems.push(format!(
+                    "device {id}: a river gauge needs thresholds.alarm_levels_m (BĐ1, BĐ2, BĐ3)"
+                ));
             }
             let area = match &props.area {
                 Some(a) if areas.get(a).is_none() => {
@@ -132,7 +138,10 @@ impl Registry {
     pub fn sonla_demo() -> Arc<Self> {
         // The embedded catalogue is checked by the test suite, so loading it
         // cannot fail in a released binary.
-        match Self::from_geojson(crate::catalogue::SONLA_DEVICES, crate::catalogue::SONLA_AREAS) {
+        match Self::from_geojson(
+            crate::catalogue::SONLA_DEVICES,
+            crate::catalogue::SONLA_AREAS,
+        ) {
             Ok(r) => Arc::new(r),
             Err(e) => panic!("the embedded Sơn La catalogue is invalid: {e}"),
         }
@@ -176,7 +185,13 @@ mod tests {
             assert!(r.devices().iter().any(|d| d.kind == kind), "no {kind}");
         }
         for d in r.devices() {
-            assert!(d.area.len() >= 2, "{} at {:?} has area {:?}", d.id, d.pos, d.area);
+            assert!(
+                d.area.len() >= 2,
+                "{} at {:?} has area {:?}",
+                d.id,
+                d.pos,
+                d.area
+            );
             assert_eq!(d.area.last().map(|a| a.id.as_str()), Some("sl"), "{}", d.id);
             assert_eq!(r.lookup(&d.id).map(|i| &r.device(i).id), Some(&d.id));
         }
@@ -194,7 +209,9 @@ mod tests {
           {"type":"Feature","properties":{"id":"ok","kind":"rain_gauge","name":"OK","expected_interval_s":60},"geometry":{"type":"Point","coordinates":[0.5,0.5]}},
           {"type":"Feature","properties":{"id":"ok","kind":"rain_gauge","name":"OK2","expected_interval_s":60},"geometry":{"type":"Point","coordinates":[0.5,0.5]}}
         ]}"#;
-        let text = Registry::from_geojson(devices, areas).unwrap_err().to_string();
+        let text = Registry::from_geojson(devices, areas)
+            .unwrap_err()
+            .to_string();
         for needle in [
             "device g: a river gauge needs",
             "device h: alarm_levels_m",

@@ -29,7 +29,12 @@ impl Decoder {
 
     /// Decodes a payload. With `topic`, also checks that the topic names the
     /// same device and kind as the envelope and the registry.
-    pub fn decode(&self, topic: Option<&str>, payload: &[u8], now: Timestamp) -> Result<Reading, Rejection> {
+    pub fn decode(
+        &self,
+        topic: Option<&str>,
+        payload: &[u8],
+        now: Timestamp,
+    ) -> Result<Reading, Rejection> {
         let from_topic = match topic {
             Some(t) => Some(parse_telemetry_topic(t).ok_or_else(|| {
                 Rejection::new(
@@ -51,20 +56,30 @@ impl Decoder {
             if id != envelope.device {
                 return Err(Rejection::new(
                     RejectReason::TopicMismatch,
-                    format!("topic names device {id:?} but the envelope says {:?}", envelope.device),
+                    format!(
+                        "topic names device {id:?} but the envelope says {:?}",
+                        envelope.device
+                    ),
                 ));
             }
             if DeviceKind::parse(kind) != Some(device.kind) {
                 return Err(Rejection::new(
                     RejectReason::TopicMismatch,
-                    format!("topic kind {kind:?} does not match the registered kind {}", device.kind),
+                    format!(
+                        "topic kind {kind:?} does not match the registered kind {}",
+                        device.kind
+                    ),
                 ));
             }
         }
         if !device.kind.accepts(&envelope.body) {
             return Err(Rejection::new(
                 RejectReason::KindMismatch,
-                format!("a {} does not send {} readings", device.kind, envelope.body.key()),
+                format!(
+                    "a {} does not send {} readings",
+                    device.kind,
+                    envelope.body.key()
+                ),
             ));
         }
         Ok(Reading {
@@ -89,7 +104,11 @@ mod tests {
     #[test]
     fn accepts_a_registered_device_on_its_topic() {
         let r = decoder()
-            .decode(Some("ioc/v1/river_gauge/river-to-hieu/telemetry"), OK.as_bytes(), NOW)
+            .decode(
+                Some("ioc/v1/river_gauge/river-to-hieu/telemetry"),
+                OK.as_bytes(),
+                NOW,
+            )
             .unwrap();
         assert_eq!(r.envelope.device, "river-to-hieu");
     }
@@ -97,24 +116,44 @@ mod tests {
     #[test]
     fn registry_and_topic_reasons() {
         let d = decoder();
-        let reason = |topic: Option<&str>, json: &str| d.decode(topic, json.as_bytes(), NOW).unwrap_err().reason;
+        let reason = |topic: Option<&str>, json: &str| {
+            d.decode(topic, json.as_bytes(), NOW).unwrap_err().reason
+        };
         assert_eq!(
             reason(None, &OK.replace("river-to-hieu", "river-atlantis")),
             RejectReason::UnknownDevice
         );
         assert_eq!(
-            reason(None, r#"{"v":1,"device":"river-to-hieu","ts":1783998760000,"seq":1,"camera":{"event":"crowd","confidence":0.5}}"#),
+            reason(
+                None,
+                r#"{"v":1,"device":"river-to-hieu","ts":1783998760000,"seq":1,"camera":{"event":"crowd","confidence":0.5}}"#
+            ),
             RejectReason::KindMismatch
         );
-        assert_eq!(reason(Some("ioc/v1/river_gauge/rain-to-hieu/telemetry"), OK), RejectReason::TopicMismatch);
-        assert_eq!(reason(Some("ioc/v1/camera/river-to-hieu/telemetry"), OK), RejectReason::TopicMismatch);
-        assert_eq!(reason(Some("sensors/river-to-hieu"), OK), RejectReason::TopicMismatch);
-        assert_eq!(reason(Some("ioc/v1/river_gauge/river-to-hieu/telemetry"), "{oops"), RejectReason::MalformedJson);
+        assert_eq!(
+            reason(Some("ioc/v1/river_gauge/rain-to-hieu/telemetry"), OK),
+            RejectReason::TopicMismatch
+        );
+        assert_eq!(
+            reason(Some("ioc/v1/camera/river-to-hieu/telemetry"), OK),
+            RejectReason::TopicMismatch
+        );
+        assert_eq!(
+            reason(Some("sensors/river-to-hieu"), OK),
+            RejectReason::TopicMismatch
+        );
+        assert_eq!(
+            reason(Some("ioc/v1/river_gauge/river-to-hieu/telemetry"), "{oops"),
+            RejectReason::MalformedJson
+        );
     }
 
     #[test]
     fn parses_topics() {
-        assert_eq!(parse_telemetry_topic("ioc/v1/camera/cam-1/telemetry"), Some(("camera", "cam-1")));
+        assert_eq!(
+            parse_telemetry_topic("ioc/v1/camera/cam-1/telemetry"),
+            Some(("camera", "cam-1"))
+        );
         assert_eq!(parse_telemetry_topic("ioc/v1/camera/a/b/telemetry"), None);
         assert_eq!(parse_telemetry_topic("ioc/v1//x/telemetry"), None);
     }

@@ -33,7 +33,8 @@ impl IngestStats {
             .position(|r| *r == rejection.reason)
             .unwrap_or_default();
         self.rejected[i].fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("ioc_events_rejected_total", "reason" => rejection.reason.code()).increment(1);
+        metrics::counter!("ioc_events_rejected_total", "reason" => rejection.reason.code())
+            .increment(1);
         debug!(source, topic, reason = rejection.reason.code(), detail = %rejection.detail, "rejected message");
     }
 

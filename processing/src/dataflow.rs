@@ -22,9 +22,9 @@ use std::time::Duration;
 use flume::TryRecvError;
 use ioc_schemas::{EngineOutput, Timestamp};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::UnorderedInput;
-use timely::dataflow::operators::Probe;
 use timely::dataflow::{ProbeHandle, StreamVec};
 use timely::worker::Worker;
 
@@ -41,11 +41,19 @@ const IDLE_PARK: Duration = Duration::from_millis(100);
 pub trait DeviceStateOp<'scope> {
     /// Exchanges readings by device and applies them to the owning worker's
     /// [`DeviceTable`].
-    fn device_state(self, table: DeviceTable, shared: Arc<Shared>) -> StreamVec<'scope, u64, EngineOutput>;
+    fn device_state(
+        self,
+        table: DeviceTable,
+        shared: Arc<Shared>,
+    ) -> StreamVec<'scope, u64, EngineOutput>;
 }
 
 impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
-    fn device_state(self, mut table: DeviceTable, shared: Arc<Shared>) -> StreamVec<'scope, u64, EngineOutput> {
+    fn device_state(
+        self,
+        mut table: DeviceTable,
+        shared: Arc<Shared>,
+    ) -> StreamVec<'scope, u64, EngineOutput> {
         self.unary(
             Exchange::new(|r: &Reading| u64::from(r.device)),
             "DeviceState",
@@ -78,9 +86,15 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
 }
 
 /// Runs one worker until every input handle is dropped and the dataflow drained.
-pub(crate) fn run_worker(worker: &mut Worker, shared: &Arc<Shared>, output: &flume::Sender<EngineOutput>) {
+pub(crate) fn run_worker(
+    worker: &mut Worker,
+    shared: &Arc<Shared>,
+    output: &flume::Sender<EngineOutput>,
+) {
     shared.register_thread(worker.index());
-    let Some(rx) = shared.rxs.get(worker.index()) else { return };
+    let Some(rx) = shared.rxs.get(worker.index()) else {
+        return;
+    };
     let probe = ProbeHandle::new();
     let table = DeviceTable::new(shared.registry.clone(), shared.river);
     let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
@@ -152,7 +166,11 @@ pub(crate) fn run_worker(worker: &mut Worker, shared: &Arc<Shared>, output: &flu
             break;
         }
         let busy = !rx.is_empty();
-        worker.step_or_park(if busy { Some(Duration::ZERO) } else { Some(IDLE_PARK) });
+        worker.step_or_park(if busy {
+            Some(Duration::ZERO)
+        } else {
+            Some(IDLE_PARK)
+        });
     }
     drop(cap);
     drop(input);
@@ -160,4 +178,3 @@ pub(crate) fn run_worker(worker: &mut Worker, shared: &Arc<Shared>, output: &flu
         worker.step();
     }
 }
-

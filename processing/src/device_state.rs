@@ -68,7 +68,9 @@ impl DeviceTable {
         if device.kind == DeviceKind::RiverGauge
             && let Body::Hydrology(h) = &e.body
             && let Some(level) = h.water_level_m
-            && let Some(alert) = self.river.observe(&mut slot.gauge, device, level, e.ts, e.seq)
+            && let Some(alert) = self
+                .river
+                .observe(&mut slot.gauge, device, level, e.ts, e.seq)
         {
             out.push(EngineOutput::Alert(alert));
         }
@@ -121,15 +123,37 @@ mod tests {
     #[test]
     fn duplicates_and_old_readings_do_not_touch_state() {
         let r = Registry::sonla_demo();
-        let bd = r.get("river-to-hieu").unwrap().thresholds.alarm_levels_m.unwrap();
+        let bd = r
+            .get("river-to-hieu")
+            .unwrap()
+            .thresholds
+            .alarm_levels_m
+            .unwrap();
         let mut t = DeviceTable::new(r.clone(), RiverLevelRule { margin_m: 0.2 });
         let mut out = Vec::new();
-        assert_eq!(t.apply(&reading(&r, "river-to-hieu", 2000, 2, bd[1] + 0.1), &mut out), Outcome::Applied);
-        assert!(matches!(&out[0], EngineOutput::Alert(a) if a.level == 2 && a.status == AlertStatus::Open));
+        assert_eq!(
+            t.apply(
+                &reading(&r, "river-to-hieu", 2000, 2, bd[1] + 0.1),
+                &mut out
+            ),
+            Outcome::Applied
+        );
+        assert!(
+            matches!(&out[0], EngineOutput::Alert(a) if a.level == 2 && a.status == AlertStatus::Open)
+        );
         assert!(matches!(&out[1], EngineOutput::Device(d) if d.alarm_level == Some(2)));
         out.clear();
-        assert_eq!(t.apply(&reading(&r, "river-to-hieu", 2000, 2, bd[1] + 0.1), &mut out), Outcome::Duplicate);
-        assert_eq!(t.apply(&reading(&r, "river-to-hieu", 1000, 1, 0.0), &mut out), Outcome::OutOfOrder);
+        assert_eq!(
+            t.apply(
+                &reading(&r, "river-to-hieu", 2000, 2, bd[1] + 0.1),
+                &mut out
+            ),
+            Outcome::Duplicate
+        );
+        assert_eq!(
+            t.apply(&reading(&r, "river-to-hieu", 1000, 1, 0.0), &mut out),
+            Outcome::OutOfOrder
+        );
         assert!(out.is_empty());
         assert_eq!(t.len(), 1);
     }

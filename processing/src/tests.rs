@@ -31,14 +31,21 @@ fn two_workers_raise_and_clear_alerts_for_many_gauges() {
         .filter_map(|d| Some((d.id.clone(), d.thresholds.alarm_levels_m?)))
         .collect();
     let (out_tx, out_rx) = flume::unbounded();
-    let (engine, input) = Engine::start(&EngineConfig::default(), registry.clone(), out_tx).unwrap();
+    let (engine, input) =
+        Engine::start(&EngineConfig::default(), registry.clone(), out_tx).unwrap();
     let t0 = Timestamp::now().millis() - 60_000;
     for (i, (id, levels)) in gauges.iter().enumerate() {
         let t = t0 + i as i64;
-        input.send_blocking(level(&registry, id, t, 1, levels[1] + 0.05)).unwrap();
-        input.send_blocking(level(&registry, id, t + 1000, 2, levels[0] - 1.0)).unwrap();
+        input
+            .send_blocking(level(&registry, id, t, 1, levels[1] + 0.05))
+            .unwrap();
+        input
+            .send_blocking(level(&registry, id, t + 1000, 2, levels[0] - 1.0))
+            .unwrap();
         // A duplicate of the last reading changes nothing.
-        input.send_blocking(level(&registry, id, t + 1000, 2, levels[0] - 1.0)).unwrap();
+        input
+            .send_blocking(level(&registry, id, t + 1000, 2, levels[0] - 1.0))
+            .unwrap();
     }
     drop(input);
     let stats = engine.stats();
@@ -59,6 +66,12 @@ fn two_workers_raise_and_clear_alerts_for_many_gauges() {
         assert_eq!(mine[0].id, mine[1].id);
         assert!(!mine[0].area.is_empty());
     }
-    assert_eq!(stats.duplicates.load(Ordering::Relaxed), gauges.len() as u64);
-    assert_eq!(stats.processed.load(Ordering::Relaxed), 3 * gauges.len() as u64);
+    assert_eq!(
+        stats.duplicates.load(Ordering::Relaxed),
+        gauges.len() as u64
+    );
+    assert_eq!(
+        stats.processed.load(Ordering::Relaxed),
+        3 * gauges.len() as u64
+    );
 }

@@ -35,8 +35,10 @@ impl Watermark {
 
     /// Records a reading's event time, received at `now`.
     pub fn observe(&self, event: Timestamp, now: Timestamp) {
-        self.max_event_ms.fetch_max(event.millis(), Ordering::Relaxed);
-        self.last_arrival_ms.fetch_max(now.millis(), Ordering::Relaxed);
+        self.max_event_ms
+            .fetch_max(event.millis(), Ordering::Relaxed);
+        self.last_arrival_ms
+            .fetch_max(now.millis(), Ordering::Relaxed);
     }
 
     /// The watermark at wall-clock time `now`, in epoch milliseconds (≥ 0).

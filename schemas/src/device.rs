@@ -9,7 +9,9 @@ use crate::envelope::Body;
 use crate::time::Timestamp;
 
 /// What a device is. Also the `{kind}` segment of its MQTT topic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceKind {
     /// Water-level gauge on a river or stream (hydrology body).
@@ -72,7 +74,9 @@ impl fmt::Display for DeviceKind {
 /// The level of an administrative area. Since July 2025 communes and wards
 /// sit directly under the province; older data names the former districts,
 /// which this hierarchy keeps as an optional level between them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AreaLevel {
     /// Province (tỉnh).

@@ -16,7 +16,6 @@ use crate::plate::is_vietnamese_plate;
 use crate::reject::{RejectReason, Rejection};
 use crate::time::Timestamp;
 
-
 /// Largest payload [`decode`] accepts, in bytes, unless configured otherwise.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024;
 
@@ -160,7 +159,10 @@ pub struct VehicleCounts {
 impl VehicleCounts {
     /// All vehicles.
     pub fn total(&self) -> u64 {
-        u64::from(self.motorbike) + u64::from(self.car) + u64::from(self.truck) + u64::from(self.bus)
+        u64::from(self.motorbike)
+            + u64::from(self.car)
+            + u64::from(self.truck)
+            + u64::from(self.bus)
     }
 }
 
@@ -313,7 +315,12 @@ pub fn check_position(pos: [f64; 2]) -> Result<(), Rejection> {
 
 impl Hydrology {
     fn validate(&self) -> Result<(), Rejection> {
-        check_opt("hydrology.water_level_m", self.water_level_m, -500.0, 9000.0)?;
+        check_opt(
+            "hydrology.water_level_m",
+            self.water_level_m,
+            -500.0,
+            9000.0,
+        )?;
         check_opt("hydrology.rainfall_mm", self.rainfall_mm, 0.0, 500.0)?;
         check_opt("hydrology.flow_m3s", self.flow_m3s, 0.0, 1.0e6)?;
         check_opt("hydrology.inflow_m3s", self.inflow_m3s, 0.0, 1.0e6)?;

@@ -10,13 +10,18 @@ use schemars::{JsonSchema, Schema, generate::SchemaSettings};
 use crate::{Alert, DeviceState, DeviceView, EnvelopeV1, LiveMessage, RejectReason};
 
 fn schema_of<T: JsonSchema>() -> Schema {
-    SchemaSettings::draft2020_12().into_generator().into_root_schema_for::<T>()
+    SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<T>()
 }
 
 /// Every published schema as `(file name, schema)`.
 pub fn all() -> Vec<(&'static str, Schema)> {
     vec![
-        ("telemetry-envelope-v1.schema.json", schema_of::<EnvelopeV1>()),
+        (
+            "telemetry-envelope-v1.schema.json",
+            schema_of::<EnvelopeV1>(),
+        ),
         ("device.schema.json", schema_of::<DeviceView>()),
         ("device-state.schema.json", schema_of::<DeviceState>()),
         ("alert.schema.json", schema_of::<Alert>()),

@@ -29,7 +29,9 @@ pub mod time;
 
 pub use alert::{Alert, AlertStatus, Evidence, Severity};
 pub use device::{AreaLevel, AreaRef, DeviceInfo, DeviceKind, DeviceState, DeviceView, Thresholds};
-pub use envelope::{Body, Camera, CameraEvent, Envelope, EnvelopeV1, Hydrology, Limits, Traffic, VehicleCounts};
+pub use envelope::{
+    Body, Camera, CameraEvent, Envelope, EnvelopeV1, Hydrology, Limits, Traffic, VehicleCounts,
+};
 pub use live::{EngineOutput, LiveMessage};
 pub use reject::{RejectReason, Rejection};
 pub use time::Timestamp;

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 /// A stable, machine-readable rejection reason. The snake_case name is the
 /// value of the `reason` label on `ioc_events_rejected_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectReason {
     /// The payload is larger than the configured limit.

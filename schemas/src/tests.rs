@@ -53,28 +53,94 @@ fn wire_form_round_trips() {
 fn every_reason_has_a_case() {
     let cases: &[(RejectReason, &str)] = &[
         (RejectReason::MalformedJson, r#"{"v":1,"device":"g1""#),
-        (RejectReason::MalformedJson, r#"{"v":1,"device":"g1","ts":1,"seq":1,"hydrology":{"water_level_m":NaN}}"#),
-        (RejectReason::InvalidField, r#"{"v":1,"device":"g1","ts":1783998760000,"seq":"one","hydrology":{}}"#),
-        (RejectReason::InvalidField, r#"{"v":1,"device":"g1","ts":1783998760000,"seq":1,"hydrology":{"water_level_m":"high"}}"#),
-        (RejectReason::InvalidField, r#"{"v":1,"device":"g1","ts":1783998760000,"seq":1,"colour":"red","hydrology":{}}"#),
-        (RejectReason::InvalidField, r#"{"v":1,"device":"g1","ts":1783998760000,"seq":-1,"hydrology":{}}"#),
-        (RejectReason::InvalidField, r#"{"v":1,"device":"g1","ts":"last tuesday","seq":1,"hydrology":{}}"#),
-        (RejectReason::InvalidField, r#"{"v":1,"device":"","ts":1783998760000,"seq":1,"hydrology":{}}"#),
-        (RejectReason::NonFinite, r#"{"v":1,"device":"g1","ts":1783998760000,"seq":1,"hydrology":{"water_level_m":1e400}}"#),
-        (RejectReason::MissingField, r#"{"v":1,"device":"g1","seq":1,"hydrology":{}}"#),
-        (RejectReason::MissingField, r#"{"v":1,"device":"c1","ts":1783998760000,"seq":1,"camera":{"event":"plate_read","confidence":0.9}}"#),
-        (RejectReason::UnsupportedVersion, r#"{"v":2,"device":"g1","ts":1783998760000,"seq":1,"hydrology":{}}"#),
-        (RejectReason::MissingBody, r#"{"v":1,"device":"g1","ts":1783998760000,"seq":1}"#),
-        (RejectReason::MultipleBodies, r#"{"v":1,"device":"g1","ts":1783998760000,"seq":1,"hydrology":{},"camera":{"event":"fire_smoke","confidence":0.5}}"#),
-        (RejectReason::OutOfRange, r#"{"v":1,"device":"g1","ts":1783998760000,"seq":1,"hydrology":{"rainfall_mm":-3}}"#),
-        (RejectReason::OutOfRange, r#"{"v":1,"device":"t1","ts":1783998760000,"seq":1,"traffic":{"interval_s":300,"counts":{},"occupancy_pct":140}}"#),
-        (RejectReason::OutOfRange, r#"{"v":1,"device":"t1","ts":1783998760000,"seq":1,"traffic":{"interval_s":0,"counts":{}}}"#),
-        (RejectReason::OutOfRange, r#"{"v":1,"device":"c1","ts":1783998760000,"seq":1,"camera":{"event":"crowd","confidence":1.5}}"#),
-        (RejectReason::InvalidCoordinates, r#"{"v":1,"device":"g1","ts":1783998760000,"seq":1,"pos":[21.3,103.9],"hydrology":{}}"#),
-        (RejectReason::InvalidCoordinates, r#"{"v":1,"device":"g1","ts":1783998760000,"seq":1,"pos":[200,10],"hydrology":{}}"#),
-        (RejectReason::InvalidTimestamp, r#"{"v":1,"device":"g1","ts":0,"seq":1,"hydrology":{}}"#),
-        (RejectReason::FutureTimestamp, r#"{"v":1,"device":"g1","ts":"2027-01-01T00:00:00Z","seq":1,"hydrology":{}}"#),
-        (RejectReason::InvalidPlate, r#"{"v":1,"device":"c1","ts":1783998760000,"seq":1,"camera":{"event":"plate_read","plate":"HELLO","confidence":0.9}}"#),
+        (
+            RejectReason::MalformedJson,
+            r#"{"v":1,"device":"g1","ts":1,"seq":1,"hydrology":{"water_level_m":NaN}}"#,
+        ),
+        (
+            RejectReason::InvalidField,
+            r#"{"v":1,"device":"g1","ts":1783998760000,"seq":"one","hydrology":{}}"#,
+        ),
+        (
+            RejectReason::InvalidField,
+            r#"{"v":1,"device":"g1","ts":1783998760000,"seq":1,"hydrology":{"water_level_m":"high"}}"#,
+        ),
+        (
+            RejectReason::InvalidField,
+            r#"{"v":1,"device":"g1","ts":1783998760000,"seq":1,"colour":"red","hydrology":{}}"#,
+        ),
+        (
+            RejectReason::InvalidField,
+            r#"{"v":1,"device":"g1","ts":1783998760000,"seq":-1,"hydrology":{}}"#,
+        ),
+        (
+            RejectReason::InvalidField,
+            r#"{"v":1,"device":"g1","ts":"last tuesday","seq":1,"hydrology":{}}"#,
+        ),
+        (
+            RejectReason::InvalidField,
+            r#"{"v":1,"device":"","ts":1783998760000,"seq":1,"hydrology":{}}"#,
+        ),
+        (
+            RejectReason::NonFinite,
+            r#"{"v":1,"device":"g1","ts":1783998760000,"seq":1,"hydrology":{"water_level_m":1e400}}"#,
+        ),
+        (
+            RejectReason::MissingField,
+            r#"{"v":1,"device":"g1","seq":1,"hydrology":{}}"#,
+        ),
+        (
+            RejectReason::MissingField,
+            r#"{"v":1,"device":"c1","ts":1783998760000,"seq":1,"camera":{"event":"plate_read","confidence":0.9}}"#,
+        ),
+        (
+            RejectReason::UnsupportedVersion,
+            r#"{"v":2,"device":"g1","ts":1783998760000,"seq":1,"hydrology":{}}"#,
+        ),
+        (
+            RejectReason::MissingBody,
+            r#"{"v":1,"device":"g1","ts":1783998760000,"seq":1}"#,
+        ),
+        (
+            RejectReason::MultipleBodies,
+            r#"{"v":1,"device":"g1","ts":1783998760000,"seq":1,"hydrology":{},"camera":{"event":"fire_smoke","confidence":0.5}}"#,
+        ),
+        (
+            RejectReason::OutOfRange,
+            r#"{"v":1,"device":"g1","ts":1783998760000,"seq":1,"hydrology":{"rainfall_mm":-3}}"#,
+        ),
+        (
+            RejectReason::OutOfRange,
+            r#"{"v":1,"device":"t1","ts":1783998760000,"seq":1,"traffic":{"interval_s":300,"counts":{},"occupancy_pct":140}}"#,
+        ),
+        (
+            RejectReason::OutOfRange,
+            r#"{"v":1,"device":"t1","ts":1783998760000,"seq":1,"traffic":{"interval_s":0,"counts":{}}}"#,
+        ),
+        (
+            RejectReason::OutOfRange,
+            r#"{"v":1,"device":"c1","ts":1783998760000,"seq":1,"camera":{"event":"crowd","confidence":1.5}}"#,
+        ),
+        (
+            RejectReason::InvalidCoordinates,
+            r#"{"v":1,"device":"g1","ts":1783998760000,"seq":1,"pos":[21.3,103.9],"hydrology":{}}"#,
+        ),
+        (
+            RejectReason::InvalidCoordinates,
+            r#"{"v":1,"device":"g1","ts":1783998760000,"seq":1,"pos":[200,10],"hydrology":{}}"#,
+        ),
+        (
+            RejectReason::InvalidTimestamp,
+            r#"{"v":1,"device":"g1","ts":0,"seq":1,"hydrology":{}}"#,
+        ),
+        (
+            RejectReason::FutureTimestamp,
+            r#"{"v":1,"device":"g1","ts":"2027-01-01T00:00:00Z","seq":1,"hydrology":{}}"#,
+        ),
+        (
+            RejectReason::InvalidPlate,
+            r#"{"v":1,"device":"c1","ts":1783998760000,"seq":1,"camera":{"event":"plate_read","plate":"HELLO","confidence":0.9}}"#,
+        ),
     ];
     for (expected, json) in cases {
         assert_eq!(reason(json), *expected, "{json}");

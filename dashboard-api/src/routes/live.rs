@@ -34,7 +34,10 @@ async fn follow(app: AppState, mut socket: WebSocket) {
     let mut next: Option<crate::hub::Frame> = Some(snapshot);
     loop {
         if let Some(frame) = next.take()
-            && socket.send(Message::Text(frame.as_ref().into())).await.is_err()
+            && socket
+                .send(Message::Text(frame.as_ref().into()))
+                .await
+                .is_err()
         {
             break;
         }

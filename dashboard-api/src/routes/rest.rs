@@ -13,7 +13,9 @@ use crate::error::ApiError;
 
 /// `GET /healthz`: the process is up and serving.
 pub async fn healthz(State(app): State<AppState>) -> Json<Value> {
-    Json(json!({"status": "ok", "devices": app.hub.registry().devices().len(), "live_clients": app.hub.clients()}))
+    Json(
+        json!({"status": "ok", "devices": app.hub.registry().devices().len(), "live_clients": app.hub.clients()}),
+    )
 }
 
 /// Filter for `GET /api/v1/devices`.
@@ -23,10 +25,16 @@ pub struct DeviceQuery {
 }
 
 /// `GET /api/v1/devices[?kind=river_gauge]`: every device with its latest state.
-pub async fn devices(State(app): State<AppState>, Query(q): Query<DeviceQuery>) -> Result<Json<Vec<DeviceView>>, ApiError> {
+pub async fn devices(
+    State(app): State<AppState>,
+    Query(q): Query<DeviceQuery>,
+) -> Result<Json<Vec<DeviceView>>, ApiError> {
     let kind = match q.kind.as_deref() {
         None => None,
-        Some(k) => Some(DeviceKind::parse(k).ok_or_else(|| ApiError::BadRequest(format!("unknown device kind {k:?}")))?),
+        Some(k) => Some(
+            DeviceKind::parse(k)
+                .ok_or_else(|| ApiError::BadRequest(format!("unknown device kind {k:?}")))?,
+        ),
     };
     let mut list = app.hub.devices();
     if let Some(kind) = kind {
@@ -36,7 +44,10 @@ pub async fn devices(State(app): State<AppState>, Query(q): Query<DeviceQuery>) 
 }
 
 /// `GET /api/v1/devices/{id}`.
-pub async fn device(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<DeviceView>, ApiError> {
+pub async fn device(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeviceView>, ApiError> {
     app.hub
         .device(&id)
         .map(Json)
@@ -50,7 +61,10 @@ pub struct AlertQuery {
 }
 
 /// `GET /api/v1/alerts?status=open|resolved|all` (default `open`).
-pub async fn alerts(State(app): State<AppState>, Query(q): Query<AlertQuery>) -> Result<Json<Vec<Alert>>, ApiError> {
+pub async fn alerts(
+    State(app): State<AppState>,
+    Query(q): Query<AlertQuery>,
+) -> Result<Json<Vec<Alert>>, ApiError> {
     match q.status.as_deref().unwrap_or("open") {
         "open" => Ok(Json(app.hub.open_alerts())),
         "resolved" => Ok(Json(app.hub.resolved_alerts())),
@@ -59,14 +73,19 @@ pub async fn alerts(State(app): State<AppState>, Query(q): Query<AlertQuery>) ->
             v.extend(app.hub.resolved_alerts());
             Ok(Json(v))
         }
-        other => Err(ApiError::BadRequest(format!("status {other:?}: expected open, resolved or all"))),
+        other => Err(ApiError::BadRequest(format!(
+            "status {other:?}: expected open, resolved or all"
+        ))),
     }
 }
 
 /// `GET /api/v1/areas`: administrative boundaries as GeoJSON, for the map.
 pub async fn areas(State(app): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/geo+json"), (header::CACHE_CONTROL, "max-age=300")],
+        [
+            (header::CONTENT_TYPE, "application/geo+json"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
         app.hub.registry().areas().geojson().to_owned(),
     )
 }
@@ -80,6 +99,9 @@ pub async fn stats(State(app): State<AppState>) -> Json<Value> {
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.as_ref().map(|render| render()).unwrap_or_default(),
+        app.metrics
+            .as_ref()
+            .map(|render| render())
+            .unwrap_or_default(),
     )
 }

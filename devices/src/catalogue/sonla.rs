@@ -15,12 +15,36 @@ use crate::noise::unit;
 
 /// Approximate outline of Sơn La province, `[lon, lat]`, counter-clockwise.
 const OUTLINE: &[[f64; 2]] = &[
-    [103.30, 21.50], [103.25, 21.30], [103.30, 21.12], [103.22, 20.98], [103.20, 20.80],
-    [103.38, 20.70], [103.55, 20.62], [103.70, 20.70], [103.85, 20.85], [104.02, 20.90],
-    [104.20, 20.88], [104.38, 20.80], [104.55, 20.68], [104.70, 20.70], [104.85, 20.66],
-    [104.98, 20.72], [105.02, 20.90], [104.95, 21.05], [105.03, 21.18], [104.98, 21.33],
-    [104.80, 21.42], [104.62, 21.50], [104.45, 21.60], [104.30, 21.74], [104.15, 21.80],
-    [103.95, 21.83], [103.78, 21.96], [103.62, 22.02], [103.48, 21.90], [103.35, 21.72],
+    [103.30, 21.50],
+    [103.25, 21.30],
+    [103.30, 21.12],
+    [103.22, 20.98],
+    [103.20, 20.80],
+    [103.38, 20.70],
+    [103.55, 20.62],
+    [103.70, 20.70],
+    [103.85, 20.85],
+    [104.02, 20.90],
+    [104.20, 20.88],
+    [104.38, 20.80],
+    [104.55, 20.68],
+    [104.70, 20.70],
+    [104.85, 20.66],
+    [104.98, 20.72],
+    [105.02, 20.90],
+    [104.95, 21.05],
+    [105.03, 21.18],
+    [104.98, 21.33],
+    [104.80, 21.42],
+    [104.62, 21.50],
+    [104.45, 21.60],
+    [104.30, 21.74],
+    [104.15, 21.80],
+    [103.95, 21.83],
+    [103.78, 21.96],
+    [103.62, 22.02],
+    [103.48, 21.90],
+    [103.35, 21.72],
 ];
 
 /// Former districts and the provincial city (before July 2025), with the
@@ -121,23 +145,72 @@ const COMMUNES: &[(&str, bool, f64, f64, &str)] = &[
 
 /// Hydropower reservoirs: name, dam position, normal and flood-control level (m a.s.l.).
 const RESERVOIRS: &[(&str, &str, f64, f64, f64, f64)] = &[
-    ("son-la", "Hồ thủy điện Sơn La (đập Ít Ong)", 104.045, 21.495, 215.0, 217.83),
-    ("huoi-quang", "Hồ thủy điện Huội Quảng", 103.985, 21.625, 370.0, 371.0),
-    ("nam-chien", "Hồ thủy điện Nậm Chiến", 104.270, 21.640, 955.0, 957.0),
+    (
+        "son-la",
+        "Hồ thủy điện Sơn La (đập Ít Ong)",
+        104.045,
+        21.495,
+        215.0,
+        217.83,
+    ),
+    (
+        "huoi-quang",
+        "Hồ thủy điện Huội Quảng",
+        103.985,
+        21.625,
+        370.0,
+        371.0,
+    ),
+    (
+        "nam-chien",
+        "Hồ thủy điện Nậm Chiến",
+        104.270,
+        21.640,
+        955.0,
+        957.0,
+    ),
 ];
 
 /// National roads with approximate waypoints and the number of counters on them.
 const ROADS: &[(&str, &str, usize, &[[f64; 2]])] = &[
-    ("ql6", "Quốc lộ 6", 30, &[
-        [104.880, 20.780], [104.630, 20.850], [104.450, 20.960], [104.300, 21.050],
-        [104.100, 21.200], [103.910, 21.330], [103.690, 21.430], [103.420, 21.580],
-    ]),
-    ("ql37", "Quốc lộ 37", 12, &[
-        [104.170, 21.130], [104.330, 21.150], [104.420, 21.250], [104.640, 21.260], [104.900, 21.350],
-    ]),
-    ("ql279", "Quốc lộ 279", 8, &[
-        [103.800, 21.600], [103.700, 21.720], [103.570, 21.830], [103.450, 21.900],
-    ]),
+    (
+        "ql6",
+        "Quốc lộ 6",
+        30,
+        &[
+            [104.880, 20.780],
+            [104.630, 20.850],
+            [104.450, 20.960],
+            [104.300, 21.050],
+            [104.100, 21.200],
+            [103.910, 21.330],
+            [103.690, 21.430],
+            [103.420, 21.580],
+        ],
+    ),
+    (
+        "ql37",
+        "Quốc lộ 37",
+        12,
+        &[
+            [104.170, 21.130],
+            [104.330, 21.150],
+            [104.420, 21.250],
+            [104.640, 21.260],
+            [104.900, 21.350],
+        ],
+    ),
+    (
+        "ql279",
+        "Quốc lộ 279",
+        8,
+        &[
+            [103.800, 21.600],
+            [103.700, 21.720],
+            [103.570, 21.830],
+            [103.450, 21.900],
+        ],
+    ),
 ];
 
 /// Camera clusters: slug, name, centre, count.
@@ -192,7 +265,10 @@ fn clip_towards(poly: &[[f64; 2]], p: [f64; 2], q: [f64; 2]) -> Vec<[f64; 2]> {
 }
 
 fn ring(points: &[[f64; 2]]) -> Value {
-    let mut coords: Vec<Value> = points.iter().map(|p| json!([round5(p[0]), round5(p[1])])).collect();
+    let mut coords: Vec<Value> = points
+        .iter()
+        .map(|p| json!([round5(p[0]), round5(p[1])]))
+        .collect();
     coords.dedup();
     if let Some(first) = coords.first().cloned() {
         coords.push(first);
@@ -217,7 +293,13 @@ fn areas() -> Value {
         json!({"type": "Polygon", "coordinates": ring(OUTLINE)}),
     )];
     for (name, id, _) in FORMER_DISTRICTS {
-        features.push(area_feature(&format!("sl-former-{id}"), name, "former_district", Some("sl"), Value::Null));
+        features.push(area_feature(
+            &format!("sl-former-{id}"),
+            name,
+            "former_district",
+            Some("sl"),
+            Value::Null,
+        ));
     }
     for (i, &(name, ward, lon, lat, district)) in COMMUNES.iter().enumerate() {
         let mut cell = OUTLINE.to_vec();
@@ -226,7 +308,11 @@ fn areas() -> Value {
                 cell = clip_towards(&cell, [lon, lat], [other.2, other.3]);
             }
         }
-        let (level, prefix) = if ward { ("ward", "Phường") } else { ("commune", "Xã") };
+        let (level, prefix) = if ward {
+            ("ward", "Phường")
+        } else {
+            ("commune", "Xã")
+        };
         features.push(area_feature(
             &format!("sl-{}", slug(name)),
             &format!("{prefix} {name}"),
@@ -244,7 +330,8 @@ fn areas() -> Value {
 }
 
 fn device(id: &str, kind: &str, name: &str, pos: [f64; 2], interval_s: u32, extra: Value) -> Value {
-    let mut props = json!({"id": id, "kind": kind, "name": name, "expected_interval_s": interval_s});
+    let mut props =
+        json!({"id": id, "kind": kind, "name": name, "expected_interval_s": interval_s});
     if let (Value::Object(p), Value::Object(e)) = (&mut props, extra) {
         p.extend(e);
     }
@@ -278,11 +365,15 @@ fn devices() -> Value {
     let mut features = Vec::new();
     for (i, &(name, _, lon, lat, district)) in COMMUNES.iter().enumerate() {
         let s = slug(name);
-        let river = FORMER_DISTRICTS.iter().find(|d| d.1 == district).and_then(|d| d.2);
+        let river = FORMER_DISTRICTS
+            .iter()
+            .find(|d| d.1 == district)
+            .and_then(|d| d.2);
         // Gauge datum chosen so that BĐ1 sits 1.5 m above the dry-season stage.
         let base = 1.0 + (unit(7, i as u64, 0) * 30.0).round() / 10.0;
         let jitter = |salt: u64| (unit(11, i as u64, salt) - 0.5) * 0.012;
-        let mut extra = json!({"thresholds": {"alarm_levels_m": [base + 1.5, base + 2.5, base + 3.5]}});
+        let mut extra =
+            json!({"thresholds": {"alarm_levels_m": [base + 1.5, base + 2.5, base + 3.5]}});
         let gauge_name = match river {
             Some(r) => {
                 extra["river"] = json!(r);
@@ -331,7 +422,10 @@ fn devices() -> Value {
     }
     for &(id, name, centre, n) in CAMERAS {
         for k in 0..n {
-            let (a, b) = (unit(13, k as u64, id.len() as u64), unit(17, k as u64, id.len() as u64));
+            let (a, b) = (
+                unit(13, k as u64, id.len() as u64),
+                unit(17, k as u64, id.len() as u64),
+            );
             let p = [centre[0] + (a - 0.5) * 0.05, centre[1] + (b - 0.5) * 0.04];
             features.push(device(
                 &format!("cam-{id}-{:02}", k + 1),
@@ -365,7 +459,11 @@ fn to_text(value: &Value) -> String {
         let _ = writeln!(out, "{}: {},", Value::String(k.clone()), v);
     }
     out.push_str("\"features\": [\n");
-    let features = map.get("features").and_then(Value::as_array).cloned().unwrap_or_default();
+    let features = map
+        .get("features")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     for (i, f) in features.iter().enumerate() {
         out.push_str(&f.to_string());
         out.push_str(if i + 1 < features.len() { ",\n" } else { "\n" });
@@ -396,7 +494,14 @@ mod tests {
 
     #[test]
     fn every_commune_centre_lies_inside_the_outline() {
-        let outline = Polygon::new(OUTLINE.iter().map(|p| (p[0], p[1])).collect::<Vec<_>>().into(), vec![]);
+        let outline = Polygon::new(
+            OUTLINE
+                .iter()
+                .map(|p| (p[0], p[1]))
+                .collect::<Vec<_>>()
+                .into(),
+            vec![],
+        );
         for (name, _, lon, lat, _) in COMMUNES {
             assert!(outline.contains(&Point::new(*lon, *lat)), "{name}");
         }

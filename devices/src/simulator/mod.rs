@@ -27,7 +27,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use ioc_schemas::{
-    Body, Camera, CameraEvent, DeviceInfo, DeviceKind, Envelope, Hydrology, Timestamp, Traffic, VehicleCounts,
+    Body, Camera, CameraEvent, DeviceInfo, DeviceKind, Envelope, Hydrology, Timestamp, Traffic,
+    VehicleCounts,
 };
 
 use crate::noise::{gauss, hash, unit};
@@ -50,7 +51,9 @@ impl FromStr for Scenario {
         match s {
             "normal" => Ok(Scenario::Normal),
             "flood" => Ok(Scenario::Flood),
-            other => Err(format!("unknown scenario {other:?}: expected normal or flood")),
+            other => Err(format!(
+                "unknown scenario {other:?}: expected normal or flood"
+            )),
         }
     }
 }
@@ -102,7 +105,12 @@ impl Simulator {
         let n = registry.devices().len();
         let centre = registry
             .get("river-to-hieu")
-            .or_else(|| registry.devices().iter().find(|d| d.kind == DeviceKind::RiverGauge))
+            .or_else(|| {
+                registry
+                    .devices()
+                    .iter()
+                    .find(|d| d.kind == DeviceKind::RiverGauge)
+            })
             .map_or([0.0, 0.0], |d| d.pos);
         Simulator {
             registry,
@@ -153,7 +161,10 @@ impl Simulator {
         let t_ms = now.millis();
         let (body, pos) = match device.kind {
             DeviceKind::RiverGauge => (Body::Hydrology(self.river(index, device, t_ms)), None),
-            DeviceKind::RainGauge => (Body::Hydrology(self.rain(index, device, t_ms, since_ms)), None),
+            DeviceKind::RainGauge => (
+                Body::Hydrology(self.rain(index, device, t_ms, since_ms)),
+                None,
+            ),
             DeviceKind::Reservoir => (Body::Hydrology(self.reservoir(index, device, t_ms)), None),
             DeviceKind::TrafficCounter => (Body::Traffic(self.traffic(index, t_ms)), None),
             DeviceKind::Camera => {
@@ -187,7 +198,8 @@ impl Simulator {
             Scenario::Normal => shower,
             Scenario::Flood => {
                 let tau = self.cycle_s(t_ms);
-                let envelope = smoothstep((tau - 5.0) / 55.0) * (1.0 - smoothstep((tau - 240.0) / 120.0));
+                let envelope =
+                    smoothstep((tau - 5.0) / 55.0) * (1.0 - smoothstep((tau - 240.0) / 120.0));
                 let d = distance_km(pos, self.storm_centre);
                 shower + STORM_PEAK_MM_H * envelope * (-(d / STORM_RADIUS_KM).powi(2)).exp()
             }
@@ -197,9 +209,15 @@ impl Simulator {
     /// Health fields every hydrological station reports.
     fn health(&self, index: DeviceIndex, t_ms: i64) -> (Option<f64>, Option<f64>) {
         let b = (t_ms / 60_000) as u64;
-        let battery = 12.6 + 0.3 * (2.0 * PI * (t_ms as f64 / 86_400_000.0)).sin() + 0.05 * gauss(self.seed, u64::from(index), b);
-        let signal = -70.0 - 15.0 * unit(self.seed ^ 0x51, u64::from(index), 0) + 2.0 * gauss(self.seed ^ 0x52, u64::from(index), b);
-        (Some((battery * 100.0).round() / 100.0), Some(signal.round().clamp(-150.0, 0.0)))
+        let battery = 12.6
+            + 0.3 * (2.0 * PI * (t_ms as f64 / 86_400_000.0)).sin()
+            + 0.05 * gauss(self.seed, u64::from(index), b);
+        let signal = -70.0 - 15.0 * unit(self.seed ^ 0x51, u64::from(index), 0)
+            + 2.0 * gauss(self.seed ^ 0x52, u64::from(index), b);
+        (
+            Some((battery * 100.0).round() / 100.0),
+            Some(signal.round().clamp(-150.0, 0.0)),
+        )
     }
 
     fn river(&self, index: DeviceIndex, device: &DeviceInfo, t_ms: i64) -> Hydrology {
@@ -246,8 +264,11 @@ impl Simulator {
         let normal = device.thresholds.normal_level_m.unwrap_or(100.0);
         let base_inflow = 50.0 + 1500.0 * unit(self.seed ^ 0x21, u64::from(index), 0);
         let storm = self.intensity(index, device.pos, t_ms) / STORM_PEAK_MM_H;
-        let inflow = base_inflow * (1.0 + 2.0 * storm) * (1.0 + 0.03 * gauss(self.seed ^ 0x22, u64::from(index), (t_ms / 60_000) as u64));
-        let level = normal - 2.5 + 0.4 * (2.0 * PI * t_ms as f64 / 86_400_000.0).sin() + 0.8 * storm;
+        let inflow = base_inflow
+            * (1.0 + 2.0 * storm)
+            * (1.0 + 0.03 * gauss(self.seed ^ 0x22, u64::from(index), (t_ms / 60_000) as u64));
+        let level =
+            normal - 2.5 + 0.4 * (2.0 * PI * t_ms as f64 / 86_400_000.0).sin() + 0.8 * storm;
         let gates = if level > normal { 2 } else { 0 };
         Hydrology {
             water_level_m: Some((level * 100.0).round() / 100.0),
@@ -265,13 +286,19 @@ impl Simulator {
         let profile = 0.08 + 0.9 * peak(7.5, 1.5) + 0.75 * peak(17.5, 2.0) + 0.45 * peak(12.0, 2.5);
         let capacity = 600.0 + 600.0 * unit(self.seed ^ 0x31, u64::from(index), 0);
         let bucket = (t_ms / 60_000) as u64;
-        let flow_h = capacity * profile * (1.0 + 0.12 * gauss(self.seed ^ 0x32, u64::from(index), bucket)).max(0.0);
+        let flow_h = capacity
+            * profile
+            * (1.0 + 0.12 * gauss(self.seed ^ 0x32, u64::from(index), bucket)).max(0.0);
         let vehicles = flow_h * 300.0 / 3600.0;
         let share = |s: f64, salt: u64| {
-            (vehicles * s * (1.0 + 0.1 * gauss(self.seed ^ salt, u64::from(index), bucket))).round().max(0.0) as u32
+            (vehicles * s * (1.0 + 0.1 * gauss(self.seed ^ salt, u64::from(index), bucket)))
+                .round()
+                .max(0.0) as u32
         };
         let occupancy = (flow_h / capacity * 22.0).clamp(0.0, 100.0);
-        let speed = (58.0 * (1.0 - occupancy / 60.0) + 3.0 * gauss(self.seed ^ 0x37, u64::from(index), bucket)).clamp(5.0, 90.0);
+        let speed = (58.0 * (1.0 - occupancy / 60.0)
+            + 3.0 * gauss(self.seed ^ 0x37, u64::from(index), bucket))
+        .clamp(5.0, 90.0);
         Traffic {
             interval_s: 300,
             counts: VehicleCounts {
@@ -296,7 +323,9 @@ impl Simulator {
             r if r < 0.99 => CameraEvent::Intrusion,
             _ => CameraEvent::WrongWay,
         };
-        let plate = (event == CameraEvent::PlateRead || event == CameraEvent::WrongWay || event == CameraEvent::IllegalParking)
+        let plate = (event == CameraEvent::PlateRead
+            || event == CameraEvent::WrongWay
+            || event == CameraEvent::IllegalParking)
             .then(|| plate(hash(self.seed ^ 0x42, key, seq)));
         let dx = (unit(self.seed ^ 0x43, key, seq) - 0.5) * 0.0004;
         let dy = (unit(self.seed ^ 0x44, key, seq) - 0.5) * 0.0004;
@@ -317,13 +346,21 @@ impl Simulator {
 pub fn plate(h: u64) -> String {
     const OTHER: [&str; 9] = ["29", "30", "20", "21", "24", "25", "27", "28", "19"];
     const SERIES: &[u8] = b"ABCDEFGHKLMNPSTUVXYZ";
-    let province = if h % 5 != 0 { "26" } else { OTHER[(h / 5 % 9) as usize] };
+    let province = if h % 5 != 0 {
+        "26"
+    } else {
+        OTHER[(h / 5 % 9) as usize]
+    };
     let letter = SERIES[((h >> 8) % SERIES.len() as u64) as usize] as char;
     let number = (h >> 16) % 100_000;
     if (h >> 40) % 2 == 0 {
         // Motorbike: series letter plus a digit.
         let digit = (h >> 44) % 9 + 1;
-        format!("{province}{letter}{digit}-{:03}.{:02}", number / 100, number % 100)
+        format!(
+            "{province}{letter}{digit}-{:03}.{:02}",
+            number / 100,
+            number % 100
+        )
     } else {
         format!("{province}{letter}-{:03}.{:02}", number / 100, number % 100)
     }
@@ -368,12 +405,16 @@ mod tests {
         let idx = r.lookup("river-to-hieu").unwrap();
         let levels = r.device(idx).thresholds.alarm_levels_m.unwrap();
         let mut sim = Simulator::new(r, Scenario::Flood, 1, Timestamp(T0));
-        let level = |sim: &mut Simulator, s: i64| match sim.reading(idx, Timestamp(T0 + s * 1000)).body {
-            Body::Hydrology(h) => h.water_level_m.unwrap(),
-            _ => unreachable!(),
-        };
+        let level =
+            |sim: &mut Simulator, s: i64| match sim.reading(idx, Timestamp(T0 + s * 1000)).body {
+                Body::Hydrology(h) => h.water_level_m.unwrap(),
+                _ => unreachable!(),
+            };
         assert!(level(&mut sim, 0) < levels[0] - 0.5);
-        assert!(level(&mut sim, 120) > levels[1], "not past BĐ2 after two minutes");
+        assert!(
+            level(&mut sim, 120) > levels[1],
+            "not past BĐ2 after two minutes"
+        );
         assert!(level(&mut sim, 1100) < levels[0] - 0.5, "no recession");
         // The cycle repeats.
         assert!(level(&mut sim, 1200 + 120) > levels[1]);

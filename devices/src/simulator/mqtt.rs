@@ -76,7 +76,13 @@ pub async fn publish(
             }
         })
     };
-    info!(host, port, rate, devices = sim.registry().devices().len(), "simulator publishing");
+    info!(
+        host,
+        port,
+        rate,
+        devices = sim.registry().devices().len(),
+        "simulator publishing"
+    );
     let tick = Duration::from_millis(10);
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -91,7 +97,9 @@ pub async fn publish(
         owed += per_tick;
         while owed >= 1.0 {
             owed -= 1.0;
-            let Some(reading) = sim.next_reading(Timestamp::now()) else { break 'outer };
+            let Some(reading) = sim.next_reading(Timestamp::now()) else {
+                break 'outer;
+            };
             let kind = sim.registry().get(&reading.device).map(|d| d.kind);
             let Some(kind) = kind else { continue };
             let topic = telemetry_topic(kind, &reading.device);
@@ -117,9 +125,18 @@ mod tests {
 
     #[test]
     fn parses_broker_urls() {
-        assert_eq!(parse_broker_url("mqtt://127.0.0.1:1884").unwrap(), ("127.0.0.1".into(), 1884));
-        assert_eq!(parse_broker_url("localhost").unwrap(), ("localhost".into(), 1883));
-        assert_eq!(parse_broker_url("tcp://[::1]:1883").unwrap(), ("::1".into(), 1883));
+        assert_eq!(
+            parse_broker_url("mqtt://127.0.0.1:1884").unwrap(),
+            ("127.0.0.1".into(), 1884)
+        );
+        assert_eq!(
+            parse_broker_url("localhost").unwrap(),
+            ("localhost".into(), 1883)
+        );
+        assert_eq!(
+            parse_broker_url("tcp://[::1]:1883").unwrap(),
+            ("::1".into(), 1883)
+        );
         assert!(parse_broker_url("mqtt://:1883").is_err());
         assert!(parse_broker_url("mqtt://h:port").is_err());
     }

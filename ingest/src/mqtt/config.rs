@@ -70,10 +70,15 @@ impl MqttSourceConfig {
             p.push(format!("{prefix}.client_id: must not be empty"));
         }
         if self.topics.is_empty() {
-            p.push(format!("{prefix}.topics: subscribe to at least one topic filter"));
+            p.push(format!(
+                "{prefix}.topics: subscribe to at least one topic filter"
+            ));
         }
         if self.qos > 1 {
-            p.push(format!("{prefix}.qos: {} is not supported; use 0 or 1", self.qos));
+            p.push(format!(
+                "{prefix}.qos: {} is not supported; use 0 or 1",
+                self.qos
+            ));
         }
         if self.keep_alive < Duration::from_secs(5) {
             p.push(format!("{prefix}.keep_alive: must be at least 5s"));

@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use ioc_processing::EngineInput;
 use ioc_schemas::Timestamp;
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, NetworkOptions, Publish, QoS, SubscribeFilter};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, Incoming, MqttOptions, NetworkOptions, Publish, QoS,
+    SubscribeFilter,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -32,13 +35,21 @@ pub struct MqttSource {
 }
 
 fn qos(level: u8) -> QoS {
-    if level == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce }
+    if level == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    }
 }
 
 impl MqttSource {
     /// A source from its configuration.
     pub fn new(config: MqttSourceConfig, decoder: Decoder, stats: Arc<IngestStats>) -> Self {
-        MqttSource { config, decoder, stats }
+        MqttSource {
+            config,
+            decoder,
+            stats,
+        }
     }
 
     fn options(&self) -> MqttOptions {
@@ -71,7 +82,15 @@ impl MqttSource {
             .iter()
             .map(|t| SubscribeFilter::new(t.clone(), qos(self.config.qos)))
             .collect();
-        connection(&mut eventloop, &client, &filters, &tx, self.config.max_backoff, &cancel).await;
+        connection(
+            &mut eventloop,
+            &client,
+            &filters,
+            &tx,
+            self.config.max_backoff,
+            &cancel,
+        )
+        .await;
         // Stop taking messages, let the handler finish what it holds, then leave.
         drop(tx);
         let _ = handler.await;
@@ -105,7 +124,10 @@ async fn connection(
         };
         match event {
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
-                info!(session_present = ack.session_present, "connected to the MQTT broker");
+                info!(
+                    session_present = ack.session_present,
+                    "connected to the MQTT broker"
+                );
                 backoff = Duration::from_millis(200);
                 attempt = 0;
                 if let Err(e) = client.try_subscribe_many(filters.iter().cloned()) {
@@ -119,7 +141,11 @@ async fn connection(
                 }
             }
             Ok(Event::Incoming(Incoming::SubAck(ack))) => {
-                if ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                {
                     warn!(?ack, "the broker refused a subscription");
                 }
             }
@@ -127,7 +153,11 @@ async fn connection(
             Err(e) => {
                 attempt += 1;
                 // Full jitter: a random wait up to the current backoff.
-                let jitter = ioc_devices::noise::unit(std::process::id().into(), attempt, Timestamp::now().millis() as u64);
+                let jitter = ioc_devices::noise::unit(
+                    std::process::id().into(),
+                    attempt,
+                    Timestamp::now().millis() as u64,
+                );
                 let wait = backoff.mul_f64(0.5 + 0.5 * jitter);
                 warn!(error = %e, "MQTT connection failed; retrying in {wait:?}");
                 tokio::select! {

@@ -111,14 +111,20 @@ impl RiverLevelRule {
                 format!("Water level at {name} back below alarm level 1 (BĐ1): {value:.2} m"),
             ),
             _ if next > previous => (
-                format!("Mực nước {name} vượt {}: {value:.2} m", LEVEL_NAMES[usize::from(next)]),
+                format!(
+                    "Mực nước {name} vượt {}: {value:.2} m",
+                    LEVEL_NAMES[usize::from(next)]
+                ),
                 format!(
                     "Water level at {name} above alarm level {next} ({}): {value:.2} m",
                     LEVEL_NAMES[usize::from(next)]
                 ),
             ),
             _ => (
-                format!("Mực nước {name} giảm về {}: {value:.2} m", LEVEL_NAMES[usize::from(next)]),
+                format!(
+                    "Mực nước {name} giảm về {}: {value:.2} m",
+                    LEVEL_NAMES[usize::from(next)]
+                ),
                 format!(
                     "Water level at {name} down to alarm level {next} ({}): {value:.2} m",
                     LEVEL_NAMES[usize::from(next)]
@@ -129,7 +135,11 @@ impl RiverLevelRule {
             id: format!("{RULE}:{}:{}", device.id, episode.opened_ms),
             rule: RULE.to_owned(),
             subject: device.id.clone(),
-            status: if next == 0 { AlertStatus::Resolved } else { AlertStatus::Open },
+            status: if next == 0 {
+                AlertStatus::Resolved
+            } else {
+                AlertStatus::Open
+            },
             severity: severity(shown),
             level: next,
             level_name: LEVEL_NAMES[usize::from(shown)].to_owned(),
@@ -187,7 +197,11 @@ mod tests {
     fn reference(current: u8, value: f64, margin: f64) -> u8 {
         (0..=3u8)
             .rev()
-            .find(|&k| k == 0 || value >= LEVELS[usize::from(k) - 1] || (k <= current && value >= LEVELS[usize::from(k) - 1] - margin))
+            .find(|&k| {
+                k == 0
+                    || value >= LEVELS[usize::from(k) - 1]
+                    || (k <= current && value >= LEVELS[usize::from(k) - 1] - margin)
+            })
             .unwrap_or(0)
     }
 
@@ -199,7 +213,13 @@ mod tests {
         let mut seen = Vec::new();
         for (i, v) in [2.0, 3.1, 4.2, 3.9, 3.7, 2.9, 2.7].into_iter().enumerate() {
             if let Some(a) = rule.observe(&mut s, &g, v, Timestamp(1000 * i as i64), i as u64) {
-                seen.push((a.id.clone(), a.status, a.level, a.level_name.clone(), a.version));
+                seen.push((
+                    a.id.clone(),
+                    a.status,
+                    a.level,
+                    a.level_name.clone(),
+                    a.version,
+                ));
             }
         }
         let id = "river_level:river-x:1000".to_string();

@@ -1,0 +1,192 @@
+//! Helpers for end-to-end tests: free ports, a running system, real MQTT
+//! and WebSocket clients.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use ioc::config::Config;
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// Waits until something accepts TCP connections at `addr`.
+pub fn wait_for_port(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on {addr} within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A configuration for tests: HTTP on a free port, no simulator, MQTT at `mqtt_url`.
+pub fn test_config(mqtt_url: String, embedded: bool) -> Config {
+    let mut c = Config::default();
+    c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c.mqtt.url = mqtt_url;
+    c.mqtt.client_id = format!("ioc-test-{}", free_port());
+    c.embedded_broker.enabled = embedded;
+    c.simulator.enabled = false;
+    c
+}
+
+/// A Mosquitto broker on a free loopback port, stopped on drop.
+pub struct Mosquitto {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or_else(|| {
+                panic!("mosquitto is not installed: run tests/run.sh (it installs the Debian package mosquitto), or apt-get install mosquitto")
+            });
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\n"),
+        )
+        .unwrap();
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start mosquitto");
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), "mosquitto");
+        Mosquitto {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A device-side MQTT client, as a real gauge would use.
+pub struct Device {
+    pub client: AsyncClient,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Device {
+    pub async fn connect(port: u16) -> Device {
+        let mut o = MqttOptions::new(format!("device-{}", free_port()), "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(10));
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut eventloop) = AsyncClient::new(o, 64);
+        let task = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+        Device { client, task }
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .await
+            .expect("publish");
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A control-room WebSocket client.
+pub struct Screen {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    pub last_seq: Option<u64>,
+}
+
+impl Screen {
+    pub async fn connect(http: SocketAddr) -> Screen {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/api/v1/live"))
+            .await
+            .expect("WebSocket connect");
+        Screen { ws, last_seq: None }
+    }
+
+    /// The next JSON message, checking that sequence numbers have no gaps.
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("no live message within 10 s")?;
+            match msg.expect("WebSocket error") {
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(t.as_str()).expect("live message is JSON");
+                    let seq = v["seq"].as_u64().expect("every live message has a seq");
+                    if v["type"] == "delta"
+                        && let Some(prev) = self.last_seq
+                    {
+                        assert_eq!(seq, prev + 1, "delta sequence has a gap");
+                    }
+                    self.last_seq = Some(seq);
+                    return Some(v);
+                }
+                Message::Close(_) => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads until an alert about `subject` with `status` arrives; returns it.
+    pub async fn alert(&mut self, subject: &str, status: &str) -> Value {
+        loop {
+            let v = self
+                .next()
+                .await
+                .expect("live feed closed while waiting for an alert");
+            if let Some(a) = v["alerts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["subject"] == subject && a["status"] == status)
+            {
+                return a.clone();
+            }
+        }
+    }
+}
+
+/// A telemetry envelope for a river gauge at the current time.
+pub fn river_reading(device: &str, seq: u64, level_m: f64) -> String {
+    serde_json::json!({
+        "v": 1,
+        "device": device,
+        "ts": ioc_schemas::Timestamp::now().to_rfc3339(),
+        "seq": seq,
+        "hydrology": {"water_level_m": level_m}
+    })
+    .to_string()
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or a used one.
+#
+# Installs what the tests need, only when it is missing (Debian packages:
+# mosquitto), then checks formatting and lints and runs every test.
+# Tests start their own brokers on free loopback ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+
+packages=()
+have mosquitto || packages+=(mosquitto)
+if [ ${#packages[@]} -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "tests/run.sh: installing ${packages[*]} from Debian's packages"
+  $sudo apt-get update -qq
+  # Do not start system services: tests start their own instances.
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "\nworkspace: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
+exit "$status"
