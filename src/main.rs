@@ -86,36 +86,52 @@ fn load(args: &RunArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// Resolves on the first Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Ctrl-C and SIGTERM, registered once so that a second signal is seen as a
+/// second signal.
+struct Signals {
     #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
         {
-            s.recv().await;
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt()).context("listening for Ctrl-C")?,
+                terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// Resolves on the next Ctrl-C or SIGTERM.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = load(&args)?;
+    let mut signals = Signals::new()?;
     let running = ioc::app::start(config).await?;
     let url = format!("http://{}/", running.http_addr);
     println!("\n  IOC Sơn La is running. Open {url} in a browser.\n");
-    shutdown_signal().await;
+    signals.next().await;
     eprintln!("shutting down (press Ctrl-C again to force)");
     tokio::select! {
         r = running.shutdown() => r,
-        () = shutdown_signal() => anyhow::bail!("forced exit before shutdown completed"),
+        () = signals.next() => anyhow::bail!("forced exit before shutdown completed"),
         () = tokio::time::sleep(Duration::from_secs(20)) => anyhow::bail!("shutdown took longer than 20 s"),
     }
 }
@@ -138,13 +154,12 @@ async fn simulate(
     }
     let cancel = CancellationToken::new();
     let stopper = cancel.clone();
+    let mut signals = Signals::new()?;
     tokio::spawn(async move {
-        match duration {
-            Some(s) => tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(s)) => {}
-                () = shutdown_signal() => {}
-            },
-            None => shutdown_signal().await,
+        let limit = duration.map_or(Duration::MAX, Duration::from_secs);
+        tokio::select! {
+            () = tokio::time::sleep(limit) => {}
+            () = signals.next() => {}
         }
         stopper.cancel();
     });
@@ -158,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=warn,rumqttc=warn")),
+                .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off,rumqttc=warn")),
         )
         .with_writer(std::io::stderr)
         .init();

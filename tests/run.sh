@@ -2,7 +2,7 @@
 # The whole test suite, on a fresh machine or a used one.
 #
 # Installs what the tests need, only when it is missing (Debian packages:
-# mosquitto), then checks formatting and lints and runs every test.
+# mosquitto, chromium), then checks formatting and lints and runs every test.
 # Tests start their own brokers on free loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
 packages=()
 have mosquitto || packages+=(mosquitto)
+have chromium || packages+=(chromium)
 if [ ${#packages[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

@@ -385,6 +385,10 @@ function onMessage(msg) {
       if (state) remember(state);
     }
     for (const a of msg.alerts) alerts.set(a.id, a);
+    lastSeq = msg.seq;
+    dirty = true;
+    renderAlerts(); renderCounts(); renderDetail();
+    return;
   } else if (msg.type === "delta") {
     if (lastSeq !== null && msg.seq !== lastSeq + 1) { socket.close(); return; }
     for (const s of msg.devices || []) {

@@ -169,6 +169,16 @@ impl EngineInput {
     }
 }
 
+impl Drop for EngineInput {
+    fn drop(&mut self) {
+        // The last handle closes the channels; wake the workers so they
+        // notice now rather than at their next idle check.
+        for w in 0..self.txs.len() {
+            self.shared.wake(w);
+        }
+    }
+}
+
 /// A running engine.
 pub struct Engine {
     guards: timely::communication::WorkerGuards<()>,
