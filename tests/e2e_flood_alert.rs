@@ -103,10 +103,10 @@ async fn flood_alert_round_trip(config: ioc::config::Config, mqtt_port: u16) {
     assert_eq!(dev["state"]["seq"], seq);
 
     running.shutdown().await.expect("clean shutdown");
-    assert!(
-        screen.next().await.is_none(),
-        "the live feed should close on shutdown"
-    );
+    // Deltas still in flight may arrive first; then the server closes the socket.
+    while let Some(v) = screen.next().await {
+        assert_eq!(v["type"], "delta", "only deltas may precede the close");
+    }
 }
 
 /// A minimal HTTP GET over a plain TCP stream (keeps the test's dependencies small).

@@ -65,16 +65,17 @@ impl DeviceTable {
         slot.last_ts = ts;
         slot.last_seq = e.seq;
         let device = self.registry.device(reading.device);
-        if device.kind == DeviceKind::RiverGauge
-            && let Body::Hydrology(h) = &e.body
-            && let Some(level) = h.water_level_m
-            && let Some(alert) = self
-                .river
-                .observe(&mut slot.gauge, device, level, e.ts, e.seq)
-        {
-            out.push(EngineOutput::Alert(alert));
-        }
+        let alert = match &e.body {
+            Body::Hydrology(h) if device.kind == DeviceKind::RiverGauge => {
+                h.water_level_m.and_then(|level| {
+                    self.river
+                        .observe(&mut slot.gauge, device, level, e.ts, e.seq)
+                })
+            }
+            _ => None,
+        };
         let alarm_level = slot.gauge.level();
+        // The state first: whoever sees the alert can already see the reading behind it.
         out.push(EngineOutput::Device(DeviceState {
             device: device.id.clone(),
             ts: e.ts,
@@ -83,6 +84,7 @@ impl DeviceTable {
             reading: e.body.clone(),
             alarm_level: (alarm_level > 0).then_some(alarm_level),
         }));
+        out.extend(alert.map(EngineOutput::Alert));
         Outcome::Applied
     }
 
@@ -138,10 +140,10 @@ mod tests {
             ),
             Outcome::Applied
         );
+        assert!(matches!(&out[0], EngineOutput::Device(d) if d.alarm_level == Some(2)));
         assert!(
-            matches!(&out[0], EngineOutput::Alert(a) if a.level == 2 && a.status == AlertStatus::Open)
+            matches!(&out[1], EngineOutput::Alert(a) if a.level == 2 && a.status == AlertStatus::Open)
         );
-        assert!(matches!(&out[1], EngineOutput::Device(d) if d.alarm_level == Some(2)));
         out.clear();
         assert_eq!(
             t.apply(
