@@ -147,6 +147,42 @@ impl Registry {
         }
     }
 
+    /// The Sơn La demo catalogue replicated to `n` devices, for load tests.
+    /// Copy `k` of a device gets the id `{id}~{k}` and a position within
+    /// about a kilometre of the original; areas are looked up again.
+    pub fn sonla_scaled(n: usize) -> Arc<Self> {
+        let base = Self::sonla_demo();
+        let Ok(areas) = Areas::from_geojson(base.areas.geojson()) else {
+            return base;
+        };
+        let mut devices = Vec::with_capacity(n);
+        let mut by_id = HashMap::with_capacity(n);
+        for i in 0..n {
+            let original = &base.devices[i % base.devices.len()];
+            let copy = i / base.devices.len();
+            let mut d = original.clone();
+            if copy > 0 {
+                d.id = format!("{}~{copy}", original.id);
+                let (a, b) = (
+                    crate::noise::unit(3, i as u64, 0) - 0.5,
+                    crate::noise::unit(5, i as u64, 0) - 0.5,
+                );
+                d.pos = [d.pos[0] + a * 0.02, d.pos[1] + b * 0.02];
+                let chain = areas.chain_at(d.pos);
+                if !chain.is_empty() {
+                    d.area = chain;
+                }
+            }
+            by_id.insert(d.id.clone(), i as DeviceIndex);
+            devices.push(d);
+        }
+        Arc::new(Registry {
+            devices,
+            by_id,
+            areas,
+        })
+    }
+
     /// The index of the device with this id.
     pub fn lookup(&self, id: &str) -> Option<DeviceIndex> {
         self.by_id.get(id).copied()
@@ -194,6 +230,16 @@ mod tests {
             );
             assert_eq!(d.area.last().map(|a| a.id.as_str()), Some("sl"), "{}", d.id);
             assert_eq!(r.lookup(&d.id).map(|i| &r.device(i).id), Some(&d.id));
+        }
+    }
+
+    #[test]
+    fn scaled_catalogue_has_unique_ids_and_areas() {
+        let r = Registry::sonla_scaled(1000);
+        assert_eq!(r.devices().len(), 1000);
+        for (i, d) in r.devices().iter().enumerate() {
+            assert_eq!(r.lookup(&d.id), Some(i as DeviceIndex));
+            assert!(!d.area.is_empty(), "{}", d.id);
         }
     }
 
