@@ -1,7 +1,7 @@
 //! The seeded Sơn La simulator: readings that behave like the province.
 //!
-//! Every value is a pure function of the seed, the device and the time since
-//! the simulator started, so a run is reproducible. The model:
+//! Every value is a pure function of the seed, the device, the start time and
+//! the reading's time, so a run is reproducible. The model:
 //!
 //! - **rain** falls from storm cells; a gauge's increment is the intensity
 //!   at its position times the time since its previous reading;
