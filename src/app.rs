@@ -53,12 +53,7 @@ pub struct Running {
 
 /// Starts everything the configuration asks for.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let problems = config.problems();
-    anyhow::ensure!(
-        problems.is_empty(),
-        "invalid configuration:\n  - {}",
-        problems.join("\n  - ")
-    );
+    config.validate()?;
     let registry = config.registry()?;
     info!(
         devices = registry.devices().len(),

@@ -238,6 +238,17 @@ impl Config {
         p
     }
 
+    /// Fails with every problem, one per line, when there is any.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let problems = self.problems();
+        anyhow::ensure!(
+            problems.is_empty(),
+            "invalid configuration:\n  - {}",
+            problems.join("\n  - ")
+        );
+        Ok(())
+    }
+
     /// The registry this configuration names.
     pub fn registry(&self) -> anyhow::Result<std::sync::Arc<ioc_devices::Registry>> {
         match (&self.catalogue.devices, &self.catalogue.areas) {

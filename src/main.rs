@@ -182,12 +182,7 @@ async fn main() -> anyhow::Result<()> {
         None | Some(Command::Run) => run(cli.run).await,
         Some(Command::Validate) => {
             let config = load(&cli.run)?;
-            let problems = config.problems();
-            anyhow::ensure!(
-                problems.is_empty(),
-                "invalid configuration:\n  - {}",
-                problems.join("\n  - ")
-            );
+            config.validate()?;
             let registry = config.registry()?;
             println!(
                 "configuration is valid: {} devices, {} areas",

@@ -26,19 +26,10 @@ async fn every_kind_of_bad_input_is_counted_and_good_input_still_flows() {
         device
             .publish(topic, river_reading("river-to-hieu", seq, 1.0))
             .await;
-        let seen = tokio::time::timeout(Duration::from_secs(2), async {
-            loop {
-                let v = screen.next().await.unwrap();
-                if v["devices"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|d| d["device"] == "river-to-hieu")
-                {
-                    break;
-                }
-            }
-        })
+        let seen = tokio::time::timeout(
+            Duration::from_secs(2),
+            screen.device_state("river-to-hieu", None),
+        )
         .await;
         if seen.is_ok() {
             break;
@@ -122,17 +113,7 @@ async fn every_kind_of_bad_input_is_counted_and_good_input_still_flows() {
     device
         .publish(topic, river_reading("river-to-hieu", seq, 1.5))
         .await;
-    loop {
-        let v = screen.next().await.unwrap();
-        if v["devices"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|d| d["device"] == "river-to-hieu" && d["seq"] == seq)
-        {
-            break;
-        }
-    }
+    screen.device_state("river-to-hieu", Some(seq)).await;
     let stats = running.ingest_stats.clone();
     for (_, _, reason) in &bad {
         let r: ioc_schemas::RejectReason =

@@ -160,6 +160,25 @@ impl Screen {
         }
     }
 
+    /// Reads until a state of `device` arrives (with sequence number `seq`,
+    /// when given).
+    pub async fn device_state(&mut self, device: &str, seq: Option<u64>) {
+        loop {
+            let v = self
+                .next()
+                .await
+                .expect("live feed closed while waiting for a device state");
+            if v["devices"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|d| d["device"] == device && seq.is_none_or(|s| d["seq"] == s))
+            {
+                return;
+            }
+        }
+    }
+
     /// Reads until an alert about `subject` with `status` arrives; returns it.
     pub async fn alert(&mut self, subject: &str, status: &str) -> Value {
         loop {
