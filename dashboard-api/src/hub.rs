@@ -7,7 +7,8 @@
 //! `snapshot` and a receiver under the same lock, so a client sees every
 //! delta after its snapshot and none before it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ioc_devices::Registry;
@@ -71,6 +72,8 @@ impl LiveHub {
     /// Applies a batch of engine outputs and broadcasts one delta.
     pub fn apply(&self, batch: Vec<EngineOutput>) {
         let mut devices: Vec<DeviceState> = Vec::new();
+        // Position in `devices` of each device already in this delta.
+        let mut in_delta: HashMap<usize, usize> = HashMap::new();
         let mut alerts = Vec::new();
         let mut st = self.lock();
         for output in batch {
@@ -79,12 +82,15 @@ impl LiveHub {
                     let Some(i) = self.registry.lookup(&d.device) else {
                         continue;
                     };
-                    if let Some(prev) = devices.iter_mut().find(|p| p.device == d.device) {
-                        *prev = d.clone();
-                    } else {
-                        devices.push(d.clone());
+                    let i = i as usize;
+                    match in_delta.entry(i) {
+                        Entry::Occupied(at) => devices[*at.get()] = d.clone(),
+                        Entry::Vacant(slot) => {
+                            slot.insert(devices.len());
+                            devices.push(d.clone());
+                        }
                     }
-                    st.states[i as usize] = Some(d);
+                    st.states[i] = Some(d);
                 }
                 EngineOutput::Alert(a) => {
                     match a.status {

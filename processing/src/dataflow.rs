@@ -107,7 +107,7 @@ pub(crate) fn run_worker(
                 input.for_each(|_, data| {
                     for o in data.drain(..) {
                         if let EngineOutput::Alert(a) = &o {
-                            metrics::counter!("ioc_alerts_total", "rule" => a.rule.clone(), "status" => format!("{:?}", a.status).to_lowercase()).increment(1);
+                            metrics::counter!("ioc_alerts_total", "rule" => a.rule.clone(), "status" => a.status.as_str()).increment(1);
                         }
                         // A closed output means the process is shutting down.
                         let _ = sink.send(o);
@@ -134,14 +134,19 @@ pub(crate) fn run_worker(
         let Some(c) = cap.as_mut() else { break };
         if !batch.is_empty() {
             let floor = *c.time();
+            let (mut newest, mut latest_arrival, mut late) = (Timestamp(0), Timestamp(0), 0u64);
             for (time, r) in batch.iter_mut() {
+                newest = newest.max(r.envelope.ts);
+                latest_arrival = latest_arrival.max(r.received);
                 let ts = r.envelope.ts.millis().max(0) as u64;
-                shared.watermark.observe(r.envelope.ts, r.received);
-                if ts < floor {
-                    shared.stats.late.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("ioc_events_late_total").increment(1);
-                }
+                late += u64::from(ts < floor);
                 *time = ts.max(floor);
+            }
+            // Shared counters once per batch, not per reading.
+            shared.watermark.observe(newest, latest_arrival);
+            if late > 0 {
+                shared.stats.late.fetch_add(late, Ordering::Relaxed);
+                metrics::counter!("ioc_events_late_total").increment(late);
             }
             batch.sort_by_key(|(t, _)| *t);
             let mut handle = input.activate();

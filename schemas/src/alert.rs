@@ -16,6 +16,16 @@ pub enum AlertStatus {
     Resolved,
 }
 
+impl AlertStatus {
+    /// The snake_case name used in JSON and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Open => "open",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+}
+
 /// Severity, on the scale of the Common Alerting Protocol (CAP 1.2).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
