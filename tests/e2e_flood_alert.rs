@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Device, Mosquitto, Screen, free_port, river_reading, test_config};
+use common::{Device, Mosquitto, Screen, free_port, get_json, river_reading, test_config};
 
 const GAUGE: &str = "river-to-hieu";
 const TOPIC: &str = "ioc/v1/river_gauge/river-to-hieu/telemetry";
@@ -90,8 +90,7 @@ async fn flood_alert_round_trip(config: ioc::config::Config, mqtt_port: u16) {
     assert_eq!(cleared["version"], 3);
 
     // The REST view agrees.
-    let open: serde_json::Value =
-        reqwest_get(running.http_addr, "/api/v1/alerts?status=open").await;
+    let open: serde_json::Value = get_json(running.http_addr, "/api/v1/alerts?status=open").await;
     assert!(
         open.as_array()
             .unwrap()
@@ -99,7 +98,7 @@ async fn flood_alert_round_trip(config: ioc::config::Config, mqtt_port: u16) {
             .all(|a| a["subject"] != GAUGE)
     );
     let dev: serde_json::Value =
-        reqwest_get(running.http_addr, &format!("/api/v1/devices/{GAUGE}")).await;
+        get_json(running.http_addr, &format!("/api/v1/devices/{GAUGE}")).await;
     assert_eq!(dev["state"]["seq"], seq);
 
     running.shutdown().await.expect("clean shutdown");
@@ -107,23 +106,6 @@ async fn flood_alert_round_trip(config: ioc::config::Config, mqtt_port: u16) {
     while let Some(v) = screen.next().await {
         assert_eq!(v["type"], "delta", "only deltas may precede the close");
     }
-}
-
-/// A minimal HTTP GET over a plain TCP stream (keeps the test's dependencies small).
-pub async fn reqwest_get(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8(buf).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,30 +60,10 @@ impl Areas {
     /// Parses and validates an areas FeatureCollection. Every problem is
     /// reported, each with the feature it concerns.
     pub fn from_geojson(text: &str) -> Result<Self, CatalogueError> {
-        let collection: geojson::FeatureCollection = text.parse().map_err(|e| {
-            CatalogueError::single("areas", format!("not a GeoJSON FeatureCollection: {e}"))
-        })?;
         let mut problems = Vec::new();
         let mut areas = Vec::new();
-        for (n, feature) in collection.features.into_iter().enumerate() {
-            let props = match feature
-                .properties
-                .map(|p| serde_json::from_value::<AreaProperties>(serde_json::Value::Object(p)))
-            {
-                Some(Ok(p)) => p,
-                Some(Err(e)) => {
-                    problems.push(format!("areas feature #{n}: bad properties: {e}"));
-                    continue;
-                }
-                None => {
-                    problems.push(format!("areas feature #{n}: no properties"));
-                    continue;
-                }
-            };
-            let boundary = match feature
-                .geometry
-                .map(|g| geo::Geometry::<f64>::try_from(&g.value))
-            {
+        for (props, geometry) in crate::features::<AreaProperties>(text, "areas", &mut problems)? {
+            let boundary = match geometry.map(|g| geo::Geometry::<f64>::try_from(&g.value)) {
                 None => None,
                 Some(Ok(geo::Geometry::Polygon(p))) => Some(MultiPolygon::new(vec![p])),
                 Some(Ok(geo::Geometry::MultiPolygon(m))) => Some(m),

@@ -40,3 +40,28 @@ impl CatalogueError {
         }
     }
 }
+
+/// The features of a GeoJSON FeatureCollection in `text`, each with its
+/// properties parsed as `P` and its geometry. A feature whose properties do
+/// not parse is reported in `problems` (as `{what} feature #n`) and skipped.
+fn features<P: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &str,
+    problems: &mut Vec<String>,
+) -> Result<Vec<(P, Option<geojson::Geometry>)>, CatalogueError> {
+    let collection: geojson::FeatureCollection = text.parse().map_err(|e| {
+        CatalogueError::single(what, format!("not a GeoJSON FeatureCollection: {e}"))
+    })?;
+    let mut out = Vec::with_capacity(collection.features.len());
+    for (n, feature) in collection.features.into_iter().enumerate() {
+        match feature
+            .properties
+            .map(|p| serde_json::from_value::<P>(serde_json::Value::Object(p)))
+        {
+            Some(Ok(props)) => out.push((props, feature.geometry)),
+            Some(Err(e)) => problems.push(format!("{what} feature #{n}: bad properties: {e}")),
+            None => problems.push(format!("{what} feature #{n}: no properties")),
+        }
+    }
+    Ok(out)
+}

@@ -36,42 +36,24 @@ struct DeviceProperties {
     thresholds: Thresholds,
     #[serde(default)]
     area: Option<String>,
-    /// Free-form descriptive fields (river, road, ...), kept out of the contract.
-    #[serde(default)]
-    #[allow(dead_code)]
-    river: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    road: Option<String>,
+    /// Descriptive fields, accepted and not used.
+    #[serde(default, rename = "river")]
+    _river: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "road")]
+    _road: Option<serde::de::IgnoredAny>,
 }
 
 impl Registry {
     /// Loads devices and areas from GeoJSON text, reporting every problem.
     pub fn from_geojson(devices: &str, areas: &str) -> Result<Self, CatalogueError> {
         let areas = Areas::from_geojson(areas)?;
-        let collection: geojson::FeatureCollection = devices.parse().map_err(|e| {
-            CatalogueError::single("devices", format!("not a GeoJSON FeatureCollection: {e}"))
-        })?;
         let mut problems = Vec::new();
-        let mut list = Vec::with_capacity(collection.features.len());
-        let mut by_id = HashMap::with_capacity(collection.features.len());
-        for (n, feature) in collection.features.into_iter().enumerate() {
-            let props = match feature
-                .properties
-                .map(|p| serde_json::from_value::<DeviceProperties>(serde_json::Value::Object(p)))
-            {
-                Some(Ok(p)) => p,
-                Some(Err(e)) => {
-                    problems.push(format!("devices feature #{n}: bad properties: {e}"));
-                    continue;
-                }
-                None => {
-                    problems.push(format!("devices feature #{n}: no properties"));
-                    continue;
-                }
-            };
+        let parsed = crate::features::<DeviceProperties>(devices, "devices", &mut problems)?;
+        let mut list = Vec::with_capacity(parsed.len());
+        let mut by_id = HashMap::with_capacity(parsed.len());
+        for (props, geometry) in parsed {
             let id = props.id;
-            let pos = match feature.geometry.map(|g| g.value) {
+            let pos = match geometry.map(|g| g.value) {
                 Some(geojson::GeometryValue::Point { coordinates }) if coordinates.len() >= 2 => {
                     [coordinates[0], coordinates[1]]
                 }
@@ -136,13 +118,17 @@ impl Registry {
 
     /// The built-in Sơn La demo catalogue.
     pub fn sonla_demo() -> Arc<Self> {
+        Arc::new(Self::sonla())
+    }
+
+    fn sonla() -> Self {
         // The embedded catalogue is checked by the test suite, so loading it
         // cannot fail in a released binary.
         match Self::from_geojson(
             crate::catalogue::SONLA_DEVICES,
             crate::catalogue::SONLA_AREAS,
         ) {
-            Ok(r) => Arc::new(r),
+            Ok(r) => r,
             Err(e) => panic!("the embedded Sơn La catalogue is invalid: {e}"),
         }
     }
@@ -151,10 +137,8 @@ impl Registry {
     /// Copy `k` of a device gets the id `{id}~{k}` and a position within
     /// about a kilometre of the original; areas are looked up again.
     pub fn sonla_scaled(n: usize) -> Arc<Self> {
-        let base = Self::sonla_demo();
-        let Ok(areas) = Areas::from_geojson(base.areas.geojson()) else {
-            return base;
-        };
+        let base = Self::sonla();
+        let areas = base.areas;
         let mut devices = Vec::with_capacity(n);
         let mut by_id = HashMap::with_capacity(n);
         for i in 0..n {

@@ -101,26 +101,10 @@ impl DeviceTable {
 
 #[cfg(test)]
 mod tests {
-    use ioc_schemas::{AlertStatus, Envelope, Hydrology, Timestamp};
+    use ioc_schemas::AlertStatus;
 
     use super::*;
-
-    fn reading(r: &Registry, id: &str, ts: i64, seq: u64, level: f64) -> Reading {
-        Reading {
-            device: r.lookup(id).unwrap(),
-            received: Timestamp(ts),
-            envelope: Envelope {
-                device: id.into(),
-                ts: Timestamp(ts),
-                seq,
-                pos: None,
-                body: Body::Hydrology(Hydrology {
-                    water_level_m: Some(level),
-                    ..Hydrology::default()
-                }),
-            },
-        }
-    }
+    use crate::reading::water_level;
 
     #[test]
     fn duplicates_and_old_readings_do_not_touch_state() {
@@ -135,7 +119,7 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(
             t.apply(
-                &reading(&r, "river-to-hieu", 2000, 2, bd[1] + 0.1),
+                &water_level(&r, "river-to-hieu", 2000, 2, bd[1] + 0.1),
                 &mut out
             ),
             Outcome::Applied
@@ -147,13 +131,13 @@ mod tests {
         out.clear();
         assert_eq!(
             t.apply(
-                &reading(&r, "river-to-hieu", 2000, 2, bd[1] + 0.1),
+                &water_level(&r, "river-to-hieu", 2000, 2, bd[1] + 0.1),
                 &mut out
             ),
             Outcome::Duplicate
         );
         assert_eq!(
-            t.apply(&reading(&r, "river-to-hieu", 1000, 1, 0.0), &mut out),
+            t.apply(&water_level(&r, "river-to-hieu", 1000, 1, 0.0), &mut out),
             Outcome::OutOfOrder
         );
         assert!(out.is_empty());

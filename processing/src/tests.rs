@@ -1,26 +1,10 @@
 //! The whole engine on two workers, fed through its real input.
 
 use ioc_devices::Registry;
-use ioc_schemas::{AlertStatus, Body, EngineOutput, Envelope, Hydrology, Timestamp};
+use ioc_schemas::{AlertStatus, EngineOutput, Timestamp};
 
 use super::*;
-
-fn level(registry: &Registry, id: &str, ts: i64, seq: u64, m: f64) -> Reading {
-    Reading {
-        device: registry.lookup(id).unwrap(),
-        received: Timestamp(ts),
-        envelope: Envelope {
-            device: id.into(),
-            ts: Timestamp(ts),
-            seq,
-            pos: None,
-            body: Body::Hydrology(Hydrology {
-                water_level_m: Some(m),
-                ..Hydrology::default()
-            }),
-        },
-    }
-}
+use crate::reading::water_level;
 
 #[test]
 fn two_workers_raise_and_clear_alerts_for_many_gauges() {
@@ -37,14 +21,14 @@ fn two_workers_raise_and_clear_alerts_for_many_gauges() {
     for (i, (id, levels)) in gauges.iter().enumerate() {
         let t = t0 + i as i64;
         input
-            .send_blocking(level(&registry, id, t, 1, levels[1] + 0.05))
+            .send_blocking(water_level(&registry, id, t, 1, levels[1] + 0.05))
             .unwrap();
         input
-            .send_blocking(level(&registry, id, t + 1000, 2, levels[0] - 1.0))
+            .send_blocking(water_level(&registry, id, t + 1000, 2, levels[0] - 1.0))
             .unwrap();
         // A duplicate of the last reading changes nothing.
         input
-            .send_blocking(level(&registry, id, t + 1000, 2, levels[0] - 1.0))
+            .send_blocking(water_level(&registry, id, t + 1000, 2, levels[0] - 1.0))
             .unwrap();
     }
     drop(input);

@@ -105,31 +105,22 @@ impl RiverLevelRule {
         let shown = if next == 0 { episode.peak } else { next };
         let threshold = levels[usize::from(shown) - 1];
         let name = &device.name;
-        let (title_vi, title_en) = match next {
-            0 => (
+        let (title_vi, title_en) = if next == 0 {
+            (
                 format!("Mực nước {name} đã xuống dưới BĐ1: {value:.2} m"),
                 format!("Water level at {name} back below alarm level 1 (BĐ1): {value:.2} m"),
-            ),
-            _ if next > previous => (
-                format!(
-                    "Mực nước {name} vượt {}: {value:.2} m",
-                    LEVEL_NAMES[usize::from(next)]
-                ),
-                format!(
-                    "Water level at {name} above alarm level {next} ({}): {value:.2} m",
-                    LEVEL_NAMES[usize::from(next)]
-                ),
-            ),
-            _ => (
-                format!(
-                    "Mực nước {name} giảm về {}: {value:.2} m",
-                    LEVEL_NAMES[usize::from(next)]
-                ),
-                format!(
-                    "Water level at {name} down to alarm level {next} ({}): {value:.2} m",
-                    LEVEL_NAMES[usize::from(next)]
-                ),
-            ),
+            )
+        } else {
+            let level = LEVEL_NAMES[usize::from(next)];
+            let (vi, en) = if next > previous {
+                ("vượt", "above")
+            } else {
+                ("giảm về", "down to")
+            };
+            (
+                format!("Mực nước {name} {vi} {level}: {value:.2} m"),
+                format!("Water level at {name} {en} alarm level {next} ({level}): {value:.2} m"),
+            )
         };
         let alert = Alert {
             id: format!("{RULE}:{}:{}", device.id, episode.opened_ms),
