@@ -280,12 +280,25 @@ mod tests {
             "the example file should spell out the defaults"
         );
         let text = std::fs::read_to_string(&path).unwrap();
-        let defaults = toml_keys(&serde_json::to_value(Config::default()).unwrap(), "");
-        for key in defaults {
-            let leaf = key.rsplit('.').next().unwrap_or(&key);
+        // Every key, the optional ones too, must be written (or commented
+        // out) as `key =` inside its own `[section]`.
+        let mut full = Config::default();
+        full.catalogue.devices = Some("d".into());
+        full.catalogue.areas = Some("a".into());
+        full.mqtt.username = Some("u".into());
+        full.mqtt.password = Some("p".into());
+        for key in toml_keys(&serde_json::to_value(full).unwrap(), "") {
+            let (section, leaf) = key.split_once('.').unwrap();
+            let body = text
+                .split(&format!("[{section}]\n"))
+                .nth(1)
+                .unwrap_or_else(|| panic!("deploy/ioc.example.toml has no [{section}]"));
+            let body = body.split("\n[").next().unwrap_or(body);
             assert!(
-                text.contains(leaf),
-                "deploy/ioc.example.toml does not mention {key}"
+                body.lines()
+                    .map(|l| l.trim_start_matches('#').trim_start())
+                    .any(|l| l.starts_with(&format!("{leaf} ="))),
+                "deploy/ioc.example.toml does not document {key} in [{section}]"
             );
         }
     }

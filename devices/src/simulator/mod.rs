@@ -17,8 +17,8 @@
 //! Scenarios: `normal` (scattered showers) and `flood` (a storm over the
 //! first river gauge of Tô Hiệu ward, Sơn La city, or the gauge named with
 //! [`Simulator::with_flood_target`], repeating every 20 minutes: the target
-//! passes BĐ1 about 40 s after the start, BĐ2 after about a minute and BĐ3
-//! after about 80 s, then recedes).
+//! passes BĐ1 about 45 s after the start, BĐ2 after about 55 s and BĐ3 after
+//! about 70 s, then recedes).
 
 pub mod mqtt;
 
