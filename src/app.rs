@@ -1,9 +1,10 @@
 //! Wiring: start every component in order, stop them in reverse.
 //!
-//! Start: registry → embedded broker → engine → live hub → HTTP → MQTT
-//! source → simulator. Stop: simulator and sources first (the engine's
-//! inputs close), the engine drains, the hub takes its last outputs, then
-//! WebSockets are closed and the HTTP server stops.
+//! Start: registry → embedded broker → engine → live hub → dead-letter
+//! writer → HTTP (with ingest) → MQTT source → simulator. Stop: HTTP ingest,
+//! simulator and sources first (the engine's inputs close), the engine
+//! drains, the hub takes its last outputs, then WebSockets are closed, the
+//! HTTP server stops and the dead-letter writer flushes.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -11,10 +12,12 @@ use std::sync::{Arc, OnceLock};
 use anyhow::Context as _;
 use ioc_dashboard_api::{AppState, LiveHub};
 use ioc_devices::{Registry, Simulator};
+use ioc_ingest::deadletter::{DeadLetters, FileSink, Writer};
+use ioc_ingest::http::HttpIngest;
 use ioc_ingest::mqtt::MqttSource;
-use ioc_ingest::{Decoder, IngestStats};
+use ioc_ingest::{IngestStats, Ingestor};
 use ioc_processing::{Engine, EngineConfig, EngineStats};
-use ioc_schemas::{Limits, Timestamp};
+use ioc_schemas::Timestamp;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -43,7 +46,11 @@ pub struct Running {
     pub ingest_stats: Arc<IngestStats>,
     /// Engine counters.
     pub engine_stats: Arc<EngineStats>,
+    /// The dead-letter hand-off (for its counters).
+    pub dead_letters: DeadLetters,
     sources: CancellationToken,
+    http_ingest: Option<Arc<HttpIngest>>,
+    dead_letter_writer: Writer,
     http: CancellationToken,
     source_tasks: Vec<JoinHandle<()>>,
     engine: JoinHandle<anyhow::Result<()>>,
@@ -89,6 +96,26 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let hub_task = tokio::spawn(ioc_dashboard_api::hub::run(hub.clone(), out_rx));
 
     let ingest_stats = Arc::new(IngestStats::default());
+    let sink = FileSink::open(&config.dead_letter).with_context(|| {
+        format!(
+            "cannot open the dead-letter file {} (dead_letter.file)",
+            config.dead_letter.file.display()
+        )
+    })?;
+    let (dead_letters, dead_letter_writer) = DeadLetters::start(Box::new(sink));
+    let ingestor = Ingestor::new(
+        registry.clone(),
+        config.limits(),
+        input,
+        dead_letters.clone(),
+        ingest_stats.clone(),
+    );
+    let http_ingest = config.http_ingest.enabled.then(|| {
+        Arc::new(HttpIngest::new(
+            config.http_ingest.clone(),
+            ingestor.clone(),
+        ))
+    });
     let listener = tokio::net::TcpListener::bind(config.http.listen).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             anyhow::anyhow!(
@@ -102,7 +129,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let http_addr = listener.local_addr()?;
     let http = CancellationToken::new();
     let stats_fn = {
-        let (ingest, engine) = (ingest_stats.clone(), engine_stats.clone());
+        let (ingest, engine, dl) = (
+            ingest_stats.clone(),
+            engine_stats.clone(),
+            dead_letters.clone(),
+        );
         Arc::new(move || {
             let rejected: serde_json::Map<_, _> = ingest
                 .rejections()
@@ -117,6 +148,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             json!({
                 "ingest": {"received": ingest.received_count(), "accepted": ingest.accepted_count(), "rejected": rejected},
                 "engine": engine,
+                "dead_letters": {
+                    "written": dl.stats().written.load(std::sync::atomic::Ordering::Relaxed),
+                    "failed": dl.stats().failed.load(std::sync::atomic::Ordering::Relaxed),
+                },
             })
         })
     };
@@ -126,20 +161,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracker: TaskTracker::new(),
         metrics: prometheus().map(|h| Arc::new(move || h.render()) as ioc_dashboard_api::Render),
         stats: stats_fn,
+        ingest: http_ingest.clone(),
     };
     let server = tokio::spawn(ioc_dashboard_api::serve(listener, state));
 
     let sources = CancellationToken::new();
-    let limits = Limits {
-        max_payload_bytes: p.max_payload_bytes,
-        max_future_skew_ms: p.max_future_skew.as_millis() as i64,
-    };
-    let source = MqttSource::new(
-        config.mqtt.clone(),
-        Decoder::new(registry.clone(), limits),
-        ingest_stats.clone(),
-    );
-    let mut source_tasks = vec![tokio::spawn(source.run(input, sources.child_token()))];
+    let source = MqttSource::new(config.mqtt.clone(), ingestor);
+    let mut source_tasks = vec![tokio::spawn(source.run(sources.child_token()))];
     if config.simulator.enabled {
         let s = &config.simulator;
         let sim = Simulator::new(registry.clone(), s.scenario, s.seed, Timestamp::now());
@@ -154,7 +182,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         registry,
         ingest_stats,
         engine_stats,
+        dead_letters,
         sources,
+        http_ingest,
+        dead_letter_writer,
         http,
         source_tasks,
         engine,
@@ -168,6 +199,9 @@ impl Running {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         info!("shutting down: stopping sources");
         self.sources.cancel();
+        if let Some(h) = &self.http_ingest {
+            h.close();
+        }
         for t in self.source_tasks {
             let _ = t.await;
         }
@@ -177,6 +211,10 @@ impl Running {
         info!("closing live connections and the HTTP server");
         self.http.cancel();
         self.server.await??;
+        drop(self.dead_letters);
+        drop(self.http_ingest);
+        let writer = self.dead_letter_writer;
+        tokio::task::spawn_blocking(move || writer.join()).await?;
         info!("stopped");
         Ok(())
     }

@@ -13,6 +13,8 @@ use anyhow::Context as _;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use ioc_devices::Scenario;
+use ioc_ingest::deadletter::DeadLetterConfig;
+use ioc_ingest::http::HttpIngestConfig;
 use ioc_ingest::mqtt::MqttSourceConfig;
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +34,10 @@ pub struct Config {
     pub simulator: SimulatorConfig,
     /// The processing engine.
     pub processing: ProcessingConfig,
+    /// `POST /api/v1/ingest`.
+    pub http_ingest: HttpIngestConfig,
+    /// Where rejected messages go.
+    pub dead_letter: DeadLetterConfig,
 }
 
 /// HTTP server settings.
@@ -122,6 +128,9 @@ pub struct ProcessingConfig {
     /// How far in the future an event time may be (device clock skew).
     #[serde(with = "humantime_serde")]
     pub max_future_skew: Duration,
+    /// How far in the past an event time may be: older readings are dead-lettered.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
     /// Largest accepted telemetry payload, in bytes.
     pub max_payload_bytes: usize,
     /// River alarm levels: how far below a level the water must fall to leave it, in metres.
@@ -137,6 +146,7 @@ impl Default for ProcessingConfig {
             out_of_orderness: engine.out_of_orderness,
             idle_timeout: engine.idle_timeout,
             max_future_skew: Duration::from_millis(limits.max_future_skew_ms as u64),
+            max_age: Duration::from_millis(limits.max_age_ms as u64),
             max_payload_bytes: limits.max_payload_bytes,
             river_hysteresis_m: engine.river_hysteresis_m,
         }
@@ -144,13 +154,15 @@ impl Default for ProcessingConfig {
 }
 
 /// Top-level sections, for filtering `IOC_*` variables.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 8] = [
     "http",
     "mqtt",
     "embedded_broker",
     "catalogue",
     "simulator",
     "processing",
+    "http_ingest",
+    "dead_letter",
 ];
 
 impl Config {
@@ -185,6 +197,7 @@ impl Config {
     /// Every problem, each naming its key.
     pub fn problems(&self) -> Vec<String> {
         let mut p = self.mqtt.problems("mqtt");
+        p.extend(self.http_ingest.problems("http_ingest"));
         let p_ = &mut p;
         let mut check = |ok: bool, msg: &str| {
             if !ok {
@@ -235,7 +248,20 @@ impl Config {
                 "embedded_broker.enabled: the embedded broker can only listen on this machine, but mqtt.url names {host}; set embedded_broker.enabled = false to use that broker"
             ));
         }
+        if self.dead_letter.file.as_os_str().is_empty() {
+            p.push("dead_letter.file: must name a file".into());
+        }
         p
+    }
+
+    /// The decoder's limits.
+    pub fn limits(&self) -> ioc_schemas::Limits {
+        let p = &self.processing;
+        ioc_schemas::Limits {
+            max_payload_bytes: p.max_payload_bytes,
+            max_future_skew_ms: p.max_future_skew.as_millis() as i64,
+            max_age_ms: p.max_age.as_millis() as i64,
+        }
     }
 
     /// Fails with every problem, one per line, when there is any.
@@ -287,6 +313,11 @@ mod tests {
         full.catalogue.areas = Some("a".into());
         full.mqtt.username = Some("u".into());
         full.mqtt.password = Some("p".into());
+        full.http_ingest.tokens = vec![ioc_ingest::http::IngestToken {
+            name: "n".into(),
+            token: "t".into(),
+            devices: vec!["*".into()],
+        }];
         for key in toml_keys(&serde_json::to_value(full).unwrap(), "") {
             let (section, leaf) = key.split_once('.').unwrap();
             let body = text

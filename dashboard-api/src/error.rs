@@ -12,6 +12,10 @@ pub enum ApiError {
     NotFound(String),
     /// The request is malformed.
     BadRequest(String),
+    /// No or wrong credentials.
+    Unauthorized(String),
+    /// The service cannot take the request now.
+    Unavailable(String),
 }
 
 impl IntoResponse for ApiError {
@@ -19,11 +23,20 @@ impl IntoResponse for ApiError {
         let (status, code, message) = match self {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
         };
-        (
+        let mut response = (
             status,
             Json(json!({"error": {"code": code, "message": message}})),
         )
-            .into_response()
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }

@@ -5,7 +5,8 @@
 //!   broadcasting ordered deltas;
 //! - [`routes`]: REST (`/api/v1/devices`, `/api/v1/alerts`,
 //!   `/api/v1/areas`, `/healthz`, `/metrics`), the WebSocket feed
-//!   (`/api/v1/live`) and the embedded control-room page (`/`);
+//!   (`/api/v1/live`), HTTP ingest (`POST /api/v1/ingest`) and the embedded
+//!   control-room page (`/`);
 //! - [`error`]: the JSON error shape.
 //!
 //! [`serve`] runs the server until the cancellation token fires, then closes
@@ -19,8 +20,10 @@ pub mod routes;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
+use ioc_ingest::http::HttpIngest;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -45,10 +48,16 @@ pub struct AppState {
     pub metrics: Option<Render>,
     /// Counters for `/api/v1/stats`.
     pub stats: StatsFn,
+    /// HTTP ingest, when enabled.
+    pub ingest: Option<Arc<HttpIngest>>,
 }
 
 /// The router with every route.
 pub fn router(state: AppState) -> Router {
+    let max_body = state
+        .ingest
+        .as_ref()
+        .map_or(0, |i| i.config().max_body_bytes);
     Router::new()
         .route("/", get(routes::web::index))
         .route("/app.js", get(routes::web::script))
@@ -61,6 +70,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/areas", get(routes::rest::areas))
         .route("/api/v1/stats", get(routes::rest::stats))
         .route("/api/v1/live", get(routes::live::live))
+        .route(
+            "/api/v1/ingest",
+            post(routes::ingest::ingest).layer(DefaultBodyLimit::max(max_body)),
+        )
         .with_state(state)
 }
 

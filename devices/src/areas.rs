@@ -219,6 +219,15 @@ impl Areas {
         chain
     }
 
+    /// The bounding box `(min, max)` of every boundary, `[lon, lat]`; `None`
+    /// when no area has a boundary.
+    pub fn bounds(&self) -> Option<([f64; 2], [f64; 2])> {
+        (self.index.size() > 0).then(|| {
+            let e = self.index.root().envelope();
+            (e.lower(), e.upper())
+        })
+    }
+
     /// Areas whose bounding box meets the given envelope (for map viewports).
     pub fn in_envelope(&self, min: [f64; 2], max: [f64; 2]) -> impl Iterator<Item = &Area> {
         self.index

@@ -7,11 +7,18 @@ use ioc_processing::Reading;
 use ioc_schemas::envelope::{Limits, decode};
 use ioc_schemas::{DeviceKind, RejectReason, Rejection, Timestamp};
 
+/// How far outside the catalogue's areas a position may lie, in degrees
+/// (about 55 km): a device near the border may see across it, a position in
+/// another country is a broken GPS fix or swapped coordinates.
+pub const POSITION_MARGIN_DEG: f64 = 0.5;
+
 /// Decodes and validates telemetry against the registry.
 #[derive(Clone, Debug)]
 pub struct Decoder {
     registry: Arc<Registry>,
     limits: Limits,
+    /// The catalogue's bounding box widened by [`POSITION_MARGIN_DEG`].
+    bounds: Option<([f64; 2], [f64; 2])>,
 }
 
 /// The `{kind}` and `{device}` of a telemetry topic `ioc/v1/{kind}/{device}/telemetry`.
@@ -24,7 +31,15 @@ pub fn parse_telemetry_topic(topic: &str) -> Option<(&str, &str)> {
 impl Decoder {
     /// A decoder for this registry and these limits.
     pub fn new(registry: Arc<Registry>, limits: Limits) -> Self {
-        Decoder { registry, limits }
+        let bounds = registry.areas().bounds().map(|(lo, hi)| {
+            let m = POSITION_MARGIN_DEG;
+            ([lo[0] - m, lo[1] - m], [hi[0] + m, hi[1] + m])
+        });
+        Decoder {
+            registry,
+            limits,
+            bounds,
+        }
     }
 
     /// Decodes a payload. With `topic`, also checks that the topic names the
@@ -49,7 +64,8 @@ impl Decoder {
             return Err(Rejection::new(
                 RejectReason::UnknownDevice,
                 format!("device {:?} is not in the registry", envelope.device),
-            ));
+            )
+            .at("/device"));
         };
         let device = self.registry.device(index);
         if let Some((kind, id)) = from_topic {
@@ -71,6 +87,18 @@ impl Decoder {
                     ),
                 ));
             }
+        }
+        if let (Some(pos), Some((lo, hi))) = (envelope.pos, self.bounds)
+            && !(lo[0]..=hi[0]).contains(&pos[0]) | !(lo[1]..=hi[1]).contains(&pos[1])
+        {
+            return Err(Rejection::new(
+                RejectReason::InvalidCoordinates,
+                format!(
+                    "pos [{}, {}] is far outside the catalogue's areas (lon {:.2}..{:.2}, lat {:.2}..{:.2})",
+                    pos[0], pos[1], lo[0], hi[0], lo[1], hi[1]
+                ),
+            )
+            .at("/pos"));
         }
         if !device.kind.accepts(&envelope.body) {
             return Err(Rejection::new(
@@ -129,6 +157,14 @@ mod tests {
                 r#"{"v":1,"device":"river-to-hieu","ts":1783998760000,"seq":1,"camera":{"event":"crowd","confidence":0.5}}"#
             ),
             RejectReason::KindMismatch
+        );
+        // Valid WGS 84, but in the Mekong delta, not in Sơn La.
+        assert_eq!(
+            reason(
+                None,
+                &OK.replace(r#""seq":1,"#, r#""seq":1,"pos":[105.8,10.0],"#)
+            ),
+            RejectReason::InvalidCoordinates
         );
         assert_eq!(
             reason(Some("ioc/v1/river_gauge/rain-to-hieu/telemetry"), OK),

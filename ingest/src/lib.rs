@@ -11,9 +11,15 @@
 //! This is the only crate that names rumqttc on the receiving side (the
 //! simulator in `ioc-devices` publishes with it).
 
+pub mod deadletter;
 pub mod decode;
+pub mod dedup;
+pub mod http;
 pub mod mqtt;
+pub mod pipeline;
 pub mod stats;
 
+pub use deadletter::{DeadLetter, DeadLetters, Origin};
 pub use decode::Decoder;
+pub use pipeline::Ingestor;
 pub use stats::IngestStats;

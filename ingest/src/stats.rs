@@ -6,7 +6,8 @@ use ioc_schemas::{RejectReason, Rejection};
 use tracing::debug;
 
 /// Counters shared by every source; mirrored to Prometheus as
-/// `ioc_events_received_total{source}` and `ioc_events_rejected_total{reason}`.
+/// `ioc_events_received_total{source}`, `ioc_events_accepted_total{source}`
+/// and `ioc_events_rejected_total{source,reason}`.
 #[derive(Debug, Default)]
 pub struct IngestStats {
     received: AtomicU64,
@@ -22,20 +23,17 @@ impl IngestStats {
     }
 
     /// Counts a message handed to processing.
-    pub fn accepted(&self) {
+    pub fn accepted(&self, source: &'static str) {
         self.accepted.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ioc_events_accepted_total", "source" => source).increment(1);
     }
 
     /// Counts and logs a rejected message.
-    pub fn rejected(&self, source: &'static str, topic: &str, rejection: &Rejection) {
-        let i = RejectReason::ALL
-            .iter()
-            .position(|r| *r == rejection.reason)
-            .unwrap_or_default();
-        self.rejected[i].fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("ioc_events_rejected_total", "reason" => rejection.reason.code())
+    pub fn rejected(&self, source: &'static str, rejection: &Rejection) {
+        self.rejected[rejection.reason.index()].fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ioc_events_rejected_total", "source" => source, "reason" => rejection.reason.code())
             .increment(1);
-        debug!(source, topic, reason = rejection.reason.code(), detail = %rejection.detail, "rejected message");
+        debug!(source, %rejection, "rejected message");
     }
 
     /// Messages received.
@@ -50,10 +48,7 @@ impl IngestStats {
 
     /// Rejections of one reason.
     pub fn rejected_count(&self, reason: RejectReason) -> u64 {
-        RejectReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .map_or(0, |i| self.rejected[i].load(Ordering::Relaxed))
+        self.rejected[reason.index()].load(Ordering::Relaxed)
     }
 
     /// Every reason with a non-zero count.

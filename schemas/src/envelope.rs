@@ -13,11 +13,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::plate::is_vietnamese_plate;
-use crate::reject::{RejectReason, Rejection};
+use crate::reject::{RejectReason, Rejection, pointer_of};
 use crate::time::Timestamp;
 
 /// Largest payload [`decode`] accepts, in bytes, unless configured otherwise.
-pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024;
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
 /// A validated reading.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -235,6 +235,10 @@ pub struct Limits {
     /// How far in the future an event time may lie, in milliseconds, to allow
     /// for device clock skew.
     pub max_future_skew_ms: i64,
+    /// How far in the past an event time may lie, in milliseconds: the
+    /// horizon before which a reading is too old to use (devices that
+    /// buffer through an outage upload late, but not forever).
+    pub max_age_ms: i64,
 }
 
 impl Default for Limits {
@@ -242,6 +246,7 @@ impl Default for Limits {
         Limits {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_future_skew_ms: 5 * 60 * 1000,
+            max_age_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -260,6 +265,16 @@ pub fn decode(payload: &[u8], limits: &Limits, now: Timestamp) -> Result<Envelop
         ));
     }
     let raw: EnvelopeV1 = serde_json::from_slice(payload).map_err(|e| {
+        // The fast path carries no field path; on failure only, parse again
+        // tracking the path so the rejection can name the field.
+        let pointer = match serde_path_to_error::deserialize::<_, EnvelopeV1>(
+            &mut serde_json::Deserializer::from_slice(payload),
+        ) {
+            Err(e) if e.inner().classify() == serde_json::error::Category::Data => {
+                Some(pointer_of(&e.path().to_string()))
+            }
+            _ => None,
+        };
         let message = e.to_string();
         let reason = if message.starts_with("missing field") {
             RejectReason::MissingField
@@ -270,7 +285,11 @@ pub fn decode(payload: &[u8], limits: &Limits, now: Timestamp) -> Result<Envelop
         } else {
             RejectReason::MalformedJson
         };
-        Rejection::new(reason, message)
+        let rejection = Rejection::new(reason, message);
+        match pointer {
+            Some(p) if !p.is_empty() => rejection.at(p),
+            _ => rejection,
+        }
     })?;
     raw.validate(limits, now)
 }
@@ -280,13 +299,15 @@ fn check_range(field: &'static str, value: f64, min: f64, max: f64) -> Result<()
         return Err(Rejection::new(
             RejectReason::NonFinite,
             format!("{field} is not a finite number"),
-        ));
+        )
+        .at(pointer_of(field)));
     }
     if value < min || value > max {
         return Err(Rejection::new(
             RejectReason::OutOfRange,
             format!("{field} = {value} is outside [{min}, {max}]"),
-        ));
+        )
+        .at(pointer_of(field)));
     }
     Ok(())
 }
@@ -299,16 +320,16 @@ fn check_opt(field: &'static str, value: Option<f64>, min: f64, max: f64) -> Res
 pub fn check_position(pos: [f64; 2]) -> Result<(), Rejection> {
     let [lon, lat] = pos;
     if !(lon.is_finite() && lat.is_finite()) {
-        return Err(Rejection::new(
-            RejectReason::NonFinite,
-            "pos holds a non-finite number",
-        ));
+        return Err(
+            Rejection::new(RejectReason::NonFinite, "pos holds a non-finite number").at("/pos"),
+        );
     }
     if !(-180.0..=180.0).contains(&lon) || !(-90.0..=90.0).contains(&lat) {
         return Err(Rejection::new(
             RejectReason::InvalidCoordinates,
             format!("pos [{lon}, {lat}] is not [longitude, latitude] in WGS 84"),
-        ));
+        )
+        .at("/pos"));
     }
     Ok(())
 }
@@ -386,19 +407,22 @@ impl EnvelopeV1 {
             return Err(Rejection::new(
                 RejectReason::UnsupportedVersion,
                 format!("envelope version {} is not supported (expected 1)", self.v),
-            ));
+            )
+            .at("/v"));
         }
         if self.device.is_empty() || self.device.len() > 128 {
             return Err(Rejection::new(
                 RejectReason::InvalidField,
                 "device id must be 1 to 128 bytes",
-            ));
+            )
+            .at("/device"));
         }
         if self.ts.millis() <= 0 {
             return Err(Rejection::new(
                 RejectReason::InvalidTimestamp,
                 format!("ts {} is not after 1970", self.ts.millis()),
-            ));
+            )
+            .at("/ts"));
         }
         if self.ts.millis() > now.millis().saturating_add(limits.max_future_skew_ms) {
             return Err(Rejection::new(
@@ -409,7 +433,20 @@ impl EnvelopeV1 {
                     (self.ts.millis() - now.millis()) / 1000,
                     limits.max_future_skew_ms / 1000
                 ),
-            ));
+            )
+            .at("/ts"));
+        }
+        if self.ts.millis() < now.millis().saturating_sub(limits.max_age_ms) {
+            return Err(Rejection::new(
+                RejectReason::StaleTimestamp,
+                format!(
+                    "ts {} is {} s before the receive time; the horizon is {} s",
+                    self.ts,
+                    (now.millis() - self.ts.millis()) / 1000,
+                    limits.max_age_ms / 1000
+                ),
+            )
+            .at("/ts"));
         }
         if let Some(pos) = self.pos {
             check_position(pos)?;

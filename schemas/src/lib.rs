@@ -33,7 +33,7 @@ pub use envelope::{
     Body, Camera, CameraEvent, Envelope, EnvelopeV1, Hydrology, Limits, Traffic, VehicleCounts,
 };
 pub use live::{EngineOutput, LiveMessage};
-pub use reject::{RejectReason, Rejection};
+pub use reject::{RejectReason, Rejection, pointer_of};
 pub use time::Timestamp;
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ pub enum RejectReason {
     InvalidTimestamp,
     /// The event time lies further in the future than the allowed skew.
     FutureTimestamp,
+    /// The event time lies before the accepted horizon (too old to use).
+    StaleTimestamp,
     /// A licence plate is not in Vietnamese format.
     InvalidPlate,
     /// The device is not in the registry.
@@ -44,13 +46,17 @@ pub enum RejectReason {
     KindMismatch,
     /// The topic names another device or is not a telemetry topic.
     TopicMismatch,
+    /// The Kafka message key names another device than the envelope.
+    KeyMismatch,
+    /// The client's token does not cover this device (HTTP ingest).
+    Forbidden,
     /// The same device and sequence number was already processed.
     Duplicate,
 }
 
 impl RejectReason {
     /// Every reason, for metrics pre-registration and documentation.
-    pub const ALL: [RejectReason; 17] = [
+    pub const ALL: [RejectReason; 20] = [
         RejectReason::Oversized,
         RejectReason::MalformedJson,
         RejectReason::InvalidField,
@@ -63,10 +69,13 @@ impl RejectReason {
         RejectReason::InvalidCoordinates,
         RejectReason::InvalidTimestamp,
         RejectReason::FutureTimestamp,
+        RejectReason::StaleTimestamp,
         RejectReason::InvalidPlate,
         RejectReason::UnknownDevice,
         RejectReason::KindMismatch,
         RejectReason::TopicMismatch,
+        RejectReason::KeyMismatch,
+        RejectReason::Forbidden,
         RejectReason::Duplicate,
     ];
 
@@ -85,12 +94,25 @@ impl RejectReason {
             RejectReason::InvalidCoordinates => "invalid_coordinates",
             RejectReason::InvalidTimestamp => "invalid_timestamp",
             RejectReason::FutureTimestamp => "future_timestamp",
+            RejectReason::StaleTimestamp => "stale_timestamp",
             RejectReason::InvalidPlate => "invalid_plate",
             RejectReason::UnknownDevice => "unknown_device",
             RejectReason::KindMismatch => "kind_mismatch",
             RejectReason::TopicMismatch => "topic_mismatch",
+            RejectReason::KeyMismatch => "key_mismatch",
+            RejectReason::Forbidden => "forbidden",
             RejectReason::Duplicate => "duplicate",
         }
+    }
+
+    /// The reason with this code.
+    pub fn parse(code: &str) -> Option<RejectReason> {
+        RejectReason::ALL.into_iter().find(|r| r.code() == code)
+    }
+
+    /// Position in [`RejectReason::ALL`], for counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -100,12 +122,15 @@ impl fmt::Display for RejectReason {
     }
 }
 
-/// A rejected message: the reason code and a human-readable detail.
+/// A rejected message: the reason code, where in the document the problem
+/// is, and a human-readable detail.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}: {detail}")]
+#[error("{reason}{}: {detail}", pointer.as_deref().map(|p| format!(" at {p}")).unwrap_or_default())]
 pub struct Rejection {
     /// The stable reason code.
     pub reason: RejectReason,
+    /// JSON pointer (RFC 6901) of the offending field, when one field is to blame.
+    pub pointer: Option<String>,
     /// What exactly was wrong, for logs and dead letters.
     pub detail: String,
 }
@@ -115,7 +140,26 @@ impl Rejection {
     pub fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
         Rejection {
             reason,
+            pointer: None,
             detail: detail.into(),
         }
     }
+
+    /// The same rejection, blaming the field at this JSON pointer.
+    #[must_use]
+    pub fn at(mut self, pointer: impl Into<String>) -> Self {
+        self.pointer = Some(pointer.into());
+        self
+    }
+}
+
+/// The JSON pointer of a dotted field path: `hydrology.water_level_m` →
+/// `/hydrology/water_level_m` (with `~` and `/` escaped).
+pub fn pointer_of(dotted: &str) -> String {
+    let mut out = String::with_capacity(dotted.len() + 1);
+    for part in dotted.split('.').filter(|p| !p.is_empty()) {
+        out.push('/');
+        out.push_str(&part.replace('~', "~0").replace('/', "~1"));
+    }
+    out
 }

@@ -138,6 +138,10 @@ fn every_reason_has_a_case() {
             r#"{"v":1,"device":"g1","ts":"2027-01-01T00:00:00Z","seq":1,"hydrology":{}}"#,
         ),
         (
+            RejectReason::StaleTimestamp,
+            r#"{"v":1,"device":"g1","ts":"2026-06-01T00:00:00Z","seq":1,"hydrology":{}}"#,
+        ),
+        (
             RejectReason::InvalidPlate,
             r#"{"v":1,"device":"c1","ts":1783998760000,"seq":1,"camera":{"event":"plate_read","plate":"HELLO","confidence":0.9}}"#,
         ),
@@ -147,11 +151,59 @@ fn every_reason_has_a_case() {
     }
     let big = format!(
         r#"{{"v":1,"device":"g1","ts":1783998760000,"seq":1,"camera":{{"event":"crowd","confidence":0.5,"snapshot":"{}"}}}}"#,
-        "x".repeat(20_000)
+        "x".repeat(70_000)
     );
     assert_eq!(reason(&big), RejectReason::Oversized);
     // The remaining reasons need the registry or state and are tested where
     // they are decided (ingest, processing).
+}
+
+#[test]
+fn rejections_point_at_the_bad_field() {
+    let pointer = |json: &str| {
+        decode(json.as_bytes(), &Limits::default(), NOW)
+            .unwrap_err()
+            .pointer
+    };
+    let cases = [
+        (
+            r#"{"v":1,"device":"g1","ts":1783998760000,"seq":1,"hydrology":{"water_level_m":"high"}}"#,
+            Some("/hydrology/water_level_m"),
+        ),
+        (
+            r#"{"v":1,"device":"g1","ts":1783998760000,"seq":"one","hydrology":{}}"#,
+            Some("/seq"),
+        ),
+        (
+            r#"{"v":1,"device":"t1","ts":1783998760000,"seq":1,"traffic":{"interval_s":300,"counts":{"car":-1}}}"#,
+            Some("/traffic/counts/car"),
+        ),
+        (
+            r#"{"v":1,"device":"g1","ts":1783998760000,"seq":1,"hydrology":{"rainfall_mm":-3}}"#,
+            Some("/hydrology/rainfall_mm"),
+        ),
+        (
+            r#"{"v":1,"device":"g1","ts":1783998760000,"seq":1,"pos":[200,10],"hydrology":{}}"#,
+            Some("/pos"),
+        ),
+        (
+            r#"{"v":1,"device":"g1","ts":"2027-01-01T00:00:00Z","seq":1,"hydrology":{}}"#,
+            Some("/ts"),
+        ),
+        (r#"{"v":1,"device":"g1""#, None),
+    ];
+    for (json, expected) in cases {
+        assert_eq!(pointer(json).as_deref(), expected, "{json}");
+    }
+    assert_eq!(crate::pointer_of("a.b/c.d~e"), "/a/b~1c/d~0e");
+}
+
+#[test]
+fn reason_index_is_the_position_in_all() {
+    for (i, r) in RejectReason::ALL.iter().enumerate() {
+        assert_eq!(r.index(), i);
+        assert_eq!(RejectReason::parse(r.code()), Some(*r));
+    }
 }
 
 #[test]

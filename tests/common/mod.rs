@@ -41,7 +41,26 @@ pub fn test_config(mqtt_url: String, embedded: bool) -> Config {
     c.mqtt.client_id = format!("ioc-test-{}", free_port());
     c.embedded_broker.enabled = embedded;
     c.simulator.enabled = false;
+    c.dead_letter.file = std::env::temp_dir()
+        .join(format!("ioc-test-{}", free_port()))
+        .join("dead-letters.jsonl");
+    c.http_ingest.tokens = vec![ioc_ingest::http::IngestToken {
+        name: "test-gateway".into(),
+        token: TEST_TOKEN.into(),
+        devices: vec!["*".into()],
+    }];
     c
+}
+
+/// The HTTP ingest token [`test_config`] configures.
+pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
+
+/// Every dead letter written to the file of `config` (after shutdown).
+pub fn dead_letters(config: &Config) -> Vec<ioc_ingest::DeadLetter> {
+    let (letters, problems) = ioc_ingest::deadletter::read_all(&config.dead_letter.file)
+        .unwrap_or_else(|e| panic!("reading dead letters: {e}"));
+    assert!(problems.is_empty(), "{problems:?}");
+    letters
 }
 
 /// A Mosquitto broker on a free loopback port, stopped on drop.
@@ -210,19 +229,47 @@ pub fn river_reading(device: &str, seq: u64, level_m: f64) -> String {
     .to_string()
 }
 
-/// A minimal HTTP GET over a plain TCP stream (keeps the test's dependencies small).
-pub async fn get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+/// A minimal HTTP/1.1 request over a plain TCP stream (keeps the test's
+/// dependencies small): the status code and the body parsed as JSON
+/// (`Null` when it is not JSON).
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, serde_json::Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer (413) before reading a large body.
+    let _ = s.write_all(body).await;
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8(buf).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+    let _ = s.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{path}: no status in {head:?}"));
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// GET a JSON document; fails unless the status is 200.
+pub async fn get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    let (status, body) = http(addr, "GET", path, &[], b"").await;
+    assert_eq!(status, 200, "{path}: {body}");
+    body
 }

@@ -5,13 +5,11 @@
 //! with jitter after errors. The handler task decodes each message, sends a
 //! valid reading to the engine (waiting while the engine is full) and only
 //! then acknowledges it, so a QoS 1 message is redelivered by the broker if
-//! the process dies before processing took it. Rejected messages are counted
-//! and acknowledged: they are handled, not lost.
+//! the process dies before processing took it. Rejected messages go to the
+//! dead letters first and are acknowledged after: handled, not lost.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use ioc_processing::EngineInput;
 use ioc_schemas::Timestamp;
 use rumqttc::{
     AsyncClient, Event, EventLoop, Incoming, MqttOptions, NetworkOptions, Publish, QoS,
@@ -22,16 +20,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::config::MqttSourceConfig;
-use crate::decode::Decoder;
-use crate::stats::IngestStats;
-
-const SOURCE: &str = "mqtt";
+use crate::deadletter::Origin;
+use crate::pipeline::Ingestor;
 
 /// A configured MQTT source, ready to run.
 pub struct MqttSource {
     config: MqttSourceConfig,
-    decoder: Decoder,
-    stats: Arc<IngestStats>,
+    ingestor: Ingestor,
 }
 
 fn qos(level: u8) -> QoS {
@@ -44,12 +39,8 @@ fn qos(level: u8) -> QoS {
 
 impl MqttSource {
     /// A source from its configuration.
-    pub fn new(config: MqttSourceConfig, decoder: Decoder, stats: Arc<IngestStats>) -> Self {
-        MqttSource {
-            config,
-            decoder,
-            stats,
-        }
+    pub fn new(config: MqttSourceConfig, ingestor: Ingestor) -> Self {
+        MqttSource { config, ingestor }
     }
 
     fn options(&self) -> MqttOptions {
@@ -67,14 +58,14 @@ impl MqttSource {
         o
     }
 
-    /// Runs until `cancel` fires, then disconnects. Readings go to `engine`.
-    pub async fn run(self, engine: EngineInput, cancel: CancellationToken) {
+    /// Runs until `cancel` fires, then disconnects.
+    pub async fn run(self, cancel: CancellationToken) {
         let (client, mut eventloop) = AsyncClient::new(self.options(), 256);
         let mut net = NetworkOptions::new();
         net.set_tcp_nodelay(true);
         eventloop.set_network_options(net);
         let (tx, rx) = mpsc::channel::<Publish>(1024);
-        let handler = tokio::spawn(handle(rx, client.clone(), self.decoder, engine, self.stats));
+        let handler = tokio::spawn(handle(rx, client.clone(), self.ingestor));
         info!(url = %self.config.url, topics = ?self.config.topics, "MQTT source starting");
         let filters: Vec<_> = self
             .config
@@ -170,24 +161,12 @@ async fn connection(
     }
 }
 
-async fn handle(
-    mut rx: mpsc::Receiver<Publish>,
-    client: AsyncClient,
-    decoder: Decoder,
-    engine: EngineInput,
-    stats: Arc<IngestStats>,
-) {
+async fn handle(mut rx: mpsc::Receiver<Publish>, client: AsyncClient, ingestor: Ingestor) {
     while let Some(p) = rx.recv().await {
-        stats.received(SOURCE);
-        match decoder.decode(Some(&p.topic), &p.payload, Timestamp::now()) {
-            Ok(reading) => {
-                if engine.send(reading).await.is_err() {
-                    debug!("engine closed; leaving the message unacknowledged for redelivery");
-                    return;
-                }
-                stats.accepted();
-            }
-            Err(rejection) => stats.rejected(SOURCE, &p.topic, &rejection),
+        let origin = Origin::Mqtt { topic: &p.topic };
+        if ingestor.submit(origin, &p.payload).await.is_err() {
+            debug!("engine closed; leaving the message unacknowledged for redelivery");
+            return;
         }
         if p.qos != QoS::AtMostOnce && client.ack(&p).await.is_err() {
             return;

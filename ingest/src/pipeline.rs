@@ -1,0 +1,177 @@
+//! The one path every source takes: decode and validate, drop duplicates,
+//! hand the reading to the engine or the rejection to the dead letters.
+//!
+//! [`Ingestor::submit`] returns only when the message is *handled*: either
+//! the engine's input channel holds the reading or the dead-letter writer
+//! holds the rejection. Sources acknowledge (MQTT ack, Kafka offset store,
+//! HTTP response) only after that, which is what makes delivery
+//! at-least-once end to end.
+
+use std::sync::Arc;
+
+use ioc_devices::Registry;
+use ioc_processing::{Closed, EngineInput, Reading};
+use ioc_schemas::{Limits, RejectReason, Rejection, Timestamp};
+
+use crate::deadletter::{DeadLetter, DeadLetters, Origin};
+use crate::decode::Decoder;
+use crate::dedup::SeqWindows;
+use crate::stats::IngestStats;
+
+/// Decoder, duplicate windows, engine input, dead letters and counters,
+/// shared by every source. Cheap to clone.
+#[derive(Clone)]
+pub struct Ingestor {
+    decoder: Decoder,
+    seen: Arc<SeqWindows>,
+    engine: EngineInput,
+    dead_letters: DeadLetters,
+    stats: Arc<IngestStats>,
+}
+
+impl std::fmt::Debug for Ingestor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingestor").finish_non_exhaustive()
+    }
+}
+
+impl Ingestor {
+    /// An ingestor over this registry feeding `engine`.
+    pub fn new(
+        registry: Arc<Registry>,
+        limits: Limits,
+        engine: EngineInput,
+        dead_letters: DeadLetters,
+        stats: Arc<IngestStats>,
+    ) -> Self {
+        Ingestor {
+            seen: Arc::new(SeqWindows::new(registry.devices().len())),
+            decoder: Decoder::new(registry, limits),
+            engine,
+            dead_letters,
+            stats,
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Arc<IngestStats> {
+        &self.stats
+    }
+
+    /// The dead-letter hand-off.
+    pub fn dead_letters(&self) -> &DeadLetters {
+        &self.dead_letters
+    }
+
+    /// Decodes and checks one message; no side effects but the duplicate window.
+    pub fn check(
+        &self,
+        origin: &Origin<'_>,
+        payload: &[u8],
+        now: Timestamp,
+    ) -> Result<Reading, Rejection> {
+        let topic = match origin {
+            Origin::Mqtt { topic } => Some(*topic),
+            _ => None,
+        };
+        let reading = self.decoder.decode(topic, payload, now)?;
+        if let Origin::Kafka { key: Some(key), .. } = origin
+            && *key != reading.envelope.device.as_bytes()
+        {
+            return Err(Rejection::new(
+                RejectReason::KeyMismatch,
+                format!(
+                    "message key {:?} names another device than the envelope's {:?}",
+                    String::from_utf8_lossy(key),
+                    reading.envelope.device
+                ),
+            )
+            .at("/device"));
+        }
+        if let Origin::Http { client, scope, .. } = origin
+            && !crate::http::in_scope(scope, &reading.envelope.device)
+        {
+            return Err(Rejection::new(
+                RejectReason::Forbidden,
+                format!(
+                    "token {client:?} does not cover device {:?}",
+                    reading.envelope.device
+                ),
+            )
+            .at("/device"));
+        }
+        if !self
+            .seen
+            .first_time(reading.device, reading.envelope.seq, reading.envelope.ts)
+        {
+            return Err(Rejection::new(
+                RejectReason::Duplicate,
+                format!(
+                    "device {:?} already sent seq {} (ts {})",
+                    reading.envelope.device, reading.envelope.seq, reading.envelope.ts
+                ),
+            )
+            .at("/seq"));
+        }
+        Ok(reading)
+    }
+
+    /// Counts the message and decides: a reading for the engine, or a
+    /// rejection with its dead letter.
+    fn triage(
+        &self,
+        origin: &Origin<'_>,
+        payload: &[u8],
+    ) -> Result<Reading, Box<(Rejection, DeadLetter)>> {
+        let source = origin.source();
+        self.stats.received(source);
+        let now = Timestamp::now();
+        self.check(origin, payload, now).map_err(|rejection| {
+            self.stats.rejected(source, &rejection);
+            let letter = DeadLetter::new(origin, rejection.clone(), payload, now);
+            Box::new((rejection, letter))
+        })
+    }
+
+    /// Handles one message. `Ok(Ok(()))`: accepted and queued for the engine;
+    /// `Ok(Err(rejection))`: dead-lettered; `Err(Closed)`: the engine is
+    /// shutting down and the message was not taken (do not acknowledge it).
+    pub async fn submit(
+        &self,
+        origin: Origin<'_>,
+        payload: &[u8],
+    ) -> Result<Result<(), Rejection>, Closed> {
+        match self.triage(&origin, payload) {
+            Ok(reading) => {
+                self.engine.send(reading).await?;
+                self.stats.accepted(origin.source());
+                Ok(Ok(()))
+            }
+            Err(rejected) => {
+                let (rejection, letter) = *rejected;
+                self.dead_letters.send(letter).await;
+                Ok(Err(rejection))
+            }
+        }
+    }
+
+    /// [`Ingestor::submit`] for synchronous sources (the Kafka poll thread).
+    pub fn submit_blocking(
+        &self,
+        origin: Origin<'_>,
+        payload: &[u8],
+    ) -> Result<Result<(), Rejection>, Closed> {
+        match self.triage(&origin, payload) {
+            Ok(reading) => {
+                self.engine.send_blocking(reading)?;
+                self.stats.accepted(origin.source());
+                Ok(Ok(()))
+            }
+            Err(rejected) => {
+                let (rejection, letter) = *rejected;
+                self.dead_letters.send_blocking(letter);
+                Ok(Err(rejection))
+            }
+        }
+    }
+}
