@@ -1,7 +1,8 @@
 //! Wiring: start every component in order, stop them in reverse.
 //!
 //! Start: registry → embedded broker → engine → live hub → dead-letter
-//! writer → HTTP (with ingest) → MQTT source → simulator. Stop: HTTP ingest,
+//! writer (file, or Kafka topic) → HTTP (with ingest) → Kafka source →
+//! MQTT source → simulator. Stop: HTTP ingest,
 //! simulator and sources first (the engine's inputs close), the engine
 //! drains, the hub takes its last outputs, then WebSockets are closed, the
 //! HTTP server stops and the dead-letter writer flushes.
@@ -14,6 +15,7 @@ use ioc_dashboard_api::{AppState, LiveHub};
 use ioc_devices::{Registry, Simulator};
 use ioc_ingest::deadletter::{DeadLetters, FileSink, Writer};
 use ioc_ingest::http::HttpIngest;
+use ioc_ingest::kafka::{KafkaSink, KafkaSource};
 use ioc_ingest::mqtt::MqttSource;
 use ioc_ingest::{IngestStats, Ingestor};
 use ioc_processing::{Engine, EngineConfig, EngineStats};
@@ -51,6 +53,7 @@ pub struct Running {
     sources: CancellationToken,
     http_ingest: Option<Arc<HttpIngest>>,
     dead_letter_writer: Writer,
+    kafka_thread: Option<std::thread::JoinHandle<()>>,
     http: CancellationToken,
     source_tasks: Vec<JoinHandle<()>>,
     engine: JoinHandle<anyhow::Result<()>>,
@@ -102,7 +105,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             config.dead_letter.file.display()
         )
     })?;
-    let (dead_letters, dead_letter_writer) = DeadLetters::start(Box::new(sink));
+    let sink: Box<dyn ioc_ingest::deadletter::Sink> = if config.kafka.enabled {
+        Box::new(
+            KafkaSink::new(&config.kafka, &config.dead_letter.kafka_topic, sink)
+                .context("cannot create the Kafka dead-letter producer")?,
+        )
+    } else {
+        Box::new(sink)
+    };
+    let (dead_letters, dead_letter_writer) = DeadLetters::start(sink);
     let ingestor = Ingestor::new(
         registry.clone(),
         config.limits(),
@@ -166,8 +177,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let server = tokio::spawn(ioc_dashboard_api::serve(listener, state));
 
     let sources = CancellationToken::new();
-    let source = MqttSource::new(config.mqtt.clone(), ingestor);
-    let mut source_tasks = vec![tokio::spawn(source.run(sources.child_token()))];
+    let kafka_thread = if config.kafka.enabled {
+        let source = KafkaSource::new(config.kafka.clone(), ingestor.clone());
+        Some(
+            source
+                .spawn(sources.child_token())
+                .context("cannot start the Kafka source")?,
+        )
+    } else {
+        None
+    };
+    let mut source_tasks = Vec::new();
+    if config.mqtt.enabled {
+        let source = MqttSource::new(config.mqtt.clone(), ingestor);
+        source_tasks.push(tokio::spawn(source.run(sources.child_token())));
+    }
     if config.simulator.enabled {
         let s = &config.simulator;
         let sim = Simulator::new(registry.clone(), s.scenario, s.seed, Timestamp::now());
@@ -186,6 +210,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         sources,
         http_ingest,
         dead_letter_writer,
+        kafka_thread,
         http,
         source_tasks,
         engine,
@@ -204,6 +229,9 @@ impl Running {
         }
         for t in self.source_tasks {
             let _ = t.await;
+        }
+        if let Some(t) = self.kafka_thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         info!("draining the engine");
         self.engine.await??;

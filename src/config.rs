@@ -15,6 +15,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use ioc_devices::Scenario;
 use ioc_ingest::deadletter::DeadLetterConfig;
 use ioc_ingest::http::HttpIngestConfig;
+use ioc_ingest::kafka::KafkaConfig;
 use ioc_ingest::mqtt::MqttSourceConfig;
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// The MQTT source.
     pub mqtt: MqttSourceConfig,
+    /// The Kafka source and dead-letter topic.
+    pub kafka: KafkaConfig,
     /// The in-process MQTT broker.
     pub embedded_broker: EmbeddedBrokerConfig,
     /// Where devices and areas come from.
@@ -154,9 +157,10 @@ impl Default for ProcessingConfig {
 }
 
 /// Top-level sections, for filtering `IOC_*` variables.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "http",
     "mqtt",
+    "kafka",
     "embedded_broker",
     "catalogue",
     "simulator",
@@ -198,6 +202,7 @@ impl Config {
     pub fn problems(&self) -> Vec<String> {
         let mut p = self.mqtt.problems("mqtt");
         p.extend(self.http_ingest.problems("http_ingest"));
+        p.extend(self.kafka.problems("kafka"));
         let p_ = &mut p;
         let mut check = |ok: bool, msg: &str| {
             if !ok {
@@ -313,6 +318,13 @@ mod tests {
         full.catalogue.areas = Some("a".into());
         full.mqtt.username = Some("u".into());
         full.mqtt.password = Some("p".into());
+        full.kafka.security_protocol = Some("s".into());
+        full.kafka.sasl_mechanism = Some("s".into());
+        full.kafka.sasl_username = Some("s".into());
+        full.kafka.sasl_password = Some("s".into());
+        full.kafka.ssl_ca_location = Some("s".into());
+        full.kafka.ssl_certificate_location = Some("s".into());
+        full.kafka.ssl_key_location = Some("s".into());
         full.http_ingest.tokens = vec![ioc_ingest::http::IngestToken {
             name: "n".into(),
             token: "t".into(),

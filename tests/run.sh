@@ -2,16 +2,22 @@
 # The whole test suite, on a fresh machine or a used one.
 #
 # Installs what the tests need, only when it is missing (Debian packages:
-# mosquitto, chromium), then checks formatting and lints and runs every test.
-# Tests start their own brokers on free loopback ports.
+# mosquitto, chromium, and the headers librdkafka builds against; from
+# crates.io: the Tansu Kafka broker), then checks formatting and lints and
+# runs every test. Tests start their own brokers on free loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+installed() { dpkg -s "$1" >/dev/null 2>&1; }
 
 packages=()
 have mosquitto || packages+=(mosquitto)
 have chromium || packages+=(chromium)
+# librdkafka (built from source by rdkafka-sys) needs these.
+for p in libssl-dev zlib1g-dev pkg-config make; do
+  installed "$p" || packages+=("$p")
+done
 if [ ${#packages[@]} -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
@@ -19,6 +25,12 @@ if [ ${#packages[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   # Do not start system services: tests start their own instances.
   DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+
+# The Kafka-protocol broker the Kafka tests run against.
+if ! have tansu; then
+  echo "tests/run.sh: installing tansu from crates.io (once; takes a while)"
+  cargo install --locked tansu --features dynostore,libsql
 fi
 
 cargo fmt --all -- --check

@@ -15,6 +15,7 @@ pub mod deadletter;
 pub mod decode;
 pub mod dedup;
 pub mod http;
+pub mod kafka;
 pub mod mqtt;
 pub mod pipeline;
 pub mod stats;

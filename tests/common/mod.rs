@@ -273,3 +273,202 @@ pub async fn get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Val
     assert_eq!(status, 200, "{path}: {body}");
     body
 }
+
+/// A Tansu Kafka-protocol broker (in-memory storage) on a free loopback
+/// port, stopped on drop.
+pub struct Tansu {
+    child: Child,
+    pub port: u16,
+}
+
+impl Tansu {
+    pub fn start() -> Tansu {
+        let binary = std::env::var_os("HOME")
+            .map(|h| std::path::Path::new(&h).join(".cargo/bin/tansu"))
+            .filter(|p| p.exists())
+            .or_else(|| {
+                std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                    .map(|d| d.join("tansu"))
+                    .find(|p| p.exists())
+            })
+            .unwrap_or_else(|| {
+                panic!("tansu is not installed: run tests/run.sh (it runs `cargo install --locked tansu --features dynostore,libsql`)")
+            });
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(binary)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start tansu");
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), "tansu");
+        Tansu { child, port }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a topic with `partitions` partitions.
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", self.bootstrap())
+                .create()
+                .unwrap();
+        let results = admin
+            .create_topics(
+                &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .unwrap();
+        for r in results {
+            r.unwrap_or_else(|(t, e)| panic!("cannot create topic {t}: {e}"));
+        }
+    }
+
+    /// Produces `(partition, key, value)` records and waits for every acknowledgement.
+    pub fn produce(&self, topic: &str, records: &[(i32, Option<&str>, Vec<u8>)]) {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("linger.ms", "5")
+            .create()
+            .unwrap();
+        for (partition, key, value) in records {
+            let mut r = BaseRecord::to(topic).partition(*partition).payload(value);
+            if let Some(k) = key {
+                r = r.key(*k);
+            }
+            while let Err((e, back)) = producer.send(r) {
+                assert!(
+                    matches!(
+                        e,
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull
+                        )
+                    ),
+                    "{e}"
+                );
+                producer.poll(Duration::from_millis(10));
+                r = back;
+            }
+            producer.poll(Duration::ZERO);
+        }
+        producer
+            .flush(Duration::from_secs(30))
+            .expect("records acknowledged");
+    }
+
+    /// Reads every record of `topic` from the start (values only).
+    pub fn read_all(&self, topic: &str, expected: usize) -> Vec<Vec<u8>> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::message::Message;
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", format!("reader-{}", free_port()))
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut out = Vec::new();
+        while out.len() < expected && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                out.push(m.payload().unwrap_or_default().to_vec());
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A river reading as bytes, with an explicit event time.
+pub fn river_reading_at(device: &str, seq: u64, level_m: f64, ts_ms: i64) -> Vec<u8> {
+    serde_json::json!({
+        "v": 1, "device": device, "ts": ts_ms, "seq": seq,
+        "hydrology": {"water_level_m": level_m}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// An engine, the shared ingest path and a Kafka source, as the app wires
+/// them, recording every device state the engine emits.
+pub struct Pipeline {
+    /// Stops the source when the pipeline is dropped (a failed test too).
+    cancel: tokio_util::sync::DropGuard,
+    source: std::thread::JoinHandle<()>,
+    engine: ioc_processing::Engine,
+    outputs: std::thread::JoinHandle<Vec<(String, u64)>>,
+    writer: ioc_ingest::deadletter::Writer,
+    pub stats: std::sync::Arc<ioc_ingest::IngestStats>,
+}
+
+impl Pipeline {
+    pub fn start(
+        config: ioc_ingest::kafka::KafkaConfig,
+        registry: std::sync::Arc<ioc_devices::Registry>,
+        sink: Box<dyn ioc_ingest::deadletter::Sink>,
+    ) -> Pipeline {
+        use ioc_schemas::EngineOutput;
+        let (tx, rx) = flume::bounded(1 << 16);
+        let outputs = std::thread::spawn(move || {
+            rx.iter()
+                .filter_map(|o| match o {
+                    EngineOutput::Device(d) => Some((d.device, d.seq)),
+                    EngineOutput::Alert(_) => None,
+                })
+                .collect()
+        });
+        let (engine, input) =
+            ioc_processing::Engine::start(&Default::default(), registry.clone(), tx).unwrap();
+        let (dead_letters, writer) = ioc_ingest::DeadLetters::start(sink);
+        let stats = std::sync::Arc::new(ioc_ingest::IngestStats::default());
+        let ingestor = ioc_ingest::Ingestor::new(
+            registry,
+            ioc_schemas::Limits::default(),
+            input,
+            dead_letters,
+            stats.clone(),
+        );
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let source = ioc_ingest::kafka::KafkaSource::new(config, ingestor)
+            .spawn(cancel.clone())
+            .unwrap();
+        Pipeline {
+            cancel: cancel.drop_guard(),
+            source,
+            engine,
+            outputs,
+            writer,
+            stats,
+        }
+    }
+
+    /// Stops (committing), drains the engine, and returns every
+    /// `(device, seq)` it processed, in output order.
+    pub fn stop(self) -> Vec<(String, u64)> {
+        drop(self.cancel);
+        self.source.join().unwrap();
+        self.engine.join().unwrap();
+        self.writer.join();
+        self.outputs.join().unwrap()
+    }
+}

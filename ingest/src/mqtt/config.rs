@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttSourceConfig {
+    /// Consume telemetry over MQTT.
+    pub enabled: bool,
     /// Broker URL, `mqtt://host:port`. With the embedded broker enabled,
     /// this is also the address it listens on.
     pub url: String,
@@ -40,6 +42,7 @@ pub struct MqttSourceConfig {
 impl Default for MqttSourceConfig {
     fn default() -> Self {
         MqttSourceConfig {
+            enabled: true,
             url: "mqtt://127.0.0.1:1883".into(),
             client_id: "ioc".into(),
             topics: vec!["ioc/v1/+/+/telemetry".into()],

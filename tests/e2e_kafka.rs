@@ -1,0 +1,211 @@
+//! The Kafka source against a real Kafka-protocol broker (Tansu): several
+//! partitions, restart from committed offsets, a rebalance between two
+//! consumers of one group, and dead letters on a Kafka topic.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{Pipeline, Tansu, free_port, river_reading_at, test_config};
+use ioc_devices::Registry;
+use ioc_ingest::DeadLetter;
+use ioc_ingest::deadletter::FileSink;
+use ioc_ingest::kafka::{KafkaConfig, KafkaSink};
+use ioc_schemas::{RejectReason, Timestamp};
+
+const RIVERS: [&str; 8] = [
+    "river-to-hieu",
+    "river-chieng-an",
+    "river-chieng-coi",
+    "river-chieng-sinh",
+    "river-quynh-nhai",
+    "river-muong-chien",
+    "river-muong-gion",
+    "river-muong-sai",
+];
+
+/// Readings `seqs` of each device, keyed by device, each device always on
+/// the same partition.
+fn readings(
+    devices: &[&'static str],
+    seqs: std::ops::RangeInclusive<u64>,
+    partitions: i32,
+) -> Vec<(i32, Option<&'static str>, Vec<u8>)> {
+    let t0 = Timestamp::now().millis() - 60_000;
+    let mut out = Vec::new();
+    for seq in seqs {
+        for (i, d) in devices.iter().enumerate() {
+            out.push((
+                i as i32 % partitions,
+                Some(*d),
+                river_reading_at(d, seq, 1.0 + seq as f64 / 100.0, t0 + seq as i64 * 10),
+            ));
+        }
+    }
+    out
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn kafka_config(tansu: &Tansu, group: &str) -> KafkaConfig {
+    KafkaConfig {
+        enabled: true,
+        bootstrap_servers: tansu.bootstrap(),
+        group_id: group.into(),
+        statistics_interval: Duration::from_millis(500),
+        properties: [("session.timeout.ms".to_owned(), "6000".to_owned())].into(),
+        ..KafkaConfig::default()
+    }
+}
+
+fn present_devices() {
+    let registry = Registry::sonla_demo();
+    for d in RIVERS {
+        assert!(
+            registry.lookup(d).is_some(),
+            "{d} is not in the demo catalogue"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_partitions_restarts_from_committed_offsets_and_dead_letters_to_kafka() {
+    present_devices();
+    let tansu = Tansu::start();
+    tansu.create_topic("ioc.telemetry", 3).await;
+    tansu.create_topic("ioc.deadletter", 1).await;
+    let devices = &RIVERS[..3];
+    let mut first = readings(devices, 1..=10, 3);
+    // Two bad records: not JSON, and a key naming another device.
+    first.push((0, Some("river-to-hieu"), b"{not json".to_vec()));
+    first.push((
+        1,
+        Some("river-to-hieu"),
+        river_reading_at("river-chieng-an", 99, 1.0, Timestamp::now().millis()),
+    ));
+    tansu.produce("ioc.telemetry", &first);
+
+    let mut config = test_config(format!("mqtt://127.0.0.1:{}", free_port()), false);
+    config.mqtt.enabled = false;
+    config.kafka = kafka_config(&tansu, "ioc-restart");
+    let running = ioc::app::start(config.clone()).await.unwrap();
+    let stats = running.ingest_stats.clone();
+    wait_for("the first 30 readings and 2 rejections", || {
+        stats.accepted_count() == 30 && stats.rejections().iter().map(|r| r.1).sum::<u64>() == 2
+    })
+    .await;
+    running.shutdown().await.unwrap();
+
+    // While the processor is down, more readings arrive.
+    tansu.produce("ioc.telemetry", &readings(devices, 11..=20, 3));
+    let running = ioc::app::start(config.clone()).await.unwrap();
+    let stats = running.ingest_stats.clone();
+    wait_for("the next 30 readings", || stats.accepted_count() >= 30).await;
+    // Nothing before the committed offsets is read again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stats.received_count(), 30, "{:?}", stats.rejections());
+    assert_eq!(stats.accepted_count(), 30);
+    running.shutdown().await.unwrap();
+
+    // The dead letters are on the Kafka topic, with where they came from.
+    let letters: Vec<DeadLetter> = tansu
+        .read_all("ioc.deadletter", 2)
+        .iter()
+        .map(|v| serde_json::from_slice(v).unwrap())
+        .collect();
+    let reasons: BTreeSet<_> = letters.iter().map(|d| d.reason).collect();
+    assert_eq!(
+        reasons,
+        [RejectReason::MalformedJson, RejectReason::KeyMismatch].into()
+    );
+    for d in &letters {
+        assert_eq!(d.source, "kafka");
+        assert_eq!(d.topic.as_deref(), Some("ioc.telemetry"));
+        assert!(d.partition.is_some() && d.offset.is_some(), "{d:?}");
+        assert_eq!(d.key.as_deref(), Some("river-to-hieu"));
+    }
+    assert!(
+        !config.dead_letter.file.exists()
+            || std::fs::metadata(&config.dead_letter.file).unwrap().len() == 0,
+        "dead letters went to Kafka, not the fallback file"
+    );
+}
+
+/// A pipeline over the demo catalogue with dead letters to Kafka.
+fn pipeline(config: &KafkaConfig, dir: &std::path::Path) -> Pipeline {
+    let file = ioc_ingest::deadletter::DeadLetterConfig {
+        file: dir.join(format!("dl-{}.jsonl", free_port())),
+        ..Default::default()
+    };
+    let sink = KafkaSink::new(config, "ioc.deadletter", FileSink::open(&file).unwrap()).unwrap();
+    Pipeline::start(config.clone(), Registry::sonla_demo(), Box::new(sink))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_consumers_in_one_group_split_the_partitions_and_lose_nothing_across_a_rebalance() {
+    present_devices();
+    let tansu = Tansu::start();
+    tansu.create_topic("ioc.telemetry", 4).await;
+    tansu.create_topic("ioc.deadletter", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = kafka_config(&tansu, "ioc-pair");
+
+    // The first consumer takes all partitions and starts reading...
+    tansu.produce("ioc.telemetry", &readings(&RIVERS, 1..=50, 4));
+    let a = pipeline(&config, dir.path());
+    let a_stats = a.stats.clone();
+    wait_for("the first consumer to start", || {
+        a_stats.accepted_count() > 0
+    })
+    .await;
+    // ...then a second joins the group; the partitions are split between them
+    // while records keep arriving, until the second has processed some and a
+    // few more batches went by.
+    let b = pipeline(&config, dir.path());
+    let b_stats = b.stats.clone();
+    let (mut last, mut after) = (50, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while after < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the second consumer never got a partition"
+        );
+        tansu.produce("ioc.telemetry", &readings(&RIVERS, last + 1..=last + 10, 4));
+        last += 10;
+        if b_stats.accepted_count() > 0 {
+            after += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let total = RIVERS.len() as u64 * last;
+    wait_for("every record to be processed by one of the two", || {
+        a_stats.accepted_count() + b_stats.accepted_count() >= total
+    })
+    .await;
+    let mut processed = a.stop();
+    processed.extend(b.stop());
+
+    // Nothing lost: every (device, seq) was processed at least once.
+    let unique: BTreeSet<(String, u64)> = processed.iter().cloned().collect();
+    for d in RIVERS {
+        for seq in 1..=last {
+            assert!(
+                unique.contains(&(d.to_owned(), seq)),
+                "{d} seq {seq} was never processed"
+            );
+        }
+    }
+    // At-least-once: redelivery is confined to the handful of records in
+    // flight when the partitions moved.
+    let again = processed.len() - unique.len();
+    assert!(again <= 100, "{again} records processed twice");
+}
