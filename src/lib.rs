@@ -12,3 +12,4 @@
 pub mod app;
 pub mod broker;
 pub mod config;
+pub mod deadletter;

@@ -67,6 +67,106 @@ enum Command {
         #[arg(long)]
         flood_target: Option<String>,
     },
+    /// Read and replay dead letters (rejected messages).
+    Deadletter {
+        #[command(subcommand)]
+        action: DeadletterAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadletterAction {
+    /// Count dead letters by source and reason; with --show, print them.
+    List {
+        #[command(flatten)]
+        select: Select,
+        /// Print the matching letters as JSON lines too.
+        #[arg(long)]
+        show: bool,
+    },
+    /// Re-submit dead letters to a running processor (POST /api/v1/ingest).
+    Replay {
+        #[command(flatten)]
+        select: Select,
+        /// The processor's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An HTTP ingest token (http_ingest.tokens).
+        #[arg(long, env = "IOC_INGEST_TOKEN")]
+        token: String,
+        /// Letters per request.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+}
+
+#[derive(clap::Args)]
+struct Select {
+    /// The dead-letter file (default: dead_letter.file of the configuration).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Only this reason, e.g. unknown_device.
+    #[arg(long, value_parser = parse_reason)]
+    reason: Option<ioc_schemas::RejectReason>,
+    /// Only this source: mqtt, kafka or http.
+    #[arg(long)]
+    source: Option<String>,
+    /// Only letters about this device.
+    #[arg(long)]
+    device: Option<String>,
+}
+
+fn parse_reason(s: &str) -> Result<ioc_schemas::RejectReason, String> {
+    ioc_schemas::RejectReason::parse(s).ok_or_else(|| {
+        let all: Vec<_> = ioc_schemas::RejectReason::ALL
+            .iter()
+            .map(|r| r.code())
+            .collect();
+        format!("unknown reason; one of {}", all.join(", "))
+    })
+}
+
+impl Select {
+    fn load(self, run: &RunArgs) -> anyhow::Result<Vec<ioc_ingest::DeadLetter>> {
+        let file = match self.file {
+            Some(f) => f,
+            None => load(run)?.dead_letter.file,
+        };
+        let filter = ioc::deadletter::Filter {
+            reason: self.reason,
+            source: self.source,
+            device: self.device,
+        };
+        ioc::deadletter::load(&file, &filter)
+    }
+}
+
+async fn deadletter(action: DeadletterAction, run: &RunArgs) -> anyhow::Result<()> {
+    match action {
+        DeadletterAction::List { select, show } => {
+            let letters = select.load(run)?;
+            if show {
+                for d in &letters {
+                    println!("{}", serde_json::to_string(d)?);
+                }
+            }
+            print!("{}", ioc::deadletter::summary(&letters));
+        }
+        DeadletterAction::Replay {
+            select,
+            url,
+            token,
+            batch,
+        } => {
+            let letters = select.load(run)?;
+            let done = ioc::deadletter::replay(&letters, &url, &token, batch).await?;
+            println!("replayed {}: {} accepted", done.sent, done.accepted);
+            for (reason, n) in done.rejected {
+                println!("  {n:>8} rejected again: {reason}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn load(args: &RunArgs) -> anyhow::Result<Config> {
@@ -199,5 +299,6 @@ async fn main() -> anyhow::Result<()> {
             duration,
             flood_target,
         }) => simulate(broker, scenario, rate, seed, duration, flood_target).await,
+        Some(Command::Deadletter { action }) => deadletter(action, &cli.run).await,
     }
 }
