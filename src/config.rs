@@ -253,6 +253,9 @@ impl Config {
                 "embedded_broker.enabled: the embedded broker can only listen on this machine, but mqtt.url names {host}; set embedded_broker.enabled = false to use that broker"
             ));
         }
+        if self.embedded_broker.enabled && self.mqtt.tls() {
+            p.push("embedded_broker.enabled: the embedded broker speaks plain MQTT; use mqtt:// or your own TLS broker".into());
+        }
         if self.dead_letter.file.as_os_str().is_empty() {
             p.push("dead_letter.file: must name a file".into());
         }
@@ -318,6 +321,9 @@ mod tests {
         full.catalogue.areas = Some("a".into());
         full.mqtt.username = Some("u".into());
         full.mqtt.password = Some("p".into());
+        full.mqtt.ca_file = Some("c".into());
+        full.mqtt.client_cert_file = Some("c".into());
+        full.mqtt.client_key_file = Some("c".into());
         full.kafka.security_protocol = Some("s".into());
         full.kafka.sasl_mechanism = Some("s".into());
         full.kafka.sasl_username = Some("s".into());

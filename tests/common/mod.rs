@@ -71,34 +71,67 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
+    /// Anonymous, plain MQTT on a free port.
     pub fn start() -> Mosquitto {
+        Mosquitto::start_with(|port, _| {
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        })
+    }
+
+    /// Mosquitto with the configuration `conf(port, dir)` returns (plus
+    /// logging to stderr); `dir` is a temporary directory for its files.
+    pub fn start_with(conf: impl FnOnce(u16, &std::path::Path) -> String) -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let text = conf(port, dir.path());
+        let mut m = Mosquitto {
+            child: Self::spawn(dir.path(), &text),
+            port,
+            _dir: dir,
+        };
+        m.wait();
+        m
+    }
+
+    fn spawn(dir: &std::path::Path, text: &str) -> Child {
         let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
             .unwrap_or_else(|| {
                 panic!("mosquitto is not installed: run tests/run.sh (it installs the Debian package mosquitto), or apt-get install mosquitto")
             });
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let conf = dir.path().join("mosquitto.conf");
+        let conf = dir.join("mosquitto.conf");
+        // As root, mosquitto would switch to its own user, which cannot
+        // read the test's private temporary directory.
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\n"),
+            format!("{text}\nuser root\nlog_dest stderr\nlog_type error\n"),
         )
         .unwrap();
-        let child = Command::new(binary)
+        Command::new(binary)
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("cannot start mosquitto");
-        wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), "mosquitto");
-        Mosquitto {
-            child,
-            port,
-            _dir: dir,
-        }
+            .expect("cannot start mosquitto")
+    }
+
+    fn wait(&mut self) {
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], self.port)), "mosquitto");
+    }
+
+    /// Stops the broker gracefully (SIGTERM: it saves its persistence file)
+    /// and starts it again with the same configuration and port.
+    pub fn restart(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        let text = std::fs::read_to_string(self._dir.path().join("mosquitto.conf")).unwrap();
+        let text = text.replace("\nuser root\nlog_dest stderr\nlog_type error\n", "");
+        self.child = Self::spawn(self._dir.path(), &text);
+        self.wait();
     }
 }
 
@@ -120,8 +153,17 @@ impl Device {
         let mut o = MqttOptions::new(format!("device-{}", free_port()), "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(10));
         o.set_max_packet_size(1 << 20, 1 << 20);
+        // Like a real gauge: keep the session and retransmit what the
+        // broker had not acknowledged when the connection comes back.
+        o.set_clean_session(false);
         let (client, mut eventloop) = AsyncClient::new(o, 64);
-        let task = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+        let task = tokio::spawn(async move {
+            loop {
+                if eventloop.poll().await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
         Device { client, task }
     }
 

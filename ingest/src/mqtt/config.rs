@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 pub struct MqttSourceConfig {
     /// Consume telemetry over MQTT.
     pub enabled: bool,
-    /// Broker URL, `mqtt://host:port`. With the embedded broker enabled,
-    /// this is also the address it listens on.
+    /// Broker URL, `mqtt://host:port`, or `mqtts://host:port` for TLS. With
+    /// the embedded broker enabled, this is also the address it listens on.
     pub url: String,
     /// Client id. Keep it stable: with a persistent session the broker keeps
     /// QoS 1 messages for this id while the processor is away.
@@ -37,6 +37,16 @@ pub struct MqttSourceConfig {
     /// Optional password (with `username`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// TLS (`mqtts://`): CA certificate file (PEM) that signed the broker's
+    /// certificate; the system's roots when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// TLS: client certificate file (PEM), for brokers that require one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<std::path::PathBuf>,
+    /// TLS: the client certificate's private key (PEM, PKCS#8).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for MqttSourceConfig {
@@ -53,6 +63,9 @@ impl Default for MqttSourceConfig {
             max_packet_bytes: 256 * 1024,
             username: None,
             password: None,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
         }
     }
 }
@@ -60,7 +73,15 @@ impl Default for MqttSourceConfig {
 impl MqttSourceConfig {
     /// The broker's host and port from [`Self::url`].
     pub fn endpoint(&self) -> Result<(String, u16), String> {
-        ioc_devices::simulator::mqtt::parse_broker_url(&self.url)
+        match self.url.strip_prefix("mqtts://") {
+            Some(rest) => ioc_devices::simulator::mqtt::parse_broker_url(&format!("mqtt://{rest}")),
+            None => ioc_devices::simulator::mqtt::parse_broker_url(&self.url),
+        }
+    }
+
+    /// Whether the URL asks for TLS (`mqtts://`).
+    pub fn tls(&self) -> bool {
+        self.url.starts_with("mqtts://")
     }
 
     /// Every problem with this configuration, each with the key it concerns.
@@ -85,6 +106,27 @@ impl MqttSourceConfig {
         }
         if self.keep_alive < Duration::from_secs(5) {
             p.push(format!("{prefix}.keep_alive: must be at least 5s"));
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            p.push(format!(
+                "{prefix}.client_cert_file: set client_cert_file and client_key_file together"
+            ));
+        }
+        if !self.tls() && (self.ca_file.is_some() || self.client_cert_file.is_some()) {
+            p.push(format!(
+                "{prefix}.url: TLS files are set but the URL is not mqtts://"
+            ));
+        }
+        for (key, file) in [
+            ("ca_file", &self.ca_file),
+            ("client_cert_file", &self.client_cert_file),
+            ("client_key_file", &self.client_key_file),
+        ] {
+            if let Some(f) = file
+                && !f.exists()
+            {
+                p.push(format!("{prefix}.{key}: {} does not exist", f.display()));
+            }
         }
         if self.password.is_some() && self.username.is_none() {
             p.push(format!("{prefix}.password: set username too"));

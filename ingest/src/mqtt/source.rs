@@ -13,7 +13,7 @@ use std::time::Duration;
 use ioc_schemas::Timestamp;
 use rumqttc::{
     AsyncClient, Event, EventLoop, Incoming, MqttOptions, NetworkOptions, Publish, QoS,
-    SubscribeFilter,
+    SubscribeFilter, Transport,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +54,16 @@ impl MqttSource {
             .set_max_packet_size(c.max_packet_bytes, c.max_packet_bytes);
         if let Some(user) = &c.username {
             o.set_credentials(user, c.password.clone().unwrap_or_default());
+        }
+        if c.tls() {
+            match tls_connector(c) {
+                Ok(connector) => {
+                    o.set_transport(Transport::tls_with_config(connector.into()));
+                }
+                // Files are checked by configuration validation; a bad one
+                // here is logged and the connection attempts will fail.
+                Err(e) => warn!(error = %e, "cannot set up MQTT TLS"),
+            }
         }
         o
     }
@@ -96,6 +106,25 @@ impl MqttSource {
         .await;
         info!("MQTT source stopped");
     }
+}
+
+/// A TLS connector with the configured CA and client certificate.
+fn tls_connector(c: &MqttSourceConfig) -> Result<native_tls::TlsConnector, String> {
+    let read = |f: &std::path::Path| {
+        std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))
+    };
+    let mut b = native_tls::TlsConnector::builder();
+    if let Some(ca) = &c.ca_file {
+        let cert = native_tls::Certificate::from_pem(&read(ca)?)
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+        b.add_root_certificate(cert);
+    }
+    if let (Some(cert), Some(key)) = (&c.client_cert_file, &c.client_key_file) {
+        let identity = native_tls::Identity::from_pkcs8(&read(cert)?, &read(key)?)
+            .map_err(|e| format!("client certificate: {e}"))?;
+        b.identity(identity);
+    }
+    b.build().map_err(|e| e.to_string())
 }
 
 async fn connection(
