@@ -243,3 +243,36 @@ fn committed_json_schemas_match_the_code() {
         "schemas/json is out of date for {stale:?}: run `IOC_BLESS=1 cargo test -p ioc-schemas` and commit the result"
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// Arbitrary bytes never panic the decoder.
+    #[test]
+    fn decode_never_panics_on_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+        let _ = decode(&bytes, &Limits::default(), NOW);
+    }
+
+    /// Valid envelopes with one byte changed, cut short, or a field replaced
+    /// by an odd value never panic the decoder, and a rejection always
+    /// carries a reason and a detail.
+    #[test]
+    fn decode_never_panics_on_near_valid_input(
+        pos in 0usize..160,
+        byte in proptest::prelude::any::<u8>(),
+        cut in 0usize..160,
+        odd in proptest::sample::select(vec!["null", "-1", "1e308", "\"\"", "[]", "{}", "true", "18446744073709551616", "-0.0", "\"\\u0000\""]),
+    ) {
+        let valid = r#"{"v":1,"device":"g1","ts":1783998760000,"seq":7,"pos":[103.9,21.3],"hydrology":{"water_level_m":3.5,"rainfall_mm":0.4}}"#;
+        let mut flipped = valid.as_bytes().to_vec();
+        let i = pos % flipped.len();
+        flipped[i] = byte;
+        let short = &valid.as_bytes()[..cut % valid.len()];
+        let replaced = valid.replace("3.5", odd).replace("\"g1\"", odd);
+        for input in [&flipped[..], short, replaced.as_bytes()] {
+            if let Err(r) = decode(input, &Limits::default(), NOW) {
+                proptest::prop_assert!(!r.detail.is_empty());
+            }
+        }
+    }
+}
