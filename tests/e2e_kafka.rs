@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{Pipeline, Tansu, free_port, river_reading_at, test_config};
+use common::{Pipeline, Tansu, free_port, river_reading_at, test_config, wait_for};
 use ioc_devices::Registry;
 use ioc_ingest::DeadLetter;
 use ioc_ingest::deadletter::FileSink;
@@ -46,14 +46,6 @@ fn readings(
         }
     }
     out
-}
-
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn kafka_config(tansu: &Tansu, group: &str) -> KafkaConfig {
@@ -99,7 +91,7 @@ async fn consumes_partitions_restarts_from_committed_offsets_and_dead_letters_to
     config.kafka = kafka_config(&tansu, "ioc-restart");
     let running = ioc::app::start(config.clone()).await.unwrap();
     let stats = running.ingest_stats.clone();
-    wait_for("the first 30 readings and 2 rejections", || {
+    wait_for("the first 30 readings and 2 rejections", 60, || {
         stats.accepted_count() == 30 && stats.rejections().iter().map(|r| r.1).sum::<u64>() == 2
     })
     .await;
@@ -109,7 +101,7 @@ async fn consumes_partitions_restarts_from_committed_offsets_and_dead_letters_to
     tansu.produce("ioc.telemetry", &readings(devices, 11..=20, 3));
     let running = ioc::app::start(config.clone()).await.unwrap();
     let stats = running.ingest_stats.clone();
-    wait_for("the next 30 readings", || stats.accepted_count() >= 30).await;
+    wait_for("the next 30 readings", 60, || stats.accepted_count() >= 30).await;
     // Nothing before the committed offsets is read again.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(stats.received_count(), 30, "{:?}", stats.rejections());
@@ -163,7 +155,7 @@ async fn two_consumers_in_one_group_split_the_partitions_and_lose_nothing_across
     tansu.produce("ioc.telemetry", &readings(&RIVERS, 1..=50, 4));
     let a = pipeline(&config, dir.path());
     let a_stats = a.stats.clone();
-    wait_for("the first consumer to start", || {
+    wait_for("the first consumer to start", 60, || {
         a_stats.accepted_count() > 0
     })
     .await;
@@ -187,7 +179,7 @@ async fn two_consumers_in_one_group_split_the_partitions_and_lose_nothing_across
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let total = RIVERS.len() as u64 * last;
-    wait_for("every record to be processed by one of the two", || {
+    wait_for("every record to be processed by one of the two", 60, || {
         a_stats.accepted_count() + b_stats.accepted_count() >= total
     })
     .await;

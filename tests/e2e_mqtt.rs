@@ -8,19 +8,11 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Device, Mosquitto, free_port, river_reading, test_config};
+use common::{Device, Mosquitto, free_port, river_reading, test_config, wait_for};
 
 const TOPIC: &str = "ioc/v1/river_gauge/river-to-hieu/telemetry";
-
-async fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn openssl(dir: &Path, args: &[&str]) {
     let status = Command::new("openssl")

@@ -33,6 +33,15 @@ pub fn wait_for_port(addr: SocketAddr, what: &str) {
     }
 }
 
+/// Polls `done` every 50 ms; fails the test after `secs` seconds.
+pub async fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A configuration for tests: HTTP on a free port, no simulator, MQTT at `mqtt_url`.
 pub fn test_config(mqtt_url: String, embedded: bool) -> Config {
     let mut c = Config::default();
