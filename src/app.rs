@@ -64,6 +64,8 @@ pub struct Running {
 /// Starts everything the configuration asks for.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate()?;
+    // Before anything registers its metrics, so their handles are live.
+    let metrics = prometheus();
     let registry = config.registry()?;
     info!(
         devices = registry.devices().len(),
@@ -170,7 +172,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         hub,
         cancel: http.clone(),
         tracker: TaskTracker::new(),
-        metrics: prometheus().map(|h| Arc::new(move || h.render()) as ioc_dashboard_api::Render),
+        metrics: metrics.map(|h| Arc::new(move || h.render()) as ioc_dashboard_api::Render),
         stats: stats_fn,
         ingest: http_ingest.clone(),
     };

@@ -253,6 +253,9 @@ impl Config {
                 "embedded_broker.enabled: the embedded broker can only listen on this machine, but mqtt.url names {host}; set embedded_broker.enabled = false to use that broker"
             ));
         }
+        if self.simulator.enabled && self.mqtt.tls() {
+            p.push("simulator.enabled: the simulator publishes plain MQTT and cannot reach an mqtts:// broker; turn it off or use `ioc simulate` against a plain listener".into());
+        }
         if self.embedded_broker.enabled && self.mqtt.tls() {
             p.push("embedded_broker.enabled: the embedded broker speaks plain MQTT; use mqtt:// or your own TLS broker".into());
         }

@@ -244,6 +244,10 @@ async fn simulate(
     duration: Option<u64>,
     flood_target: Option<String>,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !broker.starts_with("mqtts://"),
+        "the simulator publishes plain MQTT; give it a plain mqtt:// listener"
+    );
     let (host, port) =
         ioc_devices::simulator::mqtt::parse_broker_url(&broker).map_err(anyhow::Error::msg)?;
     let mut sim = Simulator::new(Registry::sonla_demo(), scenario, seed, Timestamp::now());

@@ -54,10 +54,11 @@ pub struct AppState {
 
 /// The router with every route.
 pub fn router(state: AppState) -> Router {
-    let max_body = state
-        .ingest
-        .as_ref()
-        .map_or(0, |i| i.config().max_body_bytes);
+    // Disabled ingest still answers with its JSON 404, not a body-size 413.
+    let max_body = state.ingest.as_ref().map_or_else(
+        || ioc_ingest::http::HttpIngestConfig::default().max_body_bytes,
+        |i| i.config().max_body_bytes,
+    );
     Router::new()
         .route("/", get(routes::web::index))
         .route("/app.js", get(routes::web::script))

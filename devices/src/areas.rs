@@ -12,8 +12,8 @@ use std::collections::HashMap;
 
 use geo::{BoundingRect, Contains, MultiPolygon, Point};
 use ioc_schemas::{AreaLevel, AreaRef};
+use rstar::RTree;
 use rstar::primitives::{GeomWithData, Rectangle};
-use rstar::{AABB, RTree};
 use serde::Deserialize;
 
 use crate::CatalogueError;
@@ -226,13 +226,6 @@ impl Areas {
             let e = self.index.root().envelope();
             (e.lower(), e.upper())
         })
-    }
-
-    /// Areas whose bounding box meets the given envelope (for map viewports).
-    pub fn in_envelope(&self, min: [f64; 2], max: [f64; 2]) -> impl Iterator<Item = &Area> {
-        self.index
-            .locate_in_envelope_intersecting(&AABB::from_corners(min, max))
-            .map(|g| &self.areas[g.data])
     }
 }
 

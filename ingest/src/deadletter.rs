@@ -26,6 +26,8 @@ use ioc_schemas::{RejectReason, Rejection, Timestamp};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
+use crate::stats::Source;
+
 /// Where a message came from.
 #[derive(Clone, Copy, Debug)]
 pub enum Origin<'a> {
@@ -57,12 +59,12 @@ pub enum Origin<'a> {
 }
 
 impl Origin<'_> {
-    /// The `source` label: `mqtt`, `kafka` or `http`.
-    pub fn source(&self) -> &'static str {
+    /// The source the message entered through.
+    pub fn source(&self) -> Source {
         match self {
-            Origin::Mqtt { .. } => "mqtt",
-            Origin::Kafka { .. } => "kafka",
-            Origin::Http { .. } => "http",
+            Origin::Mqtt { .. } => Source::Mqtt,
+            Origin::Kafka { .. } => Source::Kafka,
+            Origin::Http { .. } => Source::Http,
         }
     }
 }
@@ -119,7 +121,7 @@ impl DeadLetter {
         };
         let mut d = DeadLetter {
             at,
-            source: origin.source().to_owned(),
+            source: origin.source().label().to_owned(),
             topic: None,
             partition: None,
             offset: None,
@@ -164,9 +166,14 @@ impl DeadLetter {
         }
     }
 
+    /// The record as JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
     /// The record as one JSON line, newline included.
     pub fn to_line(&self) -> Vec<u8> {
-        let mut line = serde_json::to_vec(self).unwrap_or_default();
+        let mut line = self.to_json();
         line.push(b'\n');
         line
     }

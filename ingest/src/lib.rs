@@ -1,15 +1,22 @@
 //! Ingest: getting telemetry from devices into the engine.
 //!
-//! - [`mqtt`]: the MQTT source; subscribes to `ioc/v1/+/+/telemetry`
-//!   (QoS 1, persistent session), hands each valid reading to the engine and
-//!   acknowledges it only afterwards;
-//! - [`decode`]: bytes on a topic → validated [`ioc_processing::Reading`]
-//!   or a [`ioc_schemas::Rejection`] (schema checks from `ioc-schemas`, then
-//!   registry checks: unknown device, kind and topic mismatches);
-//! - [`stats`]: received / accepted / rejected-by-reason counters.
+//! - [`pipeline`]: [`Ingestor`], the one path every source takes: decode
+//!   and validate ([`decode`]), drop duplicates ([`dedup`]), then hand the
+//!   reading to the engine or the rejection to the [`deadletter`] writer,
+//!   and only then let the source acknowledge;
+//! - [`mqtt`]: the MQTT source (QoS 1, persistent session, TLS, shared
+//!   subscriptions), acking each message after `Ingestor::submit`;
+//! - [`kafka`]: the consumer-group source, storing offsets after hand-off,
+//!   and the dead-letter producer;
+//! - [`http`]: tokens and per-line handling for `POST /api/v1/ingest` (the
+//!   route is in the dashboard API);
+//! - [`deadletter`]: rejected messages with their bytes and origin, to a
+//!   rotated JSON Lines file or a Kafka topic;
+//! - [`stats`]: received / accepted / rejected counters by source and reason.
 //!
 //! This is the only crate that names rumqttc on the receiving side (the
-//! simulator in `ioc-devices` publishes with it).
+//! simulator in `ioc-devices` publishes with it), and only its `kafka`
+//! module names rdkafka.
 
 pub mod deadletter;
 pub mod decode;

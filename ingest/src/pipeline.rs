@@ -17,6 +17,7 @@ use crate::deadletter::{DeadLetter, DeadLetters, Origin};
 use crate::decode::Decoder;
 use crate::dedup::SeqWindows;
 use crate::stats::IngestStats;
+use tracing::debug;
 
 /// Decoder, duplicate windows, engine input, dead letters and counters,
 /// shared by every source. Cheap to clone.
@@ -51,16 +52,6 @@ impl Ingestor {
             dead_letters,
             stats,
         }
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> &Arc<IngestStats> {
-        &self.stats
-    }
-
-    /// The dead-letter hand-off.
-    pub fn dead_letters(&self) -> &DeadLetters {
-        &self.dead_letters
     }
 
     /// Decodes and checks one message; no side effects but the duplicate window.
@@ -128,6 +119,7 @@ impl Ingestor {
         let now = Timestamp::now();
         self.check(origin, payload, now).map_err(|rejection| {
             self.stats.rejected(source, &rejection);
+            debug!(?origin, %rejection, "rejected message");
             let letter = DeadLetter::new(origin, rejection.clone(), payload, now);
             Box::new((rejection, letter))
         })

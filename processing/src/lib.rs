@@ -162,11 +162,6 @@ impl EngineInput {
         self.shared.wake(w);
         Ok(())
     }
-
-    /// Readings waiting in the input channels.
-    pub fn queued(&self) -> usize {
-        self.txs.iter().map(flume::Sender::len).sum()
-    }
 }
 
 impl Drop for EngineInput {

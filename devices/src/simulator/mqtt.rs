@@ -15,12 +15,19 @@ pub fn telemetry_topic(kind: ioc_schemas::DeviceKind, device: &str) -> String {
     format!("ioc/v1/{kind}/{device}/telemetry")
 }
 
-/// Splits `mqtt://host:port` (or `tcp://`, or a bare `host:port`) into host and port.
+/// Splits `mqtt://host:port` (or `tcp://`, or a bare `host:port`; default
+/// port 1883) or `mqtts://host:port` (TLS; default port 8883) into host and
+/// port.
 pub fn parse_broker_url(url: &str) -> Result<(String, u16), String> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .unwrap_or(url);
+    let (rest, default_port) = match url.strip_prefix("mqtts://") {
+        Some(rest) => (rest, 8883),
+        None => (
+            url.strip_prefix("mqtt://")
+                .or_else(|| url.strip_prefix("tcp://"))
+                .unwrap_or(url),
+            1883,
+        ),
+    };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) => (
@@ -28,7 +35,7 @@ pub fn parse_broker_url(url: &str) -> Result<(String, u16), String> {
             p.parse::<u16>()
                 .map_err(|_| format!("invalid port in broker URL {url:?}"))?,
         ),
-        None => (rest, 1883),
+        None => (rest, default_port),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
@@ -136,6 +143,10 @@ mod tests {
         assert_eq!(
             parse_broker_url("tcp://[::1]:1883").unwrap(),
             ("::1".into(), 1883)
+        );
+        assert_eq!(
+            parse_broker_url("mqtts://broker.example").unwrap(),
+            ("broker.example".into(), 8883)
         );
         assert!(parse_broker_url("mqtt://:1883").is_err());
         assert!(parse_broker_url("mqtt://h:port").is_err());

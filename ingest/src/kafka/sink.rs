@@ -65,12 +65,12 @@ impl KafkaSink {
 
 impl Sink for KafkaSink {
     fn write(&mut self, letter: &DeadLetter) -> std::io::Result<()> {
-        let line = letter.to_line();
+        let json = letter.to_json();
         let mut opaque = Box::new(letter.clone());
         loop {
             let record = BaseRecord::with_opaque_to(&self.topic, opaque)
                 .key(letter.source.as_str())
-                .payload(&line[..line.len() - 1]);
+                .payload(&json);
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {

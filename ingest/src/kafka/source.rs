@@ -133,7 +133,7 @@ impl KafkaSource {
 }
 
 fn run(consumer: &BaseConsumer<Context>, ingestor: &Ingestor, cancel: &CancellationToken) {
-    let mut last_error_log = Instant::now() - Duration::from_secs(60);
+    let mut last_error_log: Option<Instant> = None;
     while !cancel.is_cancelled() {
         let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
             continue;
@@ -142,9 +142,9 @@ fn run(consumer: &BaseConsumer<Context>, ingestor: &Ingestor, cancel: &Cancellat
             Ok(m) => m,
             Err(e) => {
                 // librdkafka reconnects by itself; say so once in a while.
-                if last_error_log.elapsed() > Duration::from_secs(10) {
+                if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                     warn!(error = %e, "Kafka consumer error (retrying)");
-                    last_error_log = Instant::now();
+                    last_error_log = Some(Instant::now());
                 }
                 continue;
             }

@@ -73,10 +73,7 @@ impl Default for MqttSourceConfig {
 impl MqttSourceConfig {
     /// The broker's host and port from [`Self::url`].
     pub fn endpoint(&self) -> Result<(String, u16), String> {
-        match self.url.strip_prefix("mqtts://") {
-            Some(rest) => ioc_devices::simulator::mqtt::parse_broker_url(&format!("mqtt://{rest}")),
-            None => ioc_devices::simulator::mqtt::parse_broker_url(&self.url),
-        }
+        ioc_devices::simulator::mqtt::parse_broker_url(&self.url)
     }
 
     /// Whether the URL asks for TLS (`mqtts://`).
