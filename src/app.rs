@@ -93,7 +93,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ..EngineConfig::default()
     };
     let (out_tx, out_rx) = flume::bounded(65_536);
-    let (engine, input) = Engine::start(&engine_config, registry.clone(), out_tx)?;
+    let (engine, input) = Engine::start(&engine_config, registry.clone(), out_tx.clone())?;
     let engine_stats = engine.stats();
     let engine = tokio::task::spawn_blocking(move || engine.join().map_err(anyhow::Error::from));
 
@@ -191,6 +191,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let mut source_tasks = Vec::new();
     if config.mqtt.enabled {
+        // Device presence goes straight to the hub, beside the engine's outputs.
+        let ingestor = ingestor.with_presence(out_tx);
         let source = MqttSource::new(config.mqtt.clone(), ingestor);
         source_tasks.push(tokio::spawn(source.run(sources.child_token())));
     }

@@ -1,6 +1,7 @@
 //! The MQTT source against Mosquitto: TLS with a client certificate and a
-//! password, a shared subscription split across two processors, and a
-//! broker restart in the middle of a stream.
+//! password, a shared subscription split across two processors, a broker
+//! restart in the middle of a stream, device presence from retained status
+//! topics and last wills, and an MQTT 5 session that outlives the processor.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,7 +11,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Device, Mosquitto, free_port, river_reading, test_config, wait_for};
+use common::{
+    Device, Mosquitto, Screen, dead_letters, free_port, get_json, river_reading, test_config,
+    wait_for,
+};
+use ioc::app::Running;
+use ioc_ingest::mqtt::MqttProtocol;
+use rumqttc::{LastWill, QoS};
 
 const TOPIC: &str = "ioc/v1/river_gauge/river-to-hieu/telemetry";
 
@@ -225,5 +232,113 @@ async fn a_broker_restart_loses_no_acknowledged_reading() {
     .await;
     // Duplicates (redeliveries) were caught; each reading counted once.
     assert_eq!(stats.accepted_count(), n);
+    running.shutdown().await.unwrap();
+}
+
+const STATUS: &str = "ioc/v1/river_gauge/river-to-hieu/status";
+
+async fn presence_of(running: &Running, device: &str) -> serde_json::Value {
+    get_json(running.http_addr, &format!("/api/v1/devices/{device}")).await["presence"]["status"]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_follows_retained_status_and_the_last_will() {
+    let broker = Mosquitto::start();
+    // The gauge announces itself before the processor exists: the broker
+    // keeps its retained status for whoever subscribes later.
+    let gauge = Device::connect_with(broker.port, |o| {
+        o.set_last_will(LastWill::new(STATUS, "offline", QoS::AtLeastOnce, true));
+    })
+    .await;
+    gauge
+        .client
+        .publish(STATUS, QoS::AtLeastOnce, true, "online")
+        .await
+        .unwrap();
+    let config = test_config(format!("mqtt://127.0.0.1:{}", broker.port), false);
+    let running = ioc::app::start(config.clone()).await.unwrap();
+    let stats = running.ingest_stats.clone();
+    wait_for("the retained status", 10, || stats.accepted_count() > 0).await;
+    assert_eq!(presence_of(&running, "river-to-hieu").await, "online");
+
+    // The gauge's connection drops without a goodbye: the broker publishes
+    // its last will, and the screen sees the change as a delta.
+    let mut screen = Screen::connect(running.http_addr).await;
+    screen.next().await.unwrap();
+    drop(gauge);
+    let change = loop {
+        let delta = screen.next().await.expect("live feed closed");
+        if let Some(p) = delta["presence"].as_array().and_then(|p| p.first()) {
+            break p.clone();
+        }
+    };
+    assert_eq!(
+        (&change["device"], &change["status"]),
+        (&"river-to-hieu".into(), &"offline".into())
+    );
+    assert_eq!(presence_of(&running, "river-to-hieu").await, "offline");
+
+    // Bad statuses are dead letters like bad telemetry.
+    let other = Device::connect(broker.port).await;
+    other.publish(STATUS, "maybe").await;
+    other
+        .publish("ioc/v1/river_gauge/river-atlantis/status", "online")
+        .await;
+    wait_for("two rejected statuses", 10, || {
+        stats.received_count() - stats.accepted_count() >= 2
+    })
+    .await;
+    running.shutdown().await.unwrap();
+    let mut reasons: Vec<_> = dead_letters(&config)
+        .iter()
+        .map(|l| l.reason.code().to_owned())
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons, ["invalid_field", "unknown_device"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt5_session_keeps_readings_while_the_processor_is_away() {
+    let broker = Mosquitto::start();
+    let mut config = test_config(format!("mqtt://127.0.0.1:{}", broker.port), false);
+    config.mqtt.protocol = MqttProtocol::V5;
+    let running = ioc::app::start(config.clone()).await.unwrap();
+    let stats = running.ingest_stats.clone();
+    let device = Device::connect(broker.port).await;
+    wait_for("the MQTT 5 source to subscribe", 10, || {
+        let d = device.client.clone();
+        tokio::spawn(async move {
+            d.publish(
+                TOPIC,
+                QoS::AtLeastOnce,
+                false,
+                river_reading("river-to-hieu", 1, 1.0),
+            )
+            .await
+        });
+        stats.accepted_count() > 0
+    })
+    .await;
+    // A clean shutdown sends DISCONNECT. Without a session expiry, an
+    // MQTT 5 broker would end the session here and drop what follows.
+    running.shutdown().await.unwrap();
+    let n = 50u64;
+    for seq in 2..=n + 1 {
+        device
+            .publish(TOPIC, river_reading("river-to-hieu", seq, 1.0))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let running = ioc::app::start(config).await.unwrap();
+    let stats = running.ingest_stats.clone();
+    wait_for("the readings queued in the session", 15, || {
+        stats.accepted_count() >= n
+    })
+    .await;
+    assert_eq!(
+        get_json(running.http_addr, "/api/v1/devices/river-to-hieu").await["state"]["seq"],
+        n + 1
+    );
     running.shutdown().await.unwrap();
 }

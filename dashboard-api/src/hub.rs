@@ -12,7 +12,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ioc_devices::Registry;
-use ioc_schemas::{Alert, AlertStatus, DeviceState, DeviceView, EngineOutput, LiveMessage};
+use ioc_schemas::{
+    Alert, AlertStatus, DeviceState, DeviceView, EngineOutput, LiveMessage, Presence,
+    PresenceChange, PresenceStatus,
+};
 use tokio::sync::broadcast;
 
 /// How many serialized deltas a slow client may fall behind before it is
@@ -28,6 +31,7 @@ pub type Frame = Arc<str>;
 struct HubState {
     seq: u64,
     states: Vec<Option<DeviceState>>,
+    presence: Vec<Option<Presence>>,
     open: BTreeMap<String, Alert>,
     resolved: VecDeque<Alert>,
 }
@@ -48,6 +52,7 @@ impl LiveHub {
             state: Mutex::new(HubState {
                 seq: 0,
                 states: vec![None; registry.devices().len()],
+                presence: vec![None; registry.devices().len()],
                 open: BTreeMap::new(),
                 resolved: VecDeque::new(),
             }),
@@ -75,6 +80,7 @@ impl LiveHub {
         // Position in `devices` of each device already in this delta.
         let mut in_delta: HashMap<usize, usize> = HashMap::new();
         let mut alerts = Vec::new();
+        let mut presence: Vec<PresenceChange> = Vec::new();
         let mut st = self.lock();
         for output in batch {
             match output {
@@ -107,16 +113,42 @@ impl LiveHub {
                     }
                     alerts.push(a);
                 }
+                EngineOutput::Presence(p) => {
+                    let Some(i) = self.registry.lookup(&p.device) else {
+                        continue;
+                    };
+                    let slot = &mut st.presence[i as usize];
+                    // A repeated status (a retained one seen again after a
+                    // reconnect) is not a change.
+                    if slot.map(|old| old.status) == Some(p.presence.status) {
+                        continue;
+                    }
+                    *slot = Some(p.presence);
+                    presence.retain(|q| q.device != p.device);
+                    presence.push(p);
+                }
             }
         }
-        if devices.is_empty() && alerts.is_empty() {
+        if devices.is_empty() && alerts.is_empty() && presence.is_empty() {
             return;
+        }
+        if !presence.is_empty() {
+            let online = st
+                .presence
+                .iter()
+                .filter(|p| p.is_some_and(|p| p.status == PresenceStatus::Online))
+                .count();
+            let known = st.presence.iter().filter(|p| p.is_some()).count();
+            metrics::gauge!("ioc_devices_presence", "status" => "online").set(online as f64);
+            metrics::gauge!("ioc_devices_presence", "status" => "offline")
+                .set((known - online) as f64);
         }
         st.seq += 1;
         let message = LiveMessage::Delta {
             seq: st.seq,
             devices,
             alerts,
+            presence,
         };
         let frame: Frame = serde_json::to_string(&message).unwrap_or_default().into();
         metrics::gauge!("ioc_open_alerts").set(st.open.len() as f64);
@@ -144,9 +176,11 @@ impl LiveHub {
             .devices()
             .iter()
             .zip(&st.states)
-            .map(|(info, state)| DeviceView {
+            .zip(&st.presence)
+            .map(|((info, state), presence)| DeviceView {
                 info: info.clone(),
                 state: state.clone(),
+                presence: *presence,
             })
             .collect()
     }
@@ -159,9 +193,11 @@ impl LiveHub {
     /// One device with its latest state.
     pub fn device(&self, id: &str) -> Option<DeviceView> {
         let i = self.registry.lookup(id)?;
+        let st = self.lock();
         Some(DeviceView {
             info: self.registry.device(i).clone(),
-            state: self.lock().states[i as usize].clone(),
+            state: st.states[i as usize].clone(),
+            presence: st.presence[i as usize],
         })
     }
 
@@ -238,5 +274,37 @@ mod tests {
         assert_eq!(devices.len(), 2, "two states of one device are conflated");
         assert_eq!(devices[0]["seq"], 3);
         assert_eq!(hub.device("river-to-hieu").unwrap().state.unwrap().seq, 3);
+    }
+
+    fn presence(device: &str, status: PresenceStatus, at: i64) -> EngineOutput {
+        EngineOutput::Presence(PresenceChange {
+            device: device.into(),
+            presence: Presence {
+                status,
+                received: Timestamp(at),
+            },
+        })
+    }
+
+    #[test]
+    fn presence_changes_are_deltas_and_repeats_are_not() {
+        let hub = LiveHub::new(ioc_devices::Registry::sonla_demo());
+        let (_, mut rx) = hub.subscribe();
+        hub.apply(vec![
+            presence("river-to-hieu", PresenceStatus::Online, 1),
+            presence("river-to-hieu", PresenceStatus::Offline, 2),
+        ]);
+        hub.apply(vec![presence("river-to-hieu", PresenceStatus::Offline, 3)]);
+        let d: serde_json::Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
+        assert!(rx.try_recv().is_err(), "a repeated status makes no delta");
+        assert_eq!(d["presence"].as_array().unwrap().len(), 1, "conflated");
+        assert_eq!(d["presence"][0]["status"], "offline");
+        let view = hub.device("river-to-hieu").unwrap();
+        assert_eq!(
+            view.presence.map(|p| (p.status, p.received)),
+            Some((PresenceStatus::Offline, Timestamp(2)))
+        );
+        let (snapshot, _) = hub.subscribe();
+        assert!(snapshot.contains(r#""presence":{"status":"offline""#));
     }
 }

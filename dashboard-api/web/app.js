@@ -11,6 +11,7 @@ const TEXT = {
     none: "Không có cảnh báo nào.", devices: "thiết bị", reporting: "đang báo cáo",
     opened: "Mở lúc", updated: "cập nhật", kind: "Loại", area: "Địa bàn", last: "Lần đo cuối", seq: "Số thứ tự",
     levels: "Mức BĐ1/BĐ2/BĐ3", noData: "Chưa có dữ liệu.", normal: "Bình thường",
+    presence: "Kết nối", online: "trực tuyến", offline: "mất kết nối",
   },
   en: {
     title: "Intelligent Operations Center — Sơn La",
@@ -19,6 +20,7 @@ const TEXT = {
     none: "No open alerts.", devices: "devices", reporting: "reporting",
     opened: "Opened", updated: "updated", kind: "Kind", area: "Area", last: "Last reading", seq: "Sequence",
     levels: "Levels BĐ1/BĐ2/BĐ3", noData: "No data yet.", normal: "Normal",
+    presence: "Connection", online: "online", offline: "offline",
   },
 };
 const KIND = {
@@ -134,7 +136,10 @@ function draw() {
     ctx.beginPath();
     if (d.info.kind === "reservoir") ctx.rect(x - r, y - r, 2 * r, 2 * r); else ctx.arc(x, y, r, 0, 2 * Math.PI);
     ctx.fillStyle = lvl ? LEVEL_COLOR[lvl] : (d.state ? KIND_COLOR[d.info.kind] : "#56677a");
-    ctx.fill();
+    // An offline device is drawn hollow: its last state may be stale.
+    if (offline(d) && !lvl) {
+      ctx.lineWidth = 1.5 * devicePixelRatio; ctx.strokeStyle = ctx.fillStyle; ctx.stroke();
+    } else ctx.fill();
     if (lvl || d.info.id === selected) {
       ctx.lineWidth = 2 * devicePixelRatio;
       ctx.strokeStyle = d.info.id === selected ? "#ffffff" : "#1b0c0c";
@@ -143,6 +148,7 @@ function draw() {
   }
 }
 function alarmLevel(d) { return (d.state && d.state.alarm_level) || 0; }
+function offline(d) { return d.presence && d.presence.status === "offline"; }
 
 function frame() { if (dirty) draw(); requestAnimationFrame(frame); }
 
@@ -302,6 +308,7 @@ function renderDetail() {
   table.append(row("ID", d.info.id), row(t("kind"), KIND[lang][d.info.kind] || d.info.kind), row(t("area"), areaText(d.info.area)));
   const lv = d.info.thresholds && d.info.thresholds.alarm_levels_m;
   if (lv) table.append(row(t("levels"), lv.map((x) => x.toFixed(2)).join(" / ") + " m"));
+  if (d.presence) table.append(row(t("presence"), `${t(d.presence.status)} (${time(d.presence.received)})`));
   if (d.state) {
     table.append(row(t("last"), time(d.state.ts)), row(t("seq"), d.state.seq));
     const body = Object.values(d.state.reading)[0] || {};
@@ -341,9 +348,9 @@ function renderChart() {
 }
 
 function renderCounts() {
-  let reporting = 0;
-  for (const d of devices.values()) if (d.state) reporting++;
-  $("counts").textContent = `${devices.size} ${t("devices")} · ${reporting} ${t("reporting")}`;
+  let reporting = 0, off = 0;
+  for (const d of devices.values()) { if (d.state) reporting++; if (offline(d)) off++; }
+  $("counts").textContent = `${devices.size} ${t("devices")} · ${reporting} ${t("reporting")}` + (off ? ` · ${off} ${t("offline")}` : "");
 }
 
 function renderLegend() {
@@ -380,8 +387,8 @@ function onMessage(msg) {
   if (msg.type === "snapshot") {
     devices.clear(); alerts.clear();
     for (const d of msg.devices) {
-      const { state, ...info } = d;
-      devices.set(info.id, { info, state: state || null });
+      const { state, presence, ...info } = d;
+      devices.set(info.id, { info, state: state || null, presence: presence || null });
       if (state) remember(state);
     }
     for (const a of msg.alerts) alerts.set(a.id, a);
@@ -394,6 +401,10 @@ function onMessage(msg) {
     for (const s of msg.devices || []) {
       const d = devices.get(s.device);
       if (d) { d.state = s; remember(s); }
+    }
+    for (const p of msg.presence || []) {
+      const d = devices.get(p.device);
+      if (d) d.presence = { status: p.status, received: p.received };
     }
     for (const a of msg.alerts || []) {
       if (a.status === "open") { if (!alerts.has(a.id) || alerts.get(a.id).level !== a.level) freshAlerts.add(a.id); alerts.set(a.id, a); }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use ioc_devices::Registry;
 use ioc_processing::Reading;
 use ioc_schemas::envelope::{Limits, decode};
-use ioc_schemas::{DeviceKind, RejectReason, Rejection, Timestamp};
+use ioc_schemas::{
+    DeviceKind, Presence, PresenceChange, PresenceStatus, RejectReason, Rejection, Timestamp,
+};
 
 /// How far outside the catalogue's areas a position may lie, in degrees
 /// (about 55 km): a device near the border may see across it, a position in
@@ -23,9 +25,41 @@ pub struct Decoder {
 
 /// The `{kind}` and `{device}` of a telemetry topic `ioc/v1/{kind}/{device}/telemetry`.
 pub fn parse_telemetry_topic(topic: &str) -> Option<(&str, &str)> {
-    let rest = topic.strip_prefix("ioc/v1/")?.strip_suffix("/telemetry")?;
+    parse_device_topic(topic, "/telemetry")
+}
+
+/// The `{kind}` and `{device}` of a presence topic `ioc/v1/{kind}/{device}/status`.
+pub fn parse_status_topic(topic: &str) -> Option<(&str, &str)> {
+    parse_device_topic(topic, "/status")
+}
+
+fn parse_device_topic<'t>(topic: &'t str, suffix: &str) -> Option<(&'t str, &'t str)> {
+    let rest = topic.strip_prefix("ioc/v1/")?.strip_suffix(suffix)?;
     let (kind, device) = rest.split_once('/')?;
     (!kind.is_empty() && !device.is_empty() && !device.contains('/')).then_some((kind, device))
+}
+
+/// The status on a presence topic: `online` or `offline` (surrounding
+/// whitespace and case ignored, a JSON string accepted), or `None` for an
+/// empty payload, which is how a retained status is cleared.
+pub fn parse_status(payload: &[u8]) -> Result<Option<PresenceStatus>, Rejection> {
+    let text = std::str::from_utf8(payload).unwrap_or_default().trim();
+    let text = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    if payload.is_empty() {
+        Ok(None)
+    } else if text.eq_ignore_ascii_case("online") {
+        Ok(Some(PresenceStatus::Online))
+    } else if text.eq_ignore_ascii_case("offline") {
+        Ok(Some(PresenceStatus::Offline))
+    } else {
+        Err(Rejection::new(
+            RejectReason::InvalidField,
+            "a status payload is `online` or `offline`",
+        ))
+    }
 }
 
 impl Decoder {
@@ -78,15 +112,7 @@ impl Decoder {
                     ),
                 ));
             }
-            if DeviceKind::parse(kind) != Some(device.kind) {
-                return Err(Rejection::new(
-                    RejectReason::TopicMismatch,
-                    format!(
-                        "topic kind {kind:?} does not match the registered kind {}",
-                        device.kind
-                    ),
-                ));
-            }
+            check_topic_kind(kind, device.kind)?;
         }
         if let (Some(pos), Some((lo, hi))) = (envelope.pos, self.bounds)
             && !(lo[0]..=hi[0]).contains(&pos[0]) | !(lo[1]..=hi[1]).contains(&pos[1])
@@ -115,6 +141,53 @@ impl Decoder {
             received: now,
             envelope,
         })
+    }
+
+    /// Decodes a message on a presence topic `ioc/v1/{kind}/{device}/status`.
+    /// `Ok(None)`: an empty payload (a cleared retained status), nothing to do.
+    pub fn presence(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<PresenceChange>, Rejection> {
+        let Some((kind, id)) = parse_status_topic(topic) else {
+            return Err(Rejection::new(
+                RejectReason::TopicMismatch,
+                format!("{topic:?} is not a status topic ioc/v1/{{kind}}/{{device}}/status"),
+            ));
+        };
+        let Some(index) = self.registry.lookup(id) else {
+            return Err(Rejection::new(
+                RejectReason::UnknownDevice,
+                format!("device {id:?} is not in the registry"),
+            ));
+        };
+        check_topic_kind(kind, self.registry.device(index).kind)?;
+        if payload.len() > 64 {
+            return Err(Rejection::new(
+                RejectReason::Oversized,
+                format!("a status payload of {} bytes", payload.len()),
+            ));
+        }
+        Ok(parse_status(payload)?.map(|status| PresenceChange {
+            device: id.to_owned(),
+            presence: Presence {
+                status,
+                received: now,
+            },
+        }))
+    }
+}
+
+fn check_topic_kind(kind: &str, registered: DeviceKind) -> Result<(), Rejection> {
+    if DeviceKind::parse(kind) == Some(registered) {
+        Ok(())
+    } else {
+        Err(Rejection::new(
+            RejectReason::TopicMismatch,
+            format!("topic kind {kind:?} does not match the registered kind {registered}"),
+        ))
     }
 }
 
@@ -181,6 +254,50 @@ mod tests {
         assert_eq!(
             reason(Some("ioc/v1/river_gauge/river-to-hieu/telemetry"), "{oops"),
             RejectReason::MalformedJson
+        );
+    }
+
+    #[test]
+    fn presence_topics_and_payloads() {
+        let d = decoder();
+        let on = d
+            .presence("ioc/v1/river_gauge/river-to-hieu/status", b" Online\n", NOW)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (on.device.as_str(), on.presence.status, on.presence.received),
+            ("river-to-hieu", PresenceStatus::Online, NOW)
+        );
+        let off = d
+            .presence(
+                "ioc/v1/river_gauge/river-to-hieu/status",
+                b"\"offline\"",
+                NOW,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(off.presence.status, PresenceStatus::Offline);
+        assert_eq!(
+            d.presence("ioc/v1/river_gauge/river-to-hieu/status", b"", NOW),
+            Ok(None)
+        );
+        let reason =
+            |topic: &str, payload: &[u8]| d.presence(topic, payload, NOW).unwrap_err().reason;
+        assert_eq!(
+            reason("ioc/v1/river_gauge/river-to-hieu/status", b"up"),
+            RejectReason::InvalidField
+        );
+        assert_eq!(
+            reason("ioc/v1/river_gauge/river-atlantis/status", b"online"),
+            RejectReason::UnknownDevice
+        );
+        assert_eq!(
+            reason("ioc/v1/camera/river-to-hieu/status", b"online"),
+            RejectReason::TopicMismatch
+        );
+        assert_eq!(
+            reason("ioc/v1/river_gauge/river-to-hieu/status", &[b'x'; 100]),
+            RejectReason::Oversized
         );
     }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use ioc_devices::Registry;
 use ioc_processing::{Closed, EngineInput, Reading};
-use ioc_schemas::{Limits, RejectReason, Rejection, Timestamp};
+use ioc_schemas::{EngineOutput, Limits, RejectReason, Rejection, Timestamp};
 
 use crate::deadletter::{DeadLetter, DeadLetters, Origin};
 use crate::decode::Decoder;
@@ -28,6 +28,7 @@ pub struct Ingestor {
     engine: EngineInput,
     dead_letters: DeadLetters,
     stats: Arc<IngestStats>,
+    presence: Option<flume::Sender<EngineOutput>>,
 }
 
 impl std::fmt::Debug for Ingestor {
@@ -51,7 +52,15 @@ impl Ingestor {
             engine,
             dead_letters,
             stats,
+            presence: None,
         }
+    }
+
+    /// Sends device presence (from MQTT status topics) to `outputs`, the
+    /// channel the live hub reads the engine's outputs from.
+    pub fn with_presence(mut self, outputs: flume::Sender<EngineOutput>) -> Self {
+        self.presence = Some(outputs);
+        self
     }
 
     /// Decodes and checks one message; no side effects but the duplicate window.
@@ -141,6 +150,38 @@ impl Ingestor {
             }
             Err(rejected) => {
                 let (rejection, letter) = *rejected;
+                self.dead_letters.send(letter).await;
+                Ok(Err(rejection))
+            }
+        }
+    }
+
+    /// Handles a message on a presence topic `ioc/v1/{kind}/{device}/status`:
+    /// the device's new status goes to the live state, a bad one to the dead
+    /// letters. Same contract as [`Ingestor::submit`].
+    pub async fn submit_presence(
+        &self,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<Result<(), Rejection>, Closed> {
+        let origin = Origin::Mqtt { topic };
+        let source = origin.source();
+        self.stats.received(source);
+        let now = Timestamp::now();
+        match self.decoder.presence(topic, payload, now) {
+            Ok(change) => {
+                if let (Some(change), Some(tx)) = (change, &self.presence) {
+                    tx.send_async(EngineOutput::Presence(change))
+                        .await
+                        .map_err(|_| Closed)?;
+                }
+                self.stats.accepted(source);
+                Ok(Ok(()))
+            }
+            Err(rejection) => {
+                self.stats.rejected(source, &rejection);
+                debug!(?origin, %rejection, "rejected status message");
+                let letter = DeadLetter::new(&origin, rejection.clone(), payload, now);
                 self.dead_letters.send(letter).await;
                 Ok(Err(rejection))
             }

@@ -163,4 +163,52 @@ pub struct DeviceView {
     /// Latest state; absent until the device has reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<DeviceState>,
+    /// Whether the device is connected, from its MQTT status topic; absent
+    /// until the device (or its last will) has said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<Presence>,
+}
+
+/// A device's connection status, from its retained MQTT status topic
+/// `ioc/v1/{kind}/{device}/status` (payload `online` or `offline`; devices
+/// set `offline` as their last will, so the broker publishes it when the
+/// connection drops).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    /// Connected to the broker.
+    Online,
+    /// Disconnected: said so, or its last will was published.
+    Offline,
+}
+
+impl PresenceStatus {
+    /// `online` or `offline`, as on the status topic.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PresenceStatus::Online => "online",
+            PresenceStatus::Offline => "offline",
+        }
+    }
+}
+
+/// A device's connection status and when it was received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Presence {
+    /// Online or offline.
+    pub status: PresenceStatus,
+    /// When the processor received this status. MQTT carries no time, so
+    /// for a retained status this is when the processor subscribed, not
+    /// when the device changed.
+    pub received: Timestamp,
+}
+
+/// A device's presence changed (an entry of a live `delta`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PresenceChange {
+    /// Device id.
+    pub device: String,
+    /// The new presence.
+    #[serde(flatten)]
+    pub presence: Presence,
 }

@@ -28,7 +28,10 @@ pub mod reject;
 pub mod time;
 
 pub use alert::{Alert, AlertStatus, Evidence, Severity};
-pub use device::{AreaLevel, AreaRef, DeviceInfo, DeviceKind, DeviceState, DeviceView, Thresholds};
+pub use device::{
+    AreaLevel, AreaRef, DeviceInfo, DeviceKind, DeviceState, DeviceView, Presence, PresenceChange,
+    PresenceStatus, Thresholds,
+};
 pub use envelope::{
     Body, Camera, CameraEvent, Envelope, EnvelopeV1, Hydrology, Limits, Traffic, VehicleCounts,
 };

@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::Alert;
-use crate::device::{DeviceState, DeviceView};
+use crate::device::{DeviceState, DeviceView, PresenceChange};
 
 /// A message from the server on `/api/v1/live`. Every message has a `type`.
 ///
@@ -33,6 +33,9 @@ pub enum LiveMessage {
         /// Alerts that opened, changed level or resolved.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         alerts: Vec<Alert>,
+        /// Devices whose connection status changed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        presence: Vec<PresenceChange>,
     },
 }
 
@@ -43,4 +46,6 @@ pub enum EngineOutput {
     Device(DeviceState),
     /// An alert opened, changed or resolved.
     Alert(Alert),
+    /// A device came online or went offline (from ingest, not the dataflow).
+    Presence(PresenceChange),
 }

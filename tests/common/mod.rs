@@ -159,12 +159,18 @@ pub struct Device {
 
 impl Device {
     pub async fn connect(port: u16) -> Device {
+        Device::connect_with(port, |_| {}).await
+    }
+
+    /// A device whose options `tune` adjusts (e.g. to set a last will).
+    pub async fn connect_with(port: u16, tune: impl FnOnce(&mut MqttOptions)) -> Device {
         let mut o = MqttOptions::new(format!("device-{}", free_port()), "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(10));
         o.set_max_packet_size(1 << 20, 1 << 20);
         // Like a real gauge: keep the session and retransmit what the
         // broker had not acknowledged when the connection comes back.
         o.set_clean_session(false);
+        tune(&mut o);
         let (client, mut eventloop) = AsyncClient::new(o, 64);
         let task = tokio::spawn(async move {
             loop {
@@ -484,7 +490,7 @@ impl Pipeline {
             rx.iter()
                 .filter_map(|o| match o {
                     EngineOutput::Device(d) => Some((d.device, d.seq)),
-                    EngineOutput::Alert(_) => None,
+                    EngineOutput::Alert(_) | EngineOutput::Presence(_) => None,
                 })
                 .collect()
         });

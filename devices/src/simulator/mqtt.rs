@@ -15,6 +15,12 @@ pub fn telemetry_topic(kind: ioc_schemas::DeviceKind, device: &str) -> String {
     format!("ioc/v1/{kind}/{device}/telemetry")
 }
 
+/// The presence topic of a device: `ioc/v1/{kind}/{device}/status`, where
+/// it keeps a retained `online` or `offline` (the latter as its last will).
+pub fn status_topic(kind: ioc_schemas::DeviceKind, device: &str) -> String {
+    format!("ioc/v1/{kind}/{device}/status")
+}
+
 /// Splits `mqtt://host:port` (or `tcp://`, or a bare `host:port`; default
 /// port 1883) or `mqtts://host:port` (TLS; default port 8883) into host and
 /// port.
@@ -57,23 +63,27 @@ pub async fn publish(
     options.set_keep_alive(Duration::from_secs(15));
     options.set_inflight(200);
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    // The poller outlives `cancel` until the last statuses and the
+    // disconnect have gone out (or `done` gives up on them).
+    let done = CancellationToken::new();
     let poller = {
-        let cancel = cancel.clone();
+        let done = done.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
                 tokio::select! {
-                    () = cancel.cancelled() => break,
+                    () = done.cancelled() => break,
                     event = eventloop.poll() => match event {
                         Ok(Event::Incoming(rumqttc::Incoming::ConnAck(_))) => {
                             backoff = Duration::from_millis(100);
                             debug!("simulator connected");
                         }
+                        Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
                         Ok(_) => {}
                         Err(e) => {
                             warn!(error = %e, "simulator lost the broker; retrying in {backoff:?}");
                             tokio::select! {
-                                () = cancel.cancelled() => break,
+                                () = done.cancelled() => break,
                                 () = tokio::time::sleep(backoff) => {}
                             }
                             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -90,6 +100,32 @@ pub async fn publish(
         devices = sim.registry().devices().len(),
         "simulator publishing"
     );
+    // The simulated devices share one connection, so one last will cannot
+    // speak for each; they announce themselves and sign off explicitly.
+    let status_topics: Vec<String> = sim
+        .registry()
+        .devices()
+        .iter()
+        .map(|d| status_topic(d.kind, &d.id))
+        .collect();
+    let statuses = |status: &'static str| {
+        let (client, topics) = (client.clone(), &status_topics);
+        async move {
+            for topic in topics {
+                if client
+                    .publish(topic.as_str(), QoS::AtLeastOnce, true, status)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        () = statuses("online") => {}
+    }
     let tick = Duration::from_millis(10);
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -119,9 +155,13 @@ pub async fn publish(
             sent += 1;
         }
     }
-    let _ = client.disconnect().await;
-    cancel.cancel();
-    let _ = poller.await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        statuses("offline").await;
+        let _ = client.disconnect().await;
+    })
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), poller).await;
+    done.cancel();
     info!(sent, "simulator stopped");
     sent
 }

@@ -11,16 +11,15 @@
 use std::time::Duration;
 
 use ioc_schemas::Timestamp;
-use rumqttc::{
-    AsyncClient, Event, EventLoop, Incoming, MqttOptions, NetworkOptions, Publish, QoS,
-    SubscribeFilter, Transport,
-};
+use rumqttc::Transport;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::config::MqttSourceConfig;
+use super::protocol::{self, Client, Delivery, EventLoop, Polled};
 use crate::deadletter::Origin;
+use crate::decode::parse_status_topic;
 use crate::pipeline::Ingestor;
 
 /// A configured MQTT source, ready to run.
@@ -29,59 +28,51 @@ pub struct MqttSource {
     ingestor: Ingestor,
 }
 
-fn qos(level: u8) -> QoS {
-    if level == 0 {
-        QoS::AtMostOnce
-    } else {
-        QoS::AtLeastOnce
-    }
-}
-
 impl MqttSource {
     /// A source from its configuration.
     pub fn new(config: MqttSourceConfig, ingestor: Ingestor) -> Self {
         MqttSource { config, ingestor }
     }
 
-    fn options(&self) -> MqttOptions {
+    fn options(&self) -> protocol::Options {
         let c = &self.config;
         // An invalid URL is reported by configuration validation before start.
         let (host, port) = c.endpoint().unwrap_or_else(|_| ("127.0.0.1".into(), 1883));
-        let mut o = MqttOptions::new(&c.client_id, host, port);
-        o.set_keep_alive(c.keep_alive)
-            .set_clean_session(!c.persistent_session)
-            .set_manual_acks(true)
-            .set_max_packet_size(c.max_packet_bytes, c.max_packet_bytes);
-        if let Some(user) = &c.username {
-            o.set_credentials(user, c.password.clone().unwrap_or_default());
-        }
-        if c.tls() {
-            match tls_connector(c) {
-                Ok(connector) => {
-                    o.set_transport(Transport::tls_with_config(connector.into()));
-                }
-                // Files are checked by configuration validation; a bad one
-                // here is logged and the connection attempts will fail.
-                Err(e) => warn!(error = %e, "cannot set up MQTT TLS"),
+        let transport = c.tls().then(|| match tls_connector(c) {
+            Ok(connector) => Transport::tls_with_config(connector.into()),
+            // Files are checked by configuration validation; a bad one here
+            // is logged and the connection attempts will fail.
+            Err(e) => {
+                warn!(error = %e, "cannot set up MQTT TLS");
+                Transport::tls_with_config(rumqttc::TlsConfiguration::Native)
             }
+        });
+        protocol::Options {
+            host,
+            port,
+            transport,
         }
-        o
     }
 
     /// Runs until `cancel` fires, then disconnects.
     pub async fn run(self, cancel: CancellationToken) {
-        let (client, mut eventloop) = AsyncClient::new(self.options(), 256);
-        let mut net = NetworkOptions::new();
-        net.set_tcp_nodelay(true);
-        eventloop.set_network_options(net);
-        let (tx, rx) = mpsc::channel::<Publish>(1024);
+        let (client, mut eventloop) = protocol::connect(&self.config, self.options());
+        let (tx, rx) = mpsc::channel::<Delivery>(1024);
         let handler = tokio::spawn(handle(rx, client.clone(), self.ingestor));
-        info!(url = %self.config.url, topics = ?self.config.topics, "MQTT source starting");
-        let filters: Vec<_> = self
+        info!(
+            url = %self.config.url,
+            protocol = self.config.protocol.as_str(),
+            topics = ?self.config.topics,
+            presence = ?self.config.presence_topics,
+            "MQTT source starting"
+        );
+        let qos = self.config.qos;
+        let filters: Vec<(String, u8)> = self
             .config
             .topics
             .iter()
-            .map(|t| SubscribeFilter::new(t.clone(), qos(self.config.qos)))
+            .chain(&self.config.presence_topics)
+            .map(|t| (t.clone(), qos))
             .collect();
         connection(
             &mut eventloop,
@@ -95,15 +86,8 @@ impl MqttSource {
         // Stop taking messages, let the handler finish what it holds, then leave.
         drop(tx);
         let _ = handler.await;
-        let _ = client.try_disconnect();
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while let Ok(ev) = eventloop.poll().await {
-                if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                    break;
-                }
-            }
-        })
-        .await;
+        client.disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.flush_disconnect()).await;
         info!("MQTT source stopped");
     }
 }
@@ -129,9 +113,9 @@ fn tls_connector(c: &MqttSourceConfig) -> Result<native_tls::TlsConnector, Strin
 
 async fn connection(
     eventloop: &mut EventLoop,
-    client: &AsyncClient,
-    filters: &[SubscribeFilter],
-    tx: &mpsc::Sender<Publish>,
+    client: &Client,
+    filters: &[(String, u8)],
+    tx: &mpsc::Sender<Delivery>,
     max_backoff: Duration,
     cancel: &CancellationToken,
 ) {
@@ -143,33 +127,24 @@ async fn connection(
             event = eventloop.poll() => event,
         };
         match event {
-            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
-                info!(
-                    session_present = ack.session_present,
-                    "connected to the MQTT broker"
-                );
+            Ok(Polled::Connected { session_present }) => {
+                info!(session_present, "connected to the MQTT broker");
                 backoff = Duration::from_millis(200);
                 attempt = 0;
-                if let Err(e) = client.try_subscribe_many(filters.iter().cloned()) {
+                if let Err(e) = client.subscribe(filters) {
                     warn!(error = %e, "cannot subscribe");
                 }
             }
-            Ok(Event::Incoming(Incoming::Publish(p))) => {
+            Ok(Polled::Message(p)) => {
                 tokio::select! {
                     () = cancel.cancelled() => return,
                     r = tx.send(p) => if r.is_err() { return },
                 }
             }
-            Ok(Event::Incoming(Incoming::SubAck(ack))) => {
-                if ack
-                    .return_codes
-                    .iter()
-                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                {
-                    warn!(?ack, "the broker refused a subscription");
-                }
+            Ok(Polled::SubscriptionRefused(codes)) => {
+                warn!(%codes, "the broker refused a subscription");
             }
-            Ok(_) => {}
+            Ok(Polled::Other) => {}
             Err(e) => {
                 attempt += 1;
                 // Full jitter: a random wait up to the current backoff.
@@ -190,14 +165,19 @@ async fn connection(
     }
 }
 
-async fn handle(mut rx: mpsc::Receiver<Publish>, client: AsyncClient, ingestor: Ingestor) {
+async fn handle(mut rx: mpsc::Receiver<Delivery>, client: Client, ingestor: Ingestor) {
     while let Some(p) = rx.recv().await {
-        let origin = Origin::Mqtt { topic: &p.topic };
-        if ingestor.submit(origin, &p.payload).await.is_err() {
+        let topic = p.topic();
+        let handled = if parse_status_topic(topic).is_some() {
+            ingestor.submit_presence(topic, p.payload()).await
+        } else {
+            ingestor.submit(Origin::Mqtt { topic }, p.payload()).await
+        };
+        if handled.is_err() {
             debug!("engine closed; leaving the message unacknowledged for redelivery");
             return;
         }
-        if p.qos != QoS::AtMostOnce && client.ack(&p).await.is_err() {
+        if client.ack(&p).await.is_err() {
             return;
         }
     }
