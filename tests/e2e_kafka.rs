@@ -1,6 +1,7 @@
 //! The Kafka source against a real Kafka-protocol broker (Tansu): several
 //! partitions, restart from committed offsets, a rebalance between two
-//! consumers of one group, and dead letters on a Kafka topic.
+//! consumers of one group, dead letters on a Kafka topic, and a broker that
+//! requires SASL/SCRAM authentication.
 
 #![allow(clippy::unwrap_used)]
 
@@ -200,4 +201,36 @@ async fn two_consumers_in_one_group_split_the_partitions_and_lose_nothing_across
     // flight when the partitions moved.
     let again = processed.len() - unique.len();
     assert!(again <= 100, "{again} records processed twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticates_with_sasl_scram_and_is_refused_with_a_wrong_password() {
+    let tansu = Tansu::start_with_user("ioc", "river-secret");
+    tansu.create_topic("ioc.telemetry", 1).await;
+    tansu.create_topic("ioc.deadletter", 1).await;
+    tansu.produce("ioc.telemetry", &readings(&RIVERS[..2], 1..=10, 1));
+    let mut config = test_config(format!("mqtt://127.0.0.1:{}", free_port()), false);
+    config.mqtt.enabled = false;
+    config.kafka = KafkaConfig {
+        security_protocol: Some("sasl_plaintext".into()),
+        sasl_mechanism: Some("SCRAM-SHA-512".into()),
+        sasl_username: Some("ioc".into()),
+        sasl_password: Some("not-the-password".into()),
+        ..kafka_config(&tansu, "ioc-sasl")
+    };
+
+    // A wrong password gets nothing.
+    let running = ioc::app::start(config.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(running.ingest_stats.received_count(), 0);
+    running.shutdown().await.unwrap();
+
+    config.kafka.sasl_password = Some("river-secret".into());
+    let running = ioc::app::start(config).await.unwrap();
+    let stats = running.ingest_stats.clone();
+    wait_for("20 readings over SASL/SCRAM", 60, || {
+        stats.accepted_count() == 20
+    })
+    .await;
+    running.shutdown().await.unwrap();
 }

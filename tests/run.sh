@@ -5,6 +5,8 @@
 # mosquitto, chromium, and the headers librdkafka builds against; from
 # crates.io: the Tansu Kafka broker), then checks formatting and lints and
 # runs every test. Tests start their own brokers on free loopback ports.
+# Then fuzzes the telemetry decoder for IOC_FUZZ_SECONDS (default 60; 0
+# skips) with cargo-fuzz (installed from crates.io if absent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,8 +16,8 @@ installed() { dpkg -s "$1" >/dev/null 2>&1; }
 packages=()
 have mosquitto || packages+=(mosquitto)
 have chromium || packages+=(chromium)
-# librdkafka (built from source by rdkafka-sys) needs these.
-for p in libssl-dev zlib1g-dev pkg-config make; do
+# librdkafka (built from source by rdkafka-sys) needs these; libFuzzer, g++.
+for p in libssl-dev zlib1g-dev pkg-config make g++; do
   installed "$p" || packages+=("$p")
 done
 if [ ${#packages[@]} -gt 0 ]; then
@@ -41,4 +43,15 @@ status=0
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "\nworkspace: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
+
+fuzz_seconds="${IOC_FUZZ_SECONDS:-60}"
+if [ "$status" -eq 0 ] && [ "$fuzz_seconds" -gt 0 ]; then
+  if fuzz/run.sh "$fuzz_seconds" >"$log" 2>&1; then
+    echo "fuzz: $(grep -o 'Done [0-9]* runs in [0-9]* second(s)' "$log"), no crash"
+  else
+    tail -60 "$log"
+    echo "fuzz: the decoder failed on an input; it is in fuzz/artifacts/decode/ (replay: cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run decode <file>)"
+    status=1
+  fi
+fi
 exit "$status"

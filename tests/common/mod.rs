@@ -336,11 +336,14 @@ pub async fn get_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Val
 pub struct Tansu {
     child: Child,
     pub port: u16,
+    _dir: Option<tempfile::TempDir>,
+    /// SASL/SCRAM-SHA-512 user and password the helpers connect with, when
+    /// the broker requires authentication.
+    pub user: Option<(String, String)>,
 }
 
-impl Tansu {
-    pub fn start() -> Tansu {
-        let binary = std::env::var_os("HOME")
+fn tansu_binary() -> std::path::PathBuf {
+    std::env::var_os("HOME")
             .map(|h| std::path::Path::new(&h).join(".cargo/bin/tansu"))
             .filter(|p| p.exists())
             .or_else(|| {
@@ -350,10 +353,45 @@ impl Tansu {
             })
             .unwrap_or_else(|| {
                 panic!("tansu is not installed: run tests/run.sh (it runs `cargo install --locked tansu --features dynostore,libsql`)")
-            });
+            })
+}
+
+impl Tansu {
+    pub fn start() -> Tansu {
+        Tansu::spawn_in(&std::env::temp_dir(), "memory://tansu/", false, free_port())
+    }
+
+    /// A broker that requires SASL authentication, with one SCRAM-SHA-512
+    /// user. Tansu's user command does not authenticate, so the user is
+    /// created while the broker is open, then the broker restarts on the
+    /// same (SQLite) storage with authentication required.
+    pub fn start_with_user(user: &str, password: &str) -> Tansu {
+        let dir = tempfile::tempdir().unwrap();
+        // Tansu reads a sqlite:// path relative to its working directory.
+        let storage = "sqlite://tansu.db";
         let port = free_port();
+        let mut open = Tansu::spawn_in(dir.path(), storage, false, port);
+        let status = Command::new(tansu_binary())
+            .args(["user", "create", "--mechanism", "scram512", "--broker"])
+            .arg(format!("tcp://127.0.0.1:{port}"))
+            .args([user, password])
+            .stdout(Stdio::null())
+            .status()
+            .expect("cannot run tansu user create");
+        assert!(status.success(), "tansu user create failed");
+        let _ = open.child.kill();
+        let _ = open.child.wait();
+        let mut t = Tansu::spawn_in(dir.path(), storage, true, port);
+        t.user = Some((user.into(), password.into()));
+        t._dir = Some(dir);
+        t
+    }
+
+    fn spawn_in(dir: &std::path::Path, storage: &str, authentication: bool, port: u16) -> Tansu {
         let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(binary)
+        let mut command = Command::new(tansu_binary());
+        command
+            .current_dir(dir)
             .args([
                 "broker",
                 "--listener-url",
@@ -361,27 +399,46 @@ impl Tansu {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", storage]);
+        if authentication {
+            command.arg("--authentication");
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("cannot start tansu");
         wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), "tansu");
-        Tansu { child, port }
+        Tansu {
+            child,
+            port,
+            _dir: None,
+            user: None,
+        }
     }
 
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// A client configuration for this broker (with its SASL user, if any).
+    fn client(&self) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", self.bootstrap());
+        if let Some((user, password)) = &self.user {
+            c.set("security.protocol", "sasl_plaintext")
+                .set("sasl.mechanism", "SCRAM-SHA-512")
+                .set("sasl.username", user)
+                .set("sasl.password", password);
+        }
+        c
+    }
+
     /// Creates a topic with `partitions` partitions.
     pub async fn create_topic(&self, name: &str, partitions: i32) {
         use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
         let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-            rdkafka::ClientConfig::new()
-                .set("bootstrap.servers", self.bootstrap())
-                .create()
-                .unwrap();
+            self.client().create().unwrap();
         let results = admin
             .create_topics(
                 &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
@@ -397,11 +454,7 @@ impl Tansu {
     /// Produces `(partition, key, value)` records and waits for every acknowledgement.
     pub fn produce(&self, topic: &str, records: &[(i32, Option<&str>, Vec<u8>)]) {
         use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-        let producer: BaseProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .set("linger.ms", "5")
-            .create()
-            .unwrap();
+        let producer: BaseProducer = self.client().set("linger.ms", "5").create().unwrap();
         for (partition, key, value) in records {
             let mut r = BaseRecord::to(topic).partition(*partition).payload(value);
             if let Some(k) = key {
@@ -431,8 +484,8 @@ impl Tansu {
     pub fn read_all(&self, topic: &str, expected: usize) -> Vec<Vec<u8>> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::message::Message;
-        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
+        let consumer: BaseConsumer = self
+            .client()
             .set("group.id", format!("reader-{}", free_port()))
             .set("auto.offset.reset", "earliest")
             .create()
