@@ -63,6 +63,9 @@ pub async fn publish(
     options.set_keep_alive(Duration::from_secs(15));
     options.set_inflight(200);
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
     // The poller outlives `cancel` until the last statuses and the
     // disconnect have gone out (or `done` gives up on them).
     let done = CancellationToken::new();

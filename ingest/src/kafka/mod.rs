@@ -112,6 +112,8 @@ impl KafkaConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers)
             .set("client.id", &self.client_id)
+            // TCP_NODELAY: Nagle's algorithm would hold small requests back.
+            .set("socket.nagle.disable", "true")
             .set(
                 "statistics.interval.ms",
                 self.statistics_interval.as_millis().to_string(),

@@ -30,12 +30,13 @@ impl ClientContext for Context {
                     ("partition", partition.to_string()),
                 ];
                 metrics::gauge!("ioc_kafka_consumer_lag", &labels).set(p.consumer_lag as f64);
-                metrics::gauge!("ioc_kafka_fetched_messages", &labels).set(p.rxmsgs as f64);
+                // Counters, so that `rate()` gives the fetch rate per partition.
+                metrics::counter!("ioc_kafka_fetched_messages_total", &labels).absolute(p.rxmsgs);
+                metrics::counter!("ioc_kafka_fetched_bytes_total", &labels).absolute(p.rxbytes);
                 metrics::gauge!("ioc_kafka_committed_offset", &labels)
                     .set(p.committed_offset as f64);
             }
         }
-        metrics::gauge!("ioc_kafka_fetched_messages_total").set(s.rxmsgs as f64);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
