@@ -23,15 +23,6 @@ use ioc_ingest::deadletter::{DeadLetterConfig, FileSink};
 use ioc_ingest::kafka::KafkaConfig;
 use ioc_schemas::Timestamp;
 
-fn arg(n: usize, default: usize) -> usize {
-    std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .nth(n)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(default)
-}
-
 /// CPU seconds used by the thread named `name` in this process (Linux).
 fn thread_cpu_seconds(name: &str) -> Option<f64> {
     let tick = 100.0; // USER_HZ on Linux
@@ -51,9 +42,9 @@ fn thread_cpu_seconds(name: &str) -> Option<f64> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() {
-    let records = arg(0, 1_000_000);
-    let devices = arg(1, 10_000);
-    let partitions = arg(2, 4) as i32;
+    let records: usize = common::arg(0, 1_000_000);
+    let devices: usize = common::arg(1, 10_000);
+    let partitions: i32 = common::arg(2, 4);
     let tansu = common::Tansu::start();
     tansu.create_topic("ioc.telemetry", partitions).await;
 

@@ -89,6 +89,10 @@ pub struct CatalogueConfig {
     /// Administrative areas GeoJSON file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub areas: Option<PathBuf>,
+    /// Load tests: the demo catalogue replicated to this many devices
+    /// (copies get ids `{id}~{k}`), instead of the files or the demo.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale: Option<usize>,
 }
 
 /// Built-in simulator settings.
@@ -288,6 +292,9 @@ impl Config {
 
     /// The registry this configuration names.
     pub fn registry(&self) -> anyhow::Result<std::sync::Arc<ioc_devices::Registry>> {
+        if let Some(n) = self.catalogue.scale {
+            return Ok(ioc_devices::Registry::sonla_scaled(n));
+        }
         match (&self.catalogue.devices, &self.catalogue.areas) {
             (Some(d), Some(a)) => {
                 let devices = std::fs::read_to_string(d)

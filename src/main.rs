@@ -67,6 +67,29 @@ enum Command {
         #[arg(long)]
         flood_target: Option<String>,
     },
+    /// Load test: publish simulated readings of a scaled catalogue over
+    /// MQTT at a fixed rate (or as fast as possible) for a set time. Run
+    /// the processor with `catalogue.scale` set to the same device count.
+    Loadgen {
+        /// Broker URL, e.g. mqtt://127.0.0.1:1883.
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        /// Devices (the demo catalogue replicated to this many).
+        #[arg(long, default_value_t = 100_000)]
+        devices: usize,
+        /// Readings per second over all devices; 0 = as fast as possible.
+        #[arg(long, default_value_t = 10_000.0)]
+        rate: f64,
+        /// Seconds to send for.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// MQTT QoS: 0 or 1.
+        #[arg(long, default_value_t = 1)]
+        qos: u8,
+        /// MQTT connections to spread the devices over.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+    },
     /// Read and replay dead letters (rejected messages).
     Deadletter {
         #[command(subcommand)]
@@ -303,6 +326,36 @@ async fn main() -> anyhow::Result<()> {
             duration,
             flood_target,
         }) => simulate(broker, scenario, rate, seed, duration, flood_target).await,
+        Some(Command::Loadgen {
+            broker,
+            devices,
+            rate,
+            duration,
+            qos,
+            connections,
+        }) => {
+            let (host, port) = ioc_devices::simulator::mqtt::parse_broker_url(&broker)
+                .map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(qos <= 1, "--qos is 0 or 1");
+            let spec = ioc_devices::loadgen::LoadSpec {
+                rate,
+                duration: Duration::from_secs(duration),
+                qos,
+                connections,
+                ..Default::default()
+            };
+            let report = ioc_devices::loadgen::mqtt(
+                Registry::sonla_scaled(devices),
+                &host,
+                port,
+                &spec,
+                None,
+                CancellationToken::new(),
+            )
+            .await;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
         Some(Command::Deadletter { action }) => deadletter(action, &cli.run).await,
     }
 }

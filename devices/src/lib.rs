@@ -17,6 +17,7 @@
 
 pub mod areas;
 pub mod catalogue;
+pub mod loadgen;
 pub mod noise;
 pub mod registry;
 pub mod simulator;

@@ -21,6 +21,16 @@ pub fn free_port() -> u16 {
         .expect("no free loopback port")
 }
 
+/// The `n`th positional command-line argument (benchmarks), or `default`.
+pub fn arg<T: std::str::FromStr>(n: usize, default: T) -> T {
+    std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .nth(n)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Waits until something accepts TCP connections at `addr`.
 pub fn wait_for_port(addr: SocketAddr, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -7,6 +7,9 @@
 //! source that surface once, so the connection and handler loops are
 //! written once for both versions.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
 use rumqttc::v5;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet};
@@ -53,6 +56,23 @@ impl Delivery {
         }
     }
 
+    /// What acknowledging needs (packet id and QoS), without the payload.
+    fn ack_token(&self) -> Delivery {
+        match self {
+            Delivery::V4(p) => Delivery::V4(rumqttc::Publish {
+                topic: String::new(),
+                payload: Bytes::new(),
+                ..p.clone()
+            }),
+            Delivery::V5(p) => Delivery::V5(v5::mqttbytes::v5::Publish {
+                topic: Bytes::new(),
+                payload: Bytes::new(),
+                properties: None,
+                ..p.clone()
+            }),
+        }
+    }
+
     /// Whether the broker expects an acknowledgement (QoS 1).
     fn needs_ack(&self) -> bool {
         match self {
@@ -75,6 +95,34 @@ pub(crate) enum EventLoop {
     V5(Box<v5::EventLoop>),
 }
 
+/// Messages between the connection task and the handler.
+pub(crate) const HANDOFF: usize = 1024;
+
+/// Requests (acks, subscribes) the client may queue for the event loop.
+const REQUESTS: usize = 4096;
+
+/// Acknowledgements the client's request queue could not take yet.
+///
+/// rumqttc's event loop takes one request per turn but reads up to ten
+/// packets from the socket per turn, so under load acks pile up in its
+/// request queue. If the handler waited for room there, it would stop
+/// draining the hand-off, the connection task would stop polling the event
+/// loop (which is what empties the request queue), and everything would
+/// stop: a deadlock, seen at 50 000 QoS 1 readings/s. So the handler never
+/// waits: an ack that does not fit waits here, and the connection task
+/// moves it on after each turn of the event loop. The broker's in-flight
+/// window bounds how many can wait.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AckBacklog(Arc<Mutex<VecDeque<Delivery>>>);
+
+impl AckBacklog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Delivery>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// A client and its event loop for `options` in the configured version.
 pub(crate) fn connect(c: &MqttSourceConfig, base: Options) -> (Client, EventLoop) {
     let mut net = NetworkOptions::new();
@@ -92,7 +140,7 @@ pub(crate) fn connect(c: &MqttSourceConfig, base: Options) -> (Client, EventLoop
             if let Some(t) = base.transport {
                 o.set_transport(t);
             }
-            let (client, mut eventloop) = rumqttc::AsyncClient::new(o, 256);
+            let (client, mut eventloop) = rumqttc::AsyncClient::new(o, REQUESTS);
             eventloop.set_network_options(net);
             (Client::V4(client), EventLoop::V4(Box::new(eventloop)))
         }
@@ -116,7 +164,7 @@ pub(crate) fn connect(c: &MqttSourceConfig, base: Options) -> (Client, EventLoop
             if let Some(t) = base.transport {
                 o.set_transport(t);
             }
-            let (client, eventloop) = v5::AsyncClient::new(o, 256);
+            let (client, eventloop) = v5::AsyncClient::new(o, REQUESTS);
             (Client::V5(client), EventLoop::V5(Box::new(eventloop)))
         }
     }
@@ -160,15 +208,36 @@ impl Client {
         }
     }
 
-    /// Acknowledges a message if its QoS asks for it.
-    pub(crate) async fn ack(&self, d: &Delivery) -> Result<(), String> {
+    /// Queues the acknowledgement of a message (if its QoS asks for one)
+    /// without waiting; when the request queue is full it waits in `backlog`.
+    pub(crate) fn ack(&self, d: &Delivery, backlog: &AckBacklog) {
         if !d.needs_ack() {
-            return Ok(());
+            return;
         }
+        let mut waiting = backlog.lock();
+        // Behind earlier waiting acks, or first if there is room.
+        if !waiting.is_empty() || !self.try_ack(d) {
+            waiting.push_back(d.ack_token());
+        }
+    }
+
+    /// Moves waiting acknowledgements into the request queue while it has room.
+    pub(crate) fn flush_acks(&self, backlog: &AckBacklog) {
+        let mut waiting = backlog.lock();
+        while let Some(d) = waiting.front() {
+            if !self.try_ack(d) {
+                break;
+            }
+            waiting.pop_front();
+        }
+    }
+
+    fn try_ack(&self, d: &Delivery) -> bool {
         match (self, d) {
-            (Client::V4(c), Delivery::V4(p)) => c.ack(p).await.map_err(|e| e.to_string()),
-            (Client::V5(c), Delivery::V5(p)) => c.ack(p).await.map_err(|e| e.to_string()),
-            _ => Err("a message from another connection".into()),
+            (Client::V4(c), Delivery::V4(p)) => c.try_ack(p).is_ok(),
+            (Client::V5(c), Delivery::V5(p)) => c.try_ack(p).is_ok(),
+            // Not ours to acknowledge: drop it.
+            _ => true,
         }
     }
 

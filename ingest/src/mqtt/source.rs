@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::config::MqttSourceConfig;
-use super::protocol::{self, Client, Delivery, EventLoop, Polled};
+use super::protocol::{self, AckBacklog, Client, Delivery, EventLoop, Polled};
 use crate::deadletter::Origin;
 use crate::decode::parse_status_topic;
 use crate::pipeline::Ingestor;
@@ -57,8 +57,9 @@ impl MqttSource {
     /// Runs until `cancel` fires, then disconnects.
     pub async fn run(self, cancel: CancellationToken) {
         let (client, mut eventloop) = protocol::connect(&self.config, self.options());
-        let (tx, rx) = mpsc::channel::<Delivery>(1024);
-        let handler = tokio::spawn(handle(rx, client.clone(), self.ingestor));
+        let (tx, rx) = mpsc::channel::<Delivery>(protocol::HANDOFF);
+        let backlog = AckBacklog::default();
+        let handler = tokio::spawn(handle(rx, client.clone(), backlog.clone(), self.ingestor));
         info!(
             url = %self.config.url,
             protocol = self.config.protocol.as_str(),
@@ -77,6 +78,7 @@ impl MqttSource {
         connection(
             &mut eventloop,
             &client,
+            &backlog,
             &filters,
             &tx,
             self.config.max_backoff,
@@ -114,6 +116,7 @@ fn tls_connector(c: &MqttSourceConfig) -> Result<native_tls::TlsConnector, Strin
 async fn connection(
     eventloop: &mut EventLoop,
     client: &Client,
+    backlog: &AckBacklog,
     filters: &[(String, u8)],
     tx: &mpsc::Sender<Delivery>,
     max_backoff: Duration,
@@ -126,6 +129,7 @@ async fn connection(
             () = cancel.cancelled() => return,
             event = eventloop.poll() => event,
         };
+        client.flush_acks(backlog);
         match event {
             Ok(Polled::Connected { session_present }) => {
                 info!(session_present, "connected to the MQTT broker");
@@ -165,7 +169,12 @@ async fn connection(
     }
 }
 
-async fn handle(mut rx: mpsc::Receiver<Delivery>, client: Client, ingestor: Ingestor) {
+async fn handle(
+    mut rx: mpsc::Receiver<Delivery>,
+    client: Client,
+    backlog: AckBacklog,
+    ingestor: Ingestor,
+) {
     while let Some(p) = rx.recv().await {
         let topic = p.topic();
         let handled = if parse_status_topic(topic).is_some() {
@@ -177,8 +186,6 @@ async fn handle(mut rx: mpsc::Receiver<Delivery>, client: Client, ingestor: Inge
             debug!("engine closed; leaving the message unacknowledged for redelivery");
             return;
         }
-        if client.ack(&p).await.is_err() {
-            return;
-        }
+        client.ack(&p, &backlog);
     }
 }

@@ -1,0 +1,352 @@
+//! MQTT end to end: load generator → Mosquitto → the `ioc` process → live
+//! WebSocket → latency probe, all on loopback, measured the same way every
+//! time.
+//!
+//! ```sh
+//! cargo bench --bench e2e_mqtt -- [RATE] [SECONDS] [DEVICES] [QOS]
+//! ```
+//!
+//! Defaults: 10000 readings/s for 20 s over 100000 devices, QoS 1; RATE 0
+//! sends as fast as the broker takes it. The harness starts Mosquitto on a
+//! free port (in-flight window 1000 and a deep queue, as a production
+//! broker for this load would be set), runs the release `ioc` binary as its
+//! own process (no simulator, no embedded broker, `catalogue.scale` =
+//! DEVICES), connects a WebSocket client to `/api/v1/live`, then sends.
+//!
+//! Latency is timed from the moment the load generator hands a reading to
+//! its MQTT client to the moment the WebSocket frame carrying that
+//! reading's state arrives, with the clock of this process (no clock skew).
+//! A device state superseded by a newer one in the same delta is
+//! `conflated` (the hub sends only the latest per device); anything else
+//! not seen is `missing`. The ioc process's RSS and CPU time are sampled
+//! from /proc every 250 ms. Prints a summary and writes JSON to
+//! `target/bench/e2e-mqtt.json` (or `$IOC_BENCH_OUT`).
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use ioc_devices::loadgen::{self, LoadSpec, Observer};
+use ioc_devices::{DeviceIndex, Registry};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+/// RSS in KiB and CPU seconds (user + system) of a process.
+fn sample(pid: u32) -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some((rss, ticks / 100.0))
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+/// Sends in flight: (device, seq) → when it was handed to the MQTT client.
+type Pending = Arc<Mutex<HashMap<(DeviceIndex, u64), Instant>>>;
+
+#[derive(Default)]
+struct Probe {
+    latencies_us: Vec<u64>,
+    /// Highest seq seen per device.
+    newest: HashMap<DeviceIndex, u64>,
+    frames: u64,
+    resyncs: u64,
+}
+
+async fn probe(
+    http: std::net::SocketAddr,
+    registry: Arc<Registry>,
+    pending: Pending,
+    ready: tokio::sync::oneshot::Sender<()>,
+    stop: CancellationToken,
+) -> Probe {
+    // The snapshot of a 100 000-device catalogue is tens of megabytes in
+    // one frame, beyond tungstenite's default limits.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(512 << 20))
+        .max_frame_size(Some(512 << 20));
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+        format!("ws://{http}/api/v1/live"),
+        Some(config),
+        true,
+    )
+    .await
+    .expect("WebSocket connect");
+    let mut out = Probe::default();
+    let mut ready = Some(ready);
+    loop {
+        let msg = tokio::select! {
+            () = stop.cancelled() => break,
+            m = ws.next() => m,
+        };
+        let Some(Ok(Message::Text(text))) = msg else {
+            if msg.is_none() {
+                break;
+            }
+            continue;
+        };
+        let arrived = Instant::now();
+        out.frames += 1;
+        let v: Value = serde_json::from_str(text.as_str()).unwrap();
+        if v["type"] == "snapshot" {
+            if let Some(r) = ready.take() {
+                let _ = r.send(());
+            } else {
+                out.resyncs += 1;
+            }
+            continue;
+        }
+        let Some(states) = v["devices"].as_array() else {
+            continue;
+        };
+        let mut pending = pending.lock().unwrap();
+        for s in states {
+            let (Some(id), Some(seq)) = (s["device"].as_str(), s["seq"].as_u64()) else {
+                continue;
+            };
+            let Some(index) = registry.lookup(id) else {
+                continue;
+            };
+            if let Some(sent) = pending.remove(&(index, seq)) {
+                out.latencies_us
+                    .push(arrived.duration_since(sent).as_micros() as u64);
+            }
+            let newest = out.newest.entry(index).or_default();
+            *newest = (*newest).max(seq);
+        }
+    }
+    out
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let rate = common::arg(0, 10_000.0);
+    let seconds = common::arg(1, 20.0);
+    let devices: usize = common::arg(2, 100_000);
+    let qos: u8 = common::arg(3, 1);
+
+    let broker = common::Mosquitto::start_with(|port, _| {
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+             max_inflight_messages 1000\nmax_queued_messages 10000000\n"
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = common::free_port();
+    let config = dir.path().join("ioc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nclient_id = \"ioc-bench\"\nqos = {qos}\n\
+             [embedded_broker]\nenabled = false\n[simulator]\nenabled = false\n\
+             [catalogue]\nscale = {devices}\n\
+             [dead_letter]\nfile = \"{}\"\n",
+            broker.port,
+            dir.path().join("dead-letters.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("ioc.log")).unwrap();
+    let mut ioc = Command::new(env!("CARGO_BIN_EXE_ioc"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("cannot start ioc");
+    let pid = ioc.id();
+    let http: std::net::SocketAddr = ([127, 0, 0, 1], http_port).into();
+    common::wait_for_port(http, "ioc");
+
+    let registry = Registry::sonla_scaled(devices);
+    let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+    let stop = CancellationToken::new();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let probe_task = tokio::spawn(probe(
+        http,
+        registry.clone(),
+        pending.clone(),
+        ready_tx,
+        stop.clone(),
+    ));
+    ready_rx.await.expect("no snapshot from /api/v1/live");
+    // Let the processor's MQTT subscription settle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let sampling = CancellationToken::new();
+    let sampler = {
+        let sampling = sampling.clone();
+        tokio::spawn(async move {
+            let (mut peak_kib, mut last) = (0u64, (0u64, 0.0f64));
+            while !sampling.is_cancelled() {
+                if let Some(s) = sample(pid) {
+                    peak_kib = peak_kib.max(s.0);
+                    last = s;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            (peak_kib, last)
+        })
+    };
+    let (rss_before_kib, cpu_before) = sample(pid).unwrap_or_default();
+    let observer: Observer = {
+        let pending = pending.clone();
+        Arc::new(move |device, seq| {
+            pending
+                .lock()
+                .unwrap()
+                .insert((device, seq), Instant::now());
+        })
+    };
+    let spec = LoadSpec {
+        rate,
+        duration: Duration::from_secs_f64(seconds),
+        qos,
+        ..LoadSpec::default()
+    };
+    let sent = loadgen::mqtt(
+        registry.clone(),
+        "127.0.0.1",
+        broker.port,
+        &spec,
+        Some(observer),
+        CancellationToken::new(),
+    )
+    .await;
+    // Wait for the tail to arrive (or give up after 20 s).
+    let drain_deadline = Instant::now() + Duration::from_secs(20);
+    while !pending.lock().unwrap().is_empty() && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, cpu_after) = sample(pid).unwrap_or_default();
+    sampling.cancel();
+    let (rss_peak_kib, _) = sampler.await.unwrap();
+    stop.cancel();
+    let probe = probe_task.await.unwrap();
+
+    let left = std::mem::take(&mut *pending.lock().unwrap());
+    let (mut conflated, mut missing) = (0u64, 0u64);
+    for (device, seq) in left.keys() {
+        if probe.newest.get(device).is_some_and(|n| n > seq) {
+            conflated += 1;
+        } else {
+            missing += 1;
+        }
+    }
+    let mut lat = probe.latencies_us.clone();
+    lat.sort_unstable();
+    let cpu = cpu_after - cpu_before;
+    let stats = common::get_json(http, "/api/v1/stats").await;
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let _ = ioc.wait();
+    let ioc_log = std::fs::read_to_string(dir.path().join("ioc.log")).unwrap_or_default();
+    let warnings: Vec<&str> = ioc_log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .take(20)
+        .collect();
+
+    let result = json!({
+        "benchmark": "e2e_mqtt",
+        "date": ioc_schemas::Timestamp::now(),
+        "machine": machine(),
+        "commit": commit(),
+        "load": {"rate": rate, "seconds": seconds, "devices": devices, "qos": qos},
+        "sent": sent,
+        "delivered": lat.len(),
+        "conflated": conflated,
+        "missing": missing,
+        "latency_ms": {
+            "p50": percentile(&lat, 0.5), "p90": percentile(&lat, 0.9),
+            "p99": percentile(&lat, 0.99), "p999": percentile(&lat, 0.999),
+            "max": lat.last().map_or(f64::NAN, |m| *m as f64 / 1000.0),
+        },
+        "ioc": {
+            "rss_before_mib": rss_before_kib as f64 / 1024.0,
+            "rss_peak_mib": rss_peak_kib as f64 / 1024.0,
+            "cpu_seconds": cpu,
+            "cpu_seconds_per_million": cpu / (sent.sent as f64 / 1e6),
+            "accepted": stats["ingest"]["accepted"],
+            "rejected": stats["ingest"]["rejected"],
+        },
+        "probe": {"frames": probe.frames, "resyncs": probe.resyncs},
+        "ioc_warnings": warnings,
+    });
+    let out = std::env::var_os("IOC_BENCH_OUT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/e2e-mqtt.json")
+        });
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&result).unwrap()).unwrap();
+    println!(
+        "e2e_mqtt: sent {} at {:.0}/s (QoS {qos}, {devices} devices); delivered {}, conflated {conflated}, missing {missing}\n\
+         latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n\
+         ioc: RSS peak {:.0} MiB, {:.1} CPU-s per million readings\n\
+         written to {}",
+        sent.sent,
+        sent.rate,
+        lat.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.9),
+        percentile(&lat, 0.99),
+        percentile(&lat, 0.999),
+        lat.last().map_or(f64::NAN, |m| *m as f64 / 1000.0),
+        rss_peak_kib as f64 / 1024.0,
+        cpu / (sent.sent as f64 / 1e6),
+        out.display()
+    );
+    drop(broker);
+}
+
+/// Cores and CPU model of this machine.
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned());
+    json!({
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "cpu": model,
+    })
+}
+
+/// The commit being measured, if this is a git checkout.
+fn commit() -> Option<String> {
+    let out = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
