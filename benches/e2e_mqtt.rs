@@ -262,8 +262,18 @@ async fn main() {
     lat.sort_unstable();
     let cpu = cpu_after - cpu_before;
     let stats = common::get_json(http, "/api/v1/stats").await;
+    // A clean stop, or a hard one if it does not stop within 10 s.
     let _ = Command::new("kill").arg(pid.to_string()).status();
-    let _ = ioc.wait();
+    let stopping = Instant::now();
+    while ioc.try_wait().ok().flatten().is_none() {
+        if stopping.elapsed() > Duration::from_secs(10) {
+            eprintln!("ioc did not stop within 10 s of SIGTERM; killing it");
+            let _ = ioc.kill();
+            let _ = ioc.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let ioc_log = std::fs::read_to_string(dir.path().join("ioc.log")).unwrap_or_default();
     let warnings: Vec<&str> = ioc_log
         .lines()
