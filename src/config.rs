@@ -233,6 +233,10 @@ impl Config {
             "simulator.rate: must be between 0 and 1000000 readings per second",
         );
         check(
+            self.catalogue.scale.is_none() || self.catalogue.devices.is_none(),
+            "catalogue.scale: replicates the built-in demo; do not set it with catalogue files",
+        );
+        check(
             self.catalogue.devices.is_some() == self.catalogue.areas.is_some(),
             "catalogue: set both devices and areas, or neither for the built-in Sơn La demo",
         );

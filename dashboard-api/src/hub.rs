@@ -32,6 +32,9 @@ struct HubState {
     seq: u64,
     states: Vec<Option<DeviceState>>,
     presence: Vec<Option<Presence>>,
+    /// Devices whose presence is known, and how many of them are online.
+    presence_known: usize,
+    presence_online: usize,
     open: BTreeMap<String, Alert>,
     resolved: VecDeque<Alert>,
 }
@@ -53,6 +56,8 @@ impl LiveHub {
                 seq: 0,
                 states: vec![None; registry.devices().len()],
                 presence: vec![None; registry.devices().len()],
+                presence_known: 0,
+                presence_online: 0,
                 open: BTreeMap::new(),
                 resolved: VecDeque::new(),
             }),
@@ -117,13 +122,17 @@ impl LiveHub {
                     let Some(i) = self.registry.lookup(&p.device) else {
                         continue;
                     };
-                    let slot = &mut st.presence[i as usize];
+                    let old = st.presence[i as usize].map(|old| old.status);
                     // A repeated status (a retained one seen again after a
                     // reconnect) is not a change.
-                    if slot.map(|old| old.status) == Some(p.presence.status) {
+                    if old == Some(p.presence.status) {
                         continue;
                     }
-                    *slot = Some(p.presence);
+                    let online = PresenceStatus::Online;
+                    st.presence_known += usize::from(old.is_none());
+                    st.presence_online += usize::from(p.presence.status == online);
+                    st.presence_online -= usize::from(old == Some(online));
+                    st.presence[i as usize] = Some(p.presence);
                     presence.retain(|q| q.device != p.device);
                     presence.push(p);
                 }
@@ -133,12 +142,7 @@ impl LiveHub {
             return;
         }
         if !presence.is_empty() {
-            let online = st
-                .presence
-                .iter()
-                .filter(|p| p.is_some_and(|p| p.status == PresenceStatus::Online))
-                .count();
-            let known = st.presence.iter().filter(|p| p.is_some()).count();
+            let (online, known) = (st.presence_online, st.presence_known);
             metrics::gauge!("ioc_devices_presence", "status" => "online").set(online as f64);
             metrics::gauge!("ioc_devices_presence", "status" => "offline")
                 .set((known - online) as f64);
@@ -306,5 +310,8 @@ mod tests {
         );
         let (snapshot, _) = hub.subscribe();
         assert!(snapshot.contains(r#""presence":{"status":"offline""#));
+        hub.apply(vec![presence("rain-to-hieu", PresenceStatus::Online, 4)]);
+        let st = hub.lock();
+        assert_eq!((st.presence_known, st.presence_online), (2, 1));
     }
 }

@@ -116,17 +116,18 @@ impl Ingestor {
         Ok(reading)
     }
 
-    /// Counts the message and decides: a reading for the engine, or a
-    /// rejection with its dead letter.
-    fn triage(
+    /// Counts the message and runs `check` on it: its result, or the
+    /// rejection with its dead letter (counted and logged).
+    fn triage<T>(
         &self,
         origin: &Origin<'_>,
         payload: &[u8],
-    ) -> Result<Reading, Box<(Rejection, DeadLetter)>> {
+        check: impl FnOnce(Timestamp) -> Result<T, Rejection>,
+    ) -> Result<T, Box<(Rejection, DeadLetter)>> {
         let source = origin.source();
         self.stats.received(source);
         let now = Timestamp::now();
-        self.check(origin, payload, now).map_err(|rejection| {
+        check(now).map_err(|rejection| {
             self.stats.rejected(source, &rejection);
             debug!(?origin, %rejection, "rejected message");
             let letter = DeadLetter::new(origin, rejection.clone(), payload, now);
@@ -142,7 +143,7 @@ impl Ingestor {
         origin: Origin<'_>,
         payload: &[u8],
     ) -> Result<Result<(), Rejection>, Closed> {
-        match self.triage(&origin, payload) {
+        match self.triage(&origin, payload, |now| self.check(&origin, payload, now)) {
             Ok(reading) => {
                 self.engine.send(reading).await?;
                 self.stats.accepted(origin.source());
@@ -165,23 +166,20 @@ impl Ingestor {
         payload: &[u8],
     ) -> Result<Result<(), Rejection>, Closed> {
         let origin = Origin::Mqtt { topic };
-        let source = origin.source();
-        self.stats.received(source);
-        let now = Timestamp::now();
-        match self.decoder.presence(topic, payload, now) {
+        match self.triage(&origin, payload, |now| {
+            self.decoder.presence(topic, payload, now)
+        }) {
             Ok(change) => {
                 if let (Some(change), Some(tx)) = (change, &self.presence) {
                     tx.send_async(EngineOutput::Presence(change))
                         .await
                         .map_err(|_| Closed)?;
                 }
-                self.stats.accepted(source);
+                self.stats.accepted(origin.source());
                 Ok(Ok(()))
             }
-            Err(rejection) => {
-                self.stats.rejected(source, &rejection);
-                debug!(?origin, %rejection, "rejected status message");
-                let letter = DeadLetter::new(&origin, rejection.clone(), payload, now);
+            Err(rejected) => {
+                let (rejection, letter) = *rejected;
                 self.dead_letters.send(letter).await;
                 Ok(Err(rejection))
             }
@@ -194,7 +192,7 @@ impl Ingestor {
         origin: Origin<'_>,
         payload: &[u8],
     ) -> Result<Result<(), Rejection>, Closed> {
-        match self.triage(&origin, payload) {
+        match self.triage(&origin, payload, |now| self.check(&origin, payload, now)) {
             Ok(reading) => {
                 self.engine.send_blocking(reading)?;
                 self.stats.accepted(origin.source());

@@ -8,6 +8,7 @@
 //! written once for both versions.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -113,11 +114,16 @@ const REQUESTS: usize = 4096;
 /// moves it on after each turn of the event loop. The broker's in-flight
 /// window bounds how many can wait.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct AckBacklog(Arc<Mutex<VecDeque<Delivery>>>);
+pub(crate) struct AckBacklog {
+    waiting: Arc<Mutex<VecDeque<Delivery>>>,
+    /// Whether `waiting` may hold anything, so the common case (nothing
+    /// waits) takes no lock on the per-message path.
+    any: Arc<AtomicBool>,
+}
 
 impl AckBacklog {
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Delivery>> {
-        self.0
+        self.waiting
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -214,22 +220,28 @@ impl Client {
         if !d.needs_ack() {
             return;
         }
-        let mut waiting = backlog.lock();
-        // Behind earlier waiting acks, or first if there is room.
-        if !waiting.is_empty() || !self.try_ack(d) {
+        // Acks may go out in any order (MQTT allows it).
+        if !self.try_ack(d) {
+            // Flag and queue change together under the lock.
+            let mut waiting = backlog.lock();
             waiting.push_back(d.ack_token());
+            backlog.any.store(true, Ordering::Release);
         }
     }
 
     /// Moves waiting acknowledgements into the request queue while it has room.
     pub(crate) fn flush_acks(&self, backlog: &AckBacklog) {
+        if !backlog.any.load(Ordering::Acquire) {
+            return;
+        }
         let mut waiting = backlog.lock();
         while let Some(d) = waiting.front() {
             if !self.try_ack(d) {
-                break;
+                return;
             }
             waiting.pop_front();
         }
+        backlog.any.store(false, Ordering::Release);
     }
 
     fn try_ack(&self, d: &Delivery) -> bool {
