@@ -284,8 +284,8 @@ async fn main() {
     let result = json!({
         "benchmark": "e2e_mqtt",
         "date": ioc_schemas::Timestamp::now(),
-        "machine": machine(),
-        "commit": commit(),
+        "machine": common::bench_machine(),
+        "commit": common::bench_commit(),
         "load": {"rate": rate, "seconds": seconds, "devices": devices, "qos": qos},
         "sent": sent,
         "delivered": lat.len(),
@@ -307,15 +307,7 @@ async fn main() {
         "probe": {"frames": probe.frames, "resyncs": probe.resyncs},
         "ioc_warnings": warnings,
     });
-    let out = std::env::var_os("IOC_BENCH_OUT")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/e2e-mqtt.json")
-        });
-    if let Some(parent) = out.parent() {
-        std::fs::create_dir_all(parent).unwrap();
-    }
-    std::fs::write(&out, serde_json::to_string_pretty(&result).unwrap()).unwrap();
+    let out = common::write_bench_result("e2e-mqtt", &result);
     println!(
         "e2e_mqtt: sent {} at {:.0}/s (QoS {qos}, {devices} devices); delivered {}, conflated {conflated}, missing {missing}\n\
          latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n\
@@ -334,29 +326,4 @@ async fn main() {
         out.display()
     );
     drop(broker);
-}
-
-/// Cores and CPU model of this machine.
-fn machine() -> Value {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned());
-    json!({
-        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
-        "cpu": model,
-    })
-}
-
-/// The commit being measured, if this is a git checkout.
-fn commit() -> Option<String> {
-    let out = Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Defaults: 1000000 records (~200 bytes each), 10000 devices, 4
-//! partitions. Prints one JSON line, with the CPU time of the source thread.
+//! partitions. Prints the result (with the CPU time of the source thread)
+//! and writes it to `target/bench/kafka-ingest.json` (or `$IOC_BENCH_OUT`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -22,23 +23,6 @@ use ioc_devices::{Registry, Scenario, Simulator};
 use ioc_ingest::deadletter::{DeadLetterConfig, FileSink};
 use ioc_ingest::kafka::KafkaConfig;
 use ioc_schemas::Timestamp;
-
-/// CPU seconds used by the thread named `name` in this process (Linux).
-fn thread_cpu_seconds(name: &str) -> Option<f64> {
-    let tick = 100.0; // USER_HZ on Linux
-    std::fs::read_dir("/proc/self/task")
-        .ok()?
-        .flatten()
-        .find_map(|t| {
-            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
-            (comm.trim() == name).then_some(())?;
-            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            let (utime, stime): (f64, f64) =
-                (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
-            Some((utime + stime) / tick)
-        })
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() {
@@ -95,13 +79,14 @@ async fn main() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = thread_cpu_seconds("ioc-kafka");
+    let cpu = common::threads_cpu_seconds("ioc-kafka");
     let first = first_at.unwrap_or_default().as_secs_f64();
     let outputs = pipeline.stop().len();
-    println!(
-        "{}",
-        serde_json::json!({
-            "bench": "kafka_ingest",
+    let result = serde_json::json!({
+            "benchmark": "kafka_ingest",
+            "date": Timestamp::now(),
+            "machine": common::bench_machine(),
+            "commit": common::bench_commit(),
             "records": records,
             "mean_record_bytes": bytes / records.max(1),
             "partitions": partitions,
@@ -111,11 +96,16 @@ async fn main() {
             "records_per_s": records as f64 / elapsed,
             "records_per_s_after_first": records as f64 / (elapsed - first),
             "source_thread_cpu_s": cpu,
-            "records_per_cpu_s": cpu.map(|c| records as f64 / c),
+            "records_per_cpu_s": records as f64 / cpu,
             "accepted": stats.accepted_count(),
             "rejected": stats.rejections(),
             "engine_outputs": outputs,
             "produce_s": produce_s,
-        })
+    });
+    let out = common::write_bench_result("kafka-ingest", &result);
+    println!(
+        "{}\nwritten to {}",
+        serde_json::to_string(&result).unwrap(),
+        out.display()
     );
 }

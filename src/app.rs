@@ -1,11 +1,12 @@
 //! Wiring: start every component in order, stop them in reverse.
 //!
-//! Start: registry → embedded broker → engine → live hub → dead-letter
-//! writer (file, or Kafka topic) → HTTP (with ingest) → Kafka source →
-//! MQTT source → simulator. Stop: HTTP ingest,
-//! simulator and sources first (the engine's inputs close), the engine
-//! drains, the hub takes its last outputs, then WebSockets are closed, the
-//! HTTP server stops and the dead-letter writer flushes.
+//! Start: registry → embedded broker → engine → time-series sink → live
+//! hub → dead-letter writer (file, or Kafka topic) → HTTP (with ingest) →
+//! Kafka source → MQTT source → simulator. Stop: HTTP ingest, simulator
+//! and sources first (the engine's inputs close), the engine drains, the
+//! hub takes its last outputs, then WebSockets are closed, the HTTP server
+//! stops, the dead-letter writer flushes and the time-series sink spools
+//! its last batch and writes what it can in `influx.shutdown_timeout`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -19,7 +20,8 @@ use ioc_ingest::kafka::{KafkaSink, KafkaSource};
 use ioc_ingest::mqtt::MqttSource;
 use ioc_ingest::{IngestStats, Ingestor};
 use ioc_processing::{Engine, EngineConfig, EngineStats};
-use ioc_schemas::Timestamp;
+use ioc_schemas::{EngineOutput, Timestamp};
+use ioc_timeseries::{Record, Sink, SinkStats};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -50,6 +52,9 @@ pub struct Running {
     pub engine_stats: Arc<EngineStats>,
     /// The dead-letter hand-off (for its counters).
     pub dead_letters: DeadLetters,
+    /// Time-series sink counters, when `influx.enabled`.
+    pub influx_stats: Option<Arc<SinkStats>>,
+    influx: Option<Sink>,
     sources: CancellationToken,
     http_ingest: Option<Arc<HttpIngest>>,
     dead_letter_writer: Writer,
@@ -97,8 +102,29 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let engine_stats = engine.stats();
     let engine = tokio::task::spawn_blocking(move || engine.join().map_err(anyhow::Error::from));
 
+    let (influx, influx_input) = if config.influx.enabled {
+        let (sink, input) = Sink::start(&config.influx, registry.clone())?;
+        (Some(sink), Some(input))
+    } else {
+        (None, None)
+    };
+    let influx_stats = influx.as_ref().map(Sink::stats);
+
     let hub = LiveHub::new(registry.clone());
-    let hub_task = tokio::spawn(ioc_dashboard_api::hub::run(hub.clone(), out_rx));
+    let alerts_to_influx = influx_input.clone();
+    let hub_task = tokio::spawn(ioc_dashboard_api::hub::run(
+        hub.clone(),
+        out_rx,
+        move |batch| {
+            if let Some(input) = &alerts_to_influx {
+                for output in batch {
+                    if let EngineOutput::Alert(a) = output {
+                        input.offer(Record::Alert(Box::new(a.clone())));
+                    }
+                }
+            }
+        },
+    ));
 
     let ingest_stats = Arc::new(IngestStats::default());
     let sink = FileSink::open(&config.dead_letter).with_context(|| {
@@ -116,13 +142,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Box::new(sink)
     };
     let (dead_letters, dead_letter_writer) = DeadLetters::start(sink);
-    let ingestor = Ingestor::new(
+    let mut ingestor = Ingestor::new(
         registry.clone(),
         config.limits(),
         input,
         dead_letters.clone(),
         ingest_stats.clone(),
     );
+    if let Some(input) = influx_input {
+        ingestor = ingestor.with_timeseries(input);
+    }
     let http_ingest = config.http_ingest.enabled.then(|| {
         Arc::new(HttpIngest::new(
             config.http_ingest.clone(),
@@ -142,10 +171,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let http_addr = listener.local_addr()?;
     let http = CancellationToken::new();
     let stats_fn = {
-        let (ingest, engine, dl) = (
+        let (ingest, engine, dl, influx) = (
             ingest_stats.clone(),
             engine_stats.clone(),
             dead_letters.clone(),
+            influx_stats.clone(),
         );
         Arc::new(move || {
             let rejected: serde_json::Map<_, _> = ingest
@@ -158,8 +188,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), json!(v)))
                 .collect();
+            let influx: Option<serde_json::Map<_, _>> = influx.as_ref().map(|s| {
+                s.snapshot()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), json!(v)))
+                    .collect()
+            });
             json!({
                 "ingest": {"received": ingest.received_count(), "accepted": ingest.accepted_count(), "rejected": rejected},
+                "influx": influx,
                 "engine": engine,
                 "dead_letters": {
                     "written": dl.stats().written.load(std::sync::atomic::Ordering::Relaxed),
@@ -211,6 +248,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ingest_stats,
         engine_stats,
         dead_letters,
+        influx_stats,
+        influx,
         sources,
         http_ingest,
         dead_letter_writer,
@@ -247,6 +286,10 @@ impl Running {
         drop(self.http_ingest);
         let writer = self.dead_letter_writer;
         tokio::task::spawn_blocking(move || writer.join()).await?;
+        if let Some(sink) = self.influx {
+            info!("flushing time series");
+            sink.shutdown().await;
+        }
         info!("stopped");
         Ok(())
     }

@@ -17,6 +17,7 @@ use ioc_ingest::deadletter::DeadLetterConfig;
 use ioc_ingest::http::HttpIngestConfig;
 use ioc_ingest::kafka::KafkaConfig;
 use ioc_ingest::mqtt::MqttSourceConfig;
+use ioc_timeseries::InfluxConfig;
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration.
@@ -41,6 +42,8 @@ pub struct Config {
     pub http_ingest: HttpIngestConfig,
     /// Where rejected messages go.
     pub dead_letter: DeadLetterConfig,
+    /// Time series to InfluxDB (or anything that speaks its v2 write API).
+    pub influx: InfluxConfig,
 }
 
 /// HTTP server settings.
@@ -161,7 +164,7 @@ impl Default for ProcessingConfig {
 }
 
 /// Top-level sections, for filtering `IOC_*` variables.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "http",
     "mqtt",
     "kafka",
@@ -171,6 +174,7 @@ const SECTIONS: [&str; 9] = [
     "processing",
     "http_ingest",
     "dead_letter",
+    "influx",
 ];
 
 impl Config {
@@ -207,6 +211,7 @@ impl Config {
         let mut p = self.mqtt.problems("mqtt");
         p.extend(self.http_ingest.problems("http_ingest"));
         p.extend(self.kafka.problems("kafka"));
+        p.extend(self.influx.problems("influx"));
         let p_ = &mut p;
         let mut check = |ok: bool, msg: &str| {
             if !ok {
@@ -345,6 +350,7 @@ mod tests {
         full.kafka.ssl_ca_location = Some("s".into());
         full.kafka.ssl_certificate_location = Some("s".into());
         full.kafka.ssl_key_location = Some("s".into());
+        full.influx.token = Some("t".into());
         full.http_ingest.tokens = vec![ioc_ingest::http::IngestToken {
             name: "n".into(),
             token: "t".into(),

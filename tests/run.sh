@@ -2,7 +2,8 @@
 # The whole test suite, on a fresh machine or a used one.
 #
 # Installs what the tests need, only when it is missing (Debian packages:
-# mosquitto, chromium, and the headers librdkafka builds against; from
+# mosquitto, chromium, victoria-metrics (it takes the InfluxDB v2 write
+# API), and the headers librdkafka builds against; from
 # crates.io: the Tansu Kafka broker), then checks formatting and lints and
 # runs every test. Tests start their own brokers on free loopback ports.
 # Then fuzzes the telemetry decoder for IOC_FUZZ_SECONDS (default 60; 0
@@ -16,6 +17,7 @@ installed() { dpkg -s "$1" >/dev/null 2>&1; }
 packages=()
 have mosquitto || packages+=(mosquitto)
 have chromium || packages+=(chromium)
+have victoria-metrics || packages+=(victoria-metrics)
 # librdkafka (built from source by rdkafka-sys) needs these; libFuzzer, g++.
 for p in libssl-dev zlib1g-dev pkg-config make g++; do
   installed "$p" || packages+=("$p")

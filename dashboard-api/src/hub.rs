@@ -228,10 +228,18 @@ impl LiveHub {
 }
 
 /// Moves engine outputs into the hub until the engine's output closes.
-pub async fn run(hub: Arc<LiveHub>, outputs: flume::Receiver<EngineOutput>) {
+///
+/// `observe` sees every batch first (the time-series sink takes alert
+/// changes there); it must not wait.
+pub async fn run(
+    hub: Arc<LiveHub>,
+    outputs: flume::Receiver<EngineOutput>,
+    mut observe: impl FnMut(&[EngineOutput]),
+) {
     while let Ok(first) = outputs.recv_async().await {
         let mut batch = vec![first];
         batch.extend(outputs.try_iter().take(4095));
+        observe(&batch);
         hub.apply(batch);
     }
 }

@@ -5,7 +5,8 @@
 //! the engine's input channel holds the reading or the dead-letter writer
 //! holds the rejection. Sources acknowledge (MQTT ack, Kafka offset store,
 //! HTTP response) only after that, which is what makes delivery
-//! at-least-once end to end.
+//! at-least-once end to end. With a time-series sink configured, an
+//! accepted reading is queued for it first (see `ioc_timeseries`).
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ pub struct Ingestor {
     dead_letters: DeadLetters,
     stats: Arc<IngestStats>,
     presence: Option<flume::Sender<EngineOutput>>,
+    timeseries: Option<ioc_timeseries::Input>,
 }
 
 impl std::fmt::Debug for Ingestor {
@@ -53,6 +55,20 @@ impl Ingestor {
             dead_letters,
             stats,
             presence: None,
+            timeseries: None,
+        }
+    }
+
+    /// Queues every accepted reading for the time-series sink too.
+    pub fn with_timeseries(mut self, input: ioc_timeseries::Input) -> Self {
+        self.timeseries = Some(input);
+        self
+    }
+
+    fn archive(reading: &Reading) -> ioc_timeseries::Record {
+        ioc_timeseries::Record::Reading {
+            device: reading.device,
+            envelope: reading.envelope.clone(),
         }
     }
 
@@ -145,6 +161,9 @@ impl Ingestor {
     ) -> Result<Result<(), Rejection>, Closed> {
         match self.triage(&origin, payload, |now| self.check(&origin, payload, now)) {
             Ok(reading) => {
+                if let Some(ts) = &self.timeseries {
+                    ts.send(Self::archive(&reading)).await.map_err(|_| Closed)?;
+                }
                 self.engine.send(reading).await?;
                 self.stats.accepted(origin.source());
                 Ok(Ok(()))
@@ -194,6 +213,10 @@ impl Ingestor {
     ) -> Result<Result<(), Rejection>, Closed> {
         match self.triage(&origin, payload, |now| self.check(&origin, payload, now)) {
             Ok(reading) => {
+                if let Some(ts) = &self.timeseries {
+                    ts.send_blocking(Self::archive(&reading))
+                        .map_err(|_| Closed)?;
+                }
                 self.engine.send_blocking(reading)?;
                 self.stats.accepted(origin.source());
                 Ok(Ok(()))

@@ -42,6 +42,18 @@ pub enum Severity {
     Extreme,
 }
 
+impl Severity {
+    /// The snake_case name used in JSON, metrics labels and time-series tags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Minor => "minor",
+            Severity::Moderate => "moderate",
+            Severity::Severe => "severe",
+            Severity::Extreme => "extreme",
+        }
+    }
+}
+
 /// The values that made a rule fire.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Evidence {

@@ -89,6 +89,18 @@ pub enum AreaLevel {
     Ward,
 }
 
+impl AreaLevel {
+    /// The snake_case name used in JSON and time-series tag keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AreaLevel::Province => "province",
+            AreaLevel::FormerDistrict => "former_district",
+            AreaLevel::Commune => "commune",
+            AreaLevel::Ward => "ward",
+        }
+    }
+}
+
 /// One administrative area in a chain from the smallest area to the province.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AreaRef {

@@ -592,3 +592,194 @@ impl Pipeline {
         self.outputs.join().unwrap()
     }
 }
+
+/// VictoriaMetrics (Debian package `victoria-metrics`) on a free loopback
+/// port: it takes the InfluxDB v2 write API, and `export` reads points back.
+/// The port and data directory stay the same across [`Victoria::stop`] and
+/// [`Victoria::run`], as a database restarted by an operator would.
+pub struct Victoria {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// One series from VictoriaMetrics' export.
+#[derive(Debug, serde::Deserialize)]
+pub struct Series {
+    pub metric: std::collections::BTreeMap<String, String>,
+    pub values: Vec<f64>,
+    pub timestamps: Vec<i64>,
+}
+
+impl Victoria {
+    /// Started and listening.
+    pub fn start() -> Victoria {
+        let mut v = Victoria::reserve();
+        v.run();
+        v
+    }
+
+    /// A port and a data directory, with nothing listening yet.
+    pub fn reserve() -> Victoria {
+        Victoria {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Starts (or restarts) the database.
+    pub fn run(&mut self) {
+        assert!(self.child.is_none(), "VictoriaMetrics is already running");
+        let binary = "/usr/bin/victoria-metrics";
+        assert!(
+            std::path::Path::new(binary).exists(),
+            "VictoriaMetrics is not installed: run tests/run.sh (it installs the Debian package victoria-metrics), or apt-get install victoria-metrics"
+        );
+        let child = Command::new(binary)
+            .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
+            .arg(format!("-storageDataPath={}", self.dir.path().display()))
+            .arg("-retentionPeriod=100y")
+            .arg("-search.latencyOffset=0s")
+            .arg("-loggerLevel=ERROR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start victoria-metrics");
+        self.child = Some(child);
+        wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], self.port)),
+            "victoria-metrics",
+        );
+    }
+
+    /// Stops it gracefully (SIGTERM: it flushes what it took to disk).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every series matching the selector, after making recent writes
+    /// searchable.
+    pub async fn export(&self, selector: &str) -> Vec<Series> {
+        let client = reqwest::Client::new();
+        let base = self.url();
+        client
+            .get(format!("{base}/internal/force_flush"))
+            .send()
+            .await
+            .unwrap();
+        let url = reqwest::Url::parse_with_params(
+            &format!("{base}/api/v1/export"),
+            [("match[]", selector)],
+        )
+        .unwrap();
+        let text = client.get(url).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+}
+
+impl Drop for Victoria {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Cores and CPU model of this machine, for benchmark results.
+pub fn bench_machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned());
+    serde_json::json!({
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "cpu": model,
+    })
+}
+
+/// The commit being measured, if this is a git checkout.
+pub fn bench_commit() -> Option<String> {
+    let out = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Writes a benchmark's JSON result to `$IOC_BENCH_OUT`, or to
+/// `target/bench/{name}.json`, and returns the path.
+pub fn write_bench_result(name: &str, result: &Value) -> std::path::PathBuf {
+    let out = std::env::var_os("IOC_BENCH_OUT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/bench")
+                .join(format!("{name}.json"))
+        });
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(result).unwrap()).unwrap();
+    out
+}
+
+/// CPU seconds used so far by this process's threads whose name starts
+/// with `prefix` (Linux; names are cut to 15 bytes).
+pub fn threads_cpu_seconds(prefix: &str) -> f64 {
+    let tick = 100.0; // USER_HZ on Linux
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            comm.trim().starts_with(prefix).then_some(())?;
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let (utime, stime): (f64, f64) =
+                (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+            Some((utime + stime) / tick)
+        })
+        .sum()
+}
+
+/// utime + stime, in seconds, from a `/proc/.../stat` file.
+fn stat_cpu_seconds(path: &str) -> f64 {
+    let tick = 100.0; // USER_HZ on Linux
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|stat| {
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let (utime, stime): (f64, f64) =
+                (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+            Some((utime + stime) / tick)
+        })
+        .unwrap_or_else(|| panic!("cannot read CPU time from {path}"))
+}
+
+/// CPU seconds used so far by this whole process.
+pub fn process_cpu_seconds() -> f64 {
+    stat_cpu_seconds("/proc/self/stat")
+}
+
+/// CPU seconds used so far by the calling thread.
+pub fn own_thread_cpu_seconds() -> f64 {
+    stat_cpu_seconds("/proc/thread-self/stat")
+}

@@ -1,0 +1,426 @@
+//! The time-series sink against VictoriaMetrics through the InfluxDB v2
+//! write API: a known stream read back point by point, a database outage
+//! in the middle of a stream, `kill -9` while the spool holds data, and a
+//! batch the database refuses.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{
+    Series, TEST_TOKEN, Victoria, free_port, get_json, http, river_reading_at, test_config,
+    wait_for,
+};
+use ioc::app::Running;
+use ioc::config::Config;
+use ioc_devices::Registry;
+use ioc_schemas::{DeviceKind, Timestamp};
+use ioc_timeseries::{InfluxConfig, SinkStats};
+
+/// A configuration with HTTP ingest, no MQTT, and the sink writing small,
+/// frequent batches to `victoria`.
+fn config(victoria: &Victoria, spool: &Path) -> Config {
+    let mut c = test_config("mqtt://127.0.0.1:1".into(), false);
+    c.mqtt.enabled = false;
+    c.influx = InfluxConfig {
+        enabled: true,
+        url: victoria.url(),
+        batch_size: 100,
+        flush_interval: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(300),
+        spool_dir: spool.to_owned(),
+        ..InfluxConfig::default()
+    };
+    c
+}
+
+/// River gauges of the demo with their alarm levels.
+fn gauges(registry: &Registry) -> Vec<(String, [f64; 3])> {
+    registry
+        .devices()
+        .iter()
+        .filter(|d| d.kind == DeviceKind::RiverGauge)
+        .filter_map(|d| Some((d.id.clone(), d.thresholds.alarm_levels_m?)))
+        .collect()
+}
+
+fn cm(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// A reading: `(device, seq, level, ts)`.
+type Sent = (String, u64, f64, i64);
+
+/// Posts readings through `POST /api/v1/ingest`, all of which must be accepted.
+async fn ingest(addr: SocketAddr, readings: &[Sent]) {
+    for chunk in readings.chunks(500) {
+        let body: Vec<u8> = chunk
+            .iter()
+            .flat_map(|(d, seq, level, ts)| {
+                let mut l = river_reading_at(d, *seq, *level, *ts);
+                l.push(b'\n');
+                l
+            })
+            .collect();
+        let auth = format!("Bearer {TEST_TOKEN}");
+        let (status, report) = http(
+            addr,
+            "POST",
+            "/api/v1/ingest",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/x-ndjson"),
+            ],
+            &body,
+        )
+        .await;
+        assert_eq!(status, 200, "{report}");
+        assert_eq!(report["accepted"], chunk.len(), "{report}");
+    }
+}
+
+/// Steady readings for `devices`, seq `from..to`, one every 10 s of event time.
+fn steady(devices: &[(String, [f64; 3])], from: u64, to: u64, base: i64) -> Vec<Sent> {
+    let mut out = Vec::new();
+    for seq in from..to {
+        for (k, (d, levels)) in devices.iter().enumerate() {
+            let level = cm(levels[0] - 1.0 - 0.01 * (seq % 50) as f64 - 0.1 * k as f64);
+            out.push((d.clone(), seq, level, base + seq as i64 * 10_000));
+        }
+    }
+    out
+}
+
+/// The series of `name` for `device`.
+fn series<'a>(all: &'a [Series], name: &str, device: &str) -> &'a Series {
+    all.iter()
+        .find(|s| {
+            s.metric["__name__"] == name
+                && s.metric.get("device").map(String::as_str) == Some(device)
+        })
+        .unwrap_or_else(|| panic!("no {name} series for {device}"))
+}
+
+/// Every sent reading is in the database exactly once, with its event time
+/// and value, and nothing else is.
+async fn assert_exactly_once(victoria: &Victoria, sent: &[Sent]) {
+    let levels = victoria
+        .export(r#"{__name__="river_gauge_water_level_m"}"#)
+        .await;
+    let seqs = victoria.export(r#"{__name__="river_gauge_seq"}"#).await;
+    let mut devices: Vec<&str> = sent.iter().map(|s| s.0.as_str()).collect();
+    devices.sort_unstable();
+    devices.dedup();
+    assert_eq!(levels.len(), devices.len(), "one level series per device");
+    for device in devices {
+        let mut expected: Vec<&Sent> = sent.iter().filter(|s| s.0 == device).collect();
+        expected.sort_by_key(|s| s.3);
+        let level = series(&levels, "river_gauge_water_level_m", device);
+        let seq = series(&seqs, "river_gauge_seq", device);
+        assert_eq!(
+            level.timestamps,
+            expected.iter().map(|s| s.3).collect::<Vec<_>>(),
+            "{device}: event times"
+        );
+        assert_eq!(
+            level.values,
+            expected.iter().map(|s| s.2).collect::<Vec<_>>(),
+            "{device}: levels"
+        );
+        assert_eq!(
+            seq.values,
+            expected.iter().map(|s| s.1 as f64).collect::<Vec<_>>(),
+            "{device}: every sequence number once, in order"
+        );
+    }
+}
+
+fn load(stats: &SinkStats, field: fn(&SinkStats) -> &std::sync::atomic::AtomicU64) -> u64 {
+    field(stats).load(Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_and_alert_changes_arrive_point_by_point() {
+    let victoria = Victoria::start();
+    let spool = tempfile::tempdir().unwrap();
+    let running: Running = ioc::app::start(config(&victoria, spool.path()))
+        .await
+        .unwrap();
+    let registry = running.registry.clone();
+    let devices = gauges(&registry);
+    assert!(
+        devices.len() >= 3,
+        "the demo has river gauges with alarm levels"
+    );
+    let devices = &devices[..3];
+    let base = Timestamp::now().millis() - 2 * 3600 * 1000;
+
+    // Two gauges stay low; the first rises through BĐ1 and BĐ2 and falls
+    // back: an alert opens, escalates and resolves.
+    let mut sent = steady(&devices[1..], 1, 201, base);
+    let (flooded, levels) = &devices[0];
+    for seq in 1..201u64 {
+        let x = seq as f64 / 200.0 * std::f64::consts::PI;
+        let level = cm(levels[0] - 1.0 + (levels[1] - levels[0] + 1.5) * x.sin());
+        sent.push((flooded.clone(), seq, level, base + seq as i64 * 10_000));
+    }
+    ingest(running.http_addr, &sent).await;
+
+    let stats = running.influx_stats.clone().unwrap();
+    wait_for("every point written", 30, || {
+        load(&stats, |s| &s.written) == load(&stats, |s| &s.queued)
+            && load(&stats, |s| &s.queued) > sent.len() as u64
+    })
+    .await;
+    assert_exactly_once(&victoria, &sent).await;
+
+    // Tags: device, kind and the administrative chain from the catalogue.
+    let levels_series = victoria
+        .export(r#"{__name__="river_gauge_water_level_m"}"#)
+        .await;
+    let s = series(&levels_series, "river_gauge_water_level_m", flooded);
+    assert_eq!(s.metric["kind"], "river_gauge");
+    let info = registry.get(flooded).unwrap();
+    for area in &info.area {
+        assert_eq!(
+            s.metric.get(area.level.as_str()),
+            Some(&area.id),
+            "{:?}",
+            s.metric
+        );
+    }
+
+    // Every change of the alert, version by version.
+    let versions = victoria.export(r#"{__name__="alert_version"}"#).await;
+    let mut seen: Vec<(i64, f64, String)> = versions
+        .iter()
+        .filter(|s| s.metric["subject"] == *flooded)
+        .flat_map(|s| {
+            s.timestamps
+                .iter()
+                .zip(&s.values)
+                .map(|(t, v)| (*t, *v, s.metric["status"].clone()))
+        })
+        .collect();
+    seen.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let numbers: Vec<f64> = seen.iter().map(|s| s.1).collect();
+    assert!(numbers.len() >= 3, "open, escalate, resolve: {seen:?}");
+    assert_eq!(
+        numbers,
+        (1..=numbers.len()).map(|v| v as f64).collect::<Vec<_>>()
+    );
+    assert_eq!(seen.last().unwrap().2, "resolved", "{seen:?}");
+    assert!(
+        versions.iter().all(|s| s.metric["subject"] == *flooded),
+        "only the flooded gauge alerts"
+    );
+    assert_eq!(load(&stats, |s| &s.retries), 0);
+    assert_eq!(load(&stats, |s| &s.dropped), 0);
+
+    running.shutdown().await.unwrap();
+    assert_eq!(
+        std::fs::read_dir(spool.path())
+            .unwrap()
+            .filter(|e| { e.as_ref().unwrap().file_type().unwrap().is_file() })
+            .count(),
+        0,
+        "nothing left in the spool"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_loses_and_duplicates_nothing() {
+    let mut victoria = Victoria::start();
+    let spool = tempfile::tempdir().unwrap();
+    let running: Running = ioc::app::start(config(&victoria, spool.path()))
+        .await
+        .unwrap();
+    let devices = gauges(&running.registry);
+    let stats = running.influx_stats.clone().unwrap();
+    let base = Timestamp::now().millis() - 3 * 3600 * 1000;
+
+    let before = steady(&devices, 1, 101, base);
+    ingest(running.http_addr, &before).await;
+    wait_for("the first part written", 30, || {
+        load(&stats, |s| &s.written) == before.len() as u64
+    })
+    .await;
+
+    victoria.stop();
+    let during = steady(&devices, 101, 301, base);
+    ingest(running.http_addr, &during).await;
+    // While the database is down, everything unwritten is on disk, not in
+    // memory: the spool holds exactly the points not yet written.
+    wait_for("the outage part spooled", 30, || {
+        load(&stats, |s| &s.retries) > 0
+            && load(&stats, |s| &s.spool_points) == during.len() as u64
+            && load(&stats, |s| &s.queued) - load(&stats, |s| &s.written) == during.len() as u64
+    })
+    .await;
+    let files = std::fs::read_dir(spool.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".lp.gz")
+        })
+        .count();
+    assert!(
+        files >= during.len() / 100,
+        "{files} batch files for {} points",
+        during.len()
+    );
+    let body = get_json(running.http_addr, "/api/v1/stats").await;
+    assert_eq!(body["influx"]["spool_points"], during.len(), "{body}");
+
+    victoria.run();
+    let after = steady(&devices, 301, 401, base);
+    ingest(running.http_addr, &after).await;
+    let total = (before.len() + during.len() + after.len()) as u64;
+    wait_for("the spool drained", 60, || {
+        load(&stats, |s| &s.written) == total && load(&stats, |s| &s.spool_points) == 0
+    })
+    .await;
+
+    let sent: Vec<Sent> = before.into_iter().chain(during).chain(after).collect();
+    assert_exactly_once(&victoria, &sent).await;
+    assert_eq!(load(&stats, |s| &s.dropped), 0);
+    assert_eq!(load(&stats, |s| &s.batches_rejected), 0);
+    running.shutdown().await.unwrap();
+}
+
+/// The `ioc` binary with a configuration file in `dir`.
+fn spawn_ioc(dir: &Path, http_port: u16, victoria: &Victoria) -> Child {
+    let config = dir.join("ioc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+             [mqtt]\nenabled = false\n\
+             [embedded_broker]\nenabled = false\n\
+             [simulator]\nenabled = false\n\
+             [dead_letter]\nfile = \"{dir}/dead-letters.jsonl\"\n\
+             [influx]\nenabled = true\nurl = \"{url}\"\nspool_dir = \"{dir}/spool\"\n\
+             batch_size = 100\nflush_interval = \"100ms\"\nmax_backoff = \"300ms\"\n\
+             [http_ingest]\nenabled = true\n\
+             [[http_ingest.tokens]]\nname = \"gateway\"\ntoken = \"{TEST_TOKEN}\"\ndevices = [\"*\"]\n",
+            dir = dir.display(),
+            url = victoria.url(),
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ioc"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("cannot start ioc");
+    common::wait_for_port(([127, 0, 0, 1], http_port).into(), "ioc");
+    child
+}
+
+async fn influx_stat(addr: SocketAddr, key: &str) -> u64 {
+    get_json(addr, "/api/v1/stats").await["influx"][key]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_survives_kill_9_and_drains_after_restart() {
+    // The database is not up yet: everything goes to the spool.
+    let mut victoria = Victoria::reserve();
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], http_port).into();
+    let mut ioc = spawn_ioc(dir.path(), http_port, &victoria);
+
+    let registry = Registry::sonla_demo();
+    let devices = gauges(&registry);
+    let base = Timestamp::now().millis() - 4 * 3600 * 1000;
+    let sent = steady(&devices, 1, 151, base);
+    ingest(addr, &sent).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while influx_stat(addr, "spool_points").await != sent.len() as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readings never reached the spool"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ioc.kill().unwrap();
+    ioc.wait().unwrap();
+
+    victoria.run();
+    let mut ioc = spawn_ioc(dir.path(), http_port, &victoria);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while influx_stat(addr, "written").await != sent.len() as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spool did not drain after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(influx_stat(addr, "spool_points").await, 0);
+    assert_exactly_once(&victoria, &sent).await;
+    let _ = Command::new("kill").arg(ioc.id().to_string()).status();
+    ioc.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_is_set_aside_with_the_servers_message() {
+    let victoria = Victoria::start();
+    let spool = tempfile::tempdir().unwrap();
+    // A batch that claims to be gzip and is not, as a damaged disk might leave it.
+    let now = Timestamp::now().millis();
+    std::fs::write(
+        spool.path().join(format!("0000000000000000-3-{now}.lp.gz")),
+        b"not gzip",
+    )
+    .unwrap();
+    let running: Running = ioc::app::start(config(&victoria, spool.path()))
+        .await
+        .unwrap();
+    let stats: Arc<SinkStats> = running.influx_stats.clone().unwrap();
+    let devices = gauges(&running.registry);
+    let sent = steady(&devices[..1], 1, 11, now - 3600 * 1000);
+    ingest(running.http_addr, &sent).await;
+    wait_for("the good batch written after the bad one", 30, || {
+        load(&stats, |s| &s.written) == sent.len() as u64
+    })
+    .await;
+    assert_eq!(load(&stats, |s| &s.batches_rejected), 1);
+    assert_eq!(load(&stats, |s| &s.points_rejected), 3);
+    let reason: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            spool
+                .path()
+                .join(format!("rejected/0000000000000000-3-{now}.lp.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(reason["status"], 400, "{reason}");
+    assert!(
+        reason["message"].as_str().unwrap().contains("gzip"),
+        "{reason}"
+    );
+    assert!(
+        spool
+            .path()
+            .join(format!("rejected/0000000000000000-3-{now}.lp.gz"))
+            .exists()
+    );
+    assert_exactly_once(&victoria, &sent).await;
+    running.shutdown().await.unwrap();
+}

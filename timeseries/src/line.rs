@@ -1,0 +1,445 @@
+//! InfluxDB line protocol for readings and alerts.
+//!
+//! One measurement per device kind (`river_gauge`, `rain_gauge`,
+//! `reservoir`, `traffic_counter`, `camera`) and one for alert changes
+//! (`alert`). Tags are bounded by the catalogue: `device`, `kind` and one
+//! tag per administrative level (`province`, `former_district`, `commune`,
+//! `ward`, holding area ids), plus the camera `event` type and the alert's
+//! `rule`, `severity` and `status`. Free text (plates, titles) is never a
+//! tag. Field names carry their unit (`water_level_m`, `speed_kmh`);
+//! timestamps are event time in milliseconds (`precision=ms`).
+//!
+//! A device's measurement and tags never change while the process runs, so
+//! [`LineEncoder::new`] renders them once per device; encoding a reading is
+//! then a copy and a few number formats.
+
+use ioc_devices::{DeviceIndex, Registry};
+use ioc_schemas::{Alert, AreaRef, Body, Envelope};
+
+/// Renders readings and alerts as line protocol, appending to a buffer.
+#[derive(Debug)]
+pub struct LineEncoder {
+    /// `measurement,tag=value,...` for each device, by registry index.
+    prefixes: Vec<Box<[u8]>>,
+}
+
+impl LineEncoder {
+    /// Renders every device's measurement and tags.
+    pub fn new(registry: &Registry) -> Self {
+        let prefixes = registry
+            .devices()
+            .iter()
+            .map(|d| {
+                let mut tags: Vec<(&str, &str)> =
+                    vec![("device", &d.id), ("kind", d.kind.as_str())];
+                tags.extend(area_tags(&d.area));
+                let mut out = Vec::with_capacity(96);
+                escape_measurement(&mut out, d.kind.as_str());
+                write_tags(&mut out, tags);
+                out.into_boxed_slice()
+            })
+            .collect();
+        LineEncoder { prefixes }
+    }
+
+    /// Appends one line for a reading of the device at `device`. Returns
+    /// `false` (and appends nothing) for an index outside the registry.
+    pub fn reading(&self, out: &mut Vec<u8>, device: DeviceIndex, envelope: &Envelope) -> bool {
+        let Some(prefix) = self.prefixes.get(device as usize) else {
+            return false;
+        };
+        out.extend_from_slice(prefix);
+        if let Body::Camera(c) = &envelope.body {
+            out.extend_from_slice(b",event=");
+            escape_tag(out, camera_event(c.event));
+        }
+        let mut f = Fields::new(out);
+        match &envelope.body {
+            Body::Hydrology(h) => {
+                f.float("water_level_m", h.water_level_m);
+                f.float("rainfall_mm", h.rainfall_mm);
+                f.float("flow_m3s", h.flow_m3s);
+                f.float("inflow_m3s", h.inflow_m3s);
+                f.float("outflow_m3s", h.outflow_m3s);
+                f.int("gates_open", h.gates_open.map(i64::from));
+                f.float("battery_v", h.battery_v);
+                f.float("signal_dbm", h.signal_dbm);
+            }
+            Body::Traffic(t) => {
+                f.int("interval_s", Some(i64::from(t.interval_s)));
+                f.int("motorbikes", Some(i64::from(t.counts.motorbike)));
+                f.int("cars", Some(i64::from(t.counts.car)));
+                f.int("trucks", Some(i64::from(t.counts.truck)));
+                f.int("buses", Some(i64::from(t.counts.bus)));
+                f.int("vehicles", i64::try_from(t.counts.total()).ok());
+                f.float("speed_kmh", t.speed_kmh);
+                f.float("occupancy_pct", t.occupancy_pct);
+            }
+            Body::Camera(c) => {
+                f.float("confidence", Some(c.confidence));
+                f.string("plate", c.plate.as_deref());
+            }
+        }
+        if let Some([lon, lat]) = envelope.pos {
+            f.float("lon", Some(lon));
+            f.float("lat", Some(lat));
+        }
+        f.int("seq", i64::try_from(envelope.seq).ok());
+        timestamp(out, envelope.ts.millis());
+        true
+    }
+
+    /// Appends one line for a change of an alert, at its `updated_at`.
+    pub fn alert(&self, out: &mut Vec<u8>, alert: &Alert) {
+        escape_measurement(out, "alert");
+        let mut tags: Vec<(&str, &str)> = vec![
+            ("rule", &alert.rule),
+            ("severity", alert.severity.as_str()),
+            ("status", alert.status.as_str()),
+            ("subject", &alert.subject),
+        ];
+        tags.extend(area_tags(&alert.area));
+        write_tags(out, tags);
+        let mut f = Fields::new(out);
+        f.int("level", Some(i64::from(alert.level)));
+        f.int("peak_level", Some(i64::from(alert.peak_level)));
+        f.float("value", Some(alert.evidence.value));
+        f.float("threshold", Some(alert.evidence.threshold));
+        f.int("version", Some(i64::from(alert.version)));
+        f.string("id", Some(&alert.id));
+        f.string("level_name", Some(&alert.level_name));
+        timestamp(out, alert.updated_at.millis());
+    }
+}
+
+fn area_tags(area: &[AreaRef]) -> impl Iterator<Item = (&'static str, &str)> {
+    area.iter().map(|a| (a.level.as_str(), a.id.as_str()))
+}
+
+fn camera_event(e: ioc_schemas::CameraEvent) -> &'static str {
+    use ioc_schemas::CameraEvent::*;
+    match e {
+        PlateRead => "plate_read",
+        Intrusion => "intrusion",
+        FireSmoke => "fire_smoke",
+        Crowd => "crowd",
+        Congestion => "congestion",
+        Accident => "accident",
+        WrongWay => "wrong_way",
+        IllegalParking => "illegal_parking",
+    }
+}
+
+/// Writes `,key=value` pairs sorted by key (InfluxDB's fast path), skipping
+/// empty values (line protocol has no empty tag values).
+fn write_tags(out: &mut Vec<u8>, mut tags: Vec<(&str, &str)>) {
+    tags.sort_by(|a, b| a.0.cmp(b.0));
+    tags.dedup_by(|a, b| a.0 == b.0);
+    for (k, v) in tags {
+        if v.is_empty() {
+            continue;
+        }
+        out.push(b',');
+        escape_tag(out, k);
+        out.push(b'=');
+        escape_tag(out, v);
+    }
+}
+
+/// The field set: `k=v,k=v` after a space, skipping absent and non-finite values.
+struct Fields<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Fields<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        Fields { out, first: true }
+    }
+
+    /// Field keys are our own identifiers (`[a-z0-9_]`), never escaped.
+    fn key(&mut self, key: &'static str) {
+        debug_assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        self.out.push(if self.first { b' ' } else { b',' });
+        self.first = false;
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.push(b'=');
+    }
+
+    fn float(&mut self, key: &'static str, value: Option<f64>) {
+        if let Some(v) = value.filter(|v| v.is_finite()) {
+            self.key(key);
+            write_float(self.out, v);
+        }
+    }
+
+    fn int(&mut self, key: &'static str, value: Option<i64>) {
+        if let Some(v) = value {
+            self.key(key);
+            let mut b = itoa::Buffer::new();
+            self.out.extend_from_slice(b.format(v).as_bytes());
+            self.out.push(b'i');
+        }
+    }
+
+    fn string(&mut self, key: &'static str, value: Option<&str>) {
+        if let Some(v) = value {
+            self.key(key);
+            self.out.push(b'"');
+            for c in v.bytes() {
+                match c {
+                    b'"' | b'\\' => self.out.extend_from_slice(&[b'\\', c]),
+                    b'\n' => self.out.extend_from_slice(b"\\n"),
+                    b'\r' => {}
+                    _ => self.out.push(c),
+                }
+            }
+            self.out.push(b'"');
+        }
+    }
+}
+
+/// Writes a finite float so that it parses back to the same value.
+///
+/// Sensor values mostly have at most three decimals (`2.84`, `-71`,
+/// `12.5`); those are written as an integer and a fraction, several times
+/// faster than the general shortest-representation algorithm (`ryu`),
+/// which handles the rest. A value without a fraction is written without
+/// a decimal point: line protocol reads a number without an `i` suffix as
+/// a float either way.
+fn write_float(out: &mut Vec<u8>, v: f64) {
+    let milli = (v * 1000.0).round();
+    // Exact: `milli / 1000` is the double nearest the decimal we write, so
+    // parsing that decimal gives `v` back.
+    if milli.abs() < 1e15 && milli / 1000.0 == v {
+        let milli = milli as i64;
+        if milli < 0 {
+            out.push(b'-');
+        }
+        let (int, frac) = (milli.unsigned_abs() / 1000, milli.unsigned_abs() % 1000);
+        let mut b = itoa::Buffer::new();
+        out.extend_from_slice(b.format(int).as_bytes());
+        if frac != 0 {
+            let digits = [
+                b'.',
+                b'0' + (frac / 100) as u8,
+                b'0' + (frac / 10 % 10) as u8,
+                b'0' + (frac % 10) as u8,
+            ];
+            let len = if frac % 100 == 0 {
+                2
+            } else if frac % 10 == 0 {
+                3
+            } else {
+                4
+            };
+            out.extend_from_slice(&digits[..len]);
+        }
+    } else {
+        let mut b = ryu::Buffer::new();
+        out.extend_from_slice(b.format_finite(v).as_bytes());
+    }
+}
+
+fn timestamp(out: &mut Vec<u8>, millis: i64) {
+    out.push(b' ');
+    let mut b = itoa::Buffer::new();
+    out.extend_from_slice(b.format(millis).as_bytes());
+    out.push(b'\n');
+}
+
+/// Measurement names escape commas and spaces.
+fn escape_measurement(out: &mut Vec<u8>, s: &str) {
+    for c in s.bytes() {
+        match c {
+            b',' | b' ' => out.extend_from_slice(&[b'\\', c]),
+            b'\n' | b'\r' => out.push(b'_'),
+            _ => out.push(c),
+        }
+    }
+}
+
+/// Tag keys, tag values and field keys escape commas, equals signs and
+/// spaces; a line break cannot be escaped and becomes `_`.
+fn escape_tag(out: &mut Vec<u8>, s: &str) {
+    for c in s.bytes() {
+        match c {
+            b',' | b'=' | b' ' => out.extend_from_slice(&[b'\\', c]),
+            b'\n' | b'\r' => out.push(b'_'),
+            _ => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ioc_schemas::{Camera, CameraEvent, Hydrology, Timestamp, Traffic, VehicleCounts};
+
+    use super::*;
+
+    fn line(f: impl FnOnce(&LineEncoder, &mut Vec<u8>)) -> String {
+        let registry = Registry::sonla_demo();
+        let enc = LineEncoder::new(&registry);
+        let mut out = Vec::new();
+        f(&enc, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn envelope(device: &str, body: Body) -> Envelope {
+        Envelope {
+            device: device.into(),
+            ts: Timestamp(1_784_000_000_123),
+            seq: 7,
+            pos: None,
+            body,
+        }
+    }
+
+    #[test]
+    fn river_reading_has_kind_measurement_area_tags_and_unit_fields() {
+        let registry = Registry::sonla_demo();
+        let i = registry.lookup("river-to-hieu").unwrap();
+        let text = line(|e, out| {
+            let h = Hydrology {
+                water_level_m: Some(2.5),
+                battery_v: Some(12.0),
+                ..Hydrology::default()
+            };
+            assert!(e.reading(out, i, &envelope("river-to-hieu", Body::Hydrology(h))));
+        });
+        let area = &registry.device(i).area;
+        assert!(text.starts_with("river_gauge,"), "{text}");
+        assert!(text.contains(",device=river-to-hieu,"), "{text}");
+        assert!(text.contains(",kind=river_gauge"), "{text}");
+        for a in area {
+            assert!(
+                text.contains(&format!("{}={}", a.level.as_str(), a.id)),
+                "{text}"
+            );
+        }
+        assert!(
+            text.ends_with(" water_level_m=2.5,battery_v=12,seq=7i 1784000000123\n"),
+            "{text}"
+        );
+        // Tags sorted by key.
+        let tags: Vec<&str> = text
+            .split(' ')
+            .next()
+            .unwrap()
+            .split(',')
+            .skip(1)
+            .map(|t| t.split('=').next().unwrap())
+            .collect();
+        let mut sorted = tags.clone();
+        sorted.sort();
+        assert_eq!(tags, sorted);
+    }
+
+    #[test]
+    fn traffic_and_camera_fields() {
+        let registry = Registry::sonla_demo();
+        let kind = |k| registry.devices().iter().position(|d| d.kind == k).unwrap() as DeviceIndex;
+        let counter = kind(ioc_schemas::DeviceKind::TrafficCounter);
+        let camera = kind(ioc_schemas::DeviceKind::Camera);
+        let text = line(|e, out| {
+            let t = Traffic {
+                interval_s: 60,
+                counts: VehicleCounts {
+                    motorbike: 40,
+                    car: 10,
+                    truck: 3,
+                    bus: 1,
+                },
+                speed_kmh: Some(35.5),
+                occupancy_pct: None,
+            };
+            e.reading(out, counter, &envelope("x", Body::Traffic(t)));
+            let c = Camera {
+                event: CameraEvent::PlateRead,
+                plate: Some("26A-123.45 \"x\"".into()),
+                confidence: 0.9,
+                snapshot: None,
+            };
+            let mut env = envelope("y", Body::Camera(c));
+            env.pos = Some([103.9, 21.3]);
+            e.reading(out, camera, &env);
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains(
+            " interval_s=60i,motorbikes=40i,cars=10i,trucks=3i,buses=1i,vehicles=54i,speed_kmh=35.5,seq=7i "
+        ), "{text}");
+        assert!(lines[1].starts_with("camera,"), "{text}");
+        assert!(lines[1].contains(",event=plate_read "), "{text}");
+        assert!(
+            lines[1]
+                .contains(r#" confidence=0.9,plate="26A-123.45 \"x\"",lon=103.9,lat=21.3,seq=7i "#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_index_writes_nothing() {
+        let text = line(|e, out| {
+            assert!(!e.reading(
+                out,
+                u32::MAX,
+                &envelope("x", Body::Hydrology(Hydrology::default()))
+            ));
+        });
+        assert!(text.is_empty());
+    }
+
+    #[test]
+    fn escaping() {
+        let mut out = Vec::new();
+        escape_tag(&mut out, "a b,c=d\ne");
+        assert_eq!(out, b"a\\ b\\,c\\=d_e");
+        out.clear();
+        escape_measurement(&mut out, "m x,y=z");
+        assert_eq!(out, b"m\\ x\\,y=z");
+        let mut out = Vec::new();
+        let mut f = Fields::new(&mut out);
+        f.float("nan", Some(f64::NAN));
+        f.float("big", Some(1e300));
+        f.string("s", Some("a\\b"));
+        assert_eq!(String::from_utf8(out).unwrap(), " big=1e300,s=\"a\\\\b\"");
+    }
+
+    fn float_text(v: f64) -> String {
+        let mut out = Vec::new();
+        write_float(&mut out, v);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn floats_are_short_and_exact() {
+        for (v, text) in [
+            (2.84, "2.84"),
+            (-71.0, "-71"),
+            (0.0, "0"),
+            (-0.5, "-0.5"),
+            (0.001, "0.001"),
+            (0.05, "0.05"),
+            (12.340, "12.34"),
+            (1e-7, "1e-7"),
+            (0.1 + 0.2, "0.30000000000000004"),
+        ] {
+            assert_eq!(float_text(v), text, "{v}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_float_parses_back_to_itself(v in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO) {
+            let text = float_text(v);
+            proptest::prop_assert_eq!(text.parse::<f64>().unwrap(), v, "{}", text);
+        }
+
+        #[test]
+        fn sensor_like_floats_parse_back(milli in -10_000_000i64..10_000_000, scale in 0u32..4) {
+            let v = milli as f64 / 10f64.powi(scale as i32);
+            let text = float_text(v);
+            proptest::prop_assert_eq!(text.parse::<f64>().unwrap(), v, "{}", text);
+        }
+    }
+}
