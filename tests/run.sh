@@ -6,8 +6,10 @@
 # API), and the headers librdkafka builds against; from
 # crates.io: the Tansu Kafka broker), then checks formatting and lints and
 # runs every test. Tests start their own brokers on free loopback ports.
-# Then fuzzes the telemetry decoder for IOC_FUZZ_SECONDS (default 60; 0
-# skips) with cargo-fuzz (installed from crates.io if absent).
+# Then a smoke run of the benchmark suite (benches/suite.sh --smoke;
+# IOC_BENCH_SMOKE=0 skips), and fuzzes the telemetry decoder for
+# IOC_FUZZ_SECONDS (default 60; 0 skips) with cargo-fuzz (installed from
+# crates.io if absent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +47,18 @@ status=0
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 # One closing line for the whole suite, summed over every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "\nworkspace: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
+
+# A seconds-long run of the benchmark harness at tiny sizes: proves every
+# benchmark still runs and reports (no figure is judged). IOC_BENCH_SMOKE=0 skips.
+if [ "$status" -eq 0 ] && [ "${IOC_BENCH_SMOKE:-1}" != 0 ]; then
+  if benches/suite.sh --smoke >"$log" 2>&1; then
+    echo "benchmarks: smoke run of the suite passed ($(grep -c '^== ' "$log") benchmarks, report in target/bench/suite.json)"
+  else
+    tail -60 "$log"
+    echo "benchmarks: the smoke run of benches/suite.sh failed"
+    status=1
+  fi
+fi
 
 fuzz_seconds="${IOC_FUZZ_SECONDS:-60}"
 if [ "$status" -eq 0 ] && [ "$fuzz_seconds" -gt 0 ]; then

@@ -5,7 +5,8 @@
 //! cargo bench -p ioc-processing --bench engine -- [DEVICES] [EVENTS] [WORKERS]
 //! ```
 //!
-//! Defaults: 100000 devices, 2000000 events, 2 workers. Prints one JSON line.
+//! Defaults: 100000 devices, 2000000 events, 2 workers. Prints one JSON line
+//! (also written to `$IOC_BENCH_OUT` when set).
 
 use std::time::Instant;
 
@@ -61,8 +62,14 @@ fn main() {
     let outputs = drain.join().expect("drain");
     let secs = started.elapsed().as_secs_f64();
     let processed = stats.processed.load(std::sync::atomic::Ordering::Relaxed);
-    println!(
-        "{{\"benchmark\":\"engine\",\"devices\":{devices},\"events\":{events},\"workers\":{workers},\"seconds\":{secs:.3},\"events_per_s\":{:.0},\"outputs\":{outputs},\"processed\":{processed}}}",
+    let result = format!(
+        "{{\"benchmark\":\"engine\",\"date\":\"{}\",\"devices\":{devices},\"events\":{events},\"workers\":{workers},\"seconds\":{secs:.3},\"events_per_s\":{:.0},\"outputs\":{outputs},\"processed\":{processed}}}",
+        Timestamp::now(),
         events as f64 / secs
     );
+    println!("{result}");
+    // The benchmark suite (benches/suite.sh) collects results from here.
+    if let Some(path) = std::env::var_os("IOC_BENCH_OUT") {
+        std::fs::write(path, result).expect("cannot write IOC_BENCH_OUT");
+    }
 }

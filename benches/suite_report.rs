@@ -1,0 +1,183 @@
+//! The benchmark suite's report: merges the results `benches/suite.sh`
+//! collected into one JSON file beside them (`../suite.json`) with the
+//! machine, the commit and every target, and prints a summary.
+//!
+//! ```sh
+//! cargo bench --bench suite_report -- target/bench/suite [--smoke]
+//! ```
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use serde_json::{Value, json};
+
+/// One target of the suite, from the benchmarks issue.
+struct Target {
+    result: &'static str,
+    what: &'static str,
+    /// JSON pointer of the figure in the result.
+    pointer: &'static str,
+    bound: Bound,
+}
+
+enum Bound {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+const TARGETS: &[Target] = &[
+    Target {
+        result: "engine",
+        what: "engine only, events/s (2 workers)",
+        pointer: "/events_per_s",
+        bound: Bound::AtLeast(1_000_000.0),
+    },
+    Target {
+        result: "e2e-mqtt-50k",
+        what: "MQTT end to end, sustained events/s",
+        pointer: "/sent/rate",
+        bound: Bound::AtLeast(50_000.0),
+    },
+    Target {
+        result: "e2e-mqtt-50k",
+        what: "MQTT end to end at 50k/s, readings missing",
+        pointer: "/missing",
+        bound: Bound::AtMost(0.0),
+    },
+    Target {
+        result: "e2e-mqtt-10k",
+        what: "latency at 10k/s, p50 ms",
+        pointer: "/latency_ms/p50",
+        bound: Bound::AtMost(1.0),
+    },
+    Target {
+        result: "e2e-mqtt-10k",
+        what: "latency at 10k/s, p99 ms",
+        pointer: "/latency_ms/p99",
+        bound: Bound::AtMost(10.0),
+    },
+    Target {
+        result: "e2e-mqtt-10k",
+        what: "MQTT end to end at 10k/s, readings missing",
+        pointer: "/missing",
+        bound: Bound::AtMost(0.0),
+    },
+    Target {
+        result: "e2e-mqtt-50k",
+        what: "latency at 50k/s, p99 ms",
+        pointer: "/latency_ms/p99",
+        bound: Bound::AtMost(50.0),
+    },
+    Target {
+        result: "e2e-mqtt-50k",
+        what: "latency at 50k/s, max ms",
+        pointer: "/latency_ms/max",
+        bound: Bound::AtMost(1000.0),
+    },
+    Target {
+        result: "e2e-mqtt-50k",
+        what: "whole process RSS peak, MiB (100k devices)",
+        pointer: "/ioc/rss_peak_mib",
+        bound: Bound::AtMost(300.0),
+    },
+    Target {
+        result: "kafka-ingest",
+        what: "Kafka consumer path, records/s (not yet end to end)",
+        pointer: "/records_per_s",
+        bound: Bound::AtLeast(200_000.0),
+    },
+    Target {
+        result: "influx-sink",
+        what: "time series: encode + gzip, CPU ns/point",
+        pointer: "/encode_gzip/cpu_ns_per_point",
+        bound: Bound::AtMost(500.0),
+    },
+];
+
+/// Benchmarks of the standard suite that do not exist yet.
+const NOT_BUILT: &[&str] = &[
+    "Kafka end to end through the running process",
+    "WebSocket fan-out",
+    "geofence enrichment",
+    "state per device (≤ 1 KiB at 100k devices)",
+    "Node-RED baseline and ratios to it",
+];
+
+fn main() {
+    let dir = std::path::PathBuf::from(common::arg(0, "target/bench/suite".to_owned()));
+    let smoke = std::env::args().any(|a| a == "--smoke");
+    let mut results = serde_json::Map::new();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let value: Value =
+            serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        results.insert(name, value);
+    }
+
+    let mut rows = Vec::new();
+    println!(
+        "\n{:<52} {:>14} {:>14}  {}",
+        "target",
+        "measured",
+        "bound",
+        if smoke { "(smoke run: not judged)" } else { "" }
+    );
+    for t in TARGETS {
+        let value = results
+            .get(t.result)
+            .and_then(|r| r.pointer(t.pointer))
+            .and_then(Value::as_f64);
+        let (bound_text, met) = match t.bound {
+            Bound::AtLeast(b) => (format!("≥ {b}"), value.map(|v| v >= b)),
+            Bound::AtMost(b) => (format!("≤ {b}"), value.map(|v| v <= b)),
+        };
+        let verdict = match (smoke, met) {
+            (true, _) => "",
+            (false, Some(true)) => "met",
+            (false, Some(false)) => "NOT MET",
+            (false, None) => "not run",
+        };
+        println!(
+            "{:<52} {:>14} {:>14}  {verdict}",
+            t.what,
+            value.map_or("-".to_owned(), |v| format!("{v:.2}")),
+            bound_text
+        );
+        rows.push(json!({
+            "result": t.result, "what": t.what, "pointer": t.pointer,
+            "bound": bound_text, "value": value, "met": if smoke { None } else { met },
+        }));
+    }
+    for missing in NOT_BUILT {
+        println!("{missing:<52} {:>14}", "not built");
+    }
+    let report = json!({
+        "suite": "standard",
+        "smoke": smoke,
+        "date": ioc_schemas::Timestamp::now(),
+        "machine": common::bench_machine(),
+        "commit": common::bench_commit(),
+        "targets": rows,
+        "not_built": NOT_BUILT,
+        "results": results,
+    });
+    let out = dir.with_file_name("suite.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    println!("\nwritten to {}", out.display());
+    for name in ["engine", "kafka-ingest", "e2e-mqtt-10k", "influx-sink"] {
+        assert!(
+            results.contains_key(name),
+            "the suite produced no {name} result"
+        );
+    }
+}
