@@ -68,12 +68,20 @@ enum Command {
         flood_target: Option<String>,
     },
     /// Load test: publish simulated readings of a scaled catalogue over
-    /// MQTT at a fixed rate (or as fast as possible) for a set time. Run
-    /// the processor with `catalogue.scale` set to the same device count.
+    /// MQTT (or produce them to Kafka with --kafka) at a fixed rate (or as
+    /// fast as possible) for a set time. Run the processor with
+    /// `catalogue.scale` set to the same device count.
     Loadgen {
         /// Broker URL, e.g. mqtt://127.0.0.1:1883.
         #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
         broker: String,
+        /// Produce to Kafka at these bootstrap servers (host:port) instead
+        /// of publishing over MQTT; key = device id.
+        #[arg(long)]
+        kafka: Option<String>,
+        /// Kafka topic to produce to.
+        #[arg(long, default_value = "ioc.telemetry")]
+        topic: String,
         /// Devices (the demo catalogue replicated to this many).
         #[arg(long, default_value_t = 100_000)]
         devices: usize,
@@ -328,6 +336,8 @@ async fn main() -> anyhow::Result<()> {
         }) => simulate(broker, scenario, rate, seed, duration, flood_target).await,
         Some(Command::Loadgen {
             broker,
+            kafka,
+            topic,
             devices,
             rate,
             duration,
@@ -344,15 +354,38 @@ async fn main() -> anyhow::Result<()> {
                 connections,
                 ..Default::default()
             };
-            let report = ioc_devices::loadgen::mqtt(
-                Registry::sonla_scaled(devices),
-                &host,
-                port,
-                &spec,
-                None,
-                CancellationToken::new(),
-            )
-            .await;
+            let registry = Registry::sonla_scaled(devices);
+            let report = match kafka {
+                Some(bootstrap) => {
+                    let config = ioc_ingest::kafka::KafkaConfig {
+                        bootstrap_servers: bootstrap,
+                        statistics_interval: Duration::ZERO,
+                        ..Default::default()
+                    };
+                    tokio::task::spawn_blocking(move || {
+                        ioc_ingest::kafka::loadgen::produce(
+                            &config,
+                            &topic,
+                            registry,
+                            &spec,
+                            None,
+                            &CancellationToken::new(),
+                        )
+                    })
+                    .await??
+                }
+                None => {
+                    ioc_devices::loadgen::mqtt(
+                        registry,
+                        &host,
+                        port,
+                        &spec,
+                        None,
+                        CancellationToken::new(),
+                    )
+                    .await
+                }
+            };
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

@@ -12,10 +12,13 @@
 //!   synchronously too. Delivery is at-least-once; redeliveries are caught
 //!   by the duplicate windows;
 //! - [`sink::KafkaSink`]: dead letters to a topic (`ioc.deadletter`),
-//!   falling back to the file when the broker cannot take them.
+//!   falling back to the file when the broker cannot take them;
+//! - [`loadgen::produce`]: the load generator's Kafka side (`ioc loadgen
+//!   --kafka`), for benchmarks.
 //!
 //! This is the only module that names rdkafka.
 
+pub mod loadgen;
 pub mod sink;
 pub mod source;
 

@@ -1,26 +1,30 @@
-//! MQTT end to end: load generator → Mosquitto → the `ioc` process → live
-//! WebSocket → latency probe, all on loopback, measured the same way every
-//! time.
+//! End to end: load generator → Mosquitto (or a Kafka topic) → the `ioc`
+//! process → live WebSocket → latency probe, all on loopback, measured the
+//! same way every time.
 //!
 //! ```sh
-//! cargo bench --bench e2e_mqtt -- [RATE] [SECONDS] [DEVICES] [QOS]
+//! cargo bench --bench e2e -- [RATE] [SECONDS] [DEVICES] [QOS]           # MQTT
+//! cargo bench --bench e2e -- --kafka [RATE] [SECONDS] [DEVICES]         # Kafka
 //! ```
 //!
 //! Defaults: 10000 readings/s for 20 s over 100000 devices, QoS 1; RATE 0
-//! sends as fast as the broker takes it. The harness starts Mosquitto on a
-//! free port (in-flight window 1000 and a deep queue, as a production
-//! broker for this load would be set), runs the release `ioc` binary as its
-//! own process (no simulator, no embedded broker, `catalogue.scale` =
-//! DEVICES), connects a WebSocket client to `/api/v1/live`, then sends.
+//! sends as fast as the broker takes it. For MQTT the harness starts
+//! Mosquitto on a free port (in-flight window 1000 and a deep queue, as a
+//! production broker for this load would be set); for Kafka, Tansu (in
+//! memory) with a 4-partition `ioc.telemetry` topic, produced to with the
+//! device id as key. It runs the `ioc` binary as its own process (no
+//! simulator, no embedded broker, `catalogue.scale` = DEVICES, only the
+//! source under test), connects a WebSocket client to `/api/v1/live`, then
+//! sends.
 //!
 //! Latency is timed from the moment the load generator hands a reading to
-//! its MQTT client to the moment the WebSocket frame carrying that
+//! its MQTT or Kafka client to the moment the WebSocket frame carrying that
 //! reading's state arrives, with the clock of this process (no clock skew).
 //! A device state superseded by a newer one in the same delta is
 //! `conflated` (the hub sends only the latest per device); anything else
 //! not seen is `missing`. The ioc process's RSS and CPU time are sampled
 //! from /proc every 250 ms. Prints a summary and writes JSON to
-//! `target/bench/e2e-mqtt.json` (or `$IOC_BENCH_OUT`).
+//! `target/bench/e2e-mqtt.json` or `e2e-kafka.json` (or `$IOC_BENCH_OUT`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -63,6 +67,14 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+const TOPIC: &str = "ioc.telemetry";
+
+/// The broker the readings travel through (stopped on drop).
+enum Broker {
+    Mqtt(common::Mosquitto),
+    Kafka(common::Tansu),
+}
+
 /// Sends in flight: (device, seq) → when it was handed to the MQTT client.
 type Pending = Arc<Mutex<HashMap<(DeviceIndex, u64), Instant>>>;
 
@@ -73,6 +85,8 @@ struct Probe {
     newest: HashMap<DeviceIndex, u64>,
     frames: u64,
     resyncs: u64,
+    /// When the last frame carrying a reading we sent arrived.
+    last_delivery: Option<Instant>,
 }
 
 async fn probe(
@@ -132,6 +146,7 @@ async fn probe(
             if let Some(sent) = pending.remove(&(index, seq)) {
                 out.latencies_us
                     .push(arrived.duration_since(sent).as_micros() as u64);
+                out.last_delivery = Some(arrived);
             }
             let newest = out.newest.entry(index).or_default();
             *newest = (*newest).max(seq);
@@ -146,25 +161,43 @@ async fn main() {
     let seconds = common::arg(1, 20.0);
     let devices: usize = common::arg(2, 100_000);
     let qos: u8 = common::arg(3, 1);
+    let kafka = std::env::args().any(|a| a == "--kafka");
+    let transport = if kafka { "kafka" } else { "mqtt" };
 
-    let broker = common::Mosquitto::start_with(|port, _| {
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_inflight_messages 1000\nmax_queued_messages 10000000\n"
-        )
-    });
+    let broker = if kafka {
+        let tansu = common::Tansu::start();
+        tansu.create_topic(TOPIC, 4).await;
+        Broker::Kafka(tansu)
+    } else {
+        Broker::Mqtt(common::Mosquitto::start_with(|port, _| {
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 max_inflight_messages 1000\nmax_queued_messages 10000000\n"
+            )
+        }))
+    };
+    let source = match &broker {
+        Broker::Mqtt(m) => format!(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nclient_id = \"ioc-bench\"\nqos = {qos}\n",
+            m.port
+        ),
+        Broker::Kafka(t) => format!(
+            "[mqtt]\nenabled = false\n\
+             [kafka]\nenabled = true\nbootstrap_servers = \"{}\"\ntopics = [\"{TOPIC}\"]\n\
+             group_id = \"ioc-bench\"\n",
+            t.bootstrap()
+        ),
+    };
     let dir = tempfile::tempdir().unwrap();
     let http_port = common::free_port();
     let config = dir.path().join("ioc.toml");
     std::fs::write(
         &config,
         format!(
-            "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
-             [mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nclient_id = \"ioc-bench\"\nqos = {qos}\n\
+            "[http]\nlisten = \"127.0.0.1:{http_port}\"\n{source}\
              [embedded_broker]\nenabled = false\n[simulator]\nenabled = false\n\
              [catalogue]\nscale = {devices}\n\
              [dead_letter]\nfile = \"{}\"\n",
-            broker.port,
             dir.path().join("dead-letters.jsonl").display()
         ),
     )
@@ -194,8 +227,9 @@ async fn main() {
         stop.clone(),
     ));
     ready_rx.await.expect("no snapshot from /api/v1/live");
-    // Let the processor's MQTT subscription settle.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Let the processor's MQTT subscription settle, or its Kafka consumer
+    // join the group.
+    tokio::time::sleep(Duration::from_secs(if kafka { 4 } else { 1 })).await;
 
     let sampling = CancellationToken::new();
     let sampler = {
@@ -228,15 +262,41 @@ async fn main() {
         qos,
         ..LoadSpec::default()
     };
-    let sent = loadgen::mqtt(
-        registry.clone(),
-        "127.0.0.1",
-        broker.port,
-        &spec,
-        Some(observer),
-        CancellationToken::new(),
-    )
-    .await;
+    let load_started = Instant::now();
+    let sent = match &broker {
+        Broker::Mqtt(m) => {
+            loadgen::mqtt(
+                registry.clone(),
+                "127.0.0.1",
+                m.port,
+                &spec,
+                Some(observer),
+                CancellationToken::new(),
+            )
+            .await
+        }
+        Broker::Kafka(t) => {
+            let config = ioc_ingest::kafka::KafkaConfig {
+                bootstrap_servers: t.bootstrap(),
+                statistics_interval: Duration::ZERO,
+                ..Default::default()
+            };
+            let registry = registry.clone();
+            tokio::task::spawn_blocking(move || {
+                ioc_ingest::kafka::loadgen::produce(
+                    &config,
+                    TOPIC,
+                    registry,
+                    &spec,
+                    Some(observer),
+                    &CancellationToken::new(),
+                )
+                .expect("producing to Tansu")
+            })
+            .await
+            .unwrap()
+        }
+    };
     // Wait for the tail to arrive (or give up after 20 s).
     let drain_deadline = Instant::now() + Duration::from_secs(20);
     while !pending.lock().unwrap().is_empty() && Instant::now() < drain_deadline {
@@ -258,6 +318,10 @@ async fn main() {
             missing += 1;
         }
     }
+    // Readings processed per second, from the first send to the last frame.
+    let throughput = probe.last_delivery.map_or(0.0, |t| {
+        (sent.sent - missing) as f64 / t.duration_since(load_started).as_secs_f64()
+    });
     let mut lat = probe.latencies_us.clone();
     lat.sort_unstable();
     let cpu = cpu_after - cpu_before;
@@ -282,15 +346,16 @@ async fn main() {
         .collect();
 
     let result = json!({
-        "benchmark": "e2e_mqtt",
+        "benchmark": format!("e2e_{transport}"),
         "date": ioc_schemas::Timestamp::now(),
         "machine": common::bench_machine(),
         "commit": common::bench_commit(),
-        "load": {"rate": rate, "seconds": seconds, "devices": devices, "qos": qos},
+        "load": {"transport": transport, "rate": rate, "seconds": seconds, "devices": devices, "qos": if kafka { None } else { Some(qos) }},
         "sent": sent,
         "delivered": lat.len(),
         "conflated": conflated,
         "missing": missing,
+        "throughput_per_s": throughput,
         "latency_ms": {
             "p50": percentile(&lat, 0.5), "p90": percentile(&lat, 0.9),
             "p99": percentile(&lat, 0.99), "p999": percentile(&lat, 0.999),
@@ -307,9 +372,9 @@ async fn main() {
         "probe": {"frames": probe.frames, "resyncs": probe.resyncs},
         "ioc_warnings": warnings,
     });
-    let out = common::write_bench_result("e2e-mqtt", &result);
+    let out = common::write_bench_result(&format!("e2e-{transport}"), &result);
     println!(
-        "e2e_mqtt: sent {} at {:.0}/s (QoS {qos}, {devices} devices); delivered {}, conflated {conflated}, missing {missing}\n\
+        "e2e_{transport}: sent {} at {:.0}/s ({devices} devices); delivered {}, conflated {conflated}, missing {missing}; {throughput:.0} readings/s end to end\n\
          latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n\
          ioc: RSS peak {:.0} MiB, {:.1} CPU-s per million readings\n\
          written to {}",
