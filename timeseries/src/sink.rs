@@ -413,8 +413,21 @@ async fn write_loop(
         let body = match tokio::fs::read(&path).await {
             Ok(body) => body,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Dropped while we looked (spool full): move on.
-                shared.lock().release();
+                // Dropped while we looked (spool full, already counted), or
+                // deleted by hand: forget it and move on.
+                let mut spool = shared.lock();
+                if spool.contains(&segment) {
+                    warn!(file = %path.display(), points = segment.points, "a spooled batch disappeared from the disk");
+                    shared
+                        .stats
+                        .dropped
+                        .fetch_add(segment.points, Ordering::Relaxed);
+                    metrics::counter!("ioc_influx_points_dropped_total", "reason" => "spool_error")
+                        .increment(segment.points);
+                }
+                let _ = spool.done(&segment);
+                drop(spool);
+                shared.room.notify_all();
                 continue;
             }
             Err(e) => {

@@ -193,6 +193,11 @@ impl Spool {
         self.dir.join(segment.file_name())
     }
 
+    /// Whether the batch is still waiting.
+    pub fn contains(&self, segment: &Segment) -> bool {
+        self.segments.iter().any(|s| s.seq == segment.seq)
+    }
+
     /// The batch was written: delete it.
     pub fn done(&mut self, segment: &Segment) -> io::Result<()> {
         self.in_flight = None;
@@ -319,6 +324,20 @@ mod tests {
         assert_eq!(s.drop_oldest().unwrap(), Some(a));
         assert!(s.is_empty());
         assert_eq!(s.bytes(), 0);
+    }
+
+    #[test]
+    fn a_batch_deleted_by_hand_can_be_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        let a = s.push(b"a\n", 1, 1, false).unwrap();
+        let b = s.push(b"b\n", 1, 2, false).unwrap();
+        std::fs::remove_file(s.path(&a)).unwrap();
+        assert_eq!(s.take_front(), Some(a.clone()));
+        assert!(s.contains(&a));
+        s.done(&a).unwrap();
+        assert!(!s.contains(&a));
+        assert_eq!(s.take_front(), Some(b));
     }
 
     #[test]
