@@ -23,7 +23,8 @@
 //! A device state superseded by a newer one in the same delta is
 //! `conflated` (the hub sends only the latest per device); anything else
 //! not seen is `missing`. The ioc process's RSS and CPU time are sampled
-//! from /proc every 250 ms. Prints a summary and writes JSON to
+//! from /proc every 250 ms; RSS growth from idle to peak per device bounds
+//! the state a device costs (`state_bytes_per_device`). Prints a summary and writes JSON to
 //! `target/bench/e2e-mqtt.json` or `e2e-kafka.json` (or `$IOC_BENCH_OUT`).
 
 #![allow(clippy::unwrap_used)]
@@ -364,6 +365,12 @@ async fn main() {
         "ioc": {
             "rss_before_mib": rss_before_kib as f64 / 1024.0,
             "rss_peak_mib": rss_peak_kib as f64 / 1024.0,
+            // Growth from idle (catalogue loaded, no device heard from) to
+            // the peak, per device: an upper bound of the state a device
+            // costs once it has reported (queues and buffers included).
+            // Meaningful when every device sent at least once.
+            "state_bytes_per_device": (sent.sent >= devices as u64)
+                .then(|| rss_peak_kib.saturating_sub(rss_before_kib) as f64 * 1024.0 / devices as f64),
             "cpu_seconds": cpu,
             "cpu_seconds_per_million": cpu / (sent.sent as f64 / 1e6),
             "accepted": stats["ingest"]["accepted"],
