@@ -54,10 +54,8 @@ fn sample(pid: u32) -> Option<(u64, f64)> {
         .next()?
         .parse()
         .ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some((rss, ticks / 100.0))
+    let cpu = common::stat_cpu_seconds(format!("/proc/{pid}/stat").as_ref())?;
+    Some((rss, cpu))
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {

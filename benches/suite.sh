@@ -34,13 +34,13 @@ run() {
 }
 
 if $smoke; then
-  run engine ioc-processing engine 10000 100000 2
+  run engine ioc engine 10000 100000 2
   run kafka-ingest ioc kafka_ingest 20000 1000 2
   run e2e-mqtt-10k ioc e2e 1000 3 1000 1
   run e2e-kafka ioc e2e --kafka 1000 3 1000
   run influx-sink ioc influx_sink 20000 1000
 else
-  run engine ioc-processing engine 100000 2000000 2
+  run engine ioc engine 100000 2000000 2
   run kafka-ingest ioc kafka_ingest 1000000 10000 4
   run e2e-mqtt-10k ioc e2e 10000 20 100000 1
   run e2e-mqtt-50k ioc e2e 50000 20 100000 1

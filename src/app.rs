@@ -8,6 +8,7 @@
 //! stops, the dead-letter writer flushes and the time-series sink spools
 //! its last batch and writes what it can in `influx.shutdown_timeout`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
@@ -183,17 +184,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .into_iter()
                 .map(|(r, n)| (r.code().to_owned(), json!(n)))
                 .collect();
-            let engine: serde_json::Map<_, _> = engine
-                .snapshot()
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), json!(v)))
-                .collect();
-            let influx: Option<serde_json::Map<_, _>> = influx.as_ref().map(|s| {
-                s.snapshot()
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), json!(v)))
-                    .collect()
-            });
+            let engine = BTreeMap::from(engine.snapshot());
+            let influx = influx.as_ref().map(|s| BTreeMap::from(s.snapshot()));
             json!({
                 "ingest": {"received": ingest.received_count(), "accepted": ingest.accepted_count(), "rejected": rejected},
                 "influx": influx,

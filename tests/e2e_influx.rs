@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use common::{
@@ -142,10 +142,6 @@ async fn assert_exactly_once(victoria: &Victoria, sent: &[Sent]) {
     }
 }
 
-fn load(stats: &SinkStats, field: fn(&SinkStats) -> &std::sync::atomic::AtomicU64) -> u64 {
-    field(stats).load(Ordering::Relaxed)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readings_and_alert_changes_arrive_point_by_point() {
     let victoria = Victoria::start();
@@ -175,8 +171,8 @@ async fn readings_and_alert_changes_arrive_point_by_point() {
 
     let stats = running.influx_stats.clone().unwrap();
     wait_for("every point written", 30, || {
-        load(&stats, |s| &s.written) == load(&stats, |s| &s.queued)
-            && load(&stats, |s| &s.queued) > sent.len() as u64
+        stats.written.load(Relaxed) == stats.queued.load(Relaxed)
+            && stats.queued.load(Relaxed) > sent.len() as u64
     })
     .await;
     assert_exactly_once(&victoria, &sent).await;
@@ -221,8 +217,8 @@ async fn readings_and_alert_changes_arrive_point_by_point() {
         versions.iter().all(|s| s.metric["subject"] == *flooded),
         "only the flooded gauge alerts"
     );
-    assert_eq!(load(&stats, |s| &s.retries), 0);
-    assert_eq!(load(&stats, |s| &s.dropped), 0);
+    assert_eq!(stats.retries.load(Relaxed), 0);
+    assert_eq!(stats.dropped.load(Relaxed), 0);
 
     running.shutdown().await.unwrap();
     assert_eq!(
@@ -249,7 +245,7 @@ async fn database_outage_loses_and_duplicates_nothing() {
     let before = steady(&devices, 1, 101, base);
     ingest(running.http_addr, &before).await;
     wait_for("the first part written", 30, || {
-        load(&stats, |s| &s.written) == before.len() as u64
+        stats.written.load(Relaxed) == before.len() as u64
     })
     .await;
 
@@ -259,9 +255,9 @@ async fn database_outage_loses_and_duplicates_nothing() {
     // While the database is down, everything unwritten is on disk, not in
     // memory: the spool holds exactly the points not yet written.
     wait_for("the outage part spooled", 30, || {
-        load(&stats, |s| &s.retries) > 0
-            && load(&stats, |s| &s.spool_points) == during.len() as u64
-            && load(&stats, |s| &s.queued) - load(&stats, |s| &s.written) == during.len() as u64
+        stats.retries.load(Relaxed) > 0
+            && stats.spool_points.load(Relaxed) == during.len() as u64
+            && stats.queued.load(Relaxed) - stats.written.load(Relaxed) == during.len() as u64
     })
     .await;
     let files = std::fs::read_dir(spool.path())
@@ -287,14 +283,14 @@ async fn database_outage_loses_and_duplicates_nothing() {
     ingest(running.http_addr, &after).await;
     let total = (before.len() + during.len() + after.len()) as u64;
     wait_for("the spool drained", 60, || {
-        load(&stats, |s| &s.written) == total && load(&stats, |s| &s.spool_points) == 0
+        stats.written.load(Relaxed) == total && stats.spool_points.load(Relaxed) == 0
     })
     .await;
 
     let sent: Vec<Sent> = before.into_iter().chain(during).chain(after).collect();
     assert_exactly_once(&victoria, &sent).await;
-    assert_eq!(load(&stats, |s| &s.dropped), 0);
-    assert_eq!(load(&stats, |s| &s.batches_rejected), 0);
+    assert_eq!(stats.dropped.load(Relaxed), 0);
+    assert_eq!(stats.batches_rejected.load(Relaxed), 0);
     running.shutdown().await.unwrap();
 }
 
@@ -336,6 +332,16 @@ async fn influx_stat(addr: SocketAddr, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Polls the `ioc` process's `influx.{key}` counter until it is `value`;
+/// fails the test after 30 s.
+async fn wait_for_influx_stat(addr: SocketAddr, key: &str, value: u64, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while influx_stat(addr, key).await != value {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spool_survives_kill_9_and_drains_after_restart() {
     // The database is not up yet: everything goes to the spool.
@@ -350,27 +356,25 @@ async fn spool_survives_kill_9_and_drains_after_restart() {
     let base = Timestamp::now().millis() - 4 * 3600 * 1000;
     let sent = steady(&devices, 1, 151, base);
     ingest(addr, &sent).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while influx_stat(addr, "spool_points").await != sent.len() as u64 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "readings never reached the spool"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_influx_stat(
+        addr,
+        "spool_points",
+        sent.len() as u64,
+        "readings never reached the spool",
+    )
+    .await;
     ioc.kill().unwrap();
     ioc.wait().unwrap();
 
     victoria.run();
     let mut ioc = spawn_ioc(dir.path(), http_port, &victoria);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while influx_stat(addr, "written").await != sent.len() as u64 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the spool did not drain after the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_influx_stat(
+        addr,
+        "written",
+        sent.len() as u64,
+        "the spool did not drain after the restart",
+    )
+    .await;
     assert_eq!(influx_stat(addr, "spool_points").await, 0);
     assert_exactly_once(&victoria, &sent).await;
     let _ = Command::new("kill").arg(ioc.id().to_string()).status();
@@ -396,11 +400,11 @@ async fn a_refused_batch_is_set_aside_with_the_servers_message() {
     let sent = steady(&devices[..1], 1, 11, now - 3600 * 1000);
     ingest(running.http_addr, &sent).await;
     wait_for("the good batch written after the bad one", 30, || {
-        load(&stats, |s| &s.written) == sent.len() as u64
+        stats.written.load(Relaxed) == sent.len() as u64
     })
     .await;
-    assert_eq!(load(&stats, |s| &s.batches_rejected), 1);
-    assert_eq!(load(&stats, |s| &s.points_rejected), 3);
+    assert_eq!(stats.batches_rejected.load(Relaxed), 1);
+    assert_eq!(stats.points_rejected.load(Relaxed), 3);
     let reason: serde_json::Value = serde_json::from_slice(
         &std::fs::read(
             spool

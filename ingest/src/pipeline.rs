@@ -151,6 +151,13 @@ impl Ingestor {
         })
     }
 
+    /// Hands a rejected message's dead letter to the writer; returns the
+    /// rejection for the source to report.
+    async fn dead_letter(&self, (rejection, letter): (Rejection, DeadLetter)) -> Rejection {
+        self.dead_letters.send(letter).await;
+        rejection
+    }
+
     /// Handles one message. `Ok(Ok(()))`: accepted and queued for the engine;
     /// `Ok(Err(rejection))`: dead-lettered; `Err(Closed)`: the engine is
     /// shutting down and the message was not taken (do not acknowledge it).
@@ -168,11 +175,7 @@ impl Ingestor {
                 self.stats.accepted(origin.source());
                 Ok(Ok(()))
             }
-            Err(rejected) => {
-                let (rejection, letter) = *rejected;
-                self.dead_letters.send(letter).await;
-                Ok(Err(rejection))
-            }
+            Err(rejected) => Ok(Err(self.dead_letter(*rejected).await)),
         }
     }
 
@@ -197,11 +200,7 @@ impl Ingestor {
                 self.stats.accepted(origin.source());
                 Ok(Ok(()))
             }
-            Err(rejected) => {
-                let (rejection, letter) = *rejected;
-                self.dead_letters.send(letter).await;
-                Ok(Err(rejection))
-            }
+            Err(rejected) => Ok(Err(self.dead_letter(*rejected).await)),
         }
     }
 

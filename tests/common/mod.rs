@@ -742,7 +742,6 @@ pub fn write_bench_result(name: &str, result: &Value) -> std::path::PathBuf {
 /// CPU seconds used so far by this process's threads whose name starts
 /// with `prefix` (Linux; names are cut to 15 bytes).
 pub fn threads_cpu_seconds(prefix: &str) -> f64 {
-    let tick = 100.0; // USER_HZ on Linux
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0.0;
     };
@@ -751,35 +750,26 @@ pub fn threads_cpu_seconds(prefix: &str) -> f64 {
         .filter_map(|t| {
             let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
             comm.trim().starts_with(prefix).then_some(())?;
-            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            let (utime, stime): (f64, f64) =
-                (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
-            Some((utime + stime) / tick)
+            stat_cpu_seconds(&t.path().join("stat"))
         })
         .sum()
 }
 
 /// utime + stime, in seconds, from a `/proc/.../stat` file.
-fn stat_cpu_seconds(path: &str) -> f64 {
+pub fn stat_cpu_seconds(path: &std::path::Path) -> Option<f64> {
     let tick = 100.0; // USER_HZ on Linux
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|stat| {
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            let (utime, stime): (f64, f64) =
-                (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
-            Some((utime + stime) / tick)
-        })
-        .unwrap_or_else(|| panic!("cannot read CPU time from {path}"))
+    let stat = std::fs::read_to_string(path).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let (utime, stime): (f64, f64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+    Some((utime + stime) / tick)
 }
 
 /// CPU seconds used so far by this whole process.
 pub fn process_cpu_seconds() -> f64 {
-    stat_cpu_seconds("/proc/self/stat")
+    stat_cpu_seconds("/proc/self/stat".as_ref()).expect("cannot read /proc/self/stat")
 }
 
 /// CPU seconds used so far by the calling thread.
 pub fn own_thread_cpu_seconds() -> f64 {
-    stat_cpu_seconds("/proc/thread-self/stat")
+    stat_cpu_seconds("/proc/thread-self/stat".as_ref()).expect("cannot read /proc/thread-self/stat")
 }

@@ -16,8 +16,10 @@ pub enum SpoolFull {
     #[default]
     DropOldest,
     /// Stop taking new points until the database accepts batches again:
-    /// nothing is dropped, but ingestion stops (MQTT and Kafka hold the
-    /// backlog), and with it the live state and the alerts.
+    /// no reading is dropped, but ingestion stops (MQTT and Kafka hold the
+    /// backlog), and with it the live state and the alerts. Alert changes
+    /// still never wait: one that finds the queue full is dropped and
+    /// counted (`reason="queue_full"`).
     Block,
 }
 

@@ -235,9 +235,6 @@ impl Batcher {
                     // Take what else is queued without a clock read each.
                     for record in std::iter::once(record).chain(rx.try_iter().take(1024)) {
                         self.add(&mut batch, &record);
-                        if batch.points as usize >= self.batch_size {
-                            self.flush(&mut batch);
-                        }
                     }
                 }
                 Err(flume::RecvTimeoutError::Timeout) => {
@@ -250,9 +247,6 @@ impl Batcher {
                     if self.shared.stop.load(Ordering::Relaxed) {
                         for record in rx.try_iter() {
                             self.add(&mut batch, &record);
-                            if batch.points as usize >= self.batch_size {
-                                self.flush(&mut batch);
-                            }
                         }
                         self.flush(&mut batch);
                         return;
@@ -266,6 +260,7 @@ impl Batcher {
         }
     }
 
+    /// Renders a record into the batch, and spools the batch once it is full.
     fn add(&self, batch: &mut Batch, record: &Record) {
         let written = match record {
             Record::Reading { device, envelope } => {
@@ -280,6 +275,9 @@ impl Batcher {
             batch.points += 1;
             if batch.started.is_none() {
                 batch.started = Some((Instant::now(), Timestamp::now().millis()));
+            }
+            if batch.points as usize >= self.batch_size {
+                self.flush(batch);
             }
         }
     }

@@ -2,11 +2,16 @@
 //! the real input into the timely workers, every output drained.
 //!
 //! ```sh
-//! cargo bench -p ioc-processing --bench engine -- [DEVICES] [EVENTS] [WORKERS]
+//! cargo bench --bench engine -- [DEVICES] [EVENTS] [WORKERS]
 //! ```
 //!
-//! Defaults: 100000 devices, 2000000 events, 2 workers. Prints one JSON line
-//! (also written to `$IOC_BENCH_OUT` when set).
+//! Defaults: 100000 devices, 2000000 events, 2 workers. Prints the result
+//! and writes it to `target/bench/engine.json` (or `$IOC_BENCH_OUT`).
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::time::Instant;
 
@@ -14,19 +19,10 @@ use ioc_devices::{Registry, Scenario, Simulator};
 use ioc_processing::{Engine, EngineConfig, Reading};
 use ioc_schemas::Timestamp;
 
-fn arg(n: usize, default: usize) -> usize {
-    std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .nth(n)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let devices = arg(0, 100_000);
-    let events = arg(1, 2_000_000);
-    let workers = arg(2, 2);
+    let devices: usize = common::arg(0, 100_000);
+    let events: usize = common::arg(1, 2_000_000);
+    let workers: usize = common::arg(2, 2);
     let registry = Registry::sonla_scaled(devices);
     // A fixed start (2026-01-01T00:00Z) keeps the input identical between runs.
     let t0 = 1_767_225_600_000;
@@ -62,14 +58,23 @@ fn main() {
     let outputs = drain.join().expect("drain");
     let secs = started.elapsed().as_secs_f64();
     let processed = stats.processed.load(std::sync::atomic::Ordering::Relaxed);
-    let result = format!(
-        "{{\"benchmark\":\"engine\",\"date\":\"{}\",\"devices\":{devices},\"events\":{events},\"workers\":{workers},\"seconds\":{secs:.3},\"events_per_s\":{:.0},\"outputs\":{outputs},\"processed\":{processed}}}",
-        Timestamp::now(),
-        events as f64 / secs
+    let result = serde_json::json!({
+        "benchmark": "engine",
+        "date": Timestamp::now(),
+        "machine": common::bench_machine(),
+        "commit": common::bench_commit(),
+        "devices": devices,
+        "events": events,
+        "workers": workers,
+        "seconds": secs,
+        "events_per_s": events as f64 / secs,
+        "outputs": outputs,
+        "processed": processed,
+    });
+    let out = common::write_bench_result("engine", &result);
+    println!(
+        "engine: {events} events of {devices} devices, {workers} workers: {:.0} events/s\nwritten to {}",
+        events as f64 / secs,
+        out.display()
     );
-    println!("{result}");
-    // The benchmark suite (benches/suite.sh) collects results from here.
-    if let Some(path) = std::env::var_os("IOC_BENCH_OUT") {
-        std::fs::write(path, result).expect("cannot write IOC_BENCH_OUT");
-    }
 }
