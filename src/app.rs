@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::config::Config;
+use crate::rules::{Reloader, RulesSource};
 
 /// The process-wide Prometheus recorder (installed once, shared by every
 /// app in the process).
@@ -90,17 +91,25 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         info!(%addr, "embedded MQTT broker listening");
     }
 
+    let rules_source = RulesSource::new(config.rules.file.clone(), registry.clone());
+    let rules = rules_source
+        .load()
+        .map_err(|e| anyhow::anyhow!("{} in {}", e, rules_source.describe()))?;
+    info!(source = %rules_source.describe(), rules = rules.rules.len(), "rules loaded");
     let p = &config.processing;
     let engine_config = EngineConfig {
         workers: p.workers,
         out_of_orderness: p.out_of_orderness,
         idle_timeout: p.idle_timeout,
-        river_hysteresis_m: p.river_hysteresis_m,
+        lateness: p.lateness,
+        rain_bucket: p.rain_bucket,
+        rules: Some(Arc::new(rules)),
         ..EngineConfig::default()
     };
     let (out_tx, out_rx) = flume::bounded(65_536);
     let (engine, input) = Engine::start(&engine_config, registry.clone(), out_tx.clone())?;
     let engine_stats = engine.stats();
+    let reloader = Reloader::new(rules_source, engine.rules());
     let engine = tokio::task::spawn_blocking(move || engine.join().map_err(anyhow::Error::from));
 
     let (influx, influx_input) = if config.influx.enabled {
@@ -113,14 +122,26 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let hub = LiveHub::new(registry.clone());
     let alerts_to_influx = influx_input.clone();
+    let window_registry = registry.clone();
     let hub_task = tokio::spawn(ioc_dashboard_api::hub::run(
         hub.clone(),
         out_rx,
         move |batch| {
             if let Some(input) = &alerts_to_influx {
                 for output in batch {
-                    if let EngineOutput::Alert(a) = output {
-                        input.offer(Record::Alert(Box::new(a.clone())));
+                    match output {
+                        EngineOutput::Alert(a) => {
+                            input.offer(Record::Alert(a.clone()));
+                        }
+                        EngineOutput::Window(w) => {
+                            if let Some(device) = window_registry.lookup(&w.device) {
+                                input.offer(Record::Window {
+                                    device,
+                                    window: Box::new(w.clone()),
+                                });
+                            }
+                        }
+                        EngineOutput::Device(_) | EngineOutput::Presence(_) => {}
                     }
                 }
             }
@@ -197,7 +218,23 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             })
         })
     };
+    let admin_token: Arc<str> = match &config.http.admin_token {
+        Some(t) => t.as_str().into(),
+        None => {
+            use rand::Rng as _;
+            let token: String = rand::rng()
+                .sample_iter(rand::distr::Alphanumeric)
+                .take(32)
+                .map(char::from)
+                .collect();
+            info!("admin token for this run (set http.admin_token to choose one): {token}");
+            token.into()
+        }
+    };
+    let reload = reloader.clone();
     let state = AppState {
+        rules_reload: Some(Arc::new(move || reload.reload())),
+        admin_token,
         hub,
         cancel: http.clone(),
         tracker: TaskTracker::new(),
@@ -208,6 +245,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let server = tokio::spawn(ioc_dashboard_api::serve(listener, state));
 
     let sources = CancellationToken::new();
+    let mut source_tasks = Vec::new();
+    source_tasks.push(tokio::spawn(
+        reloader.watch(config.rules.watch_interval, sources.child_token()),
+    ));
     let kafka_thread = if config.kafka.enabled {
         let source = KafkaSource::new(config.kafka.clone(), ingestor.clone());
         Some(
@@ -218,7 +259,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } else {
         None
     };
-    let mut source_tasks = Vec::new();
     if config.mqtt.enabled {
         // Device presence goes straight to the hub, beside the engine's outputs.
         let ingestor = ingestor.with_presence(out_tx);

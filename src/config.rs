@@ -44,6 +44,31 @@ pub struct Config {
     pub dead_letter: DeadLetterConfig,
     /// Time series to InfluxDB (or anything that speaks its v2 write API).
     pub influx: InfluxConfig,
+    /// The rules file.
+    pub rules: RulesConfig,
+}
+
+/// Where the rules come from and how they are reloaded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// The rules file (see `deploy/rules.toml`). Unset: the copy of
+    /// `deploy/rules.toml` built into the binary (not reloadable from disk).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// How often the file (and the watch lists it names) is checked for
+    /// changes; `0s` turns watching off (reload through the API only).
+    #[serde(with = "humantime_serde")]
+    pub watch_interval: Duration,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            file: None,
+            watch_interval: Duration::from_secs(2),
+        }
+    }
 }
 
 /// HTTP server settings.
@@ -52,12 +77,17 @@ pub struct Config {
 pub struct HttpConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Bearer token for admin endpoints (`POST /api/v1/rules/reload`).
+    /// Unset: a random token is made at start and printed in the log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_token: None,
         }
     }
 }
@@ -104,7 +134,8 @@ pub struct CatalogueConfig {
 pub struct SimulatorConfig {
     /// Publish simulated readings of the whole catalogue to `mqtt.url`.
     pub enabled: bool,
-    /// `normal` or `flood`.
+    /// `demo` (every scenario at once), `normal`, `flood`,
+    /// `landslide_rain`, `traffic_jam`, `device_outage` or `watchlist_plate`.
     pub scenario: Scenario,
     /// Readings per second, over all devices.
     pub rate: f64,
@@ -116,7 +147,7 @@ impl Default for SimulatorConfig {
     fn default() -> Self {
         SimulatorConfig {
             enabled: true,
-            scenario: Scenario::Flood,
+            scenario: Scenario::Demo,
             rate: 50.0,
             seed: 42,
         }
@@ -143,8 +174,14 @@ pub struct ProcessingConfig {
     pub max_age: Duration,
     /// Largest accepted telemetry payload, in bytes.
     pub max_payload_bytes: usize,
-    /// River alarm levels: how far below a level the water must fall to leave it, in metres.
-    pub river_hysteresis_m: f64,
+    /// How far behind the watermark a reading may arrive and still amend
+    /// its windows; older readings are dead-lettered as `late`.
+    #[serde(with = "humantime_serde")]
+    pub lateness: Duration,
+    /// Rainfall bucket: the step at which rolling rainfall totals move
+    /// (must divide one hour).
+    #[serde(with = "humantime_serde")]
+    pub rain_bucket: Duration,
 }
 
 impl Default for ProcessingConfig {
@@ -158,13 +195,14 @@ impl Default for ProcessingConfig {
             max_future_skew: Duration::from_millis(limits.max_future_skew_ms as u64),
             max_age: Duration::from_millis(limits.max_age_ms as u64),
             max_payload_bytes: limits.max_payload_bytes,
-            river_hysteresis_m: engine.river_hysteresis_m,
+            lateness: engine.lateness,
+            rain_bucket: engine.rain_bucket,
         }
     }
 }
 
 /// Top-level sections, for filtering `IOC_*` variables.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "http",
     "mqtt",
     "kafka",
@@ -175,6 +213,7 @@ const SECTIONS: [&str; 10] = [
     "http_ingest",
     "dead_letter",
     "influx",
+    "rules",
 ];
 
 impl Config {
@@ -222,10 +261,20 @@ impl Config {
             self.processing.workers >= 1,
             "processing.workers: must be at least 1",
         );
+        let bucket = self.processing.rain_bucket.as_millis();
         check(
-            self.processing.river_hysteresis_m.is_finite()
-                && self.processing.river_hysteresis_m >= 0.0,
-            "processing.river_hysteresis_m: must be a non-negative number of metres",
+            bucket >= 1000 && 3_600_000 % bucket == 0,
+            "processing.rain_bucket: must divide one hour (e.g. 1m, 5m, 10m)",
+        );
+        let rules_missing = self.rules.file.as_ref().filter(|f| !f.exists());
+        check(
+            rules_missing.is_none(),
+            &format!(
+                "rules.file: {} does not exist",
+                rules_missing
+                    .map(|f| f.display().to_string())
+                    .unwrap_or_default()
+            ),
         );
         check(
             self.processing.max_payload_bytes >= 256,

@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: layered configuration (defaults → file → `IOC_*` → flags);
 //! - [`broker`]: the in-process MQTT broker of the embedded default;
+//! - [`rules`]: the rules in force, reloaded on file change or request;
 //! - [`app`]: [`app::start`] brings every component up, and
 //!   [`app::Running::shutdown`] takes them down in order.
 //!
@@ -13,3 +14,4 @@ pub mod app;
 pub mod broker;
 pub mod config;
 pub mod deadletter;
+pub mod rules;

@@ -41,18 +41,35 @@ struct RunArgs {
 }
 
 #[derive(Subcommand)]
+enum RulesAction {
+    /// Check a rules file against the configured catalogue; lists every
+    /// problem, or the rules it holds.
+    Check {
+        /// The rules file (default: `rules.file` of the configuration, or
+        /// the built-in demo rules).
+        file: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the system (the default).
     Run,
     /// Check a configuration and the catalogue it names, without starting.
     Validate,
+    /// Work with rules files.
+    Rules {
+        #[command(subcommand)]
+        action: RulesAction,
+    },
     /// Publish simulated Sơn La telemetry to an MQTT broker.
     Simulate {
         /// Broker URL, e.g. mqtt://127.0.0.1:1883.
         #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
         broker: String,
-        /// Scenario: normal or flood.
-        #[arg(long, default_value = "flood")]
+        /// Scenario: demo, normal, flood, landslide_rain, traffic_jam,
+        /// device_outage or watchlist_plate.
+        #[arg(long, default_value = "demo")]
         scenario: Scenario,
         /// Readings per second over all devices.
         #[arg(long, default_value_t = 50.0)]
@@ -325,6 +342,21 @@ async fn main() -> anyhow::Result<()> {
                 registry.areas().all().len()
             );
             Ok(())
+        }
+        Some(Command::Rules {
+            action: RulesAction::Check { file },
+        }) => {
+            let config = load(&cli.run)?;
+            let registry = config.registry()?;
+            let source = ioc::rules::RulesSource::new(file.or(config.rules.file), registry);
+            match source.load() {
+                Ok(set) => {
+                    let summary = ioc::rules::summary(&set, &source.describe());
+                    println!("{}", serde_json::to_string_pretty(&summary)?);
+                    Ok(())
+                }
+                Err(e) => anyhow::bail!("{e}"),
+            }
         }
         Some(Command::Simulate {
             broker,

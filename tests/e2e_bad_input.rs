@@ -98,6 +98,15 @@ fn bad_inputs(seq: u64) -> Vec<(&'static str, String, RejectReason)> {
             R::StaleTimestamp,
         ),
         (
+            TOPIC,
+            // Within max_age, but older than the watermark minus the lateness horizon.
+            format!(
+                r#"{{"v":1,"device":"river-to-hieu","ts":{},"seq":{seq},"hydrology":{{}}}}"#,
+                now - 3 * 3_600_000
+            ),
+            R::Late,
+        ),
+        (
             "ioc/v1/camera/cam-son-la-01/telemetry",
             format!(
                 r#"{{"v":1,"device":"cam-son-la-01","ts":{now},"seq":{seq},"camera":{{"event":"plate_read","plate":"HELLO","confidence":0.9}}}}"#

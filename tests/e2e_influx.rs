@@ -29,6 +29,8 @@ use ioc_timeseries::{InfluxConfig, SinkStats};
 fn config(victoria: &Victoria, spool: &Path) -> Config {
     let mut c = test_config("mqtt://127.0.0.1:1".into(), false);
     c.mqtt.enabled = false;
+    // The streams below are hours old: a gateway uploading its backlog.
+    c.processing.lateness = Duration::from_secs(7 * 86_400);
     c.influx = InfluxConfig {
         enabled: true,
         url: victoria.url(),
@@ -303,6 +305,7 @@ fn spawn_ioc(dir: &Path, http_port: u16, victoria: &Victoria) -> Child {
             "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
              [mqtt]\nenabled = false\n\
              [embedded_broker]\nenabled = false\n\
+             [processing]\nlateness = \"7days\"\n\
              [simulator]\nenabled = false\n\
              [dead_letter]\nfile = \"{dir}/dead-letters.jsonl\"\n\
              [influx]\nenabled = true\nurl = \"{url}\"\nspool_dir = \"{dir}/spool\"\n\

@@ -16,11 +16,20 @@ pub enum ApiError {
     Unauthorized(String),
     /// The service cannot take the request now.
     Unavailable(String),
+    /// The request was understood but what it names is invalid; every problem listed.
+    Invalid(String, Vec<String>),
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = match self {
+            ApiError::Invalid(m, problems) => {
+                return (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Json(json!({"error": {"code": "invalid", "message": m, "problems": problems}})),
+                )
+                    .into_response();
+            }
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m),

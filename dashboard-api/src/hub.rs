@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ioc_devices::Registry;
 use ioc_schemas::{
     Alert, AlertStatus, DeviceState, DeviceView, EngineOutput, LiveMessage, Presence,
-    PresenceChange, PresenceStatus,
+    PresenceChange, PresenceStatus, WindowResult,
 };
 use tokio::sync::broadcast;
 
@@ -32,6 +32,8 @@ struct HubState {
     seq: u64,
     states: Vec<Option<DeviceState>>,
     presence: Vec<Option<Presence>>,
+    /// The latest result of each window of each device.
+    windows: Vec<Vec<WindowResult>>,
     /// Devices whose presence is known, and how many of them are online.
     presence_known: usize,
     presence_online: usize,
@@ -56,6 +58,7 @@ impl LiveHub {
                 seq: 0,
                 states: vec![None; registry.devices().len()],
                 presence: vec![None; registry.devices().len()],
+                windows: vec![Vec::new(); registry.devices().len()],
                 presence_known: 0,
                 presence_online: 0,
                 open: BTreeMap::new(),
@@ -86,6 +89,7 @@ impl LiveHub {
         let mut in_delta: HashMap<usize, usize> = HashMap::new();
         let mut alerts = Vec::new();
         let mut presence: Vec<PresenceChange> = Vec::new();
+        let mut windows: Vec<WindowResult> = Vec::new();
         let mut st = self.lock();
         for output in batch {
             match output {
@@ -104,6 +108,7 @@ impl LiveHub {
                     st.states[i] = Some(d);
                 }
                 EngineOutput::Alert(a) => {
+                    let a = *a;
                     match a.status {
                         AlertStatus::Open => {
                             st.open.insert(a.id.clone(), a.clone());
@@ -136,9 +141,24 @@ impl LiveHub {
                     presence.retain(|q| q.device != p.device);
                     presence.push(p);
                 }
+                EngineOutput::Window(w) => {
+                    let Some(i) = self.registry.lookup(&w.device) else {
+                        continue;
+                    };
+                    let latest = &mut st.windows[i as usize];
+                    let same = |o: &WindowResult| {
+                        o.value.kind() == w.value.kind() && o.window_s() == w.window_s()
+                    };
+                    match latest.iter_mut().find(|o| same(o)) {
+                        Some(o) if o.end <= w.end => *o = w.clone(),
+                        Some(_) => {}
+                        None => latest.push(w.clone()),
+                    }
+                    windows.push(w);
+                }
             }
         }
-        if devices.is_empty() && alerts.is_empty() && presence.is_empty() {
+        if devices.is_empty() && alerts.is_empty() && presence.is_empty() && windows.is_empty() {
             return;
         }
         if !presence.is_empty() {
@@ -153,6 +173,7 @@ impl LiveHub {
             devices,
             alerts,
             presence,
+            windows,
         };
         let frame: Frame = serde_json::to_string(&message).unwrap_or_default().into();
         metrics::gauge!("ioc_open_alerts").set(st.open.len() as f64);
@@ -181,10 +202,12 @@ impl LiveHub {
             .iter()
             .zip(&st.states)
             .zip(&st.presence)
-            .map(|((info, state), presence)| DeviceView {
+            .zip(&st.windows)
+            .map(|(((info, state), presence), windows)| DeviceView {
                 info: info.clone(),
                 state: state.clone(),
                 presence: *presence,
+                windows: windows.clone(),
             })
             .collect()
     }
@@ -202,6 +225,7 @@ impl LiveHub {
             info: self.registry.device(i).clone(),
             state: st.states[i as usize].clone(),
             presence: st.presence[i as usize],
+            windows: st.windows[i as usize].clone(),
         })
     }
 

@@ -4,7 +4,8 @@
 //!   holding every device's latest state and the open alerts, and
 //!   broadcasting ordered deltas;
 //! - [`routes`]: REST (`/api/v1/devices`, `/api/v1/alerts`,
-//!   `/api/v1/areas`, `/healthz`, `/metrics`), the WebSocket feed
+//!   `/api/v1/areas`, `/healthz`, `/metrics`, the admin-only
+//!   `POST /api/v1/rules/reload`), the WebSocket feed
 //!   (`/api/v1/live`), HTTP ingest (`POST /api/v1/ingest`) and the embedded
 //!   control-room page (`/`);
 //! - [`error`]: the JSON error shape.
@@ -34,6 +35,9 @@ pub use hub::LiveHub;
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 /// Produces a JSON value on demand (counters).
 pub type StatsFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+/// Reloads the rules: a summary of the new rules, or every problem found
+/// (the rules in force then stay). Blocking; called off the async threads.
+pub type ReloadFn = Arc<dyn Fn() -> Result<serde_json::Value, Vec<String>> + Send + Sync>;
 
 /// State shared by every handler.
 #[derive(Clone)]
@@ -50,6 +54,10 @@ pub struct AppState {
     pub stats: StatsFn,
     /// HTTP ingest, when enabled.
     pub ingest: Option<Arc<HttpIngest>>,
+    /// Rules reload, when the engine has reloadable rules.
+    pub rules_reload: Option<ReloadFn>,
+    /// Bearer token of admin endpoints.
+    pub admin_token: Arc<str>,
 }
 
 /// The router with every route.
@@ -70,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts", get(routes::rest::alerts))
         .route("/api/v1/areas", get(routes::rest::areas))
         .route("/api/v1/stats", get(routes::rest::stats))
+        .route("/api/v1/rules/reload", post(routes::rest::reload_rules))
         .route("/api/v1/live", get(routes::live::live))
         .route(
             "/api/v1/ingest",

@@ -116,6 +116,17 @@ impl Ingestor {
             )
             .at("/device"));
         }
+        if self.engine.too_late(reading.envelope.ts, now) {
+            return Err(Rejection::new(
+                RejectReason::Late,
+                format!(
+                    "event time {} is older than the watermark {} minus the allowed lateness; its windows are closed",
+                    reading.envelope.ts,
+                    self.engine.watermark(now)
+                ),
+            )
+            .at("/ts"));
+        }
         if !self
             .seen
             .first_time(reading.device, reading.envelope.seq, reading.envelope.ts)

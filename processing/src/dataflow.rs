@@ -1,20 +1,28 @@
-//! The timely dataflow: input at event time, exchange by device, state, output.
+//! The timely dataflow: input at event time, exchange by device, state,
+//! reorder buffer, windows, rules, output.
 //!
 //! ```text
 //!  flume channel ──► unordered input (time = max(event time, watermark))
 //!                     │ Exchange by device index
 //!                     ▼
-//!                   device_state (DeviceTable: latest state + rules)
+//!                   DeviceState operator
+//!                     ├─ at arrival: latest state, camera counts, watch list
+//!                     ├─ reorder buffer (by timely time) until the frontier passes
+//!                     └─ released in event-time order: windows, rules;
+//!                        as the frontier moves: closed windows, staleness
 //!                     │ Pipeline
 //!                     ▼
 //!                   output sink ──► flume channel of EngineOutput
 //! ```
 //!
 //! Each worker pulls readings from its own input channel (the readings of
-//! the devices it owns, in arrival order), sends each at
-//! its event time (or at the watermark when it is late) and holds its input
-//! capability at the shared watermark, so the frontier is the watermark.
+//! the devices it owns, in arrival order), sends each at its event time
+//! (or at the watermark when it is late) and holds its input capability at
+//! the shared watermark, so the frontier is the watermark. The state
+//! operator keeps a capability at the frontier so that it can emit window
+//! results and staleness alerts when time passes without input.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -31,13 +39,14 @@ use timely::worker::Worker;
 use crate::Shared;
 use crate::device_state::{DeviceTable, Outcome};
 use crate::reading::Reading;
+use crate::sample::Sample;
 
 /// Most readings a worker takes from the channel before stepping the dataflow.
 const BATCH: usize = 4096;
 /// How long an idle worker sleeps before re-checking the watermark.
 const IDLE_PARK: Duration = Duration::from_millis(100);
 
-/// Keeps per-device state and evaluates rules.
+/// Keeps per-device state, windows and rules.
 pub trait DeviceStateOp<'scope> {
     /// Exchanges readings by device and applies them to the owning worker's
     /// [`DeviceTable`].
@@ -54,15 +63,24 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
         mut table: DeviceTable,
         shared: Arc<Shared>,
     ) -> StreamVec<'scope, u64, EngineOutput> {
-        self.unary(
+        self.unary_frontier(
             Exchange::new(|r: &Reading| u64::from(r.device)),
             "DeviceState",
-            move |_, _| {
+            move |capability, _| {
+                let mut timer = Some(capability);
+                let mut pending: BTreeMap<u64, Vec<Sample>> = BTreeMap::new();
+                let mut released: Vec<Sample> = Vec::new();
                 let mut out = Vec::new();
-                move |input, output| {
+                let mut rules_seen = 0u64;
+                let mut late_seen = 0u64;
+                move |(input, frontier), output| {
+                    if let Some(rules) = shared.rules.changed_since(&mut rules_seen) {
+                        table.set_rules(rules, &mut out);
+                    }
                     input.for_each(|cap, data| {
                         for reading in data.iter() {
-                            match table.apply(reading, &mut out) {
+                            let (outcome, sample) = table.arrive(reading, &mut out);
+                            match outcome {
                                 Outcome::Applied => {}
                                 Outcome::Duplicate => {
                                     shared.stats.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -73,12 +91,47 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                                     metrics::counter!("ioc_events_out_of_order_total").increment(1);
                                 }
                             }
+                            if let Some(s) = sample {
+                                // Keyed by event time: released once the
+                                // frontier passes it (at once when late).
+                                pending.entry(s.ts.max(0) as u64).or_default().push(s);
+                            }
                         }
                         shared.stats.processed.fetch_add(data.len() as u64, Ordering::Relaxed);
                         if !out.is_empty() {
                             output.session(&cap).give_iterator(out.drain(..));
                         }
                     });
+                    // The frontier is the watermark: everything before it is final.
+                    let now = frontier.frontier().iter().min().copied();
+                    let limit = now.unwrap_or(u64::MAX);
+                    while let Some(entry) = pending.first_entry() {
+                        if *entry.key() >= limit {
+                            break;
+                        }
+                        released.append(&mut entry.remove());
+                    }
+                    if !released.is_empty() {
+                        table.release(&mut released, &mut out);
+                        released.clear();
+                        if table.late_for_rules > late_seen {
+                            metrics::counter!("ioc_events_late_for_rules_total").increment(table.late_for_rules - late_seen);
+                            late_seen = table.late_for_rules;
+                        }
+                    }
+                    if let Some(now) = now {
+                        table.advance(now as i64, &mut out);
+                    }
+                    if let Some(t) = timer.as_mut() {
+                        if !out.is_empty() {
+                            output.session(t).give_iterator(out.drain(..));
+                        }
+                        match now {
+                            Some(now) if now > *t.time() => t.downgrade(&now),
+                            Some(_) => {}
+                            None => timer = None,
+                        }
+                    }
                 }
             },
         )
@@ -96,7 +149,13 @@ pub(crate) fn run_worker(
         return;
     };
     let probe = ProbeHandle::new();
-    let table = DeviceTable::new(shared.registry.clone(), shared.river);
+    let table = DeviceTable::new(
+        shared.registry.clone(),
+        shared.rules.current(),
+        shared.table,
+        worker.index(),
+        worker.peers(),
+    );
     let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
         let ((input, cap), readings) = scope.new_unordered_input::<Reading>();
         let sink = output.clone();

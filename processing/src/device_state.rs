@@ -1,91 +1,496 @@
-//! Per-device state on the worker that owns the device.
+//! Per-device state on the worker that owns the device: latest state,
+//! windows, and every rule's state.
 //!
-//! [`DeviceTable::apply`] takes one reading and produces the device's new
-//! latest state and any alert change. Readings are recognised as duplicates
-//! (same sequence number and event time as the latest) or as out of order
-//! (older than the latest); neither changes state, and both are counted.
-//! State is bounded by the registry: one small slot per registered device.
+//! A reading takes two paths through [`DeviceTable`]:
+//!
+//! 1. [`DeviceTable::arrive`], at once: the latest state for the live
+//!    screens (duplicates and readings older than the latest are recognised
+//!    and counted), camera counts and watch-list reads, which need no
+//!    order. It returns the reading's [`Sample`] for the reorder buffer.
+//! 2. [`DeviceTable::release`], once the watermark has passed the reading:
+//!    samples in event-time order feed the rainfall and traffic windows and
+//!    the rules, so rules see each device's readings in event-time order
+//!    whatever order they arrived in. A sample older than one the rules
+//!    already saw (late) still amends its windows (emitted again as
+//!    revisions, and rainfall rules re-evaluate), but does not rewind the
+//!    rules' state machines.
+//!
+//! [`DeviceTable::advance`] runs as the watermark moves: it emits windows
+//! that closed, revisions, rainfall rules, and the staleness scan.
+//! State is bounded by the registry: one slot per registered device, and
+//! windows only for the devices that have them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use ioc_devices::{DeviceIndex, Registry};
-use ioc_schemas::{Body, DeviceKind, DeviceState, EngineOutput};
+use ioc_schemas::{
+    Alert, AlertStatus, Body, DeviceInfo, DeviceKind, DeviceState, EngineOutput, Evidence,
+    Timestamp,
+};
 
 use crate::reading::Reading;
-use crate::rules::river_level::{GaugeState, RiverLevelRule};
+use crate::rules::alert::{self, Step, Tracker};
+use crate::rules::rate::{ChangeState, projected_at};
+use crate::rules::threshold::LevelState;
+use crate::rules::traffic::{CongestionState, SpeedDropState};
+use crate::rules::{Levels, Logic, Rule, RuleSet, devices_near};
+use crate::sample::{Field, Sample};
+use crate::windows::{CameraCounts, RainWindows, TrafficWindows};
 
-/// What happened to a reading.
+/// What happened to a reading on arrival.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// It updated the device.
     Applied,
     /// Same device, sequence number and event time as the latest reading.
     Duplicate,
-    /// Older than the device's latest reading; kept out of state.
+    /// Older than the device's latest reading: not shown as the latest,
+    /// but it still amends windows.
     OutOfOrder,
+}
+
+/// Settings of the table.
+#[derive(Clone, Copy, Debug)]
+pub struct TableConfig {
+    /// Rainfall bucket length, ms (divides one hour).
+    pub rain_bucket_ms: i64,
+    /// How often the staleness scan runs, in event time, ms.
+    pub staleness_scan_ms: i64,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        TableConfig {
+            rain_bucket_ms: 5 * 60_000,
+            staleness_scan_ms: 10_000,
+        }
+    }
+}
+
+/// A rule's per-device state.
+#[derive(Clone, Debug)]
+enum RuleState {
+    Level(LevelState),
+    Change(ChangeState),
+    Congestion(CongestionState),
+    SpeedDrop(SpeedDropState),
+    Stale(Tracker),
+}
+
+impl RuleState {
+    fn fresh(logic: &Logic) -> Option<RuleState> {
+        Some(match logic {
+            Logic::Threshold(_) | Logic::Rainfall(_) => RuleState::Level(LevelState::default()),
+            Logic::RateOfChange(_) | Logic::Surge(_) => RuleState::Change(ChangeState::default()),
+            Logic::Congestion(_) => RuleState::Congestion(CongestionState::default()),
+            Logic::SpeedDrop(_) => RuleState::SpeedDrop(SpeedDropState::default()),
+            Logic::Staleness(_) => RuleState::Stale(Tracker::default()),
+            Logic::Watchlist(_) => return None,
+        })
+    }
+
+    fn fits(&self, logic: &Logic) -> bool {
+        matches!(
+            (self, logic),
+            (
+                RuleState::Level(_),
+                Logic::Threshold(_) | Logic::Rainfall(_)
+            ) | (
+                RuleState::Change(_),
+                Logic::RateOfChange(_) | Logic::Surge(_)
+            ) | (RuleState::Congestion(_), Logic::Congestion(_))
+                | (RuleState::SpeedDrop(_), Logic::SpeedDrop(_))
+                | (RuleState::Stale(_), Logic::Staleness(_))
+        )
+    }
+
+    fn tracker(&self) -> &Tracker {
+        match self {
+            RuleState::Level(s) => &s.tracker,
+            RuleState::Change(s) => &s.tracker,
+            RuleState::Congestion(s) => &s.tracker,
+            RuleState::SpeedDrop(s) => &s.tracker,
+            RuleState::Stale(t) => t,
+        }
+    }
+
+    fn tracker_mut(&mut self) -> &mut Tracker {
+        match self {
+            RuleState::Level(s) => &mut s.tracker,
+            RuleState::Change(s) => &mut s.tracker,
+            RuleState::Congestion(s) => &mut s.tracker,
+            RuleState::SpeedDrop(s) => &mut s.tracker,
+            RuleState::Stale(t) => t,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Windows {
+    Rain(Box<RainWindows>),
+    Traffic(Box<TrafficWindows>),
+    Camera(Box<CameraCounts>),
 }
 
 #[derive(Debug, Default)]
 struct Slot {
+    /// Latest reading (arrival path).
     last_ts: i64,
     last_seq: u64,
-    gauge: GaugeState,
+    heard: bool,
+    /// Latest event time the rules saw.
+    ruled_ts: i64,
+    /// Highest open level of the device's threshold rules.
+    alarm: u8,
+    states: Vec<(Arc<str>, RuleState)>,
+    windows: Option<Windows>,
 }
 
 /// The state of every device owned by one worker.
 #[derive(Debug)]
 pub struct DeviceTable {
     registry: Arc<Registry>,
-    river: RiverLevelRule,
+    rules: Arc<RuleSet>,
+    config: TableConfig,
     slots: HashMap<DeviceIndex, Slot>,
+    /// Devices with windows, for emission at boundaries.
+    windowed: Vec<DeviceIndex>,
+    /// Devices whose emitted windows a late reading amended.
+    revised: Vec<DeviceIndex>,
+    /// Devices this worker owns (for the staleness scan).
+    owned: Vec<DeviceIndex>,
+    /// Last frontier `advance` saw.
+    frontier: i64,
+    /// Event time the engine started at (the first frontier).
+    started: Option<i64>,
+    last_scan: i64,
+    /// Readings that reached the rules after a newer one (late for the rules).
+    pub late_for_rules: u64,
 }
 
 impl DeviceTable {
-    /// An empty table.
-    pub fn new(registry: Arc<Registry>, river: RiverLevelRule) -> Self {
+    /// An empty table for the devices `worker` of `peers` owns.
+    pub fn new(
+        registry: Arc<Registry>,
+        rules: Arc<RuleSet>,
+        config: TableConfig,
+        worker: usize,
+        peers: usize,
+    ) -> Self {
+        let owned = (0..registry.devices().len() as DeviceIndex)
+            .filter(|&d| d as usize % peers.max(1) == worker)
+            .collect();
         DeviceTable {
             registry,
-            river,
+            rules,
+            config,
             slots: HashMap::new(),
+            windowed: Vec::new(),
+            revised: Vec::new(),
+            owned,
+            frontier: 0,
+            started: None,
+            last_scan: 0,
+            late_for_rules: 0,
         }
     }
 
-    /// Applies one reading, pushing outputs to `out`.
-    pub fn apply(&mut self, reading: &Reading, out: &mut Vec<EngineOutput>) -> Outcome {
+    /// Replaces the rules, keeping the state of every rule whose id and
+    /// kind stay the same. Open alerts of rules that went away (or changed
+    /// kind) are resolved.
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>, out: &mut Vec<EngineOutput>) {
+        let old = std::mem::replace(&mut self.rules, rules);
+        let now = self.frontier;
+        for (&index, slot) in &mut self.slots {
+            let device = self.registry.device(index);
+            slot.states.retain_mut(|(id, state)| {
+                let keep = self
+                    .rules
+                    .get(id)
+                    .is_some_and(|r| state.fits(&r.logic) && r.applies(index, device));
+                if !keep {
+                    if let (Some(rule), Some(step)) =
+                        (old.get(id), state.tracker_mut().step(0, now))
+                    {
+                        out.push(EngineOutput::alert(removed(rule, device, step, now)));
+                    }
+                }
+                keep
+            });
+        }
+    }
+
+    /// Takes a reading as it arrives: the latest state, camera counts and
+    /// watch-list reads. Returns the sample to release in order later
+    /// (`None` for duplicates and camera events).
+    pub fn arrive(
+        &mut self,
+        reading: &Reading,
+        out: &mut Vec<EngineOutput>,
+    ) -> (Outcome, Option<Sample>) {
         let e = &reading.envelope;
-        let slot = self.slots.entry(reading.device).or_default();
+        let index = reading.device;
         let ts = e.ts.millis();
-        if ts == slot.last_ts && e.seq == slot.last_seq {
-            return Outcome::Duplicate;
+        let device = self.registry.device(index);
+        let slot = self.slots.entry(index).or_default();
+        if slot.heard && ts == slot.last_ts && e.seq == slot.last_seq {
+            return (Outcome::Duplicate, None);
         }
-        if ts < slot.last_ts {
-            return Outcome::OutOfOrder;
-        }
-        slot.last_ts = ts;
-        slot.last_seq = e.seq;
-        let device = self.registry.device(reading.device);
-        let alert = match &e.body {
-            Body::Hydrology(h) if device.kind == DeviceKind::RiverGauge => {
-                h.water_level_m.and_then(|level| {
-                    self.river
-                        .observe(&mut slot.gauge, device, level, e.ts, e.seq)
-                })
-            }
-            _ => None,
+        let outcome = if slot.heard && ts < slot.last_ts {
+            Outcome::OutOfOrder
+        } else {
+            slot.last_ts = ts;
+            slot.last_seq = e.seq;
+            slot.heard = true;
+            // The state first: whoever sees an alert can already see the reading behind it.
+            out.push(EngineOutput::Device(DeviceState {
+                device: device.id.clone(),
+                ts: e.ts,
+                seq: e.seq,
+                pos: e.pos.unwrap_or(device.pos),
+                reading: e.body.clone(),
+                alarm_level: (slot.alarm > 0).then_some(slot.alarm),
+            }));
+            Outcome::Applied
         };
-        let alarm_level = slot.gauge.level();
-        // The state first: whoever sees the alert can already see the reading behind it.
-        out.push(EngineOutput::Device(DeviceState {
-            device: device.id.clone(),
-            ts: e.ts,
-            seq: e.seq,
-            pos: e.pos.unwrap_or(device.pos),
-            reading: e.body.clone(),
-            alarm_level: (alarm_level > 0).then_some(alarm_level),
-        }));
-        out.extend(alert.map(EngineOutput::Alert));
-        Outcome::Applied
+        if let Body::Camera(c) = &e.body {
+            if slot.windows.is_none() {
+                slot.windows = Some(Windows::Camera(Box::default()));
+                self.windowed.push(index);
+            }
+            if let Some(Windows::Camera(counts)) = &mut slot.windows {
+                counts.add(ts, c.event);
+                if ts < self.frontier {
+                    self.revised.push(index);
+                }
+            }
+            if let Some(plate) = &c.plate {
+                if !self.rules.in_maintenance(index, ts) {
+                    for rule in &self.rules.rules {
+                        if let Logic::Watchlist(w) = &rule.logic {
+                            if rule.applies(index, device) && w.contains(plate) {
+                                let pos = e.pos.unwrap_or(device.pos);
+                                out.push(EngineOutput::alert(watchlist_alert(
+                                    rule, w.severity, device, pos, plate, e.ts, e.seq,
+                                )));
+                            }
+                        }
+                    }
+                }
+            }
+            return (outcome, None);
+        }
+        (outcome, Some(Sample::new(index, ts, e.seq, &e.body)))
+    }
+
+    /// Applies samples the watermark has passed, in event-time order.
+    pub fn release(&mut self, samples: &mut [Sample], out: &mut Vec<EngineOutput>) {
+        samples.sort_unstable_by_key(|s| (s.ts, s.device, s.seq));
+        let rules = self.rules.clone();
+        for s in samples.iter() {
+            let device = self.registry.device(s.device);
+            let slot = self.slots.entry(s.device).or_default();
+            // Windows take every sample, late or not.
+            match device.kind {
+                DeviceKind::RainGauge => {
+                    if let Some(mm) = s.get(Field::RainfallMm) {
+                        if slot.windows.is_none() {
+                            slot.windows = Some(Windows::Rain(Box::new(RainWindows::new(
+                                self.config.rain_bucket_ms,
+                            ))));
+                            self.windowed.push(s.device);
+                        }
+                        if let Some(Windows::Rain(r)) = &mut slot.windows {
+                            r.add(s.ts, s.seq, mm);
+                            if s.ts < self.frontier {
+                                self.revised.push(s.device);
+                            }
+                        }
+                    }
+                }
+                DeviceKind::TrafficCounter => {
+                    if let Some(t) = s.traffic {
+                        if slot.windows.is_none() {
+                            slot.windows = Some(Windows::Traffic(Box::default()));
+                            self.windowed.push(s.device);
+                        }
+                        if let Some(Windows::Traffic(w)) = &mut slot.windows {
+                            w.add(
+                                s.ts,
+                                t.counts,
+                                t.interval_s,
+                                s.get(Field::SpeedKmh),
+                                s.get(Field::OccupancyPct),
+                            );
+                            if s.ts < self.frontier {
+                                self.revised.push(s.device);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if s.ts < slot.ruled_ts {
+                self.late_for_rules += 1;
+                continue;
+            }
+            slot.ruled_ts = s.ts;
+            if rules.in_maintenance(s.device, s.ts) {
+                continue;
+            }
+            for rule in &rules.rules {
+                if !rule.applies(s.device, device) {
+                    continue;
+                }
+                let Some(state) = state_of(slot, rule) else {
+                    continue;
+                };
+                if let Some(a) = evaluate(rule, state, &self.registry, device, s) {
+                    out.push(EngineOutput::alert(a));
+                }
+            }
+            slot.alarm = alarm_of(slot, &rules);
+        }
+    }
+
+    /// The watermark moved to `frontier`: emit closed windows and
+    /// revisions, run rainfall rules on them, and scan for silent devices.
+    pub fn advance(&mut self, frontier: i64, out: &mut Vec<EngineOutput>) {
+        if frontier <= self.frontier {
+            return;
+        }
+        let started = *self.started.get_or_insert(frontier);
+        let step = self
+            .config
+            .rain_bucket_ms
+            .min(crate::windows::TRAFFIC_WINDOW_MS);
+        let crossed = frontier.div_euclid(step) > self.frontier.div_euclid(step);
+        self.frontier = frontier;
+        let rules = self.rules.clone();
+        let mut windows = Vec::new();
+        let due: Vec<DeviceIndex> = if crossed {
+            self.revised.clear();
+            self.windowed.clone()
+        } else {
+            let mut d = std::mem::take(&mut self.revised);
+            d.sort_unstable();
+            d.dedup();
+            d
+        };
+        for index in due {
+            let device = self.registry.device(index);
+            let Some(slot) = self.slots.get_mut(&index) else {
+                continue;
+            };
+            match &mut slot.windows {
+                Some(Windows::Rain(r)) => {
+                    let interval = i64::from(device.expected_interval_s) * 1000;
+                    let changed = r.emit(&device.id, frontier, interval, &mut windows);
+                    if changed.is_empty() || rules.in_maintenance(index, frontier) {
+                        continue;
+                    }
+                    for rule in &rules.rules {
+                        let Logic::Rainfall(rain) = &rule.logic else {
+                            continue;
+                        };
+                        if !rule.applies(index, device) {
+                            continue;
+                        }
+                        let Some(RuleState::Level(state)) = state_of(slot, rule) else {
+                            continue;
+                        };
+                        for &(ts, window, total, complete, revision) in
+                            changed.iter().filter(|c| c.1 == rain.window_ms)
+                        {
+                            if let Some(step) = rain.observe(state, total, complete, ts) {
+                                let mut ev = Evidence::new(
+                                    total,
+                                    "mm",
+                                    level_value(&rain.levels, step),
+                                    Timestamp(ts),
+                                    0,
+                                );
+                                ev.window_s = Some((window / 1000) as u32);
+                                ev.complete = Some(complete);
+                                let mut a =
+                                    alert::build(rule, device, device.pos, step, &rain.levels, ev);
+                                a.revision = revision;
+                                out.push(EngineOutput::alert(a));
+                            }
+                        }
+                    }
+                }
+                Some(Windows::Traffic(t)) => t.emit(&device.id, frontier, &mut windows),
+                Some(Windows::Camera(c)) => c.emit(&device.id, frontier, &mut windows),
+                None => {}
+            }
+        }
+        out.extend(windows.into_iter().map(EngineOutput::Window));
+        if frontier - self.last_scan >= self.config.staleness_scan_ms {
+            self.last_scan = frontier;
+            self.scan_staleness(started, frontier, &rules, out);
+        }
+    }
+
+    fn scan_staleness(
+        &mut self,
+        started: i64,
+        now: i64,
+        rules: &RuleSet,
+        out: &mut Vec<EngineOutput>,
+    ) {
+        let stale_rules: Vec<&Rule> = rules
+            .rules
+            .iter()
+            .filter(|r| matches!(r.logic, Logic::Staleness(_)))
+            .collect();
+        if stale_rules.is_empty() {
+            return;
+        }
+        for &index in &self.owned {
+            let device = self.registry.device(index);
+            if rules.in_maintenance(index, now) {
+                continue;
+            }
+            for &rule in &stale_rules {
+                let Logic::Staleness(st) = &rule.logic else {
+                    continue;
+                };
+                if !rule.applies(index, device) {
+                    continue;
+                }
+                let slot = self.slots.entry(index).or_default();
+                let since = if slot.heard { slot.last_ts } else { started };
+                let Some(RuleState::Stale(tracker)) = state_of(slot, rule) else {
+                    continue;
+                };
+                if let Some(step) = st.check(tracker, since, now, device.expected_interval_s) {
+                    let silent_s = ((now - since) / 1000) as f64;
+                    let allowed_s = (st.allowed_ms(device.expected_interval_s) / 1000) as f64;
+                    let at = if step.level == 0 {
+                        since
+                    } else {
+                        step.opened_ms
+                    };
+                    let ev = Evidence::new(
+                        silent_s,
+                        "s",
+                        allowed_s,
+                        Timestamp(at),
+                        if slot.heard { slot.last_seq } else { 0 },
+                    );
+                    let level = [crate::rules::Level {
+                        name: if slot.heard { "offline" } else { "never_heard" }.to_owned(),
+                        value: allowed_s,
+                        severity: st.severity,
+                    }];
+                    out.push(EngineOutput::alert(alert::build(
+                        rule, device, device.pos, step, &level, ev,
+                    )));
+                }
+            }
+        }
     }
 
     /// Number of devices with state on this worker.
@@ -99,48 +504,194 @@ impl DeviceTable {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use ioc_schemas::AlertStatus;
+/// The state of `rule` in a slot, created (or reset, if the rule changed
+/// kind) as needed.
+fn state_of<'a>(slot: &'a mut Slot, rule: &Rule) -> Option<&'a mut RuleState> {
+    let at = slot.states.iter().position(|(id, _)| **id == *rule.id);
+    let i = match at {
+        Some(i) if slot.states[i].1.fits(&rule.logic) => i,
+        Some(i) => {
+            slot.states[i].1 = RuleState::fresh(&rule.logic)?;
+            i
+        }
+        None => {
+            slot.states
+                .push((rule.id.clone(), RuleState::fresh(&rule.logic)?));
+            slot.states.len() - 1
+        }
+    };
+    slot.states.get_mut(i).map(|(_, s)| s)
+}
 
-    use super::*;
-    use crate::reading::water_level;
+fn alarm_of(slot: &Slot, rules: &RuleSet) -> u8 {
+    slot.states
+        .iter()
+        .filter(|(id, _)| {
+            rules
+                .get(id)
+                .is_some_and(|r| matches!(r.logic, Logic::Threshold(_)))
+        })
+        .map(|(_, s)| s.tracker().level())
+        .max()
+        .unwrap_or(0)
+}
 
-    #[test]
-    fn duplicates_and_old_readings_do_not_touch_state() {
-        let r = Registry::sonla_demo();
-        let bd = r
-            .get("river-to-hieu")
-            .unwrap()
-            .thresholds
-            .alarm_levels_m
-            .unwrap();
-        let mut t = DeviceTable::new(r.clone(), RiverLevelRule { margin_m: 0.2 });
-        let mut out = Vec::new();
-        assert_eq!(
-            t.apply(
-                &water_level(&r, "river-to-hieu", 2000, 2, bd[1] + 0.1),
-                &mut out
-            ),
-            Outcome::Applied
-        );
-        assert!(matches!(&out[0], EngineOutput::Device(d) if d.alarm_level == Some(2)));
-        assert!(
-            matches!(&out[1], EngineOutput::Alert(a) if a.level == 2 && a.status == AlertStatus::Open)
-        );
-        out.clear();
-        assert_eq!(
-            t.apply(
-                &water_level(&r, "river-to-hieu", 2000, 2, bd[1] + 0.1),
-                &mut out
-            ),
-            Outcome::Duplicate
-        );
-        assert_eq!(
-            t.apply(&water_level(&r, "river-to-hieu", 1000, 1, 0.0), &mut out),
-            Outcome::OutOfOrder
-        );
-        assert!(out.is_empty());
-        assert_eq!(t.len(), 1);
+fn level_value(levels: &[crate::rules::Level], step: Step) -> f64 {
+    let shown = if step.level == 0 {
+        step.peak
+    } else {
+        step.level
+    };
+    levels
+        .get(usize::from(shown).saturating_sub(1))
+        .map_or(0.0, |l| l.value)
+}
+
+/// Runs one rule on one in-order sample.
+fn evaluate(
+    rule: &Rule,
+    state: &mut RuleState,
+    registry: &Registry,
+    device: &DeviceInfo,
+    s: &Sample,
+) -> Option<Alert> {
+    let ts = Timestamp(s.ts);
+    let single = |severity| {
+        [crate::rules::Level {
+            name: String::new(),
+            value: 0.0,
+            severity,
+        }]
+    };
+    match (&rule.logic, state) {
+        (Logic::Threshold(t), RuleState::Level(st)) => {
+            let value = s.get(t.field)?;
+            let levels = t.levels.of(device);
+            if levels.is_empty() {
+                return None;
+            }
+            let step = t.observe(st, &levels, value, s.ts)?;
+            let ev = Evidence::new(value, t.field.unit(), level_value(&levels, step), ts, s.seq);
+            Some(alert::build(rule, device, device.pos, step, &levels, ev))
+        }
+        (Logic::RateOfChange(r), RuleState::Change(st)) => {
+            let value = s.get(r.field)?;
+            let (step, slope) = r.observe(st, value, s.ts)?;
+            let mut ev = Evidence::new(value, r.field.unit(), r.open_per_h, ts, s.seq);
+            ev.window_s = Some((r.window_ms / 1000) as u32);
+            ev.rate_per_h = Some((slope * 1000.0).round() / 1000.0);
+            if let Some(levels) = r.projection.as_ref().map(|l: &Levels| l.of(device)) {
+                let ahead = levels.iter().find(|l| {
+                    if slope > 0.0 {
+                        l.value > value
+                    } else {
+                        l.value < value
+                    }
+                });
+                if let Some(next) = ahead {
+                    ev.next_level = Some(next.name.clone());
+                    ev.next_level_at = projected_at(value, slope, next.value, s.ts).map(Timestamp);
+                }
+            }
+            Some(alert::build(
+                rule,
+                device,
+                device.pos,
+                step,
+                &single(r.severity),
+                ev,
+            ))
+        }
+        (Logic::Surge(r), RuleState::Change(st)) => {
+            let value = s.get(r.field)?;
+            let (step, rise) = r.observe(st, value, s.ts)?;
+            let mut ev = Evidence::new(rise, r.field.unit(), r.increase, ts, s.seq);
+            ev.window_s = Some((r.window_ms / 1000) as u32);
+            ev.related = devices_near(
+                registry,
+                device,
+                DeviceKind::RiverGauge,
+                r.related_within_km,
+            );
+            Some(alert::build(
+                rule,
+                device,
+                device.pos,
+                step,
+                &single(r.severity),
+                ev,
+            ))
+        }
+        (Logic::Congestion(c), RuleState::Congestion(st)) => {
+            let speed = s.get(Field::SpeedKmh)?;
+            let occupancy = s.get(Field::OccupancyPct)?;
+            let step = c.observe(st, speed, occupancy, s.ts)?;
+            let ev = Evidence::new(speed, "km/h", c.speed_below_kmh, ts, s.seq);
+            Some(alert::build(
+                rule,
+                device,
+                device.pos,
+                step,
+                &single(c.severity),
+                ev,
+            ))
+        }
+        (Logic::SpeedDrop(d), RuleState::SpeedDrop(st)) => {
+            let speed = s.get(Field::SpeedKmh)?;
+            let (step, baseline) = d.observe(st, speed, s.ts)?;
+            let threshold = (baseline * (1.0 - d.drop_pct / 100.0) * 10.0).round() / 10.0;
+            let ev = Evidence::new(speed, "km/h", threshold, ts, s.seq);
+            Some(alert::build(
+                rule,
+                device,
+                device.pos,
+                step,
+                &single(d.severity),
+                ev,
+            ))
+        }
+        _ => None,
     }
+}
+
+fn watchlist_alert(
+    rule: &Rule,
+    severity: ioc_schemas::Severity,
+    device: &DeviceInfo,
+    pos: [f64; 2],
+    plate: &str,
+    ts: Timestamp,
+    seq: u64,
+) -> Alert {
+    let mut ev = Evidence::new(1.0, "read", 1.0, ts, seq);
+    ev.plate = Some(plate.to_owned());
+    Alert {
+        id: format!("{}:{}:{}", rule.id, device.id, ts.millis()),
+        rule: rule.id.to_string(),
+        subject: device.id.clone(),
+        status: AlertStatus::Open,
+        severity,
+        level: 1,
+        level_name: plate.to_owned(),
+        peak_level: 1,
+        title_vi: format!("{}: {plate} tại {}", rule.title_vi, device.name),
+        title_en: format!("{}: {plate} at {}", rule.title_en, device.name),
+        pos,
+        area: device.area.clone(),
+        evidence: ev,
+        opened_at: ts,
+        updated_at: ts,
+        resolved_at: None,
+        version: 1,
+        revision: false,
+    }
+}
+
+/// The resolution of an open alert whose rule was removed from the rules.
+fn removed(rule: &Rule, device: &DeviceInfo, step: Step, now: i64) -> Alert {
+    let ev = Evidence::new(0.0, "", 0.0, Timestamp(now), 0);
+    let mut a = alert::build(rule, device, device.pos, step, &[], ev);
+    a.title_vi = format!("Đã hết: quy tắc {} đã bị gỡ bỏ ({})", rule.id, device.name);
+    a.title_en = format!("Cleared: rule {} was removed ({})", rule.id, device.name);
+    a
 }

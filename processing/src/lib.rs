@@ -6,10 +6,13 @@
 //!   input capability follows, so frontiers are watermarks;
 //! - [`dataflow`]: the dataflow itself: readings are exchanged by device to
 //!   the worker that owns it, applied to [`device_state::DeviceTable`]
-//!   (latest state, duplicate and order checks) and evaluated by the
-//!   [`rules`]; results leave through a bounded channel of
+//!   (latest state at once; windows and rules in event-time order once the
+//!   watermark passes them); results leave through a bounded channel of
 //!   [`EngineOutput`]s;
-//! - [`rules`]: each rule a plain state machine, tested without timely.
+//! - [`windows`]: rolling rainfall totals, traffic and camera aggregates;
+//! - [`rules`]: the rules file ([`rules::RuleSet`], reloadable through
+//!   [`RulesCell`]) and each rule kind, a plain state machine tested
+//!   without timely.
 //!
 //! This is the only crate that names a timely type. It is synchronous: the
 //! async edges meet it at the two bounded channels. Dropping every
@@ -20,20 +23,37 @@ pub mod dataflow;
 pub mod device_state;
 pub mod reading;
 pub mod rules;
+pub mod sample;
 pub mod watermark;
+pub mod windows;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::thread::Thread;
 use std::time::Duration;
 
 use ioc_devices::Registry;
-use ioc_schemas::EngineOutput;
+use ioc_schemas::{EngineOutput, Timestamp};
 use timely::WorkerConfig;
 
+use device_state::TableConfig;
 pub use reading::Reading;
-use rules::river_level::RiverLevelRule;
+pub use rules::{RuleErrors, RuleSet};
 use watermark::Watermark;
+
+/// Rules the engine runs when it is given none: river-gauge alarm levels
+/// (BĐ1–BĐ3 from the registry) with a 0.2 m hysteresis.
+pub const BUILTIN_RULES: &str = r#"
+[[rule]]
+id = "river_level"
+kind = "threshold"
+devices = ["river_gauge"]
+field = "water_level_m"
+levels = "registry"
+hysteresis = 0.2
+title_vi = "Mực nước sông"
+title_en = "River water level"
+"#;
 
 /// Engine settings.
 #[derive(Clone, Debug)]
@@ -45,8 +65,14 @@ pub struct EngineConfig {
     pub out_of_orderness: Duration,
     /// After this long without readings, event time follows the wall clock.
     pub idle_timeout: Duration,
-    /// River-level hysteresis margin, in metres.
-    pub river_hysteresis_m: f64,
+    /// How far behind the watermark a reading may arrive and still amend
+    /// windows; older readings are dead-lettered as `late` by ingest.
+    pub lateness: Duration,
+    /// Length of a rainfall bucket (divides one hour): the step at which
+    /// rolling totals move.
+    pub rain_bucket: Duration,
+    /// The rules; `None` runs [`BUILTIN_RULES`].
+    pub rules: Option<Arc<RuleSet>>,
     /// Capacity of the input channel, in readings.
     pub input_capacity: usize,
 }
@@ -55,9 +81,11 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             workers: 2,
-            out_of_orderness: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(30),
-            river_hysteresis_m: 0.2,
+            out_of_orderness: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(2),
+            lateness: Duration::from_secs(3600),
+            rain_bucket: Duration::from_secs(300),
+            rules: None,
             input_capacity: 65_536,
         }
     }
@@ -96,8 +124,10 @@ pub struct Shared {
     /// their arrival order and the exchange stays local.
     rxs: Vec<flume::Receiver<Reading>>,
     registry: Arc<Registry>,
-    river: RiverLevelRule,
+    rules: Arc<RulesCell>,
+    table: TableConfig,
     watermark: Watermark,
+    lateness_ms: i64,
     threads: Vec<OnceLock<Thread>>,
     stats: Arc<EngineStats>,
 }
@@ -113,6 +143,52 @@ impl Shared {
         if let Some(t) = self.threads.get(worker).and_then(OnceLock::get) {
             t.unpark();
         }
+    }
+}
+
+/// The rules the engine runs, replaceable while it runs.
+///
+/// Workers pick a new set up at their next step and keep every device's
+/// state and window contents; the state of a rule survives when its id and
+/// kind stay the same.
+#[derive(Debug)]
+pub struct RulesCell {
+    current: RwLock<Arc<RuleSet>>,
+    generation: AtomicU64,
+}
+
+impl RulesCell {
+    fn new(rules: Arc<RuleSet>) -> Self {
+        RulesCell {
+            current: RwLock::new(rules),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// The rules in force.
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.current
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |r| r.clone())
+    }
+
+    /// Puts a new set in force.
+    pub fn replace(&self, rules: Arc<RuleSet>) {
+        match self.current.write() {
+            Ok(mut r) => *r = rules,
+            Err(p) => *p.into_inner() = rules,
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The rules, if they changed since generation `seen` (then updated).
+    pub fn changed_since(&self, seen: &mut u64) -> Option<Arc<RuleSet>> {
+        let g = self.generation.load(Ordering::Acquire);
+        if g == *seen {
+            return None;
+        }
+        *seen = g;
+        Some(self.current())
     }
 }
 
@@ -155,6 +231,19 @@ impl EngineInput {
         Ok(())
     }
 
+    /// The watermark at wall-clock time `now`: readings older than it are late.
+    pub fn watermark(&self, now: Timestamp) -> Timestamp {
+        Timestamp(self.shared.watermark.at(now) as i64)
+    }
+
+    /// Whether a reading with event time `ts` is beyond the lateness
+    /// horizon: older than the watermark minus the allowed lateness. Such a
+    /// reading can no longer amend anything and should be dead-lettered.
+    pub fn too_late(&self, ts: Timestamp, now: Timestamp) -> bool {
+        let wm = self.shared.watermark.at(now) as i64;
+        wm > 0 && ts.millis() < wm - self.shared.lateness_ms
+    }
+
     /// Sends a reading from synchronous code, blocking while the engine is full.
     pub fn send_blocking(&self, reading: Reading) -> Result<(), Closed> {
         let w = owner(reading.device, self.txs.len());
@@ -178,6 +267,7 @@ impl Drop for EngineInput {
 pub struct Engine {
     guards: timely::communication::WorkerGuards<()>,
     stats: Arc<EngineStats>,
+    rules: Arc<RulesCell>,
 }
 
 impl Engine {
@@ -191,12 +281,29 @@ impl Engine {
         let per_worker = (config.input_capacity / workers).max(1);
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers).map(|_| flume::bounded(per_worker)).unzip();
         let stats = Arc::new(EngineStats::default());
+        let rules = match &config.rules {
+            Some(r) => r.clone(),
+            None => Arc::new(
+                RuleSet::parse(BUILTIN_RULES, &registry, &|_| Err("no files".into()))
+                    .unwrap_or_default(),
+            ),
+        };
+        let rules = Arc::new(RulesCell::new(rules));
+        let bucket_ms = config.rain_bucket.as_millis() as i64;
+        let rain_bucket_ms = if bucket_ms > 0 && 3_600_000 % bucket_ms == 0 {
+            bucket_ms
+        } else {
+            TableConfig::default().rain_bucket_ms
+        };
         let shared = Arc::new(Shared {
             rxs,
             registry,
-            river: RiverLevelRule {
-                margin_m: config.river_hysteresis_m,
+            rules: rules.clone(),
+            table: TableConfig {
+                rain_bucket_ms,
+                ..TableConfig::default()
             },
+            lateness_ms: config.lateness.as_millis() as i64,
             watermark: Watermark::new(
                 config.out_of_orderness.as_millis() as i64,
                 config.idle_timeout.as_millis() as i64,
@@ -213,7 +320,19 @@ impl Engine {
             dataflow::run_worker(worker, &worker_shared, &output);
         })
         .map_err(EngineError::Start)?;
-        Ok((Engine { guards, stats }, EngineInput { txs, shared }))
+        Ok((
+            Engine {
+                guards,
+                stats,
+                rules,
+            },
+            EngineInput { txs, shared },
+        ))
+    }
+
+    /// The rules in force, to replace them while the engine runs.
+    pub fn rules(&self) -> Arc<RulesCell> {
+        self.rules.clone()
     }
 
     /// The engine's counters.

@@ -38,7 +38,7 @@ fn two_workers_raise_and_clear_alerts_for_many_gauges() {
         .drain()
         .filter_map(|o| match o {
             EngineOutput::Alert(a) => Some(a),
-            EngineOutput::Device(_) | EngineOutput::Presence(_) => None,
+            _ => None,
         })
         .collect();
     assert_eq!(alerts.len(), gauges.len() * 2);

@@ -3,8 +3,12 @@
 //! The watermark is the largest event time seen minus the allowed
 //! out-of-orderness: the engine promises that readings older than it are
 //! late. When no reading has arrived for the idle timeout, the watermark
-//! follows the wall clock (minus the idle timeout) so that an idle source
-//! does not hold time back. Every worker advances its input to the same
+//! follows the wall clock minus the out-of-orderness, so that quiet
+//! sources do not hold time back (and an alert from a lone gauge is not
+//! kept waiting for the next reading). That assumes device clocks and
+//! transport are within the out-of-orderness of the wall clock; a reading
+//! that is not arrives late and takes the late path (windows amended, no
+//! reading lost). Every worker advances its input to the same
 //! watermark, so a worker that happens to receive no readings does not
 //! stall the dataflow's frontier either.
 
@@ -46,7 +50,7 @@ impl Watermark {
         let max = self.max_event_ms.load(Ordering::Relaxed);
         let mut wm = max - self.out_of_orderness_ms;
         if now.millis() - self.last_arrival_ms.load(Ordering::Relaxed) >= self.idle_ms {
-            wm = wm.max(now.millis() - self.idle_ms - self.out_of_orderness_ms);
+            wm = wm.max(now.millis() - self.out_of_orderness_ms);
         }
         wm.max(0) as u64
     }
@@ -63,6 +67,6 @@ mod tests {
         w.observe(Timestamp(90_000), Timestamp(100_500));
         assert_eq!(w.at(Timestamp(101_000)), 95_000);
         // Idle for 40 s: the clock takes over.
-        assert_eq!(w.at(Timestamp(140_500)), 140_500 - 35_000);
+        assert_eq!(w.at(Timestamp(140_500)), 140_500 - 5_000);
     }
 }

@@ -67,6 +67,51 @@ pub struct Evidence {
     pub ts: Timestamp,
     /// Sequence number of the reading.
     pub seq: u64,
+    /// Length of the window the value was computed over, in seconds
+    /// (rainfall totals, rates of change, surges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_s: Option<u32>,
+    /// Rainfall: whether readings covered the whole window. A total over an
+    /// incomplete window is a lower bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complete: Option<bool>,
+    /// Rate of change: the least-squares slope, in `unit` per hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_h: Option<f64>,
+    /// Rate of change: the next alarm level the value is heading for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_level: Option<String>,
+    /// Rate of change: when the value would reach `next_level` at the
+    /// current rate (event time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_level_at: Option<Timestamp>,
+    /// Watch list: the plate read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plate: Option<String>,
+    /// Other devices concerned, e.g. the gauges downstream of a reservoir
+    /// that opened its gates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<String>,
+}
+
+impl Evidence {
+    /// Evidence of one reading's value against a threshold.
+    pub fn new(value: f64, unit: &str, threshold: f64, ts: Timestamp, seq: u64) -> Self {
+        Evidence {
+            value,
+            unit: unit.to_owned(),
+            threshold,
+            ts,
+            seq,
+            window_s: None,
+            complete: None,
+            rate_per_h: None,
+            next_level: None,
+            next_level_at: None,
+            plate: None,
+            related: Vec::new(),
+        }
+    }
 }
 
 /// An alert about one subject (a device or a zone) for one episode.
@@ -83,7 +128,7 @@ pub struct Alert {
     pub status: AlertStatus,
     /// CAP severity of the current level.
     pub severity: Severity,
-    /// Current level, 1-based (1 = BĐ1). 0 once resolved.
+    /// Current level, 1-based (1 = the rule's first level, e.g. BĐ1). 0 once resolved.
     pub level: u8,
     /// Name of the current (or, once resolved, the peak) level, e.g. `BĐ2`.
     pub level_name: String,
@@ -108,4 +153,8 @@ pub struct Alert {
     pub resolved_at: Option<Timestamp>,
     /// Increments with every change of this alert, starting at 1.
     pub version: u32,
+    /// Whether this change was caused by a late reading that amended a
+    /// window already evaluated.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revision: bool,
 }

@@ -179,6 +179,10 @@ pub struct DeviceView {
     /// until the device (or its last will) has said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presence: Option<Presence>,
+    /// The latest result of each of the device's windows (e.g. rainfall
+    /// over 1 h, 3 h, 6 h and 24 h).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<crate::window::WindowResult>,
 }
 
 /// A device's connection status, from its retained MQTT status topic

@@ -186,7 +186,9 @@ pub struct Traffic {
 }
 
 /// What an AI camera's analytics detected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CameraEvent {
     /// A licence plate was read.

@@ -7,7 +7,7 @@
 
 use schemars::{JsonSchema, Schema, generate::SchemaSettings};
 
-use crate::{Alert, DeviceState, DeviceView, EnvelopeV1, LiveMessage, RejectReason};
+use crate::{Alert, DeviceState, DeviceView, EnvelopeV1, LiveMessage, RejectReason, WindowResult};
 
 fn schema_of<T: JsonSchema>() -> Schema {
     SchemaSettings::draft2020_12()
@@ -27,6 +27,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("alert.schema.json", schema_of::<Alert>()),
         ("live-message.schema.json", schema_of::<LiveMessage>()),
         ("reject-reason.schema.json", schema_of::<RejectReason>()),
+        ("window.schema.json", schema_of::<WindowResult>()),
     ]
 }
 

@@ -8,6 +8,7 @@
 //! - [`device`]: device kinds, registry facts ([`DeviceInfo`]) and live
 //!   state ([`DeviceState`]);
 //! - [`alert`]: alerts raised by rules;
+//! - [`window`]: rainfall, traffic and camera aggregates over event time;
 //! - [`live`]: messages on the WebSocket feed and the engine's output;
 //! - [`time`]: event time as epoch milliseconds, written as RFC 3339;
 //! - [`plate`]: Vietnamese licence plate format;
@@ -26,6 +27,7 @@ pub mod live;
 pub mod plate;
 pub mod reject;
 pub mod time;
+pub mod window;
 
 pub use alert::{Alert, AlertStatus, Evidence, Severity};
 pub use device::{
@@ -38,6 +40,7 @@ pub use envelope::{
 pub use live::{EngineOutput, LiveMessage};
 pub use reject::{RejectReason, Rejection, pointer_of};
 pub use time::Timestamp;
+pub use window::{FlowByClass, WindowResult, WindowValue};
 
 #[cfg(test)]
 mod tests;

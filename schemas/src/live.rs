@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::Alert;
 use crate::device::{DeviceState, DeviceView, PresenceChange};
+use crate::window::WindowResult;
 
 /// A message from the server on `/api/v1/live`. Every message has a `type`.
 ///
@@ -36,6 +37,9 @@ pub enum LiveMessage {
         /// Devices whose connection status changed.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         presence: Vec<PresenceChange>,
+        /// Window results that closed (or were revised).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        windows: Vec<WindowResult>,
     },
 }
 
@@ -45,7 +49,16 @@ pub enum EngineOutput {
     /// A device's latest state changed.
     Device(DeviceState),
     /// An alert opened, changed or resolved.
-    Alert(Alert),
+    Alert(Box<Alert>),
     /// A device came online or went offline (from ingest, not the dataflow).
     Presence(PresenceChange),
+    /// A window closed or was revised.
+    Window(WindowResult),
+}
+
+impl EngineOutput {
+    /// The output of an alert change.
+    pub fn alert(alert: Alert) -> Self {
+        EngineOutput::Alert(Box::new(alert))
+    }
 }

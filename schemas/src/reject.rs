@@ -52,11 +52,14 @@ pub enum RejectReason {
     Forbidden,
     /// The same device and sequence number was already processed.
     Duplicate,
+    /// The event time lies before the engine's watermark minus the lateness
+    /// horizon: the windows it belongs to are closed for good.
+    Late,
 }
 
 impl RejectReason {
     /// Every reason, for metrics pre-registration and documentation.
-    pub const ALL: [RejectReason; 20] = [
+    pub const ALL: [RejectReason; 21] = [
         RejectReason::Oversized,
         RejectReason::MalformedJson,
         RejectReason::InvalidField,
@@ -77,6 +80,7 @@ impl RejectReason {
         RejectReason::KeyMismatch,
         RejectReason::Forbidden,
         RejectReason::Duplicate,
+        RejectReason::Late,
     ];
 
     /// The stable snake_case code.
@@ -102,6 +106,7 @@ impl RejectReason {
             RejectReason::KeyMismatch => "key_mismatch",
             RejectReason::Forbidden => "forbidden",
             RejectReason::Duplicate => "duplicate",
+            RejectReason::Late => "late",
         }
     }
 

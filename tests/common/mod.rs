@@ -553,7 +553,7 @@ impl Pipeline {
             rx.iter()
                 .filter_map(|o| match o {
                     EngineOutput::Device(d) => Some((d.device, d.seq)),
-                    EngineOutput::Alert(_) | EngineOutput::Presence(_) => None,
+                    _ => None,
                 })
                 .collect()
         });

@@ -52,6 +52,13 @@ pub enum Record {
     },
     /// A change of an alert.
     Alert(Box<Alert>),
+    /// A window result (rainfall totals, traffic aggregates, camera counts).
+    Window {
+        /// The device's registry index.
+        device: DeviceIndex,
+        /// The result.
+        window: Box<ioc_schemas::WindowResult>,
+    },
 }
 
 /// The sink has stopped and takes no more points.

@@ -1,8 +1,10 @@
 //! InfluxDB line protocol for readings and alerts.
 //!
 //! One measurement per device kind (`river_gauge`, `rain_gauge`,
-//! `reservoir`, `traffic_counter`, `camera`) and one for alert changes
-//! (`alert`). Tags are bounded by the catalogue: `device`, `kind` and one
+//! `reservoir`, `traffic_counter`, `camera`), one per window kind
+//! (`rainfall_window`, `traffic_window`, `camera_events_window`, tagged
+//! with the window length `window` in seconds and with the device's tags)
+//! and one for alert changes (`alert`). Tags are bounded by the catalogue: `device`, `kind` and one
 //! tag per administrative level (`province`, `former_district`, `commune`,
 //! `ward`, holding area ids), plus the camera `event` type and the alert's
 //! `rule`, `severity` and `status`. Free text (plates, titles) is never a
@@ -14,7 +16,7 @@
 //! then a copy and a few number formats.
 
 use ioc_devices::{DeviceIndex, Registry};
-use ioc_schemas::{Alert, AreaRef, Body, Envelope};
+use ioc_schemas::{Alert, AreaRef, Body, Envelope, WindowResult, WindowValue};
 
 /// Renders readings and alerts as line protocol, appending to a buffer.
 #[derive(Debug)]
@@ -86,6 +88,54 @@ impl LineEncoder {
         }
         f.int("seq", i64::try_from(envelope.seq).ok());
         timestamp(out, envelope.ts.millis());
+        true
+    }
+
+    /// Appends one line for a window result, at the window's end. Returns
+    /// `false` (and appends nothing) for an index outside the registry.
+    pub fn window(&self, out: &mut Vec<u8>, device: DeviceIndex, w: &WindowResult) -> bool {
+        let Some(prefix) = self.prefixes.get(device as usize) else {
+            return false;
+        };
+        // The device's tags follow its measurement name (which needs no escaping).
+        let tags = prefix
+            .iter()
+            .position(|&b| b == b',')
+            .map_or(&prefix[..0], |i| &prefix[i..]);
+        escape_measurement(out, &format!("{}_window", w.value.kind()));
+        out.extend_from_slice(tags);
+        out.extend_from_slice(b",window=");
+        out.extend_from_slice(itoa::Buffer::new().format(w.window_s()).as_bytes());
+        let mut f = Fields::new(out);
+        match &w.value {
+            WindowValue::Rainfall { total_mm, complete } => {
+                f.float("total_mm", Some(*total_mm));
+                f.int("complete", Some(i64::from(*complete)));
+            }
+            WindowValue::Traffic {
+                flow_vph,
+                mean_speed_kmh,
+                occupancy_pct,
+                vehicles,
+            } => {
+                f.float("motorbikes_vph", Some(flow_vph.motorbike));
+                f.float("cars_vph", Some(flow_vph.car));
+                f.float("trucks_vph", Some(flow_vph.truck));
+                f.float("buses_vph", Some(flow_vph.bus));
+                f.float("vehicles_vph", Some(flow_vph.total()));
+                f.int("vehicles", i64::try_from(*vehicles).ok());
+                f.float("mean_speed_kmh", *mean_speed_kmh);
+                f.float("occupancy_pct", *occupancy_pct);
+            }
+            WindowValue::CameraEvents { counts } => {
+                for (event, n) in counts {
+                    f.int(camera_event(*event), Some(i64::from(*n)));
+                }
+                f.int("events", Some(counts.values().map(|&n| i64::from(n)).sum()));
+            }
+        }
+        f.int("revision", Some(i64::from(w.revision)));
+        timestamp(out, w.end.millis());
         true
     }
 

@@ -270,6 +270,9 @@ impl Batcher {
                 self.encoder.alert(&mut batch.lines, alert);
                 true
             }
+            Record::Window { device, window } => {
+                self.encoder.window(&mut batch.lines, *device, window)
+            }
         };
         if written {
             batch.points += 1;

@@ -35,17 +35,12 @@ fn written() -> BTreeSet<(String, String)> {
         title_en: "River level".into(),
         pos: gauge.pos,
         area: gauge.area.clone(),
-        evidence: Evidence {
-            value: 3.1,
-            unit: "m".into(),
-            threshold: 3.0,
-            ts: Timestamp(t0),
-            seq: 9,
-        },
+        evidence: Evidence::new(3.1, "m", 3.0, Timestamp(t0), 9),
         opened_at: Timestamp(t0),
         updated_at: Timestamp(t0),
         resolved_at: None,
         version: 2,
+        revision: false,
     };
     encoder.alert(&mut out, &alert);
     let mut pairs = BTreeSet::new();

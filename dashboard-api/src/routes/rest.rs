@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use ioc_schemas::{Alert, DeviceKind, DeviceView};
 use serde::Deserialize;
@@ -104,4 +104,48 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
             .map(|render| render())
             .unwrap_or_default(),
     )
+}
+
+/// Checks `Authorization: Bearer <admin token>`.
+fn require_admin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::Unauthorized("an admin bearer token is required".into()))?;
+    let want = app.admin_token.as_bytes();
+    // Compare in time independent of where the first difference is.
+    let same = given.len() == want.len()
+        && given
+            .bytes()
+            .zip(want)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same && !want.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized("wrong admin token".into()))
+    }
+}
+
+/// `POST /api/v1/rules/reload` (admin): reads the rules file again and puts
+/// it in force without losing state; 422 with every problem when it is
+/// invalid (the rules in force stay).
+pub async fn reload_rules(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&app, &headers)?;
+    let reload = app
+        .rules_reload
+        .clone()
+        .ok_or_else(|| ApiError::NotFound("this server has no reloadable rules".into()))?;
+    match tokio::task::spawn_blocking(move || reload()).await {
+        Ok(Ok(summary)) => Ok(Json(summary)),
+        Ok(Err(problems)) => Err(ApiError::Invalid(
+            "the rules file is invalid; the rules in force stay".into(),
+            problems,
+        )),
+        Err(e) => Err(ApiError::Unavailable(format!("reload failed: {e}"))),
+    }
 }

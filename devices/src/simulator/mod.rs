@@ -14,11 +14,26 @@
 //!   dominated by motorbikes;
 //! - **cameras** mostly read plates, four in five registered in Sơn La (26).
 //!
-//! Scenarios: `normal` (scattered showers) and `flood` (a storm over the
-//! first river gauge of Tô Hiệu ward, Sơn La city, or the gauge named with
-//! [`Simulator::with_flood_target`], repeating every 20 minutes: the target
-//! passes BĐ1 about 45 s after the start, BĐ2 after about 55 s and BĐ3 after
-//! about 70 s, then recedes).
+//! Scenarios repeat every 20 minutes (`FLOOD_CYCLE_MS`); values are time
+//! compressed (a day's rain in minutes) but event time is not, so rules
+//! with durations (congestion for 10 minutes, staleness after 3 intervals)
+//! take that long in a live demo:
+//!
+//! - `normal`: scattered showers, rivers near their dry-season stage;
+//! - `flood`: a storm over the first river gauge of Tô Hiệu ward, Sơn La
+//!   city (or the gauge named with [`Simulator::with_flood_target`]): it
+//!   passes BĐ1 about 45 s after the start, BĐ2 after about 55 s and BĐ3
+//!   after about 70 s, then recedes; the Sơn La reservoir rises above its
+//!   normal level and opens spillway gates (outflow surge) at about 3 min;
+//! - `landslide_rain`: extreme rain over Tà Xùa (Bắc Yên), a
+//!   landslide-prone pass: over 100 mm within minutes at the nearest gauges;
+//! - `traffic_jam`: two counters on National Road 6 drop from free flow to
+//!   8 km/h and 55 % occupancy from 2 to 15 minutes into the cycle;
+//! - `device_outage`: two cameras and a traffic counter fall silent from 1
+//!   to about 17 minutes into the cycle;
+//! - `watchlist_plate`: the watch-listed plate 26A-999.99 passes three
+//!   cameras of Sơn La city, 30, 90 and 150 s into the cycle;
+//! - `demo`: all of the above at once (the embedded default).
 
 pub mod mqtt;
 
@@ -42,7 +57,38 @@ pub enum Scenario {
     Normal,
     /// A storm over one river basin that pushes its gauges past their alarm levels.
     Flood,
+    /// Extreme rain over a landslide-prone pass.
+    LandslideRain,
+    /// A traffic jam on National Road 6.
+    TrafficJam,
+    /// A few devices fall silent.
+    DeviceOutage,
+    /// A watch-listed plate passes three cameras.
+    WatchlistPlate,
+    /// Every scenario at once.
+    Demo,
 }
+
+impl Scenario {
+    /// Every scenario's name.
+    pub const NAMES: [&str; 7] = [
+        "normal",
+        "flood",
+        "landslide_rain",
+        "traffic_jam",
+        "device_outage",
+        "watchlist_plate",
+        "demo",
+    ];
+
+    /// Whether this scenario includes `part`.
+    pub fn has(self, part: Scenario) -> bool {
+        self == part || (self == Scenario::Demo && part != Scenario::Normal)
+    }
+}
+
+/// The watch-listed plate of the `watchlist_plate` scenario.
+pub const WATCHED_PLATE: &str = "26A-999.99";
 
 impl FromStr for Scenario {
     type Err = String;
@@ -51,8 +97,14 @@ impl FromStr for Scenario {
         match s {
             "normal" => Ok(Scenario::Normal),
             "flood" => Ok(Scenario::Flood),
+            "landslide_rain" => Ok(Scenario::LandslideRain),
+            "traffic_jam" => Ok(Scenario::TrafficJam),
+            "device_outage" => Ok(Scenario::DeviceOutage),
+            "watchlist_plate" => Ok(Scenario::WatchlistPlate),
+            "demo" => Ok(Scenario::Demo),
             other => Err(format!(
-                "unknown scenario {other:?}: expected normal or flood"
+                "unknown scenario {other:?}: expected one of {}",
+                Scenario::NAMES.join(", ")
             )),
         }
     }
@@ -66,6 +118,9 @@ const STORM_RADIUS_KM: f64 = 20.0;
 const STORM_PEAK_MM_H: f64 = 80.0;
 /// Peak rise of the target gauge above its dry-season stage, in metres.
 const TARGET_RISE_M: f64 = 3.9;
+/// Landslide rain: peak intensity (time-compressed), mm/h, and radius, km.
+const LANDSLIDE_PEAK_MM_H: f64 = 3000.0;
+const LANDSLIDE_RADIUS_KM: f64 = 8.0;
 
 /// Great-circle distance in kilometres between two `[lon, lat]` points.
 pub fn distance_km(a: [f64; 2], b: [f64; 2]) -> f64 {
@@ -94,6 +149,12 @@ pub struct Simulator {
     seed: u64,
     start_ms: i64,
     storm_centre: [f64; 2],
+    landslide_centre: [f64; 2],
+    /// Devices the scenarios single out (jam, outage, watch-list cameras, flooded reservoir).
+    jam: Vec<DeviceIndex>,
+    outage: Vec<DeviceIndex>,
+    watch_cameras: Vec<DeviceIndex>,
+    flooded_reservoir: Option<DeviceIndex>,
     seqs: Vec<u64>,
     last_ms: Vec<i64>,
     next: usize,
@@ -112,12 +173,57 @@ impl Simulator {
                     .find(|d| d.kind == DeviceKind::RiverGauge)
             })
             .map_or([0.0, 0.0], |d| d.pos);
+        let pick = |ids: &[&str], kind: DeviceKind, n: usize| -> Vec<DeviceIndex> {
+            let named: Vec<DeviceIndex> = ids.iter().filter_map(|id| registry.lookup(id)).collect();
+            if !named.is_empty() {
+                return named;
+            }
+            (0..n as DeviceIndex)
+                .zip(
+                    registry
+                        .devices()
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, d)| d.kind == kind),
+                )
+                .map(|(_, (i, _))| i as DeviceIndex)
+                .collect()
+        };
+        let landslide_centre = registry
+            .get("rain-ta-xua")
+            .or_else(|| {
+                registry
+                    .devices()
+                    .iter()
+                    .find(|d| d.kind == DeviceKind::RainGauge)
+            })
+            .map_or(centre, |d| d.pos);
+        let jam = pick(
+            &["traffic-ql6-03", "traffic-ql6-04"],
+            DeviceKind::TrafficCounter,
+            2,
+        );
+        let mut outage = pick(&["cam-son-la-05", "cam-son-la-06"], DeviceKind::Camera, 2);
+        outage.extend(pick(&["traffic-ql6-07"], DeviceKind::TrafficCounter, 1));
+        let watch_cameras = pick(
+            &["cam-son-la-01", "cam-son-la-02", "cam-son-la-03"],
+            DeviceKind::Camera,
+            3,
+        );
+        let flooded_reservoir = pick(&["reservoir-son-la"], DeviceKind::Reservoir, 1)
+            .first()
+            .copied();
         Simulator {
             registry,
             scenario,
             seed,
             start_ms: start.millis(),
             storm_centre: centre,
+            landslide_centre,
+            jam,
+            outage,
+            watch_cameras,
+            flooded_reservoir,
             seqs: vec![0; n],
             last_ms: vec![i64::MIN; n],
             next: 0,
@@ -135,15 +241,26 @@ impl Simulator {
         &self.registry
     }
 
-    /// The next reading, cycling over all devices.
+    /// The next reading, cycling over all devices (skipping those the
+    /// `device_outage` scenario silences).
     pub fn next_reading(&mut self, now: Timestamp) -> Option<Envelope> {
         let n = self.registry.devices().len();
-        if n == 0 {
-            return None;
+        for _ in 0..n {
+            let i = self.next % n;
+            self.next = (i + 1) % n;
+            if !self.silent(i as DeviceIndex, now.millis()) {
+                return Some(self.reading(i as DeviceIndex, now));
+            }
         }
-        let i = self.next % n;
-        self.next = (i + 1) % n;
-        Some(self.reading(i as DeviceIndex, now))
+        None
+    }
+
+    /// Whether the `device_outage` scenario silences a device at `t_ms`.
+    pub fn silent(&self, index: DeviceIndex, t_ms: i64) -> bool {
+        let tau = self.cycle_s(t_ms);
+        self.scenario.has(Scenario::DeviceOutage)
+            && (60.0..1020.0).contains(&tau)
+            && self.outage.contains(&index)
     }
 
     /// A reading of one device at `now`.
@@ -168,7 +285,16 @@ impl Simulator {
             DeviceKind::Reservoir => (Body::Hydrology(self.reservoir(index, device, t_ms)), None),
             DeviceKind::TrafficCounter => (Body::Traffic(self.traffic(index, t_ms)), None),
             DeviceKind::Camera => {
-                let (camera, pos) = self.camera(index, device, seq);
+                let (mut camera, pos) = self.camera(index, device, seq);
+                if let Some(k) = self.watch_cameras.iter().position(|&c| c == index) {
+                    let at = 30.0 + 60.0 * k as f64;
+                    if self.scenario.has(Scenario::WatchlistPlate)
+                        && (at..at + 10.0).contains(&self.cycle_s(t_ms))
+                    {
+                        camera.event = CameraEvent::PlateRead;
+                        camera.plate = Some(WATCHED_PLATE.to_owned());
+                    }
+                }
                 (Body::Camera(camera), Some(pos))
             }
         };
@@ -194,16 +320,21 @@ impl Simulator {
         } else {
             0.0
         };
-        match self.scenario {
-            Scenario::Normal => shower,
-            Scenario::Flood => {
-                let tau = self.cycle_s(t_ms);
-                let envelope =
-                    smoothstep((tau - 5.0) / 55.0) * (1.0 - smoothstep((tau - 240.0) / 120.0));
-                let d = distance_km(pos, self.storm_centre);
-                shower + STORM_PEAK_MM_H * envelope * (-(d / STORM_RADIUS_KM).powi(2)).exp()
-            }
+        let tau = self.cycle_s(t_ms);
+        let mut mm_h = shower;
+        if self.scenario.has(Scenario::Flood) {
+            let envelope =
+                smoothstep((tau - 5.0) / 55.0) * (1.0 - smoothstep((tau - 240.0) / 120.0));
+            let d = distance_km(pos, self.storm_centre);
+            mm_h += STORM_PEAK_MM_H * envelope * (-(d / STORM_RADIUS_KM).powi(2)).exp();
         }
+        if self.scenario.has(Scenario::LandslideRain) {
+            let envelope =
+                smoothstep((tau - 60.0) / 60.0) * (1.0 - smoothstep((tau - 240.0) / 60.0));
+            let d = distance_km(pos, self.landslide_centre);
+            mm_h += LANDSLIDE_PEAK_MM_H * envelope * (-(d / LANDSLIDE_RADIUS_KM).powi(2)).exp();
+        }
+        mm_h
     }
 
     /// Health fields every hydrological station reports.
@@ -224,9 +355,9 @@ impl Simulator {
         let bd1 = device.thresholds.alarm_levels_m.map_or(3.0, |l| l[0]);
         let dry = bd1 - 1.5;
         let noise = 0.02 * gauss(self.seed ^ 0x11, u64::from(index), (t_ms / 5_000) as u64);
-        let rise = match self.scenario {
-            Scenario::Normal => 0.0,
-            Scenario::Flood => {
+        let rise = match self.scenario.has(Scenario::Flood) {
+            false => 0.0,
+            true => {
                 let d = distance_km(device.pos, self.storm_centre);
                 let lag = 20.0 + d;
                 let tau = self.cycle_s(t_ms) - lag;
@@ -267,9 +398,15 @@ impl Simulator {
         let inflow = base_inflow
             * (1.0 + 2.0 * storm)
             * (1.0 + 0.03 * gauss(self.seed ^ 0x22, u64::from(index), (t_ms / 60_000) as u64));
-        let level =
+        let mut level =
             normal - 2.5 + 0.4 * (2.0 * PI * t_ms as f64 / 86_400_000.0).sin() + 0.8 * storm;
-        let gates = if level > normal { 2 } else { 0 };
+        if self.scenario.has(Scenario::Flood) && self.flooded_reservoir == Some(index) {
+            // The flood fills the reservoir past its normal level for a few minutes.
+            let tau = self.cycle_s(t_ms);
+            level +=
+                3.4 * smoothstep((tau - 60.0) / 120.0) * (1.0 - smoothstep((tau - 420.0) / 120.0));
+        }
+        let gates = if level > normal { 4 } else { 0 };
         Hydrology {
             water_level_m: Some((level * 100.0).round() / 100.0),
             inflow_m3s: Some(inflow.round()),
@@ -280,6 +417,9 @@ impl Simulator {
     }
 
     fn traffic(&self, index: DeviceIndex, t_ms: i64) -> Traffic {
+        let jammed = self.scenario.has(Scenario::TrafficJam)
+            && (120.0..900.0).contains(&self.cycle_s(t_ms))
+            && self.jam.contains(&index);
         // Local time in Sơn La is UTC+7.
         let hour = ((t_ms / 1000 + 7 * 3600).rem_euclid(86_400)) as f64 / 3600.0;
         let peak = |h: f64, w: f64| (-((hour - h) / w).powi(2)).exp();
@@ -295,10 +435,14 @@ impl Simulator {
                 .round()
                 .max(0.0) as u32
         };
-        let occupancy = (flow_h / capacity * 22.0).clamp(0.0, 100.0);
-        let speed = (58.0 * (1.0 - occupancy / 60.0)
+        let mut occupancy = (flow_h / capacity * 22.0).clamp(0.0, 100.0);
+        let mut speed = (58.0 * (1.0 - occupancy / 60.0)
             + 3.0 * gauss(self.seed ^ 0x37, u64::from(index), bucket))
         .clamp(5.0, 90.0);
+        if jammed {
+            occupancy = 55.0 + 3.0 * gauss(self.seed ^ 0x38, u64::from(index), bucket);
+            speed = 8.0 + gauss(self.seed ^ 0x39, u64::from(index), bucket);
+        }
         Traffic {
             interval_s: 300,
             counts: VehicleCounts {

@@ -1,8 +1,224 @@
-//! Rules: plain Rust state machines, tested without timely.
+//! Rules as data: the rules file, its validation, and each rule kind's logic.
 //!
-//! Each rule owns a per-subject state type and an `observe` function that
-//! takes one reading and returns an alert change, if any. The dataflow
-//! (`crate::dataflow`) keeps the states keyed by device on the worker that
-//! owns the device and calls the rules in event-time order per device.
+//! A rules file (TOML; `deploy/rules.toml` documents every kind) holds
+//! `[[rule]]` tables and `[[maintenance]]` windows. [`RuleSet::parse`]
+//! checks the whole file against the registry and reports every problem at
+//! once, each with the rule's id. Each kind's logic is a plain state
+//! machine in its own module, tested without timely:
+//!
+//! | kind | module | watches |
+//! |---|---|---|
+//! | `threshold` | [`threshold`] | a field against ordered levels (BĐ1–BĐ3, reservoir levels, fixed values) with hysteresis and a minimum duration |
+//! | `rate_of_change` | [`rate`] | the least-squares slope of a field over a window, with the projected time to the next level |
+//! | `rainfall` | [`threshold`] over [`crate::windows`] | rolling rainfall totals against levels |
+//! | `staleness` | [`staleness`] | silence longer than k × the expected interval |
+//! | `congestion`, `speed_drop` | [`traffic`] | slow and full segments; sudden speed drops |
+//! | `surge` | [`rate`] | a jump of a field within a window (reservoir outflow: gates opening) |
+//! | `watchlist` | [`watchlist`] | watch-listed plates read by a camera |
+//!
+//! Alerts of every kind share [`alert::Tracker`]: deterministic ids
+//! (`{rule}:{subject}:{event time the episode opened}`), levels, versions
+//! and bilingual titles.
 
-pub mod river_level;
+pub mod alert;
+pub mod file;
+pub mod rate;
+pub mod staleness;
+pub mod threshold;
+pub mod traffic;
+pub mod watchlist;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use ioc_devices::{DeviceIndex, Registry};
+use ioc_schemas::{DeviceInfo, DeviceKind, Severity};
+
+pub use file::{RuleErrors, RuleSet};
+
+use crate::sample::Field;
+
+/// One configured rule.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// Unique id, the first part of its alerts' ids.
+    pub id: Arc<str>,
+    /// Device kinds it watches.
+    pub kinds: Vec<DeviceKind>,
+    /// When set, only these devices.
+    pub only: Option<HashSet<DeviceIndex>>,
+    /// What the alert is about, in Vietnamese (e.g. `Mực nước sông`).
+    pub title_vi: String,
+    /// What the alert is about, in English (e.g. `River water level`).
+    pub title_en: String,
+    /// The kind and its parameters.
+    pub logic: Logic,
+}
+
+impl Rule {
+    /// Whether the rule watches this device.
+    pub fn applies(&self, index: DeviceIndex, device: &DeviceInfo) -> bool {
+        self.kinds.contains(&device.kind) && self.only.as_ref().is_none_or(|s| s.contains(&index))
+    }
+}
+
+/// A rule kind with its parameters.
+#[derive(Clone, Debug)]
+pub enum Logic {
+    /// A field against ordered levels.
+    Threshold(threshold::Threshold),
+    /// The slope of a field.
+    RateOfChange(rate::RateOfChange),
+    /// A rolling rainfall total against ordered levels.
+    Rainfall(threshold::Rainfall),
+    /// No data for too long.
+    Staleness(staleness::Staleness),
+    /// Slow and occupied for a while.
+    Congestion(traffic::Congestion),
+    /// Speed far below its recent mean.
+    SpeedDrop(traffic::SpeedDrop),
+    /// A jump within a window.
+    Surge(rate::Surge),
+    /// Watch-listed plates.
+    Watchlist(watchlist::Watchlist),
+}
+
+impl Logic {
+    /// The kind's name in the rules file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Logic::Threshold(_) => "threshold",
+            Logic::RateOfChange(_) => "rate_of_change",
+            Logic::Rainfall(_) => "rainfall",
+            Logic::Staleness(_) => "staleness",
+            Logic::Congestion(_) => "congestion",
+            Logic::SpeedDrop(_) => "speed_drop",
+            Logic::Surge(_) => "surge",
+            Logic::Watchlist(_) => "watchlist",
+        }
+    }
+}
+
+/// One level of a rule: its name, the value that reaches it, its severity.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Level {
+    /// Name shown to operators, e.g. `BĐ2` or `Mưa rất to`.
+    pub name: String,
+    /// The value at or beyond which the level is reached.
+    pub value: f64,
+    /// CAP severity while at this level.
+    pub severity: Severity,
+}
+
+/// Where a rule's levels come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Levels {
+    /// The same levels for every device, strictly increasing (or decreasing
+    /// for a `below` threshold).
+    Fixed(Vec<Level>),
+    /// Each device's own levels from the registry: BĐ1–BĐ3 for river gauges,
+    /// normal and flood-control levels for reservoirs.
+    Registry,
+}
+
+impl Levels {
+    /// The levels that apply to a device, lowest first; empty when the
+    /// device has none.
+    pub fn of(&self, device: &DeviceInfo) -> Vec<Level> {
+        match self {
+            Levels::Fixed(l) => l.clone(),
+            Levels::Registry => registry_levels(device),
+        }
+    }
+}
+
+/// A device's levels from the registry.
+pub fn registry_levels(device: &DeviceInfo) -> Vec<Level> {
+    let t = &device.thresholds;
+    if let Some(bd) = t.alarm_levels_m {
+        let sev = [Severity::Minor, Severity::Moderate, Severity::Severe];
+        return bd
+            .iter()
+            .zip(["BĐ1", "BĐ2", "BĐ3"])
+            .zip(sev)
+            .map(|((&value, name), severity)| Level {
+                name: name.to_owned(),
+                value,
+                severity,
+            })
+            .collect();
+    }
+    let mut levels = Vec::new();
+    if let Some(v) = t.normal_level_m {
+        levels.push(Level {
+            name: "MNDBT".to_owned(),
+            value: v,
+            severity: Severity::Moderate,
+        });
+    }
+    if let Some(v) = t.flood_control_level_m {
+        if levels.last().is_none_or(|l| v > l.value) {
+            levels.push(Level {
+                name: "MN phòng lũ".to_owned(),
+                value: v,
+                severity: Severity::Severe,
+            });
+        }
+    }
+    levels
+}
+
+/// A period during which a device's rules are not evaluated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Maintenance {
+    /// The devices.
+    pub devices: HashSet<DeviceIndex>,
+    /// Start, event time (epoch ms), inclusive.
+    pub from_ms: i64,
+    /// End, event time (epoch ms), exclusive.
+    pub to_ms: i64,
+}
+
+/// The default device kinds of a rule kind's field.
+fn default_kinds(field: Option<Field>) -> Vec<DeviceKind> {
+    match field {
+        Some(f) if f.is_traffic() => vec![DeviceKind::TrafficCounter],
+        Some(Field::RainfallMm) => vec![DeviceKind::RainGauge],
+        Some(Field::InflowM3s | Field::OutflowM3s | Field::GatesOpen) => {
+            vec![DeviceKind::Reservoir]
+        }
+        Some(Field::WaterLevelM | Field::FlowM3s) => vec![DeviceKind::RiverGauge],
+        Some(Field::BatteryV | Field::SignalDbm) => vec![
+            DeviceKind::RiverGauge,
+            DeviceKind::RainGauge,
+            DeviceKind::Reservoir,
+        ],
+        Some(_) | None => DeviceKind::ALL.to_vec(),
+    }
+}
+
+/// Registry facts a rule needs while building alerts.
+pub(crate) fn devices_near(
+    registry: &Registry,
+    of: &DeviceInfo,
+    kind: DeviceKind,
+    within_km: f64,
+) -> Vec<String> {
+    if within_km <= 0.0 {
+        return Vec::new();
+    }
+    let mut near: Vec<(f64, &str)> = registry
+        .devices()
+        .iter()
+        .filter(|d| d.kind == kind && d.id != of.id)
+        .map(|d| {
+            (
+                ioc_devices::simulator::distance_km(of.pos, d.pos),
+                d.id.as_str(),
+            )
+        })
+        .filter(|(km, _)| *km <= within_km)
+        .collect();
+    near.sort_by(|a, b| a.0.total_cmp(&b.0));
+    near.into_iter().map(|(_, id)| id.to_owned()).collect()
+}

@@ -1,0 +1,196 @@
+//! What every rule kind shares: the episode tracker and the alert it builds.
+//!
+//! A rule computes a level for a subject (0 = nothing to report, 1.. = its
+//! levels). [`Tracker::step`] turns a change of level into an episode step:
+//! the first level opens an episode (its event time becomes part of the
+//! alert id), later changes escalate or lower it, level 0 resolves it.
+//! [`build`] makes the [`Alert`] of a step.
+
+use ioc_schemas::{Alert, AlertStatus, DeviceInfo, Evidence, Severity, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::{Level, Rule};
+
+/// A subject's current level and open episode under one rule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tracker {
+    level: u8,
+    episode: Option<Episode>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+struct Episode {
+    opened_ms: i64,
+    peak: u8,
+    version: u32,
+}
+
+/// A change of level within an episode.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Step {
+    /// Level before the change.
+    pub previous: u8,
+    /// Level after it (0 = resolved).
+    pub level: u8,
+    /// Highest level of the episode.
+    pub peak: u8,
+    /// Event time the episode opened.
+    pub opened_ms: i64,
+    /// Version of the alert after this change.
+    pub version: u32,
+}
+
+impl Tracker {
+    /// The current level (0 = none).
+    pub fn level(&self) -> u8 {
+        self.level
+    }
+
+    /// Moves to `level` at event time `ts`; the step, if the level changed.
+    pub fn step(&mut self, level: u8, ts: i64) -> Option<Step> {
+        if level == self.level {
+            return None;
+        }
+        let previous = self.level;
+        self.level = level;
+        let e = match (&mut self.episode, level) {
+            (None, 0) => return None,
+            (None, _) => self.episode.insert(Episode {
+                opened_ms: ts,
+                peak: level,
+                version: 1,
+            }),
+            (Some(e), _) => {
+                e.peak = e.peak.max(level);
+                e.version += 1;
+                e
+            }
+        };
+        let step = Step {
+            previous,
+            level,
+            peak: e.peak,
+            opened_ms: e.opened_ms,
+            version: e.version,
+        };
+        if level == 0 {
+            self.episode = None;
+        }
+        Some(step)
+    }
+}
+
+/// The alert of a step: `levels` are the rule's levels for this device
+/// (the level shown once resolved is the episode's peak).
+pub fn build(
+    rule: &Rule,
+    device: &DeviceInfo,
+    pos: [f64; 2],
+    step: Step,
+    levels: &[Level],
+    evidence: Evidence,
+) -> Alert {
+    let shown = if step.level == 0 {
+        step.peak
+    } else {
+        step.level
+    };
+    let level = levels.get(usize::from(shown).saturating_sub(1));
+    let (level_name, severity) =
+        level.map_or(("", Severity::Minor), |l| (l.name.as_str(), l.severity));
+    let name = &device.name;
+    let value = format!("{} {}", fmt_value(evidence.value), evidence.unit);
+    let (title_vi, title_en) = if step.level == 0 {
+        (
+            format!(
+                "Đã hết: {} ({level_name}) tại {name}, hiện {value}",
+                rule.title_vi
+            ),
+            format!(
+                "Cleared: {} ({level_name}) at {name}, now {value}",
+                rule.title_en
+            ),
+        )
+    } else {
+        let (vi, en) = if step.level > step.previous {
+            ("lên", "up to")
+        } else {
+            ("giảm về", "down to")
+        };
+        let lv = if level_name.is_empty() {
+            String::new()
+        } else {
+            format!(" {vi} {level_name}")
+        };
+        let le = if level_name.is_empty() {
+            String::new()
+        } else {
+            format!(" {en} {level_name}")
+        };
+        (
+            format!("{}{lv} tại {name}: {value}", rule.title_vi),
+            format!("{}{le} at {name}: {value}", rule.title_en),
+        )
+    };
+    let ts = evidence.ts;
+    Alert {
+        id: format!("{}:{}:{}", rule.id, device.id, step.opened_ms),
+        rule: rule.id.to_string(),
+        subject: device.id.clone(),
+        status: if step.level == 0 {
+            AlertStatus::Resolved
+        } else {
+            AlertStatus::Open
+        },
+        severity,
+        level: step.level,
+        level_name: level_name.to_owned(),
+        peak_level: step.peak,
+        title_vi,
+        title_en,
+        pos,
+        area: device.area.clone(),
+        evidence,
+        opened_at: Timestamp(step.opened_ms),
+        updated_at: ts,
+        resolved_at: (step.level == 0).then_some(ts),
+        version: step.version,
+        revision: false,
+    }
+}
+
+/// A value with at most two decimals and no trailing zeros.
+pub fn fmt_value(v: f64) -> String {
+    let s = format!("{v:.2}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_episode_one_id_versions_count_changes() {
+        let mut t = Tracker::default();
+        assert_eq!(t.step(0, 1), None);
+        let a = t.step(1, 10).unwrap();
+        let b = t.step(3, 20).unwrap();
+        let c = t.step(0, 30).unwrap();
+        assert_eq!((a.opened_ms, a.version, a.peak), (10, 1, 1));
+        assert_eq!((b.opened_ms, b.version, b.peak, b.previous), (10, 2, 3, 1));
+        assert_eq!((c.opened_ms, c.version, c.level), (10, 3, 0));
+        assert_eq!(t.step(2, 40).unwrap().opened_ms, 40);
+    }
+
+    #[test]
+    fn values_print_short() {
+        assert_eq!(fmt_value(3.0), "3");
+        assert_eq!(fmt_value(3.456), "3.46");
+        assert_eq!(fmt_value(-0.001), "0");
+    }
+}

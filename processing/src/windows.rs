@@ -1,0 +1,585 @@
+//! Windows over event time, per device.
+//!
+//! - [`RainWindows`]: rolling rainfall totals over 1 h, 3 h, 6 h and 24 h,
+//!   kept as a ring of buckets (`rain_bucket`, default 5 min). Gauges report
+//!   increments since their previous reading, so a lost reading is lost
+//!   rain: a gap in sequence numbers marks the buckets it spans, and a total
+//!   over a window with a marked bucket, starting before the gauge's first
+//!   reading, or ending after a silence of more than two expected
+//!   intervals, is reported as incomplete (a lower bound).
+//! - [`TrafficWindows`]: 5-minute tumbling windows per counter: flow by
+//!   class (vehicles/h), mean speed weighted by vehicles, mean occupancy.
+//! - [`CameraCounts`]: camera events by type over the last 5 and 60 minutes.
+//!
+//! A window is emitted when the watermark passes its end. A reading that
+//! arrives later but inside the retained range amends it, and the window is
+//! emitted again marked as a revision. Sums do not depend on arrival order.
+
+use std::collections::BTreeMap;
+
+use ioc_schemas::{CameraEvent, FlowByClass, Timestamp, WindowResult, WindowValue};
+
+/// Rolling rainfall windows, ms.
+pub const RAIN_WINDOWS_MS: [i64; 4] = [3_600_000, 3 * 3_600_000, 6 * 3_600_000, 24 * 3_600_000];
+/// Length of traffic windows and camera buckets, ms.
+pub const TRAFFIC_WINDOW_MS: i64 = 5 * 60_000;
+/// Traffic windows kept for late amendments (one hour).
+const TRAFFIC_KEPT: usize = 13;
+/// Camera buckets: twelve 5-minute buckets make the hour.
+const CAMERA_BUCKETS: usize = 12;
+/// Camera event types counted.
+const CAMERA_EVENTS: [CameraEvent; 8] = [
+    CameraEvent::PlateRead,
+    CameraEvent::Intrusion,
+    CameraEvent::FireSmoke,
+    CameraEvent::Crowd,
+    CameraEvent::Congestion,
+    CameraEvent::Accident,
+    CameraEvent::WrongWay,
+    CameraEvent::IllegalParking,
+];
+
+fn result(device: &str, start: i64, end: i64, revision: bool, value: WindowValue) -> WindowResult {
+    WindowResult {
+        device: device.to_owned(),
+        start: Timestamp(start),
+        end: Timestamp(end),
+        revision,
+        value,
+    }
+}
+
+/// Rolling rainfall totals of one gauge.
+#[derive(Clone, Debug)]
+pub struct RainWindows {
+    bucket_ms: i64,
+    mm: Box<[f32]>,
+    gaps: Box<[u64]>,
+    /// Absolute number of the newest bucket.
+    newest: i64,
+    first_ms: i64,
+    prev: Option<(i64, u64)>,
+    emitted_end: i64,
+    emitted: [(f32, bool); 4],
+    revised: bool,
+}
+
+impl RainWindows {
+    /// Empty windows with this bucket length (which divides one hour).
+    pub fn new(bucket_ms: i64) -> Self {
+        let n = (RAIN_WINDOWS_MS[3] / bucket_ms) as usize;
+        RainWindows {
+            bucket_ms,
+            mm: vec![0.0; n].into_boxed_slice(),
+            gaps: vec![0; n.div_ceil(64)].into_boxed_slice(),
+            newest: i64::MIN,
+            first_ms: i64::MAX,
+            prev: None,
+            emitted_end: i64::MIN,
+            emitted: [(f32::NAN, false); 4],
+            revised: false,
+        }
+    }
+
+    fn slot(&self, bucket: i64) -> usize {
+        bucket.rem_euclid(self.mm.len() as i64) as usize
+    }
+
+    fn set_gap(&mut self, bucket: i64, on: bool) {
+        let s = self.slot(bucket);
+        if on {
+            self.gaps[s / 64] |= 1 << (s % 64);
+        } else {
+            self.gaps[s / 64] &= !(1 << (s % 64));
+        }
+    }
+
+    fn gap(&self, bucket: i64) -> bool {
+        let s = self.slot(bucket);
+        self.gaps[s / 64] & (1 << (s % 64)) != 0
+    }
+
+    /// Adds a reading's increment. Returns false when it is older than
+    /// the 24 h the ring holds.
+    pub fn add(&mut self, ts: i64, seq: u64, mm: f64) -> bool {
+        let n = self.mm.len() as i64;
+        let b = ts.div_euclid(self.bucket_ms);
+        if self.newest != i64::MIN && b <= self.newest - n {
+            return false;
+        }
+        if self.newest == i64::MIN || b > self.newest {
+            let from = if self.newest == i64::MIN {
+                b - n + 1
+            } else {
+                (self.newest + 1).max(b - n + 1)
+            };
+            for k in from..=b {
+                let s = self.slot(k);
+                self.mm[s] = 0.0;
+                self.set_gap(k, false);
+            }
+            self.newest = b;
+        }
+        let s = self.slot(b);
+        self.mm[s] += mm as f32;
+        self.first_ms = self.first_ms.min(ts);
+        match self.prev {
+            Some((pts, pseq)) if ts > pts => {
+                if seq != pseq.wrapping_add(1) {
+                    for k in pts.div_euclid(self.bucket_ms).max(b - n + 1)..=b {
+                        self.set_gap(k, true);
+                    }
+                }
+                self.prev = Some((ts, seq));
+            }
+            Some(_) => {
+                // Late: amends its bucket; an emitted window is revised.
+                if ts < self.emitted_end {
+                    self.revised = true;
+                }
+            }
+            None => self.prev = Some((ts, seq)),
+        }
+        true
+    }
+
+    /// The totals of the four windows ending at `end` (exclusive, a bucket
+    /// boundary): `(mm, complete)`.
+    pub fn totals(&self, end: i64, expected_interval_ms: i64) -> [(f32, bool); 4] {
+        let end_b = end.div_euclid(self.bucket_ms);
+        let recent = self
+            .prev
+            .is_some_and(|(ts, _)| ts >= end - 2 * expected_interval_ms.max(self.bucket_ms));
+        let mut out = [(0.0f32, false); 4];
+        let (mut sum, mut gap) = (0.0f32, false);
+        let mut k = end_b - 1;
+        for (w, window) in RAIN_WINDOWS_MS.iter().enumerate() {
+            let start_b = end_b - window / self.bucket_ms;
+            while k >= start_b {
+                if k <= self.newest && k > self.newest - self.mm.len() as i64 {
+                    sum += self.mm[self.slot(k)];
+                    gap |= self.gap(k);
+                } else if k > self.newest {
+                    // No reading yet for this bucket: nothing fell, as far as we know.
+                } else {
+                    gap = true;
+                }
+                k -= 1;
+            }
+            let complete = !gap && recent && self.first_ms <= start_b * self.bucket_ms;
+            out[w] = ((sum * 10.0).round() / 10.0, complete);
+        }
+        out
+    }
+
+    /// Emits the windows ending at each bucket boundary passed since the
+    /// last call, up to `frontier` (or a revision of the last emitted ones),
+    /// but only windows whose total or completeness changed. Returns
+    /// `(end, window, total, complete, revision)` for the rules.
+    pub fn emit(
+        &mut self,
+        device: &str,
+        frontier: i64,
+        expected_interval_ms: i64,
+        out: &mut Vec<WindowResult>,
+    ) -> Vec<(i64, i64, f64, bool, bool)> {
+        let last = frontier.div_euclid(self.bucket_ms) * self.bucket_ms;
+        let revised = std::mem::take(&mut self.revised);
+        if self.prev.is_none() || (last <= self.emitted_end && !revised) {
+            return Vec::new();
+        }
+        let ends: Vec<(i64, bool)> = if last <= self.emitted_end {
+            vec![(self.emitted_end, true)]
+        } else {
+            // Every boundary passed, oldest first (at most a day's worth).
+            let span = RAIN_WINDOWS_MS[3];
+            let since_first = (self.first_ms.div_euclid(self.bucket_ms) + 1) * self.bucket_ms;
+            let first = (self.emitted_end + self.bucket_ms)
+                .max(last - span + self.bucket_ms)
+                .max(since_first);
+            (0..)
+                .map(|k| first + k * self.bucket_ms)
+                .take_while(|&e| e <= last)
+                .map(|e| (e, false))
+                .collect()
+        };
+        let mut changed = Vec::new();
+        for (end, revision) in ends {
+            let totals = self.totals(end, expected_interval_ms);
+            self.emitted_end = self.emitted_end.max(end);
+            for (w, &(mm, complete)) in totals.iter().enumerate() {
+                let before = self.emitted[w];
+                if before.0 == mm && before.1 == complete {
+                    continue;
+                }
+                self.emitted[w] = (mm, complete);
+                let window = RAIN_WINDOWS_MS[w];
+                out.push(result(
+                    device,
+                    end - window,
+                    end,
+                    revision,
+                    WindowValue::Rainfall {
+                        total_mm: f64::from(mm),
+                        complete,
+                    },
+                ));
+                changed.push((end, window, f64::from(mm), complete, revision));
+            }
+        }
+        changed
+    }
+
+    /// Bytes this gauge's windows take.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.mm.len() * 4 + self.gaps.len() * 8
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct TrafficAcc {
+    window: i64,
+    counts: [u64; 4],
+    interval_s: u64,
+    speed_sum: f64,
+    speed_vehicles: u64,
+    occ_sum: f64,
+    occ_s: u64,
+}
+
+/// 5-minute traffic windows of one counter.
+#[derive(Clone, Debug, Default)]
+pub struct TrafficWindows {
+    ring: Vec<TrafficAcc>,
+    emitted_upto: i64,
+    revised: Vec<i64>,
+}
+
+impl TrafficWindows {
+    /// Adds a counter reading (its interval ends at `ts`).
+    pub fn add(
+        &mut self,
+        ts: i64,
+        counts: [u32; 4],
+        interval_s: u32,
+        speed: Option<f64>,
+        occupancy: Option<f64>,
+    ) -> bool {
+        let w = ts.div_euclid(TRAFFIC_WINDOW_MS);
+        let acc = match self.ring.iter_mut().position(|a| a.window == w) {
+            Some(i) => &mut self.ring[i],
+            None => {
+                let newest = self.ring.iter().map(|a| a.window).max().unwrap_or(w);
+                if w <= newest - TRAFFIC_KEPT as i64 {
+                    return false;
+                }
+                self.ring
+                    .retain(|a| a.window > w.max(newest) - TRAFFIC_KEPT as i64);
+                self.ring.push(TrafficAcc {
+                    window: w,
+                    ..TrafficAcc::default()
+                });
+                self.ring.last_mut().expect("just pushed")
+            }
+        };
+        let vehicles: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+        for (a, c) in acc.counts.iter_mut().zip(counts) {
+            *a += u64::from(c);
+        }
+        acc.interval_s += u64::from(interval_s);
+        if let Some(s) = speed {
+            acc.speed_sum += s * vehicles as f64;
+            acc.speed_vehicles += vehicles;
+        }
+        if let Some(o) = occupancy {
+            acc.occ_sum += o * f64::from(interval_s);
+            acc.occ_s += u64::from(interval_s);
+        }
+        if (w + 1) * TRAFFIC_WINDOW_MS <= self.emitted_upto && !self.revised.contains(&w) {
+            self.revised.push(w);
+        }
+        true
+    }
+
+    /// Emits windows that ended at or before `frontier`, and revisions.
+    pub fn emit(&mut self, device: &str, frontier: i64, out: &mut Vec<WindowResult>) {
+        let mut due: Vec<(i64, bool)> = self
+            .ring
+            .iter()
+            .map(|a| a.window)
+            .filter(|&w| {
+                let end = (w + 1) * TRAFFIC_WINDOW_MS;
+                end <= frontier && end > self.emitted_upto
+            })
+            .map(|w| (w, false))
+            .collect();
+        due.extend(self.revised.drain(..).map(|w| (w, true)));
+        due.sort_unstable();
+        for (w, revision) in due {
+            let Some(a) = self.ring.iter().find(|a| a.window == w) else {
+                continue;
+            };
+            let per_h = |c: u64| c as f64 * 3600.0 / a.interval_s.max(1) as f64;
+            let vehicles = a.counts.iter().sum();
+            out.push(result(
+                device,
+                w * TRAFFIC_WINDOW_MS,
+                (w + 1) * TRAFFIC_WINDOW_MS,
+                revision,
+                WindowValue::Traffic {
+                    flow_vph: FlowByClass {
+                        motorbike: round1(per_h(a.counts[0])),
+                        car: round1(per_h(a.counts[1])),
+                        truck: round1(per_h(a.counts[2])),
+                        bus: round1(per_h(a.counts[3])),
+                    },
+                    mean_speed_kmh: (a.speed_vehicles > 0)
+                        .then(|| round1(a.speed_sum / a.speed_vehicles as f64)),
+                    occupancy_pct: (a.occ_s > 0).then(|| round1(a.occ_sum / a.occ_s as f64)),
+                    vehicles,
+                },
+            ));
+        }
+        let end = frontier.div_euclid(TRAFFIC_WINDOW_MS) * TRAFFIC_WINDOW_MS;
+        self.emitted_upto = self.emitted_upto.max(end);
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Camera events by type over 5-minute buckets, for the last hour.
+#[derive(Clone, Debug, Default)]
+pub struct CameraCounts {
+    buckets: [[u16; 8]; CAMERA_BUCKETS],
+    newest: i64,
+    first_ms: Option<i64>,
+    emitted_end: i64,
+    emitted: [[u32; 8]; 2],
+    revised: bool,
+}
+
+impl CameraCounts {
+    /// Counts one event.
+    pub fn add(&mut self, ts: i64, event: CameraEvent) -> bool {
+        let b = ts.div_euclid(TRAFFIC_WINDOW_MS);
+        let n = CAMERA_BUCKETS as i64;
+        if self.newest != 0 && b <= self.newest - n {
+            return false;
+        }
+        if self.newest == 0 || b > self.newest {
+            let from = if self.newest == 0 {
+                b - n + 1
+            } else {
+                (self.newest + 1).max(b - n + 1)
+            };
+            for k in from..=b {
+                self.buckets[k.rem_euclid(n) as usize] = [0; 8];
+            }
+            self.newest = b;
+        }
+        self.first_ms = Some(self.first_ms.map_or(ts, |f| f.min(ts)));
+        let e = CAMERA_EVENTS.iter().position(|&x| x == event).unwrap_or(0);
+        let slot = &mut self.buckets[b.rem_euclid(n) as usize][e];
+        *slot = slot.saturating_add(1);
+        if ts < self.emitted_end {
+            self.revised = true;
+        }
+        true
+    }
+
+    fn sum(&self, end_b: i64, buckets: i64) -> [u32; 8] {
+        let mut out = [0u32; 8];
+        for k in end_b - buckets..end_b {
+            if k <= self.newest && k > self.newest - CAMERA_BUCKETS as i64 {
+                for (o, &c) in out
+                    .iter_mut()
+                    .zip(&self.buckets[k.rem_euclid(CAMERA_BUCKETS as i64) as usize])
+                {
+                    *o += u32::from(c);
+                }
+            }
+        }
+        out
+    }
+
+    /// Emits the 5- and 60-minute counts ending at each boundary passed
+    /// up to `frontier` when they changed, or a revision.
+    pub fn emit(&mut self, device: &str, frontier: i64, out: &mut Vec<WindowResult>) {
+        if self.newest == 0 {
+            return;
+        }
+        let last = frontier.div_euclid(TRAFFIC_WINDOW_MS) * TRAFFIC_WINDOW_MS;
+        let revised = std::mem::take(&mut self.revised);
+        if last <= self.emitted_end {
+            if revised {
+                self.emit_at(device, self.emitted_end, true, out);
+            }
+            return;
+        }
+        let since_first = self
+            .first_ms
+            .map_or(last, |f| (f.div_euclid(TRAFFIC_WINDOW_MS) + 1) * TRAFFIC_WINDOW_MS);
+        let first = (self.emitted_end + TRAFFIC_WINDOW_MS)
+            .max(last - CAMERA_BUCKETS as i64 * TRAFFIC_WINDOW_MS)
+            .max(since_first);
+        let mut end = first;
+        while end <= last {
+            self.emit_at(device, end, false, out);
+            end += TRAFFIC_WINDOW_MS;
+        }
+    }
+
+    fn emit_at(&mut self, device: &str, end: i64, revision: bool, out: &mut Vec<WindowResult>) {
+        self.emitted_end = self.emitted_end.max(end);
+        let end_b = end / TRAFFIC_WINDOW_MS;
+        for (i, buckets) in [1i64, CAMERA_BUCKETS as i64].into_iter().enumerate() {
+            let counts = self.sum(end_b, buckets);
+            if counts == self.emitted[i] {
+                continue;
+            }
+            self.emitted[i] = counts;
+            let map: BTreeMap<CameraEvent, u32> = CAMERA_EVENTS
+                .iter()
+                .zip(counts)
+                .filter(|(_, c)| *c > 0)
+                .map(|(&e, c)| (e, c))
+                .collect();
+            out.push(result(
+                device,
+                end - buckets * TRAFFIC_WINDOW_MS,
+                end,
+                revision,
+                WindowValue::CameraEvents { counts: map },
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const H: i64 = 3_600_000;
+    const T0: i64 = 1_767_225_600_000; // a bucket boundary
+
+    #[test]
+    fn rolling_totals_and_completeness() {
+        let mut r = RainWindows::new(300_000);
+        // Every 10 minutes for 7 hours, 1 mm each.
+        for k in 0..=42 {
+            r.add(T0 + k * 600_000, k as u64 + 1, 1.0);
+        }
+        let end = T0 + 7 * H;
+        let t = r.totals(end, 600_000);
+        // The last hour holds the readings at 6:00 .. 6:50 (the end is exclusive).
+        assert_eq!(t[0], (6.0, true));
+        assert_eq!(t[1], (18.0, true));
+        assert_eq!(t[2], (36.0, true));
+        // 24 h starts before the first reading: incomplete, a lower bound.
+        assert_eq!(t[3], (42.0, false));
+    }
+
+    #[test]
+    fn a_sequence_gap_makes_windows_incomplete() {
+        let mut r = RainWindows::new(300_000);
+        r.add(T0, 1, 1.0);
+        r.add(T0 + 600_000, 2, 1.0);
+        r.add(T0 + 1_800_000, 5, 1.0); // readings 3 and 4 lost
+        r.add(T0 + 2_400_000, 6, 1.0);
+        let t = r.totals(T0 + 2_700_000, 600_000);
+        assert!(!t[0].1);
+        // A silent gauge makes the latest windows incomplete too.
+        let mut q = RainWindows::new(300_000);
+        q.add(T0 - 2 * H, 1, 0.0);
+        q.add(T0, 2, 1.0);
+        assert!(q.totals(T0 + 300_000, 600_000)[0].1);
+        assert!(!q.totals(T0 + H, 600_000)[0].1);
+    }
+
+    #[test]
+    fn a_late_reading_revises_an_emitted_window() {
+        let mut r = RainWindows::new(300_000);
+        let mut out = Vec::new();
+        r.add(T0, 1, 2.0);
+        r.add(T0 + 400_000, 3, 1.0);
+        // Two boundaries passed (T0 + 5 min and + 10 min), four windows each.
+        assert_eq!(r.emit("g", T0 + 600_000, 600_000, &mut out).len(), 8);
+        assert!(r.emit("g", T0 + 610_000, 600_000, &mut out).is_empty());
+        r.add(T0 + 200_000, 2, 4.0);
+        let revised = r.emit("g", T0 + 620_000, 600_000, &mut out);
+        assert_eq!(revised[0], (T0 + 600_000, H, 7.0, false, true));
+        assert!(out.last().unwrap().revision);
+    }
+
+    #[test]
+    fn traffic_windows_close_and_revise() {
+        let mut t = TrafficWindows::default();
+        let mut out = Vec::new();
+        t.add(T0 + 60_000, [60, 20, 10, 2], 60, Some(40.0), Some(10.0));
+        t.add(T0 + 120_000, [40, 10, 0, 0], 60, Some(20.0), Some(30.0));
+        t.emit("c", T0 + 200_000, &mut out);
+        assert!(out.is_empty(), "not closed yet");
+        t.emit("c", T0 + 300_000, &mut out);
+        let WindowValue::Traffic {
+            flow_vph,
+            mean_speed_kmh,
+            occupancy_pct,
+            vehicles,
+        } = &out[0].value
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(*vehicles, 142);
+        assert_eq!(flow_vph.motorbike, 3000.0);
+        assert_eq!(
+            *mean_speed_kmh,
+            Some(round1((40.0 * 92.0 + 20.0 * 50.0) / 142.0))
+        );
+        assert_eq!(*occupancy_pct, Some(20.0));
+        t.add(T0 + 180_000, [1, 0, 0, 0], 60, None, None);
+        t.emit("c", T0 + 310_000, &mut out);
+        assert!(out[1].revision);
+    }
+
+    #[test]
+    fn camera_counts_over_five_and_sixty_minutes() {
+        let mut c = CameraCounts::default();
+        let mut out = Vec::new();
+        c.add(T0 + 1000, CameraEvent::PlateRead);
+        c.add(T0 + 2000, CameraEvent::PlateRead);
+        c.add(T0 + 400_000, CameraEvent::FireSmoke);
+        c.emit("cam", T0 + 600_000, &mut out);
+        // Boundaries T0 + 5 min and + 10 min, 5- and 60-minute counts each.
+        assert_eq!(out.len(), 4);
+        let WindowValue::CameraEvents { counts } = &out[3].value else {
+            panic!()
+        };
+        assert_eq!(counts.get(&CameraEvent::PlateRead), Some(&2));
+        assert_eq!(out[1].window_s(), 3600);
+    }
+
+    proptest! {
+        /// Totals do not depend on the order readings arrive in (beyond
+        /// completeness, which a late reading never improves).
+        #[test]
+        fn rain_totals_are_order_independent(incs in prop::collection::vec(0.0f64..20.0, 1..60), seed in any::<u64>()) {
+            let readings: Vec<(i64, u64, f64)> = incs.iter().enumerate().map(|(k, &mm)| (T0 + k as i64 * 420_000, k as u64 + 1, (mm * 10.0).round() / 10.0)).collect();
+            let mut sorted = RainWindows::new(300_000);
+            for &(t, s, mm) in &readings { sorted.add(t, s, mm); }
+            let mut shuffled = readings.clone();
+            let n = shuffled.len();
+            for i in 0..n { shuffled.swap(i, (seed as usize).wrapping_add(i * 13) % n); }
+            let mut any = RainWindows::new(300_000);
+            for &(t, s, mm) in &shuffled { any.add(t, s, mm); }
+            let end = (T0 + n as i64 * 420_000).div_euclid(300_000) * 300_000 + 300_000;
+            let (a, b) = (sorted.totals(end, 420_000), any.totals(end, 420_000));
+            for w in 0..4 {
+                prop_assert!((a[w].0 - b[w].0).abs() < 0.11, "{:?} vs {:?}", a, b);
+            }
+        }
+    }
+}
