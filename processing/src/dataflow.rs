@@ -177,6 +177,8 @@ pub(crate) fn run_worker(
     });
     let mut cap = Some(cap);
     let mut batch: Vec<(u64, Reading)> = Vec::with_capacity(BATCH);
+    // Newest event time this worker has taken from its channel.
+    let mut taken = Timestamp(0);
     loop {
         let mut closed = false;
         while batch.len() < BATCH {
@@ -203,6 +205,7 @@ pub(crate) fn run_worker(
             }
             // Shared counters once per batch, not per reading.
             shared.watermark.observe(newest, latest_arrival);
+            taken = taken.max(newest);
             if late > 0 {
                 shared.stats.late.fetch_add(late, Ordering::Relaxed);
                 metrics::counter!("ioc_events_late_total").increment(late);
@@ -221,7 +224,14 @@ pub(crate) fn run_worker(
             drop(readings);
             drop(handle);
         }
-        let wm = shared.watermark.at(now);
+        // A worker with a backlog holds the frontier back to what it has
+        // taken, so its queued readings are not late because another
+        // worker ran ahead (and its devices do not look silent).
+        let wm = if rx.is_empty() {
+            shared.watermark.at(now)
+        } else {
+            shared.watermark.with_backlog(now, taken)
+        };
         if wm > *c.time() {
             c.downgrade(&wm);
         }

@@ -240,6 +240,8 @@ impl DeviceTable {
         let outcome = if slot.heard && ts < slot.last_ts {
             Outcome::OutOfOrder
         } else {
+            let previous = slot.heard.then_some(slot.last_ts);
+            let previous_seq = slot.last_seq;
             slot.last_ts = ts;
             slot.last_seq = e.seq;
             slot.heard = true;
@@ -252,6 +254,54 @@ impl DeviceTable {
                 reading: e.body.clone(),
                 alarm_level: (slot.alarm > 0).then_some(slot.alarm),
             }));
+            // A device offline is back with this reading. A gap the scan
+            // has not seen yet (the watermark trails arrivals) opens and
+            // resolves its alert here, so the result does not depend on timing.
+            if previous.is_some_and(|p| !self.rules.in_maintenance(index, p)) {
+                let since = previous.unwrap_or(ts);
+                for rule in &self.rules.rules {
+                    let Logic::Staleness(st) = &rule.logic else {
+                        continue;
+                    };
+                    if !rule.applies(index, device) {
+                        continue;
+                    }
+                    let Some(RuleState::Stale(tracker)) = state_of(slot, rule) else {
+                        continue;
+                    };
+                    let allowed = st.allowed_ms(device.expected_interval_s);
+                    if tracker.level() == 0 && ts - since > allowed {
+                        if let Some(step) = tracker.step(1, since + allowed + 1) {
+                            let ev = Evidence::new(
+                                (allowed / 1000) as f64,
+                                "s",
+                                (allowed / 1000) as f64,
+                                Timestamp(step.opened_ms),
+                                previous_seq,
+                            );
+                            out.push(EngineOutput::alert(alert::build(
+                                rule,
+                                device,
+                                device.pos,
+                                step,
+                                &offline_level(st),
+                                ev,
+                            )));
+                        }
+                    }
+                    if let Some(step) = tracker.step(0, ts) {
+                        let ev = Evidence::new(0.0, "s", (allowed / 1000) as f64, e.ts, e.seq);
+                        out.push(EngineOutput::alert(alert::build(
+                            rule,
+                            device,
+                            device.pos,
+                            step,
+                            &offline_level(st),
+                            ev,
+                        )));
+                    }
+                }
+            }
             Outcome::Applied
         };
         if let Body::Camera(c) = &e.body {
@@ -466,13 +516,13 @@ impl DeviceTable {
                     continue;
                 };
                 if let Some(step) = st.check(tracker, since, now, device.expected_interval_s) {
-                    let silent_s = ((now - since) / 1000) as f64;
-                    let allowed_s = (st.allowed_ms(device.expected_interval_s) / 1000) as f64;
-                    let at = if step.level == 0 {
-                        since
+                    // The silence when the alert opened; 0 once the device is heard again.
+                    let (silent_s, at) = if step.level == 0 {
+                        (0.0, since)
                     } else {
-                        step.opened_ms
+                        (((step.opened_ms - since) / 1000) as f64, step.opened_ms)
                     };
+                    let allowed_s = (st.allowed_ms(device.expected_interval_s) / 1000) as f64;
                     let ev = Evidence::new(
                         silent_s,
                         "s",
@@ -534,6 +584,14 @@ fn alarm_of(slot: &Slot, rules: &RuleSet) -> u8 {
         .map(|(_, s)| s.tracker().level())
         .max()
         .unwrap_or(0)
+}
+
+fn offline_level(st: &crate::rules::staleness::Staleness) -> [crate::rules::Level; 1] {
+    [crate::rules::Level {
+        name: "offline".to_owned(),
+        value: 0.0,
+        severity: st.severity,
+    }]
 }
 
 fn level_value(levels: &[crate::rules::Level], step: Step) -> f64 {

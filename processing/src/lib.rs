@@ -307,6 +307,7 @@ impl Engine {
             watermark: Watermark::new(
                 config.out_of_orderness.as_millis() as i64,
                 config.idle_timeout.as_millis() as i64,
+                Timestamp::now(),
             ),
             threads: (0..workers).map(|_| OnceLock::new()).collect(),
             stats: stats.clone(),

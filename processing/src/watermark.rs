@@ -27,11 +27,13 @@ pub struct Watermark {
 
 impl Watermark {
     /// A watermark allowing `out_of_orderness_ms` of disorder that follows the
-    /// clock after `idle_ms` without arrivals.
-    pub fn new(out_of_orderness_ms: i64, idle_ms: i64) -> Self {
+    /// clock after `idle_ms` without arrivals (the first time `idle_ms` after
+    /// `start`).
+    pub fn new(out_of_orderness_ms: i64, idle_ms: i64, start: Timestamp) -> Self {
         Watermark {
             max_event_ms: AtomicI64::new(0),
-            last_arrival_ms: AtomicI64::new(0),
+            // Start counts as an arrival: idleness is measured from it.
+            last_arrival_ms: AtomicI64::new(start.millis()),
             out_of_orderness_ms,
             idle_ms,
         }
@@ -43,6 +45,14 @@ impl Watermark {
             .fetch_max(event.millis(), Ordering::Relaxed);
         self.last_arrival_ms
             .fetch_max(now.millis(), Ordering::Relaxed);
+    }
+
+    /// The watermark a worker that has taken readings up to event time
+    /// `newest` but still has a backlog may promise: it cannot vouch for
+    /// what is queued behind.
+    pub fn with_backlog(&self, now: Timestamp, newest: Timestamp) -> u64 {
+        self.at(now)
+            .min((newest.millis() - self.out_of_orderness_ms).max(0) as u64)
     }
 
     /// The watermark at wall-clock time `now`, in epoch milliseconds (≥ 0).
@@ -62,7 +72,7 @@ mod tests {
 
     #[test]
     fn trails_the_newest_event_then_follows_the_clock_when_idle() {
-        let w = Watermark::new(5_000, 30_000);
+        let w = Watermark::new(5_000, 30_000, Timestamp(0));
         w.observe(Timestamp(100_000), Timestamp(100_000));
         w.observe(Timestamp(90_000), Timestamp(100_500));
         assert_eq!(w.at(Timestamp(101_000)), 95_000);

@@ -214,17 +214,19 @@ impl RainWindows {
                 }
                 self.emitted[w] = (mm, complete);
                 let window = RAIN_WINDOWS_MS[w];
+                // Tenths of a millimetre, as gauges report.
+                let mm_f64 = (f64::from(mm) * 10.0).round() / 10.0;
                 out.push(result(
                     device,
                     end - window,
                     end,
                     revision,
                     WindowValue::Rainfall {
-                        total_mm: f64::from(mm),
+                        total_mm: mm_f64,
                         complete,
                     },
                 ));
-                changed.push((end, window, f64::from(mm), complete, revision));
+                changed.push((end, window, mm_f64, complete, revision));
             }
         }
         changed
@@ -418,9 +420,9 @@ impl CameraCounts {
             }
             return;
         }
-        let since_first = self
-            .first_ms
-            .map_or(last, |f| (f.div_euclid(TRAFFIC_WINDOW_MS) + 1) * TRAFFIC_WINDOW_MS);
+        let since_first = self.first_ms.map_or(last, |f| {
+            (f.div_euclid(TRAFFIC_WINDOW_MS) + 1) * TRAFFIC_WINDOW_MS
+        });
         let first = (self.emitted_end + TRAFFIC_WINDOW_MS)
             .max(last - CAMERA_BUCKETS as i64 * TRAFFIC_WINDOW_MS)
             .max(since_first);
