@@ -31,6 +31,11 @@ fn config(victoria: &Victoria, spool: &Path) -> Config {
     c.mqtt.enabled = false;
     // The streams below are hours old: a gateway uploading its backlog.
     c.processing.lateness = Duration::from_secs(7 * 86_400);
+    // River levels only: the point counts below are exact (with the demo
+    // rules, hours-old gauges would also be flagged offline, rightly).
+    let rules = spool.with_extension("rules.toml");
+    std::fs::write(&rules, ioc_processing::BUILTIN_RULES).unwrap();
+    c.rules.file = Some(rules);
     c.influx = InfluxConfig {
         enabled: true,
         url: victoria.url(),
@@ -299,6 +304,7 @@ async fn database_outage_loses_and_duplicates_nothing() {
 /// The `ioc` binary with a configuration file in `dir`.
 fn spawn_ioc(dir: &Path, http_port: u16, victoria: &Victoria) -> Child {
     let config = dir.join("ioc.toml");
+    std::fs::write(dir.join("rules.toml"), ioc_processing::BUILTIN_RULES).unwrap();
     std::fs::write(
         &config,
         format!(
@@ -306,6 +312,7 @@ fn spawn_ioc(dir: &Path, http_port: u16, victoria: &Victoria) -> Child {
              [mqtt]\nenabled = false\n\
              [embedded_broker]\nenabled = false\n\
              [processing]\nlateness = \"7days\"\n\
+             [rules]\nfile = \"{dir}/rules.toml\"\n\
              [simulator]\nenabled = false\n\
              [dead_letter]\nfile = \"{dir}/dead-letters.jsonl\"\n\
              [influx]\nenabled = true\nurl = \"{url}\"\nspool_dir = \"{dir}/spool\"\n\
