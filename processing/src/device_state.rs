@@ -63,7 +63,7 @@ impl Default for TableConfig {
     fn default() -> Self {
         TableConfig {
             rain_bucket_ms: 5 * 60_000,
-            staleness_scan_ms: 10_000,
+            staleness_scan_ms: 60_000,
         }
     }
 }
