@@ -94,7 +94,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let rules_source = RulesSource::new(config.rules.file.clone(), registry.clone());
     let rules = rules_source
         .load()
-        .map_err(|e| anyhow::anyhow!("{} in {}", e, rules_source.describe()))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", rules_source.describe()))?;
     info!(source = %rules_source.describe(), rules = rules.rules.len(), "rules loaded");
     let p = &config.processing;
     let engine_config = EngineConfig {
@@ -121,13 +121,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let influx_stats = influx.as_ref().map(Sink::stats);
 
     let hub = LiveHub::new(registry.clone());
-    let alerts_to_influx = influx_input.clone();
+    let to_influx = influx_input.clone();
     let window_registry = registry.clone();
     let hub_task = tokio::spawn(ioc_dashboard_api::hub::run(
         hub.clone(),
         out_rx,
         move |batch| {
-            if let Some(input) = &alerts_to_influx {
+            if let Some(input) = &to_influx {
                 for output in batch {
                     match output {
                         EngineOutput::Alert(a) => {

@@ -73,8 +73,9 @@ impl Reloader {
         match self.source.load() {
             Ok(set) => {
                 let summary = summary(&set, &self.source.describe());
+                let rules = set.rules.len();
                 self.cell.replace(Arc::new(set));
-                info!(source = %self.source.describe(), rules = summary["rules"].as_array().map_or(0, Vec::len), "rules reloaded");
+                info!(source = %self.source.describe(), rules, "rules reloaded");
                 metrics::counter!("ioc_rules_reloads_total", "result" => "ok").increment(1);
                 Ok(summary)
             }
@@ -109,7 +110,10 @@ impl Reloader {
                 continue;
             }
             seen = now;
-            if self.reload().is_ok() {
+            let reloader = self.clone();
+            // File reads: off the async threads, like the API's reload.
+            let reloaded = tokio::task::spawn_blocking(move || reloader.reload().is_ok()).await;
+            if reloaded.unwrap_or(false) {
                 files = self.cell.current().files.clone();
                 seen = stamp(&files);
             }

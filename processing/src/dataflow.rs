@@ -22,7 +22,9 @@
 //! operator keeps a capability at the frontier so that it can emit window
 //! results and staleness alerts when time passes without input.
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering as By;
+use std::collections::BinaryHeap;
+use std::collections::binary_heap::PeekMut;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -46,6 +48,37 @@ const BATCH: usize = 4096;
 /// How long an idle worker sleeps before re-checking the watermark.
 const IDLE_PARK: Duration = Duration::from_millis(100);
 
+/// A sample in the reorder buffer. The heap yields samples in
+/// `(event time, device, seq)` order, the order `DeviceTable::release` takes.
+struct Pending(Sample);
+
+impl Pending {
+    fn key(&self) -> (i64, u32, u64) {
+        (self.0.ts, self.0.device, self.0.seq)
+    }
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Pending {}
+
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<By> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> By {
+        // Reversed: `BinaryHeap` is a max-heap.
+        other.key().cmp(&self.key())
+    }
+}
+
 /// Keeps per-device state, windows and rules.
 pub trait DeviceStateOp<'scope> {
     /// Exchanges readings by device and applies them to the owning worker's
@@ -68,7 +101,7 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
             "DeviceState",
             move |capability, _| {
                 let mut timer = Some(capability);
-                let mut pending: BTreeMap<u64, Vec<Sample>> = BTreeMap::new();
+                let mut pending: BinaryHeap<Pending> = BinaryHeap::new();
                 let mut released: Vec<Sample> = Vec::new();
                 let mut out = Vec::new();
                 let mut rules_seen = 0u64;
@@ -92,9 +125,9 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                                 }
                             }
                             if let Some(s) = sample {
-                                // Keyed by event time: released once the
-                                // frontier passes it (at once when late).
-                                pending.entry(s.ts.max(0) as u64).or_default().push(s);
+                                // Released once the frontier passes its event
+                                // time (at once when late).
+                                pending.push(Pending(s));
                             }
                         }
                         shared.stats.processed.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -105,14 +138,14 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                     // The frontier is the watermark: everything before it is final.
                     let now = frontier.frontier().iter().min().copied();
                     let limit = now.unwrap_or(u64::MAX);
-                    while let Some(entry) = pending.first_entry() {
-                        if *entry.key() >= limit {
-                            break;
-                        }
-                        released.append(&mut entry.remove());
+                    while let Some(p) = pending
+                        .peek_mut()
+                        .filter(|p| (p.0.ts.max(0) as u64) < limit)
+                    {
+                        released.push(PeekMut::pop(p).0);
                     }
                     if !released.is_empty() {
-                        table.release(&mut released, &mut out);
+                        table.release(&released, &mut out);
                         released.clear();
                         if table.late_for_rules > late_seen {
                             metrics::counter!("ioc_events_late_for_rules_total").increment(table.late_for_rules - late_seen);

@@ -20,6 +20,7 @@
 //! State is bounded by the registry: one slot per registered device, and
 //! windows only for the devices that have them.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -34,7 +35,7 @@ use crate::rules::alert::{self, Step, Tracker};
 use crate::rules::rate::{ChangeState, projected_at};
 use crate::rules::threshold::LevelState;
 use crate::rules::traffic::{CongestionState, SpeedDropState};
-use crate::rules::{Levels, Logic, Rule, RuleSet, devices_near};
+use crate::rules::{Level, Logic, Rule, RuleSet, devices_near};
 use crate::sample::{Field, Sample};
 use crate::windows::{CameraCounts, RainWindows, TrafficWindows};
 
@@ -257,75 +258,58 @@ impl DeviceTable {
             // A device offline is back with this reading. A gap the scan
             // has not seen yet (the watermark trails arrivals) opens and
             // resolves its alert here, so the result does not depend on timing.
-            if previous.is_some_and(|p| !self.rules.in_maintenance(index, p)) {
-                let since = previous.unwrap_or(ts);
-                for rule in &self.rules.rules {
+            if let Some(since) = previous.filter(|&p| !self.rules.in_maintenance(index, p)) {
+                for rule in self.rules.for_device(index, device) {
                     let Logic::Staleness(st) = &rule.logic else {
                         continue;
                     };
-                    if !rule.applies(index, device) {
-                        continue;
-                    }
                     let Some(RuleState::Stale(tracker)) = state_of(slot, rule) else {
                         continue;
                     };
                     let allowed = st.allowed_ms(device.expected_interval_s);
                     if tracker.level() == 0 && ts - since > allowed {
                         if let Some(step) = tracker.step(1, since + allowed + 1) {
-                            let ev = Evidence::new(
-                                (allowed / 1000) as f64,
-                                "s",
-                                (allowed / 1000) as f64,
-                                Timestamp(step.opened_ms),
-                                previous_seq,
-                            );
-                            out.push(EngineOutput::alert(alert::build(
+                            let at = Timestamp(step.opened_ms);
+                            out.push(offline_alert(
                                 rule,
+                                st,
                                 device,
-                                device.pos,
                                 step,
-                                &offline_level(st),
-                                ev,
-                            )));
+                                allowed,
+                                at,
+                                Some(previous_seq),
+                            ));
                         }
                     }
                     if let Some(step) = tracker.step(0, ts) {
-                        let ev = Evidence::new(0.0, "s", (allowed / 1000) as f64, e.ts, e.seq);
-                        out.push(EngineOutput::alert(alert::build(
-                            rule,
-                            device,
-                            device.pos,
-                            step,
-                            &offline_level(st),
-                            ev,
-                        )));
+                        out.push(offline_alert(rule, st, device, step, 0, e.ts, Some(e.seq)));
                     }
                 }
             }
             Outcome::Applied
         };
         if let Body::Camera(c) = &e.body {
-            if slot.windows.is_none() {
-                slot.windows = Some(Windows::Camera(Box::default()));
-                self.windowed.push(index);
-            }
-            if let Some(Windows::Camera(counts)) = &mut slot.windows {
+            if let Windows::Camera(counts) = windows_of(slot, &mut self.windowed, index, || {
+                Windows::Camera(Box::default())
+            }) {
                 counts.add(ts, c.event);
-                if ts < self.frontier {
-                    self.revised.push(index);
-                }
             }
-            if let Some(plate) = &c.plate {
-                if !self.rules.in_maintenance(index, ts) {
-                    for rule in &self.rules.rules {
-                        if let Logic::Watchlist(w) = &rule.logic {
-                            if rule.applies(index, device) && w.contains(plate) {
-                                let pos = e.pos.unwrap_or(device.pos);
-                                out.push(EngineOutput::alert(watchlist_alert(
-                                    rule, w.severity, device, pos, plate, e.ts, e.seq,
-                                )));
-                            }
-                        }
+            if ts < self.frontier {
+                self.revised.push(index);
+            }
+            if let Some(plate) = c
+                .plate
+                .as_deref()
+                .filter(|_| !self.rules.in_maintenance(index, ts))
+            {
+                for rule in self.rules.for_device(index, device) {
+                    if let Logic::Watchlist(w) = &rule.logic
+                        && w.contains(plate)
+                    {
+                        let pos = e.pos.unwrap_or(device.pos);
+                        out.push(EngineOutput::alert(watchlist_alert(
+                            rule, w.severity, device, pos, plate, e.ts, e.seq,
+                        )));
                     }
                 }
             }
@@ -334,52 +318,41 @@ impl DeviceTable {
         (outcome, Some(Sample::new(index, ts, e.seq, &e.body)))
     }
 
-    /// Applies samples the watermark has passed, in event-time order.
-    pub fn release(&mut self, samples: &mut [Sample], out: &mut Vec<EngineOutput>) {
-        samples.sort_unstable_by_key(|s| (s.ts, s.device, s.seq));
+    /// Applies samples the watermark has passed, which must come sorted by
+    /// `(event time, device, seq)` (the reorder buffer yields them so).
+    pub fn release(&mut self, samples: &[Sample], out: &mut Vec<EngineOutput>) {
+        debug_assert!(samples.is_sorted_by_key(|s| (s.ts, s.device, s.seq)));
         let rules = self.rules.clone();
         for s in samples.iter() {
             let device = self.registry.device(s.device);
             let slot = self.slots.entry(s.device).or_default();
             // Windows take every sample, late or not.
-            match device.kind {
-                DeviceKind::RainGauge => {
-                    if let Some(mm) = s.get(Field::RainfallMm) {
-                        if slot.windows.is_none() {
-                            slot.windows = Some(Windows::Rain(Box::new(RainWindows::new(
-                                self.config.rain_bucket_ms,
-                            ))));
-                            self.windowed.push(s.device);
-                        }
-                        if let Some(Windows::Rain(r)) = &mut slot.windows {
-                            r.add(s.ts, s.seq, mm);
-                            if s.ts < self.frontier {
-                                self.revised.push(s.device);
-                            }
-                        }
+            let windowed = match (device.kind, s.get(Field::RainfallMm), s.traffic) {
+                (DeviceKind::RainGauge, Some(mm), _) => {
+                    let bucket = self.config.rain_bucket_ms;
+                    let w = windows_of(slot, &mut self.windowed, s.device, || {
+                        Windows::Rain(Box::new(RainWindows::new(bucket)))
+                    });
+                    if let Windows::Rain(r) = w {
+                        r.add(s.ts, s.seq, mm);
                     }
+                    true
                 }
-                DeviceKind::TrafficCounter => {
-                    if let Some(t) = s.traffic {
-                        if slot.windows.is_none() {
-                            slot.windows = Some(Windows::Traffic(Box::default()));
-                            self.windowed.push(s.device);
-                        }
-                        if let Some(Windows::Traffic(w)) = &mut slot.windows {
-                            w.add(
-                                s.ts,
-                                t.counts,
-                                t.interval_s,
-                                s.get(Field::SpeedKmh),
-                                s.get(Field::OccupancyPct),
-                            );
-                            if s.ts < self.frontier {
-                                self.revised.push(s.device);
-                            }
-                        }
+                (DeviceKind::TrafficCounter, _, Some(t)) => {
+                    let w = windows_of(slot, &mut self.windowed, s.device, || {
+                        Windows::Traffic(Box::default())
+                    });
+                    if let Windows::Traffic(w) = w {
+                        let (speed, occupancy) =
+                            (s.get(Field::SpeedKmh), s.get(Field::OccupancyPct));
+                        w.add(s.ts, t.counts, t.interval_s, speed, occupancy);
                     }
+                    true
                 }
-                _ => {}
+                _ => false,
+            };
+            if windowed && s.ts < self.frontier {
+                self.revised.push(s.device);
             }
             if s.ts < slot.ruled_ts {
                 self.late_for_rules += 1;
@@ -389,18 +362,19 @@ impl DeviceTable {
             if rules.in_maintenance(s.device, s.ts) {
                 continue;
             }
-            for rule in &rules.rules {
-                if !rule.applies(s.device, device) {
-                    continue;
-                }
+            let mut alarm = 0;
+            for rule in rules.for_device(s.device, device) {
                 let Some(state) = state_of(slot, rule) else {
                     continue;
                 };
-                if let Some(a) = evaluate(rule, state, &self.registry, device, s) {
+                if let Some(a) = evaluate(rule, state, &rules, &self.registry, s, device) {
                     out.push(EngineOutput::alert(a));
                 }
+                if let Logic::Threshold(_) = rule.logic {
+                    alarm = alarm.max(state.tracker().level());
+                }
             }
-            slot.alarm = alarm_of(slot, &rules);
+            slot.alarm = alarm;
         }
     }
 
@@ -421,14 +395,14 @@ impl DeviceTable {
         let mut windows = Vec::new();
         let due: Vec<DeviceIndex> = if crossed {
             self.revised.clear();
-            self.windowed.clone()
+            std::mem::take(&mut self.windowed)
         } else {
             let mut d = std::mem::take(&mut self.revised);
             d.sort_unstable();
             d.dedup();
             d
         };
-        for index in due {
+        for &index in &due {
             let device = self.registry.device(index);
             let Some(slot) = self.slots.get_mut(&index) else {
                 continue;
@@ -440,13 +414,10 @@ impl DeviceTable {
                     if changed.is_empty() || rules.in_maintenance(index, frontier) {
                         continue;
                     }
-                    for rule in &rules.rules {
+                    for rule in rules.for_device(index, device) {
                         let Logic::Rainfall(rain) = &rule.logic else {
                             continue;
                         };
-                        if !rule.applies(index, device) {
-                            continue;
-                        }
                         let Some(RuleState::Level(state)) = state_of(slot, rule) else {
                             continue;
                         };
@@ -476,6 +447,9 @@ impl DeviceTable {
                 None => {}
             }
         }
+        if crossed {
+            self.windowed = due;
+        }
         out.extend(windows.into_iter().map(EngineOutput::Window));
         if frontier - self.last_scan >= self.config.staleness_scan_ms {
             self.last_scan = frontier;
@@ -490,12 +464,11 @@ impl DeviceTable {
         rules: &RuleSet,
         out: &mut Vec<EngineOutput>,
     ) {
-        let stale_rules: Vec<&Rule> = rules
+        if !rules
             .rules
             .iter()
-            .filter(|r| matches!(r.logic, Logic::Staleness(_)))
-            .collect();
-        if stale_rules.is_empty() {
+            .any(|r| matches!(r.logic, Logic::Staleness(_)))
+        {
             return;
         }
         for &index in &self.owned {
@@ -503,41 +476,32 @@ impl DeviceTable {
             if rules.in_maintenance(index, now) {
                 continue;
             }
-            for &rule in &stale_rules {
+            for rule in rules.for_device(index, device) {
                 let Logic::Staleness(st) = &rule.logic else {
                     continue;
                 };
-                if !rule.applies(index, device) {
-                    continue;
-                }
                 let slot = self.slots.entry(index).or_default();
-                let since = if slot.heard { slot.last_ts } else { started };
+                let (heard, seq) = (slot.heard, slot.last_seq);
+                let since = if heard { slot.last_ts } else { started };
                 let Some(RuleState::Stale(tracker)) = state_of(slot, rule) else {
                     continue;
                 };
                 if let Some(step) = st.check(tracker, since, now, device.expected_interval_s) {
                     // The silence when the alert opened; 0 once the device is heard again.
-                    let (silent_s, at) = if step.level == 0 {
-                        (0.0, since)
+                    let (silent_ms, at) = if step.level == 0 {
+                        (0, since)
                     } else {
-                        (((step.opened_ms - since) / 1000) as f64, step.opened_ms)
+                        (step.opened_ms - since, step.opened_ms)
                     };
-                    let allowed_s = (st.allowed_ms(device.expected_interval_s) / 1000) as f64;
-                    let ev = Evidence::new(
-                        silent_s,
-                        "s",
-                        allowed_s,
+                    out.push(offline_alert(
+                        rule,
+                        st,
+                        device,
+                        step,
+                        silent_ms,
                         Timestamp(at),
-                        if slot.heard { slot.last_seq } else { 0 },
-                    );
-                    let level = [crate::rules::Level {
-                        name: if slot.heard { "offline" } else { "never_heard" }.to_owned(),
-                        value: allowed_s,
-                        severity: st.severity,
-                    }];
-                    out.push(EngineOutput::alert(alert::build(
-                        rule, device, device.pos, step, &level, ev,
-                    )));
+                        heard.then_some(seq),
+                    ));
                 }
             }
         }
@@ -557,7 +521,11 @@ impl DeviceTable {
 /// The state of `rule` in a slot, created (or reset, if the rule changed
 /// kind) as needed.
 fn state_of<'a>(slot: &'a mut Slot, rule: &Rule) -> Option<&'a mut RuleState> {
-    let at = slot.states.iter().position(|(id, _)| **id == *rule.id);
+    // The same `Arc` while the rules stay; equal text after a reload.
+    let at = slot
+        .states
+        .iter()
+        .position(|(id, _)| Arc::ptr_eq(id, &rule.id) || **id == *rule.id);
     let i = match at {
         Some(i) if slot.states[i].1.fits(&rule.logic) => i,
         Some(i) => {
@@ -573,28 +541,50 @@ fn state_of<'a>(slot: &'a mut Slot, rule: &Rule) -> Option<&'a mut RuleState> {
     slot.states.get_mut(i).map(|(_, s)| s)
 }
 
-fn alarm_of(slot: &Slot, rules: &RuleSet) -> u8 {
-    slot.states
-        .iter()
-        .filter(|(id, _)| {
-            rules
-                .get(id)
-                .is_some_and(|r| matches!(r.logic, Logic::Threshold(_)))
-        })
-        .map(|(_, s)| s.tracker().level())
-        .max()
-        .unwrap_or(0)
+/// The device's windows, created with `make` (and listed for emission)
+/// on first use.
+fn windows_of<'a>(
+    slot: &'a mut Slot,
+    windowed: &mut Vec<DeviceIndex>,
+    index: DeviceIndex,
+    make: impl FnOnce() -> Windows,
+) -> &'a mut Windows {
+    slot.windows.get_or_insert_with(|| {
+        windowed.push(index);
+        make()
+    })
 }
 
-fn offline_level(st: &crate::rules::staleness::Staleness) -> [crate::rules::Level; 1] {
-    [crate::rules::Level {
-        name: "offline".to_owned(),
-        value: 0.0,
+/// A change of a device-offline alert: `silent_ms` is how long the device
+/// was silent when it changed; `seq` its latest sequence number, `None`
+/// when it was never heard from.
+fn offline_alert(
+    rule: &Rule,
+    st: &crate::rules::staleness::Staleness,
+    device: &DeviceInfo,
+    step: Step,
+    silent_ms: i64,
+    at: Timestamp,
+    seq: Option<u64>,
+) -> EngineOutput {
+    let heard = seq.is_some();
+    let allowed_s = (st.allowed_ms(device.expected_interval_s) / 1000) as f64;
+    let ev = Evidence::new(
+        (silent_ms / 1000) as f64,
+        "s",
+        allowed_s,
+        at,
+        seq.unwrap_or(0),
+    );
+    let level = [Level {
+        name: if heard { "offline" } else { "never_heard" }.to_owned(),
+        value: allowed_s,
         severity: st.severity,
-    }]
+    }];
+    EngineOutput::alert(alert::build(rule, device, device.pos, step, &level, ev))
 }
 
-fn level_value(levels: &[crate::rules::Level], step: Step) -> f64 {
+fn level_value(levels: &[Level], step: Step) -> f64 {
     let shown = if step.level == 0 {
         step.peak
     } else {
@@ -609,28 +599,30 @@ fn level_value(levels: &[crate::rules::Level], step: Step) -> f64 {
 fn evaluate(
     rule: &Rule,
     state: &mut RuleState,
+    rules: &RuleSet,
     registry: &Registry,
-    device: &DeviceInfo,
     s: &Sample,
+    device: &DeviceInfo,
 ) -> Option<Alert> {
     let ts = Timestamp(s.ts);
     let single = |severity| {
-        [crate::rules::Level {
+        Cow::Owned(vec![Level {
             name: String::new(),
             value: 0.0,
             severity,
-        }]
+        }])
     };
-    match (&rule.logic, state) {
+    let (step, levels, ev): (Step, Cow<'_, [Level]>, Evidence) = match (&rule.logic, state) {
         (Logic::Threshold(t), RuleState::Level(st)) => {
             let value = s.get(t.field)?;
-            let levels = t.levels.of(device);
+            let levels = rules.levels(&t.levels, s.device);
             if levels.is_empty() {
                 return None;
             }
-            let step = t.observe(st, &levels, value, s.ts)?;
-            let ev = Evidence::new(value, t.field.unit(), level_value(&levels, step), ts, s.seq);
-            Some(alert::build(rule, device, device.pos, step, &levels, ev))
+            let step = t.observe(st, levels, value, s.ts)?;
+            let threshold = level_value(levels, step);
+            let ev = Evidence::new(value, t.field.unit(), threshold, ts, s.seq);
+            (step, Cow::Borrowed(levels), ev)
         }
         (Logic::RateOfChange(r), RuleState::Change(st)) => {
             let value = s.get(r.field)?;
@@ -638,27 +630,20 @@ fn evaluate(
             let mut ev = Evidence::new(value, r.field.unit(), r.open_per_h, ts, s.seq);
             ev.window_s = Some((r.window_ms / 1000) as u32);
             ev.rate_per_h = Some((slope * 1000.0).round() / 1000.0);
-            if let Some(levels) = r.projection.as_ref().map(|l: &Levels| l.of(device)) {
-                let ahead = levels.iter().find(|l| {
+            let ahead = r.projection.as_ref().and_then(|l| {
+                rules.levels(l, s.device).iter().find(|l| {
                     if slope > 0.0 {
                         l.value > value
                     } else {
                         l.value < value
                     }
-                });
-                if let Some(next) = ahead {
-                    ev.next_level = Some(next.name.clone());
-                    ev.next_level_at = projected_at(value, slope, next.value, s.ts).map(Timestamp);
-                }
+                })
+            });
+            if let Some(next) = ahead {
+                ev.next_level = Some(next.name.clone());
+                ev.next_level_at = projected_at(value, slope, next.value, s.ts).map(Timestamp);
             }
-            Some(alert::build(
-                rule,
-                device,
-                device.pos,
-                step,
-                &single(r.severity),
-                ev,
-            ))
+            (step, single(r.severity), ev)
         }
         (Logic::Surge(r), RuleState::Change(st)) => {
             let value = s.get(r.field)?;
@@ -671,45 +656,25 @@ fn evaluate(
                 DeviceKind::RiverGauge,
                 r.related_within_km,
             );
-            Some(alert::build(
-                rule,
-                device,
-                device.pos,
-                step,
-                &single(r.severity),
-                ev,
-            ))
+            (step, single(r.severity), ev)
         }
         (Logic::Congestion(c), RuleState::Congestion(st)) => {
             let speed = s.get(Field::SpeedKmh)?;
             let occupancy = s.get(Field::OccupancyPct)?;
             let step = c.observe(st, speed, occupancy, s.ts)?;
             let ev = Evidence::new(speed, "km/h", c.speed_below_kmh, ts, s.seq);
-            Some(alert::build(
-                rule,
-                device,
-                device.pos,
-                step,
-                &single(c.severity),
-                ev,
-            ))
+            (step, single(c.severity), ev)
         }
         (Logic::SpeedDrop(d), RuleState::SpeedDrop(st)) => {
             let speed = s.get(Field::SpeedKmh)?;
             let (step, baseline) = d.observe(st, speed, s.ts)?;
             let threshold = (baseline * (1.0 - d.drop_pct / 100.0) * 10.0).round() / 10.0;
             let ev = Evidence::new(speed, "km/h", threshold, ts, s.seq);
-            Some(alert::build(
-                rule,
-                device,
-                device.pos,
-                step,
-                &single(d.severity),
-                ev,
-            ))
+            (step, single(d.severity), ev)
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    Some(alert::build(rule, device, device.pos, step, &levels, ev))
 }
 
 fn watchlist_alert(

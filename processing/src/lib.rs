@@ -289,12 +289,13 @@ impl Engine {
             ),
         };
         let rules = Arc::new(RulesCell::new(rules));
-        let bucket_ms = config.rain_bucket.as_millis() as i64;
-        let rain_bucket_ms = if bucket_ms > 0 && 3_600_000 % bucket_ms == 0 {
-            bucket_ms
-        } else {
-            TableConfig::default().rain_bucket_ms
-        };
+        let rain_bucket_ms = config.rain_bucket.as_millis() as i64;
+        if rain_bucket_ms <= 0 || 3_600_000 % rain_bucket_ms != 0 {
+            return Err(EngineError::Start(format!(
+                "the rainfall bucket ({:?}) must divide one hour",
+                config.rain_bucket
+            )));
+        }
         let shared = Arc::new(Shared {
             rxs,
             registry,

@@ -46,6 +46,7 @@ use ioc_schemas::{
     VehicleCounts,
 };
 
+pub use crate::geo::distance_km;
 use crate::noise::{gauss, hash, unit};
 use crate::registry::{DeviceIndex, Registry};
 
@@ -122,15 +123,6 @@ const TARGET_RISE_M: f64 = 3.9;
 const LANDSLIDE_PEAK_MM_H: f64 = 3000.0;
 const LANDSLIDE_RADIUS_KM: f64 = 8.0;
 
-/// Great-circle distance in kilometres between two `[lon, lat]` points.
-pub fn distance_km(a: [f64; 2], b: [f64; 2]) -> f64 {
-    let (la1, la2) = (a[1].to_radians(), b[1].to_radians());
-    let dlat = la2 - la1;
-    let dlon = (b[0] - a[0]).to_radians();
-    let h = (dlat / 2.0).sin().powi(2) + la1.cos() * la2.cos() * (dlon / 2.0).sin().powi(2);
-    2.0 * 6371.0088 * h.sqrt().asin()
-}
-
 /// Rounds degrees to 1e-6 (about 0.1 m), as a GPS-equipped device would send them.
 fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
@@ -178,15 +170,14 @@ impl Simulator {
             if !named.is_empty() {
                 return named;
             }
-            (0..n as DeviceIndex)
-                .zip(
-                    registry
-                        .devices()
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, d)| d.kind == kind),
-                )
-                .map(|(_, (i, _))| i as DeviceIndex)
+            // Another catalogue: the first devices of the kind.
+            registry
+                .devices()
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.kind == kind)
+                .take(n)
+                .map(|(i, _)| i as DeviceIndex)
                 .collect()
         };
         let landslide_centre = registry

@@ -121,17 +121,6 @@ pub enum Levels {
     Registry,
 }
 
-impl Levels {
-    /// The levels that apply to a device, lowest first; empty when the
-    /// device has none.
-    pub fn of(&self, device: &DeviceInfo) -> Vec<Level> {
-        match self {
-            Levels::Fixed(l) => l.clone(),
-            Levels::Registry => registry_levels(device),
-        }
-    }
-}
-
 /// A device's levels from the registry.
 pub fn registry_levels(device: &DeviceInfo) -> Vec<Level> {
     let t = &device.thresholds;
@@ -197,7 +186,8 @@ fn default_kinds(field: Option<Field>) -> Vec<DeviceKind> {
     }
 }
 
-/// Registry facts a rule needs while building alerts.
+/// Devices of `kind` within `within_km` of `of`, nearest first (a surge's
+/// downstream gauges).
 pub(crate) fn devices_near(
     registry: &Registry,
     of: &DeviceInfo,
@@ -211,12 +201,7 @@ pub(crate) fn devices_near(
         .devices()
         .iter()
         .filter(|d| d.kind == kind && d.id != of.id)
-        .map(|d| {
-            (
-                ioc_devices::simulator::distance_km(of.pos, d.pos),
-                d.id.as_str(),
-            )
-        })
+        .map(|d| (ioc_devices::distance_km(of.pos, d.pos), d.id.as_str()))
         .filter(|(km, _)| *km <= within_km)
         .collect();
     near.sort_by(|a, b| a.0.total_cmp(&b.0));

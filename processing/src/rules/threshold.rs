@@ -17,13 +17,25 @@ use crate::sample::Field;
 /// The level after `value`, given the current level, the level values
 /// (strictly increasing) and the hysteresis margin (≥ 0).
 pub fn next_level(current: u8, value: f64, levels: &[f64], margin: f64) -> u8 {
-    let reached = levels.iter().take_while(|&&l| value >= l).count() as u8;
+    next_level_by(current, value, levels.len(), |i| levels[i], margin)
+}
+
+/// [`next_level`] over `count` levels whose values `level(i)` gives (no
+/// allocation on the per-reading path).
+fn next_level_by(
+    current: u8,
+    value: f64,
+    count: usize,
+    level: impl Fn(usize) -> f64,
+    margin: f64,
+) -> u8 {
+    let reached = (0..count).take_while(|&i| value >= level(i)).count() as u8;
     if reached >= current {
         return reached;
     }
     // Falling: leave level k only when clearly below it.
-    let mut k = current.min(levels.len() as u8);
-    while k > reached && value < levels[usize::from(k) - 1] - margin {
+    let mut k = current.min(count as u8);
+    while k > reached && value < level(usize::from(k) - 1) - margin {
         k -= 1;
     }
     k
@@ -78,20 +90,27 @@ impl LevelState {
         self.tracker.level()
     }
 
-    /// Applies a value: `values` are the level values (increasing); a
-    /// higher level is raised after `(min_samples, min_duration_ms)` at or
-    /// beyond it; `can_fall` is false when the value is only a lower bound.
+    /// Applies a value: `levels` are the levels (increasing values, times
+    /// `sign`); a higher level is raised after `(min_samples,
+    /// min_duration_ms)` at or beyond it; `can_fall` is false when the
+    /// value is only a lower bound.
     pub fn observe(
         &mut self,
         value: f64,
         ts: i64,
-        values: &[f64],
+        (levels, sign): (&[Level], f64),
         margin: f64,
         (min_samples, min_duration_ms): (u32, i64),
         can_fall: bool,
     ) -> Option<Step> {
         let current = self.tracker.level();
-        let candidate = next_level(current, value, values, margin);
+        let candidate = next_level_by(
+            current,
+            sign * value,
+            levels.len(),
+            |i| sign * levels[i].value,
+            margin,
+        );
         if candidate > current {
             let p = self.pending.get_or_insert(Pending {
                 level: candidate,
@@ -125,11 +144,10 @@ impl Threshold {
         ts: i64,
     ) -> Option<Step> {
         let sign = if self.below { -1.0 } else { 1.0 };
-        let values: Vec<f64> = levels.iter().map(|l| sign * l.value).collect();
         state.observe(
-            sign * value,
+            value,
             ts,
-            &values,
+            (levels, sign),
             self.hysteresis,
             (self.min_samples, self.min_duration_ms),
             true,
@@ -147,8 +165,14 @@ impl Rainfall {
         complete: bool,
         ts: i64,
     ) -> Option<Step> {
-        let values: Vec<f64> = self.levels.iter().map(|l| l.value).collect();
-        state.observe(total_mm, ts, &values, self.hysteresis, (1, 0), complete)
+        state.observe(
+            total_mm,
+            ts,
+            (&self.levels, 1.0),
+            self.hysteresis,
+            (1, 0),
+            complete,
+        )
     }
 }
 
