@@ -57,6 +57,7 @@ fn main() {
         ..EngineConfig::default()
     };
     let started = Instant::now();
+    let cpu_before = common::process_cpu_seconds();
     let (engine, input) = Engine::start(&config, registry, out_tx).expect("engine");
     for r in readings {
         input.send_blocking(r).expect("engine open");
@@ -66,6 +67,9 @@ fn main() {
     engine.join().expect("engine");
     let outputs = drain.join().expect("drain");
     let secs = started.elapsed().as_secs_f64();
+    // CPU of the whole process while the engine ran: the workers, the
+    // producer and the drain thread. Steadier than wall time on a shared VM.
+    let cpu = common::process_cpu_seconds() - cpu_before;
     let processed = stats.processed.load(std::sync::atomic::Ordering::Relaxed);
     let result = serde_json::json!({
         "benchmark": "engine",
@@ -77,14 +81,17 @@ fn main() {
         "workers": workers,
         "seconds": secs,
         "events_per_s": events as f64 / secs,
+        "cpu_s": cpu,
+        "cpu_us_per_event": cpu * 1e6 / events as f64,
         "rules": "deploy/rules.toml",
         "outputs": outputs,
         "processed": processed,
     });
     let out = common::write_bench_result("engine", &result);
     println!(
-        "engine: {events} events of {devices} devices, {workers} workers: {:.0} events/s\nwritten to {}",
+        "engine: {events} events of {devices} devices, {workers} workers: {:.0} events/s, {:.2} µs CPU per event\nwritten to {}",
         events as f64 / secs,
+        cpu * 1e6 / events as f64,
         out.display()
     );
 }

@@ -2,12 +2,12 @@
 //! reorder buffer, windows, rules, output.
 //!
 //! ```text
-//!  flume channel ──► unordered input (time = max(event time, watermark))
+//!  flume channel ──► unordered input (time = max(event time to the second, watermark))
 //!                     │ Exchange by device index
 //!                     ▼
 //!                   DeviceState operator
 //!                     ├─ at arrival: latest state, camera counts, watch list
-//!                     ├─ reorder buffer (by timely time) until the frontier passes
+//!                     ├─ reorder buffer (by event time) until the frontier passes
 //!                     └─ released in event-time order: windows, rules;
 //!                        as the frontier moves: closed windows, staleness
 //!                     │ Pipeline
@@ -17,14 +17,13 @@
 //!
 //! Each worker pulls readings from its own input channel (the readings of
 //! the devices it owns, in arrival order), sends each at its event time
-//! (or at the watermark when it is late) and holds its input capability at
+//! rounded down to the second (or at the watermark when that is later; a
+//! timestamp per millisecond would make progress tracking cost per reading)
+//! and holds its input capability at
 //! the shared watermark, so the frontier is the watermark. The state
 //! operator keeps a capability at the frontier so that it can emit window
 //! results and staleness alerts when time passes without input.
 
-use std::cmp::Ordering as By;
-use std::collections::BinaryHeap;
-use std::collections::binary_heap::PeekMut;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -41,43 +40,18 @@ use timely::worker::Worker;
 use crate::Shared;
 use crate::device_state::{DeviceTable, Outcome};
 use crate::reading::Reading;
+use crate::reorder::ReorderBuffer;
 use crate::sample::Sample;
 
 /// Most readings a worker takes from the channel before stepping the dataflow.
 const BATCH: usize = 4096;
+/// Resolution of timely timestamps, ms. A reading enters the dataflow at
+/// its event time rounded down to the tick (or at the watermark when that
+/// is later): progress tracking then costs per tick, not per reading,
+/// while the reorder buffer still orders samples by their exact event time.
+const TICK_MS: u64 = 1000;
 /// How long an idle worker sleeps before re-checking the watermark.
 const IDLE_PARK: Duration = Duration::from_millis(100);
-
-/// A sample in the reorder buffer. The heap yields samples in
-/// `(event time, device, seq)` order, the order `DeviceTable::release` takes.
-struct Pending(Sample);
-
-impl Pending {
-    fn key(&self) -> (i64, u32, u64) {
-        (self.0.ts, self.0.device, self.0.seq)
-    }
-}
-
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for Pending {}
-
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<By> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Pending {
-    fn cmp(&self, other: &Self) -> By {
-        // Reversed: `BinaryHeap` is a max-heap.
-        other.key().cmp(&self.key())
-    }
-}
 
 /// Keeps per-device state, windows and rules.
 pub trait DeviceStateOp<'scope> {
@@ -101,7 +75,7 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
             "DeviceState",
             move |capability, _| {
                 let mut timer = Some(capability);
-                let mut pending: BinaryHeap<Pending> = BinaryHeap::new();
+                let mut pending = ReorderBuffer::default();
                 let mut released: Vec<Sample> = Vec::new();
                 let mut out = Vec::new();
                 let mut rules_seen = 0u64;
@@ -127,7 +101,7 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                             if let Some(s) = sample {
                                 // Released once the frontier passes its event
                                 // time (at once when late).
-                                pending.push(Pending(s));
+                                pending.push(s);
                             }
                         }
                         shared.stats.processed.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -138,12 +112,7 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                     // The frontier is the watermark: everything before it is final.
                     let now = frontier.frontier().iter().min().copied();
                     let limit = now.unwrap_or(u64::MAX);
-                    while let Some(p) = pending
-                        .peek_mut()
-                        .filter(|p| (p.0.ts.max(0) as u64) < limit)
-                    {
-                        released.push(PeekMut::pop(p).0);
-                    }
+                    pending.release(limit.min(i64::MAX as u64) as i64, &mut released);
                     if !released.is_empty() {
                         table.release(&released, &mut out);
                         released.clear();
@@ -234,7 +203,7 @@ pub(crate) fn run_worker(
                 latest_arrival = latest_arrival.max(r.received);
                 let ts = r.envelope.ts.millis().max(0) as u64;
                 late += u64::from(ts < floor);
-                *time = ts.max(floor);
+                *time = (ts - ts % TICK_MS).max(floor);
             }
             // Shared counters once per batch, not per reading.
             shared.watermark.observe(newest, latest_arrival);
@@ -243,7 +212,8 @@ pub(crate) fn run_worker(
                 shared.stats.late.fetch_add(late, Ordering::Relaxed);
                 metrics::counter!("ioc_events_late_total").increment(late);
             }
-            batch.sort_by_key(|(t, _)| *t);
+            // One message per run of readings with the same tick (in
+            // arrival order; usually the whole batch).
             let mut handle = input.activate();
             let mut readings = batch.drain(..).peekable();
             while let Some((t, first)) = readings.next() {

@@ -21,7 +21,6 @@
 //! windows only for the devices that have them.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use ioc_devices::{DeviceIndex, Registry};
@@ -33,6 +32,7 @@ use ioc_schemas::{
 use crate::reading::Reading;
 use crate::rules::alert::{self, Step, Tracker};
 use crate::rules::rate::{ChangeState, projected_at};
+use crate::rules::staleness::Staleness;
 use crate::rules::threshold::LevelState;
 use crate::rules::traffic::{CongestionState, SpeedDropState};
 use crate::rules::{Level, Logic, Rule, RuleSet, devices_near};
@@ -154,7 +154,10 @@ pub struct DeviceTable {
     registry: Arc<Registry>,
     rules: Arc<RuleSet>,
     config: TableConfig,
-    slots: HashMap<DeviceIndex, Slot>,
+    /// One slot per owned device: device `i` is at `i / peers`.
+    slots: Vec<Slot>,
+    /// This worker's index and the number of workers.
+    place: (usize, usize),
     /// Devices with windows, for emission at boundaries.
     windowed: Vec<DeviceIndex>,
     /// Devices whose emitted windows a late reading amended.
@@ -179,14 +182,18 @@ impl DeviceTable {
         worker: usize,
         peers: usize,
     ) -> Self {
-        let owned = (0..registry.devices().len() as DeviceIndex)
-            .filter(|&d| d as usize % peers.max(1) == worker)
+        let peers = peers.max(1);
+        let owned: Vec<DeviceIndex> = (0..registry.devices().len() as DeviceIndex)
+            .filter(|&d| d as usize % peers == worker)
             .collect();
         DeviceTable {
             registry,
             rules,
             config,
-            slots: HashMap::new(),
+            slots: std::iter::repeat_with(Slot::default)
+                .take(owned.len())
+                .collect(),
+            place: (worker, peers),
             windowed: Vec::new(),
             revised: Vec::new(),
             owned,
@@ -203,7 +210,7 @@ impl DeviceTable {
     pub fn set_rules(&mut self, rules: Arc<RuleSet>, out: &mut Vec<EngineOutput>) {
         let old = std::mem::replace(&mut self.rules, rules);
         let now = self.frontier;
-        for (&index, slot) in &mut self.slots {
+        for (&index, slot) in self.owned.iter().zip(&mut self.slots) {
             let device = self.registry.device(index);
             slot.states.retain_mut(|(id, state)| {
                 let keep = self
@@ -234,7 +241,9 @@ impl DeviceTable {
         let index = reading.device;
         let ts = e.ts.millis();
         let device = self.registry.device(index);
-        let slot = self.slots.entry(index).or_default();
+        let Some(slot) = slot_of(&mut self.slots, self.place, index) else {
+            return (Outcome::Applied, None);
+        };
         if slot.heard && ts == slot.last_ts && e.seq == slot.last_seq {
             return (Outcome::Duplicate, None);
         }
@@ -263,10 +272,14 @@ impl DeviceTable {
                     let Logic::Staleness(st) = &rule.logic else {
                         continue;
                     };
+                    let allowed = st.allowed_ms(device.expected_interval_s);
+                    // Usually neither a gap nor an open alert.
+                    if ts - since <= allowed && !is_open(slot, rule) {
+                        continue;
+                    }
                     let Some(RuleState::Stale(tracker)) = state_of(slot, rule) else {
                         continue;
                     };
-                    let allowed = st.allowed_ms(device.expected_interval_s);
                     if tracker.level() == 0 && ts - since > allowed {
                         if let Some(step) = tracker.step(1, since + allowed + 1) {
                             let at = Timestamp(step.opened_ms);
@@ -325,7 +338,9 @@ impl DeviceTable {
         let rules = self.rules.clone();
         for s in samples.iter() {
             let device = self.registry.device(s.device);
-            let slot = self.slots.entry(s.device).or_default();
+            let Some(slot) = slot_of(&mut self.slots, self.place, s.device) else {
+                continue;
+            };
             // Windows take every sample, late or not.
             let windowed = match (device.kind, s.get(Field::RainfallMm), s.traffic) {
                 (DeviceKind::RainGauge, Some(mm), _) => {
@@ -404,7 +419,7 @@ impl DeviceTable {
         };
         for &index in &due {
             let device = self.registry.device(index);
-            let Some(slot) = self.slots.get_mut(&index) else {
+            let Some(slot) = slot_of(&mut self.slots, self.place, index) else {
                 continue;
             };
             match &mut slot.windows {
@@ -464,25 +479,31 @@ impl DeviceTable {
         rules: &RuleSet,
         out: &mut Vec<EngineOutput>,
     ) {
-        if !rules
+        let staleness: Vec<(&Rule, &Staleness)> = rules
             .rules
             .iter()
-            .any(|r| matches!(r.logic, Logic::Staleness(_)))
-        {
+            .filter_map(|r| match &r.logic {
+                Logic::Staleness(st) => Some((r, st)),
+                _ => None,
+            })
+            .collect();
+        if staleness.is_empty() {
             return;
         }
-        for &index in &self.owned {
+        for (&index, slot) in self.owned.iter().zip(&mut self.slots) {
             let device = self.registry.device(index);
-            if rules.in_maintenance(index, now) {
-                continue;
-            }
-            for rule in rules.for_device(index, device) {
-                let Logic::Staleness(st) = &rule.logic else {
+            let (heard, seq) = (slot.heard, slot.last_seq);
+            let since = if heard { slot.last_ts } else { started };
+            for &(rule, st) in &staleness {
+                // Most devices are neither silent nor offline: settled
+                // without looking their rule state up.
+                let silent = now - since > st.allowed_ms(device.expected_interval_s);
+                if !silent && !is_open(slot, rule) || !rule.applies(index, device) {
                     continue;
-                };
-                let slot = self.slots.entry(index).or_default();
-                let (heard, seq) = (slot.heard, slot.last_seq);
-                let since = if heard { slot.last_ts } else { started };
+                }
+                if rules.in_maintenance(index, now) {
+                    break;
+                }
                 let Some(RuleState::Stale(tracker)) = state_of(slot, rule) else {
                     continue;
                 };
@@ -506,15 +527,28 @@ impl DeviceTable {
             }
         }
     }
+}
 
-    /// Number of devices with state on this worker.
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
+/// Whether `rule` has an open alert in a slot.
+fn is_open(slot: &Slot, rule: &Rule) -> bool {
+    slot.states
+        .iter()
+        .find(|(id, _)| Arc::ptr_eq(id, &rule.id) || **id == *rule.id)
+        .is_some_and(|(_, s)| s.tracker().level() > 0)
+}
 
-    /// Whether no device has state on this worker.
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+/// The slot of a device this worker owns (`None` for any other device,
+/// which the exchange never sends here).
+fn slot_of(
+    slots: &mut [Slot],
+    (worker, peers): (usize, usize),
+    index: DeviceIndex,
+) -> Option<&mut Slot> {
+    let i = index as usize;
+    if i % peers == worker {
+        slots.get_mut(i / peers)
+    } else {
+        None
     }
 }
 
@@ -560,7 +594,7 @@ fn windows_of<'a>(
 /// when it was never heard from.
 fn offline_alert(
     rule: &Rule,
-    st: &crate::rules::staleness::Staleness,
+    st: &Staleness,
     device: &DeviceInfo,
     step: Step,
     silent_ms: i64,

@@ -22,6 +22,7 @@
 pub mod dataflow;
 pub mod device_state;
 pub mod reading;
+pub mod reorder;
 pub mod rules;
 pub mod sample;
 pub mod watermark;

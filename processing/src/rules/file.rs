@@ -57,7 +57,7 @@ pub struct RuleSet {
     /// `DeviceKind::ALL` order), so a reading only meets its own rules.
     by_kind: [Vec<usize>; DeviceKind::ALL.len()],
     /// Each device's levels from the registry, worked out once.
-    registry_levels: HashMap<DeviceIndex, Vec<Level>>,
+    registry_levels: Vec<Box<[Level]>>,
 }
 
 /// Every problem found in a rules file.
@@ -426,9 +426,7 @@ impl RuleSet {
             set.registry_levels = registry
                 .devices()
                 .iter()
-                .enumerate()
-                .map(|(i, d)| (i as DeviceIndex, registry_levels(d)))
-                .filter(|(_, l)| !l.is_empty())
+                .map(|d| registry_levels(d).into_boxed_slice())
                 .collect();
             Ok(set)
         } else {
@@ -468,7 +466,10 @@ impl RuleSet {
     pub fn levels<'a>(&'a self, levels: &'a Levels, index: DeviceIndex) -> &'a [Level] {
         match levels {
             Levels::Fixed(l) => l,
-            Levels::Registry => self.registry_levels.get(&index).map_or(&[], Vec::as_slice),
+            Levels::Registry => self
+                .registry_levels
+                .get(index as usize)
+                .map_or(&[], |l| &l[..]),
         }
     }
 }
