@@ -71,6 +71,11 @@ fn main() {
     // producer and the drain thread. Steadier than wall time on a shared VM.
     let cpu = common::process_cpu_seconds() - cpu_before;
     let processed = stats.processed.load(std::sync::atomic::Ordering::Relaxed);
+    // As of the workers' last scan (a minute of event time before the end).
+    let state_bytes = stats.state_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    let largest = stats
+        .largest_device_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
     let result = serde_json::json!({
         "benchmark": "engine",
         "date": Timestamp::now(),
@@ -86,12 +91,17 @@ fn main() {
         "rules": "deploy/rules.toml",
         "outputs": outputs,
         "processed": processed,
+        "state_bytes": state_bytes,
+        "state_bytes_per_device": state_bytes as f64 / devices as f64,
+        "largest_device_bytes": largest,
     });
     let out = common::write_bench_result("engine", &result);
     println!(
-        "engine: {events} events of {devices} devices, {workers} workers: {:.0} events/s, {:.2} µs CPU per event\nwritten to {}",
+        "engine: {events} events of {devices} devices, {workers} workers: {:.0} events/s, {:.2} µs CPU per event\n\
+         state: {:.0} bytes per device, {largest} for the largest\nwritten to {}",
         events as f64 / secs,
         cpu * 1e6 / events as f64,
+        state_bytes as f64 / devices as f64,
         out.display()
     );
 }

@@ -80,6 +80,7 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                 let mut out = Vec::new();
                 let mut rules_seen = 0u64;
                 let mut late_seen = 0u64;
+                let mut size_seen = 0u64;
                 move |(input, frontier), output| {
                     if let Some(rules) = shared.rules.changed_since(&mut rules_seen) {
                         table.set_rules(rules, &mut out);
@@ -123,6 +124,19 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                     }
                     if let Some(now) = now {
                         table.advance(now as i64, &mut out);
+                    }
+                    let size = (table.size.bytes
+                        + pending.len() * std::mem::size_of::<Sample>()) as u64;
+                    if size != size_seen && table.size.bytes > 0 {
+                        let stats = &shared.stats;
+                        if size > size_seen {
+                            stats.state_bytes.fetch_add(size - size_seen, Ordering::Relaxed);
+                        } else {
+                            stats.state_bytes.fetch_sub(size_seen - size, Ordering::Relaxed);
+                        }
+                        stats.largest_device_bytes.fetch_max(table.size.largest as u64, Ordering::Relaxed);
+                        metrics::gauge!("ioc_engine_state_bytes").set(stats.state_bytes.load(Ordering::Relaxed) as f64);
+                        size_seen = size;
                     }
                     if let Some(t) = timer.as_mut() {
                         if !out.is_empty() {

@@ -106,6 +106,15 @@ impl RuleState {
         )
     }
 
+    /// Bytes the state holds on the heap.
+    fn heap_bytes(&self) -> usize {
+        match self {
+            RuleState::Change(s) => s.history.heap_bytes(),
+            RuleState::SpeedDrop(s) => s.heap_bytes(),
+            RuleState::Level(_) | RuleState::Congestion(_) | RuleState::Stale(_) => 0,
+        }
+    }
+
     fn tracker(&self) -> &Tracker {
         match self {
             RuleState::Level(s) => &s.tracker,
@@ -134,6 +143,16 @@ enum Windows {
     Camera(Box<CameraCounts>),
 }
 
+impl Windows {
+    fn bytes(&self) -> usize {
+        match self {
+            Windows::Rain(w) => w.bytes(),
+            Windows::Traffic(w) => w.bytes(),
+            Windows::Camera(w) => w.bytes(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Slot {
     /// Latest reading (arrival path).
@@ -144,8 +163,32 @@ struct Slot {
     ruled_ts: i64,
     /// Highest open level of the device's threshold rules.
     alarm: u8,
-    states: Vec<(Arc<str>, RuleState)>,
+    /// Rule states, keyed by the rule's position in the rules.
+    states: Vec<(u16, RuleState)>,
     windows: Option<Windows>,
+}
+
+impl Slot {
+    /// Bytes the device's state takes: the slot, its rule states and windows.
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Slot>()
+            + self.states.capacity() * std::mem::size_of::<(u16, RuleState)>()
+            + self
+                .states
+                .iter()
+                .map(|(_, s)| s.heap_bytes())
+                .sum::<usize>()
+            + self.windows.as_ref().map_or(0, Windows::bytes)
+    }
+}
+
+/// What the devices' state takes, worked out at each staleness scan.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateSize {
+    /// Bytes over every device of the table.
+    pub bytes: usize,
+    /// Bytes of the largest device.
+    pub largest: usize,
 }
 
 /// The state of every device owned by one worker.
@@ -171,6 +214,8 @@ pub struct DeviceTable {
     last_scan: i64,
     /// Readings that reached the rules after a newer one (late for the rules).
     pub late_for_rules: u64,
+    /// The state's size at the last staleness scan.
+    pub size: StateSize,
 }
 
 impl DeviceTable {
@@ -201,6 +246,7 @@ impl DeviceTable {
             started: None,
             last_scan: 0,
             late_for_rules: 0,
+            size: StateSize::default(),
         }
     }
 
@@ -210,21 +256,28 @@ impl DeviceTable {
     pub fn set_rules(&mut self, rules: Arc<RuleSet>, out: &mut Vec<EngineOutput>) {
         let old = std::mem::replace(&mut self.rules, rules);
         let now = self.frontier;
+        // Each old rule's successor: the rule with the same id.
+        let successor: Vec<Option<&Rule>> =
+            old.rules.iter().map(|r| self.rules.get(&r.id)).collect();
         for (&index, slot) in self.owned.iter().zip(&mut self.slots) {
             let device = self.registry.device(index);
-            slot.states.retain_mut(|(id, state)| {
-                let keep = self
-                    .rules
-                    .get(id)
-                    .is_some_and(|r| state.fits(&r.logic) && r.applies(index, device));
-                if !keep {
-                    if let (Some(rule), Some(step)) =
-                        (old.get(id), state.tracker_mut().step(0, now))
-                    {
-                        out.push(EngineOutput::alert(removed(rule, device, step, now)));
-                    }
+            slot.states.retain_mut(|(key, state)| {
+                let next = successor
+                    .get(usize::from(*key))
+                    .copied()
+                    .flatten()
+                    .filter(|r| state.fits(&r.logic) && r.applies(index, device));
+                if let Some(r) = next {
+                    *key = r.position;
+                    return true;
                 }
-                keep
+                if let (Some(rule), Some(step)) = (
+                    old.rules.get(usize::from(*key)),
+                    state.tracker_mut().step(0, now),
+                ) {
+                    out.push(EngineOutput::alert(removed(rule, device, step, now)));
+                }
+                false
             });
         }
     }
@@ -468,17 +521,12 @@ impl DeviceTable {
         out.extend(windows.into_iter().map(EngineOutput::Window));
         if frontier - self.last_scan >= self.config.staleness_scan_ms {
             self.last_scan = frontier;
-            self.scan_staleness(started, frontier, &rules, out);
+            self.scan(started, frontier, &rules, out);
         }
     }
 
-    fn scan_staleness(
-        &mut self,
-        started: i64,
-        now: i64,
-        rules: &RuleSet,
-        out: &mut Vec<EngineOutput>,
-    ) {
+    /// The periodic scan: silent devices, and the state's size.
+    fn scan(&mut self, started: i64, now: i64, rules: &RuleSet, out: &mut Vec<EngineOutput>) {
         let staleness: Vec<(&Rule, &Staleness)> = rules
             .rules
             .iter()
@@ -487,10 +535,14 @@ impl DeviceTable {
                 _ => None,
             })
             .collect();
-        if staleness.is_empty() {
-            return;
-        }
+        let mut size = StateSize {
+            bytes: self.slots.capacity() * std::mem::size_of::<Slot>(),
+            largest: 0,
+        };
         for (&index, slot) in self.owned.iter().zip(&mut self.slots) {
+            let bytes = slot.bytes();
+            size.bytes += bytes - std::mem::size_of::<Slot>();
+            size.largest = size.largest.max(bytes);
             let device = self.registry.device(index);
             let (heard, seq) = (slot.heard, slot.last_seq);
             let since = if heard { slot.last_ts } else { started };
@@ -526,6 +578,7 @@ impl DeviceTable {
                 }
             }
         }
+        self.size = size;
     }
 }
 
@@ -533,7 +586,7 @@ impl DeviceTable {
 fn is_open(slot: &Slot, rule: &Rule) -> bool {
     slot.states
         .iter()
-        .find(|(id, _)| Arc::ptr_eq(id, &rule.id) || **id == *rule.id)
+        .find(|(key, _)| *key == rule.position)
         .is_some_and(|(_, s)| s.tracker().level() > 0)
 }
 
@@ -555,11 +608,10 @@ fn slot_of(
 /// The state of `rule` in a slot, created (or reset, if the rule changed
 /// kind) as needed.
 fn state_of<'a>(slot: &'a mut Slot, rule: &Rule) -> Option<&'a mut RuleState> {
-    // The same `Arc` while the rules stay; equal text after a reload.
     let at = slot
         .states
         .iter()
-        .position(|(id, _)| Arc::ptr_eq(id, &rule.id) || **id == *rule.id);
+        .position(|(key, _)| *key == rule.position);
     let i = match at {
         Some(i) if slot.states[i].1.fits(&rule.logic) => i,
         Some(i) => {
@@ -567,8 +619,10 @@ fn state_of<'a>(slot: &'a mut Slot, rule: &Rule) -> Option<&'a mut RuleState> {
             i
         }
         None => {
-            slot.states
-                .push((rule.id.clone(), RuleState::fresh(&rule.logic)?));
+            let fresh = RuleState::fresh(&rule.logic)?;
+            // A device has a handful of rules: no room to spare per slot.
+            slot.states.reserve_exact(1);
+            slot.states.push((rule.position, fresh));
             slot.states.len() - 1
         }
     };

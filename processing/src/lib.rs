@@ -103,6 +103,12 @@ pub struct EngineStats {
     pub out_of_order: AtomicU64,
     /// Readings older than the watermark when they arrived.
     pub late: AtomicU64,
+    /// Bytes of per-device state (slots, rule states, windows) and reorder
+    /// buffers over all workers, as of each worker's last scan (every
+    /// minute of event time).
+    pub state_bytes: AtomicU64,
+    /// Bytes of the largest single device's state seen.
+    pub largest_device_bytes: AtomicU64,
 }
 
 impl EngineStats {

@@ -53,16 +53,29 @@ fn result(device: &str, start: i64, end: i64, revision: bool, value: WindowValue
 #[derive(Clone, Debug)]
 pub struct RainWindows {
     bucket_ms: i64,
-    mm: Box<[f32]>,
-    gaps: Box<[u64]>,
+    /// Per bucket: rain in hundredths of a millimetre in the low 15 bits
+    /// (saturating at 327.67 mm, far beyond any rain ever measured in a few
+    /// minutes) and the gap mark in the top bit. 576 bytes for a day of
+    /// 5-minute buckets.
+    mm: Box<[u16]>,
     /// Absolute number of the newest bucket.
     newest: i64,
+    /// Event time of the oldest reading (`i64::MAX` before the first).
     first_ms: i64,
-    prev: Option<(i64, u64)>,
+    /// Event time and sequence number of the newest reading.
+    prev_ts: i64,
+    prev_seq: u64,
     emitted_end: i64,
-    emitted: [(f32, bool); 4],
+    /// Per window, the last emitted total in tenths of a millimetre times
+    /// two plus its completeness; `u32::MAX` before the first.
+    emitted: [u32; 4],
     revised: bool,
 }
+
+/// The gap mark of a rain bucket.
+const GAP: u16 = 0x8000;
+/// Most rain a bucket holds, hundredths of a millimetre.
+const BUCKET_MAX: u16 = 0x7fff;
 
 impl RainWindows {
     /// Empty windows with this bucket length (which divides one hour).
@@ -70,13 +83,13 @@ impl RainWindows {
         let n = (RAIN_WINDOWS_MS[3] / bucket_ms) as usize;
         RainWindows {
             bucket_ms,
-            mm: vec![0.0; n].into_boxed_slice(),
-            gaps: vec![0; n.div_ceil(64)].into_boxed_slice(),
+            mm: vec![0; n].into_boxed_slice(),
             newest: i64::MIN,
             first_ms: i64::MAX,
-            prev: None,
+            prev_ts: i64::MIN,
+            prev_seq: 0,
             emitted_end: i64::MIN,
-            emitted: [(f32::NAN, false); 4],
+            emitted: [u32::MAX; 4],
             revised: false,
         }
     }
@@ -85,18 +98,14 @@ impl RainWindows {
         bucket.rem_euclid(self.mm.len() as i64) as usize
     }
 
-    fn set_gap(&mut self, bucket: i64, on: bool) {
+    fn set_gap(&mut self, bucket: i64) {
         let s = self.slot(bucket);
-        if on {
-            self.gaps[s / 64] |= 1 << (s % 64);
-        } else {
-            self.gaps[s / 64] &= !(1 << (s % 64));
-        }
+        self.mm[s] |= GAP;
     }
 
-    fn gap(&self, bucket: i64) -> bool {
-        let s = self.slot(bucket);
-        self.gaps[s / 64] & (1 << (s % 64)) != 0
+    /// Whether a reading has been heard.
+    fn heard(&self) -> bool {
+        self.first_ms != i64::MAX
     }
 
     /// Adds a reading's increment. Returns false when it is older than
@@ -115,50 +124,51 @@ impl RainWindows {
             };
             for k in from..=b {
                 let s = self.slot(k);
-                self.mm[s] = 0.0;
-                self.set_gap(k, false);
+                self.mm[s] = 0;
             }
             self.newest = b;
         }
         let s = self.slot(b);
-        self.mm[s] += mm as f32;
+        // `as` saturates (and maps NaN, which validation rejects, to 0).
+        let add = (mm * 100.0).round() as u16;
+        let rain = (self.mm[s] & BUCKET_MAX)
+            .saturating_add(add)
+            .min(BUCKET_MAX);
+        self.mm[s] = rain | (self.mm[s] & GAP);
+        let heard = self.heard();
         self.first_ms = self.first_ms.min(ts);
-        match self.prev {
-            Some((pts, pseq)) if ts > pts => {
-                if seq != pseq.wrapping_add(1) {
-                    for k in pts.div_euclid(self.bucket_ms).max(b - n + 1)..=b {
-                        self.set_gap(k, true);
-                    }
-                }
-                self.prev = Some((ts, seq));
-            }
-            Some(_) => {
-                // Late: amends its bucket; an emitted window is revised.
-                if ts < self.emitted_end {
-                    self.revised = true;
+        if !heard {
+            (self.prev_ts, self.prev_seq) = (ts, seq);
+        } else if ts > self.prev_ts {
+            if seq != self.prev_seq.wrapping_add(1) {
+                for k in self.prev_ts.div_euclid(self.bucket_ms).max(b - n + 1)..=b {
+                    self.set_gap(k);
                 }
             }
-            None => self.prev = Some((ts, seq)),
+            (self.prev_ts, self.prev_seq) = (ts, seq);
+        } else if ts < self.emitted_end {
+            // Late: amends its bucket; an emitted window is revised.
+            self.revised = true;
         }
         true
     }
 
     /// The totals of the four windows ending at `end` (exclusive, a bucket
-    /// boundary): `(mm, complete)`.
-    pub fn totals(&self, end: i64, expected_interval_ms: i64) -> [(f32, bool); 4] {
+    /// boundary): `(mm to a tenth, complete)`.
+    pub fn totals(&self, end: i64, expected_interval_ms: i64) -> [(f64, bool); 4] {
         let end_b = end.div_euclid(self.bucket_ms);
-        let recent = self
-            .prev
-            .is_some_and(|(ts, _)| ts >= end - 2 * expected_interval_ms.max(self.bucket_ms));
-        let mut out = [(0.0f32, false); 4];
-        let (mut sum, mut gap) = (0.0f32, false);
+        let recent =
+            self.heard() && self.prev_ts >= end - 2 * expected_interval_ms.max(self.bucket_ms);
+        let mut out = [(0.0, false); 4];
+        let (mut sum, mut gap) = (0u64, false);
         let mut k = end_b - 1;
         for (w, window) in RAIN_WINDOWS_MS.iter().enumerate() {
             let start_b = end_b - window / self.bucket_ms;
             while k >= start_b {
                 if k <= self.newest && k > self.newest - self.mm.len() as i64 {
-                    sum += self.mm[self.slot(k)];
-                    gap |= self.gap(k);
+                    let bucket = self.mm[self.slot(k)];
+                    sum += u64::from(bucket & BUCKET_MAX);
+                    gap |= bucket & GAP != 0;
                 } else if k > self.newest {
                     // No reading yet for this bucket: nothing fell, as far as we know.
                 } else {
@@ -167,7 +177,8 @@ impl RainWindows {
                 k -= 1;
             }
             let complete = !gap && recent && self.first_ms <= start_b * self.bucket_ms;
-            out[w] = ((sum * 10.0).round() / 10.0, complete);
+            // Tenths of a millimetre, as gauges report.
+            out[w] = ((sum as f64 / 10.0).round() / 10.0, complete);
         }
         out
     }
@@ -185,7 +196,7 @@ impl RainWindows {
     ) -> Vec<(i64, i64, f64, bool, bool)> {
         let last = frontier.div_euclid(self.bucket_ms) * self.bucket_ms;
         let revised = std::mem::take(&mut self.revised);
-        if self.prev.is_none() || (last <= self.emitted_end && !revised) {
+        if !self.heard() || (last <= self.emitted_end && !revised) {
             return Vec::new();
         }
         let ends: Vec<(i64, bool)> = if last <= self.emitted_end {
@@ -208,25 +219,23 @@ impl RainWindows {
             let totals = self.totals(end, expected_interval_ms);
             self.emitted_end = self.emitted_end.max(end);
             for (w, &(mm, complete)) in totals.iter().enumerate() {
-                let before = self.emitted[w];
-                if before.0 == mm && before.1 == complete {
+                let key = ((mm * 10.0).round() as u32) << 1 | u32::from(complete);
+                if self.emitted[w] == key {
                     continue;
                 }
-                self.emitted[w] = (mm, complete);
+                self.emitted[w] = key;
                 let window = RAIN_WINDOWS_MS[w];
-                // Tenths of a millimetre, as gauges report.
-                let mm_f64 = (f64::from(mm) * 10.0).round() / 10.0;
                 out.push(result(
                     device,
                     end - window,
                     end,
                     revision,
                     WindowValue::Rainfall {
-                        total_mm: mm_f64,
+                        total_mm: mm,
                         complete,
                     },
                 ));
-                changed.push((end, window, mm_f64, complete, revision));
+                changed.push((end, window, mm, complete, revision));
             }
         }
         changed
@@ -234,19 +243,24 @@ impl RainWindows {
 
     /// Bytes this gauge's windows take.
     pub fn bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.mm.len() * 4 + self.gaps.len() * 8
+        std::mem::size_of::<Self>() + std::mem::size_of_val(&*self.mm)
     }
 }
 
 #[derive(Clone, Copy, Debug, Default)]
 struct TrafficAcc {
-    window: i64,
-    counts: [u64; 4],
-    interval_s: u64,
-    speed_sum: f64,
-    speed_vehicles: u64,
-    occ_sum: f64,
-    occ_s: u64,
+    /// Window number (start / window length).
+    window: i32,
+    counts: [u32; 4],
+    interval_s: u32,
+    /// Vehicles with a speed, and the sum of their speeds in tenths of
+    /// km/h (room for 2 million vehicles at 200 km/h in five minutes).
+    speed_vehicles: u32,
+    speed_tenths: u32,
+    /// Seconds with an occupancy, and the sum of occupancy in tenths of a
+    /// percent times seconds. Integer sums do not depend on arrival order.
+    occ_s: u32,
+    occ_tenths_s: u32,
 }
 
 /// 5-minute traffic windows of one counter.
@@ -268,34 +282,46 @@ impl TrafficWindows {
         occupancy: Option<f64>,
     ) -> bool {
         let w = ts.div_euclid(TRAFFIC_WINDOW_MS);
-        let acc = match self.ring.iter_mut().position(|a| a.window == w) {
+        // Window numbers fit an i32 for 20 000 years of epoch milliseconds.
+        let n = w as i32;
+        let acc = match self.ring.iter_mut().position(|a| a.window == n) {
             Some(i) => &mut self.ring[i],
             None => {
-                let newest = self.ring.iter().map(|a| a.window).max().unwrap_or(w);
-                if w <= newest - TRAFFIC_KEPT as i64 {
+                let newest = self.ring.iter().map(|a| a.window).max().unwrap_or(n);
+                if n <= newest - TRAFFIC_KEPT as i32 {
                     return false;
                 }
                 self.ring
-                    .retain(|a| a.window > w.max(newest) - TRAFFIC_KEPT as i64);
+                    .retain(|a| a.window > n.max(newest) - TRAFFIC_KEPT as i32);
+                if self.ring.capacity() == 0 {
+                    self.ring.reserve_exact(TRAFFIC_KEPT);
+                }
                 self.ring.push(TrafficAcc {
-                    window: w,
+                    window: n,
                     ..TrafficAcc::default()
                 });
                 self.ring.last_mut().expect("just pushed")
             }
         };
-        let vehicles: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+        let vehicles: u32 = counts.iter().fold(0, |v, &c| v.saturating_add(c));
         for (a, c) in acc.counts.iter_mut().zip(counts) {
-            *a += u64::from(c);
+            *a = a.saturating_add(c);
         }
-        acc.interval_s += u64::from(interval_s);
+        acc.interval_s = acc.interval_s.saturating_add(interval_s);
+        // `as` saturates (negative and NaN, which validation rejects, become 0).
         if let Some(s) = speed {
-            acc.speed_sum += s * vehicles as f64;
-            acc.speed_vehicles += vehicles;
+            let tenths = (s * 10.0).round() as u32;
+            acc.speed_tenths = acc
+                .speed_tenths
+                .saturating_add(tenths.saturating_mul(vehicles));
+            acc.speed_vehicles = acc.speed_vehicles.saturating_add(vehicles);
         }
         if let Some(o) = occupancy {
-            acc.occ_sum += o * f64::from(interval_s);
-            acc.occ_s += u64::from(interval_s);
+            let tenths = (o * 10.0).round() as u32;
+            acc.occ_tenths_s = acc
+                .occ_tenths_s
+                .saturating_add(tenths.saturating_mul(interval_s));
+            acc.occ_s = acc.occ_s.saturating_add(interval_s);
         }
         if (w + 1) * TRAFFIC_WINDOW_MS <= self.emitted_upto && !self.revised.contains(&w) {
             self.revised.push(w);
@@ -303,12 +329,19 @@ impl TrafficWindows {
         true
     }
 
+    /// Bytes this counter's windows take.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.ring.capacity() * std::mem::size_of::<TrafficAcc>()
+            + self.revised.capacity() * std::mem::size_of::<i64>()
+    }
+
     /// Emits windows that ended at or before `frontier`, and revisions.
     pub fn emit(&mut self, device: &str, frontier: i64, out: &mut Vec<WindowResult>) {
         let mut due: Vec<(i64, bool)> = self
             .ring
             .iter()
-            .map(|a| a.window)
+            .map(|a| i64::from(a.window))
             .filter(|&w| {
                 let end = (w + 1) * TRAFFIC_WINDOW_MS;
                 end <= frontier && end > self.emitted_upto
@@ -318,11 +351,11 @@ impl TrafficWindows {
         due.extend(self.revised.drain(..).map(|w| (w, true)));
         due.sort_unstable();
         for (w, revision) in due {
-            let Some(a) = self.ring.iter().find(|a| a.window == w) else {
+            let Some(a) = self.ring.iter().find(|a| i64::from(a.window) == w) else {
                 continue;
             };
-            let per_h = |c: u64| c as f64 * 3600.0 / a.interval_s.max(1) as f64;
-            let vehicles = a.counts.iter().sum();
+            let per_h = |c: u32| f64::from(c) * 3600.0 / f64::from(a.interval_s.max(1));
+            let vehicles = a.counts.iter().map(|&c| u64::from(c)).sum();
             out.push(result(
                 device,
                 w * TRAFFIC_WINDOW_MS,
@@ -335,9 +368,11 @@ impl TrafficWindows {
                         truck: round1(per_h(a.counts[2])),
                         bus: round1(per_h(a.counts[3])),
                     },
-                    mean_speed_kmh: (a.speed_vehicles > 0)
-                        .then(|| round1(a.speed_sum / a.speed_vehicles as f64)),
-                    occupancy_pct: (a.occ_s > 0).then(|| round1(a.occ_sum / a.occ_s as f64)),
+                    mean_speed_kmh: (a.speed_vehicles > 0).then(|| {
+                        round1(f64::from(a.speed_tenths) / 10.0 / f64::from(a.speed_vehicles))
+                    }),
+                    occupancy_pct: (a.occ_s > 0)
+                        .then(|| round1(f64::from(a.occ_tenths_s) / 10.0 / f64::from(a.occ_s))),
                     vehicles,
                 },
             ));
@@ -363,6 +398,11 @@ pub struct CameraCounts {
 }
 
 impl CameraCounts {
+    /// Bytes this camera's counts take.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+    }
+
     /// Counts one event.
     pub fn add(&mut self, ts: i64, event: CameraEvent) -> bool {
         let b = ts.div_euclid(TRAFFIC_WINDOW_MS);

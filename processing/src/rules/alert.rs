@@ -11,18 +11,17 @@ use serde::{Deserialize, Serialize};
 
 use super::{Level, Rule};
 
-/// A subject's current level and open episode under one rule.
+/// A subject's current level and open episode under one rule (16 bytes:
+/// there is one per device and rule).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tracker {
-    level: u8,
-    episode: Option<Episode>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-struct Episode {
+    /// Event time the open episode opened.
     opened_ms: i64,
-    peak: u8,
+    /// Version of the open episode's alert; 0 when none is open.
     version: u32,
+    level: u8,
+    /// Highest level of the open episode.
+    peak: u8,
 }
 
 /// A change of level within an episode.
@@ -53,28 +52,26 @@ impl Tracker {
         }
         let previous = self.level;
         self.level = level;
-        let e = match (&mut self.episode, level) {
-            (None, 0) => return None,
-            (None, _) => self.episode.insert(Episode {
-                opened_ms: ts,
-                peak: level,
-                version: 1,
-            }),
-            (Some(e), _) => {
-                e.peak = e.peak.max(level);
-                e.version += 1;
-                e
+        if self.version == 0 {
+            if level == 0 {
+                return None;
             }
-        };
+            self.opened_ms = ts;
+            self.peak = level;
+        } else {
+            self.peak = self.peak.max(level);
+        }
+        self.version += 1;
         let step = Step {
             previous,
             level,
-            peak: e.peak,
-            opened_ms: e.opened_ms,
-            version: e.version,
+            peak: self.peak,
+            opened_ms: self.opened_ms,
+            version: self.version,
         };
         if level == 0 {
-            self.episode = None;
+            self.version = 0;
+            self.peak = 0;
         }
         Some(step)
     }

@@ -34,7 +34,7 @@ use ioc_schemas::{DeviceInfo, DeviceKind, Severity, Timestamp};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::rate::{RateOfChange, Surge};
+use super::rate::{MAX_HISTORY_MS, RateOfChange, Surge};
 use super::staleness::Staleness;
 use super::threshold::{Rainfall, Threshold};
 use super::traffic::{Congestion, SpeedDrop};
@@ -291,6 +291,15 @@ impl Check<'_> {
         d.as_millis().min(i64::MAX as u128) as i64
     }
 
+    /// A duration a sample history spans (rate, surge, speed-drop baseline).
+    fn history(&mut self, at: &str, key: &str, d: Duration) -> i64 {
+        let ms = self.duration(at, key, d);
+        if ms > MAX_HISTORY_MS {
+            self.problem(at, format!("{key} must be at most 7 days"));
+        }
+        ms
+    }
+
     fn levels(&mut self, at: &str, specs: Vec<LevelSpec>, decreasing: bool) -> Vec<Level> {
         if specs.is_empty() {
             self.problem(at, "levels: give at least one level");
@@ -417,7 +426,13 @@ impl RuleSet {
                 to_ms: m.to.millis(),
             });
         }
+        if set.rules.len() > usize::from(u16::MAX) {
+            check.problem("rules", "at most 65535 rules");
+        }
         if check.problems.is_empty() {
+            for (i, rule) in set.rules.iter_mut().enumerate() {
+                rule.position = i as u16;
+            }
             for (k, kind) in DeviceKind::ALL.into_iter().enumerate() {
                 set.by_kind[k] = (0..set.rules.len())
                     .filter(|&r| set.rules[r].kinds.contains(&kind))
@@ -555,7 +570,7 @@ fn rule(
         }
         "rate_of_change" => {
             let s: RateSpec = check.kind_spec(at, table)?;
-            let window_ms = check.duration(at, "window", s.window);
+            let window_ms = check.history(at, "window", s.window);
             if !(s.per_hour.is_finite() && s.per_hour != 0.0) {
                 check.problem(at, "per_hour must be a non-zero number");
             }
@@ -646,7 +661,7 @@ fn rule(
             if !(s.drop_pct > 0.0 && s.drop_pct < 100.0) {
                 check.problem(at, "drop_pct must lie between 0 and 100");
             }
-            let baseline_ms = check.duration(at, "baseline", s.baseline);
+            let baseline_ms = check.history(at, "baseline", s.baseline);
             check.non_negative(at, "min_baseline_kmh", s.min_baseline_kmh);
             let r = SpeedDrop {
                 drop_pct: s.drop_pct,
@@ -662,7 +677,7 @@ fn rule(
         }
         "surge" => {
             let s: SurgeSpec = check.kind_spec(at, table)?;
-            let window_ms = check.duration(at, "window", s.window);
+            let window_ms = check.history(at, "window", s.window);
             check.positive(at, "increase", s.increase);
             check.non_negative(at, "related_within_km", s.related_within_km);
             let r = Surge {
@@ -772,6 +787,7 @@ fn rule(
         title_vi: common.title_vi.unwrap_or_else(|| title.0.to_owned()),
         title_en: common.title_en.unwrap_or_else(|| title.1.to_owned()),
         logic,
+        position: 0,
     })
 }
 

@@ -53,6 +53,8 @@ pub struct Rule {
     pub title_en: String,
     /// The kind and its parameters.
     pub logic: Logic,
+    /// Its position in the set's rules: the key of its per-device state.
+    pub position: u16,
 }
 
 impl Rule {

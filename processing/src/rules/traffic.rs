@@ -81,22 +81,27 @@ impl Congestion {
     }
 }
 
+impl SpeedDropState {
+    /// Bytes the state holds on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        self.history.heap_bytes()
+    }
+}
+
 impl SpeedDrop {
     /// Applies a reading's speed; the step and the baseline it was judged against.
     pub fn observe(&self, s: &mut SpeedDropState, speed: f64, ts: i64) -> Option<(Step, f64)> {
-        let recent: Vec<f64> = s
+        let (sum, n) = s
             .history
             .samples()
-            .iter()
-            .filter(|&&(t, _)| t < ts && t >= ts - self.baseline_ms)
-            .map(|&(_, v)| v)
-            .collect();
+            .filter(|&(t, _)| t < ts && t >= ts - self.baseline_ms)
+            .fold((0.0, 0usize), |(sum, n), (_, v)| (sum + v, n + 1));
         s.history.push(ts, speed, self.baseline_ms);
         let step = if s.tracker.level() == 0 {
-            if recent.len() < 2 {
+            if n < 2 {
                 return None;
             }
-            let baseline = recent.iter().sum::<f64>() / recent.len() as f64;
+            let baseline = sum / n as f64;
             if baseline < self.min_baseline_kmh || speed > baseline * (1.0 - self.drop_pct / 100.0)
             {
                 return None;
