@@ -158,6 +158,9 @@ struct Slot {
     /// Latest reading (arrival path).
     last_ts: i64,
     last_seq: u64,
+    /// Bit `d` set: sequence number `last_seq - d` was taken (the last 64),
+    /// so a duplicate is recognised even when newer readings came between.
+    seen: u64,
     heard: bool,
     /// Latest event time the rules saw.
     ruled_ts: i64,
@@ -169,6 +172,16 @@ struct Slot {
 }
 
 impl Slot {
+    /// Whether a reading with this event time and sequence number was
+    /// taken already: not newer than the latest, and its number marked.
+    fn taken(&self, ts: i64, seq: u64) -> bool {
+        ts <= self.last_ts
+            && self
+                .last_seq
+                .checked_sub(seq)
+                .is_some_and(|d| d < 64 && self.seen >> d & 1 == 1)
+    }
+
     /// Bytes the device's state takes: the slot, its rule states and windows.
     fn bytes(&self) -> usize {
         std::mem::size_of::<Slot>()
@@ -297,14 +310,24 @@ impl DeviceTable {
         let Some(slot) = slot_of(&mut self.slots, self.place, index) else {
             return (Outcome::Applied, None);
         };
-        if slot.heard && ts == slot.last_ts && e.seq == slot.last_seq {
+        if slot.heard && slot.taken(ts, e.seq) {
             return (Outcome::Duplicate, None);
         }
         let outcome = if slot.heard && ts < slot.last_ts {
+            if let Some(d) = slot.last_seq.checked_sub(e.seq).filter(|&d| d < 64) {
+                slot.seen |= 1 << d;
+            }
             Outcome::OutOfOrder
         } else {
             let previous = slot.heard.then_some(slot.last_ts);
             let previous_seq = slot.last_seq;
+            slot.seen = match e.seq.checked_sub(slot.last_seq) {
+                Some(shift) if shift > 0 && slot.heard => {
+                    slot.seen.checked_shl(shift.min(64) as u32).unwrap_or(0) | 1
+                }
+                // The first reading, or a device that restarted its count.
+                _ => 1,
+            };
             slot.last_ts = ts;
             slot.last_seq = e.seq;
             slot.heard = true;

@@ -359,4 +359,6 @@ impl Engine {
 }
 
 #[cfg(test)]
+mod reference_tests;
+#[cfg(test)]
 mod tests;
