@@ -60,9 +60,11 @@ pub fn test_config(mqtt_url: String, embedded: bool) -> Config {
     c.mqtt.client_id = format!("ioc-test-{}", free_port());
     c.embedded_broker.enabled = embedded;
     c.simulator.enabled = false;
-    c.dead_letter.file = std::env::temp_dir()
-        .join(format!("ioc-test-{}", free_port()))
-        .join("dead-letters.jsonl");
+    // A fresh directory: a leftover one of an earlier run (same port
+    // number) would add its dead letters to this run's.
+    let dir = std::env::temp_dir().join(format!("ioc-test-{}-{}", std::process::id(), free_port()));
+    let _ = std::fs::remove_dir_all(&dir);
+    c.dead_letter.file = dir.join("dead-letters.jsonl");
     c.http_ingest.tokens = vec![ioc_ingest::http::IngestToken {
         name: "test-gateway".into(),
         token: TEST_TOKEN.into(),
