@@ -3,33 +3,25 @@
 //! At-least-once delivery means redeliveries: an MQTT broker resends an
 //! unacknowledged QoS 1 message after a reconnect, a Kafka consumer re-reads
 //! from the last committed offset, a gateway retries a POST. Each device has
-//! an anti-replay window (as in IPsec): the highest sequence number seen and
-//! a 64-bit map of which of the 64 numbers below it were seen. A reading is a
-//! duplicate when its number is marked, unless its event time is newer than
-//! anything the device sent before: then the device restarted and began
-//! counting again, and its window starts over. Readings older than the
-//! window cannot be told apart and pass; the engine's order check sees them.
+//! an anti-replay window ([`SeqWindow`]): a reading is a duplicate when its
+//! number was seen, unless its event time is newer than anything the device
+//! sent before (the device restarted its numbering). Readings older than
+//! the window cannot be told apart and pass; the engine's order check sees
+//! them.
 //!
-//! Sixteen bytes and a lock per registered device, uncontended in practice
-//! (one device is usually fed by one source).
+//! Twenty-four bytes and a lock per registered device, uncontended in
+//! practice (one device is usually fed by one source).
 
 use std::sync::Mutex;
 
 use ioc_devices::DeviceIndex;
+use ioc_processing::seq_window::SeqWindow;
 use ioc_schemas::Timestamp;
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Window {
-    highest: u64,
-    /// Bit `i` set: sequence number `highest - i` was seen.
-    seen: u64,
-    newest_ts: i64,
-}
 
 /// One window per registered device.
 #[derive(Debug)]
 pub struct SeqWindows {
-    windows: Vec<Mutex<Window>>,
+    windows: Vec<Mutex<SeqWindow>>,
 }
 
 impl SeqWindows {
@@ -45,36 +37,9 @@ impl SeqWindows {
         let Some(slot) = self.windows.get(device as usize) else {
             return true;
         };
-        let mut w = slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let ts = ts.millis();
-        if w.seen == 0 || (seq <= w.highest && ts > w.newest_ts) {
-            // First reading, or the device restarted its numbering.
-            *w = Window {
-                highest: seq,
-                seen: 1,
-                newest_ts: ts,
-            };
-            return true;
-        }
-        w.newest_ts = w.newest_ts.max(ts);
-        if seq > w.highest {
-            let shift = seq - w.highest;
-            w.seen = if shift >= 64 { 0 } else { w.seen << shift } | 1;
-            w.highest = seq;
-            return true;
-        }
-        let back = w.highest - seq;
-        if back >= 64 {
-            return true;
-        }
-        let bit = 1u64 << back;
-        if w.seen & bit != 0 {
-            return false;
-        }
-        w.seen |= bit;
-        true
+        slot.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .first_time(seq, ts.millis())
     }
 }
 

@@ -37,6 +37,7 @@ use crate::rules::threshold::LevelState;
 use crate::rules::traffic::{CongestionState, SpeedDropState};
 use crate::rules::{Level, Logic, Rule, RuleSet, devices_near};
 use crate::sample::{Field, Sample};
+use crate::seq_window::SeqWindow;
 use crate::windows::{CameraCounts, RainWindows, TrafficWindows};
 
 /// What happened to a reading on arrival.
@@ -44,7 +45,8 @@ use crate::windows::{CameraCounts, RainWindows, TrafficWindows};
 pub enum Outcome {
     /// It updated the device.
     Applied,
-    /// Same device, sequence number and event time as the latest reading.
+    /// Already taken: its sequence number is marked in the device's
+    /// [`SeqWindow`] and its event time is not newer than the device's.
     Duplicate,
     /// Older than the device's latest reading: not shown as the latest,
     /// but it still amends windows.
@@ -158,9 +160,9 @@ struct Slot {
     /// Latest reading (arrival path).
     last_ts: i64,
     last_seq: u64,
-    /// Bit `d` set: sequence number `last_seq - d` was taken (the last 64),
-    /// so a duplicate is recognised even when newer readings came between.
-    seen: u64,
+    /// The sequence numbers taken, so that a duplicate is recognised even
+    /// when newer readings came between.
+    seqs: SeqWindow,
     heard: bool,
     /// Latest event time the rules saw.
     ruled_ts: i64,
@@ -172,16 +174,6 @@ struct Slot {
 }
 
 impl Slot {
-    /// Whether a reading with this event time and sequence number was
-    /// taken already: not newer than the latest, and its number marked.
-    fn taken(&self, ts: i64, seq: u64) -> bool {
-        ts <= self.last_ts
-            && self
-                .last_seq
-                .checked_sub(seq)
-                .is_some_and(|d| d < 64 && self.seen >> d & 1 == 1)
-    }
-
     /// Bytes the device's state takes: the slot, its rule states and windows.
     fn bytes(&self) -> usize {
         std::mem::size_of::<Slot>()
@@ -310,24 +302,14 @@ impl DeviceTable {
         let Some(slot) = slot_of(&mut self.slots, self.place, index) else {
             return (Outcome::Applied, None);
         };
-        if slot.heard && slot.taken(ts, e.seq) {
+        if !slot.seqs.first_time(e.seq, ts) {
             return (Outcome::Duplicate, None);
         }
         let outcome = if slot.heard && ts < slot.last_ts {
-            if let Some(d) = slot.last_seq.checked_sub(e.seq).filter(|&d| d < 64) {
-                slot.seen |= 1 << d;
-            }
             Outcome::OutOfOrder
         } else {
             let previous = slot.heard.then_some(slot.last_ts);
             let previous_seq = slot.last_seq;
-            slot.seen = match e.seq.checked_sub(slot.last_seq) {
-                Some(shift) if shift > 0 && slot.heard => {
-                    slot.seen.checked_shl(shift.min(64) as u32).unwrap_or(0) | 1
-                }
-                // The first reading, or a device that restarted its count.
-                _ => 1,
-            };
             slot.last_ts = ts;
             slot.last_seq = e.seq;
             slot.heard = true;

@@ -25,6 +25,7 @@ pub mod reading;
 pub mod reorder;
 pub mod rules;
 pub mod sample;
+pub mod seq_window;
 pub mod watermark;
 pub mod windows;
 

@@ -308,20 +308,11 @@ impl TrafficWindows {
             *a = a.saturating_add(c);
         }
         acc.interval_s = acc.interval_s.saturating_add(interval_s);
-        // `as` saturates (negative and NaN, which validation rejects, become 0).
         if let Some(s) = speed {
-            let tenths = (s * 10.0).round() as u32;
-            acc.speed_tenths = acc
-                .speed_tenths
-                .saturating_add(tenths.saturating_mul(vehicles));
-            acc.speed_vehicles = acc.speed_vehicles.saturating_add(vehicles);
+            add_weighted(&mut acc.speed_tenths, &mut acc.speed_vehicles, s, vehicles);
         }
         if let Some(o) = occupancy {
-            let tenths = (o * 10.0).round() as u32;
-            acc.occ_tenths_s = acc
-                .occ_tenths_s
-                .saturating_add(tenths.saturating_mul(interval_s));
-            acc.occ_s = acc.occ_s.saturating_add(interval_s);
+            add_weighted(&mut acc.occ_tenths_s, &mut acc.occ_s, o, interval_s);
         }
         if (w + 1) * TRAFFIC_WINDOW_MS <= self.emitted_upto && !self.revised.contains(&w) {
             self.revised.push(w);
@@ -380,6 +371,15 @@ impl TrafficWindows {
         let end = frontier.div_euclid(TRAFFIC_WINDOW_MS) * TRAFFIC_WINDOW_MS;
         self.emitted_upto = self.emitted_upto.max(end);
     }
+}
+
+/// Adds `value` in tenths, weighted by `weight`, to `sum`, and the weight to
+/// `weights` (saturating; `as` maps negative and NaN values, which
+/// validation rejects, to 0).
+fn add_weighted(sum: &mut u32, weights: &mut u32, value: f64, weight: u32) {
+    let tenths = (value * 10.0).round() as u32;
+    *sum = sum.saturating_add(tenths.saturating_mul(weight));
+    *weights = weights.saturating_add(weight);
 }
 
 fn round1(x: f64) -> f64 {
