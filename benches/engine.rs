@@ -43,7 +43,7 @@ fn main() {
         .collect();
 
     let (out_tx, out_rx) = flume::bounded(1 << 16);
-    let drain = std::thread::spawn(move || out_rx.iter().count());
+    let drain = std::thread::spawn(move || out_rx.iter().map(|b: Vec<_>| b.len()).sum::<usize>());
     let rules = ioc::rules::RulesSource::new(None, registry.clone())
         .load()
         .expect("the demo rules fit the scaled catalogue");

@@ -106,7 +106,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         rules: Some(Arc::new(rules)),
         ..EngineConfig::default()
     };
-    let (out_tx, out_rx) = flume::bounded(65_536);
+    // Batches of engine outputs (a timely message each, up to ~1 000).
+    let (out_tx, out_rx) = flume::bounded(256);
     let (engine, input) = Engine::start(&engine_config, registry.clone(), out_tx.clone())?;
     let engine_stats = engine.stats();
     let reloader = Reloader::new(rules_source, engine.rules());

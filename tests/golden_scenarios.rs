@@ -64,6 +64,7 @@ fn run(scenario: Scenario) -> String {
     engine.join().unwrap();
     let mut alerts: Vec<Alert> = rx
         .drain()
+        .flatten()
         .filter_map(|o| match o {
             EngineOutput::Alert(a) => Some(*a),
             _ => None,

@@ -257,12 +257,17 @@ impl LiveHub {
 /// changes there); it must not wait.
 pub async fn run(
     hub: Arc<LiveHub>,
-    outputs: flume::Receiver<EngineOutput>,
+    outputs: flume::Receiver<Vec<EngineOutput>>,
     mut observe: impl FnMut(&[EngineOutput]),
 ) {
-    while let Ok(first) = outputs.recv_async().await {
-        let mut batch = vec![first];
-        batch.extend(outputs.try_iter().take(4095));
+    while let Ok(mut batch) = outputs.recv_async().await {
+        // Whatever else is already queued, up to about 4 096 outputs.
+        while batch.len() < 4096 {
+            match outputs.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
         observe(&batch);
         hub.apply(batch);
     }

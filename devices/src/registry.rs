@@ -21,8 +21,14 @@ pub type DeviceIndex = u32;
 #[derive(Debug)]
 pub struct Registry {
     devices: Vec<DeviceInfo>,
+    /// The ids again, shared: engine outputs carry them without a copy.
+    ids: Vec<Arc<str>>,
     by_id: HashMap<String, DeviceIndex>,
     areas: Areas,
+}
+
+fn shared_ids(devices: &[DeviceInfo]) -> Vec<Arc<str>> {
+    devices.iter().map(|d| Arc::from(d.id.as_str())).collect()
 }
 
 #[derive(Deserialize)]
@@ -110,6 +116,7 @@ impl Registry {
             return Err(CatalogueError { problems });
         }
         Ok(Registry {
+            ids: shared_ids(&list),
             devices: list,
             by_id,
             areas,
@@ -161,6 +168,7 @@ impl Registry {
             devices.push(d);
         }
         Arc::new(Registry {
+            ids: shared_ids(&devices),
             devices,
             by_id,
             areas,
@@ -175,6 +183,11 @@ impl Registry {
     /// The device at this index.
     pub fn device(&self, index: DeviceIndex) -> &DeviceInfo {
         &self.devices[index as usize]
+    }
+
+    /// The id of the device at this index, shared (cloning it copies no text).
+    pub fn shared_id(&self, index: DeviceIndex) -> &Arc<str> {
+        &self.ids[index as usize]
     }
 
     /// The device with this id.

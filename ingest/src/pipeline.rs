@@ -29,7 +29,7 @@ pub struct Ingestor {
     engine: EngineInput,
     dead_letters: DeadLetters,
     stats: Arc<IngestStats>,
-    presence: Option<flume::Sender<EngineOutput>>,
+    presence: Option<flume::Sender<Vec<EngineOutput>>>,
     timeseries: Option<ioc_timeseries::Input>,
 }
 
@@ -74,7 +74,7 @@ impl Ingestor {
 
     /// Sends device presence (from MQTT status topics) to `outputs`, the
     /// channel the live hub reads the engine's outputs from.
-    pub fn with_presence(mut self, outputs: flume::Sender<EngineOutput>) -> Self {
+    pub fn with_presence(mut self, outputs: flume::Sender<Vec<EngineOutput>>) -> Self {
         self.presence = Some(outputs);
         self
     }
@@ -204,7 +204,7 @@ impl Ingestor {
         }) {
             Ok(change) => {
                 if let (Some(change), Some(tx)) = (change, &self.presence) {
-                    tx.send_async(EngineOutput::Presence(change))
+                    tx.send_async(vec![EngineOutput::Presence(change)])
                         .await
                         .map_err(|_| Closed)?;
                 }

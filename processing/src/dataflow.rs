@@ -12,7 +12,7 @@
 //!                        as the frontier moves: closed windows, staleness
 //!                     │ Pipeline
 //!                     ▼
-//!                   output sink ──► flume channel of EngineOutput
+//!                   output sink ──► flume channel of EngineOutput batches
 //! ```
 //!
 //! Each worker pulls readings from its own input channel (the readings of
@@ -158,7 +158,7 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
 pub(crate) fn run_worker(
     worker: &mut Worker,
     shared: &Arc<Shared>,
-    output: &flume::Sender<EngineOutput>,
+    output: &flume::Sender<Vec<EngineOutput>>,
 ) {
     shared.register_thread(worker.index());
     let Some(rx) = shared.rxs.get(worker.index()) else {
@@ -180,13 +180,14 @@ pub(crate) fn run_worker(
             .probe_with(&probe)
             .sink(Pipeline, "Output", move |(input, _frontier)| {
                 input.for_each(|_, data| {
-                    for o in data.drain(..) {
-                        if let EngineOutput::Alert(a) = &o {
+                    for o in data.iter() {
+                        if let EngineOutput::Alert(a) = o {
                             metrics::counter!("ioc_alerts_total", "rule" => a.rule.clone(), "status" => a.status.as_str()).increment(1);
                         }
-                        // A closed output means the process is shutting down.
-                        let _ = sink.send(o);
                     }
+                    // The whole message as one batch. A closed output means
+                    // the process is shutting down.
+                    let _ = sink.send(std::mem::take(data));
                 });
             });
         (input, cap)

@@ -315,7 +315,7 @@ impl DeviceTable {
             slot.heard = true;
             // The state first: whoever sees an alert can already see the reading behind it.
             out.push(EngineOutput::Device(DeviceState {
-                device: device.id.clone(),
+                device: self.registry.shared_id(index).clone(),
                 ts: e.ts,
                 seq: e.seq,
                 pos: e.pos.unwrap_or(device.pos),
@@ -483,7 +483,12 @@ impl DeviceTable {
             match &mut slot.windows {
                 Some(Windows::Rain(r)) => {
                     let interval = i64::from(device.expected_interval_s) * 1000;
-                    let changed = r.emit(&device.id, frontier, interval, &mut windows);
+                    let changed = r.emit(
+                        self.registry.shared_id(index),
+                        frontier,
+                        interval,
+                        &mut windows,
+                    );
                     if changed.is_empty() || rules.in_maintenance(index, frontier) {
                         continue;
                     }
@@ -515,8 +520,12 @@ impl DeviceTable {
                         }
                     }
                 }
-                Some(Windows::Traffic(t)) => t.emit(&device.id, frontier, &mut windows),
-                Some(Windows::Camera(c)) => c.emit(&device.id, frontier, &mut windows),
+                Some(Windows::Traffic(t)) => {
+                    t.emit(self.registry.shared_id(index), frontier, &mut windows)
+                }
+                Some(Windows::Camera(c)) => {
+                    c.emit(self.registry.shared_id(index), frontier, &mut windows)
+                }
                 None => {}
             }
         }

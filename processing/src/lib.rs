@@ -279,11 +279,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts the workers. Outputs go to `output`.
+    /// Starts the workers. Outputs go to `output` in batches (one per
+    /// timely message: a lock per batch instead of one per output).
     pub fn start(
         config: &EngineConfig,
         registry: Arc<Registry>,
-        output: flume::Sender<EngineOutput>,
+        output: flume::Sender<Vec<EngineOutput>>,
     ) -> Result<(Engine, EngineInput), EngineError> {
         let workers = config.workers.max(1);
         let per_worker = (config.input_capacity / workers).max(1);

@@ -186,7 +186,7 @@ fn final_windows(outputs: &[EngineOutput]) -> BTreeMap<(String, i64, i64), Strin
                 WindowValue::Traffic { .. } => w.start.millis(),
                 _ => 0,
             };
-            last.insert((w.device.clone(), len, start), format!("{:?}", w.value));
+            last.insert((w.device.to_string(), len, start), format!("{:?}", w.value));
         }
     }
     last

@@ -36,6 +36,7 @@ fn two_workers_raise_and_clear_alerts_for_many_gauges() {
     engine.join().unwrap();
     let alerts: Vec<_> = out_rx
         .drain()
+        .flatten()
         .filter_map(|o| match o {
             EngineOutput::Alert(a) => Some(a),
             _ => None,

@@ -16,6 +16,7 @@
 //! emitted again marked as a revision. Sums do not depend on arrival order.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ioc_schemas::{CameraEvent, FlowByClass, Timestamp, WindowResult, WindowValue};
 
@@ -39,9 +40,15 @@ const CAMERA_EVENTS: [CameraEvent; 8] = [
     CameraEvent::IllegalParking,
 ];
 
-fn result(device: &str, start: i64, end: i64, revision: bool, value: WindowValue) -> WindowResult {
+fn result(
+    device: &Arc<str>,
+    start: i64,
+    end: i64,
+    revision: bool,
+    value: WindowValue,
+) -> WindowResult {
     WindowResult {
-        device: device.to_owned(),
+        device: device.clone(),
         start: Timestamp(start),
         end: Timestamp(end),
         revision,
@@ -189,7 +196,7 @@ impl RainWindows {
     /// `(end, window, total, complete, revision)` for the rules.
     pub fn emit(
         &mut self,
-        device: &str,
+        device: &Arc<str>,
         frontier: i64,
         expected_interval_ms: i64,
         out: &mut Vec<WindowResult>,
@@ -328,7 +335,7 @@ impl TrafficWindows {
     }
 
     /// Emits windows that ended at or before `frontier`, and revisions.
-    pub fn emit(&mut self, device: &str, frontier: i64, out: &mut Vec<WindowResult>) {
+    pub fn emit(&mut self, device: &Arc<str>, frontier: i64, out: &mut Vec<WindowResult>) {
         let mut due: Vec<(i64, bool)> = self
             .ring
             .iter()
@@ -448,7 +455,7 @@ impl CameraCounts {
 
     /// Emits the 5- and 60-minute counts ending at each boundary passed
     /// up to `frontier` when they changed, or a revision.
-    pub fn emit(&mut self, device: &str, frontier: i64, out: &mut Vec<WindowResult>) {
+    pub fn emit(&mut self, device: &Arc<str>, frontier: i64, out: &mut Vec<WindowResult>) {
         if self.newest == 0 {
             return;
         }
@@ -473,7 +480,13 @@ impl CameraCounts {
         }
     }
 
-    fn emit_at(&mut self, device: &str, end: i64, revision: bool, out: &mut Vec<WindowResult>) {
+    fn emit_at(
+        &mut self,
+        device: &Arc<str>,
+        end: i64,
+        revision: bool,
+        out: &mut Vec<WindowResult>,
+    ) {
         self.emitted_end = self.emitted_end.max(end);
         let end_b = end / TRAFFIC_WINDOW_MS;
         for (i, buckets) in [1i64, CAMERA_BUCKETS as i64].into_iter().enumerate() {
@@ -549,10 +562,16 @@ mod tests {
         r.add(T0, 1, 2.0);
         r.add(T0 + 400_000, 3, 1.0);
         // Two boundaries passed (T0 + 5 min and + 10 min), four windows each.
-        assert_eq!(r.emit("g", T0 + 600_000, 600_000, &mut out).len(), 8);
-        assert!(r.emit("g", T0 + 610_000, 600_000, &mut out).is_empty());
+        assert_eq!(
+            r.emit(&"g".into(), T0 + 600_000, 600_000, &mut out).len(),
+            8
+        );
+        assert!(
+            r.emit(&"g".into(), T0 + 610_000, 600_000, &mut out)
+                .is_empty()
+        );
         r.add(T0 + 200_000, 2, 4.0);
-        let revised = r.emit("g", T0 + 620_000, 600_000, &mut out);
+        let revised = r.emit(&"g".into(), T0 + 620_000, 600_000, &mut out);
         assert_eq!(revised[0], (T0 + 600_000, H, 7.0, false, true));
         assert!(out.last().unwrap().revision);
     }
@@ -563,9 +582,9 @@ mod tests {
         let mut out = Vec::new();
         t.add(T0 + 60_000, [60, 20, 10, 2], 60, Some(40.0), Some(10.0));
         t.add(T0 + 120_000, [40, 10, 0, 0], 60, Some(20.0), Some(30.0));
-        t.emit("c", T0 + 200_000, &mut out);
+        t.emit(&"c".into(), T0 + 200_000, &mut out);
         assert!(out.is_empty(), "not closed yet");
-        t.emit("c", T0 + 300_000, &mut out);
+        t.emit(&"c".into(), T0 + 300_000, &mut out);
         let WindowValue::Traffic {
             flow_vph,
             mean_speed_kmh,
@@ -583,7 +602,7 @@ mod tests {
         );
         assert_eq!(*occupancy_pct, Some(20.0));
         t.add(T0 + 180_000, [1, 0, 0, 0], 60, None, None);
-        t.emit("c", T0 + 310_000, &mut out);
+        t.emit(&"c".into(), T0 + 310_000, &mut out);
         assert!(out[1].revision);
     }
 
@@ -594,7 +613,7 @@ mod tests {
         c.add(T0 + 1000, CameraEvent::PlateRead);
         c.add(T0 + 2000, CameraEvent::PlateRead);
         c.add(T0 + 400_000, CameraEvent::FireSmoke);
-        c.emit("cam", T0 + 600_000, &mut out);
+        c.emit(&"cam".into(), T0 + 600_000, &mut out);
         // Boundaries T0 + 5 min and + 10 min, 5- and 60-minute counts each.
         assert_eq!(out.len(), 4);
         let WindowValue::CameraEvents { counts } = &out[3].value else {

@@ -152,7 +152,8 @@ pub struct DeviceInfo {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DeviceState {
     /// Device id.
-    pub device: String,
+    // Shared with the registry: the engine emits it without a copy.
+    pub device: std::sync::Arc<str>,
     /// Event time of the latest reading.
     pub ts: Timestamp,
     /// Sequence number of the latest reading.

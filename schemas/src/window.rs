@@ -16,7 +16,8 @@ use crate::time::Timestamp;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct WindowResult {
     /// Device id.
-    pub device: String,
+    // Shared with the registry: the engine emits it without a copy.
+    pub device: std::sync::Arc<str>,
     /// Start of the window (inclusive), event time.
     pub start: Timestamp,
     /// End of the window (exclusive), event time.

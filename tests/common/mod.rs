@@ -553,8 +553,9 @@ impl Pipeline {
         let (tx, rx) = flume::bounded(1 << 16);
         let outputs = std::thread::spawn(move || {
             rx.iter()
+                .flatten()
                 .filter_map(|o| match o {
-                    EngineOutput::Device(d) => Some((d.device, d.seq)),
+                    EngineOutput::Device(d) => Some((d.device.to_string(), d.seq)),
                     _ => None,
                 })
                 .collect()
