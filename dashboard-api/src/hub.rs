@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ioc_devices::Registry;
 use ioc_schemas::{
-    Alert, AlertStatus, DeviceState, DeviceView, EngineOutput, LiveMessage, Presence,
-    PresenceChange, PresenceStatus, WindowResult,
+    Alert, DeviceState, DeviceView, EngineOutput, LiveMessage, Presence, PresenceChange,
+    PresenceStatus, WindowResult,
 };
 use tokio::sync::broadcast;
 
@@ -109,17 +109,19 @@ impl LiveHub {
                 }
                 EngineOutput::Alert(a) => {
                     let a = *a;
-                    match a.status {
-                        AlertStatus::Open => {
-                            st.open.insert(a.id.clone(), a.clone());
+                    // An older version than the one shown changes nothing.
+                    if st.open.get(&a.id).is_some_and(|o| o.version > a.version) {
+                        continue;
+                    }
+                    if a.status.is_active() {
+                        st.open.insert(a.id.clone(), a.clone());
+                    } else {
+                        st.open.remove(&a.id);
+                        st.resolved.retain(|r| r.id != a.id);
+                        if st.resolved.len() == RESOLVED_KEPT {
+                            st.resolved.pop_front();
                         }
-                        AlertStatus::Resolved => {
-                            st.open.remove(&a.id);
-                            if st.resolved.len() == RESOLVED_KEPT {
-                                st.resolved.pop_front();
-                            }
-                            st.resolved.push_back(a.clone());
-                        }
+                        st.resolved.push_back(a.clone());
                     }
                     alerts.push(a);
                 }
@@ -229,7 +231,7 @@ impl LiveHub {
         })
     }
 
-    /// Open alerts, most severe and most recent first.
+    /// Active (open or acknowledged) alerts, most severe and most recent first.
     pub fn open_alerts(&self) -> Vec<Alert> {
         let mut v: Vec<_> = self.lock().open.values().cloned().collect();
         v.sort_by(|a, b| {
@@ -253,12 +255,13 @@ impl LiveHub {
 
 /// Moves engine outputs into the hub until the engine's output closes.
 ///
-/// `observe` sees every batch first (the time-series sink takes alert
-/// changes there); it must not wait.
+/// `observe` sees every batch first and may take outputs out of it (the
+/// time-series sink copies alert changes there, the alert store takes the
+/// rule's alerts and hands the hub its own versions); it must not wait.
 pub async fn run(
     hub: Arc<LiveHub>,
     outputs: flume::Receiver<Vec<EngineOutput>>,
-    mut observe: impl FnMut(&[EngineOutput]),
+    mut observe: impl FnMut(&mut Vec<EngineOutput>),
 ) {
     while let Ok(mut batch) = outputs.recv_async().await {
         // Whatever else is already queued, up to about 4 096 outputs.
@@ -268,7 +271,7 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        observe(&batch);
+        observe(&mut batch);
         hub.apply(batch);
     }
 }

@@ -809,6 +809,7 @@ fn watchlist_alert(
         resolved_at: None,
         version: 1,
         revision: false,
+        handling: Default::default(),
     }
 }
 

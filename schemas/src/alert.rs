@@ -12,7 +12,11 @@ use crate::time::Timestamp;
 pub enum AlertStatus {
     /// The condition holds and nobody has acknowledged it.
     Open,
-    /// The condition cleared (with the rule's hysteresis).
+    /// An operator has acknowledged it; the condition may still hold. An
+    /// escalation makes it `open` again.
+    Acknowledged,
+    /// The condition cleared (with the rule's hysteresis), or an operator
+    /// resolved it.
     Resolved,
 }
 
@@ -21,8 +25,21 @@ impl AlertStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             AlertStatus::Open => "open",
+            AlertStatus::Acknowledged => "acknowledged",
             AlertStatus::Resolved => "resolved",
         }
+    }
+
+    /// The status named `s` (as in JSON), if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Open, Self::Acknowledged, Self::Resolved]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+
+    /// Open or acknowledged: the alert still wants attention.
+    pub fn is_active(self) -> bool {
+        self != AlertStatus::Resolved
     }
 }
 
@@ -51,6 +68,13 @@ impl Severity {
             Severity::Severe => "severe",
             Severity::Extreme => "extreme",
         }
+    }
+
+    /// The severity named `s` (as in JSON), if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Minor, Self::Moderate, Self::Severe, Self::Extreme]
+            .into_iter()
+            .find(|v| v.as_str() == s)
     }
 }
 
@@ -151,10 +175,126 @@ pub struct Alert {
     /// Event time the episode resolved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<Timestamp>,
-    /// Increments with every change of this alert, starting at 1.
+    /// Increments with every change of this alert, starting at 1: changes
+    /// of the rule's judgement and, once stored, operators' actions too.
     pub version: u32,
     /// Whether this change was caused by a late reading that amended a
     /// window already evaluated.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub revision: bool,
+    /// What operators did with it (kept by the alert store).
+    #[serde(default, skip_serializing_if = "Handling::is_empty")]
+    pub handling: Handling,
+}
+
+/// What operators did with an alert.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Handling {
+    /// Who acknowledged it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_by: Option<String>,
+    /// When it was acknowledged (wall clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_at: Option<Timestamp>,
+    /// Who it is assigned to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+    /// Who resolved it: an operator, or `rule` when its condition cleared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<String>,
+    /// How many notes operators added (the notes are in the history).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub notes: u32,
+    /// When subscribers were last notified of it (wall clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notified_at: Option<Timestamp>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Handling {
+    /// Nothing done yet.
+    pub fn is_empty(&self) -> bool {
+        self == &Handling::default()
+    }
+}
+
+/// What a change in an alert's history did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertAction {
+    /// The rule opened it.
+    Opened,
+    /// The rule raised its level.
+    Escalated,
+    /// The rule lowered its level (still above the first).
+    Lowered,
+    /// The rule amended it without a change of level (new evidence, a revision).
+    Updated,
+    /// The rule's condition cleared.
+    Cleared,
+    /// An escalation reopened an alert an operator had resolved.
+    Reopened,
+    /// An operator acknowledged it.
+    Acknowledged,
+    /// An operator resolved it.
+    Resolved,
+    /// An operator assigned it.
+    Assigned,
+    /// An operator added a note.
+    Noted,
+    /// Still open and unacknowledged after the re-notification interval.
+    Renotified,
+}
+
+impl AlertAction {
+    /// The snake_case name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertAction::Opened => "opened",
+            AlertAction::Escalated => "escalated",
+            AlertAction::Lowered => "lowered",
+            AlertAction::Updated => "updated",
+            AlertAction::Cleared => "cleared",
+            AlertAction::Reopened => "reopened",
+            AlertAction::Acknowledged => "acknowledged",
+            AlertAction::Resolved => "resolved",
+            AlertAction::Assigned => "assigned",
+            AlertAction::Noted => "noted",
+            AlertAction::Renotified => "renotified",
+        }
+    }
+}
+
+/// One entry of an alert's history: who changed what, when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AlertChange {
+    /// The alert's id.
+    pub alert: String,
+    /// The alert's version after this change.
+    pub version: u32,
+    /// When the change was recorded (wall clock).
+    pub at: Timestamp,
+    /// Who made it: `rule` for the engine, else the operator.
+    pub by: String,
+    /// What it did.
+    pub action: AlertAction,
+    /// Status after the change.
+    pub status: AlertStatus,
+    /// Level after the change.
+    pub level: u8,
+    /// The operator's note, or the assignee for `assigned`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// An alert with its whole history, oldest change first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AlertDetail {
+    /// The alert as it is now.
+    pub alert: Alert,
+    /// Every change, oldest first.
+    pub history: Vec<AlertChange>,
 }

@@ -7,7 +7,10 @@
 
 use schemars::{JsonSchema, Schema, generate::SchemaSettings};
 
-use crate::{Alert, DeviceState, DeviceView, EnvelopeV1, LiveMessage, RejectReason, WindowResult};
+use crate::{
+    Alert, AlertDetail, DeviceState, DeviceView, EnvelopeV1, LiveMessage, RejectReason,
+    WindowResult,
+};
 
 fn schema_of<T: JsonSchema>() -> Schema {
     SchemaSettings::draft2020_12()
@@ -25,6 +28,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("device.schema.json", schema_of::<DeviceView>()),
         ("device-state.schema.json", schema_of::<DeviceState>()),
         ("alert.schema.json", schema_of::<Alert>()),
+        ("alert-detail.schema.json", schema_of::<AlertDetail>()),
         ("live-message.schema.json", schema_of::<LiveMessage>()),
         ("reject-reason.schema.json", schema_of::<RejectReason>()),
         ("window.schema.json", schema_of::<WindowResult>()),

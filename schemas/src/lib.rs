@@ -29,7 +29,9 @@ pub mod reject;
 pub mod time;
 pub mod window;
 
-pub use alert::{Alert, AlertStatus, Evidence, Severity};
+pub use alert::{
+    Alert, AlertAction, AlertChange, AlertDetail, AlertStatus, Evidence, Handling, Severity,
+};
 pub use device::{
     AreaLevel, AreaRef, DeviceInfo, DeviceKind, DeviceState, DeviceView, Presence, PresenceChange,
     PresenceStatus, Thresholds,

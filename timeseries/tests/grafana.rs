@@ -41,6 +41,7 @@ fn written() -> BTreeSet<(String, String)> {
         resolved_at: None,
         version: 2,
         revision: false,
+        handling: Default::default(),
     };
     encoder.alert(&mut out, &alert);
     let mut pairs = BTreeSet::new();

@@ -153,6 +153,7 @@ pub fn build(
         resolved_at: (step.level == 0).then_some(ts),
         version: step.version,
         revision: false,
+        handling: Default::default(),
     }
 }
 

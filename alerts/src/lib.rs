@@ -1,0 +1,16 @@
+//! Alerts that operators act on, kept durably.
+//!
+//! - [`lifecycle`]: the rules of the lifecycle as plain functions (open →
+//!   acknowledged → resolved; escalation, assignment, notes,
+//!   re-notification);
+//! - [`store`]: the store, SQLite or PostgreSQL behind one interface;
+//! - [`service`]: the running service between the engine, the store, the
+//!   API and whoever publishes changes.
+
+pub mod lifecycle;
+pub mod service;
+pub mod store;
+
+pub use lifecycle::{Operation, Refusal};
+pub use service::{AlertService, AlertsConfig, Publish};
+pub use store::{ActError, AlertFilter, AlertPage, AlertStore, StoreError};

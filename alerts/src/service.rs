@@ -1,0 +1,261 @@
+//! The alert service: takes the rule's alerts from the engine, keeps them
+//! in the store, re-notifies what nobody acknowledged, carries operators'
+//! actions out, and hands every new version to whoever publishes them (the
+//! live hub, and later the delivery channels).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ioc_schemas::{Alert, AlertChange, AlertDetail, Timestamp};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::lifecycle::Operation;
+use crate::store::{ActError, AlertFilter, AlertPage, AlertStore, StoreError};
+
+/// Receives every stored change, in the order it was committed.
+pub type Publish = Arc<dyn Fn(Vec<(Alert, AlertChange)>) + Send + Sync>;
+
+/// `[alerts]` in the configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Where alerts are kept: `sqlite://data/alerts.db` (the default, a file
+    /// created on first start) or `postgres://user:password@host/db`.
+    pub database: String,
+    /// An open alert nobody acknowledged is notified again after this long;
+    /// `0s` never.
+    #[serde(with = "humantime_serde")]
+    pub renotify_after: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            database: "sqlite://data/alerts.db".into(),
+            renotify_after: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// Every problem, with `prefix` before each key.
+    pub fn problems(&self, prefix: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        let d = &self.database;
+        if !(d.starts_with("sqlite:")
+            || d.starts_with("postgres://")
+            || d.starts_with("postgresql://"))
+        {
+            p.push(format!(
+                "{prefix}.database: expected sqlite://… or postgres://…, got {d:?}"
+            ));
+        }
+        p
+    }
+}
+
+/// The running service.
+#[derive(Debug)]
+pub struct AlertService {
+    store: Arc<AlertStore>,
+    intake: mpsc::UnboundedSender<Alert>,
+    publish_to: PublishCell,
+}
+
+struct PublishCell(Publish);
+
+impl std::fmt::Debug for PublishCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Publish")
+    }
+}
+
+impl AlertService {
+    /// Opens the store and starts the tasks: the rule's alerts are applied
+    /// in arrival order, and due re-notifications are made, until `cancel`
+    /// fires and the intake is drained. Await the handle for that.
+    pub async fn start(
+        config: &AlertsConfig,
+        publish: Publish,
+        cancel: CancellationToken,
+    ) -> Result<(Arc<AlertService>, tokio::task::JoinHandle<()>), StoreError> {
+        if let Some(path) = config.database.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or(path);
+            if let Some(dir) = std::path::Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                // The store makes its file; the directory is ours to make.
+                let _ = std::fs::create_dir_all(dir);
+            }
+        }
+        let store = Arc::new(AlertStore::open(&config.database).await?);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let service = Arc::new(AlertService {
+            store: store.clone(),
+            intake: tx,
+            publish_to: PublishCell(publish.clone()),
+        });
+        let renotify = config.renotify_after;
+        let task = tokio::spawn(run(store, rx, publish, renotify, cancel));
+        Ok((service, task))
+    }
+
+    /// Hands over a change of the rule. Never waits and never drops: the
+    /// queue holds what the database has not taken yet (alerts are few).
+    pub fn offer(&self, alert: Alert) {
+        metrics::gauge!("ioc_alert_store_queue").increment(1.0);
+        if self.intake.send(alert).is_err() {
+            tracing::error!("alert store stopped: an alert change was not stored");
+            metrics::counter!("ioc_alert_store_lost_total").increment(1);
+        }
+    }
+
+    /// Carries out an operator's action and publishes the new version.
+    pub async fn act(&self, id: &str, op: &Operation, by: &str) -> Result<Alert, ActError> {
+        let (alert, entry) = self.store.act(id, op, by, Timestamp::now()).await?;
+        if let Some(entry) = entry {
+            metrics::counter!("ioc_alert_changes_total", "action" => entry.action.as_str())
+                .increment(1);
+            (self.publish_to.0)(vec![(alert.clone(), entry)]);
+        }
+        Ok(alert)
+    }
+
+    /// One alert with its history.
+    pub async fn get(&self, id: &str) -> Result<Option<AlertDetail>, StoreError> {
+        self.store.get(id).await
+    }
+
+    /// A page of alerts.
+    pub async fn list(&self, filter: &AlertFilter) -> Result<AlertPage, StoreError> {
+        self.store.list(filter).await
+    }
+
+    /// Every active alert (for the live hub at start).
+    pub async fn active(&self) -> Result<Vec<Alert>, StoreError> {
+        self.store.active().await
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+}
+
+async fn run(
+    store: Arc<AlertStore>,
+    mut rx: mpsc::UnboundedReceiver<Alert>,
+    publish: Publish,
+    renotify_after: Duration,
+    cancel: CancellationToken,
+) {
+    let tick = if renotify_after.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        (renotify_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
+    };
+    let mut timer = tokio::time::interval(tick);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            n = rx.recv_many(&mut batch, 256) => {
+                if n == 0 {
+                    break;
+                }
+                metrics::gauge!("ioc_alert_store_queue").decrement(n as f64);
+                let mut done = Vec::with_capacity(n);
+                for alert in batch.drain(..) {
+                    if let Some(change) = apply_with_retry(&store, &alert, &cancel).await {
+                        done.push(change);
+                    }
+                }
+                count(&done);
+                if !done.is_empty() {
+                    publish(done);
+                }
+            }
+            _ = timer.tick(), if !renotify_after.is_zero() => {
+                let now = Timestamp::now();
+                let before = Timestamp(now.millis() - renotify_after.as_millis() as i64);
+                match store.renotify_due(before, now).await {
+                    Ok(done) if !done.is_empty() => {
+                        count(&done);
+                        publish(done);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "re-notification check failed; will retry"),
+                }
+            }
+            _ = cancel.cancelled() => {
+                // Whatever is already queued is still stored.
+                rx.close();
+                cancel_drain(&store, &mut rx, &publish).await;
+                break;
+            }
+        }
+    }
+    store.close().await;
+}
+
+async fn cancel_drain(
+    store: &AlertStore,
+    rx: &mut mpsc::UnboundedReceiver<Alert>,
+    publish: &Publish,
+) {
+    let mut done = Vec::new();
+    while let Ok(alert) = rx.try_recv() {
+        metrics::gauge!("ioc_alert_store_queue").decrement(1.0);
+        match store.apply_rule(&alert, Timestamp::now()).await {
+            Ok(Some(change)) => done.push(change),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, alert = %alert.id, "alert change not stored at shutdown")
+            }
+        }
+    }
+    count(&done);
+    if !done.is_empty() {
+        publish(done);
+    }
+}
+
+/// Applies one change of the rule, retrying while the database is away
+/// (with backoff up to 5 s) until it is stored or the process stops.
+async fn apply_with_retry(
+    store: &AlertStore,
+    alert: &Alert,
+    cancel: &CancellationToken,
+) -> Option<(Alert, AlertChange)> {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match store.apply_rule(alert, Timestamp::now()).await {
+            Ok(done) => return done,
+            Err(e @ (StoreError::Corrupt(_) | StoreError::Url(_))) => {
+                tracing::error!(error = %e, alert = %alert.id, "alert change cannot be stored");
+                metrics::counter!("ioc_alert_store_errors_total").increment(1);
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, alert = %alert.id, "alert store unavailable; retrying");
+                metrics::counter!("ioc_alert_store_retries_total").increment(1);
+                if cancel.is_cancelled() && wait >= Duration::from_secs(5) {
+                    tracing::error!(alert = %alert.id, "alert change not stored at shutdown");
+                    return None;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn count(done: &[(Alert, AlertChange)]) {
+    for (_, c) in done {
+        metrics::counter!("ioc_alert_changes_total", "action" => c.action.as_str()).increment(1);
+    }
+}

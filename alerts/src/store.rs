@@ -1,0 +1,545 @@
+//! The durable alert store: SQLite (embedded default) or PostgreSQL behind
+//! one interface, through sqlx's runtime-chosen `Any` driver.
+//!
+//! Both databases run the same SQL: `$n` placeholders (SQLite reads them as
+//! numbered too), `ON CONFLICT`, a partial unique index. Every change is one
+//! transaction that updates the alert with a version check and appends its
+//! history entry, so the current state and the history never disagree. A
+//! change is committed (SQLite: WAL, `synchronous = FULL`) before anybody
+//! hears of it: an operator's action that got a success response survives a
+//! crash of the process or of the machine.
+
+use std::time::Duration;
+
+use ioc_schemas::{Alert, AlertChange, AlertDetail, AlertStatus, Severity, Timestamp};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Connection as _, Executor as _, Row as _};
+use tokio::sync::Mutex;
+
+use crate::lifecycle::{self, Operation, Refusal};
+
+/// The schema, one entry per version, applied in order at start.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_alerts.sql"))];
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or could not be reached.
+    #[error("alert database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored alert could not be read back.
+    #[error("stored alert is not valid JSON: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    /// Another writer changed the alert between read and write.
+    #[error("alert {0} changed concurrently")]
+    Conflict(String),
+    /// The URL names no database this build supports.
+    #[error("alert database URL {0:?}: expected sqlite://… or postgres://…")]
+    Url(String),
+}
+
+/// Why an operator's action did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    /// No such alert.
+    #[error("no alert {0:?}")]
+    NotFound(String),
+    /// The lifecycle does not allow it.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The store failed; the action did not happen.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ActError {
+    fn from(e: sqlx::Error) -> Self {
+        ActError::Store(e.into())
+    }
+}
+
+/// Which alerts to list.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AlertFilter {
+    /// Any of these statuses (empty: all).
+    pub status: Vec<AlertStatus>,
+    /// At least this severe.
+    pub min_severity: Option<Severity>,
+    /// Raised by this rule.
+    pub rule: Option<String>,
+    /// About this device or zone.
+    pub subject: Option<String>,
+    /// Inside this administrative area (any level of its chain).
+    pub area: Option<String>,
+    /// Opened at or after this event time.
+    pub from: Option<Timestamp>,
+    /// Opened before this event time.
+    pub to: Option<Timestamp>,
+    /// At most this many (1 to 1000).
+    pub limit: usize,
+    /// Continue after this cursor (from a previous page).
+    pub after: Option<String>,
+}
+
+/// A page of alerts, newest episode first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlertPage {
+    /// The alerts.
+    pub alerts: Vec<Alert>,
+    /// The cursor of the next page, if there is one.
+    pub next: Option<String>,
+}
+
+/// The alert store.
+pub struct AlertStore {
+    pool: AnyPool,
+    backend: &'static str,
+    /// One writer at a time in this process (the version check still
+    /// guards against another process on the same database).
+    write: Mutex<()>,
+}
+
+impl std::fmt::Debug for AlertStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertStore")
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+impl AlertStore {
+    /// Connects to `url` (`sqlite://path` creates the file; `postgres://…`)
+    /// and brings the schema up to date.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            "sqlite"
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            "postgres"
+        } else {
+            return Err(StoreError::Url(url.into()));
+        };
+        let url = if backend == "sqlite" && !url.contains("mode=") && !url.contains(":memory:") {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}mode=rwc")
+        } else {
+            url.to_owned()
+        };
+        let sqlite = backend == "sqlite";
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 2 } else { 4 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // Durable at commit, readers beside the writer, and
+                        // wait for a lock rather than fail.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        let store = AlertStore {
+            pool,
+            backend,
+            write: Mutex::new(()),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let _w = self.write.lock().await;
+        let mut conn = self.pool.acquire().await?;
+        conn.execute("CREATE TABLE IF NOT EXISTS ioc_schema (version BIGINT NOT NULL)")
+            .await?;
+        let current: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM ioc_schema")
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("v")?;
+        let current = current.unwrap_or(0);
+        for &(version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+            let mut tx = conn.begin().await?;
+            for statement in statements(sql) {
+                tx.execute(statement.as_str()).await?;
+            }
+            sqlx::query("INSERT INTO ioc_schema (version) VALUES ($1)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(
+                version,
+                backend = self.backend,
+                "alert store schema migrated"
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies a change of the rule (the engine's alert for one episode).
+    /// `None` when it was applied before (a replay or a retry).
+    pub async fn apply_rule(
+        &self,
+        change: &Alert,
+        now: Timestamp,
+    ) -> Result<Option<(Alert, AlertChange)>, StoreError> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let source =
+            sqlx::query("SELECT alert_id, engine_version FROM alert_sources WHERE engine_id = $1")
+                .bind(&change.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let target = match source {
+            Some(row) => {
+                let (id, seen): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+                if i64::from(change.version) <= seen {
+                    return Ok(None);
+                }
+                load(&mut tx, &id).await?
+            }
+            None => {
+                // A new episode of the rule: it continues the subject's
+                // active alert of the same rule, if there is one.
+                let active = if change.status.is_active() {
+                    let row = sqlx::query(
+                        "SELECT body FROM alerts WHERE rule = $1 AND subject = $2 AND status <> 'resolved'",
+                    )
+                    .bind(&change.rule)
+                    .bind(&change.subject)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    row.map(|r| decode(&r)).transpose()?
+                } else {
+                    None
+                };
+                match active {
+                    Some(a) => Some(a),
+                    None => load(&mut tx, &change.id).await?,
+                }
+            }
+        };
+        let (alert, entry) = lifecycle::apply_rule(target.as_ref(), change, now);
+        write(&mut tx, &alert, target.as_ref().map(|t| t.version), &entry).await?;
+        sqlx::query(
+            "INSERT INTO alert_sources (engine_id, alert_id, engine_version) VALUES ($1, $2, $3) \
+             ON CONFLICT (engine_id) DO UPDATE SET alert_id = excluded.alert_id, engine_version = excluded.engine_version",
+        )
+        .bind(&change.id)
+        .bind(&alert.id)
+        .bind(i64::from(change.version))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some((alert, entry)))
+    }
+
+    /// Applies an operator's action. Returns the alert and the history entry,
+    /// or no entry when the alert already was so.
+    pub async fn act(
+        &self,
+        id: &str,
+        op: &Operation,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<(Alert, Option<AlertChange>), ActError> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let stored = load(&mut tx, id)
+            .await?
+            .ok_or_else(|| ActError::NotFound(id.into()))?;
+        match lifecycle::apply_operation(&stored, op, by, now)? {
+            None => Ok((stored, None)),
+            Some((alert, entry)) => {
+                write(&mut tx, &alert, Some(stored.version), &entry).await?;
+                tx.commit().await?;
+                Ok((alert, Some(entry)))
+            }
+        }
+    }
+
+    /// Re-notifies every open, unacknowledged alert last notified before
+    /// `before`.
+    pub async fn renotify_due(
+        &self,
+        before: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<(Alert, AlertChange)>, StoreError> {
+        let _w = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT body FROM alerts WHERE status = 'open' AND notified_at < $1 LIMIT 1000",
+        )
+        .bind(before.millis())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut done = Vec::with_capacity(rows.len());
+        for row in rows {
+            let stored = decode(&row)?;
+            let (alert, entry) = lifecycle::renotify(&stored, now);
+            write(&mut tx, &alert, Some(stored.version), &entry).await?;
+            done.push((alert, entry));
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    /// One alert with its history.
+    pub async fn get(&self, id: &str) -> Result<Option<AlertDetail>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let Some(row) = sqlx::query("SELECT body FROM alerts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let alert = decode(&row)?;
+        let history =
+            sqlx::query("SELECT body FROM alert_history WHERE alert_id = $1 ORDER BY version")
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|r| Ok(serde_json::from_str(&r.try_get::<String, _>(0)?)?))
+                .collect::<Result<Vec<AlertChange>, StoreError>>()?;
+        Ok(Some(AlertDetail { alert, history }))
+    }
+
+    /// A page of alerts matching `filter`, newest episode first.
+    pub async fn list(&self, filter: &AlertFilter) -> Result<AlertPage, StoreError> {
+        let mut sql = String::from("SELECT body, opened_at, id FROM alerts WHERE 1 = 1");
+        let mut args: Vec<Arg> = Vec::new();
+        let mut param = |sql: &mut String, clause: &str, arg: Arg| {
+            args.push(arg);
+            sql.push_str(&clause.replace("$?", &format!("${}", args.len())));
+        };
+        if !filter.status.is_empty() {
+            sql.push_str(" AND status IN (");
+            for (i, s) in filter.status.iter().enumerate() {
+                let sep = if i == 0 { "$?" } else { ", $?" };
+                param(&mut sql, sep, Arg::Text(s.as_str().into()));
+            }
+            sql.push(')');
+        }
+        if let Some(s) = filter.min_severity {
+            param(&mut sql, " AND severity >= $?", Arg::Int(severity_rank(s)));
+        }
+        if let Some(r) = &filter.rule {
+            param(&mut sql, " AND rule = $?", Arg::Text(r.clone()));
+        }
+        if let Some(s) = &filter.subject {
+            param(&mut sql, " AND subject = $?", Arg::Text(s.clone()));
+        }
+        if let Some(a) = &filter.area {
+            let pattern = format!("% {} %", escape_like(a));
+            param(
+                &mut sql,
+                " AND areas LIKE $? ESCAPE '\\'",
+                Arg::Text(pattern),
+            );
+        }
+        if let Some(t) = filter.from {
+            param(&mut sql, " AND opened_at >= $?", Arg::Int(t.millis()));
+        }
+        if let Some(t) = filter.to {
+            param(&mut sql, " AND opened_at < $?", Arg::Int(t.millis()));
+        }
+        if let Some((at, id)) = filter.after.as_deref().and_then(parse_cursor) {
+            param(&mut sql, " AND (opened_at < $?", Arg::Int(at));
+            param(&mut sql, " OR (opened_at = $?", Arg::Int(at));
+            param(&mut sql, " AND id < $?))", Arg::Text(id.to_owned()));
+        }
+        let limit = filter.limit.clamp(1, 1000);
+        param(
+            &mut sql,
+            " ORDER BY opened_at DESC, id DESC LIMIT $?",
+            Arg::Int(limit as i64 + 1),
+        );
+        let mut query = sqlx::query(&sql);
+        for a in &args {
+            query = match a {
+                Arg::Int(v) => query.bind(*v),
+                Arg::Text(v) => query.bind(v.as_str()),
+            };
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        let more = rows.len() > limit;
+        let alerts = rows
+            .iter()
+            .take(limit)
+            .map(decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = more
+            .then(|| {
+                alerts
+                    .last()
+                    .map(|a| format!("{}:{}", a.opened_at.millis(), a.id))
+            })
+            .flatten();
+        Ok(AlertPage { alerts, next })
+    }
+
+    /// Every active (open or acknowledged) alert.
+    pub async fn active(&self) -> Result<Vec<Alert>, StoreError> {
+        let rows =
+            sqlx::query("SELECT body FROM alerts WHERE status <> 'resolved' ORDER BY opened_at")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Closes the pool (waits for connections to finish).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+/// The statements of a migration file (split at `;` ending a line).
+fn statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in sql.lines() {
+        let code = line.split("--").next().unwrap_or("").trim_end();
+        if code.trim().is_empty() {
+            continue;
+        }
+        current.push_str(code);
+        current.push('\n');
+        if code.ends_with(';') {
+            out.push(
+                std::mem::take(&mut current)
+                    .trim()
+                    .trim_end_matches(';')
+                    .to_owned(),
+            );
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current.trim().to_owned());
+    }
+    out
+}
+
+async fn load(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Option<Alert>, StoreError> {
+    sqlx::query("SELECT body FROM alerts WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| decode(&r))
+        .transpose()
+}
+
+fn decode(row: &sqlx::any::AnyRow) -> Result<Alert, StoreError> {
+    let body: String = row.try_get(0)?;
+    Ok(serde_json::from_str(&body)?)
+}
+
+/// Writes the new version of `alert` (checking that the stored one is
+/// still `previous`) and its history entry.
+async fn write(
+    conn: &mut sqlx::AnyConnection,
+    alert: &Alert,
+    previous: Option<u32>,
+    entry: &AlertChange,
+) -> Result<(), StoreError> {
+    let body = serde_json::to_string(alert)?;
+    let areas = format!(
+        " {} ",
+        alert
+            .area
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let notified = alert
+        .handling
+        .notified_at
+        .map_or(alert.updated_at.millis(), Timestamp::millis);
+    let done = match previous {
+        None => sqlx::query(
+            "INSERT INTO alerts (id, rule, subject, status, severity, areas, opened_at, version, notified_at, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&alert.id)
+        .bind(&alert.rule)
+        .bind(&alert.subject)
+        .bind(alert.status.as_str())
+        .bind(severity_rank(alert.severity))
+        .bind(&areas)
+        .bind(alert.opened_at.millis())
+        .bind(i64::from(alert.version))
+        .bind(notified)
+        .bind(&body)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+        Some(v) => sqlx::query(
+            "UPDATE alerts SET status = $1, severity = $2, areas = $3, opened_at = $4, version = $5, \
+             notified_at = $6, body = $7 WHERE id = $8 AND version = $9",
+        )
+        .bind(alert.status.as_str())
+        .bind(severity_rank(alert.severity))
+        .bind(&areas)
+        .bind(alert.opened_at.millis())
+        .bind(i64::from(alert.version))
+        .bind(notified)
+        .bind(&body)
+        .bind(&alert.id)
+        .bind(i64::from(v))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+    };
+    if done != 1 {
+        return Err(StoreError::Conflict(alert.id.clone()));
+    }
+    sqlx::query(
+        "INSERT INTO alert_history (alert_id, version, at, by_whom, action, body) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&entry.alert)
+    .bind(i64::from(entry.version))
+    .bind(entry.at.millis())
+    .bind(&entry.by)
+    .bind(entry.action.as_str())
+    .bind(serde_json::to_string(entry)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn severity_rank(s: Severity) -> i64 {
+    match s {
+        Severity::Minor => 0,
+        Severity::Moderate => 1,
+        Severity::Severe => 2,
+        Severity::Extreme => 3,
+    }
+}
+
+fn escape_like(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+fn parse_cursor(c: &str) -> Option<(i64, &str)> {
+    let (at, id) = c.split_once(':')?;
+    Some((at.parse().ok()?, id))
+}
