@@ -1,11 +1,11 @@
 //! Wiring: start every component in order, stop them in reverse.
 //!
 //! Start: registry → embedded broker → engine → time-series sink → live
-//! hub → dead-letter writer (file, or Kafka topic) → HTTP (with ingest) →
+//! hub → alert store → dead-letter writer (file, or Kafka topic) → HTTP (with ingest) →
 //! Kafka source → MQTT source → simulator. Stop: HTTP ingest, simulator
 //! and sources first (the engine's inputs close), the engine drains, the
-//! hub takes its last outputs, then WebSockets are closed, the HTTP server
-//! stops, the dead-letter writer flushes and the time-series sink spools
+//! hub takes its last outputs and the alert store stores the last alert
+//! changes, then WebSockets are closed, the HTTP server stops, the dead-letter writer flushes and the time-series sink spools
 //! its last batch and writes what it can in `influx.shutdown_timeout`.
 
 use std::collections::BTreeMap;
@@ -65,6 +65,8 @@ pub struct Running {
     source_tasks: Vec<JoinHandle<()>>,
     engine: JoinHandle<anyhow::Result<()>>,
     hub_task: JoinHandle<()>,
+    alerts_done: CancellationToken,
+    alerts_task: JoinHandle<()>,
     server: JoinHandle<std::io::Result<()>>,
 }
 
@@ -122,18 +124,63 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let influx_stats = influx.as_ref().map(Sink::stats);
 
     let hub = LiveHub::new(registry.clone());
+    // The alert store publishes every stored version (the rule's changes
+    // and operators' actions) to the live hub and the time series.
+    let alerts_done = CancellationToken::new();
+    let publish: ioc_alerts::Publish = {
+        let (hub, to_influx) = (hub.clone(), influx_input.clone());
+        Arc::new(move |changes| {
+            if let Some(input) = &to_influx {
+                for (a, _) in &changes {
+                    input.offer(Record::Alert(Box::new(a.clone())));
+                }
+            }
+            hub.apply(
+                changes
+                    .into_iter()
+                    .map(|(a, _)| EngineOutput::alert(a))
+                    .collect(),
+            );
+        })
+    };
+    let (alerts, alerts_task) =
+        ioc_alerts::AlertService::start(&config.alerts, publish, alerts_done.clone())
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the alert store (alerts.database = {:?})",
+                    config.alerts.database
+                )
+            })?;
+    let active = alerts.active().await?;
+    info!(
+        backend = alerts.backend(),
+        active = active.len(),
+        "alert store open"
+    );
+    hub.apply(active.into_iter().map(EngineOutput::alert).collect());
     let to_influx = influx_input.clone();
     let window_registry = registry.clone();
+    let to_store = alerts.clone();
     let hub_task = tokio::spawn(ioc_dashboard_api::hub::run(
         hub.clone(),
         out_rx,
         move |batch| {
-            if let Some(input) = &to_influx {
-                for output in batch {
+            // The rule's alerts go to the store (in order); the hub and the
+            // time series get the store's versions.
+            if batch.iter().any(|o| matches!(o, EngineOutput::Alert(_))) {
+                let mut rest = Vec::with_capacity(batch.len());
+                for output in batch.drain(..) {
                     match output {
-                        EngineOutput::Alert(a) => {
-                            input.offer(Record::Alert(a.clone()));
-                        }
+                        EngineOutput::Alert(a) => to_store.offer(*a),
+                        other => rest.push(other),
+                    }
+                }
+                *batch = rest;
+            }
+            if let Some(input) = &to_influx {
+                for output in batch.iter() {
+                    match output {
                         EngineOutput::Window(w) => {
                             if let Some(device) = window_registry.lookup(&w.device) {
                                 input.offer(Record::Window {
@@ -142,7 +189,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                                 });
                             }
                         }
-                        EngineOutput::Device(_) | EngineOutput::Presence(_) => {}
+                        EngineOutput::Alert(_)
+                        | EngineOutput::Device(_)
+                        | EngineOutput::Presence(_) => {}
                     }
                 }
             }
@@ -242,6 +291,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics: metrics.map(|h| Arc::new(move || h.render()) as ioc_dashboard_api::Render),
         stats: stats_fn,
         ingest: http_ingest.clone(),
+        alerts: Some(alerts.clone()),
     };
     let server = tokio::spawn(ioc_dashboard_api::serve(listener, state));
 
@@ -291,6 +341,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         source_tasks,
         engine,
         hub_task,
+        alerts_done,
+        alerts_task,
         server,
     })
 }
@@ -315,6 +367,10 @@ impl Running {
         info!("closing live connections and the HTTP server");
         self.http.cancel();
         self.server.await??;
+        // After the server: no operator action is cut off half-way.
+        info!("storing the last alert changes");
+        self.alerts_done.cancel();
+        let _ = self.alerts_task.await;
         drop(self.dead_letters);
         drop(self.http_ingest);
         let writer = self.dead_letter_writer;

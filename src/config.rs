@@ -46,6 +46,8 @@ pub struct Config {
     pub influx: InfluxConfig,
     /// The rules file.
     pub rules: RulesConfig,
+    /// The alert store.
+    pub alerts: ioc_alerts::AlertsConfig,
 }
 
 /// Where the rules come from and how they are reloaded.
@@ -251,6 +253,7 @@ impl Config {
         p.extend(self.http_ingest.problems("http_ingest"));
         p.extend(self.kafka.problems("kafka"));
         p.extend(self.influx.problems("influx"));
+        p.extend(self.alerts.problems("alerts"));
         let p_ = &mut p;
         let mut check = |ok: bool, msg: &str| {
             if !ok {

@@ -4,7 +4,7 @@
 # Installs what the tests need, only when it is missing (Debian packages:
 # mosquitto, chromium, victoria-metrics (it takes the InfluxDB v2 write
 # API), postgresql (for the alert store),
-# API), and the headers librdkafka builds against; from
+# and the headers librdkafka builds against; from
 # crates.io: the Tansu Kafka broker), then checks formatting and lints and
 # runs every test. Tests start their own brokers on free loopback ports.
 # Then a smoke run of the benchmark suite (benches/suite.sh --smoke;

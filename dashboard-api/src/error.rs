@@ -18,6 +18,8 @@ pub enum ApiError {
     Unavailable(String),
     /// The request was understood but what it names is invalid; every problem listed.
     Invalid(String, Vec<String>),
+    /// The request conflicts with the state of what it names (`code`, message).
+    Conflict(&'static str, String),
 }
 
 impl IntoResponse for ApiError {
@@ -34,6 +36,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
+            ApiError::Conflict(code, m) => (StatusCode::CONFLICT, code, m),
         };
         let mut response = (
             status,

@@ -3,8 +3,8 @@
 //! - [`hub`]: the live hub, fed by the engine's outputs ([`hub::run`]),
 //!   holding every device's latest state and the open alerts, and
 //!   broadcasting ordered deltas;
-//! - [`routes`]: REST (`/api/v1/devices`, `/api/v1/alerts`,
-//!   `/api/v1/areas`, `/healthz`, `/metrics`, the admin-only
+//! - [`routes`]: REST (`/api/v1/devices`, `/api/v1/alerts` with the
+//!   operators' actions on one alert, `/api/v1/areas`, `/healthz`, `/metrics`, the admin-only
 //!   `POST /api/v1/rules/reload`), the WebSocket feed
 //!   (`/api/v1/live`), HTTP ingest (`POST /api/v1/ingest`) and the embedded
 //!   control-room page (`/`);
@@ -58,6 +58,9 @@ pub struct AppState {
     pub rules_reload: Option<ReloadFn>,
     /// Bearer token of admin endpoints.
     pub admin_token: Arc<str>,
+    /// The alert store; without it alerts come from the hub's memory and
+    /// operators' actions are unavailable.
+    pub alerts: Option<Arc<ioc_alerts::AlertService>>,
 }
 
 /// The router with every route.
@@ -75,7 +78,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(routes::rest::metrics))
         .route("/api/v1/devices", get(routes::rest::devices))
         .route("/api/v1/devices/{id}", get(routes::rest::device))
-        .route("/api/v1/alerts", get(routes::rest::alerts))
+        .route("/api/v1/alerts", get(routes::alerts::list))
+        .route("/api/v1/alerts/{id}", get(routes::alerts::detail))
+        .route("/api/v1/alerts/{id}/ack", post(routes::alerts::ack))
+        .route("/api/v1/alerts/{id}/resolve", post(routes::alerts::resolve))
+        .route("/api/v1/alerts/{id}/assign", post(routes::alerts::assign))
+        .route("/api/v1/alerts/{id}/notes", post(routes::alerts::note))
         .route("/api/v1/areas", get(routes::rest::areas))
         .route("/api/v1/stats", get(routes::rest::stats))
         .route("/api/v1/rules/reload", post(routes::rest::reload_rules))

@@ -65,6 +65,7 @@ pub fn test_config(mqtt_url: String, embedded: bool) -> Config {
     let dir = std::env::temp_dir().join(format!("ioc-test-{}-{}", std::process::id(), free_port()));
     let _ = std::fs::remove_dir_all(&dir);
     c.dead_letter.file = dir.join("dead-letters.jsonl");
+    c.alerts.database = format!("sqlite://{}", dir.join("alerts.db").display());
     c.http_ingest.tokens = vec![ioc_ingest::http::IngestToken {
         name: "test-gateway".into(),
         token: TEST_TOKEN.into(),

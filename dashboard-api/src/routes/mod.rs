@@ -1,7 +1,9 @@
-//! HTTP routes: [`rest`] for devices, alerts and areas, [`live`] for the
+//! HTTP routes: [`rest`] for devices and areas, [`alerts`] for alerts and
+//! operators' actions, [`live`] for the
 //! WebSocket feed, [`web`] for the control-room page, [`ingest`] for
 //! telemetry over HTTP.
 
+pub mod alerts;
 pub mod ingest;
 pub mod live;
 pub mod rest;

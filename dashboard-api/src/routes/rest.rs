@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
-use ioc_schemas::{Alert, DeviceKind, DeviceView};
+use ioc_schemas::{DeviceKind, DeviceView};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -52,31 +52,6 @@ pub async fn device(
         .device(&id)
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no device {id:?}")))
-}
-
-/// Filter for `GET /api/v1/alerts`.
-#[derive(Deserialize)]
-pub struct AlertQuery {
-    status: Option<String>,
-}
-
-/// `GET /api/v1/alerts?status=open|resolved|all` (default `open`).
-pub async fn alerts(
-    State(app): State<AppState>,
-    Query(q): Query<AlertQuery>,
-) -> Result<Json<Vec<Alert>>, ApiError> {
-    match q.status.as_deref().unwrap_or("open") {
-        "open" => Ok(Json(app.hub.open_alerts())),
-        "resolved" => Ok(Json(app.hub.resolved_alerts())),
-        "all" => {
-            let mut v = app.hub.open_alerts();
-            v.extend(app.hub.resolved_alerts());
-            Ok(Json(v))
-        }
-        other => Err(ApiError::BadRequest(format!(
-            "status {other:?}: expected open, resolved or all"
-        ))),
-    }
 }
 
 /// `GET /api/v1/areas`: administrative boundaries as GeoJSON, for the map.

@@ -1,0 +1,261 @@
+//! Alerts: listing with filters and paging, one alert with its history,
+//! and operators' actions (acknowledge, resolve, assign, notes).
+//!
+//! Every action is committed to the alert store before the response: a
+//! success means it survives a crash. The new version also goes to every
+//! live client.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::IntoResponse;
+use ioc_alerts::{ActError, AlertFilter, AlertService, Operation, Refusal};
+use ioc_schemas::{Alert, AlertDetail, AlertStatus, Severity, Timestamp};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Query of `GET /api/v1/alerts`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    /// `active` (default: open and acknowledged), `all`, or a comma-separated
+    /// list of `open`, `acknowledged`, `resolved`.
+    status: Option<String>,
+    /// Minimum severity: `minor`, `moderate`, `severe`, `extreme`.
+    severity: Option<String>,
+    /// Rule id.
+    rule: Option<String>,
+    /// Device or zone id.
+    subject: Option<String>,
+    /// Administrative area id (any level).
+    area: Option<String>,
+    /// Episodes opened at or after (RFC 3339).
+    from: Option<String>,
+    /// Episodes opened before (RFC 3339).
+    to: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<usize>,
+    /// The cursor of the next page (from the `Link` header).
+    after: Option<String>,
+}
+
+fn service(app: &AppState) -> Result<&AlertService, ApiError> {
+    app.alerts
+        .as_deref()
+        .ok_or_else(|| ApiError::Unavailable("no alert store is configured".into()))
+}
+
+fn store_error(e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "alert store request failed");
+    ApiError::Unavailable(format!("alert store: {e}"))
+}
+
+fn parse_filter(q: &ListQuery) -> Result<AlertFilter, ApiError> {
+    let mut problems = Vec::new();
+    let status = match q.status.as_deref().unwrap_or("active") {
+        "active" => vec![AlertStatus::Open, AlertStatus::Acknowledged],
+        "all" => Vec::new(),
+        list => list
+            .split(',')
+            .filter_map(|s| {
+                let parsed = AlertStatus::parse(s.trim());
+                if parsed.is_none() {
+                    problems.push(format!(
+                        "status {s:?}: expected active, all, open, acknowledged or resolved"
+                    ));
+                }
+                parsed
+            })
+            .collect(),
+    };
+    let min_severity = q.severity.as_deref().and_then(|s| {
+        let parsed = Severity::parse(s);
+        if parsed.is_none() {
+            problems.push(format!(
+                "severity {s:?}: expected minor, moderate, severe or extreme"
+            ));
+        }
+        parsed
+    });
+    let mut time = |name: &str, v: &Option<String>| {
+        v.as_deref().and_then(|t| {
+            let parsed = Timestamp::parse_rfc3339(t);
+            if parsed.is_none() {
+                problems.push(format!("{name} {t:?}: expected an RFC 3339 time"));
+            }
+            parsed
+        })
+    };
+    let (from, to) = (time("from", &q.from), time("to", &q.to));
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        problems.push(format!("limit {limit}: expected 1 to 1000"));
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::BadRequest(problems.join("; ")));
+    }
+    Ok(AlertFilter {
+        status,
+        min_severity,
+        rule: q.rule.clone(),
+        subject: q.subject.clone(),
+        area: q.area.clone(),
+        from,
+        to,
+        limit,
+        after: q.after.clone(),
+    })
+}
+
+/// `GET /api/v1/alerts`: alerts matching the filters, newest episode
+/// first. When there are more, the `Link` header (`rel="next"`) gives the
+/// next page.
+pub async fn list(
+    State(app): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let filter = parse_filter(&q)?;
+    let Some(service) = app.alerts.as_deref() else {
+        // Without a store: what the hub holds in memory.
+        let mut v = app.hub.open_alerts();
+        v.extend(app.hub.resolved_alerts());
+        v.retain(|a| filter.status.is_empty() || filter.status.contains(&a.status));
+        return Ok((HeaderMap::new(), Json(v)));
+    };
+    let page = service.list(&filter).await.map_err(store_error)?;
+    let mut headers = HeaderMap::new();
+    if let Some(next) = page.next {
+        let mut query: Vec<(String, String)> = [
+            ("status", &q.status),
+            ("severity", &q.severity),
+            ("rule", &q.rule),
+            ("subject", &q.subject),
+            ("area", &q.area),
+            ("from", &q.from),
+            ("to", &q.to),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k.to_owned(), v)))
+        .collect();
+        query.push(("limit".into(), filter.limit.to_string()));
+        query.push(("after".into(), next));
+        let qs: Vec<String> = query
+            .iter()
+            .map(|(k, v)| format!("{k}={}", encode(v)))
+            .collect();
+        if let Ok(v) =
+            HeaderValue::from_str(&format!("</api/v1/alerts?{}>; rel=\"next\"", qs.join("&")))
+        {
+            headers.insert(header::LINK, v);
+        }
+    }
+    Ok((headers, Json(page.alerts)))
+}
+
+/// Percent-encodes a query value.
+fn encode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `GET /api/v1/alerts/{id}`: the alert and its whole history.
+pub async fn detail(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<AlertDetail>, ApiError> {
+    service(&app)?
+        .get(&id)
+        .await
+        .map_err(store_error)?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no alert {id:?}")))
+}
+
+/// Body of the operators' actions.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    /// The operator's name (until tokens carry it).
+    by: String,
+    /// The note (`/notes`).
+    #[serde(default)]
+    note: Option<String>,
+    /// Whom to assign to (`/assign`); absent or empty: nobody.
+    #[serde(default)]
+    assignee: Option<String>,
+}
+
+async fn act(
+    app: &AppState,
+    id: &str,
+    body: Result<Json<ActionBody>, JsonRejection>,
+    op: impl FnOnce(&ActionBody) -> Result<Operation, ApiError>,
+) -> Result<Json<Alert>, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let op = op(&body)?;
+    match service(app)?.act(id, &op, &body.by).await {
+        Ok(alert) => Ok(Json(alert)),
+        Err(ActError::NotFound(_)) => Err(ApiError::NotFound(format!("no alert {id:?}"))),
+        Err(ActError::Refused(Refusal::Resolved)) => Err(ApiError::Conflict(
+            "alert_resolved",
+            format!("alert {id:?} is resolved"),
+        )),
+        Err(ActError::Refused(Refusal::Invalid(m))) => Err(ApiError::Invalid(m.clone(), vec![m])),
+        Err(ActError::Store(e)) => Err(store_error(e)),
+    }
+}
+
+/// `POST /api/v1/alerts/{id}/ack` `{"by": "…"}`: acknowledge an open alert
+/// (again: no change; a resolved one: 409).
+pub async fn ack(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<ActionBody>, JsonRejection>,
+) -> Result<Json<Alert>, ApiError> {
+    act(&app, &id, body, |_| Ok(Operation::Acknowledge)).await
+}
+
+/// `POST /api/v1/alerts/{id}/resolve` `{"by": "…"}`: resolve by hand.
+pub async fn resolve(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<ActionBody>, JsonRejection>,
+) -> Result<Json<Alert>, ApiError> {
+    act(&app, &id, body, |_| Ok(Operation::Resolve)).await
+}
+
+/// `POST /api/v1/alerts/{id}/assign` `{"by": "…", "assignee": "…"}`.
+pub async fn assign(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<ActionBody>, JsonRejection>,
+) -> Result<Json<Alert>, ApiError> {
+    act(&app, &id, body, |b| {
+        Ok(Operation::Assign(b.assignee.clone()))
+    })
+    .await
+}
+
+/// `POST /api/v1/alerts/{id}/notes` `{"by": "…", "note": "…"}`.
+pub async fn note(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<ActionBody>, JsonRejection>,
+) -> Result<Json<Alert>, ApiError> {
+    act(&app, &id, body, |b| {
+        b.note
+            .clone()
+            .map(Operation::Note)
+            .ok_or_else(|| ApiError::BadRequest("`note` is required".into()))
+    })
+    .await
+}
