@@ -194,15 +194,32 @@ pub struct ActionBody {
     assignee: Option<String>,
 }
 
-async fn act(
-    app: &AppState,
-    id: &str,
+/// `POST /api/v1/alerts/{id}/{action}` with `{"by": "…"}`:
+/// - `ack`: acknowledge an open alert (again: no change; resolved: 409);
+/// - `resolve`: resolve by hand;
+/// - `assign` (`"assignee": "…"`, absent or empty for nobody);
+/// - `notes` (`"note": "…"`, 1 to 2000 characters).
+pub async fn act(
+    State(app): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
     body: Result<Json<ActionBody>, JsonRejection>,
-    op: impl FnOnce(&ActionBody) -> Result<Operation, ApiError>,
 ) -> Result<Json<Alert>, ApiError> {
+    let op = |b: &ActionBody| match action.as_str() {
+        "ack" => Ok(Operation::Acknowledge),
+        "resolve" => Ok(Operation::Resolve),
+        "assign" => Ok(Operation::Assign(b.assignee.clone())),
+        "notes" => b
+            .note
+            .clone()
+            .map(Operation::Note)
+            .ok_or_else(|| ApiError::BadRequest("`note` is required".into())),
+        other => Err(ApiError::NotFound(format!(
+            "no action {other:?}: expected ack, resolve, assign or notes"
+        ))),
+    };
     let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let op = op(&body)?;
-    match service(app)?.act(id, &op, &body.by).await {
+    match service(&app)?.act(&id, &op, &body.by).await {
         Ok(alert) => Ok(Json(alert)),
         Err(ActError::NotFound(_)) => Err(ApiError::NotFound(format!("no alert {id:?}"))),
         Err(ActError::Refused(Refusal::Resolved)) => Err(ApiError::Conflict(
@@ -212,50 +229,4 @@ async fn act(
         Err(ActError::Refused(Refusal::Invalid(m))) => Err(ApiError::Invalid(m.clone(), vec![m])),
         Err(ActError::Store(e)) => Err(store_error(e)),
     }
-}
-
-/// `POST /api/v1/alerts/{id}/ack` `{"by": "…"}`: acknowledge an open alert
-/// (again: no change; a resolved one: 409).
-pub async fn ack(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    body: Result<Json<ActionBody>, JsonRejection>,
-) -> Result<Json<Alert>, ApiError> {
-    act(&app, &id, body, |_| Ok(Operation::Acknowledge)).await
-}
-
-/// `POST /api/v1/alerts/{id}/resolve` `{"by": "…"}`: resolve by hand.
-pub async fn resolve(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    body: Result<Json<ActionBody>, JsonRejection>,
-) -> Result<Json<Alert>, ApiError> {
-    act(&app, &id, body, |_| Ok(Operation::Resolve)).await
-}
-
-/// `POST /api/v1/alerts/{id}/assign` `{"by": "…", "assignee": "…"}`.
-pub async fn assign(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    body: Result<Json<ActionBody>, JsonRejection>,
-) -> Result<Json<Alert>, ApiError> {
-    act(&app, &id, body, |b| {
-        Ok(Operation::Assign(b.assignee.clone()))
-    })
-    .await
-}
-
-/// `POST /api/v1/alerts/{id}/notes` `{"by": "…", "note": "…"}`.
-pub async fn note(
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    body: Result<Json<ActionBody>, JsonRejection>,
-) -> Result<Json<Alert>, ApiError> {
-    act(&app, &id, body, |b| {
-        b.note
-            .clone()
-            .map(Operation::Note)
-            .ok_or_else(|| ApiError::BadRequest("`note` is required".into()))
-    })
-    .await
 }

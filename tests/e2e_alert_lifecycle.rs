@@ -1,0 +1,438 @@
+//! The alert lifecycle through the real components: readings over MQTT
+//! (Mosquitto) open an alert, operators act on it over REST, every version
+//! reaches the control room over the WebSocket, and the store (SQLite, then
+//! PostgreSQL) keeps the history. Then the crash test: the `ioc` binary is
+//! killed with SIGKILL while readings flow, after operators' actions that
+//! got a success response; after a restart every alert and its history are
+//! as they were, and the rule's next episode continues the same alerts.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+#[path = "../alerts/tests/support/postgres.rs"]
+mod postgres;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{
+    Device, Mosquitto, Screen, TEST_TOKEN, free_port, get_json, http, river_reading,
+    river_reading_at, test_config,
+};
+use ioc_devices::Registry;
+use ioc_schemas::{DeviceKind, Timestamp};
+use serde_json::{Value, json};
+
+const GAUGE: &str = "river-to-hieu";
+const TOPIC: &str = "ioc/v1/river_gauge/river-to-hieu/telemetry";
+
+async fn post(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
+    http(
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .await
+}
+
+/// Reads the live feed until `subject`'s alert arrives at `version`.
+async fn alert_version(screen: &mut Screen, subject: &str, version: u64) -> Value {
+    loop {
+        let v = tokio::time::timeout(Duration::from_secs(10), screen.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("no version {version} of {subject}'s alert on the live feed")
+            })
+            .expect("live feed closed");
+        if let Some(a) = v["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["subject"] == subject && a["version"] == version)
+        {
+            return a.clone();
+        }
+    }
+}
+
+async fn operators_act_and_screens_follow(
+    mut config: ioc::config::Config,
+    mqtt_port: u16,
+    database: Option<String>,
+) {
+    if let Some(d) = database {
+        config.alerts.database = d;
+    }
+    let running = ioc::app::start(config).await.expect("start");
+    let addr = running.http_addr;
+    let levels = running
+        .registry
+        .get(GAUGE)
+        .unwrap()
+        .thresholds
+        .alarm_levels_m
+        .unwrap();
+    let mut screen = Screen::connect(addr).await;
+    assert_eq!(screen.next().await.unwrap()["type"], "snapshot");
+    let device = Device::connect(mqtt_port).await;
+    let mut seq = 0;
+    let opened = loop {
+        seq += 1;
+        device
+            .publish(TOPIC, river_reading(GAUGE, seq, levels[0] + 0.1))
+            .await;
+        match tokio::time::timeout(Duration::from_secs(2), screen.alert(GAUGE, "open")).await {
+            Ok(a) => break a,
+            Err(_) => assert!(seq < 10, "no alert after {seq} readings"),
+        }
+    };
+    let id = opened["id"].as_str().unwrap().to_owned();
+    let path = |action: &str| format!("/api/v1/alerts/{id}/{action}");
+    assert_eq!(
+        (opened["level"].as_u64(), opened["version"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    let (status, acked) = post(addr, &path("ack"), json!({"by": "Lò Văn Lan"})).await;
+    assert_eq!(status, 200, "{acked}");
+    assert_eq!(acked["status"], "acknowledged");
+    let seen = alert_version(&mut screen, GAUGE, 2).await;
+    assert_eq!(seen["status"], "acknowledged");
+    assert_eq!(seen["handling"]["acknowledged_by"], "Lò Văn Lan");
+
+    // Above BĐ2: the same alert escalates and wants attention again.
+    seq += 1;
+    device
+        .publish(TOPIC, river_reading(GAUGE, seq, levels[1] + 0.3))
+        .await;
+    let escalated = alert_version(&mut screen, GAUGE, 3).await;
+    assert_eq!(
+        (escalated["status"].as_str(), escalated["level"].as_u64()),
+        (Some("open"), Some(2))
+    );
+    assert_eq!(escalated["id"].as_str(), Some(id.as_str()));
+
+    let (status, _) = post(
+        addr,
+        &path("notes"),
+        json!({"by": "Minh", "note": "Đã báo UBND phường"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, assigned) = post(
+        addr,
+        &path("assign"),
+        json!({"by": "Minh", "assignee": "Đội 2"}),
+    )
+    .await;
+    assert_eq!(
+        (status, assigned["handling"]["assignee"].as_str()),
+        (200, Some("Đội 2"))
+    );
+    let (status, resolved) = post(addr, &path("resolve"), json!({"by": "Minh"})).await;
+    assert_eq!(
+        (status, resolved["status"].as_str()),
+        (200, Some("resolved"))
+    );
+    let seen = alert_version(&mut screen, GAUGE, 6).await;
+    assert_eq!(seen["handling"]["resolved_by"], "Minh");
+
+    // Refusals, each with its code.
+    let (status, err) = post(addr, &path("ack"), json!({"by": "Lan"})).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("alert_resolved"))
+    );
+    let (status, err) = post(addr, "/api/v1/alerts/nope/ack", json!({"by": "Lan"})).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, _) = post(addr, &path("notes"), json!({"by": "Lan"})).await;
+    assert_eq!(status, 400, "a note needs its text");
+    let (status, _) = post(addr, &path("ack"), json!({})).await;
+    assert_eq!(status, 400, "an action needs its operator");
+    let (status, _) = post(addr, &path("frobnicate"), json!({"by": "Lan"})).await;
+    assert_eq!(status, 404);
+    let (status, _) = http(addr, "GET", "/api/v1/alerts?status=lost", &[], b"").await;
+    assert_eq!(status, 400);
+
+    let detail = get_json(addr, &format!("/api/v1/alerts/{id}")).await;
+    let history: Vec<(&str, &str)> = detail["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["action"].as_str().unwrap(), c["by"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("opened", "rule"),
+            ("acknowledged", "Lò Văn Lan"),
+            ("escalated", "rule"),
+            ("noted", "Minh"),
+            ("assigned", "Minh"),
+            ("resolved", "Minh"),
+        ]
+    );
+    let listed = get_json(
+        addr,
+        "/api/v1/alerts?status=resolved&area=sl-to-hieu&rule=river_level",
+    )
+    .await;
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == id.as_str())
+    );
+    let active = get_json(addr, "/api/v1/alerts").await;
+    assert!(
+        active
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["id"] != id.as_str())
+    );
+    running.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_with_sqlite() {
+    let broker = Mosquitto::start();
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    operators_act_and_screens_follow(test_config(url, false), broker.port, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_with_postgresql() {
+    let pg = postgres::Postgres::start();
+    let broker = Mosquitto::start();
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    operators_act_and_screens_follow(test_config(url, false), broker.port, Some(pg.url.clone()))
+        .await;
+}
+
+/// The `ioc` binary with its configuration and alert database in `dir`.
+fn spawn_ioc(dir: &Path, http_port: u16) -> Child {
+    let config = dir.join("ioc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+             [mqtt]\nenabled = false\n\
+             [embedded_broker]\nenabled = false\n\
+             [simulator]\nenabled = false\n\
+             [dead_letter]\nfile = \"{dir}/dead-letters.jsonl\"\n\
+             [alerts]\ndatabase = \"sqlite://{dir}/alerts.db\"\n\
+             [http_ingest]\nenabled = true\n\
+             [[http_ingest.tokens]]\nname = \"gateway\"\ntoken = \"{TEST_TOKEN}\"\ndevices = [\"*\"]\n",
+            dir = dir.display(),
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ioc"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("cannot start ioc");
+    common::wait_for_port(([127, 0, 0, 1], http_port).into(), "ioc");
+    child
+}
+
+async fn ingest(addr: SocketAddr, readings: &[(&str, u64, f64)]) {
+    let now = Timestamp::now().millis();
+    let body: Vec<u8> = readings
+        .iter()
+        .flat_map(|(d, seq, level)| {
+            let mut l = river_reading_at(d, *seq, *level, now);
+            l.push(b'\n');
+            l
+        })
+        .collect();
+    let auth = format!("Bearer {TEST_TOKEN}");
+    let (status, report) = http(
+        addr,
+        "POST",
+        "/api/v1/ingest",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/x-ndjson"),
+        ],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+}
+
+/// The active `river_level` alerts, by subject.
+async fn river_alerts(addr: SocketAddr) -> Vec<Value> {
+    get_json(addr, "/api/v1/alerts?rule=river_level")
+        .await
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_alert_and_no_acknowledged_action() {
+    let registry = Registry::sonla_demo();
+    let gauges: Vec<(&str, [f64; 3])> = registry
+        .devices()
+        .iter()
+        .filter(|d| d.kind == DeviceKind::RiverGauge)
+        .filter_map(|d| Some((d.id.as_str(), d.thresholds.alarm_levels_m?)))
+        .collect();
+    assert!(gauges.len() >= 5);
+    let (watched, others) = gauges.split_at(3);
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], http_port).into();
+    let mut ioc = spawn_ioc(dir.path(), http_port);
+
+    // Three gauges between BĐ1 and BĐ2: three open alerts.
+    let first: Vec<_> = watched.iter().map(|(d, l)| (*d, 1, l[0] + 0.1)).collect();
+    ingest(addr, &first).await;
+    wait_until("three open alerts", async || {
+        river_alerts(addr).await.len() == 3
+    })
+    .await;
+    let id_of = |alerts: &[Value], d: &str| {
+        alerts.iter().find(|a| a["subject"] == d).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let alerts = river_alerts(addr).await;
+    let ids: Vec<String> = watched.iter().map(|(d, _)| id_of(&alerts, d)).collect();
+
+    // Operators act (each answered 200), and the second gauge escalates.
+    let (s, _) = post(
+        addr,
+        &format!("/api/v1/alerts/{}/ack", ids[0]),
+        json!({"by": "Lan"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    ingest(addr, &[(watched[1].0, 2, watched[1].1[1] + 0.3)]).await;
+    wait_until("the escalation", async || {
+        get_json(addr, &format!("/api/v1/alerts/{}", ids[1])).await["alert"]["level"] == 2
+    })
+    .await;
+    let (s, _) = post(
+        addr,
+        &format!("/api/v1/alerts/{}/notes", ids[2]),
+        json!({"by": "Minh", "note": "Kiểm tra camera cầu"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let mut before = Vec::new();
+    for id in &ids {
+        before.push(get_json(addr, &format!("/api/v1/alerts/{id}")).await);
+    }
+
+    // Readings of the other gauges keep flowing; kill -9 in the middle.
+    let stream = tokio::spawn({
+        let others: Vec<(String, f64)> = others
+            .iter()
+            .map(|(d, l)| (d.to_string(), l[0] - 1.0))
+            .collect();
+        async move {
+            for seq in 1.. {
+                let batch: Vec<(&str, u64, f64)> =
+                    others.iter().map(|(d, l)| (d.as_str(), seq, *l)).collect();
+                let now = Timestamp::now().millis();
+                let body: Vec<u8> = batch
+                    .iter()
+                    .flat_map(|(d, seq, level)| {
+                        let mut l = river_reading_at(d, *seq, *level, now);
+                        l.push(b'\n');
+                        l
+                    })
+                    .collect();
+                let auth = format!("Bearer {TEST_TOKEN}");
+                let ok = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+                .is_ok_and(|c| c.is_ok());
+                if !ok {
+                    break;
+                }
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    http(
+                        addr,
+                        "POST",
+                        "/api/v1/ingest",
+                        &[("Authorization", &auth)],
+                        &body,
+                    ),
+                )
+                .await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ioc.kill().unwrap();
+    ioc.wait().unwrap();
+    stream.abort();
+
+    let mut ioc = spawn_ioc(dir.path(), http_port);
+    for (id, was) in ids.iter().zip(&before) {
+        let now = get_json(addr, &format!("/api/v1/alerts/{id}")).await;
+        assert_eq!(&now, was, "alert {id} changed across the crash");
+    }
+    assert_eq!(before[0]["alert"]["status"], "acknowledged");
+    assert_eq!(before[1]["alert"]["level"], 2);
+    assert_eq!(before[2]["alert"]["handling"]["notes"], 1);
+
+    // The engine starts afresh: its next episode of each gauge continues
+    // the stored alert instead of opening a second one.
+    let again: Vec<_> = watched.iter().map(|(d, l)| (*d, 10, l[0] + 0.15)).collect();
+    ingest(addr, &again).await;
+    wait_until("the rule's new episodes applied", async || {
+        let mut done = true;
+        for id in &ids {
+            let d = get_json(addr, &format!("/api/v1/alerts/{id}")).await;
+            done &= d["history"].as_array().unwrap().last().unwrap()["by"] == "rule"
+                && d["alert"]["evidence"]["seq"] == 10;
+        }
+        done
+    })
+    .await;
+    let alerts = river_alerts(addr).await;
+    assert_eq!(alerts.len(), 3, "one active alert per gauge: {alerts:#?}");
+    let acked = get_json(addr, &format!("/api/v1/alerts/{}", ids[0])).await;
+    assert_eq!(
+        acked["alert"]["status"], "acknowledged",
+        "the acknowledgement holds"
+    );
+    let (s, _) = post(
+        addr,
+        &format!("/api/v1/alerts/{}/resolve", ids[2]),
+        json!({"by": "Minh"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let _ = Command::new("kill").arg(ioc.id().to_string()).status();
+    ioc.wait().unwrap();
+}
