@@ -19,8 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    Device, Mosquitto, Screen, TEST_TOKEN, free_port, get_json, http, river_reading,
-    river_reading_at, test_config,
+    Device, Mosquitto, Screen, TEST_TOKEN, free_port, get_json, http, post_ingest, river_ndjson,
+    river_reading, test_config,
 };
 use ioc_devices::Registry;
 use ioc_schemas::{DeviceKind, Timestamp};
@@ -42,22 +42,10 @@ async fn post(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
 
 /// Reads the live feed until `subject`'s alert arrives at `version`.
 async fn alert_version(screen: &mut Screen, subject: &str, version: u64) -> Value {
-    loop {
-        let v = tokio::time::timeout(Duration::from_secs(10), screen.next())
-            .await
-            .unwrap_or_else(|_| {
-                panic!("no version {version} of {subject}'s alert on the live feed")
-            })
-            .expect("live feed closed");
-        if let Some(a) = v["alerts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|a| a["subject"] == subject && a["version"] == version)
-        {
-            return a.clone();
-        }
-    }
+    let want = |a: &Value| a["subject"] == subject && a["version"] == version;
+    tokio::time::timeout(Duration::from_secs(10), screen.alert_where(want))
+        .await
+        .unwrap_or_else(|_| panic!("no version {version} of {subject}'s alert on the live feed"))
 }
 
 async fn operators_act_and_screens_follow(
@@ -251,26 +239,12 @@ fn spawn_ioc(dir: &Path, http_port: u16) -> Child {
 
 async fn ingest(addr: SocketAddr, readings: &[(&str, u64, f64)]) {
     let now = Timestamp::now().millis();
-    let body: Vec<u8> = readings
-        .iter()
-        .flat_map(|(d, seq, level)| {
-            let mut l = river_reading_at(d, *seq, *level, now);
-            l.push(b'\n');
-            l
-        })
-        .collect();
-    let auth = format!("Bearer {TEST_TOKEN}");
-    let (status, report) = http(
-        addr,
-        "POST",
-        "/api/v1/ingest",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/x-ndjson"),
-        ],
-        &body,
-    )
-    .await;
+    let body = river_ndjson(
+        readings
+            .iter()
+            .map(|(d, seq, level)| (*d, *seq, *level, now)),
+    );
+    let (status, report) = post_ingest(addr, &body).await;
     assert_eq!(status, 200, "{report}");
 }
 
@@ -356,18 +330,8 @@ async fn kill_9_loses_no_alert_and_no_acknowledged_action() {
             .collect();
         async move {
             for seq in 1.. {
-                let batch: Vec<(&str, u64, f64)> =
-                    others.iter().map(|(d, l)| (d.as_str(), seq, *l)).collect();
                 let now = Timestamp::now().millis();
-                let body: Vec<u8> = batch
-                    .iter()
-                    .flat_map(|(d, seq, level)| {
-                        let mut l = river_reading_at(d, *seq, *level, now);
-                        l.push(b'\n');
-                        l
-                    })
-                    .collect();
-                let auth = format!("Bearer {TEST_TOKEN}");
+                let body = river_ndjson(others.iter().map(|(d, l)| (d.as_str(), seq, *l, now)));
                 let ok = tokio::time::timeout(
                     Duration::from_secs(2),
                     tokio::net::TcpStream::connect(addr),
@@ -377,17 +341,8 @@ async fn kill_9_loses_no_alert_and_no_acknowledged_action() {
                 if !ok {
                     break;
                 }
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    http(
-                        addr,
-                        "POST",
-                        "/api/v1/ingest",
-                        &[("Authorization", &auth)],
-                        &body,
-                    ),
-                )
-                .await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), post_ingest(addr, &body)).await;
             }
         }
     });

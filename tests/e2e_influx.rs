@@ -14,10 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use common::{
-    Series, TEST_TOKEN, Victoria, free_port, get_json, http, river_reading_at, test_config,
-    wait_for,
-};
+use common::{Series, TEST_TOKEN, Victoria, free_port, get_json, test_config, wait_for};
 use ioc::app::Running;
 use ioc::config::Config;
 use ioc_devices::Registry;
@@ -68,26 +65,12 @@ type Sent = (String, u64, f64, i64);
 /// Posts readings through `POST /api/v1/ingest`, all of which must be accepted.
 async fn ingest(addr: SocketAddr, readings: &[Sent]) {
     for chunk in readings.chunks(500) {
-        let body: Vec<u8> = chunk
-            .iter()
-            .flat_map(|(d, seq, level, ts)| {
-                let mut l = river_reading_at(d, *seq, *level, *ts);
-                l.push(b'\n');
-                l
-            })
-            .collect();
-        let auth = format!("Bearer {TEST_TOKEN}");
-        let (status, report) = http(
-            addr,
-            "POST",
-            "/api/v1/ingest",
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/x-ndjson"),
-            ],
-            &body,
-        )
-        .await;
+        let body = common::river_ndjson(
+            chunk
+                .iter()
+                .map(|(d, seq, level, ts)| (d.as_str(), *seq, *level, *ts)),
+        );
+        let (status, report) = common::post_ingest(addr, &body).await;
         assert_eq!(status, 200, "{report}");
         assert_eq!(report["accepted"], chunk.len(), "{report}");
     }

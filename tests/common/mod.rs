@@ -270,6 +270,12 @@ impl Screen {
 
     /// Reads until an alert about `subject` with `status` arrives; returns it.
     pub async fn alert(&mut self, subject: &str, status: &str) -> Value {
+        self.alert_where(|a| a["subject"] == subject && a["status"] == status)
+            .await
+    }
+
+    /// Reads until an alert for which `want` holds arrives; returns it.
+    pub async fn alert_where(&mut self, want: impl Fn(&Value) -> bool) -> Value {
         loop {
             let v = self
                 .next()
@@ -279,7 +285,7 @@ impl Screen {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .find(|a| a["subject"] == subject && a["status"] == status)
+                .find(|a| want(a))
             {
                 return a.clone();
             }
@@ -530,6 +536,34 @@ pub fn river_reading_at(device: &str, seq: u64, level_m: f64, ts_ms: i64) -> Vec
     })
     .to_string()
     .into_bytes()
+}
+
+/// River readings `(device, seq, level, event time)` as one NDJSON body.
+pub fn river_ndjson<'a>(readings: impl IntoIterator<Item = (&'a str, u64, f64, i64)>) -> Vec<u8> {
+    readings
+        .into_iter()
+        .flat_map(|(d, seq, level, ts)| {
+            let mut l = river_reading_at(d, seq, level, ts);
+            l.push(b'\n');
+            l
+        })
+        .collect()
+}
+
+/// `POST /api/v1/ingest` of an NDJSON body with [`TEST_TOKEN`].
+pub async fn post_ingest(addr: std::net::SocketAddr, body: &[u8]) -> (u16, Value) {
+    let auth = format!("Bearer {TEST_TOKEN}");
+    http(
+        addr,
+        "POST",
+        "/api/v1/ingest",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/x-ndjson"),
+        ],
+        body,
+    )
+    .await
 }
 
 /// An engine, the shared ingest path and a Kafka source, as the app wires
