@@ -408,6 +408,16 @@ mod tests {
             token: "t".into(),
             devices: vec!["*".into()],
         }];
+        full.alerts.webhooks = vec![ioc_alerts::Webhook {
+            name: "n".into(),
+            url: "http://x".into(),
+            secret: "s".into(),
+            rules: Vec::new(),
+            min_severity: None,
+            areas: Vec::new(),
+            max_attempts: 1,
+            timeout: std::time::Duration::from_secs(1),
+        }];
         for key in toml_keys(&serde_json::to_value(full).unwrap(), "") {
             let (section, leaf) = key.split_once('.').unwrap();
             let body = text

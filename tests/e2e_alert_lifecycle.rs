@@ -219,9 +219,13 @@ fn spawn_ioc(dir: &Path, http_port: u16) -> Child {
              [simulator]\nenabled = false\n\
              [dead_letter]\nfile = \"{dir}/dead-letters.jsonl\"\n\
              [alerts]\ndatabase = \"sqlite://{dir}/alerts.db\"\n\
+             [[alerts.webhooks]]\nname = \"agency\"\nurl = \"http://127.0.0.1:{closed}/hook\"\n\
+             secret = \"agency-secret-0123456789\"\nrules = [\"river_level\"]\nmax_attempts = 1000\n\
              [http_ingest]\nenabled = true\n\
              [[http_ingest.tokens]]\nname = \"gateway\"\ntoken = \"{TEST_TOKEN}\"\ndevices = [\"*\"]\n",
             dir = dir.display(),
+            // Nobody listens: every webhook delivery stays in the outbox.
+            closed = free_port(),
         ),
     )
     .unwrap();
@@ -257,14 +261,6 @@ async fn river_alerts(addr: SocketAddr) -> Vec<Value> {
         .clone()
 }
 
-async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_alert_and_no_acknowledged_action() {
     let registry = Registry::sonla_demo();
@@ -284,7 +280,7 @@ async fn kill_9_loses_no_alert_and_no_acknowledged_action() {
     // Three gauges between BĐ1 and BĐ2: three open alerts.
     let first: Vec<_> = watched.iter().map(|(d, l)| (*d, 1, l[0] + 0.1)).collect();
     ingest(addr, &first).await;
-    wait_until("three open alerts", async || {
+    common::wait_for_async("three open alerts", 30, async || {
         river_alerts(addr).await.len() == 3
     })
     .await;
@@ -306,7 +302,7 @@ async fn kill_9_loses_no_alert_and_no_acknowledged_action() {
     .await;
     assert_eq!(s, 200);
     ingest(addr, &[(watched[1].0, 2, watched[1].1[1] + 0.3)]).await;
-    wait_until("the escalation", async || {
+    common::wait_for_async("the escalation", 30, async || {
         get_json(addr, &format!("/api/v1/alerts/{}", ids[1])).await["alert"]["level"] == 2
     })
     .await;
@@ -356,6 +352,21 @@ async fn kill_9_loses_no_alert_and_no_acknowledged_action() {
         let now = get_json(addr, &format!("/api/v1/alerts/{id}")).await;
         assert_eq!(&now, was, "alert {id} changed across the crash");
     }
+    // The webhook outbox agrees with the store: one pending delivery per
+    // version of each alert, none twice, none missing.
+    let pending = get_json(addr, "/api/v1/webhooks/deliveries?state=pending&limit=1000").await;
+    for (id, was) in ids.iter().zip(&before) {
+        let mut versions: Vec<u64> = pending
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["alert"] == id.as_str())
+            .map(|d| d["version"].as_u64().unwrap())
+            .collect();
+        versions.sort_unstable();
+        let last = was["alert"]["version"].as_u64().unwrap();
+        assert_eq!(versions, (1..=last).collect::<Vec<_>>(), "outbox of {id}");
+    }
     assert_eq!(before[0]["alert"]["status"], "acknowledged");
     assert_eq!(before[1]["alert"]["level"], 2);
     assert_eq!(before[2]["alert"]["handling"]["notes"], 1);
@@ -364,7 +375,7 @@ async fn kill_9_loses_no_alert_and_no_acknowledged_action() {
     // the stored alert instead of opening a second one.
     let again: Vec<_> = watched.iter().map(|(d, l)| (*d, 10, l[0] + 0.15)).collect();
     ingest(addr, &again).await;
-    wait_until("the rule's new episodes applied", async || {
+    common::wait_for_async("the rule's new episodes applied", 30, async || {
         let mut done = true;
         for id in &ids {
             let d = get_json(addr, &format!("/api/v1/alerts/{id}")).await;

@@ -5,12 +5,16 @@
 //!   re-notification);
 //! - [`store`]: the store, SQLite or PostgreSQL behind one interface;
 //! - [`service`]: the running service between the engine, the store, the
-//!   API and whoever publishes changes.
+//!   API and whoever publishes changes;
+//! - [`webhook`]: webhook subscribers, signatures, and delivery from the
+//!   durable outbox.
 
 pub mod lifecycle;
 pub mod service;
 pub mod store;
+pub mod webhook;
 
 pub use lifecycle::{Operation, Refusal};
 pub use service::{AlertService, AlertsConfig, Publish};
-pub use store::{ActError, AlertFilter, AlertPage, AlertStore, StoreError};
+pub use store::{ActError, AlertFilter, AlertPage, AlertStore, Delivery, StoreError};
+pub use webhook::Webhook;

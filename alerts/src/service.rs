@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::lifecycle::Operation;
-use crate::store::{ActError, AlertFilter, AlertPage, AlertStore, StoreError};
+use crate::store::{ActError, AlertFilter, AlertPage, AlertStore, Delivery, StoreError};
+use crate::webhook::{self, Webhook};
 
 /// Receives every stored change, in the order it was committed.
 pub type Publish = Arc<dyn Fn(Vec<(Alert, AlertChange)>) + Send + Sync>;
@@ -28,6 +29,8 @@ pub struct AlertsConfig {
     /// `0s` never.
     #[serde(with = "humantime_serde")]
     pub renotify_after: Duration,
+    /// Webhook subscribers (`[[alerts.webhooks]]`).
+    pub webhooks: Vec<Webhook>,
 }
 
 impl Default for AlertsConfig {
@@ -35,6 +38,7 @@ impl Default for AlertsConfig {
         AlertsConfig {
             database: "sqlite://data/alerts.db".into(),
             renotify_after: Duration::from_secs(15 * 60),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -51,6 +55,15 @@ impl AlertsConfig {
             p.push(format!(
                 "{prefix}.database: expected sqlite://… or postgres://…, got {d:?}"
             ));
+        }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            p.extend(w.problems(&format!("{prefix}.webhooks[{i}]")));
+            if self.webhooks[..i].iter().any(|o| o.name == w.name) {
+                p.push(format!(
+                    "{prefix}.webhooks[{i}].name: {:?} is used twice",
+                    w.name
+                ));
+            }
         }
         p
     }
@@ -91,7 +104,11 @@ impl AlertService {
                 let _ = std::fs::create_dir_all(dir);
             }
         }
-        let store = Arc::new(AlertStore::open(&config.database).await?);
+        let store = Arc::new(
+            AlertStore::open(&config.database)
+                .await?
+                .with_webhooks(config.webhooks.clone()),
+        );
         let (tx, rx) = mpsc::unbounded_channel();
         let service = Arc::new(AlertService {
             store: store.clone(),
@@ -99,7 +116,14 @@ impl AlertService {
             publish_to: PublishCell(publish.clone()),
         });
         let renotify = config.renotify_after;
-        let task = tokio::spawn(run(store, rx, publish, renotify, cancel));
+        let deliver = (!config.webhooks.is_empty())
+            .then(|| tokio::spawn(deliver(store.clone(), cancel.clone())));
+        let task = tokio::spawn(async move {
+            run(store, rx, publish, renotify, cancel).await;
+            if let Some(d) = deliver {
+                let _ = d.await;
+            }
+        });
         Ok((service, task))
     }
 
@@ -142,6 +166,94 @@ impl AlertService {
     /// `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         self.store.backend()
+    }
+
+    /// Webhook deliveries in `state` (`pending`, `delivered`, `dead`).
+    pub async fn deliveries(&self, state: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        self.store.deliveries(state, limit).await
+    }
+}
+
+/// Drains the webhook outbox until `cancel` fires: every round posts the
+/// next due delivery of each alert and subscriber, then records the outcome.
+async fn deliver(store: Arc<AlertStore>, cancel: CancellationToken) {
+    let client = match reqwest::Client::builder().build() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "no HTTP client: webhooks stay in the outbox");
+            return;
+        }
+    };
+    loop {
+        let now = Timestamp::now();
+        let due = match store.due_deliveries(now).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook outbox unavailable; will retry");
+                Vec::new()
+            }
+        };
+        metrics::gauge!("ioc_webhook_due").set(due.len() as f64);
+        for d in &due {
+            let Some(hook) = store.webhooks().iter().find(|w| w.name == d.subscriber) else {
+                // A subscriber removed from the configuration: give up on it.
+                let gone = Err("subscriber no longer configured".to_owned());
+                let _ = store.record_attempt(d, gone, now, 1, now).await;
+                continue;
+            };
+            let outcome = post(&client, hook, d).await;
+            let label = match &outcome {
+                Ok(()) => "delivered",
+                Err(_) if d.attempts + 1 >= hook.max_attempts => "dead",
+                Err(_) => "retried",
+            };
+            metrics::counter!("ioc_webhook_deliveries_total", "subscriber" => hook.name.clone(), "outcome" => label).increment(1);
+            if let Err(e) = &outcome {
+                tracing::warn!(subscriber = %hook.name, alert = %d.alert, version = d.version, attempt = d.attempts + 1, error = %e, "webhook delivery failed");
+            }
+            let wait = webhook::backoff(d.attempts).as_millis() as i64;
+            let next = Timestamp(Timestamp::now().millis() + wait);
+            let recorded = store
+                .record_attempt(d, outcome, next, hook.max_attempts, Timestamp::now())
+                .await;
+            if let Err(e) = recorded {
+                tracing::warn!(error = %e, "webhook outcome not recorded; the delivery will be repeated");
+            }
+        }
+        let pause = if due.is_empty() {
+            Duration::from_millis(200)
+        } else {
+            Duration::ZERO
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+async fn post(client: &reqwest::Client, hook: &Webhook, d: &Delivery) -> Result<(), String> {
+    let response = client
+        .post(&hook.url)
+        .timeout(hook.timeout)
+        .header("Content-Type", "application/json")
+        .header(
+            "X-IOC-Signature-256",
+            webhook::signature(&hook.secret, d.body.as_bytes()),
+        )
+        .header("Idempotency-Key", format!("{}:{}", d.alert, d.version))
+        .header("X-IOC-Delivery-Attempt", (d.attempts + 1).to_string())
+        .body(d.body.clone())
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        let text = response.text().await.unwrap_or_default();
+        let text: String = text.chars().take(300).collect();
+        Err(format!("HTTP {status}: {text}"))
     }
 }
 

@@ -17,9 +17,13 @@ use sqlx::{AnyPool, Connection as _, Executor as _, Row as _};
 use tokio::sync::Mutex;
 
 use crate::lifecycle::{self, Operation, Refusal};
+use crate::webhook::{self, Webhook};
 
 /// The schema, one entry per version, applied in order at start.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_alerts.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_alerts.sql")),
+    (2, include_str!("../migrations/0002_webhook_outbox.sql")),
+];
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +101,33 @@ pub struct AlertStore {
     /// One writer at a time in this process (the version check still
     /// guards against another process on the same database).
     write: Mutex<()>,
+    /// Webhook subscribers: a matching change gets an outbox row.
+    webhooks: Vec<Webhook>,
+}
+
+/// One webhook delivery in the outbox.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Delivery {
+    /// The subscriber's name.
+    pub subscriber: String,
+    /// The alert.
+    pub alert: String,
+    /// The alert's version this delivery announces.
+    pub version: u32,
+    /// `pending`, `delivered` or `dead`.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it was enqueued (wall clock).
+    pub created_at: Timestamp,
+    /// The next attempt (pending), or when it was delivered or given up.
+    pub next_at: Timestamp,
+    /// The last failure, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The body posted.
+    #[serde(skip)]
+    pub body: String,
 }
 
 impl std::fmt::Debug for AlertStore {
@@ -147,6 +178,7 @@ impl AlertStore {
             pool,
             backend,
             write: Mutex::new(()),
+            webhooks: Vec::new(),
         };
         store.migrate().await?;
         Ok(store)
@@ -155,6 +187,89 @@ impl AlertStore {
     /// `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         self.backend
+    }
+
+    /// Every later matching change is queued for these subscribers.
+    pub fn with_webhooks(mut self, webhooks: Vec<Webhook>) -> Self {
+        self.webhooks = webhooks;
+        self
+    }
+
+    /// The webhook subscribers.
+    pub fn webhooks(&self) -> &[Webhook] {
+        &self.webhooks
+    }
+
+    /// The next delivery due of each alert and subscriber (versions of one
+    /// alert go in order: a later one waits for the earlier).
+    pub async fn due_deliveries(&self, now: Timestamp) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT subscriber, alert_id, version, state, attempts, created_at, next_at, last_error, body \
+             FROM alert_outbox WHERE state = 'pending' ORDER BY subscriber, alert_id, version LIMIT 1000",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<Delivery> = Vec::new();
+        for row in &rows {
+            let d = delivery(row)?;
+            let first = out.last().is_none_or(|p| {
+                (p.subscriber.as_str(), p.alert.as_str())
+                    != (d.subscriber.as_str(), d.alert.as_str())
+            });
+            if first {
+                out.push(d);
+            }
+        }
+        out.retain(|d| d.next_at <= now);
+        Ok(out)
+    }
+
+    /// Records the outcome of an attempt: delivered, retried at `next_at`,
+    /// or dead.
+    pub async fn record_attempt(
+        &self,
+        d: &Delivery,
+        outcome: Result<(), String>,
+        next_at: Timestamp,
+        max_attempts: u32,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let attempts = i64::from(d.attempts) + 1;
+        let (state, error, next, done) = match &outcome {
+            Ok(()) => ("delivered", None, now, Some(now.millis())),
+            Err(e) if attempts >= i64::from(max_attempts) => {
+                ("dead", Some(e.as_str()), now, Some(now.millis()))
+            }
+            Err(e) => ("pending", Some(e.as_str()), next_at, None),
+        };
+        sqlx::query(
+            "UPDATE alert_outbox SET state = $1, attempts = $2, next_at = $3, last_error = $4, done_at = $5 \
+             WHERE subscriber = $6 AND alert_id = $7 AND version = $8",
+        )
+        .bind(state)
+        .bind(attempts)
+        .bind(next.millis())
+        .bind(error)
+        .bind(done)
+        .bind(&d.subscriber)
+        .bind(&d.alert)
+        .bind(i64::from(d.version))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Deliveries in `state` (`pending`, `delivered`, `dead`), newest first.
+    pub async fn deliveries(&self, state: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT subscriber, alert_id, version, state, attempts, created_at, next_at, last_error, body \
+             FROM alert_outbox WHERE state = $1 ORDER BY created_at DESC, alert_id, version LIMIT $2",
+        )
+        .bind(state)
+        .bind(limit.clamp(1, 1000) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(delivery).collect()
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -230,7 +345,14 @@ impl AlertStore {
             }
         };
         let (alert, entry) = lifecycle::apply_rule(target.as_ref(), change, now);
-        write(&mut tx, &alert, target.as_ref().map(|t| t.version), &entry).await?;
+        write(
+            &mut tx,
+            &self.webhooks,
+            &alert,
+            target.as_ref().map(|t| t.version),
+            &entry,
+        )
+        .await?;
         sqlx::query(
             "INSERT INTO alert_sources (engine_id, alert_id, engine_version) VALUES ($1, $2, $3) \
              ON CONFLICT (engine_id) DO UPDATE SET alert_id = excluded.alert_id, engine_version = excluded.engine_version",
@@ -261,7 +383,14 @@ impl AlertStore {
         match lifecycle::apply_operation(&stored, op, by, now)? {
             None => Ok((stored, None)),
             Some((alert, entry)) => {
-                write(&mut tx, &alert, Some(stored.version), &entry).await?;
+                write(
+                    &mut tx,
+                    &self.webhooks,
+                    &alert,
+                    Some(stored.version),
+                    &entry,
+                )
+                .await?;
                 tx.commit().await?;
                 Ok((alert, Some(entry)))
             }
@@ -287,7 +416,14 @@ impl AlertStore {
         for row in rows {
             let stored = decode(&row)?;
             let (alert, entry) = lifecycle::renotify(&stored, now);
-            write(&mut tx, &alert, Some(stored.version), &entry).await?;
+            write(
+                &mut tx,
+                &self.webhooks,
+                &alert,
+                Some(stored.version),
+                &entry,
+            )
+            .await?;
             done.push((alert, entry));
         }
         tx.commit().await?;
@@ -454,6 +590,7 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<Alert, StoreError> {
 /// still `previous`) and its history entry.
 async fn write(
     conn: &mut sqlx::AnyConnection,
+    webhooks: &[Webhook],
     alert: &Alert,
     previous: Option<u32>,
     entry: &AlertChange,
@@ -521,7 +658,37 @@ async fn write(
     .bind(serde_json::to_string(entry)?)
     .execute(&mut *conn)
     .await?;
+    let mut posted = None;
+    for w in webhooks.iter().filter(|w| w.wants(alert)) {
+        let body = posted.get_or_insert_with(|| webhook::body(alert, entry));
+        sqlx::query(
+            "INSERT INTO alert_outbox (subscriber, alert_id, version, body, created_at, state, attempts, next_at) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6)",
+        )
+        .bind(&w.name)
+        .bind(&alert.id)
+        .bind(i64::from(alert.version))
+        .bind(body.as_str())
+        .bind(entry.at.millis())
+        .bind(entry.at.millis())
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
+}
+
+fn delivery(row: &sqlx::any::AnyRow) -> Result<Delivery, StoreError> {
+    Ok(Delivery {
+        subscriber: row.try_get(0)?,
+        alert: row.try_get(1)?,
+        version: u32::try_from(row.try_get::<i64, _>(2)?).unwrap_or(u32::MAX),
+        state: row.try_get(3)?,
+        attempts: u32::try_from(row.try_get::<i64, _>(4)?).unwrap_or(u32::MAX),
+        created_at: Timestamp(row.try_get(5)?),
+        next_at: Timestamp(row.try_get(6)?),
+        last_error: row.try_get(7)?,
+        body: row.try_get(8)?,
+    })
 }
 
 fn severity_rank(s: Severity) -> i64 {

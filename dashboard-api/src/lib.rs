@@ -81,6 +81,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts", get(routes::alerts::list))
         .route("/api/v1/alerts/{id}", get(routes::alerts::detail))
         .route("/api/v1/alerts/{id}/{action}", post(routes::alerts::act))
+        .route(
+            "/api/v1/webhooks/deliveries",
+            get(routes::alerts::deliveries),
+        )
         .route("/api/v1/areas", get(routes::rest::areas))
         .route("/api/v1/stats", get(routes::rest::stats))
         .route("/api/v1/rules/reload", post(routes::rest::reload_rules))

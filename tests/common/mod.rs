@@ -52,6 +52,15 @@ pub async fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Polls the async `done` every 50 ms; fails the test after `secs`.
+pub async fn wait_for_async(what: &str, secs: u64, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A configuration for tests: HTTP on a free port, no simulator, MQTT at `mqtt_url`.
 pub fn test_config(mqtt_url: String, embedded: bool) -> Config {
     let mut c = Config::default();

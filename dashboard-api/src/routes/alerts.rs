@@ -6,7 +6,6 @@
 //! live client.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::IntoResponse;
@@ -202,7 +201,7 @@ pub struct ActionBody {
 pub async fn act(
     State(app): State<AppState>,
     Path((id, action)): Path<(String, String)>,
-    body: Result<Json<ActionBody>, JsonRejection>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Alert>, ApiError> {
     let op = |b: &ActionBody| match action.as_str() {
         "ack" => Ok(Operation::Acknowledge),
@@ -217,7 +216,10 @@ pub async fn act(
             "no action {other:?}: expected ack, resolve, assign or notes"
         ))),
     };
-    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    // JSON whatever the Content-Type says: operators type these with curl.
+    let body: ActionBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!("body: {e}; expected {{\"by\": \"operator\", ...}}"))
+    })?;
     let op = op(&body)?;
     match service(&app)?.act(&id, &op, &body.by).await {
         Ok(alert) => Ok(Json(alert)),
@@ -229,4 +231,32 @@ pub async fn act(
         Err(ActError::Refused(Refusal::Invalid(m))) => Err(ApiError::Invalid(m.clone(), vec![m])),
         Err(ActError::Store(e)) => Err(store_error(e)),
     }
+}
+
+/// Query of `GET /api/v1/webhooks/deliveries`.
+#[derive(Debug, Deserialize)]
+pub struct DeliveryQuery {
+    /// `pending`, `delivered` or `dead` (default `dead`).
+    state: Option<String>,
+    /// At most this many, 1 to 1000 (default 100).
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/webhooks/deliveries[?state=dead|pending|delivered]`: webhook
+/// deliveries, newest first, with attempts and the last error.
+pub async fn deliveries(
+    State(app): State<AppState>,
+    Query(q): Query<DeliveryQuery>,
+) -> Result<Json<Vec<ioc_alerts::Delivery>>, ApiError> {
+    let state = q.state.as_deref().unwrap_or("dead");
+    if !["pending", "delivered", "dead"].contains(&state) {
+        return Err(ApiError::BadRequest(format!(
+            "state {state:?}: expected pending, delivered or dead"
+        )));
+    }
+    let list = service(&app)?
+        .deliveries(state, q.limit.unwrap_or(100))
+        .await
+        .map_err(store_error)?;
+    Ok(Json(list))
 }
