@@ -68,17 +68,8 @@ async fn operators_act_and_screens_follow(
     let mut screen = Screen::connect(addr).await;
     assert_eq!(screen.next().await.unwrap()["type"], "snapshot");
     let device = Device::connect(mqtt_port).await;
-    let mut seq = 0;
-    let opened = loop {
-        seq += 1;
-        device
-            .publish(TOPIC, river_reading(GAUGE, seq, levels[0] + 0.1))
-            .await;
-        match tokio::time::timeout(Duration::from_secs(2), screen.alert(GAUGE, "open")).await {
-            Ok(a) => break a,
-            Err(_) => assert!(seq < 10, "no alert after {seq} readings"),
-        }
-    };
+    let (opened, mut seq) =
+        common::publish_until_open(&device, &mut screen, GAUGE, levels[0] + 0.1).await;
     let id = opened["id"].as_str().unwrap().to_owned();
     let path = |action: &str| format!("/api/v1/alerts/{id}/{action}");
     assert_eq!(

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Device, Mosquitto, Screen, free_port, get_json, river_reading, test_config};
 
 const GAUGE: &str = "river-to-hieu";
@@ -33,17 +31,8 @@ async fn flood_alert_round_trip(config: ioc::config::Config, mqtt_port: u16) {
     let device = Device::connect(mqtt_port).await;
     // The source subscribes right after connecting; retry the first reading
     // until it is seen rather than guessing how long that takes.
-    let mut seq = 0;
-    let opened = loop {
-        seq += 1;
-        device
-            .publish(TOPIC, river_reading(GAUGE, seq, levels[1] + 0.25))
-            .await;
-        match tokio::time::timeout(Duration::from_secs(2), screen.alert(GAUGE, "open")).await {
-            Ok(a) => break a,
-            Err(_) => assert!(seq < 10, "no alert after {seq} readings"),
-        }
-    };
+    let (opened, mut seq) =
+        common::publish_until_open(&device, &mut screen, GAUGE, levels[1] + 0.25).await;
     assert_eq!(opened["level"], 2);
     assert_eq!(opened["level_name"], "BĐ2");
     assert_eq!(opened["rule"], "river_level");

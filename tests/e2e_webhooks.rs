@@ -128,17 +128,8 @@ async fn signed_deliveries_survive_a_failing_receiver() {
     let device = Device::connect(port).await;
 
     // Version 1: opened by the rule; 2: acknowledged; 3: escalated; 4: resolved by hand.
-    let mut seq = 0;
-    let opened = loop {
-        seq += 1;
-        device
-            .publish(TOPIC, river_reading(GAUGE, seq, levels[0] + 0.1))
-            .await;
-        match tokio::time::timeout(Duration::from_secs(2), screen.alert(GAUGE, "open")).await {
-            Ok(a) => break a,
-            Err(_) => assert!(seq < 10, "no alert after {seq} readings"),
-        }
-    };
+    let (opened, mut seq) =
+        common::publish_until_open(&device, &mut screen, GAUGE, levels[0] + 0.1).await;
     let id = opened["id"].as_str().unwrap().to_owned();
     assert_eq!(
         post_json(

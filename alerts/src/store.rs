@@ -203,12 +203,10 @@ impl AlertStore {
     /// The next delivery due of each alert and subscriber (versions of one
     /// alert go in order: a later one waits for the earlier).
     pub async fn due_deliveries(&self, now: Timestamp) -> Result<Vec<Delivery>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT subscriber, alert_id, version, state, attempts, created_at, next_at, last_error, body \
-             FROM alert_outbox WHERE state = 'pending' ORDER BY subscriber, alert_id, version LIMIT 1000",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!(
+            "{DELIVERY_SELECT} WHERE state = 'pending' ORDER BY subscriber, alert_id, version LIMIT 1000"
+        );
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
         let mut out: Vec<Delivery> = Vec::new();
         for row in &rows {
             let d = delivery(row)?;
@@ -261,14 +259,14 @@ impl AlertStore {
 
     /// Deliveries in `state` (`pending`, `delivered`, `dead`), newest first.
     pub async fn deliveries(&self, state: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT subscriber, alert_id, version, state, attempts, created_at, next_at, last_error, body \
-             FROM alert_outbox WHERE state = $1 ORDER BY created_at DESC, alert_id, version LIMIT $2",
-        )
-        .bind(state)
-        .bind(limit.clamp(1, 1000) as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!(
+            "{DELIVERY_SELECT} WHERE state = $1 ORDER BY created_at DESC, alert_id, version LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(state)
+            .bind(limit.clamp(1, 1000) as i64)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(delivery).collect()
     }
 
@@ -676,6 +674,10 @@ async fn write(
     }
     Ok(())
 }
+
+/// The columns [`delivery`] reads, in its order.
+const DELIVERY_SELECT: &str = "SELECT subscriber, alert_id, version, state, attempts, created_at, \
+     next_at, last_error, body FROM alert_outbox";
 
 fn delivery(row: &sqlx::any::AnyRow) -> Result<Delivery, StoreError> {
     Ok(Delivery {

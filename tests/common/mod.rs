@@ -302,6 +302,30 @@ impl Screen {
     }
 }
 
+/// Publishes readings of river gauge `gauge` at `level_m` (sequence 1, 2,
+/// …) until the screen shows its alert open: the MQTT source subscribes
+/// right after connecting, so the first readings may come too early.
+/// Returns the alert and the last sequence number used.
+pub async fn publish_until_open(
+    device: &Device,
+    screen: &mut Screen,
+    gauge: &str,
+    level_m: f64,
+) -> (Value, u64) {
+    let topic = format!("ioc/v1/river_gauge/{gauge}/telemetry");
+    let mut seq = 0;
+    loop {
+        seq += 1;
+        device
+            .publish(&topic, river_reading(gauge, seq, level_m))
+            .await;
+        match tokio::time::timeout(Duration::from_secs(2), screen.alert(gauge, "open")).await {
+            Ok(a) => return (a, seq),
+            Err(_) => assert!(seq < 10, "no alert after {seq} readings"),
+        }
+    }
+}
+
 /// A telemetry envelope for a river gauge at the current time.
 pub fn river_reading(device: &str, seq: u64, level_m: f64) -> String {
     serde_json::json!({
