@@ -67,6 +67,8 @@ pub struct Running {
     hub_task: JoinHandle<()>,
     alerts_done: CancellationToken,
     alerts_task: JoinHandle<()>,
+    alert_mqtt_done: CancellationToken,
+    alert_mqtt_task: Option<JoinHandle<()>>,
     server: JoinHandle<std::io::Result<()>>,
 }
 
@@ -127,9 +129,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // The alert store publishes every stored version (the rule's changes
     // and operators' actions) to the live hub and the time series.
     let alerts_done = CancellationToken::new();
+    // Stopped after the store: its last changes still reach the broker.
+    let alert_mqtt_done = CancellationToken::new();
+    let (alert_mqtt, alert_mqtt_pending) = crate::alert_mqtt::channel();
+    let to_mqtt = (config.alerts.mqtt && config.mqtt.enabled).then_some(alert_mqtt);
     let publish: ioc_alerts::Publish = {
-        let (hub, to_influx) = (hub.clone(), influx_input.clone());
+        let (hub, to_influx, to_mqtt) = (hub.clone(), influx_input.clone(), to_mqtt.clone());
         Arc::new(move |changes| {
+            if let Some(m) = &to_mqtt {
+                m.offer(&changes);
+            }
             if let Some(input) = &to_influx {
                 for (a, _) in &changes {
                     input.offer(Record::Alert(Box::new(a.clone())));
@@ -158,6 +167,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         active = active.len(),
         "alert store open"
     );
+    let alert_mqtt_task = to_mqtt.is_some().then(|| {
+        alert_mqtt_pending.run(
+            &config.mqtt,
+            &config.alerts.mqtt_client_id,
+            config.alerts.mqtt_topic_prefix.clone(),
+            active.clone(),
+            alert_mqtt_done.clone(),
+        )
+    });
     hub.apply(active.into_iter().map(EngineOutput::alert).collect());
     let to_influx = influx_input.clone();
     let window_registry = registry.clone();
@@ -343,6 +361,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         hub_task,
         alerts_done,
         alerts_task,
+        alert_mqtt_done,
+        alert_mqtt_task,
         server,
     })
 }
@@ -371,6 +391,10 @@ impl Running {
         info!("storing the last alert changes");
         self.alerts_done.cancel();
         let _ = self.alerts_task.await;
+        self.alert_mqtt_done.cancel();
+        if let Some(t) = self.alert_mqtt_task {
+            let _ = t.await;
+        }
         drop(self.dead_letters);
         drop(self.http_ingest);
         let writer = self.dead_letter_writer;

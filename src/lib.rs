@@ -4,12 +4,15 @@
 //! - [`config`]: layered configuration (defaults → file → `IOC_*` → flags);
 //! - [`broker`]: the in-process MQTT broker of the embedded default;
 //! - [`rules`]: the rules in force, reloaded on file change or request;
+//! - [`alert_mqtt`]: stored alert changes published to the MQTT broker;
 //! - [`app`]: [`app::start`] brings every component up, and
 //!   [`app::Running::shutdown`] takes them down in order.
 //!
 //! The logic lives in the crates: `schemas`, `devices`, `ingest`,
-//! `processing`, `dashboard-api`. This crate only wires them.
+//! `processing`, `alerts`, `dashboard-api`, `timeseries`. This crate
+//! only wires them.
 
+pub mod alert_mqtt;
 pub mod app;
 pub mod broker;
 pub mod config;

@@ -19,8 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    Device, Mosquitto, Screen, TEST_TOKEN, free_port, get_json, http, post_ingest, river_ndjson,
-    river_reading, test_config,
+    Device, Mosquitto, Screen, TEST_TOKEN, Watcher, free_port, get_json, http, post_ingest,
+    river_ndjson, river_reading, test_config,
 };
 use ioc_devices::Registry;
 use ioc_schemas::{DeviceKind, Timestamp};
@@ -56,6 +56,20 @@ async fn operators_act_and_screens_follow(
     if let Some(d) = database {
         config.alerts.database = d;
     }
+    // A retained alert left from before (resolved while the processor was
+    // down): cleared at start.
+    let stale = Device::connect(mqtt_port).await;
+    stale
+        .client
+        .publish(
+            "ioc/v1/alerts/stale:gone:1",
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            b"{}".to_vec(),
+        )
+        .await
+        .unwrap();
+    let events = Watcher::subscribe(mqtt_port, "ioc/v1/alerts/events").await;
     let running = ioc::app::start(config).await.expect("start");
     let addr = running.http_addr;
     let levels = running
@@ -95,6 +109,16 @@ async fn operators_act_and_screens_follow(
         (Some("open"), Some(2))
     );
     assert_eq!(escalated["id"].as_str(), Some(id.as_str()));
+
+    // While active, the broker holds its latest version, retained.
+    common::wait_for_async("the alert retained on MQTT", 10, async || {
+        let w = Watcher::subscribe(mqtt_port, &format!("ioc/v1/alerts/{id}")).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        w.messages().iter().any(|(_, p, retained)| {
+            *retained && serde_json::from_slice::<Value>(p).is_ok_and(|a| a["version"] == 3)
+        })
+    })
+    .await;
 
     let (status, _) = post(
         addr,
@@ -140,6 +164,40 @@ async fn operators_act_and_screens_follow(
     assert_eq!(status, 404);
     let (status, _) = http(addr, "GET", "/api/v1/alerts?status=lost", &[], b"").await;
     assert_eq!(status, 400);
+
+    // Every change went out on the events topic, in order; once resolved
+    // the retained state is cleared, and the stale one is gone.
+    common::wait_for("six alert events on MQTT", 10, || {
+        events
+            .messages()
+            .iter()
+            .filter(|(t, _, _)| t == "ioc/v1/alerts/events")
+            .count()
+            >= 6
+    })
+    .await;
+    let versions: Vec<u64> = events
+        .messages()
+        .iter()
+        .map(|(_, p, _)| serde_json::from_slice::<Value>(p).unwrap())
+        .filter(|e| e["alert"]["id"] == id.as_str())
+        .map(|e| e["alert"]["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+    let all = Watcher::subscribe(mqtt_port, "ioc/v1/alerts/+").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let retained: Vec<String> = all
+        .messages()
+        .into_iter()
+        .filter(|m| m.2)
+        .map(|m| m.0)
+        .collect();
+    assert!(
+        !retained
+            .iter()
+            .any(|t| t.ends_with(id.as_str()) || t.contains("stale")),
+        "retained after resolution: {retained:?}"
+    );
 
     let detail = get_json(addr, &format!("/api/v1/alerts/{id}")).await;
     let history: Vec<(&str, &str)> = detail["history"]

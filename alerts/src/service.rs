@@ -31,6 +31,14 @@ pub struct AlertsConfig {
     pub renotify_after: Duration,
     /// Webhook subscribers (`[[alerts.webhooks]]`).
     pub webhooks: Vec<Webhook>,
+    /// Publish alerts to the MQTT broker of `[mqtt]` (when the MQTT source
+    /// is enabled): each active alert retained at `{mqtt_topic_prefix}/{id}`,
+    /// every change on `{mqtt_topic_prefix}/events`.
+    pub mqtt: bool,
+    /// Topic prefix for alerts on MQTT.
+    pub mqtt_topic_prefix: String,
+    /// MQTT client id of the alert publisher.
+    pub mqtt_client_id: String,
 }
 
 impl Default for AlertsConfig {
@@ -39,6 +47,9 @@ impl Default for AlertsConfig {
             database: "sqlite://data/alerts.db".into(),
             renotify_after: Duration::from_secs(15 * 60),
             webhooks: Vec::new(),
+            mqtt: true,
+            mqtt_topic_prefix: "ioc/v1/alerts".into(),
+            mqtt_client_id: "ioc-alerts".into(),
         }
     }
 }
@@ -54,6 +65,12 @@ impl AlertsConfig {
         {
             p.push(format!(
                 "{prefix}.database: expected sqlite://… or postgres://…, got {d:?}"
+            ));
+        }
+        let topic = &self.mqtt_topic_prefix;
+        if topic.is_empty() || topic.contains(['+', '#']) || topic.ends_with('/') {
+            p.push(format!(
+                "{prefix}.mqtt_topic_prefix: a topic without wildcards or a trailing /, got {topic:?}"
             ));
         }
         for (i, w) in self.webhooks.iter().enumerate() {

@@ -218,6 +218,52 @@ impl Drop for Device {
     }
 }
 
+/// A received MQTT message: `(topic, payload, retained)`.
+pub type Received = (String, Vec<u8>, bool);
+
+/// An MQTT subscriber that records every message it receives.
+pub struct Watcher {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watcher {
+    /// Subscribes to `filter` (QoS 1) on the broker at `port`.
+    pub async fn subscribe(port: u16, filter: &str) -> Watcher {
+        let o = MqttOptions::new(format!("watcher-{}", free_port()), "127.0.0.1", port);
+        let (client, mut eventloop) = AsyncClient::new(o, 64);
+        client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = seen.clone();
+        let task = tokio::spawn(async move {
+            let _client = client;
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        into.lock()
+                            .unwrap()
+                            .push((p.topic, p.payload.to_vec(), p.retain));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        Watcher { seen, task }
+    }
+
+    /// Everything received so far.
+    pub fn messages(&self) -> Vec<Received> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// A control-room WebSocket client.
 pub struct Screen {
     ws: tokio_tungstenite::WebSocketStream<

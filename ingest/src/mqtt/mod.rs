@@ -5,4 +5,4 @@ mod protocol;
 pub mod source;
 
 pub use config::{MqttProtocol, MqttSourceConfig};
-pub use source::MqttSource;
+pub use source::{MqttSource, publisher_options};

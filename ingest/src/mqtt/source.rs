@@ -95,6 +95,32 @@ impl MqttSource {
 }
 
 /// A TLS connector with the configured CA and client certificate.
+/// Options for a client that publishes to the same broker as the source
+/// (same address, TLS and credentials; MQTT 3.1.1, clean session), with
+/// its own `client_id`.
+pub fn publisher_options(c: &MqttSourceConfig, client_id: &str) -> rumqttc::MqttOptions {
+    let (host, port) = c.endpoint().unwrap_or_else(|_| ("127.0.0.1".into(), 1883));
+    let mut o = rumqttc::MqttOptions::new(client_id, host, port);
+    o.set_keep_alive(c.keep_alive)
+        .set_clean_session(true)
+        .set_max_packet_size(c.max_packet_bytes, c.max_packet_bytes);
+    if let Some(user) = &c.username {
+        o.set_credentials(user, c.password.clone().unwrap_or_default());
+    }
+    if c.tls() {
+        match tls_connector(c) {
+            Ok(connector) => o.set_transport(Transport::tls_with_config(connector.into())),
+            Err(e) => {
+                warn!(error = %e, "cannot set up MQTT TLS");
+                o.set_transport(Transport::tls_with_config(
+                    rumqttc::TlsConfiguration::Native,
+                ))
+            }
+        };
+    }
+    o
+}
+
 fn tls_connector(c: &MqttSourceConfig) -> Result<native_tls::TlsConnector, String> {
     let read = |f: &std::path::Path| {
         std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))
