@@ -1,5 +1,7 @@
 //! The control-room page in a real browser (headless Chromium): it loads the
-//! map, follows the live feed and lists an open alert with its area.
+//! map, follows the live feed and lists an open alert with its area; an
+//! operator acknowledges and resolves it with the page's buttons (driven
+//! through the DevTools protocol), and the store and the page agree.
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,7 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Device, Screen, free_port, river_reading, test_config};
+use common::{Device, Screen, free_port, get_json, river_reading, test_config};
 
 fn chromium() -> &'static str {
     [
@@ -76,7 +78,152 @@ async fn page_shows_the_live_alert_with_its_area() {
         }
     }
     assert!(problems.is_empty(), "{problems}");
+
+    let alert = get_json(running.http_addr, "/api/v1/alerts?subject=river-to-hieu").await;
+    let id = alert[0]["id"].as_str().unwrap().to_owned();
+    let mut page = Page::open(browser, &url).await;
+    let item = "document.querySelector('li[data-subject=\"river-to-hieu\"]')";
+    page.wait_true(&format!("!!{item} && !!{item}.querySelector('button.ack')"))
+        .await;
+    page.eval(&format!(
+        "localStorage.setItem('ioc.operator', 'Lò Văn Lan'); {item}.querySelector('button.ack').click(); true"
+    ))
+    .await;
+    let stored = wait_status(running.http_addr, &id, "acknowledged").await;
+    assert_eq!(stored["alert"]["handling"]["acknowledged_by"], "Lò Văn Lan");
+    page.wait_true(&format!(
+        "{item}.innerText.includes('Đã xác nhận bởi Lò Văn Lan') && !{item}.querySelector('button.ack')"
+    ))
+    .await;
+    page.eval(&format!(
+        "{item}.querySelector('button.resolve').click(); true"
+    ))
+    .await;
+    let stored = wait_status(running.http_addr, &id, "resolved").await;
+    assert_eq!(stored["alert"]["handling"]["resolved_by"], "Lò Văn Lan");
+    page.wait_true(&format!("!{item}")).await;
+    drop(page);
     running.shutdown().await.unwrap();
+}
+
+/// Polls the alert until it has `status`; returns it with its history.
+async fn wait_status(addr: std::net::SocketAddr, id: &str, status: &str) -> serde_json::Value {
+    let path = format!("/api/v1/alerts/{id}");
+    for _ in 0..200 {
+        let d = get_json(addr, &path).await;
+        if d["alert"]["status"] == status {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("alert {id} never became {status}");
+}
+
+/// A page in headless Chromium, driven over the DevTools protocol.
+struct Page {
+    child: std::process::Child,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Page {
+    async fn open(browser: &str, url: &str) -> Page {
+        let port = free_port();
+        let profile = tempfile::tempdir().unwrap();
+        let child = Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--window-size=1400,900",
+                "--remote-allow-origins=*",
+            ])
+            .arg(format!("--remote-debugging-port={port}"))
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run chromium");
+        let devtools: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        tokio::task::spawn_blocking(move || common::wait_for_port(devtools, "chromium DevTools"))
+            .await
+            .unwrap();
+        let mut target = None;
+        for _ in 0..100 {
+            // Chromium keeps the connection open whatever the request says:
+            // a client that reads by Content-Length.
+            let list: serde_json::Value =
+                match reqwest::get(format!("http://{devtools}/json/list")).await {
+                    Ok(r) => serde_json::from_str(&r.text().await.unwrap_or_default())
+                        .unwrap_or_default(),
+                    Err(_) => serde_json::Value::Null,
+                };
+            target = list.as_array().into_iter().flatten().find_map(|t| {
+                (t["type"] == "page")
+                    .then(|| t["webSocketDebuggerUrl"].as_str().map(str::to_owned))?
+            });
+            if target.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let target = target.expect("a page target in DevTools");
+        let (ws, _) = tokio_tungstenite::connect_async(target).await.unwrap();
+        Page {
+            child,
+            ws,
+            next_id: 0,
+            _profile: profile,
+        }
+    }
+
+    /// Evaluates `expression` in the page; its value.
+    async fn eval(&mut self, expression: &str) -> serde_json::Value {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        self.next_id += 1;
+        let id = self.next_id;
+        let call = serde_json::json!({
+            "id": id,
+            "method": "Runtime.evaluate",
+            "params": {"expression": expression, "returnByValue": true, "awaitPromise": true},
+        });
+        self.ws.send(Message::text(call.to_string())).await.unwrap();
+        loop {
+            let msg = self.ws.next().await.expect("DevTools closed").unwrap();
+            let Message::Text(text) = msg else { continue };
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if v["id"] == id {
+                return v["result"]["result"]["value"].clone();
+            }
+        }
+    }
+
+    /// Waits (up to 20 s) until `expression` is true in the page.
+    async fn wait_true(&mut self, expression: &str) {
+        for _ in 0..200 {
+            if self.eval(expression).await == serde_json::Value::Bool(true) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("never true in the page: {expression}");
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 async fn dump_dom(browser: &'static str, url: &str) -> String {

@@ -1,6 +1,7 @@
 // Control-room page: offline province map, live device states, open alerts.
-// Talks to the server only: GET /api/v1/areas once, then the /api/v1/live
-// WebSocket (a snapshot, then ordered deltas). No third-party code, no tiles.
+// Talks to the server only: GET /api/v1/areas once, the /api/v1/live
+// WebSocket (a snapshot, then ordered deltas), and POST for operators'
+// actions on alerts. No third-party code, no tiles.
 "use strict";
 
 const TEXT = {
@@ -12,6 +13,8 @@ const TEXT = {
     opened: "Mở lúc", updated: "cập nhật", kind: "Loại", area: "Địa bàn", last: "Lần đo cuối", seq: "Số thứ tự",
     levels: "Mức BĐ1/BĐ2/BĐ3", noData: "Chưa có dữ liệu.", normal: "Bình thường",
     presence: "Kết nối", online: "trực tuyến", offline: "mất kết nối",
+    ack: "Xác nhận", resolve: "Đã xử lý", acked: "Đã xác nhận", by: "bởi", assignee: "Giao cho",
+    who: "Tên cán bộ trực (ghi vào lịch sử cảnh báo):", failed: "Không thực hiện được",
   },
   en: {
     title: "Intelligent Operations Center — Sơn La",
@@ -21,6 +24,8 @@ const TEXT = {
     opened: "Opened", updated: "updated", kind: "Kind", area: "Area", last: "Last reading", seq: "Sequence",
     levels: "Levels BĐ1/BĐ2/BĐ3", noData: "No data yet.", normal: "Normal",
     presence: "Connection", online: "online", offline: "offline",
+    ack: "Acknowledge", resolve: "Resolve", acked: "Acknowledged", by: "by", assignee: "Assigned to",
+    who: "Operator name (recorded in the alert's history):", failed: "Could not do it",
   },
 };
 const KIND = {
@@ -276,10 +281,60 @@ function renderAlerts() {
     when.className = "time";
     when.textContent = `${t("opened")} ${time(a.opened_at)} · ${t("updated")} ${time(a.updated_at)}`;
     li.append(lvl, title, area, when);
+    const h = a.handling || {};
+    if (a.status === "acknowledged" || h.assignee) {
+      const who = document.createElement("div");
+      who.className = "handling";
+      const parts = [];
+      if (a.status === "acknowledged") parts.push(`${t("acked")} ${t("by")} ${h.acknowledged_by}`);
+      if (h.assignee) parts.push(`${t("assignee")}: ${h.assignee}`);
+      who.textContent = parts.join(" · ");
+      li.append(who);
+    }
+    const actions = document.createElement("div");
+    actions.className = "actions";
+    if (a.status === "open") actions.append(actionButton(a, "ack"));
+    actions.append(actionButton(a, "resolve"));
+    li.append(actions);
     li.addEventListener("click", () => { select(a.subject, true); });
     ol.append(li);
   }
   freshAlerts = new Set();
+}
+
+// Operators' actions: POST /api/v1/alerts/{id}/ack|resolve with the
+// operator's name; the new version comes back over the live feed.
+function operator() {
+  let name = localStorage.getItem("ioc.operator");
+  if (!name) {
+    name = (prompt(t("who")) || "").trim();
+    if (name) localStorage.setItem("ioc.operator", name);
+  }
+  return name;
+}
+
+function actionButton(a, action) {
+  const b = document.createElement("button");
+  b.className = action;
+  b.textContent = t(action);
+  b.addEventListener("click", async (ev) => {
+    ev.stopPropagation();
+    const by = operator();
+    if (!by) return;
+    b.disabled = true;
+    try {
+      const r = await fetch(`/api/v1/alerts/${encodeURIComponent(a.id)}/${action}`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ by }),
+      });
+      if (!r.ok) {
+        const e = await r.json().catch(() => ({}));
+        window.alert(`${t("failed")}: ${(e.error && e.error.message) || r.status}`);
+      }
+    } finally {
+      b.disabled = false;
+    }
+  });
+  return b;
 }
 
 function select(id, centre) {
@@ -407,8 +462,11 @@ function onMessage(msg) {
       if (d) d.presence = { status: p.status, received: p.received };
     }
     for (const a of msg.alerts || []) {
-      if (a.status === "open") { if (!alerts.has(a.id) || alerts.get(a.id).level !== a.level) freshAlerts.add(a.id); alerts.set(a.id, a); }
-      else alerts.delete(a.id);
+      if (a.status === "resolved") { alerts.delete(a.id); continue; }
+      const known = alerts.get(a.id);
+      if (known && known.version > a.version) continue;
+      if (!known || known.level !== a.level) freshAlerts.add(a.id);
+      alerts.set(a.id, a);
     }
   }
   lastSeq = msg.seq;
