@@ -152,8 +152,30 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             );
         })
     };
+    // Kafka takes every change through the durable outbox, as webhooks do.
+    let mut sinks: Vec<(String, ioc_alerts::SinkFn)> = Vec::new();
+    if config.kafka.enabled && !config.alerts.kafka_topic.is_empty() {
+        let producer = Arc::new(
+            ioc_ingest::kafka::KafkaPublisher::new(&config.kafka)
+                .context("cannot create the Kafka alert producer")?,
+        );
+        let topic = config.alerts.kafka_topic.clone();
+        sinks.push((
+            "kafka".to_owned(),
+            Arc::new(move |d: ioc_alerts::Delivery| {
+                let (producer, topic) = (producer.clone(), topic.clone());
+                Box::pin(async move {
+                    // The value is the alert's state; the key its id.
+                    let body: serde_json::Value =
+                        serde_json::from_str(&d.body).map_err(|e| e.to_string())?;
+                    let value = serde_json::to_vec(&body["alert"]).map_err(|e| e.to_string())?;
+                    producer.send(&topic, &d.alert, &value).await
+                })
+            }),
+        ));
+    }
     let (alerts, alerts_task) =
-        ioc_alerts::AlertService::start(&config.alerts, publish, alerts_done.clone())
+        ioc_alerts::AlertService::start(&config.alerts, publish, sinks, alerts_done.clone())
             .await
             .with_context(|| {
                 format!(

@@ -1,7 +1,7 @@
 //! The Kafka source against a real Kafka-protocol broker (Tansu): several
 //! partitions, restart from committed offsets, a rebalance between two
-//! consumers of one group, dead letters on a Kafka topic, and a broker that
-//! requires SASL/SCRAM authentication.
+//! consumers of one group, dead letters on a Kafka topic, a broker that
+//! requires SASL/SCRAM authentication, and alert states on `ioc.alerts`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{Pipeline, Tansu, free_port, river_reading_at, test_config, wait_for};
+use common::{Pipeline, Tansu, free_port, get_json, river_reading_at, test_config, wait_for};
 use ioc_devices::Registry;
 use ioc_ingest::DeadLetter;
 use ioc_ingest::deadletter::FileSink;
@@ -232,5 +232,77 @@ async fn authenticates_with_sasl_scram_and_is_refused_with_a_wrong_password() {
         stats.accepted_count() == 20
     })
     .await;
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_states_go_to_the_alerts_topic_keyed_by_id() {
+    let tansu = Tansu::start();
+    for topic in ["ioc.telemetry", "ioc.deadletter", "ioc.alerts"] {
+        tansu.create_topic(topic, 1).await;
+    }
+    let registry = Registry::sonla_demo();
+    let levels = registry
+        .get("river-to-hieu")
+        .unwrap()
+        .thresholds
+        .alarm_levels_m
+        .unwrap();
+    let mut config = test_config(format!("mqtt://127.0.0.1:{}", free_port()), false);
+    config.mqtt.enabled = false;
+    config.kafka = kafka_config(&tansu, "ioc-alert-states");
+    let running = ioc::app::start(config).await.unwrap();
+    // A reading above BĐ1 opens an alert; an operator acknowledges it.
+    let now = Timestamp::now().millis();
+    let above = river_reading_at("river-to-hieu", 1, levels[0] + 0.1, now);
+    tansu.produce("ioc.telemetry", &[(0, Some("river-to-hieu"), above)]);
+    let mut id = String::new();
+    common::wait_for_async("the alert opened", 60, async || {
+        let open = get_json(running.http_addr, "/api/v1/alerts?subject=river-to-hieu").await;
+        id = open[0]["id"].as_str().unwrap_or_default().to_owned();
+        !id.is_empty()
+    })
+    .await;
+    let (status, _) = common::http(
+        running.http_addr,
+        "POST",
+        &format!("/api/v1/alerts/{id}/ack"),
+        &[],
+        br#"{"by": "Lan"}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let records = tansu.read_keyed("ioc.alerts", 2);
+    assert!(records.iter().all(|(k, _)| *k == id), "keyed by alert id");
+    let states: Vec<serde_json::Value> = records
+        .iter()
+        .map(|(_, r)| serde_json::from_slice(r).unwrap())
+        .collect();
+    let mine: Vec<(u64, &str)> = states
+        .iter()
+        .filter(|a| a["id"] == id.as_str())
+        .map(|a| {
+            (
+                a["version"].as_u64().unwrap(),
+                a["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(mine, [(1, "open"), (2, "acknowledged")]);
+    let delivered = get_json(
+        running.http_addr,
+        "/api/v1/webhooks/deliveries?state=delivered",
+    )
+    .await;
+    assert_eq!(
+        delivered
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["subscriber"] == "kafka")
+            .count(),
+        2
+    );
     running.shutdown().await.unwrap();
 }

@@ -15,6 +15,6 @@ pub mod store;
 pub mod webhook;
 
 pub use lifecycle::{Operation, Refusal};
-pub use service::{AlertService, AlertsConfig, Publish};
+pub use service::{AlertService, AlertsConfig, Publish, SinkFn};
 pub use store::{ActError, AlertFilter, AlertPage, AlertStore, Delivery, StoreError};
 pub use webhook::Webhook;

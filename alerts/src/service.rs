@@ -18,6 +18,17 @@ use crate::webhook::{self, Webhook};
 /// Receives every stored change, in the order it was committed.
 pub type Publish = Arc<dyn Fn(Vec<(Alert, AlertChange)>) + Send + Sync>;
 
+/// Delivers one outbox entry to a subscriber other than a webhook (e.g.
+/// Kafka): `Ok` once the subscriber has it. Retried until it succeeds.
+pub type SinkFn = Arc<
+    dyn Fn(Delivery) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Longest pause between retries of a sink (webhooks: ten minutes).
+const SINK_MAX_BACKOFF: Duration = Duration::from_secs(30);
+
 /// `[alerts]` in the configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -31,6 +42,10 @@ pub struct AlertsConfig {
     pub renotify_after: Duration,
     /// Webhook subscribers (`[[alerts.webhooks]]`).
     pub webhooks: Vec<Webhook>,
+    /// With `[kafka]` enabled: every change's alert state goes to this
+    /// topic, keyed by alert id (compaction keeps each alert's latest);
+    /// empty: none.
+    pub kafka_topic: String,
     /// Publish alerts to the MQTT broker of `[mqtt]` (when the MQTT source
     /// is enabled): each active alert retained at `{mqtt_topic_prefix}/{id}`,
     /// every change on `{mqtt_topic_prefix}/events`.
@@ -47,6 +62,7 @@ impl Default for AlertsConfig {
             database: "sqlite://data/alerts.db".into(),
             renotify_after: Duration::from_secs(15 * 60),
             webhooks: Vec::new(),
+            kafka_topic: "ioc.alerts".into(),
             mqtt: true,
             mqtt_topic_prefix: "ioc/v1/alerts".into(),
             mqtt_client_id: "ioc-alerts".into(),
@@ -106,9 +122,12 @@ impl AlertService {
     /// Opens the store and starts the tasks: the rule's alerts are applied
     /// in arrival order, and due re-notifications are made, until `cancel`
     /// fires and the intake is drained. Await the handle for that.
+    /// Every change also goes, through the durable outbox, to each of
+    /// `sinks` (by name).
     pub async fn start(
         config: &AlertsConfig,
         publish: Publish,
+        sinks: Vec<(String, SinkFn)>,
         cancel: CancellationToken,
     ) -> Result<(Arc<AlertService>, tokio::task::JoinHandle<()>), StoreError> {
         if let Some(path) = config.database.strip_prefix("sqlite://") {
@@ -124,7 +143,8 @@ impl AlertService {
         let store = Arc::new(
             AlertStore::open(&config.database)
                 .await?
-                .with_webhooks(config.webhooks.clone()),
+                .with_webhooks(config.webhooks.clone())
+                .with_sinks(sinks.iter().map(|(n, _)| n.clone()).collect()),
         );
         let (tx, rx) = mpsc::unbounded_channel();
         let service = Arc::new(AlertService {
@@ -133,8 +153,8 @@ impl AlertService {
             publish_to: PublishCell(publish.clone()),
         });
         let renotify = config.renotify_after;
-        let deliver = (!config.webhooks.is_empty())
-            .then(|| tokio::spawn(deliver(store.clone(), cancel.clone())));
+        let deliver = (!config.webhooks.is_empty() || !sinks.is_empty())
+            .then(|| tokio::spawn(deliver(store.clone(), sinks, cancel.clone())));
         let task = tokio::spawn(async move {
             run(store, rx, publish, renotify, cancel).await;
             if let Some(d) = deliver {
@@ -193,7 +213,7 @@ impl AlertService {
 
 /// Drains the webhook outbox until `cancel` fires: every round posts the
 /// next due delivery of each alert and subscriber, then records the outcome.
-async fn deliver(store: Arc<AlertStore>, cancel: CancellationToken) {
+async fn deliver(store: Arc<AlertStore>, sinks: Vec<(String, SinkFn)>, cancel: CancellationToken) {
     let client = match reqwest::Client::builder().build() {
         Ok(c) => c,
         Err(e) => {
@@ -206,35 +226,45 @@ async fn deliver(store: Arc<AlertStore>, cancel: CancellationToken) {
         let due = match store.due_deliveries(now).await {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(error = %e, "webhook outbox unavailable; will retry");
+                tracing::warn!(error = %e, "alert outbox unavailable; will retry");
                 Vec::new()
             }
         };
-        metrics::gauge!("ioc_webhook_due").set(due.len() as f64);
+        metrics::gauge!("ioc_alert_deliveries_due").set(due.len() as f64);
         for d in &due {
-            let Some(hook) = store.webhooks().iter().find(|w| w.name == d.subscriber) else {
-                // A subscriber removed from the configuration: give up on it.
-                let gone = Err("subscriber no longer configured".to_owned());
-                let _ = store.record_attempt(d, gone, now, 1, now).await;
-                continue;
+            let hook = store.webhooks().iter().find(|w| w.name == d.subscriber);
+            let sink = sinks.iter().find(|(n, _)| *n == d.subscriber);
+            let (outcome, max_attempts, max_wait) = match (hook, sink) {
+                (Some(hook), _) => (post(&client, hook, d).await, hook.max_attempts, None),
+                (None, Some((_, sink))) => {
+                    (sink(d.clone()).await, u32::MAX, Some(SINK_MAX_BACKOFF))
+                }
+                (None, None) => {
+                    // A subscriber removed from the configuration: give up on it.
+                    let gone = Err("subscriber no longer configured".to_owned());
+                    let _ = store.record_attempt(d, gone, now, 1, now).await;
+                    continue;
+                }
             };
-            let outcome = post(&client, hook, d).await;
             let label = match &outcome {
                 Ok(()) => "delivered",
-                Err(_) if d.attempts + 1 >= hook.max_attempts => "dead",
+                Err(_) if d.attempts + 1 >= max_attempts => "dead",
                 Err(_) => "retried",
             };
-            metrics::counter!("ioc_webhook_deliveries_total", "subscriber" => hook.name.clone(), "outcome" => label).increment(1);
+            metrics::counter!("ioc_alert_deliveries_total", "subscriber" => d.subscriber.clone(), "outcome" => label).increment(1);
             if let Err(e) = &outcome {
-                tracing::warn!(subscriber = %hook.name, alert = %d.alert, version = d.version, attempt = d.attempts + 1, error = %e, "webhook delivery failed");
+                tracing::warn!(subscriber = %d.subscriber, alert = %d.alert, version = d.version, attempt = d.attempts + 1, error = %e, "alert delivery failed");
             }
-            let wait = webhook::backoff(d.attempts).as_millis() as i64;
-            let next = Timestamp(Timestamp::now().millis() + wait);
+            let mut wait = webhook::backoff(d.attempts);
+            if let Some(max) = max_wait {
+                wait = wait.min(max);
+            }
+            let next = Timestamp(Timestamp::now().millis() + wait.as_millis() as i64);
             let recorded = store
-                .record_attempt(d, outcome, next, hook.max_attempts, Timestamp::now())
+                .record_attempt(d, outcome, next, max_attempts, Timestamp::now())
                 .await;
             if let Err(e) = recorded {
-                tracing::warn!(error = %e, "webhook outcome not recorded; the delivery will be repeated");
+                tracing::warn!(error = %e, "delivery outcome not recorded; it will be repeated");
             }
         }
         let pause = if due.is_empty() {

@@ -103,6 +103,8 @@ pub struct AlertStore {
     write: Mutex<()>,
     /// Webhook subscribers: a matching change gets an outbox row.
     webhooks: Vec<Webhook>,
+    /// Other subscribers (e.g. `kafka`): every change gets an outbox row.
+    sinks: Vec<String>,
 }
 
 /// One webhook delivery in the outbox.
@@ -179,6 +181,7 @@ impl AlertStore {
             backend,
             write: Mutex::new(()),
             webhooks: Vec::new(),
+            sinks: Vec::new(),
         };
         store.migrate().await?;
         Ok(store)
@@ -189,9 +192,23 @@ impl AlertStore {
         self.backend
     }
 
+    fn subscribers(&self) -> Subscribers<'_> {
+        Subscribers {
+            webhooks: &self.webhooks,
+            sinks: &self.sinks,
+        }
+    }
+
     /// Every later matching change is queued for these subscribers.
     pub fn with_webhooks(mut self, webhooks: Vec<Webhook>) -> Self {
         self.webhooks = webhooks;
+        self
+    }
+
+    /// Every later change is queued for each of these subscribers too
+    /// (delivered by the service's sinks of the same names).
+    pub fn with_sinks(mut self, names: Vec<String>) -> Self {
+        self.sinks = names;
         self
     }
 
@@ -345,7 +362,7 @@ impl AlertStore {
         let (alert, entry) = lifecycle::apply_rule(target.as_ref(), change, now);
         write(
             &mut tx,
-            &self.webhooks,
+            self.subscribers(),
             &alert,
             target.as_ref().map(|t| t.version),
             &entry,
@@ -383,7 +400,7 @@ impl AlertStore {
             Some((alert, entry)) => {
                 write(
                     &mut tx,
-                    &self.webhooks,
+                    self.subscribers(),
                     &alert,
                     Some(stored.version),
                     &entry,
@@ -416,7 +433,7 @@ impl AlertStore {
             let (alert, entry) = lifecycle::renotify(&stored, now);
             write(
                 &mut tx,
-                &self.webhooks,
+                self.subscribers(),
                 &alert,
                 Some(stored.version),
                 &entry,
@@ -586,9 +603,16 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<Alert, StoreError> {
 
 /// Writes the new version of `alert` (checking that the stored one is
 /// still `previous`) and its history entry.
+/// Who gets an outbox row for a change.
+#[derive(Clone, Copy)]
+struct Subscribers<'a> {
+    webhooks: &'a [Webhook],
+    sinks: &'a [String],
+}
+
 async fn write(
     conn: &mut sqlx::AnyConnection,
-    webhooks: &[Webhook],
+    subscribers: Subscribers<'_>,
     alert: &Alert,
     previous: Option<u32>,
     entry: &AlertChange,
@@ -657,13 +681,18 @@ async fn write(
     .execute(&mut *conn)
     .await?;
     let mut posted = None;
-    for w in webhooks.iter().filter(|w| w.wants(alert)) {
+    let wanted = subscribers
+        .webhooks
+        .iter()
+        .filter(|w| w.wants(alert))
+        .map(|w| &w.name);
+    for name in wanted.chain(subscribers.sinks) {
         let body = posted.get_or_insert_with(|| webhook::body(alert, entry));
         sqlx::query(
             "INSERT INTO alert_outbox (subscriber, alert_id, version, body, created_at, state, attempts, next_at) \
              VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6)",
         )
-        .bind(&w.name)
+        .bind(name)
         .bind(&alert.id)
         .bind(i64::from(alert.version))
         .bind(body.as_str())

@@ -580,6 +580,14 @@ impl Tansu {
 
     /// Reads every record of `topic` from the start (values only).
     pub fn read_all(&self, topic: &str, expected: usize) -> Vec<Vec<u8>> {
+        self.read_keyed(topic, expected)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// Reads every record of `topic` from the start: `(key, value)`.
+    pub fn read_keyed(&self, topic: &str, expected: usize) -> Vec<(String, Vec<u8>)> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::message::Message;
         let consumer: BaseConsumer = self
@@ -593,7 +601,8 @@ impl Tansu {
         let mut out = Vec::new();
         while out.len() < expected && Instant::now() < deadline {
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-                out.push(m.payload().unwrap_or_default().to_vec());
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                out.push((key, m.payload().unwrap_or_default().to_vec()));
             }
         }
         out

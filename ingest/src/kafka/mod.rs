@@ -19,6 +19,7 @@
 //! This is the only module that names rdkafka.
 
 pub mod loadgen;
+pub mod publish;
 pub mod sink;
 pub mod source;
 
@@ -28,6 +29,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
+pub use publish::KafkaPublisher;
 pub use sink::KafkaSink;
 pub use source::KafkaSource;
 
