@@ -139,6 +139,18 @@ impl KafkaConfig {
         c
     }
 
+    /// Settings of our producers: idempotent, acknowledged by all in-sync
+    /// replicas, batched for 5 ms, given up after 30 s (raw properties last).
+    pub(crate) fn producer_config(&self) -> ClientConfig {
+        let mut cc = self.client_config();
+        cc.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000");
+        self.apply_properties(&mut cc);
+        cc
+    }
+
     /// Raw properties, applied after ours so they can override anything.
     fn apply_properties(&self, c: &mut ClientConfig) {
         for (k, v) in &self.properties {

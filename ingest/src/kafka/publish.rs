@@ -38,12 +38,7 @@ impl std::fmt::Debug for KafkaPublisher {
 impl KafkaPublisher {
     /// A producer for the cluster of `config`.
     pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
-        let mut cc = config.client_config();
-        cc.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000");
-        config.apply_properties(&mut cc);
+        let cc = config.producer_config();
         Ok(KafkaPublisher {
             producer: cc.create_with_context(Context)?,
         })

@@ -47,12 +47,7 @@ pub struct KafkaSink {
 impl KafkaSink {
     /// A producer for `topic`; `fallback` takes what Kafka cannot.
     pub fn new(config: &KafkaConfig, topic: &str, fallback: FileSink) -> Result<Self, KafkaError> {
-        let mut cc = config.client_config();
-        cc.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("message.timeout.ms", "30000");
-        config.apply_properties(&mut cc);
+        let cc = config.producer_config();
         let producer = cc.create_with_context(Context {
             fallback: Arc::new(Mutex::new(fallback)),
         })?;
