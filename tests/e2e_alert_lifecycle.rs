@@ -217,6 +217,49 @@ async fn operators_act_and_screens_follow(
             ("resolved", "Minh"),
         ]
     );
+    // The alert as CAP 1.2, valid against the OASIS schema; the feed of
+    // active alerts is well-formed.
+    let cap = reqwest::get(format!("http://{addr}/api/v1/alerts/{id}.cap"))
+        .await
+        .unwrap();
+    assert_eq!(cap.status(), 200);
+    let cap = cap.text().await.unwrap();
+    assert!(
+        cap.contains("<responseType>AllClear</responseType>"),
+        "{cap}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alert.cap.xml");
+    std::fs::write(&file, &cap).unwrap();
+    let xsd = concat!(env!("CARGO_MANIFEST_DIR"), "/alerts/cap/CAP-v1.2.xsd");
+    let lint = Command::new("xmllint")
+        .args(["--noout", "--schema", xsd])
+        .arg(&file)
+        .output()
+        .expect("xmllint (Debian's libxml2-utils; tests/run.sh installs it)");
+    assert!(
+        lint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    let feed = reqwest::get(format!("http://{addr}/api/v1/alerts.cap"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    std::fs::write(dir.path().join("feed.xml"), &feed).unwrap();
+    let lint = Command::new("xmllint")
+        .arg("--noout")
+        .arg(dir.path().join("feed.xml"))
+        .output()
+        .unwrap();
+    assert!(
+        lint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lint.stderr)
+    );
+
     let listed = get_json(
         addr,
         "/api/v1/alerts?status=resolved&area=sl-to-hieu&rule=river_level",

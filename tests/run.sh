@@ -3,7 +3,7 @@
 #
 # Installs what the tests need, only when it is missing (Debian packages:
 # mosquitto, chromium, victoria-metrics (it takes the InfluxDB v2 write
-# API), postgresql (for the alert store),
+# API), postgresql (for the alert store), libxml2-utils (xmllint, for CAP),
 # and the headers librdkafka builds against; from
 # crates.io: the Tansu Kafka broker), then checks formatting and lints and
 # runs every test. Tests start their own brokers on free loopback ports.
@@ -23,6 +23,8 @@ have chromium || packages+=(chromium)
 have victoria-metrics || packages+=(victoria-metrics)
 # The alert store's tests run PostgreSQL on a free port (initdb in a temp dir).
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || packages+=(postgresql)
+# xmllint checks CAP messages against the OASIS CAP 1.2 schema.
+have xmllint || packages+=(libxml2-utils)
 # librdkafka (built from source by rdkafka-sys) needs these; libFuzzer, g++.
 for p in libssl-dev zlib1g-dev pkg-config make g++; do
   installed "$p" || packages+=("$p")

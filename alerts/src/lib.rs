@@ -6,9 +6,11 @@
 //! - [`store`]: the store, SQLite or PostgreSQL behind one interface;
 //! - [`service`]: the running service between the engine, the store, the
 //!   API and whoever publishes changes;
+//! - [`cap`]: alerts as Common Alerting Protocol 1.2 messages and feed;
 //! - [`webhook`]: webhook subscribers, signatures, and delivery from the
 //!   durable outbox.
 
+pub mod cap;
 pub mod lifecycle;
 pub mod service;
 pub mod store;

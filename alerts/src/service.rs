@@ -54,6 +54,10 @@ pub struct AlertsConfig {
     pub mqtt_topic_prefix: String,
     /// MQTT client id of the alert publisher.
     pub mqtt_client_id: String,
+    /// CAP `sender`: a stable identifier of this system, without spaces.
+    pub cap_sender: String,
+    /// CAP `senderName`: the issuing centre.
+    pub cap_sender_name: String,
 }
 
 impl Default for AlertsConfig {
@@ -66,6 +70,8 @@ impl Default for AlertsConfig {
             mqtt: true,
             mqtt_topic_prefix: "ioc/v1/alerts".into(),
             mqtt_client_id: "ioc-alerts".into(),
+            cap_sender: crate::cap::CapSender::default().sender,
+            cap_sender_name: crate::cap::CapSender::default().name,
         }
     }
 }
@@ -81,6 +87,12 @@ impl AlertsConfig {
         {
             p.push(format!(
                 "{prefix}.database: expected sqlite://… or postgres://…, got {d:?}"
+            ));
+        }
+        if self.cap_sender.is_empty() || self.cap_sender.contains([' ', ',', '<', '&']) {
+            p.push(format!(
+                "{prefix}.cap_sender: an identifier without spaces, commas, < or &, got {:?}",
+                self.cap_sender
             ));
         }
         let topic = &self.mqtt_topic_prefix;
@@ -106,6 +118,7 @@ impl AlertsConfig {
 #[derive(Debug)]
 pub struct AlertService {
     store: Arc<AlertStore>,
+    cap: crate::cap::CapSender,
     intake: mpsc::UnboundedSender<Alert>,
     publish_to: PublishCell,
 }
@@ -149,6 +162,10 @@ impl AlertService {
         let (tx, rx) = mpsc::unbounded_channel();
         let service = Arc::new(AlertService {
             store: store.clone(),
+            cap: crate::cap::CapSender {
+                sender: config.cap_sender.clone(),
+                name: config.cap_sender_name.clone(),
+            },
             intake: tx,
             publish_to: PublishCell(publish.clone()),
         });
@@ -203,6 +220,11 @@ impl AlertService {
     /// `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         self.store.backend()
+    }
+
+    /// Who CAP messages are from.
+    pub fn cap_sender(&self) -> &crate::cap::CapSender {
+        &self.cap
     }
 
     /// Webhook deliveries in `state` (`pending`, `delivered`, `dead`).

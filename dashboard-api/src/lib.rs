@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/devices", get(routes::rest::devices))
         .route("/api/v1/devices/{id}", get(routes::rest::device))
         .route("/api/v1/alerts", get(routes::alerts::list))
+        .route("/api/v1/alerts.cap", get(routes::alerts::cap_feed))
         .route("/api/v1/alerts/{id}", get(routes::alerts::detail))
         .route("/api/v1/alerts/{id}/{action}", post(routes::alerts::act))
         .route(

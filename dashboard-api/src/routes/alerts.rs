@@ -166,17 +166,49 @@ fn encode(v: &str) -> String {
     out
 }
 
-/// `GET /api/v1/alerts/{id}`: the alert and its whole history.
+/// `GET /api/v1/alerts/{id}`: the alert and its whole history;
+/// `GET /api/v1/alerts/{id}.cap`: its current version as a CAP 1.2 message.
 pub async fn detail(
     State(app): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<AlertDetail>, ApiError> {
-    service(&app)?
+) -> Result<axum::response::Response, ApiError> {
+    let service = service(&app)?;
+    let (id, cap) = match id.strip_suffix(".cap") {
+        Some(id) => (id.to_owned(), true),
+        None => (id, false),
+    };
+    let detail: AlertDetail = service
         .get(&id)
         .await
         .map_err(store_error)?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no alert {id:?}")))
+        .ok_or_else(|| ApiError::NotFound(format!("no alert {id:?}")))?;
+    if cap {
+        let xml = ioc_alerts::cap::message(&detail.alert, service.cap_sender());
+        Ok((
+            [(header::CONTENT_TYPE, "application/cap+xml; charset=utf-8")],
+            xml,
+        )
+            .into_response())
+    } else {
+        Ok(Json(detail).into_response())
+    }
+}
+
+/// `GET /api/v1/alerts.cap`: the active alerts as an Atom feed of CAP 1.2
+/// messages, newest episode first.
+pub async fn cap_feed(State(app): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let service = service(&app)?;
+    let filter = AlertFilter {
+        status: vec![AlertStatus::Open, AlertStatus::Acknowledged],
+        limit: 1000,
+        ..AlertFilter::default()
+    };
+    let page = service.list(&filter).await.map_err(store_error)?;
+    let xml = ioc_alerts::cap::feed(&page.alerts, service.cap_sender(), "/api/v1/alerts.cap");
+    Ok((
+        [(header::CONTENT_TYPE, "application/atom+xml; charset=utf-8")],
+        xml,
+    ))
 }
 
 /// Body of the operators' actions.
