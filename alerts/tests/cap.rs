@@ -7,46 +7,33 @@ use std::path::Path;
 use std::process::Command;
 
 use ioc_alerts::cap::{self, CapSender};
-use ioc_schemas::{Alert, AlertStatus, AreaLevel, AreaRef, Evidence, Severity, Timestamp};
+#[path = "support/fixture.rs"]
+mod fixture;
+
+use fixture::rule_alert;
+use ioc_schemas::{Alert, AlertStatus, Evidence, Severity, Timestamp};
 
 fn alert(version: u32, status: AlertStatus, severity: Severity) -> Alert {
-    Alert {
-        id: "river_level:river-to-hieu:1767225600000".into(),
-        rule: "river_level".into(),
-        subject: "river-to-hieu".into(),
-        status,
-        severity,
-        level: if status == AlertStatus::Resolved {
-            0
-        } else {
-            2
-        },
-        level_name: "BĐ2".into(),
-        peak_level: 2,
-        title_vi: "Mực nước sông lên BĐ2 tại Trạm thủy văn Tô Hiệu (Nậm La): 5.46 m <&> \"x\""
-            .into(),
-        title_en: "River water level up to BĐ2 at Tô Hiệu & co".into(),
-        pos: [103.9087, 21.3269],
-        area: vec![
-            AreaRef {
-                id: "sl-to-hieu".into(),
-                name: "Phường Tô Hiệu".into(),
-                level: AreaLevel::Commune,
-            },
-            AreaRef {
-                id: "sl".into(),
-                name: "Sơn La".into(),
-                level: AreaLevel::Province,
-            },
-        ],
-        evidence: Evidence::new(5.46, "m", 5.0, Timestamp(1_767_225_660_000), 9),
-        opened_at: Timestamp(1_767_225_600_000),
-        updated_at: Timestamp(1_767_225_660_123),
-        resolved_at: None,
+    let mut a = rule_alert(
+        "river_level",
+        "river-to-hieu",
+        1_767_225_600_000,
+        2,
         version,
-        revision: false,
-        handling: Default::default(),
-    }
+    );
+    a.status = status;
+    a.severity = severity;
+    a.level = if status == AlertStatus::Resolved {
+        0
+    } else {
+        2
+    };
+    a.title_vi =
+        "Mực nước sông lên BĐ2 tại Trạm thủy văn Tô Hiệu (Nậm La): 5.46 m <&> \"x\"".into();
+    a.title_en = "River water level up to BĐ2 at Tô Hiệu & co".into();
+    a.evidence = Evidence::new(5.46, "m", 5.0, Timestamp(1_767_225_660_000), 9);
+    a.updated_at = Timestamp(1_767_225_660_123);
+    a
 }
 
 fn xmllint(args: &[&str], file: &Path) -> (bool, String) {

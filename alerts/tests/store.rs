@@ -2,58 +2,17 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[path = "support/fixture.rs"]
+mod fixture;
 #[path = "support/postgres.rs"]
 mod postgres;
+
+use fixture::rule_alert;
 
 use std::sync::Arc;
 
 use ioc_alerts::{ActError, AlertFilter, AlertStore, Operation, Refusal};
-use ioc_schemas::{
-    Alert, AlertAction, AlertStatus, AreaLevel, AreaRef, Evidence, Severity, Timestamp,
-};
-
-fn rule_alert(rule: &str, subject: &str, opened: i64, level: u8, version: u32) -> Alert {
-    Alert {
-        id: format!("{rule}:{subject}:{opened}"),
-        rule: rule.into(),
-        subject: subject.into(),
-        status: if level == 0 {
-            AlertStatus::Resolved
-        } else {
-            AlertStatus::Open
-        },
-        severity: if level >= 2 {
-            Severity::Severe
-        } else {
-            Severity::Moderate
-        },
-        level,
-        level_name: format!("BĐ{level}"),
-        peak_level: level,
-        title_vi: "Mực nước sông".into(),
-        title_en: "River level".into(),
-        pos: [103.9, 21.3],
-        area: vec![
-            AreaRef {
-                id: "sl-to-hieu".into(),
-                name: "Phường Tô Hiệu".into(),
-                level: AreaLevel::Commune,
-            },
-            AreaRef {
-                id: "sl".into(),
-                name: "Sơn La".into(),
-                level: AreaLevel::Province,
-            },
-        ],
-        evidence: Evidence::new(3.0, "m", 2.5, Timestamp(opened), 7),
-        opened_at: Timestamp(opened),
-        updated_at: Timestamp(opened + i64::from(version)),
-        resolved_at: (level == 0).then_some(Timestamp(opened + 99)),
-        version,
-        revision: false,
-        handling: Default::default(),
-    }
-}
+use ioc_schemas::{AlertAction, AlertStatus, Severity, Timestamp};
 
 const NOW: Timestamp = Timestamp(1_767_225_600_000);
 
