@@ -196,8 +196,10 @@ async fn main() {
             "[http]\nlisten = \"127.0.0.1:{http_port}\"\n{source}\
              [embedded_broker]\nenabled = false\n[simulator]\nenabled = false\n\
              [catalogue]\nscale = {devices}\n\
-             [dead_letter]\nfile = \"{}\"\n",
-            dir.path().join("dead-letters.jsonl").display()
+             [dead_letter]\nfile = \"{}\"\n\
+             [alerts]\ndatabase = \"sqlite://{}\"\n",
+            dir.path().join("dead-letters.jsonl").display(),
+            dir.path().join("alerts.db").display(),
         ),
     )
     .unwrap();
