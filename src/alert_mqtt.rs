@@ -9,7 +9,7 @@
 //! was down, or before a crash let it clear the topic) and publishes every
 //! active one, so the broker's retained state agrees with the store.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use ioc_ingest::mqtt::{MqttSourceConfig, publisher_options};
@@ -89,16 +89,21 @@ impl Pending {
         let mut rx = self.rx;
         tokio::spawn(async move {
             reconcile(&client, &prefix, &active, seen_rx).await;
+            // The newest version published of each alert: operators'
+            // actions and the rule's changes come from different tasks and
+            // may cross; an older version must not replace a newer one.
+            let mut latest: HashMap<String, u32> =
+                active.iter().map(|a| (a.id.clone(), a.version)).collect();
             loop {
                 let batch = tokio::select! {
                     _ = cancel.cancelled() => break,
                     b = rx.recv() => b,
                 };
                 let Some(batch) = batch else { break };
-                publish(&client, &prefix, batch).await;
+                publish(&client, &prefix, batch, &mut latest).await;
             }
             while let Ok(batch) = rx.try_recv() {
-                publish(&client, &prefix, batch).await;
+                publish(&client, &prefix, batch, &mut latest).await;
             }
             let _ = client.disconnect().await;
             // Let the event loop send what is queued, then stop it.
@@ -165,8 +170,21 @@ async fn reconcile(
     );
 }
 
-async fn publish(client: &AsyncClient, prefix: &str, batch: Vec<(Alert, AlertChange)>) {
+async fn publish(
+    client: &AsyncClient,
+    prefix: &str,
+    batch: Vec<(Alert, AlertChange)>,
+    latest: &mut HashMap<String, u32>,
+) {
     for (alert, change) in batch {
+        match latest.get(&alert.id) {
+            Some(&v) if v >= alert.version => continue,
+            _ => {}
+        }
+        // Resolved ones too: a reopening comes with a newer version, a
+        // crossed older one must not bring the retained state back. (A few
+        // bytes an alert; alerts are few.)
+        latest.insert(alert.id.clone(), alert.version);
         let event = serde_json::json!({"alert": &alert, "change": &change}).to_string();
         let _ = client
             .publish(format!("{prefix}/events"), QoS::AtLeastOnce, false, event)

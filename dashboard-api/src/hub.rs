@@ -109,8 +109,11 @@ impl LiveHub {
                 }
                 EngineOutput::Alert(a) => {
                     let a = *a;
-                    // An older version than the one shown changes nothing.
-                    if st.open.get(&a.id).is_some_and(|o| o.version > a.version) {
+                    // An older version than the one known changes nothing
+                    // (operators' actions and the rule's changes are
+                    // published by different tasks, so they may cross).
+                    let newer = |o: &Alert| o.id == a.id && o.version > a.version;
+                    if st.open.get(&a.id).is_some_and(newer) || st.resolved.iter().any(newer) {
                         continue;
                     }
                     if a.status.is_active() {
