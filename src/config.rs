@@ -434,6 +434,15 @@ mod tests {
         }
     }
 
+    #[test]
+    fn webhook_demo_file_loads_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/ioc.webhook-demo.toml");
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.problems(), Vec::<String>::new());
+        assert_eq!(c.alerts.webhooks.len(), 1);
+        assert!(c.simulator.enabled && c.embedded_broker.enabled);
+    }
+
     fn toml_keys(v: &serde_json::Value, prefix: &str) -> Vec<String> {
         match v {
             serde_json::Value::Object(m) => m

@@ -4,7 +4,8 @@
 //! PostgreSQL) keeps the history. Then the crash test: the `ioc` binary is
 //! killed with SIGKILL while readings flow, after operators' actions that
 //! got a success response; after a restart every alert and its history are
-//! as they were, and the rule's next episode continues the same alerts.
+//! as they were, the webhook outbox and the broker's retained alerts agree
+//! with the store, and the rule's next episode continues the same alerts.
 
 #![allow(clippy::unwrap_used)]
 
@@ -300,13 +301,13 @@ async fn lifecycle_with_postgresql() {
 }
 
 /// The `ioc` binary with its configuration and alert database in `dir`.
-fn spawn_ioc(dir: &Path, http_port: u16) -> Child {
+fn spawn_ioc(dir: &Path, http_port: u16, mqtt_port: u16) -> Child {
     let config = dir.join("ioc.toml");
     std::fs::write(
         &config,
         format!(
             "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
-             [mqtt]\nenabled = false\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\nclient_id = \"ioc-crash-test\"\n\
              [embedded_broker]\nenabled = false\n\
              [simulator]\nenabled = false\n\
              [dead_letter]\nfile = \"{dir}/dead-letters.jsonl\"\n\
@@ -367,7 +368,8 @@ async fn kill_9_loses_no_alert_and_no_acknowledged_action() {
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], http_port).into();
-    let mut ioc = spawn_ioc(dir.path(), http_port);
+    let broker = Mosquitto::start();
+    let mut ioc = spawn_ioc(dir.path(), http_port, broker.port);
 
     // Three gauges between BĐ1 and BĐ2: three open alerts.
     let first: Vec<_> = watched.iter().map(|(d, l)| (*d, 1, l[0] + 0.1)).collect();
@@ -439,7 +441,19 @@ async fn kill_9_loses_no_alert_and_no_acknowledged_action() {
     ioc.wait().unwrap();
     stream.abort();
 
-    let mut ioc = spawn_ioc(dir.path(), http_port);
+    // While it is down, a retained alert the store does not know appears.
+    let stray = Device::connect(broker.port).await;
+    stray
+        .client
+        .publish(
+            "ioc/v1/alerts/stray:x:1",
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            b"{}".to_vec(),
+        )
+        .await
+        .unwrap();
+    let mut ioc = spawn_ioc(dir.path(), http_port, broker.port);
     for (id, was) in ids.iter().zip(&before) {
         let now = get_json(addr, &format!("/api/v1/alerts/{id}")).await;
         assert_eq!(&now, was, "alert {id} changed across the crash");
@@ -459,6 +473,35 @@ async fn kill_9_loses_no_alert_and_no_acknowledged_action() {
         let last = was["alert"]["version"].as_u64().unwrap();
         assert_eq!(versions, (1..=last).collect::<Vec<_>>(), "outbox of {id}");
     }
+    // The broker's retained alerts agree with the store: each active alert
+    // at its stored version, and nothing else.
+    common::wait_for_async("retained alerts reconciled", 30, async || {
+        let w = Watcher::subscribe(broker.port, "ioc/v1/alerts/+").await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let mut retained: Vec<(String, u64)> = w
+            .messages()
+            .into_iter()
+            .filter(|m| m.2)
+            .map(|(t, p, _)| {
+                let v = serde_json::from_slice::<Value>(&p).unwrap_or_default();
+                (t, v["version"].as_u64().unwrap_or(0))
+            })
+            .collect();
+        retained.sort();
+        let mut want: Vec<(String, u64)> = before
+            .iter()
+            .map(|d| {
+                let a = &d["alert"];
+                (
+                    format!("ioc/v1/alerts/{}", a["id"].as_str().unwrap()),
+                    a["version"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        want.sort();
+        retained == want
+    })
+    .await;
     assert_eq!(before[0]["alert"]["status"], "acknowledged");
     assert_eq!(before[1]["alert"]["level"], 2);
     assert_eq!(before[2]["alert"]["handling"]["notes"], 1);
