@@ -39,6 +39,7 @@ if $smoke; then
   run e2e-mqtt-10k ioc e2e 1000 3 1000 1
   run e2e-kafka ioc e2e --kafka 1000 3 1000
   run influx-sink ioc influx_sink 20000 1000
+  run alert-store ioc alert_store 50
 else
   run engine ioc engine 100000 2000000 2
   run kafka-ingest ioc kafka_ingest 1000000 10000 4
@@ -46,6 +47,8 @@ else
   run e2e-mqtt-50k ioc e2e 50000 20 100000 1
   run e2e-kafka ioc e2e --kafka 0 20 100000
   run influx-sink ioc influx_sink 1000000 10000
+  run alert-store ioc alert_store 2000
+  run alert-store-postgres ioc alert_store 2000 --postgres
 fi
 
 report_args=("$PWD/$out")
