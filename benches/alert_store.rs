@@ -46,7 +46,10 @@ async fn main() {
         max_attempts: 12,
         timeout: Duration::from_secs(1),
     };
-    let store = AlertStore::open(&url).await.unwrap().with_webhooks(vec![hook]);
+    let store = AlertStore::open(&url)
+        .await
+        .unwrap()
+        .with_webhooks(vec![hook]);
     let now = Timestamp::now();
     let mut latencies = Vec::with_capacity(alerts * 3);
     let cpu_before = common::process_cpu_seconds();
@@ -56,19 +59,28 @@ async fn main() {
         let opened = 1_767_225_600_000 + k as i64;
         let t = Instant::now();
         let (a, _) = store
-            .apply_rule(&fixture::rule_alert("river_level", &subject, opened, 1, 1), now)
+            .apply_rule(
+                &fixture::rule_alert("river_level", &subject, opened, 1, 1),
+                now,
+            )
             .await
             .unwrap()
             .unwrap();
         latencies.push(t.elapsed());
         let t = Instant::now();
         store
-            .apply_rule(&fixture::rule_alert("river_level", &subject, opened, 2, 2), now)
+            .apply_rule(
+                &fixture::rule_alert("river_level", &subject, opened, 2, 2),
+                now,
+            )
             .await
             .unwrap();
         latencies.push(t.elapsed());
         let t = Instant::now();
-        store.act(&a.id, &Operation::Acknowledge, "bench", now).await.unwrap();
+        store
+            .act(&a.id, &Operation::Acknowledge, "bench", now)
+            .await
+            .unwrap();
         latencies.push(t.elapsed());
     }
     let secs = started.elapsed().as_secs_f64();
