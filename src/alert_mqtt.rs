@@ -89,9 +89,9 @@ impl Pending {
         let mut rx = self.rx;
         tokio::spawn(async move {
             reconcile(&client, &prefix, &active, seen_rx).await;
-            // The newest version published of each alert: operators'
-            // actions and the rule's changes come from different tasks and
-            // may cross; an older version must not replace a newer one.
+            // The newest version published of each alert: a change committed
+            // while the start-up snapshot was read is in both, and must not
+            // be published twice or after a newer one.
             let mut latest: HashMap<String, u32> =
                 active.iter().map(|a| (a.id.clone(), a.version)).collect();
             loop {
@@ -181,9 +181,8 @@ async fn publish(
             Some(&v) if v >= alert.version => continue,
             _ => {}
         }
-        // Resolved ones too: a reopening comes with a newer version, a
-        // crossed older one must not bring the retained state back. (A few
-        // bytes an alert; alerts are few.)
+        // Resolved ones too (a reopening comes with a newer version). A few
+        // bytes an alert; alerts are few.
         latest.insert(alert.id.clone(), alert.version);
         let event = serde_json::json!({"alert": &alert, "change": &change}).to_string();
         let _ = client

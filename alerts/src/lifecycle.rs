@@ -43,8 +43,8 @@ pub enum Refusal {
     Invalid(String),
 }
 
-/// The next version of `stored` after the rule's change `change` (its own
-/// version of the same episode), or `None` when it changes nothing.
+/// The next version of `stored` (`None`: a new alert) after the rule's change
+/// `change`, with its history entry. (Replays are recognised by the store.)
 pub fn apply_rule(stored: Option<&Alert>, change: &Alert, now: Timestamp) -> (Alert, AlertChange) {
     let Some(s) = stored else {
         let mut a = change.clone();

@@ -115,19 +115,40 @@ impl AlertsConfig {
 }
 
 /// The running service.
-#[derive(Debug)]
 pub struct AlertService {
     store: Arc<AlertStore>,
     cap: crate::cap::CapSender,
     intake: mpsc::UnboundedSender<Alert>,
-    publish_to: PublishCell,
+    out: Arc<Ordered>,
 }
 
-struct PublishCell(Publish);
-
-impl std::fmt::Debug for PublishCell {
+impl std::fmt::Debug for AlertService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Publish")
+        f.debug_struct("AlertService")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Publication in commit order. Operators' actions (API tasks) and the
+/// rule's changes (the service task) commit from different tasks; each
+/// holds `order` from its commit until its publication, so subscribers
+/// never see a version after a newer one.
+struct Ordered {
+    order: tokio::sync::Mutex<()>,
+    publish: Publish,
+}
+
+impl Ordered {
+    /// Counts and publishes committed changes (the caller holds `order`).
+    fn emit(&self, done: Vec<(Alert, AlertChange)>) {
+        for (_, c) in &done {
+            metrics::counter!("ioc_alert_changes_total", "action" => c.action.as_str())
+                .increment(1);
+        }
+        if !done.is_empty() {
+            (self.publish)(done);
+        }
     }
 }
 
@@ -160,6 +181,10 @@ impl AlertService {
                 .with_sinks(sinks.iter().map(|(n, _)| n.clone()).collect()),
         );
         let (tx, rx) = mpsc::unbounded_channel();
+        let out = Arc::new(Ordered {
+            order: tokio::sync::Mutex::new(()),
+            publish,
+        });
         let service = Arc::new(AlertService {
             store: store.clone(),
             cap: crate::cap::CapSender {
@@ -167,13 +192,13 @@ impl AlertService {
                 name: config.cap_sender_name.clone(),
             },
             intake: tx,
-            publish_to: PublishCell(publish.clone()),
+            out: out.clone(),
         });
         let renotify = config.renotify_after;
         let deliver = (!config.webhooks.is_empty() || !sinks.is_empty())
             .then(|| tokio::spawn(deliver(store.clone(), sinks, cancel.clone())));
         let task = tokio::spawn(async move {
-            run(store, rx, publish, renotify, cancel).await;
+            run(store, rx, out, renotify, cancel).await;
             if let Some(d) = deliver {
                 let _ = d.await;
             }
@@ -193,11 +218,10 @@ impl AlertService {
 
     /// Carries out an operator's action and publishes the new version.
     pub async fn act(&self, id: &str, op: &Operation, by: &str) -> Result<Alert, ActError> {
+        let _order = self.out.order.lock().await;
         let (alert, entry) = self.store.act(id, op, by, Timestamp::now()).await?;
         if let Some(entry) = entry {
-            metrics::counter!("ioc_alert_changes_total", "action" => entry.action.as_str())
-                .increment(1);
-            (self.publish_to.0)(vec![(alert.clone(), entry)]);
+            self.out.emit(vec![(alert.clone(), entry)]);
         }
         Ok(alert)
     }
@@ -329,7 +353,7 @@ async fn post(client: &reqwest::Client, hook: &Webhook, d: &Delivery) -> Result<
 async fn run(
     store: Arc<AlertStore>,
     mut rx: mpsc::UnboundedReceiver<Alert>,
-    publish: Publish,
+    out: Arc<Ordered>,
     renotify_after: Duration,
     cancel: CancellationToken,
 ) {
@@ -349,33 +373,28 @@ async fn run(
                     break;
                 }
                 metrics::gauge!("ioc_alert_store_queue").decrement(n as f64);
+                let _order = out.order.lock().await;
                 let mut done = Vec::with_capacity(n);
                 for alert in batch.drain(..) {
                     if let Some(change) = apply_with_retry(&store, &alert, &cancel).await {
                         done.push(change);
                     }
                 }
-                count(&done);
-                if !done.is_empty() {
-                    publish(done);
-                }
+                out.emit(done);
             }
             _ = timer.tick(), if !renotify_after.is_zero() => {
                 let now = Timestamp::now();
                 let before = Timestamp(now.millis() - renotify_after.as_millis() as i64);
+                let _order = out.order.lock().await;
                 match store.renotify_due(before, now).await {
-                    Ok(done) if !done.is_empty() => {
-                        count(&done);
-                        publish(done);
-                    }
-                    Ok(_) => {}
+                    Ok(done) => out.emit(done),
                     Err(e) => tracing::warn!(error = %e, "re-notification check failed; will retry"),
                 }
             }
             _ = cancel.cancelled() => {
                 // Whatever is already queued is still stored.
                 rx.close();
-                cancel_drain(&store, &mut rx, &publish).await;
+                cancel_drain(&store, &mut rx, &out).await;
                 break;
             }
         }
@@ -383,11 +402,8 @@ async fn run(
     store.close().await;
 }
 
-async fn cancel_drain(
-    store: &AlertStore,
-    rx: &mut mpsc::UnboundedReceiver<Alert>,
-    publish: &Publish,
-) {
+async fn cancel_drain(store: &AlertStore, rx: &mut mpsc::UnboundedReceiver<Alert>, out: &Ordered) {
+    let _order = out.order.lock().await;
     let mut done = Vec::new();
     while let Ok(alert) = rx.try_recv() {
         metrics::gauge!("ioc_alert_store_queue").decrement(1.0);
@@ -399,10 +415,7 @@ async fn cancel_drain(
             }
         }
     }
-    count(&done);
-    if !done.is_empty() {
-        publish(done);
-    }
+    out.emit(done);
 }
 
 /// Applies one change of the rule, retrying while the database is away
@@ -432,11 +445,5 @@ async fn apply_with_retry(
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
         }
-    }
-}
-
-fn count(done: &[(Alert, AlertChange)]) {
-    for (_, c) in done {
-        metrics::counter!("ioc_alert_changes_total", "action" => c.action.as_str()).increment(1);
     }
 }

@@ -192,11 +192,20 @@ impl AlertStore {
         self.backend
     }
 
-    fn subscribers(&self) -> Subscribers<'_> {
-        Subscribers {
+    /// Writes a new version of `alert` and its history entry (and outbox
+    /// rows) in `tx`, checking the stored version is still `previous`.
+    async fn write_change(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        alert: &Alert,
+        previous: Option<u32>,
+        entry: &AlertChange,
+    ) -> Result<(), StoreError> {
+        let subscribers = Subscribers {
             webhooks: &self.webhooks,
             sinks: &self.sinks,
-        }
+        };
+        write(tx, subscribers, alert, previous, entry).await
     }
 
     /// Every later matching change is queued for these subscribers.
@@ -360,14 +369,8 @@ impl AlertStore {
             }
         };
         let (alert, entry) = lifecycle::apply_rule(target.as_ref(), change, now);
-        write(
-            &mut tx,
-            self.subscribers(),
-            &alert,
-            target.as_ref().map(|t| t.version),
-            &entry,
-        )
-        .await?;
+        self.write_change(&mut tx, &alert, target.as_ref().map(|t| t.version), &entry)
+            .await?;
         sqlx::query(
             "INSERT INTO alert_sources (engine_id, alert_id, engine_version) VALUES ($1, $2, $3) \
              ON CONFLICT (engine_id) DO UPDATE SET alert_id = excluded.alert_id, engine_version = excluded.engine_version",
@@ -398,14 +401,8 @@ impl AlertStore {
         match lifecycle::apply_operation(&stored, op, by, now)? {
             None => Ok((stored, None)),
             Some((alert, entry)) => {
-                write(
-                    &mut tx,
-                    self.subscribers(),
-                    &alert,
-                    Some(stored.version),
-                    &entry,
-                )
-                .await?;
+                self.write_change(&mut tx, &alert, Some(stored.version), &entry)
+                    .await?;
                 tx.commit().await?;
                 Ok((alert, Some(entry)))
             }
@@ -431,14 +428,8 @@ impl AlertStore {
         for row in rows {
             let stored = decode(&row)?;
             let (alert, entry) = lifecycle::renotify(&stored, now);
-            write(
-                &mut tx,
-                self.subscribers(),
-                &alert,
-                Some(stored.version),
-                &entry,
-            )
-            .await?;
+            self.write_change(&mut tx, &alert, Some(stored.version), &entry)
+                .await?;
             done.push((alert, entry));
         }
         tx.commit().await?;

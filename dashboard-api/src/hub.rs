@@ -109,9 +109,9 @@ impl LiveHub {
                 }
                 EngineOutput::Alert(a) => {
                     let a = *a;
-                    // An older version than the one known changes nothing
-                    // (operators' actions and the rule's changes are
-                    // published by different tasks, so they may cross).
+                    // An older version than the one known changes nothing:
+                    // at start the store's snapshot of active alerts may
+                    // arrive after its first changes (a re-notification).
                     let newer = |o: &Alert| o.id == a.id && o.version > a.version;
                     if st.open.get(&a.id).is_some_and(newer) || st.resolved.iter().any(newer) {
                         continue;

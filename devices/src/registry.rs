@@ -21,14 +21,11 @@ pub type DeviceIndex = u32;
 #[derive(Debug)]
 pub struct Registry {
     devices: Vec<DeviceInfo>,
-    /// The ids again, shared: engine outputs carry them without a copy.
+    /// The ids again, shared: engine outputs carry them without a copy,
+    /// and `by_id` is keyed by them.
     ids: Vec<Arc<str>>,
-    by_id: HashMap<String, DeviceIndex>,
+    by_id: HashMap<Arc<str>, DeviceIndex>,
     areas: Areas,
-}
-
-fn shared_ids(devices: &[DeviceInfo]) -> Vec<Arc<str>> {
-    devices.iter().map(|d| Arc::from(d.id.as_str())).collect()
 }
 
 #[derive(Deserialize)]
@@ -56,7 +53,6 @@ impl Registry {
         let mut problems = Vec::new();
         let parsed = crate::features::<DeviceProperties>(devices, "devices", &mut problems)?;
         let mut list = Vec::with_capacity(parsed.len());
-        let mut by_id = HashMap::with_capacity(parsed.len());
         for (props, geometry) in parsed {
             let id = props.id;
             let pos = match geometry.map(|g| g.value) {
@@ -97,11 +93,6 @@ impl Registry {
                 Some(a) => areas.chain_of(a),
                 None => areas.chain_at(pos),
             };
-            let index = list.len() as DeviceIndex;
-            if by_id.insert(id.clone(), index).is_some() {
-                problems.push(format!("device {id}: duplicate id"));
-                continue;
-            }
             list.push(DeviceInfo {
                 id,
                 kind: props.kind,
@@ -112,15 +103,20 @@ impl Registry {
                 thresholds: props.thresholds,
             });
         }
+        let registry = Registry::indexed(list, areas);
+        let counted = registry.by_id.len();
+        if counted < registry.devices.len() {
+            let mut seen = std::collections::HashSet::new();
+            for d in &registry.devices {
+                if !seen.insert(d.id.as_str()) {
+                    problems.push(format!("device {}: duplicate id", d.id));
+                }
+            }
+        }
         if !problems.is_empty() {
             return Err(CatalogueError { problems });
         }
-        Ok(Registry {
-            ids: shared_ids(&list),
-            devices: list,
-            by_id,
-            areas,
-        })
+        Ok(registry)
     }
 
     /// The built-in Sơn La demo catalogue.
@@ -147,7 +143,6 @@ impl Registry {
         let base = Self::sonla();
         let areas = base.areas;
         let mut devices = Vec::with_capacity(n);
-        let mut by_id = HashMap::with_capacity(n);
         for i in 0..n {
             let original = &base.devices[i % base.devices.len()];
             let copy = i / base.devices.len();
@@ -164,15 +159,25 @@ impl Registry {
                     d.area = chain;
                 }
             }
-            by_id.insert(d.id.clone(), i as DeviceIndex);
             devices.push(d);
         }
-        Arc::new(Registry {
-            ids: shared_ids(&devices),
+        Arc::new(Registry::indexed(devices, areas))
+    }
+
+    /// A registry of `devices` with its id index (a repeated id keeps its
+    /// first device in the index).
+    fn indexed(devices: Vec<DeviceInfo>, areas: Areas) -> Registry {
+        let ids: Vec<Arc<str>> = devices.iter().map(|d| Arc::from(d.id.as_str())).collect();
+        let mut by_id = HashMap::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            by_id.entry(id.clone()).or_insert(i as DeviceIndex);
+        }
+        Registry {
             devices,
+            ids,
             by_id,
             areas,
-        })
+        }
     }
 
     /// The index of the device with this id.
