@@ -16,7 +16,7 @@ mod postgres;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::{
@@ -59,27 +59,11 @@ async fn operators_act_and_screens_follow(
     }
     // A retained alert left from before (resolved while the processor was
     // down): cleared at start.
-    let stale = Device::connect(mqtt_port).await;
-    stale
-        .client
-        .publish(
-            "ioc/v1/alerts/stale:gone:1",
-            rumqttc::QoS::AtLeastOnce,
-            true,
-            b"{}".to_vec(),
-        )
-        .await
-        .unwrap();
+    common::retain(mqtt_port, "ioc/v1/alerts/stale:gone:1", b"{}").await;
     let events = Watcher::subscribe(mqtt_port, "ioc/v1/alerts/events").await;
     let running = ioc::app::start(config).await.expect("start");
     let addr = running.http_addr;
-    let levels = running
-        .registry
-        .get(GAUGE)
-        .unwrap()
-        .thresholds
-        .alarm_levels_m
-        .unwrap();
+    let levels = common::alarm_levels(&running.registry, GAUGE);
     let mut screen = Screen::connect(addr).await;
     assert_eq!(screen.next().await.unwrap()["type"], "snapshot");
     let device = Device::connect(mqtt_port).await;
@@ -322,16 +306,7 @@ fn spawn_ioc(dir: &Path, http_port: u16, mqtt_port: u16) -> Child {
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ioc"))
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("cannot start ioc");
-    common::wait_for_port(([127, 0, 0, 1], http_port).into(), "ioc");
-    child
+    common::run_ioc(&config, http_port)
 }
 
 async fn ingest(addr: SocketAddr, readings: &[(&str, u64, f64)]) {
@@ -442,17 +417,7 @@ async fn kill_9_loses_no_alert_and_no_acknowledged_action() {
     stream.abort();
 
     // While it is down, a retained alert the store does not know appears.
-    let stray = Device::connect(broker.port).await;
-    stray
-        .client
-        .publish(
-            "ioc/v1/alerts/stray:x:1",
-            rumqttc::QoS::AtLeastOnce,
-            true,
-            b"{}".to_vec(),
-        )
-        .await
-        .unwrap();
+    common::retain(broker.port, "ioc/v1/alerts/stray:x:1", b"{}").await;
     let mut ioc = spawn_ioc(dir.path(), http_port, broker.port);
     for (id, was) in ids.iter().zip(&before) {
         let now = get_json(addr, &format!("/api/v1/alerts/{id}")).await;

@@ -34,13 +34,7 @@ async fn page_shows_the_live_alert_with_its_area() {
     let running = ioc::app::start(test_config(format!("mqtt://127.0.0.1:{port}"), true))
         .await
         .expect("start");
-    let levels = running
-        .registry
-        .get("river-to-hieu")
-        .unwrap()
-        .thresholds
-        .alarm_levels_m
-        .unwrap();
+    let levels = common::alarm_levels(&running.registry, "river-to-hieu");
     let mut screen = Screen::connect(running.http_addr).await;
     screen.next().await.unwrap();
     let device = Device::connect(port).await;
@@ -109,14 +103,11 @@ async fn page_shows_the_live_alert_with_its_area() {
 /// Polls the alert until it has `status`; returns it with its history.
 async fn wait_status(addr: std::net::SocketAddr, id: &str, status: &str) -> serde_json::Value {
     let path = format!("/api/v1/alerts/{id}");
-    for _ in 0..200 {
-        let d = get_json(addr, &path).await;
-        if d["alert"]["status"] == status {
-            return d;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("alert {id} never became {status}");
+    common::wait_for_async(&format!("alert {id} {status}"), 10, async || {
+        get_json(addr, &path).await["alert"]["status"] == status
+    })
+    .await;
+    get_json(addr, &path).await
 }
 
 /// A page in headless Chromium, driven over the DevTools protocol.

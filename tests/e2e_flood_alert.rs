@@ -13,13 +13,7 @@ const TOPIC: &str = "ioc/v1/river_gauge/river-to-hieu/telemetry";
 
 async fn flood_alert_round_trip(config: ioc::config::Config, mqtt_port: u16) {
     let running = ioc::app::start(config).await.expect("start");
-    let levels = running
-        .registry
-        .get(GAUGE)
-        .unwrap()
-        .thresholds
-        .alarm_levels_m
-        .unwrap();
+    let levels = common::alarm_levels(&running.registry, GAUGE);
     let mut screen = Screen::connect(running.http_addr).await;
     let snapshot = screen.next().await.unwrap();
     assert_eq!(snapshot["type"], "snapshot");

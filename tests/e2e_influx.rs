@@ -9,7 +9,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -308,16 +308,7 @@ fn spawn_ioc(dir: &Path, http_port: u16, victoria: &Victoria) -> Child {
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ioc"))
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("cannot start ioc");
-    common::wait_for_port(([127, 0, 0, 1], http_port).into(), "ioc");
-    child
+    common::run_ioc(&config, http_port)
 }
 
 async fn influx_stat(addr: SocketAddr, key: &str) -> u64 {
@@ -329,11 +320,7 @@ async fn influx_stat(addr: SocketAddr, key: &str) -> u64 {
 /// Polls the `ioc` process's `influx.{key}` counter until it is `value`;
 /// fails the test after 30 s.
 async fn wait_for_influx_stat(addr: SocketAddr, key: &str, value: u64, what: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while influx_stat(addr, key).await != value {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_for_async(what, 30, async || influx_stat(addr, key).await == value).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

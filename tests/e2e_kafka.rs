@@ -242,12 +242,7 @@ async fn alert_states_go_to_the_alerts_topic_keyed_by_id() {
         tansu.create_topic(topic, 1).await;
     }
     let registry = Registry::sonla_demo();
-    let levels = registry
-        .get("river-to-hieu")
-        .unwrap()
-        .thresholds
-        .alarm_levels_m
-        .unwrap();
+    let levels = common::alarm_levels(&registry, "river-to-hieu");
     let mut config = test_config(format!("mqtt://127.0.0.1:{}", free_port()), false);
     config.mqtt.enabled = false;
     config.kafka = kafka_config(&tansu, "ioc-alert-states");

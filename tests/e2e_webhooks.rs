@@ -117,13 +117,7 @@ async fn signed_deliveries_survive_a_failing_receiver() {
     config.alerts.webhooks = vec![hook("pccc", format!("{base}/pccc")), extreme, gone];
     let running = ioc::app::start(config).await.unwrap();
     let addr = running.http_addr;
-    let levels = running
-        .registry
-        .get(GAUGE)
-        .unwrap()
-        .thresholds
-        .alarm_levels_m
-        .unwrap();
+    let levels = common::alarm_levels(&running.registry, GAUGE);
     let mut screen = Screen::connect(addr).await;
     let device = Device::connect(port).await;
 

@@ -61,6 +61,21 @@ pub async fn wait_for_async(what: &str, secs: u64, mut done: impl AsyncFnMut() -
     }
 }
 
+/// The `ioc` binary with the configuration file `config`, once its HTTP
+/// port answers (warnings and errors on the test's stderr).
+pub fn run_ioc(config: &std::path::Path, http_port: u16) -> Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ioc"))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("cannot start ioc");
+    wait_for_port(([127, 0, 0, 1], http_port).into(), "ioc");
+    child
+}
+
 /// A configuration for tests: HTTP on a free port, no simulator, MQTT at `mqtt_url`.
 pub fn test_config(mqtt_url: String, embedded: bool) -> Config {
     let mut c = Config::default();
@@ -218,6 +233,23 @@ impl Drop for Device {
     }
 }
 
+/// Leaves a retained message at `topic` on the broker at `port`, and
+/// returns once a new subscriber gets it.
+pub async fn retain(port: u16, topic: &str, payload: &[u8]) {
+    let device = Device::connect(port).await;
+    device
+        .client
+        .publish(topic, QoS::AtLeastOnce, true, payload.to_vec())
+        .await
+        .expect("publish");
+    wait_for_async("the retained message on the broker", 10, async || {
+        let w = Watcher::subscribe(port, topic).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        w.messages().iter().any(|m| m.2)
+    })
+    .await;
+}
+
 /// A received MQTT message: `(topic, payload, retained)`.
 pub type Received = (String, Vec<u8>, bool);
 
@@ -229,16 +261,26 @@ pub struct Watcher {
 
 impl Watcher {
     /// Subscribes to `filter` (QoS 1) on the broker at `port`.
+    /// Returns once the broker acknowledged the subscription, so that what
+    /// it has not sent by then (retained messages come right after) was not
+    /// there.
     pub async fn subscribe(port: u16, filter: &str) -> Watcher {
         let o = MqttOptions::new(format!("watcher-{}", free_port()), "127.0.0.1", port);
         let (client, mut eventloop) = AsyncClient::new(o, 64);
         client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let into = seen.clone();
+        let (subscribed, acked) = tokio::sync::oneshot::channel();
+        let mut subscribed = Some(subscribed);
         let task = tokio::spawn(async move {
             let _client = client;
             loop {
                 match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        if let Some(s) = subscribed.take() {
+                            let _ = s.send(());
+                        }
+                    }
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
                         into.lock()
                             .unwrap()
@@ -249,6 +291,10 @@ impl Watcher {
                 }
             }
         });
+        tokio::time::timeout(Duration::from_secs(10), acked)
+            .await
+            .expect("the broker did not acknowledge the subscription")
+            .unwrap();
         Watcher { seen, task }
     }
 
@@ -346,6 +392,14 @@ impl Screen {
             }
         }
     }
+}
+
+/// The flood alarm levels (BĐ1, BĐ2, BĐ3) of river gauge `gauge`, in metres.
+pub fn alarm_levels(registry: &ioc_devices::Registry, gauge: &str) -> [f64; 3] {
+    registry
+        .get(gauge)
+        .and_then(|d| d.thresholds.alarm_levels_m)
+        .unwrap_or_else(|| panic!("{gauge} is not a river gauge with alarm levels"))
 }
 
 /// Publishes readings of river gauge `gauge` at `level_m` (sequence 1, 2,

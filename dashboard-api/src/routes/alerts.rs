@@ -11,32 +11,41 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::IntoResponse;
 use ioc_alerts::{ActError, AlertFilter, AlertService, Operation, Refusal};
 use ioc_schemas::{Alert, AlertDetail, AlertStatus, Severity, Timestamp};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::error::ApiError;
 
 /// Query of `GET /api/v1/alerts`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct ListQuery {
     /// `active` (default: open and acknowledged), `all`, or a comma-separated
     /// list of `open`, `acknowledged`, `resolved`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<String>,
     /// Minimum severity: `minor`, `moderate`, `severe`, `extreme`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     severity: Option<String>,
     /// Rule id.
+    #[serde(skip_serializing_if = "Option::is_none")]
     rule: Option<String>,
     /// Device or zone id.
+    #[serde(skip_serializing_if = "Option::is_none")]
     subject: Option<String>,
     /// Administrative area id (any level).
+    #[serde(skip_serializing_if = "Option::is_none")]
     area: Option<String>,
     /// Episodes opened at or after (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
     from: Option<String>,
     /// Episodes opened before (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
     to: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[serde(skip_serializing_if = "Option::is_none")]
     limit: Option<usize>,
     /// The cursor of the next page (from the `Link` header).
+    #[serde(skip_serializing_if = "Option::is_none")]
     after: Option<String>,
 }
 
@@ -126,44 +135,19 @@ pub async fn list(
     let page = service.list(&filter).await.map_err(store_error)?;
     let mut headers = HeaderMap::new();
     if let Some(next) = page.next {
-        let mut query: Vec<(String, String)> = [
-            ("status", &q.status),
-            ("severity", &q.severity),
-            ("rule", &q.rule),
-            ("subject", &q.subject),
-            ("area", &q.area),
-            ("from", &q.from),
-            ("to", &q.to),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.clone().map(|v| (k.to_owned(), v)))
-        .collect();
-        query.push(("limit".into(), filter.limit.to_string()));
-        query.push(("after".into(), next));
-        let qs: Vec<String> = query
-            .iter()
-            .map(|(k, v)| format!("{k}={}", encode(v)))
-            .collect();
-        if let Ok(v) =
-            HeaderValue::from_str(&format!("</api/v1/alerts?{}>; rel=\"next\"", qs.join("&")))
-        {
+        // The same query, continued after the last alert of this page.
+        let mut more = q.clone();
+        more.limit = Some(filter.limit);
+        more.after = Some(next);
+        let link = serde_urlencoded::to_string(&more)
+            .map(|qs| format!("</api/v1/alerts?{qs}>; rel=\"next\""))
+            .ok()
+            .and_then(|l| HeaderValue::from_str(&l).ok());
+        if let Some(v) = link {
             headers.insert(header::LINK, v);
         }
     }
     Ok((headers, Json(page.alerts)))
-}
-
-/// Percent-encodes a query value.
-fn encode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// `GET /api/v1/alerts/{id}`: the alert and its whole history;
