@@ -214,6 +214,8 @@ mod tests {
             title_en: "River level".into(),
             pos: [103.9, 21.3],
             area: Vec::new(),
+            zones: Vec::new(),
+            nearest: Vec::new(),
             evidence: Evidence::new(3.0, "m", 2.5, Timestamp(1000), 7),
             opened_at: Timestamp(1000),
             updated_at: Timestamp(1000 + i64::from(version)),

@@ -9,6 +9,9 @@
 //!   [`catalogue::sonla`], committed under `devices/data/sonla/` and
 //!   embedded in the binary;
 //! - [`geo`]: great-circle distances;
+//! - [`zones`]: zones (risk areas, restricted perimeters, road segments)
+//!   and assets from GeoJSON, indexed for point lookups and nearest-asset
+//!   search;
 //! - [`simulator`]: a seeded, deterministic simulator of the whole catalogue
 //!   with named scenarios, and [`simulator::mqtt`] which publishes its
 //!   readings on the same topics real devices use.
@@ -23,11 +26,13 @@ pub mod loadgen;
 pub mod noise;
 pub mod registry;
 pub mod simulator;
+pub mod zones;
 
 pub use areas::{Area, Areas};
 pub use geo::distance_km;
 pub use registry::{DeviceIndex, Registry};
 pub use simulator::{Scenario, Simulator};
+pub use zones::{Asset, Zone, Zones};
 
 /// A catalogue file that cannot be used, with every problem found in it.
 #[derive(Debug, thiserror::Error)]

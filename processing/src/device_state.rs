@@ -803,6 +803,8 @@ fn watchlist_alert(
         title_en: format!("{}: {plate} at {}", rule.title_en, device.name),
         pos,
         area: device.area.clone(),
+        zones: Vec::new(),
+        nearest: Vec::new(),
         evidence: ev,
         opened_at: ts,
         updated_at: ts,

@@ -64,6 +64,7 @@ fn readings(registry: &Arc<Registry>, seed: u64, minutes: i64) -> Vec<Reading> {
 fn judged(out: &EngineOutput) -> Option<String> {
     match out {
         EngineOutput::Alert(_) | EngineOutput::Window(_) => Some(format!("{out:?}")),
+        EngineOutput::Geofence(_) | EngineOutput::Track(_) => Some(format!("{out:?}")),
         EngineOutput::Device(_) | EngineOutput::Presence(_) => None,
     }
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::AreaRef;
 use crate::time::Timestamp;
+use crate::zone::{NearbyAsset, ZoneRef};
 
 /// Where an alert is in its lifecycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -166,6 +167,12 @@ pub struct Alert {
     pub pos: [f64; 2],
     /// Administrative areas containing `pos`, smallest first.
     pub area: Vec<AreaRef>,
+    /// Zones containing `pos` (or the zone the alert is about).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<ZoneRef>,
+    /// The nearest assets of the kinds the rule asks for, nearest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nearest: Vec<NearbyAsset>,
     /// The reading behind the latest change.
     pub evidence: Evidence,
     /// Event time the episode opened.

@@ -184,6 +184,9 @@ pub struct DeviceView {
     /// over 1 h, 3 h, 6 h and 24 h).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub windows: Vec<crate::window::WindowResult>,
+    /// Zones containing the device's latest position.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<crate::zone::ZoneRef>,
 }
 
 /// A device's connection status, from its retained MQTT status topic

@@ -9,6 +9,7 @@
 //!   state ([`DeviceState`]);
 //! - [`alert`]: alerts raised by rules;
 //! - [`window`]: rainfall, traffic and camera aggregates over event time;
+//! - [`zone`]: zones, assets, geofence events and plate tracks;
 //! - [`live`]: messages on the WebSocket feed and the engine's output;
 //! - [`time`]: event time as epoch milliseconds, written as RFC 3339;
 //! - [`plate`]: Vietnamese licence plate format;
@@ -28,6 +29,7 @@ pub mod plate;
 pub mod reject;
 pub mod time;
 pub mod window;
+pub mod zone;
 
 pub use alert::{
     Alert, AlertAction, AlertChange, AlertDetail, AlertStatus, Evidence, Handling, Severity,
@@ -43,6 +45,9 @@ pub use live::{EngineOutput, LiveMessage};
 pub use reject::{RejectReason, Rejection, pointer_of};
 pub use time::Timestamp;
 pub use window::{FlowByClass, WindowResult, WindowValue};
+pub use zone::{
+    AssetKind, GeofenceEvent, GeofenceTransition, NearbyAsset, Track, TrackPoint, ZoneKind, ZoneRef,
+};
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::alert::Alert;
 use crate::device::{DeviceState, DeviceView, PresenceChange};
 use crate::window::WindowResult;
+use crate::zone::{GeofenceEvent, Track};
 
 /// A message from the server on `/api/v1/live`. Every message has a `type`.
 ///
@@ -23,6 +24,9 @@ pub enum LiveMessage {
         devices: Vec<DeviceView>,
         /// Open alerts.
         alerts: Vec<Alert>,
+        /// Recent tracks of watch-listed plates.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tracks: Vec<Track>,
     },
     /// What changed since the previous message.
     Delta {
@@ -40,6 +44,12 @@ pub enum LiveMessage {
         /// Window results that closed (or were revised).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         windows: Vec<WindowResult>,
+        /// Geofence events (enter, exit, dwell).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        geofence: Vec<GeofenceEvent>,
+        /// Tracks of watch-listed plates that moved.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tracks: Vec<Track>,
     },
 }
 
@@ -54,6 +64,10 @@ pub enum EngineOutput {
     Presence(PresenceChange),
     /// A window closed or was revised.
     Window(WindowResult),
+    /// A moving subject entered, left or lingered in a zone.
+    Geofence(GeofenceEvent),
+    /// A watch-listed plate was read again: its whole recent track.
+    Track(Track),
 }
 
 impl EngineOutput {

@@ -11,3 +11,8 @@ pub mod sonla;
 pub const SONLA_DEVICES: &str = include_str!("../../data/sonla/devices.geojson");
 /// The Sơn La demo administrative areas (GeoJSON FeatureCollection).
 pub const SONLA_AREAS: &str = include_str!("../../data/sonla/areas.geojson");
+
+/// The Sơn La demo zones and assets (GeoJSON FeatureCollection): risk
+/// zones, restricted perimeters, road segments, shelters, fire stations,
+/// hospitals, police posts. Approximate, drawn for the demo.
+pub const SONLA_ZONES: &str = include_str!("../../data/sonla/zones.geojson");

@@ -147,6 +147,8 @@ pub fn build(
         title_en,
         pos,
         area: device.area.clone(),
+        zones: Vec::new(),
+        nearest: Vec::new(),
         evidence,
         opened_at: Timestamp(step.opened_ms),
         updated_at: ts,
