@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::config::Config;
-use crate::rules::{Reloader, RulesSource};
+use crate::rules::{Reloader, RulesSource, ZonesSource};
 
 /// The process-wide Prometheus recorder (installed once, shared by every
 /// app in the process).
@@ -100,6 +100,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .load()
         .map_err(|e| anyhow::anyhow!("{}: {e}", rules_source.describe()))?;
     info!(source = %rules_source.describe(), rules = rules.rules.len(), "rules loaded");
+    let zones_source = ZonesSource::new(config.catalogue.zones.clone());
+    let zones = zones_source
+        .load()
+        .map_err(|e| anyhow::anyhow!("invalid zones:\n  - {}", e.join("\n  - ")))?;
+    info!(zones = zones.all().len(), assets = zones.assets().len(), "zones loaded");
+    let zones = Arc::new(ioc_processing::ZonesCell::new(Arc::new(zones)));
     let p = &config.processing;
     let engine_config = EngineConfig {
         workers: p.workers,
@@ -108,13 +114,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         lateness: p.lateness,
         rain_bucket: p.rain_bucket,
         rules: Some(Arc::new(rules)),
+        zones: Some(zones.clone()),
         ..EngineConfig::default()
     };
     // Batches of engine outputs (a timely message each, up to ~1 000).
     let (out_tx, out_rx) = flume::bounded(256);
     let (engine, input) = Engine::start(&engine_config, registry.clone(), out_tx.clone())?;
     let engine_stats = engine.stats();
-    let reloader = Reloader::new(rules_source, engine.rules());
+    let reloader = Reloader::new(rules_source, engine.rules(), zones_source, zones.clone());
     let engine = tokio::task::spawn_blocking(move || engine.join().map_err(anyhow::Error::from));
 
     let (influx, influx_input) = if config.influx.enabled {
@@ -125,7 +132,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let influx_stats = influx.as_ref().map(Sink::stats);
 
-    let hub = LiveHub::new(registry.clone());
+    let hub = LiveHub::with_zones(registry.clone(), zones);
     // The alert store publishes every stored version (the rule's changes
     // and operators' actions) to the live hub and the time series.
     let alerts_done = CancellationToken::new();
@@ -231,7 +238,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                         }
                         EngineOutput::Alert(_)
                         | EngineOutput::Device(_)
-                        | EngineOutput::Presence(_) => {}
+                        | EngineOutput::Presence(_)
+                        | EngineOutput::Geofence(_)
+                        | EngineOutput::Track(_) => {}
                     }
                 }
             }

@@ -124,6 +124,11 @@ pub struct CatalogueConfig {
     /// Administrative areas GeoJSON file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub areas: Option<PathBuf>,
+    /// Zones and assets GeoJSON files, loaded as one set and reloaded when
+    /// one changes (see the README's zone file format). Unset: the Sơn La
+    /// demo zones built into the binary; `[]`: no zones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zones: Option<Vec<PathBuf>>,
     /// Load tests: the demo catalogue replicated to this many devices
     /// (copies get ids `{id}~{k}`), instead of the files or the demo.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,16 +1,17 @@
-//! The rules in force: loaded at start, reloaded when the file changes or
-//! an admin asks (`POST /api/v1/rules/reload`).
+//! The rules and zones in force: loaded at start, reloaded when a file
+//! changes or an admin asks (`POST /api/v1/rules/reload`).
 //!
-//! A reload validates the whole file first; an invalid file changes
-//! nothing (the rules in force stay) and every problem is reported. The
-//! engine keeps all device state and window contents across a reload.
+//! A reload validates the rules file and the zones files first; an invalid
+//! file changes nothing (the rules and zones in force stay) and every
+//! problem is reported. The engine keeps all device state, window contents
+//! and geofence visits across a reload.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ioc_devices::Registry;
-use ioc_processing::{RuleErrors, RuleSet, RulesCell};
+use ioc_devices::{Registry, Zones};
+use ioc_processing::{RuleErrors, RuleSet, RulesCell, ZonesCell};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -55,41 +56,95 @@ impl RulesSource {
     }
 }
 
-/// Reloads the rules into a running engine.
+/// Where zones come from: files, or the Sơn La demo zones built in.
+#[derive(Clone, Debug)]
+pub struct ZonesSource {
+    files: Option<Vec<PathBuf>>,
+}
+
+impl ZonesSource {
+    /// Zones from `files` (none at all when empty), or the built-in demo
+    /// zones when `None`.
+    pub fn new(files: Option<Vec<PathBuf>>) -> Self {
+        ZonesSource { files }
+    }
+
+    /// Reads and validates every file as one set.
+    pub fn load(&self) -> Result<Zones, Vec<String>> {
+        let Some(files) = &self.files else {
+            return Zones::from_geojson(ioc_devices::catalogue::SONLA_ZONES)
+                .map_err(|e| e.problems);
+        };
+        let mut texts = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| vec![format!("{}: cannot read: {e}", f.display())])?;
+            texts.push((f.display().to_string(), text));
+        }
+        let named: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        Zones::from_files(&named).map_err(|e| e.problems)
+    }
+
+    /// The files, for change detection.
+    pub fn files(&self) -> &[PathBuf] {
+        self.files.as_deref().unwrap_or_default()
+    }
+}
+
+/// Reloads the rules and zones into a running engine.
 #[derive(Clone, Debug)]
 pub struct Reloader {
     source: RulesSource,
     cell: Arc<RulesCell>,
+    zones: ZonesSource,
+    zones_cell: Arc<ZonesCell>,
 }
 
 impl Reloader {
-    /// A reloader for the engine's rules.
-    pub fn new(source: RulesSource, cell: Arc<RulesCell>) -> Self {
-        Reloader { source, cell }
+    /// A reloader for the engine's rules and zones.
+    pub fn new(
+        source: RulesSource,
+        cell: Arc<RulesCell>,
+        zones: ZonesSource,
+        zones_cell: Arc<ZonesCell>,
+    ) -> Self {
+        Reloader {
+            source,
+            cell,
+            zones,
+            zones_cell,
+        }
     }
 
-    /// Loads, validates and puts the rules in force; a summary, or every problem.
+    /// Loads, validates and puts the rules and zones in force; a summary,
+    /// or every problem (then nothing changes).
     pub fn reload(&self) -> Result<serde_json::Value, Vec<String>> {
-        match self.source.load() {
-            Ok(set) => {
-                let summary = summary(&set, &self.source.describe());
+        match (self.source.load(), self.zones.load()) {
+            (Ok(set), Ok(zones)) => {
+                let mut summary = summary(&set, &self.source.describe());
+                summary["zones"] = json!(zones.all().len());
+                summary["assets"] = json!(zones.assets().len());
                 let rules = set.rules.len();
+                let zone_count = zones.all().len();
                 self.cell.replace(Arc::new(set));
-                info!(source = %self.source.describe(), rules, "rules reloaded");
+                self.zones_cell.replace(Arc::new(zones));
+                info!(source = %self.source.describe(), rules, zones = zone_count, "rules and zones reloaded");
                 metrics::counter!("ioc_rules_reloads_total", "result" => "ok").increment(1);
                 Ok(summary)
             }
-            Err(e) => {
-                error!(source = %self.source.describe(), "rules not reloaded, the rules in force stay: {e}");
+            (rules, zones) => {
+                let mut problems = rules.err().map(|e| e.0).unwrap_or_default();
+                problems.extend(zones.err().unwrap_or_default());
+                error!(source = %self.source.describe(), "rules and zones not reloaded, those in force stay: {}", problems.join("; "));
                 metrics::counter!("ioc_rules_reloads_total", "result" => "invalid").increment(1);
-                Err(e.0)
+                Err(problems)
             }
         }
     }
 
     /// Reloads whenever one of the rules' files changes, until cancelled.
     pub async fn watch(self, every: Duration, cancel: CancellationToken) {
-        if every.is_zero() || self.source.file.is_none() {
+        if every.is_zero() || (self.source.file.is_none() && self.zones.files().is_empty()) {
             return;
         }
         let stamp = |files: &[PathBuf]| -> Vec<Option<SystemTime>> {
@@ -98,7 +153,12 @@ impl Reloader {
                 .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
                 .collect()
         };
-        let mut files = self.cell.current().files.clone();
+        let watched = |r: &Reloader| {
+            let mut files = r.cell.current().files.clone();
+            files.extend(r.zones.files().iter().cloned());
+            files
+        };
+        let mut files = watched(&self);
         let mut seen = stamp(&files);
         loop {
             tokio::select! {
@@ -114,7 +174,7 @@ impl Reloader {
             // File reads: off the async threads, like the API's reload.
             let reloaded = tokio::task::spawn_blocking(move || reloader.reload().is_ok()).await;
             if reloaded.unwrap_or(false) {
-                files = self.cell.current().files.clone();
+                files = watched(&self);
                 seen = stamp(&files);
             }
         }

@@ -11,10 +11,10 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ioc_devices::Registry;
+use ioc_devices::{Current, Registry, Zones};
 use ioc_schemas::{
-    Alert, DeviceState, DeviceView, EngineOutput, LiveMessage, Presence, PresenceChange,
-    PresenceStatus, WindowResult,
+    Alert, DeviceState, DeviceView, EngineOutput, GeofenceEvent, LiveMessage, Presence,
+    PresenceChange, PresenceStatus, Track, WindowResult, ZoneRef,
 };
 use tokio::sync::broadcast;
 
@@ -23,6 +23,8 @@ use tokio::sync::broadcast;
 const BROADCAST_CAPACITY: usize = 4096;
 /// How many resolved alerts the hub remembers for `GET /api/v1/alerts?status=resolved`.
 const RESOLVED_KEPT: usize = 500;
+/// How many watch-listed plates' tracks the hub keeps for new clients.
+const TRACKS_KEPT: usize = 200;
 
 /// A serialized live message, shared by every client that receives it.
 pub type Frame = Arc<str>;
@@ -39,20 +41,35 @@ struct HubState {
     presence_online: usize,
     open: BTreeMap<String, Alert>,
     resolved: VecDeque<Alert>,
+    /// The zones each device's latest position lies in.
+    zones: Vec<Vec<ZoneRef>>,
+    /// The zones generation `zones` was worked out with.
+    zones_seen: u64,
+    /// Recent tracks of watch-listed plates, by plate.
+    tracks: HashMap<String, Track>,
 }
 
 /// Shared live state. Cheap to clone through [`Arc`].
 #[derive(Debug)]
 pub struct LiveHub {
     registry: Arc<Registry>,
+    geo: Arc<Current<Zones>>,
     state: Mutex<HubState>,
     tx: broadcast::Sender<Frame>,
 }
 
 impl LiveHub {
-    /// An empty hub for the devices of `registry`.
+    /// An empty hub for the devices of `registry`, with no zones.
     pub fn new(registry: Arc<Registry>) -> Arc<Self> {
+        Self::with_zones(registry, Arc::new(Current::new(Arc::default())))
+    }
+
+    /// An empty hub for the devices of `registry`; device views carry the
+    /// zones (of the set in force) their latest position lies in.
+    pub fn with_zones(registry: Arc<Registry>, geo: Arc<Current<Zones>>) -> Arc<Self> {
         let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let zones = geo.current();
+        let device_zones = registry.devices().iter().map(|d| zones.at(d.pos)).collect();
         Arc::new(LiveHub {
             state: Mutex::new(HubState {
                 seq: 0,
@@ -63,8 +80,12 @@ impl LiveHub {
                 presence_online: 0,
                 open: BTreeMap::new(),
                 resolved: VecDeque::new(),
+                zones: device_zones,
+                zones_seen: geo.generation(),
+                tracks: HashMap::new(),
             }),
             registry,
+            geo,
             tx,
         })
     }
@@ -82,6 +103,21 @@ impl LiveHub {
         &self.registry
     }
 
+    /// The zones in force.
+    pub fn zones(&self) -> Arc<Zones> {
+        self.geo.current()
+    }
+
+    /// After a zones reload, every device's zones again.
+    fn refresh_zones(&self, st: &mut HubState) {
+        if let Some(zones) = self.geo.changed_since(&mut st.zones_seen) {
+            for (i, d) in self.registry.devices().iter().enumerate() {
+                let pos = st.states[i].as_ref().map_or(d.pos, |s| s.pos);
+                st.zones[i] = zones.at(pos);
+            }
+        }
+    }
+
     /// Applies a batch of engine outputs and broadcasts one delta.
     pub fn apply(&self, batch: Vec<EngineOutput>) {
         let mut devices: Vec<DeviceState> = Vec::new();
@@ -90,7 +126,11 @@ impl LiveHub {
         let mut alerts = Vec::new();
         let mut presence: Vec<PresenceChange> = Vec::new();
         let mut windows: Vec<WindowResult> = Vec::new();
+        let mut geofence: Vec<GeofenceEvent> = Vec::new();
+        let mut tracks: Vec<Track> = Vec::new();
         let mut st = self.lock();
+        self.refresh_zones(&mut st);
+        let mut zones = None;
         for output in batch {
             match output {
                 EngineOutput::Device(d) => {
@@ -104,6 +144,14 @@ impl LiveHub {
                             slot.insert(devices.len());
                             devices.push(d.clone());
                         }
+                    }
+                    let moved = match &st.states[i] {
+                        Some(old) => old.pos != d.pos,
+                        None => self.registry.device(i as u32).pos != d.pos,
+                    };
+                    if moved {
+                        let zones = zones.get_or_insert_with(|| self.geo.current());
+                        st.zones[i] = zones.at(d.pos);
                     }
                     st.states[i] = Some(d);
                 }
@@ -161,9 +209,31 @@ impl LiveHub {
                     }
                     windows.push(w);
                 }
+                EngineOutput::Geofence(g) => geofence.push(g),
+                EngineOutput::Track(t) => {
+                    if st.tracks.len() >= TRACKS_KEPT && !st.tracks.contains_key(&t.plate) {
+                        let oldest = st
+                            .tracks
+                            .values()
+                            .min_by_key(|t| t.points.last().map(|p| p.ts))
+                            .map(|t| t.plate.clone());
+                        if let Some(plate) = oldest {
+                            st.tracks.remove(&plate);
+                        }
+                    }
+                    st.tracks.insert(t.plate.clone(), t.clone());
+                    tracks.retain(|o| o.plate != t.plate);
+                    tracks.push(t);
+                }
             }
         }
-        if devices.is_empty() && alerts.is_empty() && presence.is_empty() && windows.is_empty() {
+        if devices.is_empty()
+            && alerts.is_empty()
+            && presence.is_empty()
+            && windows.is_empty()
+            && geofence.is_empty()
+            && tracks.is_empty()
+        {
             return;
         }
         if !presence.is_empty() {
@@ -179,6 +249,8 @@ impl LiveHub {
             alerts,
             presence,
             windows,
+            geofence,
+            tracks,
         };
         let frame: Frame = serde_json::to_string(&message).unwrap_or_default().into();
         metrics::gauge!("ioc_open_alerts").set(st.open.len() as f64);
@@ -188,11 +260,13 @@ impl LiveHub {
 
     /// A snapshot frame and a receiver for every later delta.
     pub fn subscribe(&self) -> (Frame, broadcast::Receiver<Frame>) {
-        let st = self.lock();
+        let mut st = self.lock();
+        self.refresh_zones(&mut st);
         let message = LiveMessage::Snapshot {
             seq: st.seq,
             devices: self.views(&st),
             alerts: st.open.values().cloned().collect(),
+            tracks: st.tracks.values().cloned().collect(),
         };
         let rx = self.tx.subscribe();
         (
@@ -208,29 +282,35 @@ impl LiveHub {
             .zip(&st.states)
             .zip(&st.presence)
             .zip(&st.windows)
-            .map(|(((info, state), presence), windows)| DeviceView {
+            .zip(&st.zones)
+            .map(|((((info, state), presence), windows), zones)| DeviceView {
                 info: info.clone(),
                 state: state.clone(),
                 presence: *presence,
                 windows: windows.clone(),
+                zones: zones.clone(),
             })
             .collect()
     }
 
     /// Every device with its latest state.
     pub fn devices(&self) -> Vec<DeviceView> {
-        self.views(&self.lock())
+        let mut st = self.lock();
+        self.refresh_zones(&mut st);
+        self.views(&st)
     }
 
     /// One device with its latest state.
     pub fn device(&self, id: &str) -> Option<DeviceView> {
         let i = self.registry.lookup(id)?;
-        let st = self.lock();
+        let mut st = self.lock();
+        self.refresh_zones(&mut st);
         Some(DeviceView {
             info: self.registry.device(i).clone(),
             state: st.states[i as usize].clone(),
             presence: st.presence[i as usize],
             windows: st.windows[i as usize].clone(),
+            zones: st.zones[i as usize].clone(),
         })
     }
 
@@ -248,6 +328,13 @@ impl LiveHub {
     /// Recently resolved alerts, most recent first.
     pub fn resolved_alerts(&self) -> Vec<Alert> {
         self.lock().resolved.iter().rev().cloned().collect()
+    }
+
+    /// Recent tracks of watch-listed plates, most recently seen first.
+    pub fn tracks(&self) -> Vec<Track> {
+        let mut v: Vec<_> = self.lock().tracks.values().cloned().collect();
+        v.sort_by_key(|t| std::cmp::Reverse(t.points.last().map(|p| p.ts)));
+        v
     }
 
     /// Number of WebSocket clients following the hub.

@@ -4,7 +4,7 @@
 //!   holding every device's latest state and the open alerts, and
 //!   broadcasting ordered deltas;
 //! - [`routes`]: REST (`/api/v1/devices`, `/api/v1/alerts` with the
-//!   operators' actions on one alert, `/api/v1/areas`, `/healthz`, `/metrics`, the admin-only
+//!   operators' actions on one alert, `/api/v1/areas`, `/api/v1/zones`, `/api/v1/tracks`, `/healthz`, `/metrics`, the admin-only
 //!   `POST /api/v1/rules/reload`), the WebSocket feed
 //!   (`/api/v1/live`), HTTP ingest (`POST /api/v1/ingest`) and the embedded
 //!   control-room page (`/`);
@@ -87,6 +87,8 @@ pub fn router(state: AppState) -> Router {
             get(routes::alerts::deliveries),
         )
         .route("/api/v1/areas", get(routes::rest::areas))
+        .route("/api/v1/zones", get(routes::rest::zones))
+        .route("/api/v1/tracks", get(routes::rest::tracks))
         .route("/api/v1/stats", get(routes::rest::stats))
         .route("/api/v1/rules/reload", post(routes::rest::reload_rules))
         .route("/api/v1/live", get(routes::live::live))

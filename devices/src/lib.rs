@@ -9,8 +9,8 @@
 //!   [`catalogue::sonla`], committed under `devices/data/sonla/` and
 //!   embedded in the binary;
 //! - [`geo`]: great-circle distances;
-//! - [`zones`]: zones (risk areas, restricted perimeters, road segments)
-//!   and assets from GeoJSON, indexed for point lookups and nearest-asset
+//! - [`zones`]: risk zones, restricted perimeters and road segments, and
+//!   assets, from GeoJSON, indexed for point lookups and nearest-asset
 //!   search;
 //! - [`simulator`]: a seeded, deterministic simulator of the whole catalogue
 //!   with named scenarios, and [`simulator::mqtt`] which publishes its
@@ -21,6 +21,7 @@
 
 pub mod areas;
 pub mod catalogue;
+pub mod current;
 pub mod geo;
 pub mod loadgen;
 pub mod noise;
@@ -29,6 +30,7 @@ pub mod simulator;
 pub mod zones;
 
 pub use areas::{Area, Areas};
+pub use current::Current;
 pub use geo::distance_km;
 pub use registry::{DeviceIndex, Registry};
 pub use simulator::{Scenario, Simulator};

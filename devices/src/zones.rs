@@ -31,7 +31,7 @@ use std::panic::AssertUnwindSafe;
 
 use geo::algorithm::monotone::MonoPoly;
 use geo::{
-    BoundingRect, Closest, Contains, Coord, Distance, Haversine, HaversineClosestPoint, Intersects,
+    BoundingRect, Centroid, Closest, Contains, Coord, Distance, Haversine, HaversineClosestPoint, Intersects,
     Line, LineString, MonotonicPolygons, MultiPolygon, Point, Polygon, Validation,
 };
 use ioc_schemas::{AssetKind, NearbyAsset, ZoneKind, ZoneRef};
@@ -68,6 +68,9 @@ pub struct Zone {
     pub buffer_m: f64,
     /// Time inside after which a subject's visit is a dwell, seconds.
     pub dwell_s: Option<u64>,
+    /// A representative point, `[lon, lat]`: the centroid (roads: the
+    /// middle vertex), where alerts about the zone are placed.
+    pub centre: [f64; 2],
 }
 
 /// One asset.
@@ -227,7 +230,7 @@ fn parse_feature(props: Properties, geometry: Option<geojson::Geometry>) -> Resu
         ));
     };
     if let Some(b) = buffer_m
-        && !(b.is_finite() && b >= 0.0 && b <= 10_000.0)
+        && !(b.is_finite() && (0.0..=10_000.0).contains(&b))
     {
         return Err(format!(
             "zone {id}: buffer_m must be between 0 and 10000 metres"
@@ -278,6 +281,10 @@ fn parse_feature(props: Properties, geometry: Option<geojson::Geometry>) -> Resu
     }
     Ok(Parsed::Zone(Zone {
         reference: ZoneRef { id, name, kind },
+        centre: lines
+            .first()
+            .and_then(|l| l.0.get(l.0.len() / 2))
+            .map_or([0.0, 0.0], |c| [c.x, c.y]),
         shape: Shape::Road(lines),
         buffer_m,
         dwell_s,
@@ -300,8 +307,10 @@ fn area_zone(
     if let Err(e) = shape.check_validation() {
         return Err(format!("zone {id}: invalid polygon: {e}"));
     }
+    let centre = shape.centroid().map_or([0.0, 0.0], |c| [c.x(), c.y()]);
     Ok(Parsed::Zone(Zone {
         reference,
+        centre,
         shape: Shape::Area(shape),
         buffer_m: buffer_m.unwrap_or(DEFAULT_BUFFER_M),
         dwell_s,
@@ -504,6 +513,11 @@ impl Zones {
     /// The zone with this id.
     pub fn get(&self, id: &str) -> Option<&Zone> {
         self.by_id.get(id).map(|&i| &self.zones[i])
+    }
+
+    /// The zone with this id and its index.
+    pub fn find(&self, id: &str) -> Option<(usize, &Zone)> {
+        self.by_id.get(id).map(|&i| (i, &self.zones[i]))
     }
 
     /// The zone at index `i` (as returned by [`Zones::indices_at`]).

@@ -6,13 +6,22 @@
 //!                     │ Exchange by device index
 //!                     ▼
 //!                   DeviceState operator
-//!                     ├─ at arrival: latest state, camera counts, watch list
+//!                     ├─ at arrival: latest state, camera counts, watch list,
+//!                     │  positions and plate reads for the geo operator
 //!                     ├─ reorder buffer (by event time) until the frontier passes
 //!                     └─ released in event-time order: windows, rules;
-//!                        as the frontier moves: closed windows, staleness
-//!                     │ Pipeline
-//!                     ▼
-//!                   output sink ──► flume channel of EngineOutput batches
+//!                        as the frontier moves: closed windows, staleness;
+//!                        rainfall totals for zone rules
+//!                     │ Partition
+//!          ┌──────────┴──────────────┐
+//!          │ outputs                 │ geo items: Exchange by subject or zone
+//!          │                         ▼
+//!          │                       Geo operator (held until the frontier
+//!          │                       passes, applied in event-time order):
+//!          │                       geofences, tracks, zone rules
+//!          ▼                         ▼
+//!        output sinks (alerts enriched with zones and nearest assets)
+//!                     ──► flume channel of EngineOutput batches
 //! ```
 //!
 //! Each worker pulls readings from its own input channel (the readings of
@@ -29,16 +38,19 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use flume::TryRecvError;
-use ioc_schemas::{EngineOutput, Timestamp};
+use ioc_devices::{Registry, Zones};
+use ioc_schemas::{Body, EngineOutput, Timestamp, WindowValue};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::vec::UnorderedInput;
+use timely::dataflow::operators::vec::{Map, Partition, UnorderedInput};
 use timely::dataflow::{ProbeHandle, StreamVec};
 use timely::worker::Worker;
 
 use crate::Shared;
 use crate::device_state::{DeviceTable, Outcome};
+use crate::geo::{GeoItem, GeoState, enrich, plate_subject, wants_positions};
+use crate::rules::{Logic, RuleSet};
 use crate::reading::Reading;
 use crate::reorder::ReorderBuffer;
 use crate::sample::Sample;
@@ -53,15 +65,91 @@ const TICK_MS: u64 = 1000;
 /// How long an idle worker sleeps before re-checking the watermark.
 const IDLE_PARK: Duration = Duration::from_millis(100);
 
+/// What the device operator emits: outputs, and work for the geo operator.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum Staged {
+    /// An engine output, for the sink.
+    Out(EngineOutput),
+    /// Work for the geo operator.
+    Geo(GeoItem),
+}
+
+/// The geo item of a reading: a plate read (the plate is the subject) or a
+/// reading with a position (the device is).
+fn position_item(reading: &Reading, registry: &Registry) -> Option<GeoItem> {
+    let e = &reading.envelope;
+    let source = registry.shared_id(reading.device).clone();
+    let ts = e.ts.millis();
+    match &e.body {
+        Body::Camera(c) => {
+            let plate = c.plate.as_deref()?;
+            Some(GeoItem::Position {
+                subject: plate_subject(plate).into(),
+                pos: e.pos.unwrap_or(registry.device(reading.device).pos),
+                source,
+                plate: true,
+                ts,
+            })
+        }
+        _ => Some(GeoItem::Position {
+            subject: source.clone(),
+            pos: e.pos?,
+            source,
+            plate: false,
+            ts,
+        }),
+    }
+}
+
+/// The rainfall totals among `out` that `zone_rainfall` rules watch, one
+/// item per rule and zone around the gauge.
+fn rain_items(
+    out: &[EngineOutput],
+    rules: &RuleSet,
+    zones: &Zones,
+    registry: &Registry,
+    geo: &mut Vec<GeoItem>,
+) {
+    let mut near = Vec::new();
+    for o in out {
+        let EngineOutput::Window(w) = o else { continue };
+        let WindowValue::Rainfall { total_mm, .. } = w.value else {
+            continue;
+        };
+        let Some(index) = registry.lookup(&w.device) else {
+            continue;
+        };
+        let device = registry.device(index);
+        for rule in &rules.rules {
+            let Logic::ZoneRainfall(spec) = &rule.logic else {
+                continue;
+            };
+            if i64::from(w.window_s()) * 1000 != spec.window_ms || !rule.applies(index, device) {
+                continue;
+            }
+            zones.indices_near(device.pos, spec.within_m, &mut near);
+            for &zi in &near {
+                let zone = zones.zone(zi);
+                if spec.zones.takes(zone) {
+                    geo.push(GeoItem::Rain {
+                        rule: rule.id.clone(),
+                        zone: zone.reference.id.as_str().into(),
+                        gauge: w.device.clone(),
+                        end_ms: w.end.millis(),
+                        total_mm,
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// Keeps per-device state, windows and rules.
 pub trait DeviceStateOp<'scope> {
     /// Exchanges readings by device and applies them to the owning worker's
     /// [`DeviceTable`].
-    fn device_state(
-        self,
-        table: DeviceTable,
-        shared: Arc<Shared>,
-    ) -> StreamVec<'scope, u64, EngineOutput>;
+    fn device_state(self, table: DeviceTable, shared: Arc<Shared>)
+    -> StreamVec<'scope, u64, Staged>;
 }
 
 impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
@@ -69,7 +157,7 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
         self,
         mut table: DeviceTable,
         shared: Arc<Shared>,
-    ) -> StreamVec<'scope, u64, EngineOutput> {
+    ) -> StreamVec<'scope, u64, Staged> {
         self.unary_frontier(
             Exchange::new(|r: &Reading| u64::from(r.device)),
             "DeviceState",
@@ -78,18 +166,30 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                 let mut pending = ReorderBuffer::default();
                 let mut released: Vec<Sample> = Vec::new();
                 let mut out = Vec::new();
+                let mut geo: Vec<GeoItem> = Vec::new();
                 let mut rules_seen = 0u64;
                 let mut late_seen = 0u64;
                 let mut size_seen = 0u64;
+                let mut rules = shared.rules.current();
+                let mut positions = wants_positions(&rules);
+                let mut zone_rules = rules.rules.iter().any(|r| matches!(r.logic, Logic::ZoneRainfall(_)));
                 move |(input, frontier), output| {
-                    if let Some(rules) = shared.rules.changed_since(&mut rules_seen) {
-                        table.set_rules(rules, &mut out);
+                    if let Some(new) = shared.rules.changed_since(&mut rules_seen) {
+                        rules = new.clone();
+                        positions = wants_positions(&rules);
+                        zone_rules = rules.rules.iter().any(|r| matches!(r.logic, Logic::ZoneRainfall(_)));
+                        table.set_rules(new, &mut out);
                     }
+                    let registry = &shared.registry;
                     input.for_each(|cap, data| {
                         for reading in data.iter() {
                             let (outcome, sample) = table.arrive(reading, &mut out);
                             match outcome {
-                                Outcome::Applied => {}
+                                Outcome::Applied => {
+                                    if positions {
+                                        geo.extend(position_item(reading, registry));
+                                    }
+                                }
                                 Outcome::Duplicate => {
                                     shared.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                                     metrics::counter!("ioc_events_rejected_total", "reason" => "duplicate").increment(1);
@@ -106,8 +206,10 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                             }
                         }
                         shared.stats.processed.fetch_add(data.len() as u64, Ordering::Relaxed);
-                        if !out.is_empty() {
-                            output.session(&cap).give_iterator(out.drain(..));
+                        if !out.is_empty() || !geo.is_empty() {
+                            output.session(&cap).give_iterator(
+                                out.drain(..).map(Staged::Out).chain(geo.drain(..).map(Staged::Geo)),
+                            );
                         }
                     });
                     // The frontier is the watermark: everything before it is final.
@@ -138,6 +240,76 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                         metrics::gauge!("ioc_engine_state_bytes").set(stats.state_bytes.load(Ordering::Relaxed) as f64);
                         size_seen = size;
                     }
+                    if zone_rules && !out.is_empty() {
+                        rain_items(&out, &rules, &shared.zones.current(), registry, &mut geo);
+                    }
+                    if let Some(t) = timer.as_mut() {
+                        if !out.is_empty() || !geo.is_empty() {
+                            output.session(t).give_iterator(
+                                out.drain(..).map(Staged::Out).chain(geo.drain(..).map(Staged::Geo)),
+                            );
+                        }
+                        match now {
+                            Some(now) if now > *t.time() => t.downgrade(&now),
+                            Some(_) => {}
+                            None => timer = None,
+                        }
+                    }
+                }
+            },
+        )
+    }
+}
+
+/// Geofences, tracks and zone rules.
+pub trait GeoOp<'scope> {
+    /// Exchanges geo items by subject or zone and applies them to the
+    /// owning worker's [`GeoState`] once the frontier passes their event time.
+    fn geo(self, shared: Arc<Shared>) -> StreamVec<'scope, u64, EngineOutput>;
+}
+
+impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, Staged> {
+    fn geo(self, shared: Arc<Shared>) -> StreamVec<'scope, u64, EngineOutput> {
+        self.unary_frontier(
+            Exchange::new(|s: &Staged| match s {
+                Staged::Geo(g) => g.key(),
+                Staged::Out(_) => 0,
+            }),
+            "Geo",
+            move |capability, _| {
+                let mut timer = Some(capability);
+                let mut state = GeoState::new(shared.registry.clone());
+                let mut pending: Vec<GeoItem> = Vec::new();
+                let mut ready: Vec<GeoItem> = Vec::new();
+                let mut out = Vec::new();
+                move |(input, frontier), output| {
+                    input.for_each(|_, data| {
+                        pending.extend(data.drain(..).filter_map(|s| match s {
+                            Staged::Geo(g) => Some(g),
+                            Staged::Out(_) => None,
+                        }));
+                    });
+                    let now = frontier.frontier().iter().min().copied();
+                    let limit = now.map_or(i64::MAX, |n| n.min(i64::MAX as u64) as i64);
+                    let rules = shared.rules.current();
+                    let zones = shared.zones.current();
+                    if !pending.is_empty() {
+                        let mut i = 0;
+                        while i < pending.len() {
+                            if pending[i].ts() < limit {
+                                ready.push(pending.swap_remove(i));
+                            } else {
+                                i += 1;
+                            }
+                        }
+                        if !ready.is_empty() {
+                            state.apply(&mut ready, &rules, &zones, &mut out);
+                            ready.clear();
+                        }
+                    }
+                    if let Some(now) = now {
+                        state.advance(now as i64, &rules, &zones, &mut out);
+                    }
                     if let Some(t) = timer.as_mut() {
                         if !out.is_empty() {
                             output.session(t).give_iterator(out.drain(..));
@@ -152,6 +324,39 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
             },
         )
     }
+}
+
+/// Sends each message of `outputs` as one batch, alerts enriched with their
+/// zones and nearest assets.
+fn sink<'scope>(
+    outputs: StreamVec<'scope, u64, EngineOutput>,
+    shared: &Arc<Shared>,
+    output: &flume::Sender<Vec<EngineOutput>>,
+    probe: &ProbeHandle<u64>,
+) {
+    let sink = output.clone();
+    let shared = shared.clone();
+    outputs
+        .probe_with(probe)
+        .sink(Pipeline, "Output", move |(input, _frontier)| {
+            input.for_each(|_, data| {
+                let mut context = None;
+                for o in data.iter_mut() {
+                    if let EngineOutput::Alert(a) = o {
+                        let (rules, zones) = context
+                            .get_or_insert_with(|| (shared.rules.current(), shared.zones.current()));
+                        enrich(a, rules, zones);
+                        metrics::counter!("ioc_alerts_total", "rule" => a.rule.clone(), "status" => a.status.as_str()).increment(1);
+                    }
+                    if let EngineOutput::Geofence(g) = o {
+                        metrics::counter!("ioc_geofence_events_total", "transition" => format!("{:?}", g.transition).to_lowercase()).increment(1);
+                    }
+                }
+                // The whole message as one batch. A closed output means
+                // the process is shutting down.
+                let _ = sink.send(std::mem::take(data));
+            });
+        });
 }
 
 /// Runs one worker until every input handle is dropped and the dataflow drained.
@@ -174,22 +379,18 @@ pub(crate) fn run_worker(
     );
     let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
         let ((input, cap), readings) = scope.new_unordered_input::<Reading>();
-        let sink = output.clone();
-        readings
+        let mut parts = readings
             .device_state(table, shared.clone())
-            .probe_with(&probe)
-            .sink(Pipeline, "Output", move |(input, _frontier)| {
-                input.for_each(|_, data| {
-                    for o in data.iter() {
-                        if let EngineOutput::Alert(a) = o {
-                            metrics::counter!("ioc_alerts_total", "rule" => a.rule.clone(), "status" => a.status.as_str()).increment(1);
-                        }
-                    }
-                    // The whole message as one batch. A closed output means
-                    // the process is shutting down.
-                    let _ = sink.send(std::mem::take(data));
-                });
+            .partition(2, |s| (u64::from(matches!(s, Staged::Geo(_))), s));
+        // Part 1 holds the geo items, part 0 the outputs.
+        if let (Some(geo), Some(outputs)) = (parts.pop(), parts.pop()) {
+            let outputs = outputs.flat_map(|s| match s {
+                Staged::Out(o) => Some(o),
+                Staged::Geo(_) => None,
             });
+            sink(outputs, shared, output, &probe);
+            sink(geo.geo(shared.clone()), shared, output, &probe);
+        }
         (input, cap)
     });
     let mut cap = Some(cap);

@@ -89,7 +89,10 @@ impl RuleState {
             Logic::Congestion(_) => RuleState::Congestion(CongestionState::default()),
             Logic::SpeedDrop(_) => RuleState::SpeedDrop(SpeedDropState::default()),
             Logic::Staleness(_) => RuleState::Stale(Tracker::default()),
-            Logic::Watchlist(_) => return None,
+            Logic::Watchlist(_)
+            | Logic::Geofence(_)
+            | Logic::ClonedPlate(_)
+            | Logic::ZoneRainfall(_) => return None,
         })
     }
 

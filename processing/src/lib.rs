@@ -21,6 +21,7 @@
 
 pub mod dataflow;
 pub mod device_state;
+pub mod geo;
 pub mod reading;
 pub mod reorder;
 pub mod rules;
@@ -30,7 +31,7 @@ pub mod watermark;
 pub mod windows;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
 
@@ -75,6 +76,9 @@ pub struct EngineConfig {
     pub rain_bucket: Duration,
     /// The rules; `None` runs [`BUILTIN_RULES`].
     pub rules: Option<Arc<RuleSet>>,
+    /// Zones and assets (geofences, zone rules, alert enrichment); none
+    /// when absent. Shared so a reload reaches the engine.
+    pub zones: Option<Arc<ZonesCell>>,
     /// Capacity of the input channel, in readings.
     pub input_capacity: usize,
 }
@@ -88,6 +92,7 @@ impl Default for EngineConfig {
             lateness: Duration::from_secs(3600),
             rain_bucket: Duration::from_secs(300),
             rules: None,
+            zones: None,
             input_capacity: 65_536,
         }
     }
@@ -133,6 +138,7 @@ pub struct Shared {
     rxs: Vec<flume::Receiver<Reading>>,
     registry: Arc<Registry>,
     rules: Arc<RulesCell>,
+    zones: Arc<ZonesCell>,
     table: TableConfig,
     watermark: Watermark,
     lateness_ms: i64,
@@ -159,46 +165,11 @@ impl Shared {
 /// Workers pick a new set up at their next step and keep every device's
 /// state and window contents; the state of a rule survives when its id and
 /// kind stay the same.
-#[derive(Debug)]
-pub struct RulesCell {
-    current: RwLock<Arc<RuleSet>>,
-    generation: AtomicU64,
-}
+pub type RulesCell = ioc_devices::Current<RuleSet>;
 
-impl RulesCell {
-    fn new(rules: Arc<RuleSet>) -> Self {
-        RulesCell {
-            current: RwLock::new(rules),
-            generation: AtomicU64::new(0),
-        }
-    }
-
-    /// The rules in force.
-    pub fn current(&self) -> Arc<RuleSet> {
-        self.current
-            .read()
-            .map_or_else(|p| p.into_inner().clone(), |r| r.clone())
-    }
-
-    /// Puts a new set in force.
-    pub fn replace(&self, rules: Arc<RuleSet>) {
-        match self.current.write() {
-            Ok(mut r) => *r = rules,
-            Err(p) => *p.into_inner() = rules,
-        }
-        self.generation.fetch_add(1, Ordering::Release);
-    }
-
-    /// The rules, if they changed since generation `seen` (then updated).
-    pub fn changed_since(&self, seen: &mut u64) -> Option<Arc<RuleSet>> {
-        let g = self.generation.load(Ordering::Acquire);
-        if g == *seen {
-            return None;
-        }
-        *seen = g;
-        Some(self.current())
-    }
-}
+/// The zones the engine uses, replaceable while it runs (workers use the
+/// new set from their next step; subjects keep their visits by zone id).
+pub type ZonesCell = ioc_devices::Current<ioc_devices::Zones>;
 
 /// The engine could not start or failed while running.
 #[derive(Debug, thiserror::Error)]
@@ -276,6 +247,7 @@ pub struct Engine {
     guards: timely::communication::WorkerGuards<()>,
     stats: Arc<EngineStats>,
     rules: Arc<RulesCell>,
+    zones: Arc<ZonesCell>,
 }
 
 impl Engine {
@@ -305,10 +277,15 @@ impl Engine {
                 config.rain_bucket
             )));
         }
+        let zones = config
+            .zones
+            .clone()
+            .unwrap_or_else(|| Arc::new(ZonesCell::new(Arc::default())));
         let shared = Arc::new(Shared {
             rxs,
             registry,
             rules: rules.clone(),
+            zones: zones.clone(),
             table: TableConfig {
                 rain_bucket_ms,
                 ..TableConfig::default()
@@ -336,6 +313,7 @@ impl Engine {
                 guards,
                 stats,
                 rules,
+                zones,
             },
             EngineInput { txs, shared },
         ))
@@ -344,6 +322,11 @@ impl Engine {
     /// The rules in force, to replace them while the engine runs.
     pub fn rules(&self) -> Arc<RulesCell> {
         self.rules.clone()
+    }
+
+    /// The zones in force, to replace them while the engine runs.
+    pub fn zones(&self) -> Arc<ZonesCell> {
+        self.zones.clone()
     }
 
     /// The engine's counters.

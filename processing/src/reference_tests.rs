@@ -24,7 +24,7 @@ use proptest::prelude::*;
 use timely::dataflow::operators::capture::{Capture, Event};
 use timely::dataflow::operators::{Input, Probe};
 
-use crate::dataflow::DeviceStateOp;
+use crate::dataflow::{DeviceStateOp, Staged};
 use crate::device_state::{DeviceTable, TableConfig};
 use crate::reading::Reading;
 use crate::rules::RuleSet;
@@ -118,6 +118,7 @@ fn operator(
             rxs: Vec::new(),
             registry: registry.clone(),
             rules: Arc::new(RulesCell::new(rules.clone())),
+            zones: Arc::default(),
             table: TableConfig::default(),
             watermark: Watermark::new(OOO_MS, i64::MAX / 4, Timestamp(T0)),
             lateness_ms: 3_600_000,
@@ -164,6 +165,10 @@ fn operator(
             .flat_map(|e| match e {
                 Event::Messages(_, data) => data,
                 Event::Progress(_) => Vec::new(),
+            })
+            .filter_map(|s| match s {
+                Staged::Out(o) => Some(o),
+                Staged::Geo(_) => None,
             })
             .collect()
     })

@@ -35,6 +35,8 @@ fn written() -> BTreeSet<(String, String)> {
         title_en: "River level".into(),
         pos: gauge.pos,
         area: gauge.area.clone(),
+        zones: Vec::new(),
+        nearest: Vec::new(),
         evidence: Evidence::new(3.1, "m", 3.0, Timestamp(t0), 9),
         opened_at: Timestamp(t0),
         updated_at: Timestamp(t0),

@@ -39,6 +39,8 @@ pub fn rule_alert(rule: &str, subject: &str, opened: i64, level: u8, version: u3
                 level: AreaLevel::Province,
             },
         ],
+        zones: Vec::new(),
+        nearest: Vec::new(),
         evidence: Evidence::new(3.0, "m", 2.5, Timestamp(opened), 7),
         opened_at: Timestamp(opened),
         updated_at: Timestamp(opened + i64::from(version)),

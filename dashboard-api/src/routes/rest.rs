@@ -65,6 +65,21 @@ pub async fn areas(State(app): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// `GET /api/v1/zones`: the zones and assets in force as one GeoJSON
+/// FeatureCollection, for the map (reloaded with the rules).
+pub async fn zones(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/geo+json")],
+        app.hub.zones().geojson().to_string(),
+    )
+}
+
+/// `GET /api/v1/tracks`: recent tracks of watch-listed plates, most
+/// recently seen first.
+pub async fn tracks(State(app): State<AppState>) -> Json<Vec<ioc_schemas::Track>> {
+    Json(app.hub.tracks())
+}
+
 /// `GET /api/v1/stats`: ingest and engine counters.
 pub async fn stats(State(app): State<AppState>) -> Json<Value> {
     Json((app.stats)())

@@ -30,11 +30,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ioc_devices::{DeviceIndex, Registry};
-use ioc_schemas::{DeviceInfo, DeviceKind, Severity, Timestamp};
+use ioc_schemas::{AssetKind, DeviceInfo, DeviceKind, Severity, Timestamp, ZoneKind};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::rate::{MAX_HISTORY_MS, RateOfChange, Surge};
+use crate::geo::{ClonedPlate, Geofence, GeofenceOn, Nearest, Subjects, ZoneFilter, ZoneRainfall};
 use super::staleness::Staleness;
 use super::threshold::{Rainfall, Threshold};
 use super::traffic::{Congestion, SpeedDrop};
@@ -90,6 +91,86 @@ struct Common {
     title_en: Option<String>,
     #[serde(default = "yes")]
     enabled: bool,
+    #[serde(default)]
+    nearest: Option<NearestSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NearestSpec {
+    kinds: Vec<AssetKind>,
+    #[serde(default = "three_assets")]
+    count: usize,
+    #[serde(default)]
+    within_m: Option<f64>,
+}
+
+fn three_assets() -> usize {
+    3
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GeofenceSpec {
+    #[serde(default)]
+    zone_kinds: Vec<ZoneKind>,
+    #[serde(default)]
+    zones: Vec<String>,
+    #[serde(default = "on_enter")]
+    on: String,
+    #[serde(default = "all_subjects")]
+    subjects: String,
+    #[serde(default = "severe")]
+    severity: Severity,
+}
+
+fn on_enter() -> String {
+    "enter".to_owned()
+}
+
+fn all_subjects() -> String {
+    "all".to_owned()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClonedPlateSpec {
+    #[serde(default = "max_speed")]
+    max_speed_kmh: f64,
+    #[serde(default = "min_distance")]
+    min_distance_m: f64,
+    #[serde(default = "severe")]
+    severity: Severity,
+}
+
+fn max_speed() -> f64 {
+    150.0
+}
+
+fn min_distance() -> f64 {
+    2000.0
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ZoneRainfallSpec {
+    #[serde(default)]
+    zone_kinds: Vec<ZoneKind>,
+    #[serde(default)]
+    zones: Vec<String>,
+    #[serde(default)]
+    within_m: f64,
+    #[serde(with = "humantime_serde")]
+    window: Duration,
+    levels: Vec<LevelSpec>,
+    #[serde(default)]
+    hysteresis: Option<f64>,
+    #[serde(default = "two")]
+    min_gauges: usize,
+}
+
+fn two() -> usize {
+    2
 }
 
 fn yes() -> bool {
@@ -510,8 +591,8 @@ fn as_tables(check: &mut Check<'_>, key: &str, value: Option<toml::Value>) -> Ve
     }
 }
 
-const COMMON: [&str; 7] = [
-    "id", "kind", "devices", "ids", "title_vi", "title_en", "enabled",
+const COMMON: [&str; 8] = [
+    "id", "kind", "devices", "ids", "title_vi", "title_en", "enabled", "nearest",
 ];
 
 #[allow(clippy::type_complexity)]
@@ -727,19 +808,105 @@ fn rule(
                 ),
             )
         }
+        "geofence" => {
+            let s: GeofenceSpec = check.kind_spec(at, table)?;
+            let on = match s.on.as_str() {
+                "enter" => GeofenceOn::Enter,
+                "dwell" => GeofenceOn::Dwell,
+                other => {
+                    check.problem(at, format!("on: {other:?} is neither \"enter\" nor \"dwell\""));
+                    GeofenceOn::Enter
+                }
+            };
+            let subjects = match s.subjects.as_str() {
+                "all" => Subjects::All,
+                "plates" => Subjects::Plates,
+                "devices" => Subjects::Devices,
+                other => {
+                    check.problem(
+                        at,
+                        format!("subjects: {other:?} is not \"all\", \"plates\" or \"devices\""),
+                    );
+                    Subjects::All
+                }
+            };
+            let g = Geofence {
+                zones: ZoneFilter {
+                    kinds: s.zone_kinds,
+                    ids: s.zones,
+                },
+                on,
+                severity: s.severity,
+                subjects,
+            };
+            (
+                Logic::Geofence(g),
+                None,
+                ("Xâm nhập vùng giám sát", "Geofence"),
+            )
+        }
+        "cloned_plate" => {
+            let s: ClonedPlateSpec = check.kind_spec(at, table)?;
+            check.positive(at, "max_speed_kmh", s.max_speed_kmh);
+            check.non_negative(at, "min_distance_m", s.min_distance_m);
+            let c = ClonedPlate {
+                max_speed_kmh: s.max_speed_kmh,
+                min_distance_m: s.min_distance_m,
+                severity: s.severity,
+            };
+            (
+                Logic::ClonedPlate(c),
+                None,
+                ("Nghi biển số giả", "Suspected cloned plate"),
+            )
+        }
+        "zone_rainfall" => {
+            let s: ZoneRainfallSpec = check.kind_spec(at, table)?;
+            let window_ms = s.window.as_millis() as i64;
+            if !RAIN_WINDOWS_MS.contains(&window_ms) {
+                check.problem(at, "window must be one of 1h, 3h, 6h, 24h");
+            }
+            let levels = check.levels(at, s.levels, false);
+            let hysteresis = s
+                .hysteresis
+                .unwrap_or_else(|| levels.first().map_or(0.0, |l| l.value * 0.1));
+            check.non_negative(at, "hysteresis", hysteresis);
+            check.non_negative(at, "within_m", s.within_m);
+            if s.min_gauges == 0 {
+                check.problem(at, "min_gauges must be at least 1");
+            }
+            let z = ZoneRainfall {
+                zones: ZoneFilter {
+                    kinds: s.zone_kinds,
+                    ids: s.zones,
+                },
+                within_m: s.within_m,
+                window_ms,
+                levels,
+                hysteresis,
+                min_gauges: s.min_gauges,
+            };
+            (
+                Logic::ZoneRainfall(z),
+                None,
+                ("Mưa lớn diện rộng", "Widespread heavy rain"),
+            )
+        }
         other => {
             check.problem(
                 at,
                 format!(
                     "unknown kind {other:?}; expected threshold, rate_of_change, rainfall, \
-                     staleness, congestion, speed_drop, surge or watchlist"
+                     staleness, congestion, speed_drop, surge, watchlist, geofence, \
+                     cloned_plate or zone_rainfall"
                 ),
             );
             return None;
         }
     };
     let kinds = common.devices.unwrap_or_else(|| match &logic {
-        Logic::Watchlist(_) => vec![DeviceKind::Camera],
+        Logic::Watchlist(_) | Logic::ClonedPlate(_) => vec![DeviceKind::Camera],
+        Logic::ZoneRainfall(_) => vec![DeviceKind::RainGauge],
         _ => default_kinds(field),
     });
     if kinds.is_empty() {
@@ -777,10 +944,24 @@ fn rule(
             );
         }
     }
+    let nearest = common.nearest.map(|n| {
+        if n.kinds.is_empty() || n.count == 0 {
+            check.problem(at, "nearest: name at least one asset kind and a count of 1 or more");
+        }
+        if let Some(w) = n.within_m {
+            check.positive(at, "nearest.within_m", w);
+        }
+        Nearest {
+            kinds: n.kinds,
+            count: n.count.min(20),
+            within_m: n.within_m,
+        }
+    });
     if !common.enabled {
         return None;
     }
     Some(Rule {
+        nearest,
         id: Arc::from(common.id.as_str()),
         kinds,
         only,

@@ -15,6 +15,9 @@
 //! | `congestion`, `speed_drop` | [`traffic`] | slow and full segments; sudden speed drops |
 //! | `surge` | [`rate`] | a jump of a field within a window (reservoir outflow: gates opening) |
 //! | `watchlist` | [`watchlist`] | watch-listed plates read by a camera |
+//! | `geofence` | [`crate::geo`] | moving subjects (plates, devices with `pos`) inside zones |
+//! | `cloned_plate` | [`crate::geo`] | one plate read in two places too far apart for the time between |
+//! | `zone_rainfall` | [`crate::geo`] | rolling rainfall at several gauges of one zone |
 //!
 //! Alerts of every kind share [`alert::Tracker`]: deterministic ids
 //! (`{rule}:{subject}:{event time the episode opened}`), levels, versions
@@ -55,6 +58,8 @@ pub struct Rule {
     pub logic: Logic,
     /// Its position in the set's rules: the key of its per-device state.
     pub position: u16,
+    /// The nearest assets its alerts carry.
+    pub nearest: Option<crate::geo::Nearest>,
 }
 
 impl Rule {
@@ -83,6 +88,12 @@ pub enum Logic {
     Surge(rate::Surge),
     /// Watch-listed plates.
     Watchlist(watchlist::Watchlist),
+    /// Moving subjects inside zones.
+    Geofence(crate::geo::Geofence),
+    /// A plate read in two places too far apart for the time between.
+    ClonedPlate(crate::geo::ClonedPlate),
+    /// Rainfall at several gauges of one zone.
+    ZoneRainfall(crate::geo::ZoneRainfall),
 }
 
 impl Logic {
@@ -97,6 +108,9 @@ impl Logic {
             Logic::SpeedDrop(_) => "speed_drop",
             Logic::Surge(_) => "surge",
             Logic::Watchlist(_) => "watchlist",
+            Logic::Geofence(_) => "geofence",
+            Logic::ClonedPlate(_) => "cloned_plate",
+            Logic::ZoneRainfall(_) => "zone_rainfall",
         }
     }
 }
