@@ -101,11 +101,18 @@ fn main() {
                    "geometry":{"type":"Point","coordinates":[BBOX[0] + 1.8 * unit(3, k, 0), BBOX[1] + 1.4 * unit(3, k, 1)]}})
         })
         .collect();
-    let set = Zones::from_geojson(&json!({"type":"FeatureCollection","features":assets}).to_string()).unwrap();
+    let set =
+        Zones::from_geojson(&json!({"type":"FeatureCollection","features":assets}).to_string())
+            .unwrap();
     let m = n.min(200_000);
     let t = Instant::now();
     for p in &pts[..m] {
-        std::hint::black_box(set.nearest(*p, &[AssetKind::Shelter, AssetKind::FireStation], 3, None));
+        std::hint::black_box(set.nearest(
+            *p,
+            &[AssetKind::Shelter, AssetKind::FireStation],
+            3,
+            None,
+        ));
     }
     let nearest_us = t.elapsed().as_secs_f64() * 1e6 / m as f64;
     println!("nearest 3 of 2 kinds among 2000 assets: {nearest_us:.2} µs per query");

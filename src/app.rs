@@ -104,7 +104,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let zones = zones_source
         .load()
         .map_err(|e| anyhow::anyhow!("invalid zones:\n  - {}", e.join("\n  - ")))?;
-    info!(zones = zones.all().len(), assets = zones.assets().len(), "zones loaded");
+    info!(
+        zones = zones.all().len(),
+        assets = zones.assets().len(),
+        "zones loaded"
+    );
     let zones = Arc::new(ioc_processing::ZonesCell::new(Arc::new(zones)));
     let p = &config.processing;
     let engine_config = EngineConfig {

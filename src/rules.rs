@@ -81,7 +81,10 @@ impl ZonesSource {
                 .map_err(|e| vec![format!("{}: cannot read: {e}", f.display())])?;
             texts.push((f.display().to_string(), text));
         }
-        let named: Vec<(&str, &str)> = texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+        let named: Vec<(&str, &str)> = texts
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
         Zones::from_files(&named).map_err(|e| e.problems)
     }
 

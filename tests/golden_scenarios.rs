@@ -14,9 +14,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ioc::rules::RulesSource;
-use ioc_devices::{Registry, Scenario, Simulator};
-use ioc_processing::{Engine, EngineConfig, Reading};
+use ioc::rules::{RulesSource, ZonesSource};
+use ioc_devices::{Registry, Scenario, Simulator, Zones};
+use ioc_processing::{Engine, EngineConfig, Reading, RuleSet, ZonesCell};
 use ioc_schemas::{Alert, EngineOutput, Timestamp};
 
 /// 40 minutes: two cycles of every scenario.
@@ -27,13 +27,14 @@ const T0: i64 = 1_767_225_600_000;
 /// about every 5 s, as in the live demo).
 const STEP_MS: i64 = 20;
 
-fn run(scenario: Scenario) -> String {
-    let registry = Registry::sonla_demo();
-    let rules = RulesSource::new(None, registry.clone()).load().unwrap();
-    // A fixed start (2026-01-01T07:00+07:00): the simulator follows the
-    // time of day (traffic peaks, diurnal noise), so the alerts would
-    // otherwise depend on the hour the test runs.
-    let t0 = T0;
+/// Runs `readings` (in this order) through the engine with two workers,
+/// the rules and zones given; every output, sorted by event time.
+fn run_engine(
+    registry: &Arc<Registry>,
+    rules: RuleSet,
+    zones: Zones,
+    readings: impl Iterator<Item = ioc_schemas::Envelope>,
+) -> Vec<EngineOutput> {
     let config = EngineConfig {
         workers: 2,
         // Generous: the two workers' inputs may drift apart on a busy machine.
@@ -41,42 +42,74 @@ fn run(scenario: Scenario) -> String {
         // Never follow the wall clock: event time comes from the readings only.
         idle_timeout: Duration::from_secs(3600),
         rules: Some(Arc::new(rules)),
+        zones: Some(Arc::new(ZonesCell::new(Arc::new(zones)))),
         ..EngineConfig::default()
     };
     let (tx, rx) = flume::unbounded();
     let (engine, input) = Engine::start(&config, registry.clone(), tx).unwrap();
-    let mut sim = Simulator::new(registry.clone(), scenario, 42, Timestamp(t0));
-    let mut t = t0;
-    while t < t0 + SPAN_MS {
-        if let Some(envelope) = sim.next_reading(Timestamp(t)) {
-            let device = registry.lookup(&envelope.device).unwrap();
-            input
-                .send_blocking(Reading {
-                    device,
-                    received: Timestamp::now(),
-                    envelope,
-                })
-                .unwrap();
-        }
-        t += STEP_MS;
+    for envelope in readings {
+        let device = registry.lookup(&envelope.device).unwrap();
+        input
+            .send_blocking(Reading {
+                device,
+                received: Timestamp::now(),
+                envelope,
+            })
+            .unwrap();
     }
+    // Let the workers' frontiers reach the watermark before the input
+    // closes (a closed input ends the dataflow without another step of
+    // event time): windows and dwell times up to there are then final.
+    std::thread::sleep(Duration::from_millis(500));
     drop(input);
     engine.join().unwrap();
-    let mut alerts: Vec<Alert> = rx
-        .drain()
-        .flatten()
-        .filter_map(|o| match o {
-            EngineOutput::Alert(a) => Some(*a),
-            _ => None,
-        })
-        .collect();
-    alerts.sort_by(|a, b| (a.updated_at, &a.id, a.version).cmp(&(b.updated_at, &b.id, b.version)));
+    rx.drain().flatten().collect()
+}
+
+/// One line per alert change (and, with `geo`, per geofence event and
+/// track), times relative to `t0`.
+fn describe(outputs: Vec<EngineOutput>, t0: i64, geo: bool) -> String {
+    let mut alerts: Vec<Alert> = Vec::new();
+    let mut lines: Vec<(i64, String)> = Vec::new();
     let rel = |ts: Timestamp| (ts.millis() - t0) as f64 / 1000.0;
-    let mut text = String::new();
+    for o in outputs {
+        match o {
+            EngineOutput::Alert(a) => alerts.push(*a),
+            EngineOutput::Geofence(g) if geo => lines.push((
+                g.ts.millis(),
+                format!(
+                    "+{:>7.1}s geofence {:<18} {:<6} {} inside {:?}",
+                    rel(g.ts),
+                    g.subject,
+                    format!("{:?}", g.transition).to_lowercase(),
+                    g.zone.id,
+                    g.inside_s
+                ),
+            )),
+            EngineOutput::Track(t) if geo => {
+                let last = t.points.last().map_or(0, |p| p.ts.millis());
+                let points: Vec<String> = t
+                    .points
+                    .iter()
+                    .map(|p| format!("{}@+{:.0}s {:?} km/h", p.camera, rel(p.ts), p.speed_kmh))
+                    .collect();
+                lines.push((
+                    last,
+                    format!(
+                        "+{:>7.1}s track {} {}",
+                        rel(Timestamp(last)),
+                        t.plate,
+                        points.join(" → ")
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    alerts.sort_by(|a, b| (a.updated_at, &a.id, a.version).cmp(&(b.updated_at, &b.id, b.version)));
     for a in &alerts {
         let opened = rel(a.opened_at);
-        let _ = writeln!(
-            text,
+        let mut line = format!(
             "+{:>7.1}s {:<18} {:<22} opened +{opened:.1}s {:<8} level {} ({}) v{} {} {} {}",
             rel(a.updated_at),
             a.rule,
@@ -89,17 +122,52 @@ fn run(scenario: Scenario) -> String {
             a.evidence.value,
             a.evidence.unit,
         );
+        if !a.evidence.related.is_empty() {
+            let _ = write!(line, " related {:?}", a.evidence.related);
+        }
+        if !a.zones.is_empty() {
+            let ids: Vec<&str> = a.zones.iter().map(|z| z.id.as_str()).collect();
+            let _ = write!(line, " zones {ids:?}");
+        }
+        if !a.nearest.is_empty() {
+            let near: Vec<String> = a
+                .nearest
+                .iter()
+                .map(|n| format!("{} {} m", n.id, n.distance_m))
+                .collect();
+            let _ = write!(line, " nearest {near:?}");
+        }
+        lines.push((a.updated_at.millis(), line));
+    }
+    // Stable: alerts keep their order among lines of the same time.
+    lines.sort_by_key(|(t, _)| *t);
+    let mut text = String::new();
+    for (_, line) in lines {
+        let _ = writeln!(text, "{line}");
     }
     text
 }
 
-fn check(scenario: &str) {
-    let text = run(scenario.parse().unwrap());
+fn run(scenario: Scenario) -> String {
+    let registry = Registry::sonla_demo();
+    let rules = RulesSource::new(None, registry.clone()).load().unwrap();
+    let zones = ZonesSource::new(None).load().unwrap();
+    // A fixed start (2026-01-01T07:00+07:00): the simulator follows the
+    // time of day (traffic peaks, diurnal noise), so the alerts would
+    // otherwise depend on the hour the test runs.
+    let t0 = T0;
+    let mut sim = Simulator::new(registry.clone(), scenario, 42, Timestamp(t0));
+    let readings =
+        (0..SPAN_MS / STEP_MS).filter_map(move |k| sim.next_reading(Timestamp(t0 + k * STEP_MS)));
+    describe(run_engine(&registry, rules, zones, readings), t0, false)
+}
+
+fn compare(name: &str, text: &str) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
-        .join(format!("{scenario}.txt"));
+        .join(format!("{name}.txt"));
     if std::env::var_os("IOC_BLESS").is_some() {
-        std::fs::write(&path, &text).unwrap();
+        std::fs::write(&path, text).unwrap();
         return;
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
@@ -110,10 +178,15 @@ fn check(scenario: &str) {
     });
     assert!(
         text == expected,
-        "{scenario}: the alerts differ from {}; if the change is deliberate, bless it \
+        "{name}: the output differs from {}; if the change is deliberate, bless it \
          (IOC_BLESS=1 cargo test --test golden_scenarios) and review the diff.\n--- got ---\n{text}",
         path.display()
     );
+}
+
+fn check(scenario: &str) {
+    let text = run(scenario.parse().unwrap());
+    compare(scenario, &text);
 }
 
 #[test]
@@ -139,4 +212,190 @@ fn device_outage() {
 #[test]
 fn watchlist_plate() {
     check("watchlist_plate");
+}
+
+// ------------------------------------------------------------------ geo
+
+/// A small catalogue for the geo scenarios: a camera at the Sơn La dam,
+/// three in the city, one in Mộc Châu, and the three rain gauges of the
+/// Bắc Yên – Tà Xùa landslide-risk zone; the demo's areas and zones.
+const GEO_DEVICES: &str = r#"{"type":"FeatureCollection","features":[
+ {"type":"Feature","properties":{"id":"cam-dap","kind":"camera","name":"Camera đập Sơn La","expected_interval_s":60},"geometry":{"type":"Point","coordinates":[104.044,21.499]}},
+ {"type":"Feature","properties":{"id":"cam-a","kind":"camera","name":"Camera A","expected_interval_s":60},"geometry":{"type":"Point","coordinates":[103.91381,21.33601]}},
+ {"type":"Feature","properties":{"id":"cam-b","kind":"camera","name":"Camera B","expected_interval_s":60},"geometry":{"type":"Point","coordinates":[103.93087,21.32719]}},
+ {"type":"Feature","properties":{"id":"cam-c","kind":"camera","name":"Camera C","expected_interval_s":60},"geometry":{"type":"Point","coordinates":[103.92813,21.32414]}},
+ {"type":"Feature","properties":{"id":"cam-moc-chau","kind":"camera","name":"Camera Mộc Châu","expected_interval_s":60},"geometry":{"type":"Point","coordinates":[104.61421,20.86126]}},
+ {"type":"Feature","properties":{"id":"rain-ta-xua","kind":"rain_gauge","name":"Tà Xùa","expected_interval_s":300},"geometry":{"type":"Point","coordinates":[104.44614,21.32851]}},
+ {"type":"Feature","properties":{"id":"rain-bac-yen","kind":"rain_gauge","name":"Bắc Yên","expected_interval_s":300},"geometry":{"type":"Point","coordinates":[104.42148,21.25016]}},
+ {"type":"Feature","properties":{"id":"rain-xim-vang","kind":"rain_gauge","name":"Xím Vàng","expected_interval_s":300},"geometry":{"type":"Point","coordinates":[104.38145,21.4175]}}
+]}"#;
+
+const GEO_RULES: &str = r#"
+[[rule]]
+id = "watchlist"
+kind = "watchlist"
+plates = ["26A-999.99"]
+nearest = { kinds = ["police_post"], count = 1 }
+
+[[rule]]
+id = "cloned_plate"
+kind = "cloned_plate"
+max_speed_kmh = 150
+min_distance_m = 2000
+
+[[rule]]
+id = "dam_intrusion"
+kind = "geofence"
+zone_kinds = ["restricted"]
+on = "enter"
+nearest = { kinds = ["police_post"], count = 1 }
+
+[[rule]]
+id = "dam_loitering"
+kind = "geofence"
+zone_kinds = ["restricted"]
+on = "dwell"
+severity = "extreme"
+
+[[rule]]
+id = "landslide_zone_rain"
+kind = "zone_rainfall"
+zone_kinds = ["landslide_risk"]
+window = "1h"
+min_gauges = 2
+levels = [
+  { name = "Nguy cơ sạt lở", value = 20, severity = "severe" },
+  { name = "Nguy cơ sạt lở rất cao", value = 40, severity = "extreme" },
+]
+nearest = { kinds = ["shelter"], count = 2 }
+"#;
+
+fn plate_read(
+    camera: &str,
+    t: i64,
+    seq: u64,
+    plate: &str,
+    pos: Option<[f64; 2]>,
+) -> ioc_schemas::Envelope {
+    ioc_schemas::Envelope {
+        device: camera.into(),
+        ts: Timestamp(T0 + t * 1000),
+        seq,
+        pos,
+        body: ioc_schemas::Body::Camera(ioc_schemas::Camera {
+            event: ioc_schemas::CameraEvent::PlateRead,
+            plate: Some(plate.into()),
+            confidence: 0.95,
+            snapshot: None,
+        }),
+    }
+}
+
+/// The four geo scenarios in one stream: an intrusion into the Sơn La dam
+/// perimeter (enter, dwell, jitter along the edge within the buffer, exit),
+/// a watch-listed plate crossing three cameras (its track), a cloned plate
+/// (Sơn La, then Mộc Châu ten minutes later), and heavy rain at two of the
+/// three gauges of a landslide-risk zone (one zone alert listing them).
+fn geo_readings() -> Vec<ioc_schemas::Envelope> {
+    let mut r = Vec::new();
+    let mut seq = std::collections::HashMap::<String, u64>::new();
+    let mut next = |d: &str| {
+        let s = seq.entry(d.to_owned()).or_insert(0);
+        *s += 1;
+        *s
+    };
+    // The intruder: inside at +60 s and +200 s, 10 m outside the edge at
+    // +600 s (within the 30 m buffer: still inside), far away at +700 s.
+    for (t, pos) in [
+        (60, [104.045, 21.495]),
+        (200, [104.046, 21.4955]),
+        (420, [104.0455, 21.4952]),
+        (600, [104.052986, 21.499363]),
+        (700, [104.06, 21.52]),
+    ] {
+        r.push(plate_read(
+            "cam-dap",
+            t,
+            next("cam-dap"),
+            "26B-111.11",
+            Some(pos),
+        ));
+    }
+    for (cam, t) in [("cam-a", 100), ("cam-b", 160), ("cam-c", 220)] {
+        r.push(plate_read(cam, t, next(cam), "26A-999.99", None));
+    }
+    r.push(plate_read("cam-a", 300, next("cam-a"), "26C-222.22", None));
+    r.push(plate_read(
+        "cam-moc-chau",
+        900,
+        next("cam-moc-chau"),
+        "26C-222.22",
+        None,
+    ));
+    // Rain every 5 minutes for 40 minutes, then dry for two hours.
+    for k in 0..=30i64 {
+        let t = 60 + k * 300;
+        for (gauge, mm) in [
+            ("rain-ta-xua", 10.0),
+            ("rain-bac-yen", 6.0),
+            ("rain-xim-vang", 1.0),
+        ] {
+            let mm = if k < 8 { mm } else { 0.0 };
+            r.push(ioc_schemas::Envelope {
+                device: gauge.into(),
+                ts: Timestamp(T0 + t * 1000),
+                seq: next(gauge),
+                pos: None,
+                body: ioc_schemas::Body::Hydrology(ioc_schemas::Hydrology {
+                    rainfall_mm: Some(mm),
+                    ..ioc_schemas::Hydrology::default()
+                }),
+            });
+        }
+    }
+    r.sort_by_key(|e| e.ts);
+    r
+}
+
+#[test]
+fn geo_scenarios() {
+    let registry =
+        Arc::new(Registry::from_geojson(GEO_DEVICES, ioc_devices::catalogue::SONLA_AREAS).unwrap());
+    let rules = RuleSet::parse(GEO_RULES, &registry, &|_| Err("no files".into())).unwrap();
+    let zones = Zones::from_geojson(ioc_devices::catalogue::SONLA_ZONES).unwrap();
+    let text = describe(
+        run_engine(&registry, rules, zones, geo_readings().into_iter()),
+        T0,
+        true,
+    );
+    compare("geo", &text);
+}
+
+/// The geo outputs do not depend on the order readings arrive in, within
+/// the allowed out-of-orderness.
+#[test]
+fn geo_scenarios_in_any_arrival_order() {
+    let registry =
+        Arc::new(Registry::from_geojson(GEO_DEVICES, ioc_devices::catalogue::SONLA_AREAS).unwrap());
+    let run_in = |readings: Vec<ioc_schemas::Envelope>| {
+        let rules = RuleSet::parse(GEO_RULES, &registry, &|_| Err("no files".into())).unwrap();
+        let zones = Zones::from_geojson(ioc_devices::catalogue::SONLA_ZONES).unwrap();
+        describe(
+            run_engine(&registry, rules, zones, readings.into_iter()),
+            T0,
+            true,
+        )
+    };
+    let sorted = run_in(geo_readings());
+    // Swap neighbours less than 30 s apart: out of order, within the 60 s
+    // the engine waits.
+    let mut shuffled = geo_readings();
+    for i in (1..shuffled.len()).step_by(2) {
+        if shuffled[i].ts.millis() - shuffled[i - 1].ts.millis() < 30_000 {
+            shuffled.swap(i - 1, i);
+        }
+    }
+    shuffled.reverse();
+    shuffled.sort_by_key(|e| e.ts.millis() / 60_000);
+    assert_eq!(run_in(shuffled), sorted);
 }

@@ -31,8 +31,8 @@ use std::panic::AssertUnwindSafe;
 
 use geo::algorithm::monotone::MonoPoly;
 use geo::{
-    BoundingRect, Centroid, Closest, Contains, Coord, Distance, Haversine, HaversineClosestPoint, Intersects,
-    Line, LineString, MonotonicPolygons, MultiPolygon, Point, Polygon, Validation,
+    BoundingRect, Centroid, Closest, Contains, Coord, Distance, Haversine, HaversineClosestPoint,
+    Intersects, Line, LineString, MonotonicPolygons, MultiPolygon, Point, Polygon, Validation,
 };
 use ioc_schemas::{AssetKind, NearbyAsset, ZoneKind, ZoneRef};
 use rstar::primitives::{GeomWithData, Rectangle};

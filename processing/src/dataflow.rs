@@ -50,9 +50,9 @@ use timely::worker::Worker;
 use crate::Shared;
 use crate::device_state::{DeviceTable, Outcome};
 use crate::geo::{GeoItem, GeoState, enrich, plate_subject, wants_positions};
-use crate::rules::{Logic, RuleSet};
 use crate::reading::Reading;
 use crate::reorder::ReorderBuffer;
+use crate::rules::{Logic, RuleSet};
 use crate::sample::Sample;
 
 /// Most readings a worker takes from the channel before stepping the dataflow.
@@ -148,8 +148,11 @@ fn rain_items(
 pub trait DeviceStateOp<'scope> {
     /// Exchanges readings by device and applies them to the owning worker's
     /// [`DeviceTable`].
-    fn device_state(self, table: DeviceTable, shared: Arc<Shared>)
-    -> StreamVec<'scope, u64, Staged>;
+    fn device_state(
+        self,
+        table: DeviceTable,
+        shared: Arc<Shared>,
+    ) -> StreamVec<'scope, u64, Staged>;
 }
 
 impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {

@@ -12,7 +12,8 @@
 //! depend on arrival order. The zones are the set in force
 //! ([`ioc_devices::Current`]), the same on every worker.
 //!
-//! - **Geofences.** A subject enters a zone when a position falls inside it
+//! - **Geofences** (for the zones some `geofence` rule watches). A subject
+//!   enters a zone when a position falls inside it
 //!   and leaves only when a position lies farther than the zone's buffer
 //!   outside, so jitter along an edge does not flap. A subject inside longer
 //!   than the zone's `dwell_s` gets one dwell event per visit (checked as
@@ -199,7 +200,10 @@ impl GeoItem {
                 ..
             } => (*ts, subject, source),
             GeoItem::Rain {
-                end_ms, zone, gauge, ..
+                end_ms,
+                zone,
+                gauge,
+                ..
             } => (*end_ms, zone, gauge),
         }
     }
@@ -217,6 +221,21 @@ pub fn wants_positions(rules: &RuleSet) -> bool {
             r.logic,
             Logic::Geofence(_) | Logic::ClonedPlate(_) | Logic::Watchlist(_)
         )
+    })
+}
+
+/// Whether a geofence rule watches this zone for this kind of subject.
+fn watched(rules: &RuleSet, zone: &ioc_devices::Zone, plate: bool) -> bool {
+    rules.rules.iter().any(|r| match &r.logic {
+        Logic::Geofence(g) => {
+            g.zones.takes(zone)
+                && match g.subjects {
+                    Subjects::All => true,
+                    Subjects::Plates => plate,
+                    Subjects::Devices => !plate,
+                }
+        }
+        _ => false,
     })
 }
 
@@ -284,6 +303,8 @@ impl GeoState {
     ) {
         items.sort_by(|a, b| a.order().cmp(&b.order()));
         for item in items.iter() {
+            // Dwell times that ran out before this item, first.
+            self.dwells(item.ts(), rules, zones, out);
             match item {
                 GeoItem::Position {
                     subject,
@@ -321,10 +342,11 @@ impl GeoState {
         let state = self.subjects.entry(subject.clone()).or_default();
         if ts < state.last_ms {
             // Older than what the subject's state already reflects (a read
-            // later than the lateness the engine allows): the track takes
-            // it, the geofences do not go back in time.
+            // later than the engine waits for): the track takes it, the
+            // geofences do not go back in time.
             if plate {
                 insert_track(state, source, ts, pos);
+                track_output(subject, state, rules, out);
             }
             return;
         }
@@ -333,6 +355,9 @@ impl GeoState {
         state.source = source.clone();
         state.plate = plate;
         zones.indices_at(pos, &mut self.found);
+        // Geofencing covers the zones some geofence rule watches.
+        self.found
+            .retain(|&zi| watched(rules, zones.zone(zi), plate));
         let event = |zone: &ioc_devices::Zone, transition, inside_s| {
             EngineOutput::Geofence(GeofenceEvent {
                 subject: subject.to_string(),
@@ -379,16 +404,7 @@ impl GeoState {
             insert_track(state, source, ts, pos);
             let speed = state.track.back().and_then(|p| p.speed_kmh);
             cloned_plate(subject, state, speed, rules, &self.registry, out);
-            let watched = rules.rules.iter().any(|r| match &r.logic {
-                Logic::Watchlist(w) => w.contains(subject.trim_start_matches("plate-")),
-                _ => false,
-            });
-            if watched {
-                out.push(EngineOutput::Track(Track {
-                    plate: subject.trim_start_matches("plate-").to_owned(),
-                    points: state.track.iter().cloned().collect(),
-                }));
-            }
+            track_output(subject, state, rules, out);
         }
         geofence_rules(subject, state, ts, rules, zones, &self.registry, out);
     }
@@ -465,7 +481,11 @@ impl GeoState {
             .map_or(0.0, |g| g.1);
         let shown = spec
             .levels
-            .get(usize::from(step.level.max(step.peak)).saturating_sub(1).min(spec.levels.len() - 1))
+            .get(
+                usize::from(step.level.max(step.peak))
+                    .saturating_sub(1)
+                    .min(spec.levels.len() - 1),
+            )
             .or(spec.levels.first());
         let mut ev = Evidence::new(
             value,
@@ -505,8 +525,22 @@ impl GeoState {
             return;
         }
         self.frontier = frontier;
+        self.dwells(frontier, rules, zones, out);
+        let stale: Vec<Arc<str>> = self
+            .subjects
+            .iter()
+            .filter(|(_, s)| s.last_ms < frontier - SUBJECT_TTL_MS)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for subject in stale {
+            self.forget(&subject, frontier, rules, out);
+        }
+    }
+
+    /// Dwell events due before `until`.
+    fn dwells(&mut self, until: i64, rules: &RuleSet, zones: &Zones, out: &mut Vec<EngineOutput>) {
         while let Some(first) = self.dwell_due.first() {
-            if first.0 >= frontier {
+            if first.0 >= until {
                 break;
             }
             let Some((due, subject, zone_id)) = self.dwell_due.pop_first() else {
@@ -544,15 +578,6 @@ impl GeoState {
             }));
             geofence_rules(&subject, state, due, rules, zones, &self.registry, out);
         }
-        let stale: Vec<Arc<str>> = self
-            .subjects
-            .iter()
-            .filter(|(_, s)| s.last_ms < frontier - SUBJECT_TTL_MS)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for subject in stale {
-            self.forget(&subject, frontier, rules, out);
-        }
     }
 
     fn forget_oldest(&mut self, rules: &RuleSet, out: &mut Vec<EngineOutput>) {
@@ -568,7 +593,13 @@ impl GeoState {
     }
 
     /// Forgets a subject; its open alerts are resolved.
-    fn forget(&mut self, subject: &Arc<str>, at: i64, rules: &RuleSet, out: &mut Vec<EngineOutput>) {
+    fn forget(
+        &mut self,
+        subject: &Arc<str>,
+        at: i64,
+        rules: &RuleSet,
+        out: &mut Vec<EngineOutput>,
+    ) {
         let Some(mut state) = self.subjects.remove(subject) else {
             return;
         };
@@ -578,7 +609,9 @@ impl GeoState {
             };
             if let Some(step) = tracker.step(0, at.max(state.last_ms)) {
                 let mut ev = Evidence::new(0.0, "", 0.0, Timestamp(at), 0);
-                ev.plate = state.plate.then(|| subject.trim_start_matches("plate-").to_owned());
+                ev.plate = state
+                    .plate
+                    .then(|| subject.trim_start_matches("plate-").to_owned());
                 out.push(EngineOutput::alert(subject_alert(
                     rule,
                     subject,
@@ -597,6 +630,21 @@ impl GeoState {
     /// Subjects this worker remembers.
     pub fn subjects(&self) -> usize {
         self.subjects.len()
+    }
+}
+
+/// The whole track of a watch-listed plate, for the map.
+fn track_output(subject: &str, state: &SubjectState, rules: &RuleSet, out: &mut Vec<EngineOutput>) {
+    let plate = subject.trim_start_matches("plate-");
+    let watched = rules.rules.iter().any(|r| match &r.logic {
+        Logic::Watchlist(w) => w.contains(plate),
+        _ => false,
+    });
+    if watched {
+        out.push(EngineOutput::Track(Track {
+            plate: plate.to_owned(),
+            points: state.track.iter().cloned().collect(),
+        }));
     }
 }
 
@@ -662,8 +710,8 @@ fn cloned_plate(
         let Logic::ClonedPlate(spec) = &rule.logic else {
             continue;
         };
-        let implausible = metres >= spec.min_distance_m
-            && speed.is_some_and(|s| s > spec.max_speed_kmh);
+        let implausible =
+            metres >= spec.min_distance_m && speed.is_some_and(|s| s > spec.max_speed_kmh);
         if !implausible {
             continue;
         }
@@ -687,8 +735,18 @@ fn cloned_plate(
             value: spec.max_speed_kmh,
             severity: spec.severity,
         }];
-        let vi = format!("{} và {} cách nhau {:.1} km", a.camera, b.camera, metres / 1000.0);
-        let en = format!("{} and {} are {:.1} km apart", a.camera, b.camera, metres / 1000.0);
+        let vi = format!(
+            "{} và {} cách nhau {:.1} km",
+            a.camera,
+            b.camera,
+            metres / 1000.0
+        );
+        let en = format!(
+            "{} and {} are {:.1} km apart",
+            a.camera,
+            b.camera,
+            metres / 1000.0
+        );
         out.push(EngineOutput::alert(subject_alert(
             rule,
             subject,
@@ -796,7 +854,11 @@ fn subject_alert(
     evidence: Evidence,
     what: (&str, &str),
 ) -> Alert {
-    let shown = if step.level == 0 { step.peak } else { step.level };
+    let shown = if step.level == 0 {
+        step.peak
+    } else {
+        step.level
+    };
     let level = levels.get(usize::from(shown).saturating_sub(1));
     let (level_name, severity) =
         level.map_or(("", Severity::Minor), |l| (l.name.as_str(), l.severity));

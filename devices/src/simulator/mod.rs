@@ -461,7 +461,17 @@ impl Simulator {
         let plate = (event == CameraEvent::PlateRead
             || event == CameraEvent::WrongWay
             || event == CameraEvent::IllegalParking)
-            .then(|| plate(hash(self.seed ^ 0x42, key, seq)));
+            .then(|| {
+                // Each read a different vehicle (until two million reads
+                // have passed): a plate that repeats across the province
+                // by chance would look cloned.
+                let devices = self.registry.devices().len() as u64;
+                let serial = (seq.wrapping_mul(devices).wrapping_add(key) % PLATE_SERIALS)
+                    .wrapping_mul(7919)
+                    .wrapping_add(12_345)
+                    % PLATE_SERIALS;
+                plate_of(serial, hash(self.seed ^ 0x42, key, seq))
+            });
         let dx = (unit(self.seed ^ 0x43, key, seq) - 0.5) * 0.0004;
         let dy = (unit(self.seed ^ 0x44, key, seq) - 0.5) * 0.0004;
         let confidence = 0.7 + 0.29 * unit(self.seed ^ 0x45, key, seq);
@@ -477,8 +487,19 @@ impl Simulator {
     }
 }
 
+/// How many plates [`plate_of`] tells apart by serial: 20 series letters
+/// times 100 000 numbers.
+pub const PLATE_SERIALS: u64 = 2_000_000;
+
 /// A plausible Vietnamese plate from a hash: four in five from Sơn La (26).
 pub fn plate(h: u64) -> String {
+    plate_of((h >> 8) % 20 * 100_000 + (h >> 16) % 100_000, h)
+}
+
+/// A plausible Vietnamese plate whose series letter and number come from
+/// `serial` (below [`PLATE_SERIALS`]: distinct serials give distinct
+/// plates) and the rest (province, motorbike or car) from the hash `h`.
+pub fn plate_of(serial: u64, h: u64) -> String {
     const OTHER: [&str; 9] = ["29", "30", "20", "21", "24", "25", "27", "28", "19"];
     const SERIES: &[u8] = b"ABCDEFGHKLMNPSTUVXYZ";
     let province = if h % 5 != 0 {
@@ -486,8 +507,8 @@ pub fn plate(h: u64) -> String {
     } else {
         OTHER[(h / 5 % 9) as usize]
     };
-    let letter = SERIES[((h >> 8) % SERIES.len() as u64) as usize] as char;
-    let number = (h >> 16) % 100_000;
+    let letter = SERIES[(serial / 100_000 % SERIES.len() as u64) as usize] as char;
+    let number = serial % 100_000;
     if (h >> 40) % 2 == 0 {
         // Motorbike: series letter plus a digit.
         let digit = (h >> 44) % 9 + 1;

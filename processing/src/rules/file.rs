@@ -35,12 +35,12 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::rate::{MAX_HISTORY_MS, RateOfChange, Surge};
-use crate::geo::{ClonedPlate, Geofence, GeofenceOn, Nearest, Subjects, ZoneFilter, ZoneRainfall};
 use super::staleness::Staleness;
 use super::threshold::{Rainfall, Threshold};
 use super::traffic::{Congestion, SpeedDrop};
 use super::watchlist::{Watchlist, normalise};
 use super::{Level, Levels, Logic, Maintenance, Rule, default_kinds, registry_levels};
+use crate::geo::{ClonedPlate, Geofence, GeofenceOn, Nearest, Subjects, ZoneFilter, ZoneRainfall};
 use crate::sample::Field;
 use crate::windows::RAIN_WINDOWS_MS;
 
@@ -814,7 +814,10 @@ fn rule(
                 "enter" => GeofenceOn::Enter,
                 "dwell" => GeofenceOn::Dwell,
                 other => {
-                    check.problem(at, format!("on: {other:?} is neither \"enter\" nor \"dwell\""));
+                    check.problem(
+                        at,
+                        format!("on: {other:?} is neither \"enter\" nor \"dwell\""),
+                    );
                     GeofenceOn::Enter
                 }
             };
@@ -946,7 +949,10 @@ fn rule(
     }
     let nearest = common.nearest.map(|n| {
         if n.kinds.is_empty() || n.count == 0 {
-            check.problem(at, "nearest: name at least one asset kind and a count of 1 or more");
+            check.problem(
+                at,
+                "nearest: name at least one asset kind and a count of 1 or more",
+            );
         }
         if let Some(w) = n.within_m {
             check.positive(at, "nearest.within_m", w);
@@ -997,6 +1003,9 @@ mod tests {
             "speed_drop",
             "surge",
             "watchlist",
+            "geofence",
+            "cloned_plate",
+            "zone_rainfall",
         ] {
             assert!(kinds.contains(k), "deploy/rules.toml has no {k} rule");
         }
