@@ -1,6 +1,7 @@
 //! Engine-only throughput: simulated readings of N devices pushed through
 //! the real input into the timely workers with every rule of the demo
-//! rules file (`deploy/rules.toml`) on, every output drained.
+//! rules file (`deploy/rules.toml`) and the demo zones on, every output
+//! drained.
 //!
 //! ```sh
 //! cargo bench --bench engine -- [DEVICES] [EVENTS] [WORKERS]
@@ -54,6 +55,13 @@ fn main() {
         // pauses (that would make every reading late).
         idle_timeout: std::time::Duration::from_secs(3600),
         rules: Some(std::sync::Arc::new(rules)),
+        zones: Some(std::sync::Arc::new(ioc_processing::ZonesCell::new(
+            std::sync::Arc::new(
+                ioc::rules::ZonesSource::new(None)
+                    .load()
+                    .expect("the demo zones"),
+            ),
+        ))),
         ..EngineConfig::default()
     };
     let started = Instant::now();

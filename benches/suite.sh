@@ -40,6 +40,7 @@ if $smoke; then
   run e2e-kafka ioc e2e --kafka 1000 3 1000
   run influx-sink ioc influx_sink 20000 1000
   run alert-store ioc alert_store 50
+  run geo ioc geo 20000
 else
   run engine ioc engine 100000 2000000 2
   run kafka-ingest ioc kafka_ingest 1000000 10000 4
@@ -49,6 +50,7 @@ else
   run influx-sink ioc influx_sink 1000000 10000
   run alert-store ioc alert_store 2000
   run alert-store-postgres ioc alert_store 2000 --postgres
+  run geo ioc geo 2000000
 fi
 
 report_args=("$PWD/$out")

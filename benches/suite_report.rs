@@ -112,14 +112,28 @@ const TARGETS: &[Target] = &[
         pointer: "/encode_gzip/cpu_ns_per_point",
         bound: Bound::AtMost(500.0),
     },
+    Target {
+        result: "geo",
+        what: "zones containing a point, 1 000 zones, points/s per core",
+        pointer: "/zones_1000/points_per_s_per_core",
+        bound: Bound::AtLeast(2_000_000.0),
+    },
+    Target {
+        result: "geo",
+        what: "zones containing a point, 10 000 zones, points/s per core",
+        pointer: "/zones_10000/points_per_s_per_core",
+        bound: Bound::AtLeast(500_000.0),
+    },
+    Target {
+        result: "geo",
+        what: "zones containing a point, 10 000 zones, p99 µs",
+        pointer: "/zones_10000/lookup_us/p99",
+        bound: Bound::AtMost(10.0),
+    },
 ];
 
 /// Benchmarks of the standard suite that do not exist yet.
-const NOT_BUILT: &[&str] = &[
-    "WebSocket fan-out",
-    "geofence enrichment",
-    "Node-RED baseline and ratios to it",
-];
+const NOT_BUILT: &[&str] = &["WebSocket fan-out", "Node-RED baseline and ratios to it"];
 
 fn main() {
     let dir = std::path::PathBuf::from(common::arg(0, "target/bench/suite".to_owned()));

@@ -1,5 +1,5 @@
 // Control-room page: offline province map, live device states, open alerts.
-// Talks to the server only: GET /api/v1/areas once, the /api/v1/live
+// Talks to the server only: GET /api/v1/areas and /api/v1/zones once, the /api/v1/live
 // WebSocket (a snapshot, then ordered deltas), and POST for operators'
 // actions on alerts. No third-party code, no tiles.
 "use strict";
@@ -15,6 +15,7 @@ const TEXT = {
     presence: "Kết nối", online: "trực tuyến", offline: "mất kết nối",
     ack: "Xác nhận", resolve: "Đã xử lý", acked: "Đã xác nhận", by: "bởi", assignee: "Giao cho",
     who: "Tên cán bộ trực (ghi vào lịch sử cảnh báo):", failed: "Không thực hiện được",
+    zones: "Vùng", nearest: "Gần nhất", track: "Hành trình",
   },
   en: {
     title: "Intelligent Operations Center — Sơn La",
@@ -26,6 +27,7 @@ const TEXT = {
     presence: "Connection", online: "online", offline: "offline",
     ack: "Acknowledge", resolve: "Resolve", acked: "Acknowledged", by: "by", assignee: "Assigned to",
     who: "Operator name (recorded in the alert's history):", failed: "Could not do it",
+    zones: "Zones", nearest: "Nearest", track: "Track",
   },
 };
 const KIND = {
@@ -34,6 +36,12 @@ const KIND = {
 };
 const KIND_COLOR = { river_gauge: "#4aa3ff", rain_gauge: "#7fd3e6", reservoir: "#2e6bd6", traffic_counter: "#7bd88f", camera: "#c39bf0" };
 const LEVEL_COLOR = ["", "#f1c40f", "#e67e22", "#e74c3c"];
+const ZONE_COLOR = { landslide_risk: "#b5651d", flood_prone: "#3b7dd8", restricted: "#d94a8c", road_segment: "#9aa5b1" };
+const ZONE_NAME = {
+  vi: { landslide_risk: "Nguy cơ sạt lở", flood_prone: "Vùng ngập", restricted: "Khu vực hạn chế", road_segment: "Đoạn đường" },
+  en: { landslide_risk: "Landslide risk", flood_prone: "Flood-prone", restricted: "Restricted", road_segment: "Road segment" },
+};
+const ASSET_MARK = { shelter: "S", fire_station: "F", hospital: "H", police_post: "P", camera: "C" };
 const HISTORY = 240;
 
 let lang = localStorage.getItem("ioc.lang") || "vi";
@@ -41,6 +49,9 @@ const devices = new Map();   // id -> { info, state }
 const alerts = new Map();    // id -> alert
 const history = new Map();   // id -> [[ms, value]]
 let areas = [];              // { id, level, name, rings: [[[lon, lat]]], bbox }
+let zones = [];              // { id, kind, name, rings | lines, buffer }
+let assets = [];             // { id, kind, name, pos }
+const tracks = new Map();    // plate -> { plate, points: [{ camera, ts, pos, speed_kmh }] }
 let selected = null;
 let lastSeq = null;
 let freshAlerts = new Set();
@@ -110,6 +121,7 @@ function draw() {
     ctx.lineWidth = devicePixelRatio;
     ctx.stroke();
   }
+  drawZones();
   const province = areas.find((a) => a.level === "province");
   if (province) {
     ctx.beginPath();
@@ -151,7 +163,62 @@ function draw() {
       ctx.stroke();
     }
   }
+  drawTracks();
 }
+// Zones under the devices: areas filled lightly by kind, roads as lines;
+// assets (lettered) once zoomed in; watch-listed plates' tracks on top.
+function drawZones() {
+  const alarmed = new Set();
+  for (const a of alerts.values()) for (const z of a.zones || []) alarmed.add(z.id);
+  for (const z of zones) {
+    const c = ZONE_COLOR[z.kind] || "#888888";
+    ctx.beginPath();
+    if (z.rings) {
+      for (const ring of z.rings) {
+        ring.forEach(([lon, lat], i) => { const [x, y] = project(lon, lat); i ? ctx.lineTo(x, y) : ctx.moveTo(x, y); });
+        ctx.closePath();
+      }
+      ctx.fillStyle = c + (alarmed.has(z.id) ? "66" : "26");
+      ctx.fill();
+      ctx.setLineDash(z.kind === "restricted" ? [] : [6 * devicePixelRatio, 4 * devicePixelRatio]);
+      ctx.strokeStyle = c; ctx.lineWidth = (alarmed.has(z.id) ? 2.5 : 1.2) * devicePixelRatio; ctx.stroke();
+      ctx.setLineDash([]);
+    } else {
+      for (const line of z.lines) line.forEach(([lon, lat], i) => { const [x, y] = project(lon, lat); i ? ctx.lineTo(x, y) : ctx.moveTo(x, y); });
+      ctx.strokeStyle = c + "99"; ctx.lineWidth = 3 * devicePixelRatio; ctx.stroke();
+    }
+  }
+  if (view.scale > 1500) {
+    ctx.font = `bold ${10 * devicePixelRatio}px system-ui, sans-serif`;
+    ctx.textAlign = "center"; ctx.textBaseline = "middle";
+    for (const a of assets) {
+      const [x, y] = project(a.pos[0], a.pos[1]);
+      const r = 6 * devicePixelRatio;
+      ctx.fillStyle = "#f4f6f8"; ctx.fillRect(x - r, y - r, 2 * r, 2 * r);
+      ctx.fillStyle = "#10202e"; ctx.fillText(ASSET_MARK[a.kind] || "?", x, y);
+    }
+    ctx.textBaseline = "alphabetic";
+  }
+}
+
+function drawTracks() {
+  ctx.font = `bold ${12 * devicePixelRatio}px system-ui, sans-serif`;
+  ctx.textAlign = "left";
+  for (const tr of tracks.values()) {
+    if (!tr.points.length) continue;
+    ctx.beginPath();
+    tr.points.forEach((p, i) => { const [x, y] = project(p.pos[0], p.pos[1]); i ? ctx.lineTo(x, y) : ctx.moveTo(x, y); });
+    ctx.strokeStyle = "#ff4fd8"; ctx.lineWidth = 3 * devicePixelRatio; ctx.stroke();
+    for (const p of tr.points) {
+      const [x, y] = project(p.pos[0], p.pos[1]);
+      ctx.beginPath(); ctx.arc(x, y, 4 * devicePixelRatio, 0, 2 * Math.PI); ctx.fillStyle = "#ff4fd8"; ctx.fill();
+    }
+    const last = tr.points[tr.points.length - 1];
+    const [x, y] = project(last.pos[0], last.pos[1]);
+    ctx.fillStyle = "#ffd6f6"; ctx.fillText(`${t("track")} ${tr.plate}`, x + 8 * devicePixelRatio, y - 8 * devicePixelRatio);
+  }
+}
+
 function alarmLevel(d) { return (d.state && d.state.alarm_level) || 0; }
 function offline(d) { return d.presence && d.presence.status === "offline"; }
 
@@ -280,7 +347,20 @@ function renderAlerts() {
     const when = document.createElement("div");
     when.className = "time";
     when.textContent = `${t("opened")} ${time(a.opened_at)} · ${t("updated")} ${time(a.updated_at)}`;
-    li.append(lvl, title, area, when);
+    li.append(lvl, title, area);
+    if ((a.zones || []).length) {
+      const z = document.createElement("div");
+      z.className = "zones";
+      z.textContent = `${t("zones")}: ` + a.zones.map((x) => x.name).join(" · ");
+      li.append(z);
+    }
+    if ((a.nearest || []).length) {
+      const n = document.createElement("div");
+      n.className = "nearest";
+      n.textContent = `${t("nearest")}: ` + a.nearest.map((x) => `${x.name} (${x.distance_m < 1000 ? x.distance_m + " m" : (x.distance_m / 1000).toFixed(1) + " km"})`).join(" · ");
+      li.append(n);
+    }
+    li.append(when);
     const h = a.handling || {};
     if (a.status === "acknowledged" || h.assignee) {
       const who = document.createElement("div");
@@ -296,7 +376,11 @@ function renderAlerts() {
     if (a.status === "open") actions.append(actionButton(a, "ack"));
     actions.append(actionButton(a, "resolve"));
     li.append(actions);
-    li.addEventListener("click", () => { select(a.subject, true); });
+    li.addEventListener("click", () => {
+      if (devices.has(a.subject)) { select(a.subject, true); return; }
+      // A zone or a plate: centre the map on the alert.
+      view.lon = a.pos[0]; view.lat = a.pos[1]; view.scale = Math.max(view.scale, 2500); dirty = true;
+    });
     ol.append(li);
   }
   freshAlerts = new Set();
@@ -415,6 +499,10 @@ function renderLegend() {
     const s = document.createElement("span"); const i = document.createElement("i");
     i.style.background = c; s.append(i, KIND[lang][k]); box.append(s);
   }
+  for (const [k, c] of Object.entries(ZONE_COLOR)) {
+    const s = document.createElement("span"); const i = document.createElement("i");
+    i.style.background = c + "80"; i.style.borderRadius = "2px"; s.append(i, ZONE_NAME[lang][k]); box.append(s);
+  }
   ["BĐ1", "BĐ2", "BĐ3"].forEach((n, i) => {
     const s = document.createElement("span"); const b = document.createElement("i");
     b.style.background = LEVEL_COLOR[i + 1]; s.append(b, n); box.append(s);
@@ -447,6 +535,8 @@ function onMessage(msg) {
       if (state) remember(state);
     }
     for (const a of msg.alerts) alerts.set(a.id, a);
+    tracks.clear();
+    for (const tr of msg.tracks || []) tracks.set(tr.plate, tr);
     lastSeq = msg.seq;
     dirty = true;
     renderAlerts(); renderCounts(); renderDetail();
@@ -461,6 +551,7 @@ function onMessage(msg) {
       const d = devices.get(p.device);
       if (d) d.presence = { status: p.status, received: p.received };
     }
+    for (const tr of msg.tracks || []) tracks.set(tr.plate, tr);
     for (const a of msg.alerts || []) {
       if (a.status === "resolved") { alerts.delete(a.id); continue; }
       const known = alerts.get(a.id);
@@ -499,10 +590,29 @@ async function loadAreas() {
   });
 }
 
+async function loadZones() {
+  const fc = await (await fetch("/api/v1/zones")).json();
+  zones = []; assets = [];
+  for (const f of fc.features) {
+    const p = f.properties, g = f.geometry;
+    if (!g) continue;
+    if (g.type === "Point") { assets.push({ id: p.id, kind: p.kind, name: p.name, pos: g.coordinates }); continue; }
+    const z = { id: p.id, kind: p.kind, name: p.name };
+    if (g.type === "Polygon") z.rings = g.coordinates;
+    else if (g.type === "MultiPolygon") z.rings = g.coordinates.flat();
+    else if (g.type === "LineString") z.lines = [g.coordinates];
+    else if (g.type === "MultiLineString") z.lines = g.coordinates;
+    else continue;
+    zones.push(z);
+  }
+  dirty = true;
+}
+
 (async function main() {
   resize();
   applyLang();
   try { await loadAreas(); } catch (e) { console.error("areas", e); }
+  try { await loadZones(); } catch (e) { console.error("zones", e); }
   fit();
   connect();
   requestAnimationFrame(frame);

@@ -12,8 +12,7 @@
 //!                     └─ released in event-time order: windows, rules;
 //!                        as the frontier moves: closed windows, staleness;
 //!                        rainfall totals for zone rules
-//!                     │ Partition
-//!          ┌──────────┴──────────────┐
+//!          ┌──────────┴──────────────┐ (two outputs)
 //!          │ outputs                 │ geo items: Exchange by subject or zone
 //!          │                         ▼
 //!          │                       Geo operator (held until the frontier
@@ -42,8 +41,10 @@ use ioc_devices::{Registry, Zones};
 use ioc_schemas::{Body, EngineOutput, Timestamp, WindowValue};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::vec::{Map, Partition, UnorderedInput};
+use timely::dataflow::operators::vec::UnorderedInput;
 use timely::dataflow::{ProbeHandle, StreamVec};
 use timely::worker::Worker;
 
@@ -64,15 +65,6 @@ const BATCH: usize = 4096;
 const TICK_MS: u64 = 1000;
 /// How long an idle worker sleeps before re-checking the watermark.
 const IDLE_PARK: Duration = Duration::from_millis(100);
-
-/// What the device operator emits: outputs, and work for the geo operator.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub enum Staged {
-    /// An engine output, for the sink.
-    Out(EngineOutput),
-    /// Work for the geo operator.
-    Geo(GeoItem),
-}
 
 /// The geo item of a reading: a plate read (the plate is the subject) or a
 /// reading with a position (the device is).
@@ -148,11 +140,15 @@ fn rain_items(
 pub trait DeviceStateOp<'scope> {
     /// Exchanges readings by device and applies them to the owning worker's
     /// [`DeviceTable`].
+    /// Returns the outputs, and the work for the geo operator.
     fn device_state(
         self,
         table: DeviceTable,
         shared: Arc<Shared>,
-    ) -> StreamVec<'scope, u64, Staged>;
+    ) -> (
+        StreamVec<'scope, u64, EngineOutput>,
+        StreamVec<'scope, u64, GeoItem>,
+    );
 }
 
 impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
@@ -160,12 +156,22 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
         self,
         mut table: DeviceTable,
         shared: Arc<Shared>,
-    ) -> StreamVec<'scope, u64, Staged> {
-        self.unary_frontier(
-            Exchange::new(|r: &Reading| u64::from(r.device)),
-            "DeviceState",
-            move |capability, _| {
-                let mut timer = Some(capability);
+    ) -> (
+        StreamVec<'scope, u64, EngineOutput>,
+        StreamVec<'scope, u64, GeoItem>,
+    ) {
+        // Two outputs, so that outputs go to the sink as they are (no copy
+        // through a partition) and geo items to the geo operator.
+        let mut builder = OperatorBuilder::new("DeviceState".to_owned(), self.scope());
+        let mut input = builder.new_input(self, Exchange::new(|r: &Reading| u64::from(r.device)));
+        let (main_out, main_stream) = builder.new_output::<Vec<EngineOutput>>();
+        let (geo_out, geo_stream) = builder.new_output::<Vec<GeoItem>>();
+        let mut main_out = OutputBuilder::from(main_out);
+        let mut geo_out = OutputBuilder::from(geo_out);
+        builder.build(
+            move |capabilities| {
+                // One capability per output, held at the frontier.
+                let mut timer = Some(capabilities);
                 let mut pending = ReorderBuffer::default();
                 let mut released: Vec<Sample> = Vec::new();
                 let mut out = Vec::new();
@@ -176,7 +182,9 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                 let mut rules = shared.rules.current();
                 let mut positions = wants_positions(&rules);
                 let mut zone_rules = rules.rules.iter().any(|r| matches!(r.logic, Logic::ZoneRainfall(_)));
-                move |(input, frontier), output| {
+                move |frontiers| {
+                    let mut output = main_out.activate();
+                    let mut geo_output = geo_out.activate();
                     if let Some(new) = shared.rules.changed_since(&mut rules_seen) {
                         rules = new.clone();
                         positions = wants_positions(&rules);
@@ -209,14 +217,15 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                             }
                         }
                         shared.stats.processed.fetch_add(data.len() as u64, Ordering::Relaxed);
-                        if !out.is_empty() || !geo.is_empty() {
-                            output.session(&cap).give_iterator(
-                                out.drain(..).map(Staged::Out).chain(geo.drain(..).map(Staged::Geo)),
-                            );
+                        if !out.is_empty() {
+                            output.session(&cap).give_container(&mut out);
+                        }
+                        if !geo.is_empty() {
+                            geo_output.session(&cap).give_container(&mut geo);
                         }
                     });
                     // The frontier is the watermark: everything before it is final.
-                    let now = frontier.frontier().iter().min().copied();
+                    let now = frontiers[0].frontier().iter().min().copied();
                     let limit = now.unwrap_or(u64::MAX);
                     pending.release(limit.min(i64::MAX as u64) as i64, &mut released);
                     if !released.is_empty() {
@@ -246,21 +255,28 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                     if zone_rules && !out.is_empty() {
                         rain_items(&out, &rules, &shared.zones.current(), registry, &mut geo);
                     }
-                    if let Some(t) = timer.as_mut() {
-                        if !out.is_empty() || !geo.is_empty() {
-                            output.session(t).give_iterator(
-                                out.drain(..).map(Staged::Out).chain(geo.drain(..).map(Staged::Geo)),
-                            );
+                    if let Some(caps) = timer.as_mut() {
+                        if !out.is_empty() {
+                            output.session(&caps[0]).give_container(&mut out);
+                        }
+                        if !geo.is_empty() {
+                            geo_output.session(&caps[1]).give_container(&mut geo);
                         }
                         match now {
-                            Some(now) if now > *t.time() => t.downgrade(&now),
-                            Some(_) => {}
+                            Some(now) => {
+                                for c in caps.iter_mut() {
+                                    if now > *c.time() {
+                                        c.downgrade(&now);
+                                    }
+                                }
+                            }
                             None => timer = None,
                         }
                     }
                 }
             },
-        )
+        );
+        (main_stream, geo_stream)
     }
 }
 
@@ -271,61 +287,50 @@ pub trait GeoOp<'scope> {
     fn geo(self, shared: Arc<Shared>) -> StreamVec<'scope, u64, EngineOutput>;
 }
 
-impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, Staged> {
+impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, GeoItem> {
     fn geo(self, shared: Arc<Shared>) -> StreamVec<'scope, u64, EngineOutput> {
-        self.unary_frontier(
-            Exchange::new(|s: &Staged| match s {
-                Staged::Geo(g) => g.key(),
-                Staged::Out(_) => 0,
-            }),
-            "Geo",
-            move |capability, _| {
-                let mut timer = Some(capability);
-                let mut state = GeoState::new(shared.registry.clone());
-                let mut pending: Vec<GeoItem> = Vec::new();
-                let mut ready: Vec<GeoItem> = Vec::new();
-                let mut out = Vec::new();
-                move |(input, frontier), output| {
-                    input.for_each(|_, data| {
-                        pending.extend(data.drain(..).filter_map(|s| match s {
-                            Staged::Geo(g) => Some(g),
-                            Staged::Out(_) => None,
-                        }));
-                    });
-                    let now = frontier.frontier().iter().min().copied();
-                    let limit = now.map_or(i64::MAX, |n| n.min(i64::MAX as u64) as i64);
-                    let rules = shared.rules.current();
-                    let zones = shared.zones.current();
-                    if !pending.is_empty() {
-                        let mut i = 0;
-                        while i < pending.len() {
-                            if pending[i].ts() < limit {
-                                ready.push(pending.swap_remove(i));
-                            } else {
-                                i += 1;
-                            }
-                        }
-                        if !ready.is_empty() {
-                            state.apply(&mut ready, &rules, &zones, &mut out);
-                            ready.clear();
-                        }
+        self.unary_frontier(Exchange::new(GeoItem::key), "Geo", move |capability, _| {
+            let mut timer = Some(capability);
+            let mut state = GeoState::new(shared.registry.clone());
+            // Items until the frontier passes their event time, and the
+            // earliest of those times.
+            let mut pending: Vec<GeoItem> = Vec::new();
+            let mut earliest = i64::MAX;
+            let mut out = Vec::new();
+            move |(input, frontier), output| {
+                input.for_each(|_, data| {
+                    for g in data.drain(..) {
+                        earliest = earliest.min(g.ts());
+                        pending.push(g);
                     }
-                    if let Some(now) = now {
-                        state.advance(now as i64, &rules, &zones, &mut out);
+                });
+                let now = frontier.frontier().iter().min().copied();
+                let limit = now.map_or(i64::MAX, |n| n.min(i64::MAX as u64) as i64);
+                let rules = shared.rules.current();
+                let zones = shared.zones.current();
+                if earliest < limit {
+                    // Mostly in order already: the sort is cheap.
+                    pending.sort_by_key(GeoItem::ts);
+                    let k = pending.partition_point(|g| g.ts() < limit);
+                    state.apply(&mut pending[..k], &rules, &zones, &mut out);
+                    pending.drain(..k);
+                    earliest = pending.first().map_or(i64::MAX, GeoItem::ts);
+                }
+                if let Some(now) = now {
+                    state.advance(now as i64, &rules, &zones, &mut out);
+                }
+                if let Some(t) = timer.as_mut() {
+                    if !out.is_empty() {
+                        output.session(t).give_iterator(out.drain(..));
                     }
-                    if let Some(t) = timer.as_mut() {
-                        if !out.is_empty() {
-                            output.session(t).give_iterator(out.drain(..));
-                        }
-                        match now {
-                            Some(now) if now > *t.time() => t.downgrade(&now),
-                            Some(_) => {}
-                            None => timer = None,
-                        }
+                    match now {
+                        Some(now) if now > *t.time() => t.downgrade(&now),
+                        Some(_) => {}
+                        None => timer = None,
                     }
                 }
-            },
-        )
+            }
+        })
     }
 }
 
@@ -382,18 +387,9 @@ pub(crate) fn run_worker(
     );
     let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
         let ((input, cap), readings) = scope.new_unordered_input::<Reading>();
-        let mut parts = readings
-            .device_state(table, shared.clone())
-            .partition(2, |s| (u64::from(matches!(s, Staged::Geo(_))), s));
-        // Part 1 holds the geo items, part 0 the outputs.
-        if let (Some(geo), Some(outputs)) = (parts.pop(), parts.pop()) {
-            let outputs = outputs.flat_map(|s| match s {
-                Staged::Out(o) => Some(o),
-                Staged::Geo(_) => None,
-            });
-            sink(outputs, shared, output, &probe);
-            sink(geo.geo(shared.clone()), shared, output, &probe);
-        }
+        let (outputs, geo) = readings.device_state(table, shared.clone());
+        sink(outputs, shared, output, &probe);
+        sink(geo.geo(shared.clone()), shared, output, &probe);
         (input, cap)
     });
     let mut cap = Some(cap);

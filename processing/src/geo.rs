@@ -46,8 +46,11 @@ const SUBJECT_TTL_MS: i64 = 24 * 3_600_000;
 /// Most points kept in a plate's track.
 const TRACK_POINTS: usize = 32;
 /// Most subjects one worker remembers; beyond it the least recently seen
-/// are forgotten first.
-const MAX_SUBJECTS: usize = 200_000;
+/// tenth is forgotten at once (one pass, not one per new subject).
+const MAX_SUBJECTS: usize = 100_000;
+/// How often (event time) subjects not seen for [`SUBJECT_TTL_MS`] are
+/// forgotten.
+const TTL_SCAN_MS: i64 = 60_000;
 
 /// The zones a rule watches: by kind, and optionally only these ids.
 #[derive(Clone, Debug, PartialEq)]
@@ -209,9 +212,18 @@ impl GeoItem {
     }
 }
 
-/// The subject id of a plate.
+/// The subject id of a plate: `plate-` and the plate's letters and
+/// digits, upper case.
 pub fn plate_subject(plate: &str) -> String {
-    format!("plate-{}", crate::rules::watchlist::normalise(plate))
+    let mut s = String::with_capacity(6 + plate.len());
+    s.push_str("plate-");
+    s.extend(
+        plate
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_uppercase()),
+    );
+    s
 }
 
 /// Whether any rule needs positions (geofences, tracks, watch lists).
@@ -277,6 +289,7 @@ pub struct GeoState {
     /// Scratch for zone lookups.
     found: Vec<usize>,
     frontier: i64,
+    last_scan: i64,
 }
 
 impl GeoState {
@@ -289,6 +302,7 @@ impl GeoState {
             zone_rain: HashMap::new(),
             found: Vec::new(),
             frontier: 0,
+            last_scan: 0,
         }
     }
 
@@ -336,7 +350,7 @@ impl GeoState {
         zones: &Zones,
         out: &mut Vec<EngineOutput>,
     ) {
-        if !self.subjects.contains_key(subject) && self.subjects.len() >= MAX_SUBJECTS {
+        if self.subjects.len() >= MAX_SUBJECTS && !self.subjects.contains_key(subject) {
             self.forget_oldest(rules, out);
         }
         let state = self.subjects.entry(subject.clone()).or_default();
@@ -526,6 +540,10 @@ impl GeoState {
         }
         self.frontier = frontier;
         self.dwells(frontier, rules, zones, out);
+        if frontier - self.last_scan < TTL_SCAN_MS {
+            return;
+        }
+        self.last_scan = frontier;
         let stale: Vec<Arc<str>> = self
             .subjects
             .iter()
@@ -580,14 +598,18 @@ impl GeoState {
         }
     }
 
+    /// Forgets the least recently seen tenth of the subjects.
     fn forget_oldest(&mut self, rules: &RuleSet, out: &mut Vec<EngineOutput>) {
-        let oldest = self
+        let mut seen: Vec<(i64, Arc<str>)> = self
             .subjects
             .iter()
-            .min_by_key(|(_, s)| s.last_ms)
-            .map(|(k, _)| k.clone());
-        if let Some(subject) = oldest {
-            let at = self.frontier;
+            .map(|(k, s)| (s.last_ms, k.clone()))
+            .collect();
+        let n = (seen.len() / 10).max(1);
+        seen.select_nth_unstable_by_key(n - 1, |(t, _)| *t);
+        metrics::counter!("ioc_geo_subjects_evicted_total").increment(n as u64);
+        let at = self.frontier;
+        for (_, subject) in seen.into_iter().take(n) {
             self.forget(&subject, at, rules, out);
         }
     }
@@ -636,8 +658,9 @@ impl GeoState {
 /// The whole track of a watch-listed plate, for the map.
 fn track_output(subject: &str, state: &SubjectState, rules: &RuleSet, out: &mut Vec<EngineOutput>) {
     let plate = subject.trim_start_matches("plate-");
+    // Already normalised: look it up as it is.
     let watched = rules.rules.iter().any(|r| match &r.logic {
-        Logic::Watchlist(w) => w.contains(plate),
+        Logic::Watchlist(w) => w.plates.contains(plate),
         _ => false,
     });
     if watched {

@@ -24,7 +24,7 @@ use proptest::prelude::*;
 use timely::dataflow::operators::capture::{Capture, Event};
 use timely::dataflow::operators::{Input, Probe};
 
-use crate::dataflow::{DeviceStateOp, Staged};
+use crate::dataflow::DeviceStateOp;
 use crate::device_state::{DeviceTable, TableConfig};
 use crate::reading::Reading;
 use crate::rules::RuleSet;
@@ -134,7 +134,7 @@ fn operator(
         );
         let (mut input, probe, captured) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, stream) = scope.new_input::<Vec<Reading>>();
-            let (probe, out) = stream.device_state(table, shared.clone()).probe();
+            let (probe, out) = stream.device_state(table, shared.clone()).0.probe();
             (input, probe, out.capture())
         });
         input.advance_to(T0 as u64);
@@ -165,10 +165,6 @@ fn operator(
             .flat_map(|e| match e {
                 Event::Messages(_, data) => data,
                 Event::Progress(_) => Vec::new(),
-            })
-            .filter_map(|s| match s {
-                Staged::Out(o) => Some(o),
-                Staged::Geo(_) => None,
             })
             .collect()
     })
