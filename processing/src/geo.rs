@@ -259,6 +259,27 @@ struct Visit {
     dwelt: bool,
 }
 
+/// One read in a track, kept compact (the camera is the registry's
+/// shared id); a [`TrackPoint`] only when a track is output.
+#[derive(Clone, Debug)]
+struct Read {
+    camera: Arc<str>,
+    ts: i64,
+    pos: [f64; 2],
+    speed_kmh: Option<f64>,
+}
+
+impl Read {
+    fn point(&self) -> TrackPoint {
+        TrackPoint {
+            camera: self.camera.to_string(),
+            ts: Timestamp(self.ts),
+            pos: self.pos,
+            speed_kmh: self.speed_kmh,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct SubjectState {
     last_ms: i64,
@@ -266,7 +287,7 @@ struct SubjectState {
     source: Arc<str>,
     plate: bool,
     visits: Vec<Visit>,
-    track: VecDeque<TrackPoint>,
+    track: VecDeque<Read>,
     /// Alert trackers of this subject, by rule id.
     trackers: Vec<(Arc<str>, Tracker)>,
 }
@@ -666,21 +687,21 @@ fn track_output(subject: &str, state: &SubjectState, rules: &RuleSet, out: &mut 
     if watched {
         out.push(EngineOutput::Track(Track {
             plate: plate.to_owned(),
-            points: state.track.iter().cloned().collect(),
+            points: state.track.iter().map(Read::point).collect(),
         }));
     }
 }
 
 fn insert_track(state: &mut SubjectState, source: &Arc<str>, ts: i64, pos: [f64; 2]) {
-    let at = state.track.partition_point(|p| p.ts.millis() <= ts);
-    if at > 0 && state.track[at - 1].ts.millis() == ts && *state.track[at - 1].camera == **source {
+    let at = state.track.partition_point(|p| p.ts <= ts);
+    if at > 0 && state.track[at - 1].ts == ts && state.track[at - 1].camera == *source {
         return;
     }
     state.track.insert(
         at,
-        TrackPoint {
-            camera: source.to_string(),
-            ts: Timestamp(ts),
+        Read {
+            camera: source.clone(),
+            ts,
             pos,
             speed_kmh: None,
         },
@@ -689,7 +710,7 @@ fn insert_track(state: &mut SubjectState, source: &Arc<str>, ts: i64, pos: [f64;
         || state
             .track
             .front()
-            .is_some_and(|p| p.ts.millis() < ts - SUBJECT_TTL_MS)
+            .is_some_and(|p| p.ts < ts - SUBJECT_TTL_MS)
     {
         state.track.pop_front();
     }
@@ -703,7 +724,7 @@ fn insert_track(state: &mut SubjectState, source: &Arc<str>, ts: i64, pos: [f64;
         }
         let (a, b) = (&state.track[i - 1], &state.track[i]);
         let km = ioc_devices::distance_km(a.pos, b.pos);
-        let h = (b.ts.millis() - a.ts.millis()) as f64 / 3_600_000.0;
+        let h = (b.ts - a.ts) as f64 / 3_600_000.0;
         let speed = if h > 0.0 {
             km / h
         } else if km > 0.0 {
@@ -739,7 +760,7 @@ fn cloned_plate(
             continue;
         }
         let tracker = tracker_of(state, &rule.id);
-        let Some(step) = tracker.step(1, b.ts.millis()) else {
+        let Some(step) = tracker.step(1, b.ts) else {
             continue;
         };
         let plate = subject.trim_start_matches("plate-").to_owned();
@@ -748,11 +769,11 @@ fn cloned_plate(
             (shown * 10.0).round() / 10.0,
             "km/h",
             spec.max_speed_kmh,
-            b.ts,
+            Timestamp(b.ts),
             0,
         );
         ev.plate = Some(plate.clone());
-        ev.related = vec![a.camera.clone(), b.camera.clone()];
+        ev.related = vec![a.camera.to_string(), b.camera.to_string()];
         let levels = [Level {
             name: plate.clone(),
             value: spec.max_speed_kmh,
