@@ -192,3 +192,56 @@ pub fn summary(set: &RuleSet, source: &str) -> serde_json::Value {
         "maintenance_windows": set.maintenance.len(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn zone(id: &str, x: f64) -> String {
+        format!(
+            r#"{{"type":"Feature","properties":{{"id":"{id}","name":"{id}","kind":"restricted"}},
+               "geometry":{{"type":"Polygon","coordinates":[[[{x},21.0],[{x}.01,21.0],[{x}.01,21.01],[{x},21.01],[{x},21.0]]]}}}}"#
+        )
+    }
+
+    /// Zones reload with the rules; a broken zones file changes nothing.
+    #[test]
+    fn zones_reload_and_a_broken_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("zones.geojson");
+        let write = |features: &[String]| {
+            let text = format!(
+                r#"{{"type":"FeatureCollection","features":[{}]}}"#,
+                features.join(",")
+            );
+            std::fs::write(&path, text).unwrap();
+        };
+        write(&[zone("a", 104.0)]);
+        let registry = Registry::sonla_demo();
+        let source = RulesSource::new(None, registry);
+        let zones = ZonesSource::new(Some(vec![path.clone()]));
+        let rules_cell = Arc::new(RulesCell::new(Arc::new(source.load().unwrap())));
+        let zones_cell = Arc::new(ZonesCell::new(Arc::new(zones.load().unwrap())));
+        let reloader = Reloader::new(source, rules_cell, zones, zones_cell.clone());
+        assert_eq!(zones_cell.current().all().len(), 1);
+
+        write(&[zone("a", 104.0), zone("b", 105.0)]);
+        let summary = reloader.reload().unwrap();
+        assert_eq!(summary["zones"], 2);
+        assert!(zones_cell.current().get("b").is_some());
+
+        // An open ring: refused with the feature named, the two zones stay.
+        let open = zone("c", 106.0).replace(",[106,21.0]]]", "]]");
+        write(&[zone("a", 104.0), open]);
+        let problems = reloader.reload().unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("zone c: exterior ring is not closed")),
+            "{problems:?}"
+        );
+        assert_eq!(zones_cell.current().all().len(), 2);
+    }
+}
