@@ -81,7 +81,7 @@ fn describe(outputs: Vec<EngineOutput>, t0: i64, geo: bool) -> String {
                     "+{:>7.1}s geofence {:<18} {:<6} {} inside {:?}",
                     rel(g.ts),
                     g.subject,
-                    format!("{:?}", g.transition).to_lowercase(),
+                    g.transition.as_str(),
                     g.zone.id,
                     g.inside_s
                 ),

@@ -31,8 +31,8 @@ use std::panic::AssertUnwindSafe;
 
 use geo::algorithm::monotone::MonoPoly;
 use geo::{
-    BoundingRect, Centroid, Closest, Contains, Coord, Distance, Haversine, HaversineClosestPoint,
-    Intersects, Line, LineString, MonotonicPolygons, MultiPolygon, Point, Polygon, Validation,
+    BoundingRect, Centroid, Closest, Coord, Distance, Haversine, HaversineClosestPoint, Intersects,
+    Line, LineString, MonotonicPolygons, MultiPolygon, Point, Polygon, Validation,
 };
 use ioc_schemas::{AssetKind, NearbyAsset, ZoneKind, ZoneRef};
 use rstar::primitives::{GeomWithData, Rectangle};
@@ -669,18 +669,6 @@ fn split(polygon: &Polygon<f64>) -> Vec<Piece> {
             .collect(),
         _ => vec![Piece::Polygon(polygon.clone())],
     }
-}
-
-/// A brute-force reference: every zone tested exactly, no index (tests and
-/// benchmarks compare against it).
-pub fn brute_force_at(zones: &Zones, pos: [f64; 2]) -> Vec<usize> {
-    let p = Point::new(pos[0], pos[1]);
-    (0..zones.zones.len())
-        .filter(|&i| match &zones.zones[i].shape {
-            Shape::Area(mp) => mp.intersects(&p) || mp.contains(&p),
-            Shape::Road(_) => zones.distance_m(i, pos) <= 0.0,
-        })
-        .collect()
 }
 
 /// A synthetic zones file for tests and benchmarks: `n` star-shaped

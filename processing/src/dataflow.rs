@@ -48,13 +48,13 @@ use timely::dataflow::operators::vec::UnorderedInput;
 use timely::dataflow::{ProbeHandle, StreamVec};
 use timely::worker::Worker;
 
-use crate::Shared;
 use crate::device_state::{DeviceTable, Outcome};
 use crate::geo::{GeoItem, GeoState, enrich, plate_subject, wants_positions};
 use crate::reading::Reading;
 use crate::reorder::ReorderBuffer;
 use crate::rules::{Logic, RuleSet};
 use crate::sample::Sample;
+use crate::{Shared, ZonesCell};
 
 /// Most readings a worker takes from the channel before stepping the dataflow.
 const BATCH: usize = 4096;
@@ -98,16 +98,19 @@ fn position_item(reading: &Reading, registry: &Registry) -> Option<GeoItem> {
 fn rain_items(
     out: &[EngineOutput],
     rules: &RuleSet,
-    zones: &Zones,
+    cell: &ZonesCell,
     registry: &Registry,
     geo: &mut Vec<GeoItem>,
 ) {
     let mut near = Vec::new();
+    // The zones in force, taken at the first rainfall total only.
+    let mut zones: Option<Arc<Zones>> = None;
     for o in out {
         let EngineOutput::Window(w) = o else { continue };
         let WindowValue::Rainfall { total_mm, .. } = w.value else {
             continue;
         };
+        let zones = zones.get_or_insert_with(|| cell.current());
         let Some(index) = registry.lookup(&w.device) else {
             continue;
         };
@@ -116,7 +119,8 @@ fn rain_items(
             let Logic::ZoneRainfall(spec) = &rule.logic else {
                 continue;
             };
-            if i64::from(w.window_s()) * 1000 != spec.window_ms || !rule.applies(index, device) {
+            if i64::from(w.window_s()) * 1000 != spec.rain.window_ms || !rule.applies(index, device)
+            {
                 continue;
             }
             zones.indices_near(device.pos, spec.within_m, &mut near);
@@ -253,7 +257,7 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                         size_seen = size;
                     }
                     if zone_rules && !out.is_empty() {
-                        rain_items(&out, &rules, &shared.zones.current(), registry, &mut geo);
+                        rain_items(&out, &rules, &shared.zones, registry, &mut geo);
                     }
                     if let Some(caps) = timer.as_mut() {
                         if !out.is_empty() {
@@ -357,7 +361,7 @@ fn sink<'scope>(
                         metrics::counter!("ioc_alerts_total", "rule" => a.rule.clone(), "status" => a.status.as_str()).increment(1);
                     }
                     if let EngineOutput::Geofence(g) = o {
-                        metrics::counter!("ioc_geofence_events_total", "transition" => format!("{:?}", g.transition).to_lowercase()).increment(1);
+                        metrics::counter!("ioc_geofence_events_total", "transition" => g.transition.as_str()).increment(1);
                     }
                 }
                 // The whole message as one batch. A closed output means

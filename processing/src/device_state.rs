@@ -509,7 +509,7 @@ impl DeviceTable {
                                 let mut ev = Evidence::new(
                                     total,
                                     "mm",
-                                    level_value(&rain.levels, step),
+                                    alert::level_value(&rain.levels, step),
                                     Timestamp(ts),
                                     0,
                                 );
@@ -689,17 +689,6 @@ fn offline_alert(
     EngineOutput::alert(alert::build(rule, device, device.pos, step, &level, ev))
 }
 
-fn level_value(levels: &[Level], step: Step) -> f64 {
-    let shown = if step.level == 0 {
-        step.peak
-    } else {
-        step.level
-    };
-    levels
-        .get(usize::from(shown).saturating_sub(1))
-        .map_or(0.0, |l| l.value)
-}
-
 /// Runs one rule on one in-order sample.
 fn evaluate(
     rule: &Rule,
@@ -725,7 +714,7 @@ fn evaluate(
                 return None;
             }
             let step = t.observe(st, levels, value, s.ts)?;
-            let threshold = level_value(levels, step);
+            let threshold = alert::level_value(levels, step);
             let ev = Evidence::new(value, t.field.unit(), threshold, ts, s.seq);
             (step, Cow::Borrowed(levels), ev)
         }

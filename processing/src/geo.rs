@@ -33,8 +33,8 @@ use std::sync::Arc;
 
 use ioc_devices::{Registry, Zones};
 use ioc_schemas::{
-    Alert, AlertStatus, AreaRef, AssetKind, EngineOutput, Evidence, GeofenceEvent,
-    GeofenceTransition, Severity, Timestamp, Track, TrackPoint, ZoneKind,
+    Alert, AreaRef, AssetKind, EngineOutput, Evidence, GeofenceEvent, GeofenceTransition, Severity,
+    Timestamp, Track, TrackPoint, ZoneKind,
 };
 
 use crate::rules::alert::{Step, Tracker};
@@ -121,12 +121,9 @@ pub struct ZoneRainfall {
     pub zones: ZoneFilter,
     /// Gauges this far outside a zone count for it too, metres.
     pub within_m: f64,
-    /// Rolling window, ms (1 h, 3 h, 6 h or 24 h).
-    pub window_ms: i64,
-    /// Levels of the total, increasing.
-    pub levels: Vec<Level>,
-    /// How far below a level a total must fall to stop counting for it.
-    pub hysteresis: f64,
+    /// The rolling window, its levels (increasing) and how far below a
+    /// level a total must fall to stop counting for it.
+    pub rain: crate::rules::threshold::Rainfall,
     /// How many gauges must reach a level.
     pub min_gauges: usize,
 }
@@ -478,12 +475,12 @@ impl GeoState {
         // Totals of gauges that stopped reporting a window ago no longer count.
         state
             .totals
-            .retain(|_, (end, _)| *end > end_ms - spec.window_ms);
+            .retain(|_, (end, _)| *end > end_ms - spec.rain.window_ms);
         let current = state.tracker.level();
         let counted = |level: &Level, index: usize| {
             // Staying at a level takes a total above it minus the hysteresis.
             let floor = if index < usize::from(current) {
-                level.value - spec.hysteresis
+                level.value - spec.rain.hysteresis
             } else {
                 level.value
             };
@@ -498,7 +495,7 @@ impl GeoState {
         };
         let mut level = 0u8;
         let mut gauges = Vec::new();
-        for (i, l) in spec.levels.iter().enumerate() {
+        for (i, l) in spec.rain.levels.iter().enumerate() {
             let over = counted(l, i);
             if over.len() >= spec.min_gauges {
                 level = (i + 1) as u8;
@@ -506,7 +503,7 @@ impl GeoState {
             }
         }
         if level == 0 {
-            gauges = counted(&spec.levels[0], 0);
+            gauges = counted(&spec.rain.levels[0], 0);
         }
         let Some(step) = state.tracker.step(level, end_ms) else {
             return;
@@ -514,22 +511,14 @@ impl GeoState {
         let value = gauges
             .get(spec.min_gauges.saturating_sub(1))
             .map_or(0.0, |g| g.1);
-        let shown = spec
-            .levels
-            .get(
-                usize::from(step.level.max(step.peak))
-                    .saturating_sub(1)
-                    .min(spec.levels.len() - 1),
-            )
-            .or(spec.levels.first());
         let mut ev = Evidence::new(
             value,
             "mm",
-            shown.map_or(0.0, |l| l.value),
+            crate::rules::alert::level_value(&spec.rain.levels, step),
             Timestamp(end_ms),
             0,
         );
-        ev.window_s = Some((spec.window_ms / 1000) as u32);
+        ev.window_s = Some((spec.rain.window_ms / 1000) as u32);
         ev.related = gauges.iter().map(|g| g.0.to_string()).collect();
         let n = ev.related.len();
         let what_vi = format!("{n} trạm đo mưa");
@@ -541,7 +530,7 @@ impl GeoState {
             zone.centre,
             self.registry.areas().chain_at(zone.centre),
             step,
-            &spec.levels,
+            &spec.rain.levels,
             ev,
             (&what_vi, &what_en),
         )));
@@ -668,11 +657,6 @@ impl GeoState {
                 )));
             }
         }
-    }
-
-    /// Subjects this worker remembers.
-    pub fn subjects(&self) -> usize {
-        self.subjects.len()
     }
 }
 
@@ -885,7 +869,7 @@ fn geofence_rules(
 }
 
 /// The alert of a step about a subject that is not a registered device (a
-/// plate, a zone).
+/// plate, a zone): titled `{rule} – {name}: {what}`.
 #[allow(clippy::too_many_arguments)]
 fn subject_alert(
     rule: &Rule,
@@ -898,53 +882,17 @@ fn subject_alert(
     evidence: Evidence,
     what: (&str, &str),
 ) -> Alert {
-    let shown = if step.level == 0 {
-        step.peak
+    let cleared = if step.level == 0 {
+        ("Đã hết: ", "Cleared: ")
     } else {
-        step.level
+        ("", "")
     };
-    let level = levels.get(usize::from(shown).saturating_sub(1));
-    let (level_name, severity) =
-        level.map_or(("", Severity::Minor), |l| (l.name.as_str(), l.severity));
-    let (title_vi, title_en) = if step.level == 0 {
+    crate::rules::alert::assemble(rule, subject, pos, area, step, levels, evidence, |_| {
         (
-            format!("Đã hết: {} – {name}: {}", rule.title_vi, what.0),
-            format!("Cleared: {} – {name}: {}", rule.title_en, what.1),
+            format!("{}{} – {name}: {}", cleared.0, rule.title_vi, what.0),
+            format!("{}{} – {name}: {}", cleared.1, rule.title_en, what.1),
         )
-    } else {
-        (
-            format!("{} – {name}: {}", rule.title_vi, what.0),
-            format!("{} – {name}: {}", rule.title_en, what.1),
-        )
-    };
-    let ts = evidence.ts;
-    Alert {
-        id: format!("{}:{}:{}", rule.id, subject, step.opened_ms),
-        rule: rule.id.to_string(),
-        subject: subject.to_owned(),
-        status: if step.level == 0 {
-            AlertStatus::Resolved
-        } else {
-            AlertStatus::Open
-        },
-        severity,
-        level: step.level,
-        level_name: level_name.to_owned(),
-        peak_level: step.peak,
-        title_vi,
-        title_en,
-        pos,
-        area,
-        zones: Vec::new(),
-        nearest: Vec::new(),
-        evidence,
-        opened_at: Timestamp(step.opened_ms),
-        updated_at: ts,
-        resolved_at: (step.level == 0).then_some(ts),
-        version: step.version,
-        revision: false,
-        handling: Default::default(),
-    }
+    })
 }
 
 /// Fills an alert's zones (those containing its position, plus the zone it

@@ -126,6 +126,17 @@ pub enum GeofenceTransition {
     Dwell,
 }
 
+impl GeofenceTransition {
+    /// The snake_case name used in JSON and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GeofenceTransition::Enter => "enter",
+            GeofenceTransition::Exit => "exit",
+            GeofenceTransition::Dwell => "dwell",
+        }
+    }
+}
+
 /// A geofence event: a subject entered, left or lingered in a zone.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GeofenceEvent {

@@ -17,6 +17,18 @@ const FILE: &str = r#"{"type":"FeatureCollection","features":[
    "geometry":{"type":"Point","coordinates":[0.0,0.002]}}
 ]}"#;
 
+/// The reference: every zone tested exactly, no index.
+fn brute_force_at(zones: &Zones, pos: [f64; 2]) -> Vec<usize> {
+    use geo::Intersects;
+    let p = geo::Point::new(pos[0], pos[1]);
+    (0..zones.all().len())
+        .filter(|&i| match &zones.zone(i).shape {
+            Shape::Area(mp) => mp.intersects(&p),
+            Shape::Road(_) => zones.distance_m(i, pos) <= 0.0,
+        })
+        .collect()
+}
+
 fn ids(zones: &Zones, pos: [f64; 2]) -> Vec<String> {
     zones.at(pos).into_iter().map(|z| z.id).collect()
 }

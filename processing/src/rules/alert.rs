@@ -39,6 +39,25 @@ pub struct Step {
     pub version: u32,
 }
 
+impl Step {
+    /// The level an alert of this step shows: the new level, or the
+    /// episode's peak once resolved.
+    pub fn shown(&self) -> u8 {
+        if self.level == 0 {
+            self.peak
+        } else {
+            self.level
+        }
+    }
+}
+
+/// The value of the level an alert of `step` shows (0 when none).
+pub fn level_value(levels: &[Level], step: Step) -> f64 {
+    levels
+        .get(usize::from(step.shown()).saturating_sub(1))
+        .map_or(0.0, |l| l.value)
+}
+
 impl Tracker {
     /// The current level (0 = none).
     pub fn level(&self) -> u8 {
@@ -87,53 +106,77 @@ pub fn build(
     levels: &[Level],
     evidence: Evidence,
 ) -> Alert {
-    let shown = if step.level == 0 {
-        step.peak
-    } else {
-        step.level
-    };
-    let level = levels.get(usize::from(shown).saturating_sub(1));
-    let (level_name, severity) =
-        level.map_or(("", Severity::Minor), |l| (l.name.as_str(), l.severity));
     let name = &device.name;
     let value = format!("{} {}", fmt_value(evidence.value), evidence.unit);
-    let (title_vi, title_en) = if step.level == 0 {
-        (
-            format!(
-                "Đã hết: {} ({level_name}) tại {name}, hiện {value}",
-                rule.title_vi
-            ),
-            format!(
-                "Cleared: {} ({level_name}) at {name}, now {value}",
-                rule.title_en
-            ),
-        )
-    } else {
-        let (vi, en) = if step.level > step.previous {
-            ("lên", "up to")
+    let titles = |level_name: &str| {
+        if step.level == 0 {
+            (
+                format!(
+                    "Đã hết: {} ({level_name}) tại {name}, hiện {value}",
+                    rule.title_vi
+                ),
+                format!(
+                    "Cleared: {} ({level_name}) at {name}, now {value}",
+                    rule.title_en
+                ),
+            )
         } else {
-            ("giảm về", "down to")
-        };
-        let lv = if level_name.is_empty() {
-            String::new()
-        } else {
-            format!(" {vi} {level_name}")
-        };
-        let le = if level_name.is_empty() {
-            String::new()
-        } else {
-            format!(" {en} {level_name}")
-        };
-        (
-            format!("{}{lv} tại {name}: {value}", rule.title_vi),
-            format!("{}{le} at {name}: {value}", rule.title_en),
-        )
+            let (vi, en) = if step.level > step.previous {
+                ("lên", "up to")
+            } else {
+                ("giảm về", "down to")
+            };
+            let lv = if level_name.is_empty() {
+                String::new()
+            } else {
+                format!(" {vi} {level_name}")
+            };
+            let le = if level_name.is_empty() {
+                String::new()
+            } else {
+                format!(" {en} {level_name}")
+            };
+            (
+                format!("{}{lv} tại {name}: {value}", rule.title_vi),
+                format!("{}{le} at {name}: {value}", rule.title_en),
+            )
+        }
     };
+    assemble(
+        rule,
+        &device.id,
+        pos,
+        device.area.clone(),
+        step,
+        levels,
+        evidence,
+        titles,
+    )
+}
+
+/// The alert of a step about any subject (a device, a plate, a zone):
+/// `titles` gets the name of the level shown and returns the Vietnamese
+/// and English titles.
+#[allow(clippy::too_many_arguments)]
+pub fn assemble(
+    rule: &Rule,
+    subject: &str,
+    pos: [f64; 2],
+    area: Vec<ioc_schemas::AreaRef>,
+    step: Step,
+    levels: &[Level],
+    evidence: Evidence,
+    titles: impl FnOnce(&str) -> (String, String),
+) -> Alert {
+    let level = levels.get(usize::from(step.shown()).saturating_sub(1));
+    let (level_name, severity) =
+        level.map_or(("", Severity::Minor), |l| (l.name.as_str(), l.severity));
+    let (title_vi, title_en) = titles(level_name);
     let ts = evidence.ts;
     Alert {
-        id: format!("{}:{}:{}", rule.id, device.id, step.opened_ms),
+        id: format!("{}:{}:{}", rule.id, subject, step.opened_ms),
         rule: rule.id.to_string(),
-        subject: device.id.clone(),
+        subject: subject.to_owned(),
         status: if step.level == 0 {
             AlertStatus::Resolved
         } else {
@@ -146,7 +189,7 @@ pub fn build(
         title_vi,
         title_en,
         pos,
-        area: device.area.clone(),
+        area,
         zones: Vec::new(),
         nearest: Vec::new(),
         evidence,

@@ -424,6 +424,30 @@ impl Check<'_> {
         levels
     }
 
+    /// A rolling rainfall window with its levels and hysteresis (default: a
+    /// tenth of the first level).
+    fn rainfall(
+        &mut self,
+        at: &str,
+        window: Duration,
+        levels: Vec<LevelSpec>,
+        hysteresis: Option<f64>,
+    ) -> Rainfall {
+        let window_ms = window.as_millis() as i64;
+        if !RAIN_WINDOWS_MS.contains(&window_ms) {
+            self.problem(at, "window must be one of 1h, 3h, 6h, 24h");
+        }
+        let levels = self.levels(at, levels, false);
+        let hysteresis =
+            hysteresis.unwrap_or_else(|| levels.first().map_or(0.0, |l| l.value * 0.1));
+        self.non_negative(at, "hysteresis", hysteresis);
+        Rainfall {
+            window_ms,
+            levels,
+            hysteresis,
+        }
+    }
+
     fn devices(&mut self, at: &str, ids: &[String]) -> HashSet<DeviceIndex> {
         let mut out = HashSet::new();
         for id in ids {
@@ -684,20 +708,7 @@ fn rule(
         }
         "rainfall" => {
             let s: RainfallSpec = check.kind_spec(at, table)?;
-            let window_ms = s.window.as_millis() as i64;
-            if !RAIN_WINDOWS_MS.contains(&window_ms) {
-                check.problem(at, "window must be one of 1h, 3h, 6h, 24h");
-            }
-            let levels = check.levels(at, s.levels, false);
-            let hysteresis = s
-                .hysteresis
-                .unwrap_or_else(|| levels.first().map_or(0.0, |l| l.value * 0.1));
-            check.non_negative(at, "hysteresis", hysteresis);
-            let r = Rainfall {
-                window_ms,
-                levels,
-                hysteresis,
-            };
+            let r = check.rainfall(at, s.window, s.levels, s.hysteresis);
             (
                 Logic::Rainfall(r),
                 Some(Field::RainfallMm),
@@ -865,15 +876,7 @@ fn rule(
         }
         "zone_rainfall" => {
             let s: ZoneRainfallSpec = check.kind_spec(at, table)?;
-            let window_ms = s.window.as_millis() as i64;
-            if !RAIN_WINDOWS_MS.contains(&window_ms) {
-                check.problem(at, "window must be one of 1h, 3h, 6h, 24h");
-            }
-            let levels = check.levels(at, s.levels, false);
-            let hysteresis = s
-                .hysteresis
-                .unwrap_or_else(|| levels.first().map_or(0.0, |l| l.value * 0.1));
-            check.non_negative(at, "hysteresis", hysteresis);
+            let rain = check.rainfall(at, s.window, s.levels, s.hysteresis);
             check.non_negative(at, "within_m", s.within_m);
             if s.min_gauges == 0 {
                 check.problem(at, "min_gauges must be at least 1");
@@ -884,9 +887,7 @@ fn rule(
                     ids: s.zones,
                 },
                 within_m: s.within_m,
-                window_ms,
-                levels,
-                hysteresis,
+                rain,
                 min_gauges: s.min_gauges,
             };
             (
