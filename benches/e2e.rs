@@ -95,18 +95,7 @@ async fn probe(
     ready: tokio::sync::oneshot::Sender<()>,
     stop: CancellationToken,
 ) -> Probe {
-    // The snapshot of a 100 000-device catalogue is tens of megabytes in
-    // one frame, beyond tungstenite's default limits.
-    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .max_message_size(Some(512 << 20))
-        .max_frame_size(Some(512 << 20));
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
-        format!("ws://{http}/api/v1/live"),
-        Some(config),
-        true,
-    )
-    .await
-    .expect("WebSocket connect");
+    let mut ws = common::live_subscriber(http).await;
     let mut out = Probe::default();
     let mut ready = Some(ready);
     loop {

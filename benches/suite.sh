@@ -41,6 +41,7 @@ if $smoke; then
   run influx-sink ioc influx_sink 20000 1000
   run alert-store ioc alert_store 50
   run geo ioc geo 20000
+  run ws-fanout-100 ioc ws_fanout 10 2000 1 300
 else
   run engine ioc engine 100000 2000000 2
   run kafka-ingest ioc kafka_ingest 1000000 10000 4
@@ -51,6 +52,8 @@ else
   run alert-store ioc alert_store 2000
   run alert-store-postgres ioc alert_store 2000 --postgres
   run geo ioc geo 2000000
+  run ws-fanout-100 ioc ws_fanout 100 20000 10 2000
+  run ws-fanout-1000 ioc ws_fanout 1000 1000 10 2000
 fi
 
 report_args=("$PWD/$out")

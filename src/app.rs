@@ -338,6 +338,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let state = AppState {
         rules_reload: Some(Arc::new(move || reload.reload())),
         admin_token,
+        live: ioc_dashboard_api::live::Sessions::new(hub.clone(), http.clone()),
         hub,
         cancel: http.clone(),
         tracker: TaskTracker::new(),

@@ -1,11 +1,12 @@
 //! The live hub: the latest state of every device and the open alerts,
-//! and the ordered stream of deltas that WebSocket clients follow.
+//! and the ordered stream of updates that live sessions follow.
 //!
-//! [`LiveHub::apply`] turns a batch of engine outputs into one `delta`
-//! (conflating several states of one device into the latest) with the next
-//! sequence number, and broadcasts it. [`LiveHub::subscribe`] returns a
-//! `snapshot` and a receiver under the same lock, so a client sees every
-//! delta after its snapshot and none before it.
+//! [`LiveHub::apply`] turns a batch of engine outputs into one [`Update`]
+//! (conflating several states of one device into the latest, serializing
+//! every item once) with the next hub sequence number, and broadcasts it.
+//! Each live session ([`crate::live`]) filters the updates for its client.
+//! [`LiveHub::snapshot`] gives what passes a filter at a hub sequence
+//! number, so a session knows which updates it already reflects.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -13,21 +14,136 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ioc_devices::{Current, Registry, Zones};
 use ioc_schemas::{
-    Alert, DeviceState, DeviceView, EngineOutput, GeofenceEvent, LiveMessage, Presence,
-    PresenceChange, PresenceStatus, Track, WindowResult, ZoneRef,
+    Alert, DeviceState, DeviceView, EngineOutput, Presence, PresenceStatus, Track, WindowResult,
+    ZoneRef,
 };
 use tokio::sync::broadcast;
 
-/// How many serialized deltas a slow client may fall behind before it is
-/// resynchronised with a fresh snapshot.
+/// How many updates a session may fall behind the hub before it is
+/// resynchronised with a fresh snapshot. Sessions only sort updates into
+/// their pending sets (sending is separate), so they rarely fall behind.
 const BROADCAST_CAPACITY: usize = 4096;
 /// How many resolved alerts the hub remembers for `GET /api/v1/alerts?status=resolved`.
 const RESOLVED_KEPT: usize = 500;
 /// How many watch-listed plates' tracks the hub keeps for new clients.
 const TRACKS_KEPT: usize = 200;
 
-/// A serialized live message, shared by every client that receives it.
+/// A serialized live message or item, shared by every client that receives it.
 pub type Frame = Arc<str>;
+
+/// Where an item is, for filters: the device (when it is one), its latest
+/// position and the zones that position lies in.
+#[derive(Clone, Debug)]
+pub struct Place {
+    /// The device's index in the registry.
+    pub device: Option<u32>,
+    /// The latest position `[lon, lat]`.
+    pub pos: [f64; 2],
+    /// The zones the position lies in.
+    pub zones: Arc<[ZoneRef]>,
+}
+
+/// One item of an update, serialized once for every client.
+#[derive(Clone, Debug)]
+pub struct Item {
+    /// Where it is.
+    pub place: Place,
+    /// The item as JSON.
+    pub json: Frame,
+}
+
+/// A window result of an update: the window (its kind and length) is the
+/// conflation key with the device.
+#[derive(Clone, Debug)]
+pub struct WindowItem {
+    /// The device and where it is.
+    pub place: Place,
+    /// The value's kind (`rainfall`, `traffic`, ...).
+    pub kind: &'static str,
+    /// The window's length, s.
+    pub window_s: u32,
+    /// The result as JSON.
+    pub json: Frame,
+}
+
+/// An alert change of an update.
+#[derive(Clone, Debug)]
+pub struct AlertItem {
+    /// The alert (filters read its severity, areas, zones and subject).
+    pub alert: Alert,
+    /// The subject's index in the registry, when it is a device.
+    pub device: Option<u32>,
+    /// The alert as JSON.
+    pub json: Frame,
+}
+
+/// A watch-listed plate's track that moved.
+#[derive(Clone, Debug)]
+pub struct TrackItem {
+    /// The plate: a client keeps the latest track per plate.
+    pub plate: Arc<str>,
+    /// Where it was last read.
+    pub pos: [f64; 2],
+    /// The track as JSON.
+    pub json: Frame,
+}
+
+/// A geofence event of an update.
+#[derive(Clone, Debug)]
+pub struct GeofenceItem {
+    /// Where the subject was.
+    pub pos: [f64; 2],
+    /// The zone's id.
+    pub zone: String,
+    /// The event as JSON.
+    pub json: Frame,
+}
+
+/// What one applied batch changed, each item serialized once.
+#[derive(Debug, Default)]
+pub struct Update {
+    /// The hub's sequence number of this update.
+    pub seq: u64,
+    /// Devices whose state changed (latest state only).
+    pub devices: Vec<Item>,
+    /// Alert changes, in order.
+    pub alerts: Vec<AlertItem>,
+    /// Devices whose connection status changed.
+    pub presence: Vec<Item>,
+    /// Window results.
+    pub windows: Vec<WindowItem>,
+    /// Geofence events, in order.
+    pub geofence: Vec<GeofenceItem>,
+    /// Tracks that moved.
+    pub tracks: Vec<TrackItem>,
+}
+
+/// What passes a filter at one moment: the parts of a snapshot.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The hub sequence number it reflects: later updates change it.
+    pub seq: u64,
+    /// The devices that pass.
+    pub devices: Vec<DeviceView>,
+    /// The open alerts that pass.
+    pub alerts: Vec<Alert>,
+    /// The tracks that pass.
+    pub tracks: Vec<Track>,
+}
+
+/// What a snapshot takes: decides per device, alert and track.
+pub trait SnapshotFilter {
+    /// Whether the device (by registry index) at `place` passes.
+    fn device(&self, place: &Place) -> bool;
+    /// Whether the alert passes.
+    fn alert(&self, alert: &Alert, device: Option<u32>) -> bool;
+    /// Whether a track last read at `pos` passes.
+    fn track(&self, pos: [f64; 2]) -> bool;
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Frame {
+    serde_json::to_string(value).unwrap_or_default().into()
+}
 
 #[derive(Debug)]
 struct HubState {
@@ -42,7 +158,7 @@ struct HubState {
     open: BTreeMap<String, Alert>,
     resolved: VecDeque<Alert>,
     /// The zones each device's latest position lies in.
-    zones: Vec<Vec<ZoneRef>>,
+    zones: Vec<Arc<[ZoneRef]>>,
     /// The zones generation `zones` was worked out with.
     zones_seen: u64,
     /// Recent tracks of watch-listed plates, by plate.
@@ -55,7 +171,7 @@ pub struct LiveHub {
     registry: Arc<Registry>,
     geo: Arc<Current<Zones>>,
     state: Mutex<HubState>,
-    tx: broadcast::Sender<Frame>,
+    tx: broadcast::Sender<Arc<Update>>,
 }
 
 impl LiveHub {
@@ -69,7 +185,11 @@ impl LiveHub {
     pub fn with_zones(registry: Arc<Registry>, geo: Arc<Current<Zones>>) -> Arc<Self> {
         let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
         let zones = geo.current();
-        let device_zones = registry.devices().iter().map(|d| zones.at(d.pos)).collect();
+        let device_zones = registry
+            .devices()
+            .iter()
+            .map(|d| zones.at(d.pos).into())
+            .collect();
         Arc::new(LiveHub {
             state: Mutex::new(HubState {
                 seq: 0,
@@ -113,21 +233,26 @@ impl LiveHub {
         if let Some(zones) = self.geo.changed_since(&mut st.zones_seen) {
             for (i, d) in self.registry.devices().iter().enumerate() {
                 let pos = st.states[i].as_ref().map_or(d.pos, |s| s.pos);
-                st.zones[i] = zones.at(pos);
+                st.zones[i] = zones.at(pos).into();
             }
         }
     }
 
-    /// Applies a batch of engine outputs and broadcasts one delta.
+    fn place(&self, st: &HubState, i: usize) -> Place {
+        Place {
+            device: Some(i as u32),
+            pos: st.states[i]
+                .as_ref()
+                .map_or(self.registry.device(i as u32).pos, |s| s.pos),
+            zones: st.zones[i].clone(),
+        }
+    }
+
+    /// Applies a batch of engine outputs and broadcasts one update.
     pub fn apply(&self, batch: Vec<EngineOutput>) {
-        let mut devices: Vec<DeviceState> = Vec::new();
-        // Position in `devices` of each device already in this delta.
-        let mut in_delta: HashMap<usize, usize> = HashMap::new();
-        let mut alerts = Vec::new();
-        let mut presence: Vec<PresenceChange> = Vec::new();
-        let mut windows: Vec<WindowResult> = Vec::new();
-        let mut geofence: Vec<GeofenceEvent> = Vec::new();
-        let mut tracks: Vec<Track> = Vec::new();
+        // Index in `devices` of each device already in this update.
+        let mut in_update: HashMap<usize, usize> = HashMap::new();
+        let mut update = Update::default();
         let mut st = self.lock();
         self.refresh_zones(&mut st);
         let mut zones = None;
@@ -138,22 +263,27 @@ impl LiveHub {
                         continue;
                     };
                     let i = i as usize;
-                    match in_delta.entry(i) {
-                        Entry::Occupied(at) => devices[*at.get()] = d.clone(),
-                        Entry::Vacant(slot) => {
-                            slot.insert(devices.len());
-                            devices.push(d.clone());
-                        }
-                    }
                     let moved = match &st.states[i] {
                         Some(old) => old.pos != d.pos,
                         None => self.registry.device(i as u32).pos != d.pos,
                     };
                     if moved {
                         let zones = zones.get_or_insert_with(|| self.geo.current());
-                        st.zones[i] = zones.at(d.pos);
+                        st.zones[i] = zones.at(d.pos).into();
                     }
+                    let json = json(&d);
                     st.states[i] = Some(d);
+                    let item = Item {
+                        place: self.place(&st, i),
+                        json,
+                    };
+                    match in_update.entry(i) {
+                        Entry::Occupied(at) => update.devices[*at.get()] = item,
+                        Entry::Vacant(slot) => {
+                            slot.insert(update.devices.len());
+                            update.devices.push(item);
+                        }
+                    }
                 }
                 EngineOutput::Alert(a) => {
                     let a = *a;
@@ -174,7 +304,11 @@ impl LiveHub {
                         }
                         st.resolved.push_back(a.clone());
                     }
-                    alerts.push(a);
+                    update.alerts.push(AlertItem {
+                        device: self.registry.lookup(&a.subject),
+                        json: json(&a),
+                        alert: a,
+                    });
                 }
                 EngineOutput::Presence(p) => {
                     let Some(i) = self.registry.lookup(&p.device) else {
@@ -191,8 +325,11 @@ impl LiveHub {
                     st.presence_online += usize::from(p.presence.status == online);
                     st.presence_online -= usize::from(old == Some(online));
                     st.presence[i as usize] = Some(p.presence);
-                    presence.retain(|q| q.device != p.device);
-                    presence.push(p);
+                    update.presence.retain(|q| q.place.device != Some(i));
+                    update.presence.push(Item {
+                        place: self.place(&st, i as usize),
+                        json: json(&p),
+                    });
                 }
                 EngineOutput::Window(w) => {
                     let Some(i) = self.registry.lookup(&w.device) else {
@@ -207,9 +344,18 @@ impl LiveHub {
                         Some(_) => {}
                         None => latest.push(w.clone()),
                     }
-                    windows.push(w);
+                    update.windows.push(WindowItem {
+                        place: self.place(&st, i as usize),
+                        kind: w.value.kind(),
+                        window_s: w.window_s(),
+                        json: json(&w),
+                    });
                 }
-                EngineOutput::Geofence(g) => geofence.push(g),
+                EngineOutput::Geofence(g) => update.geofence.push(GeofenceItem {
+                    pos: g.pos,
+                    zone: g.zone.id.clone(),
+                    json: json(&g),
+                }),
                 EngineOutput::Track(t) => {
                     if st.tracks.len() >= TRACKS_KEPT && !st.tracks.contains_key(&t.plate) {
                         let oldest = st
@@ -221,83 +367,90 @@ impl LiveHub {
                             st.tracks.remove(&plate);
                         }
                     }
-                    st.tracks.insert(t.plate.clone(), t.clone());
-                    tracks.retain(|o| o.plate != t.plate);
-                    tracks.push(t);
+                    let plate: Arc<str> = t.plate.as_str().into();
+                    update.tracks.retain(|o| o.plate != plate);
+                    update.tracks.push(TrackItem {
+                        plate,
+                        pos: t.points.last().map_or([0.0, 0.0], |p| p.pos),
+                        json: json(&t),
+                    });
+                    st.tracks.insert(t.plate.clone(), t);
                 }
             }
         }
-        if devices.is_empty()
-            && alerts.is_empty()
-            && presence.is_empty()
-            && windows.is_empty()
-            && geofence.is_empty()
-            && tracks.is_empty()
+        if update.devices.is_empty()
+            && update.alerts.is_empty()
+            && update.presence.is_empty()
+            && update.windows.is_empty()
+            && update.geofence.is_empty()
+            && update.tracks.is_empty()
         {
             return;
         }
-        if !presence.is_empty() {
+        if !update.presence.is_empty() {
             let (online, known) = (st.presence_online, st.presence_known);
             metrics::gauge!("ioc_devices_presence", "status" => "online").set(online as f64);
             metrics::gauge!("ioc_devices_presence", "status" => "offline")
                 .set((known - online) as f64);
         }
         st.seq += 1;
-        let message = LiveMessage::Delta {
+        update.seq = st.seq;
+        metrics::gauge!("ioc_open_alerts").set(st.open.len() as f64);
+        // No receivers is fine: nobody is watching. Sent under the lock so
+        // that updates leave in sequence order.
+        let _ = self.tx.send(Arc::new(update));
+    }
+
+    /// A receiver of every later update.
+    pub fn updates(&self) -> broadcast::Receiver<Arc<Update>> {
+        self.tx.subscribe()
+    }
+
+    /// What passes `filter` now, and the hub sequence number it reflects.
+    pub fn snapshot(&self, filter: &dyn SnapshotFilter) -> Snapshot {
+        let mut st = self.lock();
+        self.refresh_zones(&mut st);
+        let mut devices = Vec::new();
+        for i in 0..st.states.len() {
+            if filter.device(&self.place(&st, i)) {
+                devices.push(self.view(&st, i));
+            }
+        }
+        let alerts = st
+            .open
+            .values()
+            .filter(|a| filter.alert(a, self.registry.lookup(&a.subject)))
+            .cloned()
+            .collect();
+        let tracks = st
+            .tracks
+            .values()
+            .filter(|t| filter.track(t.points.last().map_or([0.0, 0.0], |p| p.pos)))
+            .cloned()
+            .collect();
+        Snapshot {
             seq: st.seq,
             devices,
             alerts,
-            presence,
-            windows,
-            geofence,
             tracks,
-        };
-        let frame: Frame = serde_json::to_string(&message).unwrap_or_default().into();
-        metrics::gauge!("ioc_open_alerts").set(st.open.len() as f64);
-        // No receivers is fine: nobody is watching.
-        let _ = self.tx.send(frame);
+        }
     }
 
-    /// A snapshot frame and a receiver for every later delta.
-    pub fn subscribe(&self) -> (Frame, broadcast::Receiver<Frame>) {
-        let mut st = self.lock();
-        self.refresh_zones(&mut st);
-        let message = LiveMessage::Snapshot {
-            seq: st.seq,
-            devices: self.views(&st),
-            alerts: st.open.values().cloned().collect(),
-            tracks: st.tracks.values().cloned().collect(),
-        };
-        let rx = self.tx.subscribe();
-        (
-            serde_json::to_string(&message).unwrap_or_default().into(),
-            rx,
-        )
-    }
-
-    fn views(&self, st: &HubState) -> Vec<DeviceView> {
-        self.registry
-            .devices()
-            .iter()
-            .zip(&st.states)
-            .zip(&st.presence)
-            .zip(&st.windows)
-            .zip(&st.zones)
-            .map(|((((info, state), presence), windows), zones)| DeviceView {
-                info: info.clone(),
-                state: state.clone(),
-                presence: *presence,
-                windows: windows.clone(),
-                zones: zones.clone(),
-            })
-            .collect()
+    fn view(&self, st: &HubState, i: usize) -> DeviceView {
+        DeviceView {
+            info: self.registry.device(i as u32).clone(),
+            state: st.states[i].clone(),
+            presence: st.presence[i],
+            windows: st.windows[i].clone(),
+            zones: st.zones[i].to_vec(),
+        }
     }
 
     /// Every device with its latest state.
     pub fn devices(&self) -> Vec<DeviceView> {
         let mut st = self.lock();
         self.refresh_zones(&mut st);
-        self.views(&st)
+        (0..st.states.len()).map(|i| self.view(&st, i)).collect()
     }
 
     /// One device with its latest state.
@@ -305,13 +458,7 @@ impl LiveHub {
         let i = self.registry.lookup(id)?;
         let mut st = self.lock();
         self.refresh_zones(&mut st);
-        Some(DeviceView {
-            info: self.registry.device(i).clone(),
-            state: st.states[i as usize].clone(),
-            presence: st.presence[i as usize],
-            windows: st.windows[i as usize].clone(),
-            zones: st.zones[i as usize].clone(),
-        })
+        Some(self.view(&st, i as usize))
     }
 
     /// Active (open or acknowledged) alerts, most severe and most recent first.
@@ -337,8 +484,8 @@ impl LiveHub {
         v
     }
 
-    /// Number of WebSocket clients following the hub.
-    pub fn clients(&self) -> usize {
+    /// Number of live sessions following the hub.
+    pub fn sessions(&self) -> usize {
         self.tx.receiver_count()
     }
 }
@@ -368,7 +515,7 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use ioc_schemas::{Body, Hydrology, Timestamp};
+    use ioc_schemas::{Body, Hydrology, PresenceChange, Timestamp};
 
     use super::*;
 
@@ -383,16 +530,34 @@ mod tests {
         })
     }
 
+    struct Everything;
+    impl SnapshotFilter for Everything {
+        fn device(&self, _: &Place) -> bool {
+            true
+        }
+        fn alert(&self, _: &Alert, _: Option<u32>) -> bool {
+            true
+        }
+        fn track(&self, _: [f64; 2]) -> bool {
+            true
+        }
+    }
+
+    fn seqs(items: &[Item]) -> Vec<u64> {
+        items
+            .iter()
+            .map(|i| serde_json::from_str::<DeviceState>(&i.json).unwrap().seq)
+            .collect()
+    }
+
     #[test]
-    fn snapshot_then_conflated_deltas_in_sequence() {
+    fn snapshot_then_conflated_updates_in_sequence() {
         let hub = LiveHub::new(ioc_devices::Registry::sonla_demo());
         hub.apply(vec![state("river-to-hieu", 1)]);
-        let (snapshot, mut rx) = hub.subscribe();
-        let snapshot: serde_json::Value = serde_json::from_str(&snapshot).unwrap();
-        assert_eq!(
-            (snapshot["type"].as_str(), snapshot["seq"].as_u64()),
-            (Some("snapshot"), Some(1))
-        );
+        let mut rx = hub.updates();
+        let snapshot = hub.snapshot(&Everything);
+        assert_eq!(snapshot.seq, 1);
+        assert_eq!(snapshot.devices.len(), hub.registry().devices().len());
         hub.apply(vec![
             state("river-to-hieu", 2),
             state("rain-to-hieu", 1),
@@ -400,13 +565,17 @@ mod tests {
         ]);
         hub.apply(vec![state("nobody", 1)]);
         hub.apply(vec![state("rain-to-hieu", 2)]);
-        let d1: serde_json::Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
-        let d2: serde_json::Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
-        assert!(rx.try_recv().is_err(), "unknown devices make no delta");
-        assert_eq!((d1["seq"].as_u64(), d2["seq"].as_u64()), (Some(2), Some(3)));
-        let devices = d1["devices"].as_array().unwrap();
-        assert_eq!(devices.len(), 2, "two states of one device are conflated");
-        assert_eq!(devices[0]["seq"], 3);
+        let u1 = rx.try_recv().unwrap();
+        let u2 = rx.try_recv().unwrap();
+        assert!(rx.try_recv().is_err(), "unknown devices make no update");
+        assert_eq!((u1.seq, u2.seq), (2, 3));
+        assert_eq!(
+            seqs(&u1.devices),
+            [3, 1],
+            "two states of one device are conflated"
+        );
+        let river = hub.registry().lookup("river-to-hieu");
+        assert_eq!(u1.devices[0].place.device, river);
         assert_eq!(hub.device("river-to-hieu").unwrap().state.unwrap().seq, 3);
     }
 
@@ -421,25 +590,23 @@ mod tests {
     }
 
     #[test]
-    fn presence_changes_are_deltas_and_repeats_are_not() {
+    fn presence_changes_are_updates_and_repeats_are_not() {
         let hub = LiveHub::new(ioc_devices::Registry::sonla_demo());
-        let (_, mut rx) = hub.subscribe();
+        let mut rx = hub.updates();
         hub.apply(vec![
             presence("river-to-hieu", PresenceStatus::Online, 1),
             presence("river-to-hieu", PresenceStatus::Offline, 2),
         ]);
         hub.apply(vec![presence("river-to-hieu", PresenceStatus::Offline, 3)]);
-        let d: serde_json::Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
-        assert!(rx.try_recv().is_err(), "a repeated status makes no delta");
-        assert_eq!(d["presence"].as_array().unwrap().len(), 1, "conflated");
-        assert_eq!(d["presence"][0]["status"], "offline");
+        let u = rx.try_recv().unwrap();
+        assert!(rx.try_recv().is_err(), "a repeated status makes no update");
+        assert_eq!(u.presence.len(), 1, "conflated");
+        assert!(u.presence[0].json.contains(r#""status":"offline""#));
         let view = hub.device("river-to-hieu").unwrap();
         assert_eq!(
             view.presence.map(|p| (p.status, p.received)),
             Some((PresenceStatus::Offline, Timestamp(2)))
         );
-        let (snapshot, _) = hub.subscribe();
-        assert!(snapshot.contains(r#""presence":{"status":"offline""#));
         hub.apply(vec![presence("rain-to-hieu", PresenceStatus::Online, 4)]);
         let st = hub.lock();
         assert_eq!((st.presence_known, st.presence_online), (2, 1));

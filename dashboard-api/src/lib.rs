@@ -16,6 +16,7 @@
 
 pub mod error;
 pub mod hub;
+pub mod live;
 pub mod routes;
 
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub type ReloadFn = Arc<dyn Fn() -> Result<serde_json::Value, Vec<String>> + Sen
 pub struct AppState {
     /// The live hub.
     pub hub: Arc<LiveHub>,
+    /// The live sessions following the hub (make with [`live::Sessions::new`]).
+    pub live: Arc<live::Sessions>,
     /// Fires when the server shuts down.
     pub cancel: CancellationToken,
     /// Tracks WebSocket tasks so shutdown can wait for them.
@@ -61,6 +64,25 @@ pub struct AppState {
     /// The alert store; without it alerts come from the hub's memory and
     /// operators' actions are unavailable.
     pub alerts: Option<Arc<ioc_alerts::AlertService>>,
+}
+
+impl AppState {
+    /// The state of a server of the live hub alone: live sessions, no
+    /// metrics, ingest, rules reload or alert store.
+    pub fn new(hub: Arc<LiveHub>, cancel: CancellationToken, admin_token: &str) -> Self {
+        AppState {
+            live: live::Sessions::new(hub.clone(), cancel.clone()),
+            hub,
+            cancel,
+            tracker: TaskTracker::new(),
+            metrics: None,
+            stats: Arc::new(|| serde_json::json!({})),
+            ingest: None,
+            rules_reload: None,
+            admin_token: admin_token.into(),
+            alerts: None,
+        }
+    }
 }
 
 /// The router with every route.

@@ -1,6 +1,6 @@
 // Control-room page: offline province map, live device states, open alerts.
 // Talks to the server only: GET /api/v1/areas and /api/v1/zones once, the /api/v1/live
-// WebSocket (a snapshot, then ordered deltas), and POST for operators'
+// WebSocket (subscribe, then a snapshot and ordered deltas, resumed after a lost connection), and POST for operators'
 // actions on alerts. No third-party code, no tiles.
 "use strict";
 
@@ -54,6 +54,7 @@ let assets = [];             // { id, kind, name, pos }
 const tracks = new Map();    // plate -> { plate, points: [{ camera, ts, pos, speed_kmh }] }
 let selected = null;
 let lastSeq = null;
+let session = null; // the live session, resumed after a lost connection
 let freshAlerts = new Set();
 
 const $ = (id) => document.getElementById(id);
@@ -538,10 +539,15 @@ function onMessage(msg) {
     tracks.clear();
     for (const tr of msg.tracks || []) tracks.set(tr.plate, tr);
     lastSeq = msg.seq;
+    session = msg.session;
     dirty = true;
     renderAlerts(); renderCounts(); renderDetail();
     return;
+  } else if (msg.type === "error") {
+    console.error("live feed refused a request:", msg.code, msg.message);
+    return;
   } else if (msg.type === "delta") {
+    // A gap: reconnect and resume from the last message seen.
     if (lastSeq !== null && msg.seq !== lastSeq + 1) { socket.close(); return; }
     for (const s of msg.devices || []) {
       const d = devices.get(s.device);
@@ -570,7 +576,14 @@ let backoff = 500;
 function connect() {
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/v1/live`;
   socket = new WebSocket(url);
-  socket.onopen = () => { backoff = 500; lastSeq = null; $("conn").className = "conn up"; $("conn").textContent = t("connected"); };
+  socket.onopen = () => {
+    backoff = 500;
+    const request = { type: "subscribe", filter: {} };
+    // Resume: the server replays what was missed, or sends a snapshot.
+    if (session && lastSeq !== null) request.resume = { session, seq: lastSeq };
+    socket.send(JSON.stringify(request));
+    $("conn").className = "conn up"; $("conn").textContent = t("connected");
+  };
   socket.onmessage = (e) => { try { onMessage(JSON.parse(e.data)); } catch (err) { console.error(err); } };
   socket.onclose = () => {
     $("conn").className = "conn down"; $("conn").textContent = t("disconnected");

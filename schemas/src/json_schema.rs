@@ -8,8 +8,8 @@
 use schemars::{JsonSchema, Schema, generate::SchemaSettings};
 
 use crate::{
-    Alert, AlertDetail, DeviceState, DeviceView, EnvelopeV1, LiveMessage, RejectReason,
-    WindowResult,
+    Alert, AlertDetail, DeviceState, DeviceView, EnvelopeV1, LiveMessage, LiveRequest,
+    RejectReason, WindowResult,
 };
 
 fn schema_of<T: JsonSchema>() -> Schema {
@@ -30,6 +30,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("alert.schema.json", schema_of::<Alert>()),
         ("alert-detail.schema.json", schema_of::<AlertDetail>()),
         ("live-message.schema.json", schema_of::<LiveMessage>()),
+        ("live-request.schema.json", schema_of::<LiveRequest>()),
         ("reject-reason.schema.json", schema_of::<RejectReason>()),
         ("window.schema.json", schema_of::<WindowResult>()),
     ]

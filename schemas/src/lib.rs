@@ -41,7 +41,7 @@ pub use device::{
 pub use envelope::{
     Body, Camera, CameraEvent, Envelope, EnvelopeV1, Hydrology, Limits, Traffic, VehicleCounts,
 };
-pub use live::{EngineOutput, LiveMessage};
+pub use live::{EngineOutput, LiveFilter, LiveMessage, LiveRequest, Resume, SnapshotReason};
 pub use reject::{RejectReason, Rejection, pointer_of};
 pub use time::Timestamp;
 pub use window::{FlowByClass, WindowResult, WindowValue};

@@ -3,26 +3,36 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::alert::Alert;
-use crate::device::{DeviceState, DeviceView, PresenceChange};
+use crate::alert::{Alert, Severity};
+use crate::device::{DeviceKind, DeviceState, DeviceView, PresenceChange};
 use crate::window::WindowResult;
 use crate::zone::{GeofenceEvent, Track};
 
 /// A message from the server on `/api/v1/live`. Every message has a `type`.
 ///
-/// The server sends one `snapshot`, then `delta`s. `seq` increases by one per
-/// message; a delta with `seq` n follows the message with `seq` n - 1.
+/// After the client's `subscribe` the server sends a `snapshot`, then
+/// `delta`s. `seq` is the connection's own: it increases by one per message,
+/// so a delta with `seq` n follows the message with `seq` n - 1, and a
+/// client that resumes its `session` after the `seq` it last saw gets what
+/// it missed. See `docs/live-protocol.md`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LiveMessage {
-    /// Everything the client should show: every device with its latest state
-    /// and every open alert.
+    /// Everything the client should show for its filter: every device that
+    /// passes it with its latest state, and every open alert that passes it.
+    /// It replaces whatever the client held.
     Snapshot {
         /// Sequence number of this message.
         seq: u64,
-        /// All devices.
+        /// The session to name when resuming after a lost connection.
+        #[serde(default)]
+        session: String,
+        /// Why a snapshot was sent.
+        #[serde(default)]
+        reason: SnapshotReason,
+        /// The devices that pass the filter.
         devices: Vec<DeviceView>,
-        /// Open alerts.
+        /// Open alerts that pass the filter.
         alerts: Vec<Alert>,
         /// Recent tracks of watch-listed plates.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -51,6 +61,102 @@ pub enum LiveMessage {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         tracks: Vec<Track>,
     },
+    /// The client's message was refused; the connection closes after it
+    /// unless the message was a later `subscribe` (the filter in force then
+    /// stays).
+    Error {
+        /// A stable code: `bad_request`, `unauthorized`, `forbidden`.
+        code: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// Why the server sent a snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotReason {
+    /// A new session.
+    #[default]
+    Subscribe,
+    /// The client changed its filter.
+    Filter,
+    /// The client asked to resume a session the server no longer has, or
+    /// from a message it no longer keeps.
+    ResumeUnavailable,
+    /// The client fell too far behind for the deltas it missed to be kept
+    /// (its alerts lane overflowed, or it lagged the hub): the snapshot
+    /// replaces them.
+    Resync,
+}
+
+impl SnapshotReason {
+    /// The snake_case name, as in JSON and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotReason::Subscribe => "subscribe",
+            SnapshotReason::Filter => "filter",
+            SnapshotReason::ResumeUnavailable => "resume_unavailable",
+            SnapshotReason::Resync => "resync",
+        }
+    }
+}
+
+/// A message from the client on `/api/v1/live`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LiveRequest {
+    /// Starts the feed, or changes its filter. The first message on a
+    /// connection must be a `subscribe`; later ones replace the filter and
+    /// are answered with a new snapshot.
+    Subscribe {
+        /// What the client wants to see; empty means everything.
+        #[serde(default)]
+        filter: LiveFilter,
+        /// Resume this session after a lost connection (first message only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<Resume>,
+        /// A bearer token, for clients (browsers) that cannot send an
+        /// `Authorization` header on a WebSocket.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
+}
+
+/// Where a resumed session continues.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resume {
+    /// The session named in the first snapshot.
+    pub session: String,
+    /// The last `seq` the client received.
+    pub seq: u64,
+}
+
+/// What a live client wants to see. Every field narrows it; an empty field
+/// does not. Devices (and their presence, windows), geofence events and
+/// tracks pass when they pass every field given; alerts pass on `kinds`
+/// (when their subject is a device), `areas`, `zones` and `min_severity`,
+/// never on `bbox`: an alert is shown wherever the map is looking.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LiveFilter {
+    /// Device kinds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<DeviceKind>,
+    /// Administrative area ids: a device or alert in any of them (at any
+    /// level: a province id takes all its communes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub areas: Vec<String>,
+    /// Zone ids: a device, alert or geofence event in any of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
+    /// The map's viewport `[west, south, east, north]`, degrees WGS 84.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<[f64; 4]>,
+    /// The least severity of alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_severity: Option<Severity>,
 }
 
 /// What the processing engine emits.

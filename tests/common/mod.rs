@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use ioc::config::Config;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::Value;
@@ -310,6 +310,28 @@ impl Drop for Watcher {
     }
 }
 
+/// A live-feed client for benchmarks, subscribed to everything. Snapshots
+/// of large catalogues are tens of megabytes in one frame, beyond
+/// tungstenite's default limits, so its limits are 512 MiB.
+pub async fn live_subscriber(
+    http: SocketAddr,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(512 << 20))
+        .max_frame_size(Some(512 << 20));
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+        format!("ws://{http}/api/v1/live"),
+        Some(config),
+        true,
+    )
+    .await
+    .expect("WebSocket connect");
+    ws.send(Message::Text(r#"{"type":"subscribe"}"#.into()))
+        .await
+        .expect("WebSocket send");
+    ws
+}
+
 /// A control-room WebSocket client.
 pub struct Screen {
     ws: tokio_tungstenite::WebSocketStream<
@@ -319,11 +341,27 @@ pub struct Screen {
 }
 
 impl Screen {
+    /// Connects and subscribes to everything.
     pub async fn connect(http: SocketAddr) -> Screen {
+        Screen::subscribe(http, serde_json::json!({"type": "subscribe"})).await
+    }
+
+    /// Connects and sends `request` (a `subscribe`) first.
+    pub async fn subscribe(http: SocketAddr, request: Value) -> Screen {
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/api/v1/live"))
             .await
             .expect("WebSocket connect");
-        Screen { ws, last_seq: None }
+        let mut screen = Screen { ws, last_seq: None };
+        screen.send(&request).await;
+        screen
+    }
+
+    /// Sends a client message.
+    pub async fn send(&mut self, request: &Value) {
+        self.ws
+            .send(Message::Text(request.to_string().into()))
+            .await
+            .expect("WebSocket send");
     }
 
     /// The next JSON message, checking that sequence numbers have no gaps.
@@ -336,10 +374,8 @@ impl Screen {
                 Message::Text(t) => {
                     let v: Value = serde_json::from_str(t.as_str()).expect("live message is JSON");
                     let seq = v["seq"].as_u64().expect("every live message has a seq");
-                    if v["type"] == "delta"
-                        && let Some(prev) = self.last_seq
-                    {
-                        assert_eq!(seq, prev + 1, "delta sequence has a gap");
+                    if let Some(prev) = self.last_seq {
+                        assert_eq!(seq, prev + 1, "live sequence has a gap");
                     }
                     self.last_seq = Some(seq);
                     return Some(v);

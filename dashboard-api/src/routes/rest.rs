@@ -14,7 +14,7 @@ use crate::error::ApiError;
 /// `GET /healthz`: the process is up and serving.
 pub async fn healthz(State(app): State<AppState>) -> Json<Value> {
     Json(
-        json!({"status": "ok", "devices": app.hub.registry().devices().len(), "live_clients": app.hub.clients()}),
+        json!({"status": "ok", "devices": app.hub.registry().devices().len(), "live_sessions": app.live.len()}),
     )
 }
 
