@@ -182,13 +182,14 @@ async fn main() {
     std::fs::write(
         &config,
         format!(
-            "[http]\nlisten = \"127.0.0.1:{http_port}\"\n{source}\
+            "[http]\nlisten = \"127.0.0.1:{http_port}\"\nadmin_token = \"{admin}\"\n{source}\
              [embedded_broker]\nenabled = false\n[simulator]\nenabled = false\n\
              [catalogue]\nscale = {devices}\n\
              [dead_letter]\nfile = \"{}\"\n\
              [alerts]\ndatabase = \"sqlite://{}\"\n",
             dir.path().join("dead-letters.jsonl").display(),
             dir.path().join("alerts.db").display(),
+            admin = common::TEST_ADMIN,
         ),
     )
     .unwrap();

@@ -52,7 +52,7 @@ else
   run alert-store ioc alert_store 2000
   run alert-store-postgres ioc alert_store 2000 --postgres
   run geo ioc geo 2000000
-  run ws-fanout-100 ioc ws_fanout 100 20000 10 2000
+  run ws-fanout-100 ioc ws_fanout 100 12000 10 2000
   run ws-fanout-1000 ioc ws_fanout 1000 1000 10 2000
 fi
 

@@ -143,7 +143,13 @@ fn main() {
     let addr = server_rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = AppState::new(hub.clone(), cancel.clone(), "bench");
+        // The clients subscribe without a token: anonymous viewers.
+        let open = ioc_dashboard_api::auth::AuthConfig {
+            anonymous: Some(ioc_dashboard_api::auth::Role::Viewer),
+            ..Default::default()
+        };
+        let auth = ioc_dashboard_api::auth::Auth::new(&open, "bench-admin-token-0123").unwrap();
+        let state = AppState::new(hub.clone(), cancel.clone(), auth);
         tokio::spawn(ioc_dashboard_api::serve(listener, state));
         addr
     });

@@ -330,14 +330,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .take(32)
                 .map(char::from)
                 .collect();
-            info!("admin token for this run (set http.admin_token to choose one): {token}");
+            info!(
+                "admin token for this run (set http.admin_token to choose one): {token}; \
+                 control room: http://{}/#token={token}",
+                http_addr
+            );
             token.into()
         }
     };
+    let auth = ioc_dashboard_api::auth::Auth::new(&config.http.auth, &admin_token)
+        .map_err(|e| anyhow::anyhow!("http.auth: {e}"))?;
     let reload = reloader.clone();
     let state = AppState {
         rules_reload: Some(Arc::new(move || reload.reload())),
-        admin_token,
+        auth: Arc::new(auth),
         live: ioc_dashboard_api::live::Sessions::new(hub.clone(), http.clone()),
         hub,
         cancel: http.clone(),

@@ -79,10 +79,15 @@ impl Default for RulesConfig {
 pub struct HttpConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Bearer token for admin endpoints (`POST /api/v1/rules/reload`).
-    /// Unset: a random token is made at start and printed in the log.
+    /// Bearer token of the `admin` role (named `admin`). Unset: a random
+    /// token is made at start and printed in the log with the page's
+    /// login link.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
+    /// Who else may call: API tokens with roles, JWT verification, and
+    /// whether callers without a token get a role.
+    #[serde(default)]
+    pub auth: ioc_dashboard_api::auth::AuthConfig,
 }
 
 impl Default for HttpConfig {
@@ -90,6 +95,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_token: None,
+            auth: Default::default(),
         }
     }
 }
@@ -259,6 +265,15 @@ impl Config {
         p.extend(self.kafka.problems("kafka"));
         p.extend(self.influx.problems("influx"));
         p.extend(self.alerts.problems("alerts"));
+        // The admin token, when unset, is made at start (32 characters).
+        let admin = self
+            .http
+            .admin_token
+            .as_deref()
+            .unwrap_or("a-token-made-at-start-0123456789");
+        if let Err(e) = ioc_dashboard_api::auth::Auth::new(&self.http.auth, admin) {
+            p.push(format!("http.auth: {e}"));
+        }
         let p_ = &mut p;
         let mut check = |ok: bool, msg: &str| {
             if !ok {

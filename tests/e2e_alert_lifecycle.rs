@@ -20,8 +20,8 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::{
-    Device, Mosquitto, Screen, TEST_TOKEN, Watcher, free_port, get_json, http, post_ingest,
-    river_ndjson, river_reading, test_config,
+    Device, Mosquitto, Screen, TEST_ADMIN, TEST_TOKEN, Watcher, free_port, get_json, http,
+    post_ingest, river_ndjson, river_reading, test_config,
 };
 use ioc_devices::Registry;
 use ioc_schemas::{DeviceKind, Timestamp};
@@ -81,7 +81,8 @@ async fn operators_act_and_screens_follow(
     assert_eq!(acked["status"], "acknowledged");
     let seen = alert_version(&mut screen, GAUGE, 2).await;
     assert_eq!(seen["status"], "acknowledged");
-    assert_eq!(seen["handling"]["acknowledged_by"], "Lò Văn Lan");
+    // Who typed it, and the token it came with.
+    assert_eq!(seen["handling"]["acknowledged_by"], "Lò Văn Lan (admin)");
 
     // Above BĐ2: the same alert escalates and wants attention again.
     seq += 1;
@@ -128,7 +129,7 @@ async fn operators_act_and_screens_follow(
         (200, Some("resolved"))
     );
     let seen = alert_version(&mut screen, GAUGE, 6).await;
-    assert_eq!(seen["handling"]["resolved_by"], "Minh");
+    assert_eq!(seen["handling"]["resolved_by"], "Minh (admin)");
 
     // Refusals, each with its code.
     let (status, err) = post(addr, &path("ack"), json!({"by": "Lan"})).await;
@@ -143,8 +144,11 @@ async fn operators_act_and_screens_follow(
     );
     let (status, _) = post(addr, &path("notes"), json!({"by": "Lan"})).await;
     assert_eq!(status, 400, "a note needs its text");
+    // Without a body the token's holder acts: here on a resolved alert.
     let (status, _) = post(addr, &path("ack"), json!({})).await;
-    assert_eq!(status, 400, "an action needs its operator");
+    assert_eq!(status, 409, "the token names who acts");
+    let (status, _) = post(addr, &path("ack"), json!({"by": "Lan", "colour": "red"})).await;
+    assert_eq!(status, 400, "unknown fields are refused");
     let (status, _) = post(addr, &path("frobnicate"), json!({"by": "Lan"})).await;
     assert_eq!(status, 404);
     let (status, _) = http(addr, "GET", "/api/v1/alerts?status=lost", &[], b"").await;
@@ -195,16 +199,19 @@ async fn operators_act_and_screens_follow(
         history,
         [
             ("opened", "rule"),
-            ("acknowledged", "Lò Văn Lan"),
+            ("acknowledged", "Lò Văn Lan (admin)"),
             ("escalated", "rule"),
-            ("noted", "Minh"),
-            ("assigned", "Minh"),
-            ("resolved", "Minh"),
+            ("noted", "Minh (admin)"),
+            ("assigned", "Minh (admin)"),
+            ("resolved", "Minh (admin)"),
         ]
     );
     // The alert as CAP 1.2, valid against the OASIS schema; the feed of
     // active alerts is well-formed.
-    let cap = reqwest::get(format!("http://{addr}/api/v1/alerts/{id}.cap"))
+    let cap = reqwest::Client::new()
+        .get(format!("http://{addr}/api/v1/alerts/{id}.cap"))
+        .bearer_auth(TEST_ADMIN)
+        .send()
         .await
         .unwrap();
     assert_eq!(cap.status(), 200);
@@ -227,7 +234,10 @@ async fn operators_act_and_screens_follow(
         "{}",
         String::from_utf8_lossy(&lint.stderr)
     );
-    let feed = reqwest::get(format!("http://{addr}/api/v1/alerts.cap"))
+    let feed = reqwest::Client::new()
+        .get(format!("http://{addr}/api/v1/alerts.cap"))
+        .bearer_auth(TEST_ADMIN)
+        .send()
         .await
         .unwrap()
         .text()
@@ -290,7 +300,7 @@ fn spawn_ioc(dir: &Path, http_port: u16, mqtt_port: u16) -> Child {
     std::fs::write(
         &config,
         format!(
-            "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+            "[http]\nlisten = \"127.0.0.1:{http_port}\"\nadmin_token = \"{TEST_ADMIN}\"\n\
              [mqtt]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\nclient_id = \"ioc-crash-test\"\n\
              [embedded_broker]\nenabled = false\n\
              [simulator]\nenabled = false\n\

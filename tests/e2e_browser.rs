@@ -59,23 +59,49 @@ async fn page_shows_the_live_alert_with_its_area() {
         assert!(seq < 10, "no alert");
     }
 
-    // The page renders after its WebSocket snapshot arrives, in real time;
-    // headless Chromium dumps the DOM on a virtual-time budget, so a dump
-    // can come too early on a loaded machine. Try a few times.
-    let url = format!("http://{}/", running.http_addr);
-    let mut problems = String::new();
-    for _ in 0..5 {
-        let dom = dump_dom(browser, &url).await;
-        problems = check(&dom);
-        if problems.is_empty() {
-            break;
-        }
-    }
+    // The page renders after it subscribed and its snapshot arrived: wait
+    // for the device count and the alert, then check the whole DOM.
+    // Without a token the page asks for one, and refuses a wrong one.
+    let bare = format!("http://{}/", running.http_addr);
+    let mut login = Page::open(browser, &bare).await;
+    login
+        .wait_true("!document.getElementById('login').hidden")
+        .await;
+    login
+        .eval("document.getElementById('token').value = 'not-a-token'; document.querySelector('#login-form button').click(); true")
+        .await;
+    login
+        .wait_true("document.getElementById('login-error').textContent.includes('không hợp lệ')")
+        .await;
+    login
+        .eval(&format!(
+            "document.getElementById('token').value = '{}'; document.querySelector('#login-form button').click(); true",
+            common::TEST_ADMIN
+        ))
+        .await;
+    login
+        .wait_true("document.getElementById('login').hidden && document.body.innerText.includes('261 thiết bị')")
+        .await;
+    drop(login);
+
+    // Signed in with the link the server prints at start.
+    let url = format!("http://{}/#token={}", running.http_addr, common::TEST_ADMIN);
+    let mut page = Page::open(browser, &url).await;
+    page.wait_true(
+        "document.getElementById('whoami').textContent === 'admin · admin' && location.hash === ''",
+    )
+    .await;
+    page.wait_true(
+        "document.body.innerText.includes('261 thiết bị') \
+         && !!document.querySelector('li[data-subject=\"river-to-hieu\"]')",
+    )
+    .await;
+    let dom = page.eval("document.documentElement.outerHTML").await;
+    let problems = check(dom.as_str().unwrap_or_default());
     assert!(problems.is_empty(), "{problems}");
 
     let alert = get_json(running.http_addr, "/api/v1/alerts?subject=river-to-hieu").await;
     let id = alert[0]["id"].as_str().unwrap().to_owned();
-    let mut page = Page::open(browser, &url).await;
     let item = "document.querySelector('li[data-subject=\"river-to-hieu\"]')";
     page.wait_true(&format!("!!{item} && !!{item}.querySelector('button.ack')"))
         .await;
@@ -84,9 +110,12 @@ async fn page_shows_the_live_alert_with_its_area() {
     ))
     .await;
     let stored = wait_status(running.http_addr, &id, "acknowledged").await;
-    assert_eq!(stored["alert"]["handling"]["acknowledged_by"], "Lò Văn Lan");
+    assert_eq!(
+        stored["alert"]["handling"]["acknowledged_by"],
+        "Lò Văn Lan (admin)"
+    );
     page.wait_true(&format!(
-        "{item}.innerText.includes('Đã xác nhận bởi Lò Văn Lan') && !{item}.querySelector('button.ack')"
+        "{item}.innerText.includes('Đã xác nhận bởi Lò Văn Lan (admin)') && !{item}.querySelector('button.ack')"
     ))
     .await;
     page.eval(&format!(
@@ -94,7 +123,10 @@ async fn page_shows_the_live_alert_with_its_area() {
     ))
     .await;
     let stored = wait_status(running.http_addr, &id, "resolved").await;
-    assert_eq!(stored["alert"]["handling"]["resolved_by"], "Lò Văn Lan");
+    assert_eq!(
+        stored["alert"]["handling"]["resolved_by"],
+        "Lò Văn Lan (admin)"
+    );
     page.wait_true(&format!("!{item}")).await;
     drop(page);
     running.shutdown().await.unwrap();
@@ -215,39 +247,6 @@ impl Drop for Page {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn dump_dom(browser: &'static str, url: &str) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let url = url.to_owned();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(browser)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--window-size=1400,900",
-                "--virtual-time-budget=4000",
-                "--dump-dom",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(url)
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("run chromium");
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// What is wrong with the rendered page; empty when nothing is.

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use common::{Series, TEST_TOKEN, Victoria, free_port, get_json, test_config, wait_for};
+use common::{
+    Series, TEST_ADMIN, TEST_TOKEN, Victoria, free_port, get_json, test_config, wait_for,
+};
 use ioc::app::Running;
 use ioc::config::Config;
 use ioc_devices::Registry;
@@ -291,7 +293,7 @@ fn spawn_ioc(dir: &Path, http_port: u16, victoria: &Victoria) -> Child {
     std::fs::write(
         &config,
         format!(
-            "[http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+            "[http]\nlisten = \"127.0.0.1:{http_port}\"\nadmin_token = \"{TEST_ADMIN}\"\n\
              [mqtt]\nenabled = false\n\
              [embedded_broker]\nenabled = false\n\
              [processing]\nlateness = \"7days\"\n\

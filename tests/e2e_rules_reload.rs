@@ -20,7 +20,10 @@ use serde_json::Value;
 
 const GAUGE: &str = "river-to-hieu";
 const TOPIC: &str = "ioc/v1/river_gauge/river-to-hieu/telemetry";
-const ADMIN: &str = "admin-token-for-the-reload-test";
+/// The admin token of [`test_config`].
+const ADMIN: &str = common::TEST_ADMIN;
+/// An operator's token: operators may not reload.
+const OPERATOR: &str = "operator-token-of-the-reload-test";
 /// What the gauge reports all along.
 const LEVEL_M: f64 = 4.0;
 
@@ -94,7 +97,11 @@ async fn start(
     let mut config = test_config(format!("mqtt://127.0.0.1:{port}"), true);
     config.rules.file = Some(path.clone());
     config.rules.watch_interval = watch;
-    config.http.admin_token = Some(ADMIN.into());
+    config.http.auth.tokens = vec![ioc_dashboard_api::auth::ApiToken {
+        name: "duty-officer".into(),
+        token: OPERATOR.into(),
+        role: ioc_dashboard_api::auth::Role::Operator,
+    }];
     let running = ioc::app::start(config).await.expect("start");
     let mut screen = Screen::connect(running.http_addr).await;
     let device = Arc::new(Device::connect(port).await);
@@ -176,17 +183,25 @@ async fn the_admin_api_reloads_and_refuses_a_broken_file() {
     let (running, mut screen, feed, opened, path) = start(dir.path(), Duration::ZERO).await;
     let addr = running.http_addr;
     let reload = |token: Option<&'static str>| async move {
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> = auth
-            .as_deref()
-            .map(|a| vec![("Authorization", a)])
-            .unwrap_or_default();
-        http(addr, "POST", "/api/v1/rules/reload", &headers, b"").await
+        let auth = token.map(|t| format!("Bearer {t}")).unwrap_or_default();
+        http(
+            addr,
+            "POST",
+            "/api/v1/rules/reload",
+            &[("Authorization", &auth)],
+            b"",
+        )
+        .await
     };
 
     write_rules(&path, &rules(3.8));
     assert_eq!(reload(None).await.0, 401, "reloading is for admins only");
     assert_eq!(reload(Some("not-the-token")).await.0, 401);
+    assert_eq!(
+        reload(Some(OPERATOR)).await.0,
+        403,
+        "operators may not reload"
+    );
     let (status, summary) = reload(Some(ADMIN)).await;
     assert_eq!(status, 200, "{summary}");
     escalated(&mut screen, &opened).await;

@@ -14,6 +14,8 @@ pub enum ApiError {
     BadRequest(String),
     /// No or wrong credentials.
     Unauthorized(String),
+    /// Valid credentials whose role is not enough.
+    Forbidden(String),
     /// The service cannot take the request now.
     Unavailable(String),
     /// The request was understood but what it names is invalid; every problem listed.
@@ -35,6 +37,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
             ApiError::Conflict(code, m) => (StatusCode::CONFLICT, code, m),
         };

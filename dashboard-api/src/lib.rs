@@ -14,6 +14,7 @@
 //! every WebSocket (axum does not track upgraded connections, so the
 //! [`AppState::tracker`] does) and stops accepting requests.
 
+pub mod auth;
 pub mod error;
 pub mod hub;
 pub mod live;
@@ -59,8 +60,8 @@ pub struct AppState {
     pub ingest: Option<Arc<HttpIngest>>,
     /// Rules reload, when the engine has reloadable rules.
     pub rules_reload: Option<ReloadFn>,
-    /// Bearer token of admin endpoints.
-    pub admin_token: Arc<str>,
+    /// Who may do what.
+    pub auth: Arc<auth::Auth>,
     /// The alert store; without it alerts come from the hub's memory and
     /// operators' actions are unavailable.
     pub alerts: Option<Arc<ioc_alerts::AlertService>>,
@@ -69,7 +70,7 @@ pub struct AppState {
 impl AppState {
     /// The state of a server of the live hub alone: live sessions, no
     /// metrics, ingest, rules reload or alert store.
-    pub fn new(hub: Arc<LiveHub>, cancel: CancellationToken, admin_token: &str) -> Self {
+    pub fn new(hub: Arc<LiveHub>, cancel: CancellationToken, auth: auth::Auth) -> Self {
         AppState {
             live: live::Sessions::new(hub.clone(), cancel.clone()),
             hub,
@@ -79,7 +80,7 @@ impl AppState {
             stats: Arc::new(|| serde_json::json!({})),
             ingest: None,
             rules_reload: None,
-            admin_token: admin_token.into(),
+            auth: Arc::new(auth),
             alerts: None,
         }
     }
@@ -92,34 +93,62 @@ pub fn router(state: AppState) -> Router {
         || ioc_ingest::http::HttpIngestConfig::default().max_body_bytes,
         |i| i.config().max_body_bytes,
     );
-    Router::new()
+    let gate = |role| {
+        axum::middleware::from_fn_with_state(
+            auth::Gate {
+                auth: state.auth.clone(),
+                role,
+            },
+            auth::gate,
+        )
+    };
+    // Open: the page (it asks for a token), health, the live feed (it
+    // authenticates its first message) and ingest (device tokens).
+    let open = Router::new()
         .route("/", get(routes::web::index))
         .route("/app.js", get(routes::web::script))
         .route("/style.css", get(routes::web::style))
         .route("/healthz", get(routes::rest::healthz))
+        .route("/api/v1/live", get(routes::live::live))
+        .route(
+            "/api/v1/ingest",
+            post(routes::ingest::ingest).layer(DefaultBodyLimit::max(max_body)),
+        );
+    let viewer = Router::new()
         .route("/metrics", get(routes::rest::metrics))
         .route("/api/v1/devices", get(routes::rest::devices))
         .route("/api/v1/devices/{id}", get(routes::rest::device))
         .route("/api/v1/alerts", get(routes::alerts::list))
         .route("/api/v1/alerts.cap", get(routes::alerts::cap_feed))
         .route("/api/v1/alerts/{id}", get(routes::alerts::detail))
-        .route("/api/v1/alerts/{id}/{action}", post(routes::alerts::act))
-        .route(
-            "/api/v1/webhooks/deliveries",
-            get(routes::alerts::deliveries),
-        )
         .route("/api/v1/areas", get(routes::rest::areas))
         .route("/api/v1/zones", get(routes::rest::zones))
         .route("/api/v1/tracks", get(routes::rest::tracks))
         .route("/api/v1/stats", get(routes::rest::stats))
-        .route("/api/v1/rules/reload", post(routes::rest::reload_rules))
-        .route("/api/v1/live", get(routes::live::live))
+        .route("/api/v1/whoami", get(routes::rest::whoami))
+        .route_layer(gate(auth::Role::Viewer));
+    let operator = Router::new()
+        .route("/api/v1/alerts/{id}/{action}", post(routes::alerts::act))
+        .route_layer(gate(auth::Role::Operator));
+    let admin = Router::new()
         .route(
-            "/api/v1/ingest",
-            post(routes::ingest::ingest).layer(DefaultBodyLimit::max(max_body)),
+            "/api/v1/webhooks/deliveries",
+            get(routes::alerts::deliveries),
         )
+        .route("/api/v1/rules/reload", post(routes::rest::reload_rules))
+        .route_layer(gate(auth::Role::Admin));
+    Router::new()
+        .merge(open)
+        .merge(viewer)
+        .merge(operator)
+        .merge(admin)
+        // Requests other than ingest are small.
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(state)
 }
+
+/// The largest request body but ingest's, bytes.
+pub const MAX_REQUEST_BODY: usize = 64 << 10;
 
 /// Serves until `state.cancel` fires; then closes WebSockets and returns.
 pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {

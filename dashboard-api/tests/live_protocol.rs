@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use ioc_dashboard_api::auth::{ApiToken, Auth, AuthConfig, Role};
 use ioc_dashboard_api::{AppState, LiveHub};
 use ioc_devices::Registry;
 use ioc_schemas::{
@@ -20,10 +21,14 @@ use ioc_schemas::{
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The videowall's token: a viewer.
+const VIEWER: &str = "viewer-token-0123456789";
 
 /// The demo catalogue, parsed once.
 fn registry() -> Arc<Registry> {
@@ -46,7 +51,16 @@ impl Drop for Server {
 async fn server() -> Server {
     let hub = LiveHub::new(registry());
     let cancel = CancellationToken::new();
-    let state = AppState::new(hub.clone(), cancel.clone(), "admin");
+    let config = AuthConfig {
+        tokens: vec![ApiToken {
+            name: "wall-1".into(),
+            token: VIEWER.into(),
+            role: Role::Viewer,
+        }],
+        ..AuthConfig::default()
+    };
+    let auth = Auth::new(&config, "admin-token-0123456789").unwrap();
+    let state = AppState::new(hub.clone(), cancel.clone(), auth);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(ioc_dashboard_api::serve(listener, state));
@@ -102,7 +116,11 @@ async fn connect(addr: SocketAddr) -> Ws {
         .0
 }
 
-async fn send(ws: &mut Ws, request: Value) {
+/// Sends a request; a first `subscribe` without a token gets the viewer's.
+async fn send(ws: &mut Ws, mut request: Value) {
+    if request["type"] == "subscribe" && request.get("token").is_none() {
+        request["token"] = VIEWER.into();
+    }
     ws.send(Message::Text(request.to_string().into()))
         .await
         .unwrap();
@@ -250,6 +268,30 @@ async fn the_first_message_must_be_a_valid_subscribe() {
         assert_eq!(refused["code"], "bad_request");
         assert!(next(&mut ws).await.is_none(), "closed after refusing {bad}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_needed_in_the_header_or_the_first_message() {
+    let server = server().await;
+    for token in [json!(null), json!("wrong-token-0123456789")] {
+        let mut ws = connect(server.addr).await;
+        send(&mut ws, json!({"type": "subscribe", "token": token})).await;
+        let refused = next(&mut ws).await.unwrap();
+        assert_eq!(refused["code"], "unauthorized", "{token}");
+        assert!(next(&mut ws).await.is_none(), "closed");
+    }
+    // By header, as non-browser clients do.
+    let mut request = format!("ws://{}/api/v1/live", server.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", format!("Bearer {VIEWER}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    ws.send(Message::Text(r#"{"type":"subscribe"}"#.into()))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "snapshot");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

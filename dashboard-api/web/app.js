@@ -16,6 +16,8 @@ const TEXT = {
     ack: "Xác nhận", resolve: "Đã xử lý", acked: "Đã xác nhận", by: "bởi", assignee: "Giao cho",
     who: "Tên cán bộ trực (ghi vào lịch sử cảnh báo):", failed: "Không thực hiện được",
     zones: "Vùng", nearest: "Gần nhất", track: "Hành trình",
+    signIn: "Đăng nhập", tokenLabel: "Mã truy cập (token)", signInButton: "Vào",
+    badToken: "Mã truy cập không hợp lệ hoặc đã hết hạn.",
   },
   en: {
     title: "Intelligent Operations Center — Sơn La",
@@ -28,6 +30,8 @@ const TEXT = {
     ack: "Acknowledge", resolve: "Resolve", acked: "Acknowledged", by: "by", assignee: "Assigned to",
     who: "Operator name (recorded in the alert's history):", failed: "Could not do it",
     zones: "Zones", nearest: "Nearest", track: "Track",
+    signIn: "Sign in", tokenLabel: "Access token", signInButton: "Sign in",
+    badToken: "The token is not valid or has expired.",
   },
 };
 const KIND = {
@@ -58,6 +62,56 @@ let session = null; // the live session, resumed after a lost connection
 let freshAlerts = new Set();
 
 const $ = (id) => document.getElementById(id);
+
+// ---------- access ----------
+// The token comes from the login form, or once from the link the server
+// prints at start (#token=...), and is kept in this browser.
+let token = localStorage.getItem("ioc.token");
+let role = null;
+{
+  const m = location.hash.match(/token=([^&]+)/);
+  if (m) {
+    token = decodeURIComponent(m[1]);
+    localStorage.setItem("ioc.token", token);
+    window.history.replaceState(null, "", location.pathname + location.search);
+  }
+}
+function needLogin(message) {
+  localStorage.removeItem("ioc.token");
+  token = null;
+  $("login-error").textContent = message || "";
+  $("login").hidden = false;
+  $("token").focus();
+}
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {}, token ? { Authorization: `Bearer ${token}` } : {});
+  const r = await fetch(path, Object.assign({}, options, { headers }));
+  if (r.status === 401) needLogin(t("badToken"));
+  return r;
+}
+function login() {
+  return new Promise((resolve) => {
+    const tryToken = async () => {
+      const r = await fetch("/api/v1/whoami", { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+      if (r.ok) {
+        const me = await r.json();
+        role = me.role;
+        $("whoami").textContent = `${me.name} · ${me.role}`;
+        $("login").hidden = true;
+        resolve();
+        return true;
+      }
+      return false;
+    };
+    $("login-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      token = $("token").value.trim();
+      if (await tryToken()) localStorage.setItem("ioc.token", token);
+      else needLogin(t("badToken"));
+    });
+    tryToken().then((ok) => { if (!ok) needLogin(token ? t("badToken") : ""); });
+  });
+}
 const t = (key) => TEXT[lang][key] || key;
 
 // ---------- map ----------
@@ -372,11 +426,14 @@ function renderAlerts() {
       who.textContent = parts.join(" · ");
       li.append(who);
     }
-    const actions = document.createElement("div");
-    actions.className = "actions";
-    if (a.status === "open") actions.append(actionButton(a, "ack"));
-    actions.append(actionButton(a, "resolve"));
-    li.append(actions);
+    // Viewers (a videowall's token) see no action buttons.
+    if (role === "operator" || role === "admin") {
+      const actions = document.createElement("div");
+      actions.className = "actions";
+      if (a.status === "open") actions.append(actionButton(a, "ack"));
+      actions.append(actionButton(a, "resolve"));
+      li.append(actions);
+    }
     li.addEventListener("click", () => {
       if (devices.has(a.subject)) { select(a.subject, true); return; }
       // A zone or a plate: centre the map on the alert.
@@ -408,7 +465,7 @@ function actionButton(a, action) {
     if (!by) return;
     b.disabled = true;
     try {
-      const r = await fetch(`/api/v1/alerts/${encodeURIComponent(a.id)}/${action}`, {
+      const r = await api(`/api/v1/alerts/${encodeURIComponent(a.id)}/${action}`, {
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ by }),
       });
       if (!r.ok) {
@@ -545,6 +602,7 @@ function onMessage(msg) {
     return;
   } else if (msg.type === "error") {
     console.error("live feed refused a request:", msg.code, msg.message);
+    if (msg.code === "unauthorized") needLogin(t("badToken"));
     return;
   } else if (msg.type === "delta") {
     // A gap: reconnect and resume from the last message seen.
@@ -578,7 +636,7 @@ function connect() {
   socket = new WebSocket(url);
   socket.onopen = () => {
     backoff = 500;
-    const request = { type: "subscribe", filter: {} };
+    const request = { type: "subscribe", filter: {}, token };
     // Resume: the server replays what was missed, or sends a snapshot.
     if (session && lastSeq !== null) request.resume = { session, seq: lastSeq };
     socket.send(JSON.stringify(request));
@@ -592,7 +650,7 @@ function connect() {
 }
 
 async function loadAreas() {
-  const fc = await (await fetch("/api/v1/areas")).json();
+  const fc = await (await api("/api/v1/areas")).json();
   areas = fc.features.filter((f) => f.geometry).map((f) => {
     const polys = f.geometry.type === "Polygon" ? [f.geometry.coordinates] : f.geometry.coordinates;
     const rings = polys.map((p) => p[0]);
@@ -604,7 +662,7 @@ async function loadAreas() {
 }
 
 async function loadZones() {
-  const fc = await (await fetch("/api/v1/zones")).json();
+  const fc = await (await api("/api/v1/zones")).json();
   zones = []; assets = [];
   for (const f of fc.features) {
     const p = f.properties, g = f.geometry;
@@ -624,6 +682,7 @@ async function loadZones() {
 (async function main() {
   resize();
   applyLang();
+  await login();
   try { await loadAreas(); } catch (e) { console.error("areas", e); }
   try { await loadZones(); } catch (e) { console.error("zones", e); }
   fit();

@@ -65,7 +65,7 @@ pub enum LiveMessage {
     /// unless the message was a later `subscribe` (the filter in force then
     /// stays).
     Error {
-        /// A stable code: `bad_request`, `unauthorized`, `forbidden`.
+        /// A stable code: `bad_request`, `unauthorized`.
         code: String,
         /// What was wrong.
         message: String,

@@ -80,6 +80,7 @@ pub fn run_ioc(config: &std::path::Path, http_port: u16) -> Child {
 pub fn test_config(mqtt_url: String, embedded: bool) -> Config {
     let mut c = Config::default();
     c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c.http.admin_token = Some(TEST_ADMIN.into());
     c.mqtt.url = mqtt_url;
     c.mqtt.client_id = format!("ioc-test-{}", free_port());
     c.embedded_broker.enabled = embedded;
@@ -100,6 +101,10 @@ pub fn test_config(mqtt_url: String, embedded: bool) -> Config {
 
 /// The HTTP ingest token [`test_config`] configures.
 pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
+
+/// The admin token [`test_config`] configures, which [`http`] and
+/// [`Screen`] present unless told otherwise.
+pub const TEST_ADMIN: &str = "test-admin-token-0123456789";
 
 /// Every dead letter written to the file of `config` (after shutdown).
 pub fn dead_letters(config: &Config) -> Vec<ioc_ingest::DeadLetter> {
@@ -312,13 +317,17 @@ impl Drop for Watcher {
 
 /// A live-feed client for benchmarks, subscribed to everything. Snapshots
 /// of large catalogues are tens of megabytes in one frame, beyond
-/// tungstenite's default limits, so its limits are 512 MiB.
+/// tungstenite's default limits, so its limits are 512 MiB. Its read
+/// buffer is 16 KiB: tungstenite zeroes the whole buffer on every read, and
+/// its default 128 KiB made the benchmarks' clients the busiest part of
+/// the machine.
 pub async fn live_subscriber(
     http: SocketAddr,
 ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(512 << 20))
-        .max_frame_size(Some(512 << 20));
+        .max_frame_size(Some(512 << 20))
+        .read_buffer_size(16 << 10);
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
         format!("ws://{http}/api/v1/live"),
         Some(config),
@@ -326,7 +335,8 @@ pub async fn live_subscriber(
     )
     .await
     .expect("WebSocket connect");
-    ws.send(Message::Text(r#"{"type":"subscribe"}"#.into()))
+    let subscribe = serde_json::json!({"type": "subscribe", "token": TEST_ADMIN});
+    ws.send(Message::Text(subscribe.to_string().into()))
         .await
         .expect("WebSocket send");
     ws
@@ -341,9 +351,13 @@ pub struct Screen {
 }
 
 impl Screen {
-    /// Connects and subscribes to everything.
+    /// Connects and subscribes to everything, with [`TEST_ADMIN`].
     pub async fn connect(http: SocketAddr) -> Screen {
-        Screen::subscribe(http, serde_json::json!({"type": "subscribe"})).await
+        Screen::subscribe(
+            http,
+            serde_json::json!({"type": "subscribe", "token": TEST_ADMIN}),
+        )
+        .await
     }
 
     /// Connects and sends `request` (a `subscribe`) first.
@@ -476,7 +490,8 @@ pub fn river_reading(device: &str, seq: u64, level_m: f64) -> String {
 
 /// A minimal HTTP/1.1 request over a plain TCP stream (keeps the test's
 /// dependencies small): the status code and the body parsed as JSON
-/// (`Null` when it is not JSON).
+/// (`Null` when it is not JSON). Without an `Authorization` header in
+/// `headers` it presents [`TEST_ADMIN`]; an empty one sends none.
 pub async fn http(
     addr: std::net::SocketAddr,
     method: &str,
@@ -491,7 +506,16 @@ pub async fn http(
         body.len()
     );
     for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
+        // An empty Authorization stands for none at all.
+        if !(v.is_empty() && k.eq_ignore_ascii_case("authorization")) {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+    {
+        head.push_str(&format!("Authorization: Bearer {TEST_ADMIN}\r\n"));
     }
     head.push_str("\r\n");
     s.write_all(head.as_bytes()).await.unwrap();

@@ -32,6 +32,7 @@ use tracing::debug;
 pub use filter::Filter;
 pub use session::Session;
 
+use crate::auth::{Auth, AuthError, Caller};
 use crate::hub::LiveHub;
 
 /// How long a session waits for its client to come back.
@@ -44,7 +45,7 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 /// (its session stays, for a resume).
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest message a client may send.
-const MAX_REQUEST_BYTES: usize = 64 << 10;
+pub const MAX_REQUEST_BYTES: usize = 64 << 10;
 
 /// Every live session, by id.
 #[derive(Debug)]
@@ -152,13 +153,23 @@ fn parse(text: &str) -> Result<LiveRequest, String> {
 
 /// Serves one WebSocket connection until the client leaves, is dropped or
 /// the server stops.
-pub async fn serve(sessions: Arc<Sessions>, socket: WebSocket) {
+pub async fn serve(
+    sessions: Arc<Sessions>,
+    auth: Arc<Auth>,
+    header: Option<Result<Caller, AuthError>>,
+    socket: WebSocket,
+) {
     metrics::gauge!("ioc_ws_clients").increment(1.0);
-    connection(&sessions, socket).await;
+    connection(&sessions, &auth, header, socket).await;
     metrics::gauge!("ioc_ws_clients").decrement(1.0);
 }
 
-async fn connection(sessions: &Arc<Sessions>, socket: WebSocket) {
+async fn connection(
+    sessions: &Arc<Sessions>,
+    auth: &Auth,
+    header: Option<Result<Caller, AuthError>>,
+    socket: WebSocket,
+) {
     let hub = sessions.hub.clone();
     let cancel = sessions.cancel.clone();
     let (mut sink, mut stream) = socket.split();
@@ -185,7 +196,21 @@ async fn connection(sessions: &Arc<Sessions>, socket: WebSocket) {
         }
     };
     let (filter, resume) = match parse(&text) {
-        Ok(LiveRequest::Subscribe { filter, resume, .. }) => {
+        Ok(LiveRequest::Subscribe {
+            filter,
+            resume,
+            token,
+        }) => {
+            // The header's token, else the message's; every role may watch.
+            let caller = match header {
+                Some(from_header) => from_header,
+                None => auth.verify(token.as_deref()),
+            };
+            if let Err(e) = caller {
+                let _ = sink.send(error("unauthorized", e.message())).await;
+                let _ = sink.send(policy("unauthorized")).await;
+                return;
+            }
             match Filter::new(filter, hub.registry()) {
                 Ok(filter) => (filter, resume),
                 Err(e) => {

@@ -196,11 +196,13 @@ pub async fn cap_feed(State(app): State<AppState>) -> Result<impl IntoResponse, 
 }
 
 /// Body of the operators' actions.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
-    /// The operator's name (until tokens carry it).
-    by: String,
+    /// Who acts, when the token is shared (a duty desk's): recorded as
+    /// `by (token name)`. Absent: the token's name.
+    #[serde(default)]
+    by: Option<String>,
     /// The note (`/notes`).
     #[serde(default)]
     note: Option<String>,
@@ -209,13 +211,15 @@ pub struct ActionBody {
     assignee: Option<String>,
 }
 
-/// `POST /api/v1/alerts/{id}/{action}` with `{"by": "…"}`:
+/// `POST /api/v1/alerts/{id}/{action}` (operator), optionally with
+/// `{"by": "…"}`:
 /// - `ack`: acknowledge an open alert (again: no change; resolved: 409);
 /// - `resolve`: resolve by hand;
 /// - `assign` (`"assignee": "…"`, absent or empty for nobody);
 /// - `notes` (`"note": "…"`, 1 to 2000 characters).
 pub async fn act(
     State(app): State<AppState>,
+    axum::Extension(caller): axum::Extension<crate::auth::Caller>,
     Path((id, action)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Json<Alert>, ApiError> {
@@ -233,11 +237,23 @@ pub async fn act(
         ))),
     };
     // JSON whatever the Content-Type says: operators type these with curl.
-    let body: ActionBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::BadRequest(format!("body: {e}; expected {{\"by\": \"operator\", ...}}"))
-    })?;
+    let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ActionBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "body: {e}; expected {{\"by\": \"…\", \"note\": \"…\", \"assignee\": \"…\"}} or nothing"
+            ))
+        })?
+    };
     let op = op(&body)?;
-    match service(&app)?.act(&id, &op, &body.by).await {
+    // The token's holder acts; a `by` in the body names who, for shared
+    // tokens (a duty desk's), and is recorded with the token's name.
+    let by = match body.by.as_deref().map(str::trim) {
+        Some(by) if !by.is_empty() && by != caller.name => format!("{by} ({})", caller.name),
+        _ => caller.name.clone(),
+    };
+    match service(&app)?.act(&id, &op, &by).await {
         Ok(alert) => Ok(Json(alert)),
         Err(ActError::NotFound(_)) => Err(ApiError::NotFound(format!("no alert {id:?}"))),
         Err(ActError::Refused(Refusal::Resolved)) => Err(ApiError::Conflict(

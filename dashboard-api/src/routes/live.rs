@@ -2,14 +2,35 @@
 
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::http::HeaderMap;
 use axum::response::Response;
 
 use crate::AppState;
 
 /// Upgrades the connection and serves the live protocol on it.
-pub async fn live(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| {
-        let tracker = app.tracker.clone();
-        tracker.track_future(crate::live::serve(app.live.clone(), socket))
-    })
+pub async fn live(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // A token in the header is checked with the first message, so that a
+    // refusal is a live `error` message like any other.
+    let header = app.auth.caller(&headers);
+    let has_header = headers.contains_key(axum::http::header::AUTHORIZATION);
+    // Clients send only small requests. The read buffer is zeroed up to its
+    // size on every read attempt, so its default (128 KiB) cost more CPU
+    // than everything else a connection does.
+    ws.read_buffer_size(4 << 10)
+        .max_message_size(crate::live::MAX_REQUEST_BYTES)
+        .max_frame_size(crate::live::MAX_REQUEST_BYTES)
+        .on_upgrade(move |socket| {
+            let tracker = app.tracker.clone();
+            let header = has_header.then_some(header);
+            tracker.track_future(crate::live::serve(
+                app.live.clone(),
+                app.auth.clone(),
+                header,
+                socket,
+            ))
+        })
 }

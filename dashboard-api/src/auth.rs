@@ -1,0 +1,440 @@
+//! Who is calling, and what they may do.
+//!
+//! A caller presents a bearer token: one of the static API tokens of the
+//! configuration, or a JWT (HS256 with a shared secret, RS256 with the
+//! issuer's public key; issuer and audience checked when configured, and
+//! expiry always). Each caller has a role: `viewer` reads, `operator` also
+//! acts on alerts (acknowledge, resolve, assign, notes), `admin` also
+//! reloads rules and zones and reads the audit log and webhook deliveries.
+//! Without a token nothing but the page itself and `/healthz` answers,
+//! unless the configuration names a role for anonymous callers.
+//!
+//! [`gate`] enforces a route group's least role and puts the [`Caller`] in
+//! the request's extensions for the handlers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// What a caller may do; each role may do what the ones before it may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads everything operators see.
+    Viewer,
+    /// Also acknowledges, resolves, assigns and annotates alerts.
+    Operator,
+    /// Also reloads rules and zones, and reads the audit log.
+    Admin,
+}
+
+impl Role {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's name, or the JWT's subject; recorded with every write.
+    pub name: String,
+    /// What the caller may do.
+    pub role: Role,
+}
+
+/// A static API token of the configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// Who holds it, e.g. `duty-officer-1` or `grafana`: recorded with
+    /// every write made with it.
+    pub name: String,
+    /// The secret itself (at least 16 characters).
+    pub token: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+/// JWT verification.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// Shared secret of HS256 tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hs256_secret: Option<String>,
+    /// PEM public key (file path) of RS256 tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rs256_public_key_file: Option<std::path::PathBuf>,
+    /// Required `iss`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Required `aud`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// The claim holding the role (`viewer`, `operator`, `admin`); default `role`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_claim: Option<String>,
+}
+
+/// Access control settings (`[http.auth]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Static API tokens.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<ApiToken>,
+    /// JWT verification; unset: JWTs are refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtConfig>,
+    /// The role of callers without a token. Unset (the default): they get
+    /// 401 everywhere but the page and `/healthz`. Set it only on a closed
+    /// network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous: Option<Role>,
+}
+
+/// Why a token was not accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthError {
+    /// No token, and anonymous callers are not allowed.
+    Missing,
+    /// Expired.
+    Expired,
+    /// Not a token this server knows, or not valid.
+    Invalid(String),
+}
+
+impl AuthError {
+    /// The message given to the caller.
+    pub fn message(&self) -> String {
+        match self {
+            AuthError::Missing => "a bearer token is required".into(),
+            AuthError::Expired => "the token has expired".into(),
+            AuthError::Invalid(why) => format!("the token is not valid: {why}"),
+        }
+    }
+}
+
+/// Checks tokens.
+pub struct Auth {
+    tokens: HashMap<String, Caller>,
+    jwt: Vec<(DecodingKey, Validation)>,
+    role_claim: String,
+    anonymous: Option<Role>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("tokens", &self.tokens.len())
+            .field("jwt_keys", &self.jwt.len())
+            .field("anonymous", &self.anonymous)
+            .finish()
+    }
+}
+
+impl Auth {
+    /// From the configuration, plus the admin token (named `admin`).
+    pub fn new(config: &AuthConfig, admin_token: &str) -> Result<Auth, String> {
+        let mut tokens = HashMap::new();
+        let admin = ApiToken {
+            name: "admin".into(),
+            token: admin_token.into(),
+            role: Role::Admin,
+        };
+        for t in config.tokens.iter().chain([&admin]) {
+            if t.token.chars().count() < 16 {
+                return Err(format!(
+                    "the token of {:?} is too short: at least 16 characters",
+                    t.name
+                ));
+            }
+            let caller = Caller {
+                name: t.name.clone(),
+                role: t.role,
+            };
+            if tokens.insert(t.token.clone(), caller).is_some() {
+                return Err(format!("the token of {:?} is given twice", t.name));
+            }
+        }
+        let mut jwt = Vec::new();
+        let mut role_claim = "role".to_string();
+        if let Some(c) = &config.jwt {
+            let validation = |alg| {
+                let mut v = Validation::new(alg);
+                v.leeway = 30;
+                v.set_required_spec_claims(&["exp", "sub"]);
+                match &c.audience {
+                    Some(aud) => v.set_audience(&[aud]),
+                    None => v.validate_aud = false,
+                }
+                if let Some(iss) = &c.issuer {
+                    v.set_issuer(&[iss]);
+                }
+                v
+            };
+            if let Some(secret) = &c.hs256_secret {
+                if secret.len() < 32 {
+                    return Err("http.auth.jwt.hs256_secret must have at least 32 bytes".into());
+                }
+                jwt.push((
+                    DecodingKey::from_secret(secret.as_bytes()),
+                    validation(Algorithm::HS256),
+                ));
+            }
+            if let Some(path) = &c.rs256_public_key_file {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let key = DecodingKey::from_rsa_pem(&pem)
+                    .map_err(|e| format!("{} is not an RSA public key: {e}", path.display()))?;
+                jwt.push((key, validation(Algorithm::RS256)));
+            }
+            if jwt.is_empty() {
+                return Err("http.auth.jwt needs hs256_secret or rs256_public_key_file".into());
+            }
+            if let Some(claim) = &c.role_claim {
+                role_claim = claim.clone();
+            }
+        }
+        Ok(Auth {
+            tokens,
+            jwt,
+            role_claim,
+            anonymous: config.anonymous,
+        })
+    }
+
+    /// The caller presenting `token` (none: anonymous).
+    pub fn verify(&self, token: Option<&str>) -> Result<Caller, AuthError> {
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return self
+                .anonymous
+                .map(|role| Caller {
+                    name: "anonymous".into(),
+                    role,
+                })
+                .ok_or(AuthError::Missing);
+        };
+        if let Some(caller) = self.static_token(token) {
+            return Ok(caller);
+        }
+        if self.jwt.is_empty() || token.split('.').count() != 3 {
+            return Err(AuthError::Invalid("unknown token".into()));
+        }
+        let mut last = AuthError::Invalid("unknown token".into());
+        for (key, validation) in &self.jwt {
+            match jsonwebtoken::decode::<HashMap<String, serde_json::Value>>(token, key, validation)
+            {
+                Ok(data) => return self.jwt_caller(&data.claims),
+                Err(e) => {
+                    last = match e.kind() {
+                        ErrorKind::ExpiredSignature => AuthError::Expired,
+                        // The other key may be the right one.
+                        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidSignature => continue,
+                        _ => AuthError::Invalid(e.to_string()),
+                    };
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// A static token, compared in time independent of where it differs
+    /// from the ones configured.
+    fn static_token(&self, token: &str) -> Option<Caller> {
+        let mut found = None;
+        for (known, caller) in &self.tokens {
+            let same = known.len() == token.len()
+                && known
+                    .bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+            if same {
+                found = Some(caller.clone());
+            }
+        }
+        found
+    }
+
+    fn jwt_caller(&self, claims: &HashMap<String, serde_json::Value>) -> Result<Caller, AuthError> {
+        let name = claims
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .ok_or_else(|| AuthError::Invalid("no `sub` claim".into()))?;
+        let role = claims
+            .get(&self.role_claim)
+            .cloned()
+            .and_then(|r| serde_json::from_value::<Role>(r).ok())
+            .ok_or_else(|| {
+                AuthError::Invalid(format!(
+                    "the `{}` claim must be viewer, operator or admin",
+                    self.role_claim
+                ))
+            })?;
+        Ok(Caller {
+            name: name.to_string(),
+            role,
+        })
+    }
+
+    /// The caller of a request with these headers (`Authorization: Bearer`).
+    pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+        let bearer = match headers.get(header::AUTHORIZATION) {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .ok_or_else(|| {
+                        AuthError::Invalid("expected `Authorization: Bearer <token>`".into())
+                    })?,
+            ),
+        };
+        self.verify(bearer)
+    }
+}
+
+/// A route group's gate: its least role.
+#[derive(Clone, Debug)]
+pub struct Gate {
+    /// The token checker.
+    pub auth: Arc<Auth>,
+    /// The least role the group needs.
+    pub role: Role,
+}
+
+/// Lets the request through when its caller has the gate's role: 401
+/// without a valid token, 403 with a lesser role.
+pub async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
+    let caller = match gate.auth.caller(request.headers()) {
+        Ok(caller) => caller,
+        Err(e) => return ApiError::Unauthorized(e.message()).into_response(),
+    };
+    if caller.role < gate.role {
+        return ApiError::Forbidden(format!(
+            "{} needs the {} role; {:?} has {}",
+            request.uri().path(),
+            gate.role.as_str(),
+            caller.name,
+            caller.role.as_str()
+        ))
+        .into_response();
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> AuthConfig {
+        AuthConfig {
+            tokens: vec![ApiToken {
+                name: "lan".into(),
+                token: "operator-token-0123456789".into(),
+                role: Role::Operator,
+            }],
+            jwt: Some(JwtConfig {
+                hs256_secret: Some("a-shared-secret-of-at-least-32-bytes!".into()),
+                issuer: Some("ioc-sonla".into()),
+                audience: Some("ioc".into()),
+                ..JwtConfig::default()
+            }),
+            anonymous: None,
+        }
+    }
+
+    fn jwt(claims: serde_json::Value, secret: &str) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn static_tokens_jwts_and_anonymous_callers() {
+        let auth = Auth::new(&config(), "admin-token-0123456789").unwrap();
+        assert_eq!(
+            auth.verify(Some("operator-token-0123456789")),
+            Ok(Caller {
+                name: "lan".into(),
+                role: Role::Operator
+            })
+        );
+        assert_eq!(
+            auth.verify(Some("admin-token-0123456789")).unwrap().role,
+            Role::Admin
+        );
+        assert_eq!(auth.verify(None), Err(AuthError::Missing));
+        assert!(matches!(
+            auth.verify(Some("nope")),
+            Err(AuthError::Invalid(_))
+        ));
+
+        let secret = "a-shared-secret-of-at-least-32-bytes!";
+        let exp = jsonwebtoken::get_current_timestamp() + 600;
+        let good = serde_json::json!({"sub": "mai", "role": "viewer", "iss": "ioc-sonla", "aud": "ioc", "exp": exp});
+        assert_eq!(
+            auth.verify(Some(&jwt(good.clone(), secret))),
+            Ok(Caller {
+                name: "mai".into(),
+                role: Role::Viewer
+            })
+        );
+        let mut expired = good.clone();
+        expired["exp"] = (exp - 3600).into();
+        assert_eq!(
+            auth.verify(Some(&jwt(expired, secret))),
+            Err(AuthError::Expired)
+        );
+        for (field, value) in [("iss", "elsewhere"), ("aud", "other"), ("role", "mayor")] {
+            let mut bad = good.clone();
+            bad[field] = value.into();
+            assert!(
+                matches!(
+                    auth.verify(Some(&jwt(bad, secret))),
+                    Err(AuthError::Invalid(_))
+                ),
+                "{field}"
+            );
+        }
+        assert!(matches!(
+            auth.verify(Some(&jwt(good, "another-secret-of-at-least-32-bytes!!"))),
+            Err(AuthError::Invalid(_))
+        ));
+
+        let open = AuthConfig {
+            anonymous: Some(Role::Viewer),
+            ..AuthConfig::default()
+        };
+        let auth = Auth::new(&open, "admin-token-0123456789").unwrap();
+        assert_eq!(auth.verify(None).unwrap().role, Role::Viewer);
+    }
+
+    #[test]
+    fn weak_or_repeated_tokens_are_refused() {
+        assert!(Auth::new(&AuthConfig::default(), "short").is_err());
+        let mut twice = config();
+        twice.tokens[0].token = "admin-token-0123456789".into();
+        assert!(Auth::new(&twice, "admin-token-0123456789").is_err());
+    }
+}
