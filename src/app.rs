@@ -56,6 +56,8 @@ pub struct Running {
     pub dead_letters: DeadLetters,
     /// Time-series sink counters, when `influx.enabled`.
     pub influx_stats: Option<Arc<SinkStats>>,
+    /// The admin token made at start when `http.admin_token` is unset.
+    pub made_admin_token: Option<Arc<str>>,
     influx: Option<Sink>,
     sources: CancellationToken,
     http_ingest: Option<Arc<HttpIngest>>,
@@ -321,6 +323,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             })
         })
     };
+    let mut made_admin_token = None;
     let admin_token: Arc<str> = match &config.http.admin_token {
         Some(t) => t.as_str().into(),
         None => {
@@ -335,7 +338,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                  control room: http://{}/#token={token}",
                 http_addr
             );
-            token.into()
+            let token: Arc<str> = token.into();
+            made_admin_token = Some(token.clone());
+            token
         }
     };
     let auth = ioc_dashboard_api::auth::Auth::new(&config.http.auth, &admin_token)
@@ -392,6 +397,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         engine_stats,
         dead_letters,
         influx_stats,
+        made_admin_token,
         influx,
         sources,
         http_ingest,

@@ -274,7 +274,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut signals = Signals::new()?;
     let running = ioc::app::start(config).await?;
     let url = format!("http://{}/", running.http_addr);
-    println!("\n  IOC Sơn La is running. Open {url} in a browser.\n");
+    match &running.made_admin_token {
+        Some(token) => println!(
+            "\n  IOC Sơn La is running. Open {url}#token={token} in a browser\n  \
+             (signed in as admin; the token is valid until the next start).\n"
+        ),
+        None => println!(
+            "\n  IOC Sơn La is running. Open {url} in a browser and sign in with a token\n  \
+             (http.admin_token, or one of http.auth.tokens).\n"
+        ),
+    }
     signals.next().await;
     eprintln!("shutting down (press Ctrl-C again to force)");
     tokio::select! {
