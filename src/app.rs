@@ -349,6 +349,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let state = AppState {
         rules_reload: Some(Arc::new(move || reload.reload())),
         auth: Arc::new(auth),
+        // The alert store keeps the audit log.
+        audit: Arc::default(),
         live: ioc_dashboard_api::live::Sessions::new(hub.clone(), http.clone()),
         hub,
         cancel: http.clone(),

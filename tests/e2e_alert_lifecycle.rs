@@ -206,6 +206,22 @@ async fn operators_act_and_screens_follow(
             ("resolved", "Minh (admin)"),
         ]
     );
+    // Every write is in the audit log (kept in the same database): who,
+    // what, from where, and the answer; the refused one too.
+    let audit = get_json(addr, "/api/v1/audit?limit=1000").await;
+    let acks: Vec<_> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["path"] == format!("/api/v1/alerts/{id}/ack"))
+        .map(|e| (e["actor"].clone(), e["status"].clone(), e["source"].clone()))
+        .collect();
+    assert!(
+        acks.contains(&(json!("admin"), json!(200), json!("127.0.0.1"))),
+        "{audit}"
+    );
+    assert!(acks.contains(&(json!("admin"), json!(409), json!("127.0.0.1"))));
+
     // The alert as CAP 1.2, valid against the OASIS schema; the feed of
     // active alerts is well-formed.
     let cap = reqwest::Client::new()

@@ -18,5 +18,5 @@ pub mod webhook;
 
 pub use lifecycle::{Operation, Refusal};
 pub use service::{AlertService, AlertsConfig, Publish, SinkFn};
-pub use store::{ActError, AlertFilter, AlertPage, AlertStore, Delivery, StoreError};
+pub use store::{ActError, AlertFilter, AlertPage, AlertStore, AuditEntry, Delivery, StoreError};
 pub use webhook::Webhook;

@@ -255,6 +255,20 @@ impl AlertService {
     pub async fn deliveries(&self, state: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
         self.store.deliveries(state, limit).await
     }
+
+    /// Records a write through the API.
+    pub async fn record_audit(&self, entry: &crate::AuditEntry) -> Result<(), StoreError> {
+        self.store.record_audit(entry).await
+    }
+
+    /// The latest writes through the API, newest first.
+    pub async fn audit(
+        &self,
+        before: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<crate::AuditEntry>, StoreError> {
+        self.store.audit(before, limit).await
+    }
 }
 
 /// Drains the webhook outbox until `cancel` fires: every round posts the

@@ -23,6 +23,7 @@ use crate::webhook::{self, Webhook};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_alerts.sql")),
     (2, include_str!("../migrations/0002_webhook_outbox.sql")),
+    (3, include_str!("../migrations/0003_audit.sql")),
 ];
 
 /// Why the store failed.
@@ -105,6 +106,26 @@ pub struct AlertStore {
     webhooks: Vec<Webhook>,
     /// Other subscribers (e.g. `kafka`): every change gets an outbox row.
     sinks: Vec<String>,
+}
+
+/// One write through the API, allowed or refused.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEntry {
+    /// When (wall clock).
+    pub at: Timestamp,
+    /// Who: the token's name or the JWT's subject (`unauthenticated` when
+    /// no valid token came).
+    pub actor: String,
+    /// The caller's role (empty when unauthenticated).
+    pub role: String,
+    /// The HTTP method.
+    pub method: String,
+    /// The path (and query).
+    pub path: String,
+    /// The client's address.
+    pub source: String,
+    /// The HTTP status answered.
+    pub status: u16,
 }
 
 /// One webhook delivery in the outbox.
@@ -294,6 +315,54 @@ impl AlertStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(delivery).collect()
+    }
+
+    /// Records a write through the API.
+    pub async fn record_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        let _w = self.write.lock().await;
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, role, method, path, source, status) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(e.at.millis())
+        .bind(&e.actor)
+        .bind(&e.role)
+        .bind(&e.method)
+        .bind(&e.path)
+        .bind(&e.source)
+        .bind(i64::from(e.status))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The latest writes, newest first, before `before` when given.
+    pub async fn audit(
+        &self,
+        before: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, actor, role, method, path, source, status FROM audit_log \
+             WHERE at < $1 ORDER BY at DESC LIMIT $2",
+        )
+        .bind(before.map_or(i64::MAX, |t| t.millis()))
+        .bind(limit.clamp(1, 1000) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditEntry {
+                    at: Timestamp(row.try_get(0)?),
+                    actor: row.try_get(1)?,
+                    role: row.try_get(2)?,
+                    method: row.try_get(3)?,
+                    path: row.try_get(4)?,
+                    source: row.try_get(5)?,
+                    status: u16::try_from(row.try_get::<i64, _>(6)?).unwrap_or(0),
+                })
+            })
+            .collect()
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {

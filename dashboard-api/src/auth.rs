@@ -106,7 +106,36 @@ pub struct AuthConfig {
     /// network.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anonymous: Option<Role>,
+    /// Requests per caller (token name, JWT subject, or `anonymous`).
+    pub rate_limit: RateLimit,
+    /// Origins (`https://host[:port]`) of other sites whose pages may call
+    /// the API (CORS) and open the live feed. The page's own origin always
+    /// may; none else unless listed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cors_origins: Vec<String>,
 }
+
+/// Requests per caller: a sustained rate and a burst above it; beyond, 429
+/// with `Retry-After`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimit {
+    /// Sustained requests per second (0: no limit).
+    pub per_second: u32,
+    /// Requests allowed at once above the sustained rate.
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            per_second: 50,
+            burst: 500,
+        }
+    }
+}
+
+type Limiter = governor::DefaultKeyedRateLimiter<String>;
 
 /// Why a token was not accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,6 +165,8 @@ pub struct Auth {
     jwt: Vec<(DecodingKey, Validation)>,
     role_claim: String,
     anonymous: Option<Role>,
+    limiter: Option<Limiter>,
+    cors_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -144,6 +175,8 @@ impl std::fmt::Debug for Auth {
             .field("tokens", &self.tokens.len())
             .field("jwt_keys", &self.jwt.len())
             .field("anonymous", &self.anonymous)
+            .field("rate_limited", &self.limiter.is_some())
+            .field("cors_origins", &self.cors_origins)
             .finish()
     }
 }
@@ -211,11 +244,63 @@ impl Auth {
                 role_claim = claim.clone();
             }
         }
+        for origin in &config.cors_origins {
+            let ok = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin.ends_with('/')
+                && axum::http::HeaderValue::from_str(origin).is_ok();
+            if !ok {
+                return Err(format!(
+                    "cors_origins: {origin:?} is not an origin like https://grafana.example:3000"
+                ));
+            }
+        }
+        let limiter = match (
+            std::num::NonZeroU32::new(config.rate_limit.per_second),
+            std::num::NonZeroU32::new(config.rate_limit.burst.max(config.rate_limit.per_second)),
+        ) {
+            (Some(rate), Some(burst)) => Some(governor::RateLimiter::keyed(
+                governor::Quota::per_second(rate).allow_burst(burst),
+            )),
+            _ => None,
+        };
         Ok(Auth {
             tokens,
             jwt,
             role_claim,
             anonymous: config.anonymous,
+            limiter,
+            cors_origins: config.cors_origins.clone(),
+        })
+    }
+
+    /// The other sites' origins allowed to call.
+    pub fn cors_origins(&self) -> &[String] {
+        &self.cors_origins
+    }
+
+    /// Whether a browser page of `origin` may open the live feed served
+    /// at `host`: its own page, or a listed origin.
+    pub fn origin_allowed(&self, origin: &str, host: Option<&str>) -> bool {
+        let own = host.is_some_and(|h| {
+            origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                == Some(h)
+        });
+        own || self.cors_origins.iter().any(|o| o == origin)
+    }
+
+    /// Takes one request of `caller`'s allowance: the seconds to wait when
+    /// none is left.
+    pub fn throttle(&self, caller: &Caller) -> Result<(), u64> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter.check_key(&caller.name).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            wait.as_secs().max(1)
         })
     }
 
@@ -321,11 +406,18 @@ pub struct Gate {
 
 /// Lets the request through when its caller has the gate's role: 401
 /// without a valid token, 403 with a lesser role.
-pub async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
+pub async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Response {
     let caller = match gate.auth.caller(request.headers()) {
         Ok(caller) => caller,
         Err(e) => return ApiError::Unauthorized(e.message()).into_response(),
     };
+    // The audit log (the outer layer) reads the caller from the response.
+    let mut response = gate_inner(&gate, &caller, request, next).await;
+    response.extensions_mut().insert(caller);
+    response
+}
+
+async fn gate_inner(gate: &Gate, caller: &Caller, mut request: Request, next: Next) -> Response {
     if caller.role < gate.role {
         return ApiError::Forbidden(format!(
             "{} needs the {} role; {:?} has {}",
@@ -336,7 +428,19 @@ pub async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) ->
         ))
         .into_response();
     }
-    request.extensions_mut().insert(caller);
+    if let Err(wait) = gate.auth.throttle(caller) {
+        metrics::counter!("ioc_http_throttled_total").increment(1);
+        let mut response = ApiError::TooManyRequests(format!(
+            "{:?} sent more requests than allowed; retry in {wait} s",
+            caller.name
+        ))
+        .into_response();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&wait.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return response;
+    }
+    request.extensions_mut().insert(caller.clone());
     next.run(request).await
 }
 
@@ -357,7 +461,7 @@ mod tests {
                 audience: Some("ioc".into()),
                 ..JwtConfig::default()
             }),
-            anonymous: None,
+            ..AuthConfig::default()
         }
     }
 

@@ -16,6 +16,8 @@ pub enum ApiError {
     Unauthorized(String),
     /// Valid credentials whose role is not enough.
     Forbidden(String),
+    /// The caller sent more requests than allowed.
+    TooManyRequests(String),
     /// The service cannot take the request now.
     Unavailable(String),
     /// The request was understood but what it names is invalid; every problem listed.
@@ -38,6 +40,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
+            ApiError::TooManyRequests(m) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests", m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
             ApiError::Conflict(code, m) => (StatusCode::CONFLICT, code, m),
         };

@@ -14,6 +14,7 @@
 //! every WebSocket (axum does not track upgraded connections, so the
 //! [`AppState::tracker`] does) and stops accepting requests.
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod hub;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub rules_reload: Option<ReloadFn>,
     /// Who may do what.
     pub auth: Arc<auth::Auth>,
+    /// The audit log, when there is no alert store to keep it.
+    pub audit: Arc<audit::MemoryLog>,
     /// The alert store; without it alerts come from the hub's memory and
     /// operators' actions are unavailable.
     pub alerts: Option<Arc<ioc_alerts::AlertService>>,
@@ -81,6 +84,7 @@ impl AppState {
             ingest: None,
             rules_reload: None,
             auth: Arc::new(auth),
+            audit: Arc::default(),
             alerts: None,
         }
     }
@@ -136,15 +140,40 @@ pub fn router(state: AppState) -> Router {
             get(routes::alerts::deliveries),
         )
         .route("/api/v1/rules/reload", post(routes::rest::reload_rules))
+        .route("/api/v1/audit", get(audit::list))
         .route_layer(gate(auth::Role::Admin));
-    Router::new()
+    let origins: Vec<axum::http::HeaderValue> = state
+        .auth
+        .cors_origins()
+        .iter()
+        .filter_map(|o| o.parse().ok())
+        .collect();
+    let router = Router::new()
         .merge(open)
         .merge(viewer)
         .merge(operator)
         .merge(admin)
         // Requests other than ingest are small.
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::record,
+        ))
+        .with_state(state);
+    if origins.is_empty() {
+        return router;
+    }
+    // Pages of the listed sites (a Grafana, a provincial portal) may call.
+    router.layer(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([
+                axum::http::header::AUTHORIZATION,
+                axum::http::header::CONTENT_TYPE,
+            ])
+            .max_age(std::time::Duration::from_secs(3600)),
+    )
 }
 
 /// The largest request body but ingest's, bytes.
@@ -159,9 +188,13 @@ pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await?;
+    // The client's address, for the audit log.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { cancel.cancelled().await })
+    .await?;
     tracker.close();
     tracker.wait().await;
     Ok(())

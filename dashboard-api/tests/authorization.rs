@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 
-use ioc_dashboard_api::auth::{ApiToken, Auth, AuthConfig, JwtConfig, Role};
+use ioc_dashboard_api::auth::{ApiToken, Auth, AuthConfig, JwtConfig, RateLimit, Role};
 use ioc_dashboard_api::{AppState, LiveHub};
 use ioc_devices::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 const ADMIN: &str = "admin-token-0123456789";
 const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!";
+/// Another site whose pages may call.
+const GRAFANA: &str = "https://grafana.sonla.example";
 
 /// Every endpoint, with the least role it needs (`None`: open).
 const ENDPOINTS: &[(&str, &str, Option<Role>)] = &[
@@ -48,6 +50,7 @@ const ENDPOINTS: &[(&str, &str, Option<Role>)] = &[
     ("POST", "/api/v1/alerts/some-id/notes", Some(Role::Operator)),
     ("GET", "/api/v1/webhooks/deliveries", Some(Role::Admin)),
     ("POST", "/api/v1/rules/reload", Some(Role::Admin)),
+    ("GET", "/api/v1/audit", Some(Role::Admin)),
 ];
 
 fn jwt(role: &str, expires_in: i64) -> String {
@@ -61,6 +64,10 @@ fn jwt(role: &str, expires_in: i64) -> String {
 }
 
 async fn server() -> (SocketAddr, CancellationToken) {
+    server_with(RateLimit::default()).await
+}
+
+async fn server_with(rate_limit: RateLimit) -> (SocketAddr, CancellationToken) {
     let config = AuthConfig {
         tokens: vec![
             ApiToken {
@@ -79,6 +86,8 @@ async fn server() -> (SocketAddr, CancellationToken) {
             ..JwtConfig::default()
         }),
         anonymous: None,
+        rate_limit,
+        cors_origins: vec![GRAFANA.into()],
     };
     let cancel = CancellationToken::new();
     let hub = LiveHub::new(Registry::sonla_demo());
@@ -89,19 +98,30 @@ async fn server() -> (SocketAddr, CancellationToken) {
     (addr, cancel)
 }
 
-async fn status(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> u16 {
+/// The response's head (status line and headers) to a raw request.
+async fn request(addr: SocketAddr, method: &str, path: &str, headers: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let body = if method == "POST" { "{}" } else { "" };
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(head.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf);
-    text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap()
+    let mut buf = vec![0u8; 16 << 10];
+    let mut got = 0;
+    // Up to the end of the head (a WebSocket upgrade does not close).
+    while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf[got..]).await.unwrap();
+        assert!(n > 0, "connection closed before the response's head");
+        got += n;
+    }
+    String::from_utf8_lossy(&buf[..got]).into_owned()
+}
+
+async fn status(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> u16 {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let head = request(addr, method, path, &format!("Connection: close\r\n{auth}")).await;
+    head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,5 +189,150 @@ async fn oversized_requests_are_refused() {
     let _ = s.read_to_end(&mut buf).await;
     let text = String::from_utf8_lossy(&buf);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_caller_has_its_own_allowance() {
+    let (addr, cancel) = server_with(RateLimit {
+        per_second: 1,
+        burst: 3,
+    })
+    .await;
+    let viewer = Some("viewer-token-0123456789");
+    for _ in 0..3 {
+        assert_eq!(status(addr, "GET", "/api/v1/stats", viewer).await, 200);
+    }
+    let head = request(
+        addr,
+        "GET",
+        "/api/v1/stats",
+        "Connection: close\r\nAuthorization: Bearer viewer-token-0123456789\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{head}"
+    );
+    // Another caller is not held back.
+    assert_eq!(status(addr, "GET", "/api/v1/stats", Some(ADMIN)).await, 200);
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_sites_pages_only_when_listed() {
+    let (addr, cancel) = server().await;
+    let upgrade = |origin: String| {
+        format!(
+            "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: {origin}\r\n"
+        )
+    };
+    for (origin, expect) in [
+        (format!("http://{addr}"), "HTTP/1.1 101"),
+        (GRAFANA.to_string(), "HTTP/1.1 101"),
+        ("https://evil.example".to_string(), "HTTP/1.1 403"),
+    ] {
+        let head = request(addr, "GET", "/api/v1/live", &upgrade(origin.clone())).await;
+        assert!(head.starts_with(expect), "{origin}: {head}");
+    }
+    // CORS: the listed site's preflight is answered; another's is not.
+    let preflight = |origin: &str| {
+        format!(
+            "Connection: close\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: GET\r\n\
+             Access-Control-Request-Headers: authorization\r\n"
+        )
+    };
+    let head = request(addr, "OPTIONS", "/api/v1/alerts", &preflight(GRAFANA)).await;
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.contains(&format!("access-control-allow-origin: {GRAFANA}")),
+        "{head}"
+    );
+    let head = request(
+        addr,
+        "OPTIONS",
+        "/api/v1/alerts",
+        &preflight("https://evil.example"),
+    )
+    .await;
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("access-control-allow-origin"),
+        "{head}"
+    );
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_is_audited_allowed_or_refused() {
+    let (addr, cancel) = server().await;
+    let desk = Some("operator-token-0123456789");
+    let wall = Some("viewer-token-0123456789");
+    status(addr, "POST", "/api/v1/alerts/a1/ack", desk).await;
+    assert_eq!(
+        status(addr, "POST", "/api/v1/alerts/a1/resolve", wall).await,
+        403
+    );
+    assert_eq!(
+        status(addr, "POST", "/api/v1/rules/reload", None).await,
+        401
+    );
+    status(addr, "GET", "/api/v1/alerts", desk).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "GET /api/v1/audit HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: Bearer {ADMIN}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    let log: serde_json::Value = serde_json::from_str(body).unwrap();
+    let seen: Vec<(String, String, String, u64, String)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().into(),
+                e["role"].as_str().unwrap().into(),
+                e["path"].as_str().unwrap().into(),
+                e["status"].as_u64().unwrap(),
+                e["source"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let local = "127.0.0.1".to_string();
+    // Newest first; reads are not writes. Without a store the ack answers 503.
+    assert_eq!(
+        seen,
+        [
+            (
+                "unauthenticated".into(),
+                "".into(),
+                "/api/v1/rules/reload".into(),
+                401,
+                local.clone()
+            ),
+            (
+                "wall".into(),
+                "viewer".into(),
+                "/api/v1/alerts/a1/resolve".into(),
+                403,
+                local.clone()
+            ),
+            (
+                "desk".into(),
+                "operator".into(),
+                "/api/v1/alerts/a1/ack".into(),
+                503,
+                local
+            ),
+        ]
+    );
     cancel.cancel();
 }

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
 
@@ -13,6 +13,23 @@ pub async fn live(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // A browser page of another site may not open the feed (cross-site
+    // WebSocket hijacking) unless its origin is listed.
+    if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| app.auth.origin_allowed(o, host));
+        if !allowed {
+            metrics::counter!("ioc_ws_refused_total", "reason" => "origin").increment(1);
+            return crate::error::ApiError::Forbidden(format!(
+                "pages of {origin:?} may not open the live feed (http.auth.cors_origins)"
+            ))
+            .into_response();
+        }
+    }
     // A token in the header is checked with the first message, so that a
     // refusal is a live `error` message like any other.
     let header = app.auth.caller(&headers);
