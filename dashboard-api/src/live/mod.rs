@@ -142,6 +142,25 @@ fn error(code: &str, message: impl Into<String>) -> Message {
     Message::Text(serde_json::to_string(&message).unwrap_or_default().into())
 }
 
+/// A close frame with code 1008 (policy violation).
+fn close(reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: close_code::POLICY,
+        reason: reason.into(),
+    }))
+}
+
+/// Refuses a connection's first message: an `error`, then a close.
+async fn refuse(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    code: &str,
+    message: impl Into<String>,
+    reason: &'static str,
+) {
+    let _ = sink.send(error(code, message)).await;
+    let _ = sink.send(close(reason)).await;
+}
+
 fn parse(text: &str) -> Result<LiveRequest, String> {
     if text.len() > MAX_REQUEST_BYTES {
         return Err(format!(
@@ -173,12 +192,6 @@ async fn connection(
     let hub = sessions.hub.clone();
     let cancel = sessions.cancel.clone();
     let (mut sink, mut stream) = socket.split();
-    let policy = |reason: &'static str| {
-        Message::Close(Some(CloseFrame {
-            code: close_code::POLICY,
-            reason: reason.into(),
-        }))
-    };
     // The first message must be a subscribe.
     let first = tokio::select! {
         () = cancel.cancelled() => return,
@@ -188,11 +201,8 @@ async fn connection(
         Ok(Some(text)) => text,
         Ok(None) => return,
         Err(_) => {
-            let _ = sink
-                .send(error("bad_request", "expected a subscribe message first"))
-                .await;
-            let _ = sink.send(policy("no subscribe")).await;
-            return;
+            let first = "expected a subscribe message first";
+            return refuse(&mut sink, "bad_request", first, "no subscribe").await;
         }
     };
     let (filter, resume) = match parse(&text) {
@@ -207,24 +217,14 @@ async fn connection(
                 None => auth.verify(token.as_deref()),
             };
             if let Err(e) = caller {
-                let _ = sink.send(error("unauthorized", e.message())).await;
-                let _ = sink.send(policy("unauthorized")).await;
-                return;
+                return refuse(&mut sink, "unauthorized", e.message(), "unauthorized").await;
             }
             match Filter::new(filter, hub.registry()) {
                 Ok(filter) => (filter, resume),
-                Err(e) => {
-                    let _ = sink.send(error("bad_request", e)).await;
-                    let _ = sink.send(policy("bad filter")).await;
-                    return;
-                }
+                Err(e) => return refuse(&mut sink, "bad_request", e, "bad filter").await,
             }
         }
-        Err(e) => {
-            let _ = sink.send(error("bad_request", e)).await;
-            let _ = sink.send(policy("bad request")).await;
-            return;
-        }
+        Err(e) => return refuse(&mut sink, "bad_request", e, "bad request").await,
     };
     // Resume the named session, when it is kept and has the filter asked for.
     let mut replay = Vec::new();
@@ -237,7 +237,11 @@ async fn connection(
                             .increment(1);
                         replay = missed;
                     }
-                    None => session.resync(SnapshotReason::ResumeUnavailable),
+                    None => {
+                        metrics::counter!("ioc_ws_resumes_total", "result" => "too_old")
+                            .increment(1);
+                        session.resync(SnapshotReason::ResumeUnavailable);
+                    }
                 }
                 session
             }
@@ -278,12 +282,6 @@ async fn follow_session(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     stream: &mut futures_util::stream::SplitStream<WebSocket>,
 ) {
-    let policy = |reason: &'static str| {
-        Message::Close(Some(CloseFrame {
-            code: close_code::POLICY,
-            reason: reason.into(),
-        }))
-    };
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.tick().await;
     let mut last_heard = Instant::now();
@@ -301,7 +299,7 @@ async fn follow_session(
             () = ready(session) => {
                 if !session.is_attached(conn) {
                     // A newer connection resumed this session.
-                    let _ = sink.send(policy("session resumed elsewhere")).await;
+                    let _ = sink.send(close("session resumed elsewhere")).await;
                     break;
                 }
                 let Some(frame) = session.next_message(hub) else { continue };
