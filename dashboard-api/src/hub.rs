@@ -8,8 +8,7 @@
 //! [`LiveHub::snapshot`] gives what passes a filter at a hub sequence
 //! number, so a session knows which updates it already reflects.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ioc_devices::{Current, Registry, Zones};
@@ -18,6 +17,8 @@ use ioc_schemas::{
     ZoneRef,
 };
 use tokio::sync::broadcast;
+
+use crate::live::Filter;
 
 /// How many updates a session may fall behind the hub before it is
 /// resynchronised with a fresh snapshot. Sessions only sort updates into
@@ -131,16 +132,6 @@ pub struct Snapshot {
     pub tracks: Vec<Track>,
 }
 
-/// What a snapshot takes: decides per device, alert and track.
-pub trait SnapshotFilter {
-    /// Whether the device (by registry index) at `place` passes.
-    fn device(&self, place: &Place) -> bool;
-    /// Whether the alert passes.
-    fn alert(&self, alert: &Alert, device: Option<u32>) -> bool;
-    /// Whether a track last read at `pos` passes.
-    fn track(&self, pos: [f64; 2]) -> bool;
-}
-
 fn json<T: serde::Serialize>(value: &T) -> Frame {
     serde_json::to_string(value).unwrap_or_default().into()
 }
@@ -250,8 +241,10 @@ impl LiveHub {
 
     /// Applies a batch of engine outputs and broadcasts one update.
     pub fn apply(&self, batch: Vec<EngineOutput>) {
-        // Index in `devices` of each device already in this update.
-        let mut in_update: HashMap<usize, usize> = HashMap::new();
+        // Devices whose state changed, in order of first change: each is
+        // serialized once, at its latest state, after the batch.
+        let mut changed: Vec<usize> = Vec::new();
+        let mut in_update: HashSet<usize> = HashSet::new();
         let mut update = Update::default();
         let mut st = self.lock();
         self.refresh_zones(&mut st);
@@ -271,18 +264,9 @@ impl LiveHub {
                         let zones = zones.get_or_insert_with(|| self.geo.current());
                         st.zones[i] = zones.at(d.pos).into();
                     }
-                    let json = json(&d);
                     st.states[i] = Some(d);
-                    let item = Item {
-                        place: self.place(&st, i),
-                        json,
-                    };
-                    match in_update.entry(i) {
-                        Entry::Occupied(at) => update.devices[*at.get()] = item,
-                        Entry::Vacant(slot) => {
-                            slot.insert(update.devices.len());
-                            update.devices.push(item);
-                        }
+                    if in_update.insert(i) {
+                        changed.push(i);
                     }
                 }
                 EngineOutput::Alert(a) => {
@@ -378,6 +362,13 @@ impl LiveHub {
                 }
             }
         }
+        update.devices = changed
+            .into_iter()
+            .map(|i| Item {
+                place: self.place(&st, i),
+                json: json(&st.states[i]),
+            })
+            .collect();
         if update.devices.is_empty()
             && update.alerts.is_empty()
             && update.presence.is_empty()
@@ -407,7 +398,7 @@ impl LiveHub {
     }
 
     /// What passes `filter` now, and the hub sequence number it reflects.
-    pub fn snapshot(&self, filter: &dyn SnapshotFilter) -> Snapshot {
+    pub fn snapshot(&self, filter: &Filter) -> Snapshot {
         let mut st = self.lock();
         self.refresh_zones(&mut st);
         let mut devices = Vec::new();
@@ -483,11 +474,6 @@ impl LiveHub {
         v.sort_by_key(|t| std::cmp::Reverse(t.points.last().map(|p| p.ts)));
         v
     }
-
-    /// Number of live sessions following the hub.
-    pub fn sessions(&self) -> usize {
-        self.tx.receiver_count()
-    }
 }
 
 /// Moves engine outputs into the hub until the engine's output closes.
@@ -530,19 +516,6 @@ mod tests {
         })
     }
 
-    struct Everything;
-    impl SnapshotFilter for Everything {
-        fn device(&self, _: &Place) -> bool {
-            true
-        }
-        fn alert(&self, _: &Alert, _: Option<u32>) -> bool {
-            true
-        }
-        fn track(&self, _: [f64; 2]) -> bool {
-            true
-        }
-    }
-
     fn seqs(items: &[Item]) -> Vec<u64> {
         items
             .iter()
@@ -555,7 +528,8 @@ mod tests {
         let hub = LiveHub::new(ioc_devices::Registry::sonla_demo());
         hub.apply(vec![state("river-to-hieu", 1)]);
         let mut rx = hub.updates();
-        let snapshot = hub.snapshot(&Everything);
+        let everything = Filter::new(Default::default(), hub.registry()).unwrap();
+        let snapshot = hub.snapshot(&everything);
         assert_eq!(snapshot.seq, 1);
         assert_eq!(snapshot.devices.len(), hub.registry().devices().len());
         hub.apply(vec![

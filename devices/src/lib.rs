@@ -60,11 +60,24 @@ fn features<P: serde::de::DeserializeOwned>(
     what: &str,
     problems: &mut Vec<String>,
 ) -> Result<Vec<(P, Option<geojson::Geometry>)>, CatalogueError> {
-    let collection: geojson::FeatureCollection = text.parse().map_err(|e| {
-        CatalogueError::single(what, format!("not a GeoJSON FeatureCollection: {e}"))
-    })?;
-    let mut out = Vec::with_capacity(collection.features.len());
-    for (n, feature) in collection.features.into_iter().enumerate() {
+    Ok(properties(collection(text, what)?.features, what, problems))
+}
+
+/// `text` as a GeoJSON FeatureCollection.
+fn collection(text: &str, what: &str) -> Result<geojson::FeatureCollection, CatalogueError> {
+    text.parse()
+        .map_err(|e| CatalogueError::single(what, format!("not a GeoJSON FeatureCollection: {e}")))
+}
+
+/// Each feature's properties as `P`, with its geometry; a problem for each
+/// feature whose properties are missing or not a `P`.
+fn properties<P: serde::de::DeserializeOwned>(
+    features: Vec<geojson::Feature>,
+    what: &str,
+    problems: &mut Vec<String>,
+) -> Vec<(P, Option<geojson::Geometry>)> {
+    let mut out = Vec::with_capacity(features.len());
+    for (n, feature) in features.into_iter().enumerate() {
         match feature
             .properties
             .map(|p| serde_json::from_value::<P>(serde_json::Value::Object(p)))
@@ -74,5 +87,5 @@ fn features<P: serde::de::DeserializeOwned>(
             None => problems.push(format!("{what} feature #{n}: no properties")),
         }
     }
-    Ok(out)
+    out
 }

@@ -358,23 +358,16 @@ impl Zones {
         let mut assets = Vec::new();
         let mut features = Vec::new();
         for (name, text) in files {
-            let value: serde_json::Value = match serde_json::from_str(text) {
-                Ok(v) => v,
-                Err(e) => {
-                    problems.push(format!("{name}: not JSON: {e}"));
-                    continue;
-                }
-            };
-            if let Some(list) = value.get("features").and_then(|f| f.as_array()) {
-                features.extend(list.iter().cloned());
-            }
-            let parsed = match crate::features::<Properties>(text, name, &mut problems) {
-                Ok(p) => p,
+            let collection = match crate::collection(text, name) {
+                Ok(c) => c,
                 Err(e) => {
                     problems.extend(e.problems);
                     continue;
                 }
             };
+            // Served as they came, at GET /api/v1/zones.
+            features.extend(collection.features.iter().cloned());
+            let parsed = crate::properties::<Properties>(collection.features, name, &mut problems);
             for (props, geometry) in parsed {
                 match parse_feature(props, geometry) {
                     Ok(Parsed::Zone(z)) => zones.push(z),

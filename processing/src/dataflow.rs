@@ -313,12 +313,13 @@ impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, GeoItem> {
                 let rules = shared.rules.current();
                 let zones = shared.zones.current();
                 if earliest < limit {
-                    // Mostly in order already: the sort is cheap.
-                    pending.sort_by_key(GeoItem::ts);
-                    let k = pending.partition_point(|g| g.ts() < limit);
-                    state.apply(&mut pending[..k], &rules, &zones, &mut out);
-                    pending.drain(..k);
-                    earliest = pending.first().map_or(i64::MAX, GeoItem::ts);
+                    // The items the frontier passed; `apply` sorts them.
+                    let (mut ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut pending)
+                        .into_iter()
+                        .partition(|g| g.ts() < limit);
+                    pending = later;
+                    state.apply(&mut ready, &rules, &zones, &mut out);
+                    earliest = pending.iter().map(GeoItem::ts).min().unwrap_or(i64::MAX);
                 }
                 if let Some(now) = now {
                     state.advance(now as i64, &rules, &zones, &mut out);

@@ -1,29 +1,27 @@
 //! A live client's filter, checked against the registry once and then per
 //! item.
 
-use ioc_devices::Registry;
-use ioc_schemas::{Alert, DeviceKind, LiveFilter, Severity, ZoneRef};
+use std::sync::Arc;
 
-use crate::hub::{Place, SnapshotFilter};
+use ioc_devices::Registry;
+use ioc_schemas::{Alert, DeviceKind, LiveFilter, ZoneRef};
+
+use crate::hub::Place;
 
 /// A [`LiveFilter`] ready to test items.
 #[derive(Debug)]
 pub struct Filter {
     spec: LiveFilter,
+    registry: Arc<Registry>,
     /// Per device (registry index): whether it passes the kinds and areas;
     /// `None` when neither is given.
     fixed: Option<Vec<bool>>,
-    kinds: Vec<DeviceKind>,
-    /// Every device's kind, by registry index, when kinds are given.
-    registry_kinds: Vec<DeviceKind>,
-    bbox: Option<[f64; 4]>,
-    min_severity: Option<Severity>,
 }
 
 impl Filter {
     /// Checks `spec` (areas must exist, the box must be a box on Earth) and
     /// works out which devices pass its kinds and areas.
-    pub fn new(spec: LiveFilter, registry: &Registry) -> Result<Filter, String> {
+    pub fn new(spec: LiveFilter, registry: &Arc<Registry>) -> Result<Filter, String> {
         let areas = registry.areas();
         let unknown: Vec<&str> = spec
             .areas
@@ -61,18 +59,10 @@ impl Filter {
                 })
                 .collect()
         });
-        let registry_kinds = if spec.kinds.is_empty() {
-            Vec::new()
-        } else {
-            registry.devices().iter().map(|d| d.kind).collect()
-        };
         Ok(Filter {
-            registry_kinds,
-            kinds: spec.kinds.clone(),
-            bbox: spec.bbox,
-            min_severity: spec.min_severity,
-            fixed,
             spec,
+            registry: registry.clone(),
+            fixed,
         })
     }
 
@@ -82,7 +72,8 @@ impl Filter {
     }
 
     fn in_box(&self, [x, y]: [f64; 2]) -> bool {
-        self.bbox
+        self.spec
+            .bbox
             .is_none_or(|[w, s, e, n]| (w..=e).contains(&x) && (s..=n).contains(&y))
     }
 
@@ -95,10 +86,9 @@ impl Filter {
         self.in_box(pos)
             && (self.spec.zones.is_empty() || self.spec.zones.iter().any(|z| z == zone))
     }
-}
 
-impl SnapshotFilter for Filter {
-    fn device(&self, place: &Place) -> bool {
+    /// Whether the device (by registry index) at `place` passes.
+    pub fn device(&self, place: &Place) -> bool {
         let fixed = match (&self.fixed, place.device) {
             (Some(fixed), Some(i)) => fixed.get(i as usize).copied().unwrap_or(false),
             (Some(_), None) => false,
@@ -107,22 +97,26 @@ impl SnapshotFilter for Filter {
         fixed && self.in_box(place.pos) && self.in_zones(&place.zones)
     }
 
-    fn alert(&self, alert: &Alert, device: Option<u32>) -> bool {
+    /// Whether the alert (about the device of that registry index, if any)
+    /// passes.
+    pub fn alert(&self, alert: &Alert, device: Option<u32>) -> bool {
+        let spec = &self.spec;
         // Kinds narrow alerts about devices; a zone's alert has no kind.
         let kind = match device {
-            Some(i) if !self.kinds.is_empty() => {
-                let kind = self.registry_kinds.get(i as usize);
-                kind.is_some_and(|k| self.kinds.contains(k))
+            Some(i) if !spec.kinds.is_empty() => {
+                let registered = self.registry.devices().get(i as usize);
+                registered.is_some_and(|d| spec.kinds.contains(&d.kind))
             }
             _ => true,
         };
-        kind && self.min_severity.is_none_or(|m| alert.severity >= m)
-            && (self.spec.areas.is_empty()
-                || alert.area.iter().any(|a| self.spec.areas.contains(&a.id)))
+        kind && spec.min_severity.is_none_or(|m| alert.severity >= m)
+            && (spec.areas.is_empty() || alert.area.iter().any(|a| spec.areas.contains(&a.id)))
             && self.in_zones(&alert.zones)
     }
 
-    fn track(&self, pos: [f64; 2]) -> bool {
-        (self.kinds.is_empty() || self.kinds.contains(&DeviceKind::Camera)) && self.in_box(pos)
+    /// Whether a track last read at `pos` passes.
+    pub fn track(&self, pos: [f64; 2]) -> bool {
+        let kinds = &self.spec.kinds;
+        (kinds.is_empty() || kinds.contains(&DeviceKind::Camera)) && self.in_box(pos)
     }
 }

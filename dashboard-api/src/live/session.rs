@@ -13,7 +13,7 @@ use ioc_schemas::{LiveMessage, SnapshotReason};
 use tokio::sync::Notify;
 
 use super::filter::Filter;
-use crate::hub::{Frame, LiveHub, SnapshotFilter, Update};
+use crate::hub::{Frame, LiveHub, Update};
 
 /// How many alerts and geofence events may wait for one client before it
 /// is resynchronised with a snapshot instead (they are never conflated).
@@ -286,7 +286,7 @@ impl Session {
         let mut inner = self.lock();
         let frame = if let Some(reason) = inner.want.take() {
             let filter = inner.filter.clone();
-            let snapshot = hub.snapshot(filter.as_ref() as &dyn SnapshotFilter);
+            let snapshot = hub.snapshot(&filter);
             inner.through = snapshot.seq;
             inner.pending.clear();
             inner.seq += 1;
