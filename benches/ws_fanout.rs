@@ -86,6 +86,13 @@ async fn client(
         let Some(Ok(msg)) = msg else { break };
         let Message::Text(text) = msg else { continue };
         if snapshot {
+            // An error here (a refused token) would leave every client
+            // counting nothing.
+            assert!(
+                text.as_str().starts_with(r#"{"type":"snapshot""#),
+                "expected a snapshot, got {}",
+                &text.as_str()[..text.len().min(200)]
+            );
             snapshot = false;
             ready.fetch_add(1, Ordering::SeqCst);
             continue;
@@ -143,12 +150,9 @@ fn main() {
     let addr = server_rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        // The clients subscribe without a token: anonymous viewers.
-        let open = ioc_dashboard_api::auth::AuthConfig {
-            anonymous: Some(ioc_dashboard_api::auth::Role::Viewer),
-            ..Default::default()
-        };
-        let auth = ioc_dashboard_api::auth::Auth::new(&open, "bench-admin-token-0123").unwrap();
+        // The clients present the tests' admin token.
+        let config = ioc_dashboard_api::auth::AuthConfig::default();
+        let auth = ioc_dashboard_api::auth::Auth::new(&config, common::TEST_ADMIN).unwrap();
         let state = AppState::new(hub.clone(), cancel.clone(), auth);
         tokio::spawn(ioc_dashboard_api::serve(listener, state));
         addr
