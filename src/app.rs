@@ -138,7 +138,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let influx_stats = influx.as_ref().map(Sink::stats);
 
-    let hub = LiveHub::with_zones(registry.clone(), zones);
+    let hub = LiveHub::with_history(registry.clone(), zones, &config.http.history);
+    let (step, buckets) = hub.history_bounds();
+    tracing::info!(
+        step = %humantime_serde::re::humantime::format_duration(step),
+        buckets,
+        "chart history per device"
+    );
     // The alert store publishes every stored version (the rule's changes
     // and operators' actions) to the live hub and the time series.
     let alerts_done = CancellationToken::new();

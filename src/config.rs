@@ -88,6 +88,9 @@ pub struct HttpConfig {
     /// whether callers without a token get a role.
     #[serde(default)]
     pub auth: ioc_dashboard_api::auth::AuthConfig,
+    /// Recent readings kept in memory for the page's charts.
+    #[serde(default)]
+    pub history: ioc_dashboard_api::history::HistoryConfig,
 }
 
 impl Default for HttpConfig {
@@ -96,6 +99,7 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_token: None,
             auth: Default::default(),
+            history: Default::default(),
         }
     }
 }
@@ -274,6 +278,7 @@ impl Config {
         if let Err(e) = ioc_dashboard_api::auth::Auth::new(&self.http.auth, admin) {
             p.push(format!("http.auth: {e}"));
         }
+        p.extend(self.http.history.problems());
         let p_ = &mut p;
         let mut check = |ok: bool, msg: &str| {
             if !ok {

@@ -84,6 +84,39 @@ async fn flood_alert_round_trip(config: ioc::config::Config, mqtt_port: u16) {
         get_json(running.http_addr, &format!("/api/v1/devices/{GAUGE}")).await;
     assert_eq!(dev["state"]["seq"], seq);
 
+    // The chart's history, from memory: every row lies within the levels
+    // published, and a bad step is refused in the shared error shape.
+    let history: serde_json::Value = get_json(
+        running.http_addr,
+        &format!("/api/v1/devices/{GAUGE}/history?step=1m"),
+    )
+    .await;
+    assert_eq!(history["device"], GAUGE);
+    assert_eq!(history["step_s"], 60);
+    assert_eq!(history["metrics"][0]["name"], "water_level_m");
+    assert_eq!(history["metrics"][0]["aggregate"], "mean");
+    let rows = history["values"][0].as_array().unwrap();
+    assert!(!rows.is_empty() && rows.len() == history["t"].as_array().unwrap().len());
+    for v in rows {
+        let v = v.as_f64().unwrap();
+        assert!(
+            (levels[0] - 1.0 - 1e-6..=levels[1] + 0.25 + 1e-6).contains(&v),
+            "{v}"
+        );
+    }
+    let (status, err) = common::http(
+        running.http_addr,
+        "GET",
+        &format!("/api/v1/devices/{GAUGE}/history?step=soon"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
+
     running.shutdown().await.expect("clean shutdown");
     // Deltas still in flight may arrive first; then the server closes the socket.
     while let Some(v) = screen.next().await {

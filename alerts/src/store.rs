@@ -109,7 +109,7 @@ pub struct AlertStore {
 }
 
 /// One write through the API, allowed or refused.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct AuditEntry {
     /// When (wall clock).
     pub at: Timestamp,
@@ -129,7 +129,7 @@ pub struct AuditEntry {
 }
 
 /// One webhook delivery in the outbox.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct Delivery {
     /// The subscriber's name.
     pub subscriber: String,

@@ -103,7 +103,7 @@ pub async fn record(State(app): State<AppState>, request: Request, next: Next) -
 }
 
 /// Query of `GET /api/v1/audit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Entries before this time (ms since the epoch, or RFC 3339): the next page.

@@ -18,6 +18,7 @@ use ioc_schemas::{
 };
 use tokio::sync::broadcast;
 
+use crate::history::{History, HistoryConfig, HistoryView};
 use crate::live::Filter;
 
 /// How many updates a session may fall behind the hub before it is
@@ -162,6 +163,9 @@ pub struct LiveHub {
     registry: Arc<Registry>,
     geo: Arc<Current<Zones>>,
     state: Mutex<HubState>,
+    /// Recent readings for charts; its own lock, so a chart's query never
+    /// holds up the live feed for long.
+    history: Mutex<History>,
     tx: broadcast::Sender<Arc<Update>>,
 }
 
@@ -174,6 +178,15 @@ impl LiveHub {
     /// An empty hub for the devices of `registry`; device views carry the
     /// zones (of the set in force) their latest position lies in.
     pub fn with_zones(registry: Arc<Registry>, geo: Arc<Current<Zones>>) -> Arc<Self> {
+        Self::with_history(registry, geo, &HistoryConfig::default())
+    }
+
+    /// An empty hub with zones that keeps recent readings as `history` says.
+    pub fn with_history(
+        registry: Arc<Registry>,
+        geo: Arc<Current<Zones>>,
+        history: &HistoryConfig,
+    ) -> Arc<Self> {
         let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
         let zones = geo.current();
         let device_zones = registry
@@ -195,6 +208,7 @@ impl LiveHub {
                 zones_seen: geo.generation(),
                 tracks: HashMap::new(),
             }),
+            history: Mutex::new(History::new(history, registry.devices().len())),
             registry,
             geo,
             tx,
@@ -247,6 +261,10 @@ impl LiveHub {
         let mut in_update: HashSet<usize> = HashSet::new();
         let mut update = Update::default();
         let mut st = self.lock();
+        let mut history = self
+            .history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.refresh_zones(&mut st);
         let mut zones = None;
         for output in batch {
@@ -264,6 +282,7 @@ impl LiveHub {
                         let zones = zones.get_or_insert_with(|| self.geo.current());
                         st.zones[i] = zones.at(d.pos).into();
                     }
+                    history.record(i, &d);
                     st.states[i] = Some(d);
                     if in_update.insert(i) {
                         changed.push(i);
@@ -450,6 +469,33 @@ impl LiveHub {
         let mut st = self.lock();
         self.refresh_zones(&mut st);
         Some(self.view(&st, i as usize))
+    }
+
+    /// The recent history of device `id` from `from` to `to` (ms since the
+    /// epoch) in rows of `step` (at least the bucket width, `None`: it).
+    pub fn history(
+        &self,
+        id: &str,
+        from: i64,
+        to: i64,
+        step: Option<std::time::Duration>,
+    ) -> Option<HistoryView> {
+        let i = self.registry.lookup(id)?;
+        let h = self
+            .history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let step = step.unwrap_or_else(|| h.step());
+        Some(h.query(i as usize, id, from, to, step))
+    }
+
+    /// How far back history reaches and its finest step.
+    pub fn history_bounds(&self) -> (std::time::Duration, usize) {
+        let h = self
+            .history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (h.step(), h.capacity())
     }
 
     /// Active (open or acknowledged) alerts, most severe and most recent first.

@@ -17,8 +17,10 @@
 pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod history;
 pub mod hub;
 pub mod live;
+pub mod openapi;
 pub mod routes;
 
 use std::sync::Arc;
@@ -113,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .route("/app.js", get(routes::web::script))
         .route("/style.css", get(routes::web::style))
         .route("/healthz", get(routes::rest::healthz))
+        .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/api/v1/live", get(routes::live::live))
         .route(
             "/api/v1/ingest",
@@ -122,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(routes::rest::metrics))
         .route("/api/v1/devices", get(routes::rest::devices))
         .route("/api/v1/devices/{id}", get(routes::rest::device))
+        .route("/api/v1/devices/{id}/history", get(routes::rest::history))
         .route("/api/v1/alerts", get(routes::alerts::list))
         .route("/api/v1/alerts.cap", get(routes::alerts::cap_feed))
         .route("/api/v1/alerts/{id}", get(routes::alerts::detail))
@@ -159,6 +163,9 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             audit::record,
         ))
+        // axum's own errors (unknown route, body too large, bad query) in
+        // the shared JSON shape.
+        .layer(axum::middleware::map_response(error::uniform))
         .with_state(state);
     if origins.is_empty() {
         return router;

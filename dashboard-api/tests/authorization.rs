@@ -25,10 +25,16 @@ const ENDPOINTS: &[(&str, &str, Option<Role>)] = &[
     ("GET", "/app.js", None),
     ("GET", "/style.css", None),
     ("GET", "/healthz", None),
+    ("GET", "/api/v1/openapi.json", None),
     ("GET", "/metrics", Some(Role::Viewer)),
     ("GET", "/api/v1/whoami", Some(Role::Viewer)),
     ("GET", "/api/v1/devices", Some(Role::Viewer)),
     ("GET", "/api/v1/devices/river-to-hieu", Some(Role::Viewer)),
+    (
+        "GET",
+        "/api/v1/devices/river-to-hieu/history",
+        Some(Role::Viewer),
+    ),
     ("GET", "/api/v1/alerts", Some(Role::Viewer)),
     ("GET", "/api/v1/alerts.cap", Some(Role::Viewer)),
     ("GET", "/api/v1/alerts/some-id", Some(Role::Viewer)),
@@ -173,6 +179,78 @@ async fn every_endpoint_for_every_role_and_bad_token() {
     cancel.cancel();
 }
 
+/// Whether `path` is an instance of the OpenAPI path template `template`.
+fn instance_of(path: &str, template: &str) -> bool {
+    let (p, t): (Vec<&str>, Vec<&str>) = (path.split('/').collect(), template.split('/').collect());
+    p.len() == t.len()
+        && p.iter()
+            .zip(&t)
+            .all(|(p, t)| p == t || (t.starts_with('{') && t.ends_with('}')))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_every_endpoint_with_its_role() {
+    let (addr, cancel) = server().await;
+    let body = get_body(addr, "/api/v1/openapi.json").await;
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut documented = Vec::new();
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            documented.push((
+                method.to_uppercase(),
+                template.clone(),
+                op["x-role"].as_str(),
+            ));
+        }
+    }
+    // The page's own files are not API; the live feed and ingest check
+    // their callers themselves (their own tests cover them).
+    let page_files = ["/app.js", "/style.css"];
+    let own_checks = ["/api/v1/live", "/api/v1/ingest"];
+    for (method, path, role) in ENDPOINTS {
+        if page_files.contains(path) {
+            continue;
+        }
+        let found: Vec<_> = documented
+            .iter()
+            .filter(|(m, t, _)| m == method && instance_of(path, t))
+            .collect();
+        let [(_, template, documented_role)] = found[..] else {
+            panic!("{method} {path} is documented {} times", found.len());
+        };
+        assert_eq!(
+            *documented_role,
+            role.map(Role::as_str),
+            "{method} {path} ({template}): the document's role differs"
+        );
+    }
+    for (method, template, _) in &documented {
+        if own_checks.contains(&template.as_str()) {
+            continue;
+        }
+        assert!(
+            ENDPOINTS
+                .iter()
+                .any(|(m, p, _)| m == method && instance_of(p, template)),
+            "{method} {template} is documented but not in the matrix"
+        );
+    }
+    cancel.cancel();
+}
+
+/// The body of a GET with no token.
+async fn get_body(addr: SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_requests_are_refused() {
     let (addr, cancel) = server().await;
@@ -189,6 +267,11 @@ async fn oversized_requests_are_refused() {
     let _ = s.read_to_end(&mut buf).await;
     let text = String::from_utf8_lossy(&buf);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    // In the shared error shape, like every error.
+    assert!(
+        text.contains(r#"{"error":{"code":"payload_too_large""#),
+        "{text}"
+    );
     cancel.cancel();
 }
 

@@ -96,7 +96,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The result for one line of a request.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LineResult {
     /// 1-based line number.
     pub line: usize,
@@ -114,7 +114,7 @@ pub struct LineResult {
 }
 
 /// Outcome of one line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LineStatus {
     /// Queued for processing.
@@ -124,7 +124,7 @@ pub enum LineStatus {
 }
 
 /// The response body of `POST /api/v1/ingest`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IngestReport {
     /// Lines accepted.
     pub accepted: usize,

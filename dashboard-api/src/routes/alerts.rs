@@ -17,7 +17,7 @@ use crate::AppState;
 use crate::error::ApiError;
 
 /// Query of `GET /api/v1/alerts`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct ListQuery {
     /// `active` (default: open and acknowledged), `all`, or a comma-separated
     /// list of `open`, `acknowledged`, `resolved`.
@@ -196,7 +196,7 @@ pub async fn cap_feed(State(app): State<AppState>) -> Result<impl IntoResponse, 
 }
 
 /// Body of the operators' actions.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
     /// Who acts, when the token is shared (a duty desk's): recorded as
@@ -257,7 +257,7 @@ pub async fn act(
         Ok(alert) => Ok(Json(alert)),
         Err(ActError::NotFound(_)) => Err(ApiError::NotFound(format!("no alert {id:?}"))),
         Err(ActError::Refused(Refusal::Resolved)) => Err(ApiError::Conflict(
-            "alert_resolved",
+            crate::error::ErrorCode::AlertResolved,
             format!("alert {id:?} is resolved"),
         )),
         Err(ActError::Refused(Refusal::Invalid(m))) => Err(ApiError::Invalid(m.clone(), vec![m])),
@@ -266,7 +266,7 @@ pub async fn act(
 }
 
 /// Query of `GET /api/v1/webhooks/deliveries`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct DeliveryQuery {
     /// `pending`, `delivered` or `dead` (default `dead`).
     state: Option<String>,

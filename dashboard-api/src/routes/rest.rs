@@ -4,24 +4,40 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
-use ioc_schemas::{DeviceKind, DeviceView};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use ioc_schemas::{DeviceKind, DeviceView, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::history::HistoryView;
+
+/// The answer of `GET /healthz`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Health {
+    /// Always `ok`: the process is up and serving.
+    pub status: &'static str,
+    /// Devices in the registry.
+    pub devices: usize,
+    /// Live sessions (connected, or kept for a resume).
+    pub live_sessions: usize,
+}
 
 /// `GET /healthz`: the process is up and serving.
-pub async fn healthz(State(app): State<AppState>) -> Json<Value> {
-    Json(
-        json!({"status": "ok", "devices": app.hub.registry().devices().len(), "live_sessions": app.live.len()}),
-    )
+pub async fn healthz(State(app): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        devices: app.hub.registry().devices().len(),
+        live_sessions: app.live.len(),
+    })
 }
 
 /// Filter for `GET /api/v1/devices`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct DeviceQuery {
+    /// Only devices of this kind (`river_gauge`, `rain_gauge`, `reservoir`,
+    /// `traffic_counter`, `camera`).
     kind: Option<String>,
 }
 
@@ -51,6 +67,50 @@ pub async fn device(
 ) -> Result<Json<DeviceView>, ApiError> {
     app.hub
         .device(&id)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no device {id:?}")))
+}
+
+/// Query of `GET /api/v1/devices/{id}/history`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// From this time (RFC 3339 or ms since the epoch); default: as far back
+    /// as memory holds.
+    pub from: Option<Timestamp>,
+    /// Up to this time, excluded (RFC 3339 or ms since the epoch); default:
+    /// the latest reading.
+    pub to: Option<Timestamp>,
+    /// Width of a row (`1m`, `15m`, `1h`…), rounded up to a multiple of
+    /// `http.history.step`; default: that step.
+    pub step: Option<String>,
+}
+
+/// `GET /api/v1/devices/{id}/history[?from=&to=&step=]`: recent readings
+/// from memory, one row per step, for charts.
+pub async fn history(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<HistoryView>, ApiError> {
+    let step = match q.step.as_deref() {
+        None => None,
+        Some(s) => Some(
+            humantime::parse_duration(s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("step {s:?}: expected a duration such as 5m"))
+                })?,
+        ),
+    };
+    let from = q.from.map_or(i64::MIN, Timestamp::millis);
+    let to = q.to.map_or(i64::MAX, Timestamp::millis);
+    if from >= to {
+        return Err(ApiError::BadRequest("from: must be before to".into()));
+    }
+    app.hub
+        .history(&id, from, to, step)
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no device {id:?}")))
 }
@@ -97,9 +157,21 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// The answer of `GET /api/v1/whoami`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct WhoAmI {
+    /// The token's name, or the JWT's subject.
+    pub name: String,
+    /// `viewer`, `operator` or `admin`.
+    pub role: &'static str,
+}
+
 /// `GET /api/v1/whoami`: the caller's name and role, for the page.
-pub async fn whoami(Extension(caller): Extension<Caller>) -> Json<Value> {
-    Json(json!({"name": caller.name, "role": caller.role.as_str()}))
+pub async fn whoami(Extension(caller): Extension<Caller>) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        name: caller.name,
+        role: caller.role.as_str(),
+    })
 }
 
 /// `POST /api/v1/rules/reload` (admin): reads the rules file again and puts
