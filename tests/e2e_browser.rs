@@ -1,7 +1,12 @@
 //! The control-room page in a real browser (headless Chromium): it loads the
-//! map, follows the live feed and lists an open alert with its area; an
-//! operator acknowledges and resolves it with the page's buttons (driven
-//! through the DevTools protocol), and the store and the page agree.
+//! map (devices clustered at the province's zoom), follows the live feed and
+//! lists an open alert with its area; the station's chart comes from the
+//! history endpoint; a new critical alert flashes the screen; the language
+//! and large type switch; a screenshot is saved as a test artifact
+//! (`target/test-artifacts/control-room.png`); an operator acknowledges and
+//! resolves the alert with the page's buttons (driven through the DevTools
+//! protocol), and the store and the page agree; when the server goes away
+//! the page says so.
 
 #![allow(clippy::unwrap_used)]
 
@@ -99,6 +104,67 @@ async fn page_shows_the_live_alert_with_its_area() {
     let dom = page.eval("document.documentElement.outerHTML").await;
     let problems = check(dom.as_str().unwrap_or_default());
     assert!(problems.is_empty(), "{problems}");
+    // At the province's zoom, quiet devices are grouped.
+    page.wait_true("window.iocPerf.draws > 0 && window.iocPerf.clusters > 0")
+        .await;
+
+    // The alert's station: its chart, from the history endpoint.
+    page.eval(&format!(
+        "document.querySelector('li[data-subject=\"river-to-hieu\"]').click(); true"
+    ))
+    .await;
+    page.wait_true(
+        "!document.getElementById('chart-box').hidden \
+         && document.getElementById('chart-legend').innerText.includes('Mực nước (m)') \
+         && document.getElementById('detail').innerText.includes('Căn cứ cảnh báo')",
+    )
+    .await;
+
+    // A new critical alert (BĐ3 is severe) flashes the screen.
+    let other = "river-chieng-an";
+    let levels_other = common::alarm_levels(&running.registry, other);
+    let mut other_seq = 0;
+    common::wait_for_async("a second alert on the page", 20, async || {
+        other_seq += 1;
+        device
+            .publish(
+                &format!("ioc/v1/river_gauge/{other}/telemetry"),
+                river_reading(other, other_seq, levels_other[2] + 0.2),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        page.eval("window.iocAlarms.count >= 1 && document.body.classList.contains('alarm')")
+            .await
+            == serde_json::Value::Bool(true)
+    })
+    .await;
+
+    // English, then large type for the videowall.
+    page.eval("document.getElementById('lang').click(); true")
+        .await;
+    page.wait_true(
+        "document.documentElement.lang === 'en' && document.body.innerText.includes('Open alerts') \
+         && document.getElementById('chart-legend').innerText.includes('Water level (m)')",
+    )
+    .await;
+    page.eval("document.getElementById('large').click(); true")
+        .await;
+    page.wait_true("document.body.classList.contains('large')")
+        .await;
+    let png = page.screenshot().await;
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("control-room.png"), &png).unwrap();
+    // Back to Vietnamese for the checks below.
+    page.eval(
+        "document.getElementById('lang').click(); document.getElementById('large').click(); true",
+    )
+    .await;
 
     let alert = get_json(running.http_addr, "/api/v1/alerts?subject=river-to-hieu").await;
     let id = alert[0]["id"].as_str().unwrap().to_owned();
@@ -128,8 +194,14 @@ async fn page_shows_the_live_alert_with_its_area() {
         "Lò Văn Lan (admin)"
     );
     page.wait_true(&format!("!{item}")).await;
-    drop(page);
+    // The server goes away: the page says the screen may be out of date.
     running.shutdown().await.unwrap();
+    page.wait_true(
+        "!document.getElementById('offline-banner').hidden \
+         && document.getElementById('offline-banner').innerText.includes('Mất kết nối')",
+    )
+    .await;
+    drop(page);
 }
 
 /// Polls the alert until it has `status`; returns it with its history.
@@ -210,24 +282,45 @@ impl Page {
 
     /// Evaluates `expression` in the page; its value.
     async fn eval(&mut self, expression: &str) -> serde_json::Value {
+        let result = self
+            .call(
+                "Runtime.evaluate",
+                serde_json::json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
+            )
+            .await;
+        result["result"]["value"].clone()
+    }
+
+    /// Calls a DevTools method; its result.
+    async fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
         use futures_util::{SinkExt, StreamExt};
         use tokio_tungstenite::tungstenite::Message;
         self.next_id += 1;
         let id = self.next_id;
-        let call = serde_json::json!({
-            "id": id,
-            "method": "Runtime.evaluate",
-            "params": {"expression": expression, "returnByValue": true, "awaitPromise": true},
-        });
+        let call = serde_json::json!({"id": id, "method": method, "params": params});
         self.ws.send(Message::text(call.to_string())).await.unwrap();
         loop {
             let msg = self.ws.next().await.expect("DevTools closed").unwrap();
             let Message::Text(text) = msg else { continue };
             let v: serde_json::Value = serde_json::from_str(&text).unwrap();
             if v["id"] == id {
-                return v["result"]["result"]["value"].clone();
+                return v["result"].clone();
             }
         }
+    }
+
+    /// A PNG of the page as it is drawn.
+    async fn screenshot(&mut self) -> Vec<u8> {
+        use base64::Engine as _;
+        let data = self
+            .call(
+                "Page.captureScreenshot",
+                serde_json::json!({"format": "png"}),
+            )
+            .await;
+        base64::engine::general_purpose::STANDARD
+            .decode(data["data"].as_str().unwrap_or_default())
+            .unwrap()
     }
 
     /// Waits (up to 20 s) until `expression` is true in the page.

@@ -1,7 +1,9 @@
 // Control-room page: offline province map, live device states, open alerts.
-// Talks to the server only: GET /api/v1/areas and /api/v1/zones once, the /api/v1/live
-// WebSocket (subscribe, then a snapshot and ordered deltas, resumed after a lost connection), and POST for operators'
-// actions on alerts. No third-party code, no tiles.
+// Talks to the server only: GET /api/v1/areas and /api/v1/zones once, the
+// /api/v1/live WebSocket (subscribe with the map's viewport, then a snapshot
+// and ordered deltas, resumed after a lost connection),
+// GET /api/v1/devices/{id}/history for the selected station's chart, and
+// POST for operators' actions on alerts. No third-party code, no tiles.
 "use strict";
 
 const TEXT = {
@@ -15,9 +17,16 @@ const TEXT = {
     presence: "Kết nối", online: "trực tuyến", offline: "mất kết nối",
     ack: "Xác nhận", resolve: "Đã xử lý", acked: "Đã xác nhận", by: "bởi", assignee: "Giao cho",
     who: "Tên cán bộ trực (ghi vào lịch sử cảnh báo):", failed: "Không thực hiện được",
-    zones: "Vùng", nearest: "Gần nhất", track: "Hành trình",
+    zones: "Vùng", nearest: "Gần nhất", track: "Hành trình", evidence: "Căn cứ cảnh báo", rate: "Tốc độ thay đổi",
     signIn: "Đăng nhập", tokenLabel: "Mã truy cập (token)", signInButton: "Vào",
     badToken: "Mã truy cập không hợp lệ hoặc đã hết hạn.",
+    soundOn: "Chuông: bật", soundOff: "Chuông: tắt",
+    lost: "Mất kết nối tới máy chủ — đang kết nối lại… Dữ liệu trên màn hình có thể đã cũ.",
+    muteTitle: "Tắt/bật chuông báo cảnh báo nghiêm trọng", largeTitle: "Chữ lớn (màn hình tường)",
+    cluster: "thiết bị", zoomIn: "bấm để phóng to",
+    water_level_m: "Mực nước (m)", rainfall_mm: "Mưa (mm)", flow_m3s: "Lưu lượng (m³/s)",
+    inflow_m3s: "Lưu lượng đến (m³/s)", outflow_m3s: "Lưu lượng xả (m³/s)",
+    vehicles: "Số xe", speed_kmh: "Tốc độ (km/h)", occupancy_pct: "Chiếm dụng (%)",
   },
   en: {
     title: "Intelligent Operations Center — Sơn La",
@@ -29,9 +38,16 @@ const TEXT = {
     presence: "Connection", online: "online", offline: "offline",
     ack: "Acknowledge", resolve: "Resolve", acked: "Acknowledged", by: "by", assignee: "Assigned to",
     who: "Operator name (recorded in the alert's history):", failed: "Could not do it",
-    zones: "Zones", nearest: "Nearest", track: "Track",
+    zones: "Zones", nearest: "Nearest", track: "Track", evidence: "Evidence", rate: "Rate of change",
     signIn: "Sign in", tokenLabel: "Access token", signInButton: "Sign in",
     badToken: "The token is not valid or has expired.",
+    soundOn: "Sound: on", soundOff: "Sound: off",
+    lost: "Connection to the server lost — reconnecting… What the screen shows may be out of date.",
+    muteTitle: "Mute/unmute the chime for critical alerts", largeTitle: "Large type (videowall)",
+    cluster: "devices", zoomIn: "click to zoom in",
+    water_level_m: "Water level (m)", rainfall_mm: "Rainfall (mm)", flow_m3s: "Flow (m³/s)",
+    inflow_m3s: "Inflow (m³/s)", outflow_m3s: "Outflow (m³/s)",
+    vehicles: "Vehicles", speed_kmh: "Speed (km/h)", occupancy_pct: "Occupancy (%)",
   },
 };
 const KIND = {
@@ -46,12 +62,15 @@ const ZONE_NAME = {
   en: { landslide_risk: "Landslide risk", flood_prone: "Flood-prone", restricted: "Restricted", road_segment: "Road segment" },
 };
 const ASSET_MARK = { shelter: "S", fire_station: "F", hospital: "H", police_post: "P", camera: "C" };
-const HISTORY = 240;
+// Below this map scale (pixels per degree) devices are clustered.
+const CLUSTER_BELOW = 6000;
+const CLUSTER_PX = 42;
 
 let lang = localStorage.getItem("ioc.lang") || "vi";
 const devices = new Map();   // id -> { info, state }
 const alerts = new Map();    // id -> alert
-const history = new Map();   // id -> [[ms, value]]
+let chart = null;            // the selected station's history: { id, step_s, metrics, t, values }
+let clusters = [];           // drawn clusters: { x, y, r, ids }
 let areas = [];              // { id, level, name, rings: [[[lon, lat]]], bbox }
 let zones = [];              // { id, kind, name, rings | lines, buffer }
 let assets = [];             // { id, kind, name, pos }
@@ -198,26 +217,7 @@ function draw() {
       ctx.fillText(a.short, x, y);
     }
   }
-  // Normal devices first, alarmed on top.
-  const list = [...devices.values()].sort((a, b) => alarmLevel(a) - alarmLevel(b));
-  for (const d of list) {
-    const pos = (d.state && d.state.pos) || d.info.pos;
-    const [x, y] = project(pos[0], pos[1]);
-    const lvl = alarmLevel(d);
-    const r = (lvl ? 7 : 3.5) * devicePixelRatio;
-    ctx.beginPath();
-    if (d.info.kind === "reservoir") ctx.rect(x - r, y - r, 2 * r, 2 * r); else ctx.arc(x, y, r, 0, 2 * Math.PI);
-    ctx.fillStyle = lvl ? LEVEL_COLOR[lvl] : (d.state ? KIND_COLOR[d.info.kind] : "#56677a");
-    // An offline device is drawn hollow: its last state may be stale.
-    if (offline(d) && !lvl) {
-      ctx.lineWidth = 1.5 * devicePixelRatio; ctx.strokeStyle = ctx.fillStyle; ctx.stroke();
-    } else ctx.fill();
-    if (lvl || d.info.id === selected) {
-      ctx.lineWidth = 2 * devicePixelRatio;
-      ctx.strokeStyle = d.info.id === selected ? "#ffffff" : "#1b0c0c";
-      ctx.stroke();
-    }
-  }
+  drawDevices();
   drawTracks();
 }
 // Zones under the devices: areas filled lightly by kind, roads as lines;
@@ -274,11 +274,102 @@ function drawTracks() {
   }
 }
 
-function alarmLevel(d) { return (d.state && d.state.alarm_level) || 0; }
+// Devices: off-screen ones skipped; at low zoom the quiet ones are grouped
+// per grid cell into a bubble with their count (its grey arc: the share
+// offline); alarmed and selected devices are always drawn one by one, on
+// top. Tens of thousands of devices stay a few thousand draw calls.
+function drawDevices() {
+  const dpr = devicePixelRatio, W = canvas.width, H = canvas.height, margin = 12 * dpr;
+  const k = uiScale();
+  const cluster = view.scale < CLUSTER_BELOW;
+  const cell = CLUSTER_PX * dpr * k;
+  const cells = new Map();
+  const single = [], top = [];
+  for (const d of devices.values()) {
+    const pos = (d.state && d.state.pos) || d.info.pos;
+    const [x, y] = project(pos[0], pos[1]);
+    if (x < -margin || y < -margin || x > W + margin || y > H + margin) continue;
+    if (alarmLevel(d) || d.info.id === selected) { top.push([d, x, y]); continue; }
+    if (!cluster) { single.push([d, x, y]); continue; }
+    const key = Math.floor(x / cell) * 100003 + Math.floor(y / cell);
+    let c = cells.get(key);
+    if (!c) { c = { sx: 0, sy: 0, n: 0, off: 0, first: [d, x, y], ids: [] }; cells.set(key, c); }
+    c.sx += x; c.sy += y; c.n++; c.ids.push(d.info.id);
+    if (offline(d)) c.off++;
+  }
+  clusters = [];
+  ctx.textAlign = "center"; ctx.textBaseline = "middle";
+  ctx.font = `bold ${11 * dpr * k}px system-ui, sans-serif`;
+  for (const c of cells.values()) {
+    if (c.n === 1) { single.push(c.first); continue; }
+    const x = c.sx / c.n, y = c.sy / c.n;
+    const r = (9 + 4 * Math.log10(c.n)) * dpr * k;
+    ctx.beginPath(); ctx.arc(x, y, r, 0, 2 * Math.PI);
+    ctx.fillStyle = "#2b6d9e"; ctx.fill();
+    ctx.lineWidth = 3 * dpr; ctx.strokeStyle = "#4aa3ff"; ctx.stroke();
+    if (c.off) {
+      ctx.beginPath(); ctx.arc(x, y, r, -Math.PI / 2, -Math.PI / 2 + 2 * Math.PI * c.off / c.n);
+      ctx.strokeStyle = "#8a96a3"; ctx.stroke();
+    }
+    ctx.fillStyle = "#ffffff"; ctx.fillText(String(c.n), x, y);
+    clusters.push({ x, y, r, n: c.n, off: c.off });
+  }
+  ctx.textBaseline = "alphabetic";
+  for (const [d, x, y] of single) marker(d, x, y);
+  top.sort((a, b) => alarmLevel(a[0]) - alarmLevel(b[0]));
+  for (const [d, x, y] of top) marker(d, x, y);
+}
+
+function marker(d, x, y) {
+  const dpr = devicePixelRatio;
+  const lvl = alarmLevel(d);
+  const r = (lvl ? 7 : 3.5) * dpr * uiScale();
+  ctx.beginPath();
+  if (d.info.kind === "reservoir") ctx.rect(x - r, y - r, 2 * r, 2 * r); else ctx.arc(x, y, r, 0, 2 * Math.PI);
+  ctx.fillStyle = lvl ? LEVEL_COLOR[lvl] : (d.state ? KIND_COLOR[d.info.kind] : "#56677a");
+  // An offline device is drawn hollow: its last state may be stale.
+  if (offline(d) && !lvl) {
+    ctx.lineWidth = 1.5 * dpr; ctx.strokeStyle = ctx.fillStyle; ctx.stroke();
+  } else ctx.fill();
+  if (lvl || d.info.id === selected) {
+    ctx.lineWidth = 2 * dpr;
+    ctx.strokeStyle = d.info.id === selected ? "#ffffff" : "#1b0c0c";
+    ctx.stroke();
+  }
+}
+
+function uiScale() { return document.body.classList.contains("large") ? 1.4 : 1; }
+
+// A device's alarm: its reading's level, or its open alert's (the alert
+// follows the reading once the engine has ordered it).
+let alertLevels = new Map(); // subject -> highest open level
+function alarmLevel(d) { return Math.max((d.state && d.state.alarm_level) || 0, alertLevels.get(d.info.id) || 0); }
+function indexAlerts() {
+  alertLevels = new Map();
+  for (const a of alerts.values()) alertLevels.set(a.subject, Math.max(alertLevels.get(a.subject) || 0, a.level));
+}
 function offline(d) { return d.presence && d.presence.status === "offline"; }
 
-function frame() { if (dirty) draw(); requestAnimationFrame(frame); }
+// Pan and zoom redraw at once; live data at most five times a second.
+let dataDirty = false, lastDraw = 0;
+const perf = { draws: 0, worstMs: 0, recent: [] }; // draw times, for measuring at scale
+window.iocPerf = perf;
+function frame(now) {
+  if (dirty || (dataDirty && now - lastDraw > 200)) {
+    const t0 = performance.now();
+    dataDirty = false;
+    draw();
+    const ms = performance.now() - t0;
+    perf.draws++; perf.worstMs = Math.max(perf.worstMs, ms); perf.clusters = clusters.length;
+    perf.recent.push(ms); if (perf.recent.length > 100) perf.recent.shift();
+    lastDraw = now;
+  }
+  requestAnimationFrame(frame);
+}
 
+function clusterAt(px, py) {
+  return clusters.find((c) => (c.x - px) ** 2 + (c.y - py) ** 2 <= c.r * c.r) || null;
+}
 function nearest(px, py) {
   let best = null, bestD = (10 * devicePixelRatio) ** 2;
   for (const d of devices.values()) {
@@ -295,9 +386,13 @@ canvas.addEventListener("mousedown", (e) => { drag = { x: e.clientX, y: e.client
 window.addEventListener("mouseup", (e) => {
   if (drag && !drag.moved) {
     const r = canvas.getBoundingClientRect();
-    const d = nearest((e.clientX - r.left) * devicePixelRatio, (e.clientY - r.top) * devicePixelRatio);
+    const px = (e.clientX - r.left) * devicePixelRatio, py = (e.clientY - r.top) * devicePixelRatio;
+    const d = nearest(px, py);
+    const c = !d && clusterAt(px, py);
     if (d) select(d.info.id);
+    else if (c) zoomAt(px, py, 3);
   }
+  if (drag && drag.moved) viewChanged();
   drag = null;
 });
 canvas.addEventListener("mousemove", (e) => {
@@ -312,28 +407,61 @@ canvas.addEventListener("mousemove", (e) => {
     dirty = true;
     return;
   }
-  const d = nearest((e.clientX - r.left) * devicePixelRatio, (e.clientY - r.top) * devicePixelRatio);
+  const px = (e.clientX - r.left) * devicePixelRatio, py = (e.clientY - r.top) * devicePixelRatio;
+  const d = nearest(px, py);
+  const c = !d && clusterAt(px, py);
   const tip = $("tooltip");
-  if (!d) { tip.hidden = true; return; }
+  if (!d && !c) { tip.hidden = true; return; }
   tip.hidden = false;
   tip.style.left = `${e.clientX - r.left + 14}px`;
   tip.style.top = `${e.clientY - r.top + 10}px`;
-  tip.textContent = `${d.info.name} — ${summary(d)}`;
+  tip.textContent = d
+    ? `${d.info.name} — ${summary(d)}`
+    : `${c.n} ${t("cluster")}` + (c.off ? ` (${c.off} ${t("offline")})` : "") + ` — ${t("zoomIn")}`;
 });
 canvas.addEventListener("mouseleave", () => { $("tooltip").hidden = true; });
 canvas.addEventListener("wheel", (e) => {
   e.preventDefault();
   const r = canvas.getBoundingClientRect();
   const px = (e.clientX - r.left) * devicePixelRatio, py = (e.clientY - r.top) * devicePixelRatio;
+  zoomAt(px, py, Math.exp(-e.deltaY * 0.0015));
+}, { passive: false });
+// Zooms by factor f keeping the point under (px, py) in place.
+function zoomAt(px, py, f) {
   const [lon, lat] = unproject(px, py);
-  const f = Math.exp(-e.deltaY * 0.0015);
   view.scale = Math.min(60000, Math.max(100, view.scale * f));
   const [lon2, lat2] = unproject(px, py);
   view.lon += lon - lon2; view.lat += lat - lat2;
   dirty = true;
-}, { passive: false });
-canvas.addEventListener("dblclick", () => { fit(); });
-window.addEventListener("resize", () => { resize(); });
+  viewChanged();
+}
+canvas.addEventListener("dblclick", () => { fit(); viewChanged(); });
+
+// The live feed follows the viewport: zoomed in, the server sends only the
+// devices in view (with a margin), so a screen on one district does not
+// carry the province's traffic. Alerts always arrive whatever the viewport.
+let viewTimer = null;
+let sentBox = null;
+function viewChanged() {
+  clearTimeout(viewTimer);
+  viewTimer = setTimeout(() => {
+    const box = viewBox();
+    if (JSON.stringify(box) === JSON.stringify(sentBox)) return;
+    sentBox = box;
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "subscribe", filter: filter() }));
+  }, 400);
+}
+function viewBox() {
+  const province = areas.find((a) => a.level === "province");
+  const [w, n] = unproject(0, 0), [e, s] = unproject(canvas.width, canvas.height);
+  const mx = (e - w) * 0.25, my = (n - s) * 0.25;
+  const box = [w - mx, s - my, e + mx, n + my];
+  // The whole province in view: no box at all.
+  if (!province || (box[0] <= province.bbox[0] && box[1] <= province.bbox[1] && box[2] >= province.bbox[2] && box[3] >= province.bbox[3])) return null;
+  return box.map((x) => Math.round(x * 1e5) / 1e5);
+}
+function filter() { return sentBox ? { bbox: sentBox } : {}; }
+window.addEventListener("resize", () => { resize(); viewChanged(); });
 
 // ---------- readings ----------
 function primary(d) {
@@ -358,14 +486,48 @@ function summary(d) {
   const lvl = alarmLevel(d);
   return p ? `${p.v} ${p.unit}${lvl ? " — BĐ" + lvl : ""}` : t("noData");
 }
+// The numeric metrics of a reading, named as the history endpoint names them.
+const ADDITIVE = new Set(["rainfall_mm", "vehicles"]);
+function metricsOf(reading) {
+  const m = {};
+  const h = reading.hydrology, tr = reading.traffic;
+  if (h) for (const k of ["water_level_m", "rainfall_mm", "flow_m3s", "inflow_m3s", "outflow_m3s"]) if (h[k] != null) m[k] = h[k];
+  if (tr) {
+    const c = tr.counts;
+    m.vehicles = (c.motorbike || 0) + (c.car || 0) + (c.truck || 0) + (c.bus || 0);
+    if (tr.speed_kmh != null) m.speed_kmh = tr.speed_kmh;
+    if (tr.occupancy_pct != null) m.occupancy_pct = tr.occupancy_pct;
+  }
+  return m;
+}
+// A live reading of the charted station joins its row (a new one when its
+// step has begun): sums for rain and vehicles, running means otherwise.
 function remember(state) {
-  const d = devices.get(state.device);
-  const p = d && primary(d);
-  if (!p) return;
-  let h = history.get(state.device);
-  if (!h) { h = []; history.set(state.device, h); }
-  h.push([Date.parse(state.ts), p.v]);
-  if (h.length > HISTORY) h.shift();
+  if (!chart || chart.id !== state.device) return;
+  const ms = Date.parse(state.ts), step = chart.step_s * 1000;
+  const row = Math.floor(ms / step) * step;
+  let i = chart.t.length - 1;
+  if (i < 0 || chart.t[i] < row) {
+    chart.t.push(row); chart.n.push(0);
+    chart.values.forEach((v) => v.push(null));
+    i++;
+  } else if (chart.t[i] > row) return; // late: the server's rows have it
+  const m = metricsOf(state.reading);
+  chart.metrics.forEach((info, j) => {
+    const v = m[info.name];
+    if (v == null) return;
+    const old = chart.values[j][i];
+    chart.values[j][i] = old == null ? v : (ADDITIVE.has(info.name) ? old + v : old + (v - old) / (chart.n[i] + 1));
+  });
+  chart.n[i]++;
+  if (chart.t.length > 720) { chart.t.shift(); chart.n.shift(); chart.values.forEach((v) => v.shift()); }
+}
+async function loadChart(id) {
+  const r = await api(`/api/v1/devices/${encodeURIComponent(id)}/history`);
+  if (!r.ok || selected !== id) return;
+  const h = await r.json();
+  chart = { id, step_s: h.step_s, metrics: h.metrics, t: h.t, values: h.values, n: h.t.map(() => 1) };
+  renderChart();
 }
 
 // ---------- side panel ----------
@@ -412,7 +574,7 @@ function renderAlerts() {
     if ((a.nearest || []).length) {
       const n = document.createElement("div");
       n.className = "nearest";
-      n.textContent = `${t("nearest")}: ` + a.nearest.map((x) => `${x.name} (${x.distance_m < 1000 ? x.distance_m + " m" : (x.distance_m / 1000).toFixed(1) + " km"})`).join(" · ");
+      n.textContent = `${t("nearest")}: ` + a.nearest.map((x) => `${x.name} (${distance(x.distance_m)})`).join(" · ");
       li.append(n);
     }
     li.append(when);
@@ -480,10 +642,12 @@ function actionButton(a, action) {
 }
 
 function select(id, centre) {
+  const changed = selected !== id;
   selected = id;
   const d = devices.get(id);
-  if (d && centre) { view.lon = d.info.pos[0]; view.lat = d.info.pos[1]; view.scale = Math.max(view.scale, 2500); }
+  if (d && centre) { view.lon = d.info.pos[0]; view.lat = d.info.pos[1]; view.scale = Math.max(view.scale, 2500); viewChanged(); }
   dirty = true;
+  if (changed) { chart = null; loadChart(id).catch((e) => console.error("history", e)); }
   renderDetail();
 }
 
@@ -516,33 +680,109 @@ function renderDetail() {
   } else {
     table.append(row(t("last"), t("noData")));
   }
+  // The device's open alert: what it saw against which threshold.
+  const a = [...alerts.values()].find((x) => x.subject === d.info.id);
+  if (a) {
+    const e = a.evidence || {};
+    table.append(row(t("evidence"), `${a.level_name}: ${e.value} ${e.unit} ≥ ${e.threshold} ${e.unit} (${time(e.ts)})`));
+    if (e.rate_per_h != null) table.append(row(t("rate"), `${e.rate_per_h.toFixed(2)} ${e.unit}/h` + (e.next_level ? ` → ${e.next_level} ${time(e.next_level_at)}` : "")));
+    if ((a.nearest || []).length) table.append(row(t("nearest"), a.nearest.map((x) => `${x.name} (${distance(x.distance_m)})`).join(" · ")));
+  }
   box.replaceChildren(h, table);
   renderChart();
 }
+function distance(m) { return m < 1000 ? `${m} m` : `${(m / 1000).toFixed(1)} km`; }
 
+// The selected station's chart: its level (or speed) as a line against its
+// BĐ lines, rainfall (or vehicles) as bars on their own scale, the time
+// axis from the history endpoint's rows.
+const LINE = ["water_level_m", "speed_kmh", "flow_m3s", "inflow_m3s"];
+const BARS = ["rainfall_mm", "vehicles"];
 function renderChart() {
-  const c = $("chart");
+  const boxEl = $("chart-box");
   const d = selected && devices.get(selected);
-  const h = d && history.get(selected);
-  if (!h || h.length < 2) { c.hidden = true; return; }
-  c.hidden = false;
+  if (!d || !chart || chart.id !== selected || chart.t.length < 1) { boxEl.hidden = true; return; }
+  const col = (names) => {
+    const j = chart.metrics.findIndex((m) => names.includes(m.name));
+    return j < 0 ? null : { name: chart.metrics[j].name, v: chart.values[j] };
+  };
+  const line = col(LINE), bars = col(BARS);
+  if (!line && !bars) { boxEl.hidden = true; return; }
+  boxEl.hidden = false;
+  const c = $("chart");
+  const dpr = devicePixelRatio, k = uiScale();
+  const rect = c.getBoundingClientRect();
+  c.width = Math.max(1, Math.round(rect.width * dpr)); c.height = Math.max(1, Math.round(rect.height * dpr));
   const g = c.getContext("2d");
-  const W = c.width, H = c.height, pad = 6;
+  const W = c.width, H = c.height, padL = 44 * dpr * k, padR = 40 * dpr * k, padT = 8 * dpr, padB = 20 * dpr * k;
   g.clearRect(0, 0, W, H);
-  const lv = (d.info.thresholds && d.info.thresholds.alarm_levels_m) || [];
-  const vals = h.map((p) => p[1]).concat(lv);
-  const lo = Math.min(...vals) - 0.1, hi = Math.max(...vals) + 0.1;
-  const t0 = h[0][0], t1 = h[h.length - 1][0] || t0 + 1;
-  const X = (ms) => pad + (W - 2 * pad) * (ms - t0) / Math.max(1, t1 - t0);
-  const Y = (v) => H - pad - (H - 2 * pad) * (v - lo) / (hi - lo);
-  lv.forEach((v, i) => {
-    g.strokeStyle = LEVEL_COLOR[i + 1]; g.setLineDash([4, 3]); g.beginPath(); g.moveTo(pad, Y(v)); g.lineTo(W - pad, Y(v)); g.stroke();
-  });
-  g.setLineDash([]);
-  g.strokeStyle = "#4aa3ff"; g.lineWidth = 2; g.beginPath();
-  h.forEach(([ms, v], i) => (i ? g.lineTo(X(ms), Y(v)) : g.moveTo(X(ms), Y(v))));
-  g.stroke();
+  g.font = `${10 * dpr * k}px system-ui, sans-serif`;
+  const step = chart.step_s * 1000;
+  const t0 = chart.t[0], t1 = chart.t[chart.t.length - 1] + step;
+  const X = (ms) => padL + (W - padL - padR) * (ms - t0) / Math.max(1, t1 - t0);
+  // Bars, scaled from zero on the right axis.
+  if (bars) {
+    const max = Math.max(1e-9, ...bars.v.filter((v) => v != null));
+    const bw = Math.max(1, (W - padL - padR) * step / Math.max(1, t1 - t0) - dpr);
+    g.fillStyle = bars.name === "rainfall_mm" ? "#3b7dd8aa" : "#7bd88f88";
+    bars.v.forEach((v, i) => {
+      if (v == null) return;
+      const h = (H - padT - padB) * v / max;
+      g.fillRect(X(chart.t[i]), H - padB - h, bw, h);
+    });
+    g.fillStyle = "#9fb0c2"; g.textAlign = "left";
+    g.fillText(fmt(max), W - padR + 4 * dpr, padT + 8 * dpr * k);
+    g.fillText("0", W - padR + 4 * dpr, H - padB);
+  }
+  // The line, with the station's alarm levels when it has them.
+  if (line) {
+    const lv = line.name === "water_level_m" ? ((d.info.thresholds && d.info.thresholds.alarm_levels_m) || []) : [];
+    const vals = line.v.filter((v) => v != null);
+    if (vals.length) {
+      // Levels far above the readings would flatten the line: show those
+      // within reach (the next one up, and any already passed).
+      const top = Math.max(...vals);
+      const shown = lv.filter((x, i) => x <= top || i === lv.findIndex((y) => y > top));
+      const all = vals.concat(shown);
+      let lo = Math.min(...all), hi = Math.max(...all);
+      const pad = Math.max(0.05, (hi - lo) * 0.1); lo -= pad; hi += pad;
+      const Y = (v) => H - padB - (H - padT - padB) * (v - lo) / (hi - lo);
+      shown.forEach((v) => {
+        const i = lv.indexOf(v);
+        g.strokeStyle = LEVEL_COLOR[i + 1]; g.lineWidth = dpr; g.setLineDash([5 * dpr, 4 * dpr]);
+        g.beginPath(); g.moveTo(padL, Y(v)); g.lineTo(W - padR, Y(v)); g.stroke();
+        g.fillStyle = LEVEL_COLOR[i + 1]; g.textAlign = "right"; g.fillText(`BĐ${i + 1}`, W - padR - 2 * dpr, Y(v) - 3 * dpr);
+      });
+      g.setLineDash([]);
+      g.strokeStyle = "#e6edf3"; g.lineWidth = 2 * dpr; g.beginPath();
+      let pen = false;
+      line.v.forEach((v, i) => {
+        if (v == null) { pen = false; return; }
+        const x = X(chart.t[i] + step / 2), y = Y(v);
+        pen ? g.lineTo(x, y) : g.moveTo(x, y); pen = true;
+      });
+      g.stroke();
+      g.fillStyle = "#9fb0c2"; g.textAlign = "right";
+      g.fillText(fmt(hi), padL - 4 * dpr, padT + 8 * dpr * k);
+      g.fillText(fmt(lo), padL - 4 * dpr, H - padB);
+    }
+  }
+  g.fillStyle = "#9fb0c2";
+  g.textAlign = "left"; g.fillText(hhmm(t0), padL, H - 5 * dpr);
+  g.textAlign = "right"; g.fillText(hhmm(t1), W - padR, H - 5 * dpr);
+  const legend = $("chart-legend");
+  legend.replaceChildren();
+  for (const [m, color] of [[line, "#e6edf3"], [bars, bars && bars.name === "rainfall_mm" ? "#3b7dd8" : "#7bd88f"]]) {
+    if (!m) continue;
+    const span = document.createElement("span"), i = document.createElement("i");
+    i.style.background = color; span.append(i, t(m.name)); legend.append(span);
+  }
+  const steps = document.createElement("span");
+  steps.textContent = `${chart.step_s >= 60 ? chart.step_s / 60 + " min" : chart.step_s + " s"}`;
+  legend.append(steps);
 }
+function fmt(v) { return Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(2); }
+function hhmm(ms) { return new Date(ms).toLocaleTimeString(lang === "vi" ? "vi-VN" : "en-GB", { hour: "2-digit", minute: "2-digit" }); }
 
 function renderCounts() {
   let reporting = 0, off = 0;
@@ -571,10 +811,84 @@ function applyLang() {
   document.documentElement.lang = lang;
   $("lang").textContent = lang === "vi" ? "EN" : "VI";
   document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+  document.querySelectorAll("[data-i18n-title]").forEach((el) => { el.title = t(el.dataset.i18nTitle); });
   $("conn").textContent = t($("conn").classList.contains("up") ? "connected" : "disconnected");
+  $("offline-banner").textContent = t("lost");
+  applyMute();
   renderLegend(); renderAlerts(); renderCounts(); renderDetail();
 }
 $("lang").addEventListener("click", () => { lang = lang === "vi" ? "en" : "vi"; localStorage.setItem("ioc.lang", lang); applyLang(); });
+
+// Large type for a videowall, kept in this browser.
+function applyLarge(on) {
+  document.body.classList.toggle("large", on);
+  $("large").setAttribute("aria-pressed", String(on));
+  $("large").textContent = on ? "A−" : "A+";
+  localStorage.setItem("ioc.large", on ? "1" : "");
+  resize(); renderChart();
+}
+$("large").addEventListener("click", () => applyLarge(!document.body.classList.contains("large")));
+
+// ---------- new critical alerts: a chime (unless muted) and a flash ----------
+let muted = localStorage.getItem("ioc.mute") === "1";
+let audio = null;
+const alarms = { count: 0, chimes: 0 }; // for the page's tests
+window.iocAlarms = alarms;
+function applyMute() {
+  $("mute").textContent = t(muted ? "soundOff" : "soundOn");
+  $("mute").setAttribute("aria-pressed", String(muted));
+}
+$("mute").addEventListener("click", () => { muted = !muted; localStorage.setItem("ioc.mute", muted ? "1" : ""); applyMute(); });
+// Browsers start sound only after a gesture on the page: the first click
+// or key press unlocks it.
+for (const ev of ["click", "keydown"]) {
+  window.addEventListener(ev, () => {
+    if (!audio && window.AudioContext) audio = new AudioContext();
+    if (audio && audio.state === "suspended") audio.resume();
+  }, { once: false, passive: true });
+}
+function critical(a) { return a.severity === "severe" || a.severity === "extreme"; }
+function alarm(a) {
+  alarms.count++;
+  document.body.classList.remove("alarm");
+  void document.body.offsetWidth; // restart the animation
+  document.body.classList.add("alarm");
+  setTimeout(() => document.body.classList.remove("alarm"), 3500);
+  document.title = `(!) ${lang === "vi" ? a.title_vi : a.title_en}`;
+  setTimeout(() => { document.title = t("title"); }, 15000);
+  if (muted || !audio || audio.state !== "running") return;
+  alarms.chimes++;
+  // Three short tones, loud enough over a control room's hum.
+  const now = audio.currentTime;
+  for (let i = 0; i < 3; i++) {
+    const o = audio.createOscillator(), g = audio.createGain();
+    o.type = "square"; o.frequency.value = i === 2 ? 1175 : 880;
+    g.gain.setValueAtTime(0.0001, now + i * 0.3);
+    g.gain.exponentialRampToValueAtTime(0.25, now + i * 0.3 + 0.02);
+    g.gain.exponentialRampToValueAtTime(0.0001, now + i * 0.3 + 0.25);
+    o.connect(g).connect(audio.destination);
+    o.start(now + i * 0.3); o.stop(now + i * 0.3 + 0.27);
+  }
+}
+
+// ---------- connection state ----------
+// Lost for more than two seconds: a banner over the map, and the map greyed,
+// until the feed is back (a resume or a fresh snapshot).
+let lostTimer = null;
+function connectionState(up) {
+  $("conn").className = up ? "conn up" : "conn down";
+  $("conn").textContent = t(up ? "connected" : "disconnected");
+  clearTimeout(lostTimer);
+  if (up) {
+    $("offline-banner").hidden = true;
+    $("map-wrap").classList.remove("stale");
+  } else {
+    lostTimer = setTimeout(() => {
+      $("offline-banner").hidden = false;
+      $("map-wrap").classList.add("stale");
+    }, 2000);
+  }
+}
 
 // ---------- live feed ----------
 let panelDirty = false;
@@ -593,6 +907,7 @@ function onMessage(msg) {
       if (state) remember(state);
     }
     for (const a of msg.alerts) alerts.set(a.id, a);
+    indexAlerts();
     tracks.clear();
     for (const tr of msg.tracks || []) tracks.set(tr.plate, tr);
     lastSeq = msg.seq;
@@ -617,15 +932,17 @@ function onMessage(msg) {
     }
     for (const tr of msg.tracks || []) tracks.set(tr.plate, tr);
     for (const a of msg.alerts || []) {
-      if (a.status === "resolved") { alerts.delete(a.id); continue; }
+      if (a.status === "resolved") { alerts.delete(a.id); freshAlerts.delete(a.id); continue; }
       const known = alerts.get(a.id);
       if (known && known.version > a.version) continue;
       if (!known || known.level !== a.level) freshAlerts.add(a.id);
+      if (critical(a) && (!known || a.level > known.level)) alarm(a);
       alerts.set(a.id, a);
     }
+    if ((msg.alerts || []).length) indexAlerts();
   }
   lastSeq = msg.seq;
-  dirty = true;
+  dataDirty = true;
   schedulePanel();
 }
 
@@ -636,15 +953,21 @@ function connect() {
   socket = new WebSocket(url);
   socket.onopen = () => {
     backoff = 500;
-    const request = { type: "subscribe", filter: {}, token };
+    const request = { type: "subscribe", filter: filter(), token };
     // Resume: the server replays what was missed, or sends a snapshot.
     if (session && lastSeq !== null) request.resume = { session, seq: lastSeq };
     socket.send(JSON.stringify(request));
-    $("conn").className = "conn up"; $("conn").textContent = t("connected");
   };
-  socket.onmessage = (e) => { try { onMessage(JSON.parse(e.data)); } catch (err) { console.error(err); } };
+  // Live once the snapshot (or the resumed deltas) arrive.
+  socket.onmessage = (e) => {
+    try {
+      const msg = JSON.parse(e.data);
+      if (msg.type !== "error") connectionState(true);
+      onMessage(msg);
+    } catch (err) { console.error(err); }
+  };
   socket.onclose = () => {
-    $("conn").className = "conn down"; $("conn").textContent = t("disconnected");
+    connectionState(false);
     setTimeout(connect, backoff); backoff = Math.min(10000, backoff * 2);
   };
 }
@@ -680,6 +1003,7 @@ async function loadZones() {
 }
 
 (async function main() {
+  applyLarge(localStorage.getItem("ioc.large") === "1");
   resize();
   applyLang();
   await login();
