@@ -109,10 +109,8 @@ async fn page_shows_the_live_alert_with_its_area() {
         .await;
 
     // The alert's station: its chart, from the history endpoint.
-    page.eval(&format!(
-        "document.querySelector('li[data-subject=\"river-to-hieu\"]').click(); true"
-    ))
-    .await;
+    page.eval("document.querySelector('li[data-subject=\"river-to-hieu\"]').click(); true")
+        .await;
     page.wait_true(
         "!document.getElementById('chart-box').hidden \
          && document.getElementById('chart-legend').innerText.includes('Mực nước (m)') \
