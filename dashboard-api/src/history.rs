@@ -23,7 +23,9 @@ pub struct HistoryConfig {
     /// Width of one bucket (the finest step a query can ask for).
     #[serde(with = "humantime_serde")]
     pub step: Duration,
-    /// How far back each device's history reaches, at most.
+    /// How far back each device's history reaches when it reports every
+    /// step (buckets without readings take no room, so a device reporting
+    /// less often keeps longer).
     #[serde(with = "humantime_serde")]
     pub window: Duration,
     /// Memory for the history of all devices together, in MiB. With many
@@ -34,8 +36,8 @@ pub struct HistoryConfig {
 impl Default for HistoryConfig {
     fn default() -> Self {
         HistoryConfig {
-            step: Duration::from_secs(60),
-            window: Duration::from_secs(6 * 3600),
+            step: Duration::from_secs(10),
+            window: Duration::from_secs(2 * 3600),
             max_memory_mib: 64,
         }
     }

@@ -23,7 +23,7 @@ const TEXT = {
     soundOn: "Chuông: bật", soundOff: "Chuông: tắt",
     lost: "Mất kết nối tới máy chủ — đang kết nối lại… Dữ liệu trên màn hình có thể đã cũ.",
     muteTitle: "Tắt/bật chuông báo cảnh báo nghiêm trọng", largeTitle: "Chữ lớn (màn hình tường)",
-    cluster: "thiết bị", zoomIn: "bấm để phóng to",
+    cluster: "thiết bị", zoomIn: "bấm để phóng to", inView: "trong khung nhìn",
     water_level_m: "Mực nước (m)", rainfall_mm: "Mưa (mm)", flow_m3s: "Lưu lượng (m³/s)",
     inflow_m3s: "Lưu lượng đến (m³/s)", outflow_m3s: "Lưu lượng xả (m³/s)",
     vehicles: "Số xe", speed_kmh: "Tốc độ (km/h)", occupancy_pct: "Chiếm dụng (%)",
@@ -44,7 +44,7 @@ const TEXT = {
     soundOn: "Sound: on", soundOff: "Sound: off",
     lost: "Connection to the server lost — reconnecting… What the screen shows may be out of date.",
     muteTitle: "Mute/unmute the chime for critical alerts", largeTitle: "Large type (videowall)",
-    cluster: "devices", zoomIn: "click to zoom in",
+    cluster: "devices", zoomIn: "click to zoom in", inView: "in view",
     water_level_m: "Water level (m)", rainfall_mm: "Rainfall (mm)", flow_m3s: "Flow (m³/s)",
     inflow_m3s: "Inflow (m³/s)", outflow_m3s: "Outflow (m³/s)",
     vehicles: "Vehicles", speed_kmh: "Speed (km/h)", occupancy_pct: "Occupancy (%)",
@@ -663,8 +663,7 @@ function renderDetail() {
   const box = $("detail");
   const d = selected && devices.get(selected);
   if (!d) return;
-  const h = document.createElement("h3");
-  h.textContent = d.info.name;
+  $("detail-name").textContent = d.info.name;
   const table = document.createElement("table");
   table.append(row("ID", d.info.id), row(t("kind"), KIND[lang][d.info.kind] || d.info.kind), row(t("area"), areaText(d.info.area)));
   const lv = d.info.thresholds && d.info.thresholds.alarm_levels_m;
@@ -688,7 +687,7 @@ function renderDetail() {
     if (e.rate_per_h != null) table.append(row(t("rate"), `${e.rate_per_h.toFixed(2)} ${e.unit}/h` + (e.next_level ? ` → ${e.next_level} ${time(e.next_level_at)}` : "")));
     if ((a.nearest || []).length) table.append(row(t("nearest"), a.nearest.map((x) => `${x.name} (${distance(x.distance_m)})`).join(" · ")));
   }
-  box.replaceChildren(h, table);
+  box.replaceChildren(table);
   renderChart();
 }
 function distance(m) { return m < 1000 ? `${m} m` : `${(m / 1000).toFixed(1)} km`; }
@@ -787,7 +786,8 @@ function hhmm(ms) { return new Date(ms).toLocaleTimeString(lang === "vi" ? "vi-V
 function renderCounts() {
   let reporting = 0, off = 0;
   for (const d of devices.values()) { if (d.state) reporting++; if (offline(d)) off++; }
-  $("counts").textContent = `${devices.size} ${t("devices")} · ${reporting} ${t("reporting")}` + (off ? ` · ${off} ${t("offline")}` : "");
+  // Zoomed in, the feed carries the devices in view only.
+  $("counts").textContent = `${devices.size} ${t("devices")}${sentBox ? " " + t("inView") : ""} · ${reporting} ${t("reporting")}` + (off ? ` · ${off} ${t("offline")}` : "");
 }
 
 function renderLegend() {
