@@ -3,8 +3,8 @@
 //! lists an open alert with its area; the station's chart comes from the
 //! history endpoint; a new critical alert flashes the screen; the language
 //! and large type switch; a screenshot is saved as a test artifact
-//! (`target/test-artifacts/control-room.png`); an operator acknowledges and
-//! resolves the alert with the page's buttons (driven through the DevTools
+//! (`target/test-artifacts/control-room.png`); an operator acknowledges,
+//! assigns and resolves the alert with the page's buttons (driven through the DevTools
 //! protocol), and the store and the page agree; when the server goes away
 //! the page says so.
 
@@ -182,6 +182,19 @@ async fn page_shows_the_live_alert_with_its_area() {
         "{item}.innerText.includes('Đã xác nhận bởi Lò Văn Lan (admin)') && !{item}.querySelector('button.ack')"
     ))
     .await;
+    // Assigned to a team from the list (the page asks whom).
+    page.eval(&format!(
+        "window.prompt = () => 'Đội cứu hộ 2'; {item}.querySelector('button.assign').click(); true"
+    ))
+    .await;
+    page.wait_true(&format!(
+        "{item}.innerText.includes('Giao cho: Đội cứu hộ 2')"
+    ))
+    .await;
+    assert_eq!(
+        get_json(running.http_addr, &format!("/api/v1/alerts/{id}")).await["alert"]["handling"]["assignee"],
+        "Đội cứu hộ 2"
+    );
     page.eval(&format!(
         "{item}.querySelector('button.resolve').click(); true"
     ))

@@ -15,7 +15,7 @@ const TEXT = {
     opened: "Mở lúc", updated: "cập nhật", kind: "Loại", area: "Địa bàn", last: "Lần đo cuối", seq: "Số thứ tự",
     levels: "Mức BĐ1/BĐ2/BĐ3", noData: "Chưa có dữ liệu.", normal: "Bình thường",
     presence: "Kết nối", online: "trực tuyến", offline: "mất kết nối",
-    ack: "Xác nhận", resolve: "Đã xử lý", acked: "Đã xác nhận", by: "bởi", assignee: "Giao cho",
+    ack: "Xác nhận", resolve: "Đã xử lý", assign: "Giao việc", assignTo: "Giao cảnh báo này cho (để trống: không ai):", acked: "Đã xác nhận", by: "bởi", assignee: "Giao cho",
     who: "Tên cán bộ trực (ghi vào lịch sử cảnh báo):", failed: "Không thực hiện được",
     zones: "Vùng", nearest: "Gần nhất", track: "Hành trình", evidence: "Căn cứ cảnh báo", rate: "Tốc độ thay đổi",
     signIn: "Đăng nhập", tokenLabel: "Mã truy cập (token)", signInButton: "Vào",
@@ -36,7 +36,7 @@ const TEXT = {
     opened: "Opened", updated: "updated", kind: "Kind", area: "Area", last: "Last reading", seq: "Sequence",
     levels: "Levels BĐ1/BĐ2/BĐ3", noData: "No data yet.", normal: "Normal",
     presence: "Connection", online: "online", offline: "offline",
-    ack: "Acknowledge", resolve: "Resolve", acked: "Acknowledged", by: "by", assignee: "Assigned to",
+    ack: "Acknowledge", resolve: "Resolve", assign: "Assign", assignTo: "Assign this alert to (empty: nobody):", acked: "Acknowledged", by: "by", assignee: "Assigned to",
     who: "Operator name (recorded in the alert's history):", failed: "Could not do it",
     zones: "Zones", nearest: "Nearest", track: "Track", evidence: "Evidence", rate: "Rate of change",
     signIn: "Sign in", tokenLabel: "Access token", signInButton: "Sign in",
@@ -593,7 +593,7 @@ function renderAlerts() {
       const actions = document.createElement("div");
       actions.className = "actions";
       if (a.status === "open") actions.append(actionButton(a, "ack"));
-      actions.append(actionButton(a, "resolve"));
+      actions.append(actionButton(a, "assign"), actionButton(a, "resolve"));
       li.append(actions);
     }
     li.addEventListener("click", () => {
@@ -625,10 +625,17 @@ function actionButton(a, action) {
     ev.stopPropagation();
     const by = operator();
     if (!by) return;
+    const body = { by };
+    if (action === "assign") {
+      // Empty: nobody.
+      const to = prompt(t("assignTo"), (a.handling && a.handling.assignee) || "");
+      if (to === null) return;
+      body.assignee = to.trim();
+    }
     b.disabled = true;
     try {
       const r = await api(`/api/v1/alerts/${encodeURIComponent(a.id)}/${action}`, {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ by }),
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
       });
       if (!r.ok) {
         const e = await r.json().catch(() => ({}));
