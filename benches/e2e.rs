@@ -5,7 +5,15 @@
 //! ```sh
 //! cargo bench --bench e2e -- [RATE] [SECONDS] [DEVICES] [QOS]           # MQTT
 //! cargo bench --bench e2e -- --kafka [RATE] [SECONDS] [DEVICES]         # Kafka
+//! cargo bench --bench e2e -- --node-red [RATE] [SECONDS] [DEVICES] [QOS] # baseline
 //! ```
+//!
+//! `--node-red` runs the baseline instead of `ioc`: what a user would
+//! otherwise deploy for the river-gauge alarm, a Node-RED flow (MQTT in →
+//! JSON → BĐ1–BĐ3 threshold → WebSocket out, `benches/node-red/`) on the
+//! same Mosquitto with the same load, each reading sent to the screen with
+//! its alarm level. Node-RED comes from npm (`tests/run.sh` installs it in
+//! `~/.cache/ioc-tools/node-red`, or set `IOC_NODE_RED_HOME`).
 //!
 //! Defaults: 10000 readings/s for 20 s over 100000 devices, QoS 1; RATE 0
 //! sends as fast as the broker takes it. For MQTT the harness starts
@@ -94,10 +102,19 @@ async fn probe(
     pending: Pending,
     ready: tokio::sync::oneshot::Sender<()>,
     stop: CancellationToken,
+    node_red: bool,
 ) -> Probe {
-    let mut ws = common::live_subscriber(http).await;
+    let mut ws = if node_red {
+        node_red_screen(http).await
+    } else {
+        common::live_subscriber(http).await
+    };
     let mut out = Probe::default();
     let mut ready = Some(ready);
+    // Node-RED sends no snapshot: ready once connected.
+    if node_red && let Some(r) = ready.take() {
+        let _ = r.send(());
+    }
     loop {
         let msg = tokio::select! {
             () = stop.cancelled() => break,
@@ -120,7 +137,14 @@ async fn probe(
             }
             continue;
         }
-        let Some(states) = v["devices"].as_array() else {
+        // Node-RED: one reading per frame.
+        let single;
+        let states = if node_red {
+            single = [v];
+            &single[..]
+        } else if let Some(states) = v["devices"].as_array() {
+            &states[..]
+        } else {
             continue;
         };
         let mut pending = pending.lock().unwrap();
@@ -150,7 +174,12 @@ async fn main() {
     let devices: usize = common::arg(2, 100_000);
     let qos: u8 = common::arg(3, 1);
     let kafka = std::env::args().any(|a| a == "--kafka");
-    let transport = if kafka { "kafka" } else { "mqtt" };
+    let node_red = std::env::args().any(|a| a == "--node-red");
+    let transport = match (kafka, node_red) {
+        (true, _) => "kafka",
+        (false, true) => "node_red",
+        (false, false) => "mqtt",
+    };
 
     let broker = if kafka {
         let tansu = common::Tansu::start();
@@ -178,35 +207,15 @@ async fn main() {
     };
     let dir = tempfile::tempdir().unwrap();
     let http_port = common::free_port();
-    let config = dir.path().join("ioc.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[http]\nlisten = \"127.0.0.1:{http_port}\"\nadmin_token = \"{admin}\"\n{source}\
-             [embedded_broker]\nenabled = false\n[simulator]\nenabled = false\n\
-             [catalogue]\nscale = {devices}\n\
-             [dead_letter]\nfile = \"{}\"\n\
-             [alerts]\ndatabase = \"sqlite://{}\"\n",
-            dir.path().join("dead-letters.jsonl").display(),
-            dir.path().join("alerts.db").display(),
-            admin = common::TEST_ADMIN,
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.path().join("ioc.log")).unwrap();
-    let mut ioc = Command::new(env!("CARGO_BIN_EXE_ioc"))
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("cannot start ioc");
-    let pid = ioc.id();
-    let http: std::net::SocketAddr = ([127, 0, 0, 1], http_port).into();
-    common::wait_for_port(http, "ioc");
-
     let registry = Registry::sonla_scaled(devices);
+    let (mut ioc, http) = match &broker {
+        Broker::Mqtt(m) if node_red => {
+            start_node_red(dir.path(), http_port, m.port, qos, &registry)
+        }
+        _ => start_ioc(dir.path(), http_port, &source, devices),
+    };
+    let pid = ioc.id();
+
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
     let stop = CancellationToken::new();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -216,8 +225,9 @@ async fn main() {
         pending.clone(),
         ready_tx,
         stop.clone(),
+        node_red,
     ));
-    ready_rx.await.expect("no snapshot from /api/v1/live");
+    ready_rx.await.expect("no snapshot from the live feed");
     // Let the processor's MQTT subscription settle, or its Kafka consumer
     // join the group.
     tokio::time::sleep(Duration::from_secs(if kafka { 4 } else { 1 })).await;
@@ -316,23 +326,32 @@ async fn main() {
     let mut lat = probe.latencies_us.clone();
     lat.sort_unstable();
     let cpu = cpu_after - cpu_before;
-    let stats = common::get_json(http, "/api/v1/stats").await;
+    let stats = if node_red {
+        Value::Null
+    } else {
+        common::get_json(http, "/api/v1/stats").await
+    };
     // A clean stop, or a hard one if it does not stop within 10 s.
     let _ = Command::new("kill").arg(pid.to_string()).status();
     let stopping = Instant::now();
     while ioc.try_wait().ok().flatten().is_none() {
         if stopping.elapsed() > Duration::from_secs(10) {
-            eprintln!("ioc did not stop within 10 s of SIGTERM; killing it");
+            eprintln!("{transport} did not stop within 10 s of SIGTERM; killing it");
             let _ = ioc.kill();
             let _ = ioc.wait();
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let ioc_log = std::fs::read_to_string(dir.path().join("ioc.log")).unwrap_or_default();
+    let ioc_log = std::fs::read_to_string(dir.path().join("process.log")).unwrap_or_default();
     let warnings: Vec<&str> = ioc_log
         .lines()
-        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .filter(|l| {
+            l.contains("WARN")
+                || l.contains("ERROR")
+                || l.contains("[warn]")
+                || l.contains("[error]")
+        })
         .take(20)
         .collect();
 
@@ -342,6 +361,7 @@ async fn main() {
         "machine": common::bench_machine(),
         "commit": common::bench_commit(),
         "load": {"transport": transport, "rate": rate, "seconds": seconds, "devices": devices, "qos": if kafka { None } else { Some(qos) }},
+        "system": if node_red { "node-red" } else { "ioc" },
         "sent": sent,
         "delivered": lat.len(),
         "conflated": conflated,
@@ -369,7 +389,7 @@ async fn main() {
         "probe": {"frames": probe.frames, "resyncs": probe.resyncs},
         "ioc_warnings": warnings,
     });
-    let out = common::write_bench_result(&format!("e2e-{transport}"), &result);
+    let out = common::write_bench_result(&format!("e2e-{}", transport.replace('_', "-")), &result);
     println!(
         "e2e_{transport}: sent {} at {:.0}/s ({devices} devices); delivered {}, conflated {conflated}, missing {missing}; {throughput:.0} readings/s end to end\n\
          latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n\
@@ -388,4 +408,109 @@ async fn main() {
         out.display()
     );
     drop(broker);
+}
+
+/// Starts `ioc` with the source under test; its process and HTTP address.
+fn start_ioc(
+    dir: &std::path::Path,
+    http_port: u16,
+    source: &str,
+    devices: usize,
+) -> (std::process::Child, std::net::SocketAddr) {
+    let config = dir.join("ioc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http_port}\"\nadmin_token = \"{admin}\"\n{source}\
+             [embedded_broker]\nenabled = false\n[simulator]\nenabled = false\n\
+             [catalogue]\nscale = {devices}\n\
+             [dead_letter]\nfile = \"{}\"\n\
+             [alerts]\ndatabase = \"sqlite://{}\"\n",
+            dir.join("dead-letters.jsonl").display(),
+            dir.join("alerts.db").display(),
+            admin = common::TEST_ADMIN,
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("process.log")).unwrap();
+    let ioc = Command::new(env!("CARGO_BIN_EXE_ioc"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("cannot start ioc");
+    let http: std::net::SocketAddr = ([127, 0, 0, 1], http_port).into();
+    common::wait_for_port(http, "ioc");
+
+    (ioc, http)
+}
+
+/// Starts the Node-RED baseline (`benches/node-red/`) on the broker at
+/// `mqtt_port`; its process and HTTP address.
+fn start_node_red(
+    dir: &std::path::Path,
+    http_port: u16,
+    mqtt_port: u16,
+    qos: u8,
+    registry: &Registry,
+) -> (std::process::Child, std::net::SocketAddr) {
+    let home = std::env::var_os("IOC_NODE_RED_HOME").map_or_else(
+        || {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/ioc-tools/node-red")
+        },
+        std::path::PathBuf::from,
+    );
+    let red = home.join("node_modules/node-red/red.js");
+    assert!(
+        red.exists(),
+        "Node-RED is not installed at {}: run tests/run.sh (it installs node-red from npm) \
+         or set IOC_NODE_RED_HOME",
+        home.display()
+    );
+    let flows = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/node-red");
+    std::fs::copy(format!("{flows}/flows.json"), dir.join("flows.json")).unwrap();
+    // The gauges' BĐ1-BĐ3, from the same catalogue ioc uses.
+    let levels: serde_json::Map<String, Value> = registry
+        .devices()
+        .iter()
+        .filter_map(|d| Some((d.id.to_string(), json!(d.thresholds.alarm_levels_m?))))
+        .collect();
+    let levels_file = dir.join("levels.json");
+    std::fs::write(&levels_file, Value::Object(levels).to_string()).unwrap();
+    let log = std::fs::File::create(dir.join("process.log")).unwrap();
+    let child = Command::new("node")
+        .arg(&red)
+        .arg("--settings")
+        .arg(format!("{flows}/settings.js"))
+        .arg("--userDir")
+        .arg(dir)
+        .env("IOC_NODE_RED_PORT", http_port.to_string())
+        .env("IOC_NODE_RED_LEVELS", &levels_file)
+        .env("IOC_MQTT_PORT", mqtt_port.to_string())
+        .env("IOC_MQTT_QOS", qos.to_string())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("cannot start node (Node.js): install the Debian package nodejs");
+    let http: std::net::SocketAddr = ([127, 0, 0, 1], http_port).into();
+    common::wait_for_port(http, "node-red");
+    (child, http)
+}
+
+/// A screen on the Node-RED flow's WebSocket, once its flows have started
+/// (the path answers 404 until then).
+async fn node_red_screen(
+    http: std::net::SocketAddr,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let url = format!("ws://{http}/ws/live");
+    for _ in 0..200 {
+        if let Ok((ws, _)) = tokio_tungstenite::connect_async(&url).await {
+            return ws;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("Node-RED's flow never opened {url}");
 }

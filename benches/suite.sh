@@ -8,8 +8,9 @@
 #
 # Each benchmark writes its JSON to target/bench/suite/; the report merges
 # them into target/bench/suite.json (with the machine, the commit and every
-# target from BENCHMARKS.md, met or not) and prints a summary. Needs
-# Mosquitto and Tansu, as the tests do (tests/run.sh installs them).
+# target from BENCHMARKS.md, met or not, and the ratios to the Node-RED
+# baseline) and prints a summary. Needs Mosquitto, Tansu and Node-RED, as
+# tests/run.sh installs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +43,7 @@ if $smoke; then
   run alert-store ioc alert_store 50
   run geo ioc geo 20000
   run ws-fanout-100 ioc ws_fanout 10 2000 1 300
+  run e2e-node-red-10k ioc e2e --node-red 1000 3 1000 1
 else
   run engine ioc engine 100000 2000000 2
   run kafka-ingest ioc kafka_ingest 1000000 10000 4
@@ -54,6 +56,9 @@ else
   run geo ioc geo 2000000
   run ws-fanout-100 ioc ws_fanout 100 12000 10 2000
   run ws-fanout-1000 ioc ws_fanout 1000 1000 10 2000
+  # The baseline: Node-RED on the same broker with the same loads.
+  run e2e-node-red-10k ioc e2e --node-red 10000 20 100000 1
+  run e2e-node-red-50k ioc e2e --node-red 50000 20 100000 1
 fi
 
 report_args=("$PWD/$out")

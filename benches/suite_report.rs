@@ -150,8 +150,28 @@ const TARGETS: &[Target] = &[
     },
 ];
 
-/// Benchmarks of the standard suite that do not exist yet.
-const NOT_BUILT: &[&str] = &["Node-RED baseline and ratios to it"];
+/// Our end-to-end result and the Node-RED baseline's at the same load.
+const BASELINES: &[(&str, &str)] = &[
+    ("e2e-mqtt-10k", "e2e-node-red-10k"),
+    ("e2e-mqtt-50k", "e2e-node-red-50k"),
+];
+
+/// Ours against the baseline's: how many times better ours is on each
+/// figure (above 1: ours is better).
+fn ratios(ours: &Value, theirs: &Value) -> Value {
+    let f = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_f64);
+    let better_if_higher = |p: &str| Some(f(ours, p)? / f(theirs, p)?);
+    let better_if_lower = |p: &str| Some(f(theirs, p)? / f(ours, p)?);
+    json!({
+        "throughput": better_if_higher("/throughput_per_s"),
+        "latency_p50": better_if_lower("/latency_ms/p50"),
+        "latency_p99": better_if_lower("/latency_ms/p99"),
+        "latency_max": better_if_lower("/latency_ms/max"),
+        "cpu_per_million": better_if_lower("/ioc/cpu_seconds_per_million"),
+        "rss_peak": better_if_lower("/ioc/rss_peak_mib"),
+        "missing": {"ours": ours["missing"], "baseline": theirs["missing"]},
+    })
+}
 
 fn main() {
     let dir = std::path::PathBuf::from(common::arg(0, "target/bench/suite".to_owned()));
@@ -206,8 +226,21 @@ fn main() {
             "bound": bound_text, "value": value, "met": if smoke { None } else { met },
         }));
     }
-    for missing in NOT_BUILT {
-        println!("{missing:<52} {:>14}", "not built");
+    let mut baseline = serde_json::Map::new();
+    for (ours, theirs) in BASELINES {
+        let (Some(o), Some(t)) = (results.get(*ours), results.get(*theirs)) else {
+            continue;
+        };
+        let r = ratios(o, t);
+        let x = |k: &str| r[k].as_f64().map_or("-".to_owned(), |v| format!("{v:.1}×"));
+        println!(
+            "vs Node-RED ({theirs}): throughput {}, p99 {} lower, CPU per reading {} less, RSS {} less",
+            x("throughput"),
+            x("latency_p99"),
+            x("cpu_per_million"),
+            x("rss_peak")
+        );
+        baseline.insert((*theirs).to_owned(), r);
     }
     let report = json!({
         "suite": "standard",
@@ -216,7 +249,7 @@ fn main() {
         "machine": common::bench_machine(),
         "commit": common::bench_commit(),
         "targets": rows,
-        "not_built": NOT_BUILT,
+        "vs_node_red": baseline,
         "results": results,
     });
     let out = dir.with_file_name("suite.json");
@@ -228,6 +261,7 @@ fn main() {
         "e2e-mqtt-10k",
         "e2e-kafka",
         "influx-sink",
+        "e2e-node-red-10k",
     ] {
         assert!(
             results.contains_key(name),

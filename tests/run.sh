@@ -5,7 +5,8 @@
 # mosquitto, chromium, victoria-metrics (it takes the InfluxDB v2 write
 # API), postgresql (for the alert store), libxml2-utils (xmllint, for CAP),
 # and the headers librdkafka builds against; from
-# crates.io: the Tansu Kafka broker), then checks formatting and lints and
+# crates.io: the Tansu Kafka broker; from npm: Node-RED, the benchmark
+# baseline), then checks formatting and lints and
 # runs every test. Tests start their own brokers on free loopback ports.
 # Then a smoke run of the benchmark suite (benches/suite.sh --smoke;
 # IOC_BENCH_SMOKE=0 skips), and fuzzes the telemetry decoder for
@@ -25,6 +26,9 @@ have victoria-metrics || packages+=(victoria-metrics)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || packages+=(postgresql)
 # xmllint checks CAP messages against the OASIS CAP 1.2 schema.
 have xmllint || packages+=(libxml2-utils)
+# The benchmark suite's baseline runs Node-RED (from npm) on Node.js.
+have node || packages+=(nodejs)
+have npm || packages+=(npm)
 # librdkafka (built from source by rdkafka-sys) needs these; libFuzzer, g++.
 for p in libssl-dev zlib1g-dev pkg-config make g++; do
   installed "$p" || packages+=("$p")
@@ -42,6 +46,14 @@ fi
 if ! have tansu; then
   echo "tests/run.sh: installing tansu from crates.io (once; takes a while)"
   cargo install --locked tansu --features dynostore,libsql
+fi
+
+# Node-RED, for the benchmark suite's baseline (benches/node-red/).
+export IOC_NODE_RED_HOME="${IOC_NODE_RED_HOME:-$HOME/.cache/ioc-tools/node-red}"
+if [ ! -f "$IOC_NODE_RED_HOME/node_modules/node-red/red.js" ]; then
+  echo "tests/run.sh: installing node-red from npm (once)"
+  mkdir -p "$IOC_NODE_RED_HOME"
+  npm install --prefix "$IOC_NODE_RED_HOME" --no-audit --no-fund --loglevel=error node-red@4.1.15 >/dev/null
 fi
 
 cargo fmt --all -- --check
