@@ -38,7 +38,7 @@ impl Default for HistoryConfig {
         HistoryConfig {
             step: Duration::from_secs(10),
             window: Duration::from_secs(2 * 3600),
-            max_memory_mib: 64,
+            max_memory_mib: 32,
         }
     }
 }
@@ -227,10 +227,14 @@ impl History {
         // A metric not seen before: start again with it (rare: a device's
         // readings keep their shape).
         if mask & !s.mask != 0 {
+            let stride = (s.mask | mask).count_ones() as usize;
+            // The whole ring at once: growing by doubling would overshoot
+            // the budget by up to a half.
             *s = Series {
                 mask: s.mask | mask,
-                stride: (s.mask | mask).count_ones() as usize,
-                ..Series::default()
+                stride,
+                index: VecDeque::with_capacity(self.capacity + 1),
+                cells: VecDeque::with_capacity((self.capacity + 1) * stride),
             };
         }
         let k = match s.index.back() {
