@@ -279,7 +279,10 @@ impl History {
     /// excluded) in rows of `step` (rounded up to a multiple of the
     /// bucket width).
     pub fn query(&self, i: usize, device: &str, from: i64, to: i64, step: Duration) -> HistoryView {
-        let per_row = (step.as_millis() as i64 + self.step_ms - 1) / self.step_ms;
+        // Any step a caller asks for, however large, stays in range: a row
+        // longer than a year holds everything anyway.
+        let asked = step.as_millis().min(366 * 86_400_000) as i64;
+        let per_row = (asked + self.step_ms - 1) / self.step_ms;
         let row_ms = per_row.max(1) * self.step_ms;
         let empty = Series::default();
         let s = self.series.get(i).unwrap_or(&empty);
@@ -415,6 +418,16 @@ mod tests {
         let v = h.query(0, "g", 0, i64::MAX, Duration::from_secs(60));
         assert_eq!(v.t.len(), 10);
         assert_eq!(v.t[8..], [35 * 60_000, 40 * 60_000]);
+    }
+
+    #[test]
+    fn any_step_or_range_is_answered() {
+        let mut h = History::new(&config(600), 1);
+        h.record(0, &level(60, 1.0, None));
+        let huge = Duration::from_secs(u64::MAX);
+        let v = h.query(0, "g", i64::MIN, i64::MAX, huge);
+        assert_eq!(v.values[0], vec![Some(1.0)]);
+        assert!(h.query(0, "g", 0, 1, Duration::ZERO).t.is_empty());
     }
 
     #[test]

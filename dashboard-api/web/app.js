@@ -838,6 +838,7 @@ $("large").addEventListener("click", () => applyLarge(!document.body.classList.c
 
 // ---------- new critical alerts: a chime (unless muted) and a flash ----------
 let muted = localStorage.getItem("ioc.mute") === "1";
+const pageTitle = document.title;
 let audio = null;
 const alarms = { count: 0, chimes: 0 }; // for the page's tests
 window.iocAlarms = alarms;
@@ -862,7 +863,7 @@ function alarm(a) {
   document.body.classList.add("alarm");
   setTimeout(() => document.body.classList.remove("alarm"), 3500);
   document.title = `(!) ${lang === "vi" ? a.title_vi : a.title_en}`;
-  setTimeout(() => { document.title = t("title"); }, 15000);
+  setTimeout(() => { document.title = pageTitle; }, 15000);
   if (muted || !audio || audio.state !== "running") return;
   alarms.chimes++;
   // Three short tones, loud enough over a control room's hum.
