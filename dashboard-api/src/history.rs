@@ -4,7 +4,7 @@
 //! Each device keeps a ring of fixed-width buckets (`step`, by event time)
 //! holding, per numeric metric it reports, the sum and count of the
 //! readings that fell in it. A query re-aggregates buckets into any
-//! multiple of `step`: additive metrics (rainfall, vehicles) are summed,
+//! multiple of `step`: rainfall (an amount per reading) is summed,
 //! the others averaged. The whole history is bounded by `max_memory`: the
 //! number of buckets a device keeps is the smaller of `window / step` and
 //! its share of that budget, worked out once at start.
@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use ioc_schemas::{Body, DeviceState};
+use ioc_schemas::{DeviceState, Field};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -57,77 +57,26 @@ impl HistoryConfig {
     }
 }
 
-/// A numeric quantity a device's readings carry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// Water level, metres.
-    WaterLevelM,
-    /// Rainfall since the previous reading, millimetres (summed).
-    RainfallMm,
-    /// River discharge, m³/s.
-    FlowM3s,
-    /// Reservoir inflow, m³/s.
-    InflowM3s,
-    /// Reservoir outflow, m³/s.
-    OutflowM3s,
-    /// Vehicles counted (summed).
-    Vehicles,
-    /// Mean speed, km/h.
-    SpeedKmh,
-    /// Road occupancy, percent.
-    OccupancyPct,
-}
-
-const METRICS: [Metric; 8] = [
-    Metric::WaterLevelM,
-    Metric::RainfallMm,
-    Metric::FlowM3s,
-    Metric::InflowM3s,
-    Metric::OutflowM3s,
-    Metric::Vehicles,
-    Metric::SpeedKmh,
-    Metric::OccupancyPct,
+/// The fields charted, in the order of a view's columns.
+const CHARTED: [Field; 8] = [
+    Field::WaterLevelM,
+    Field::RainfallMm,
+    Field::FlowM3s,
+    Field::InflowM3s,
+    Field::OutflowM3s,
+    Field::FlowVph,
+    Field::SpeedKmh,
+    Field::OccupancyPct,
 ];
 
-impl Metric {
-    /// Whether a bucket reports the sum of its readings (else their mean).
-    pub fn additive(self) -> bool {
-        matches!(self, Metric::RainfallMm | Metric::Vehicles)
-    }
-
-    fn bit(self) -> u8 {
-        1 << (self as u8)
-    }
+/// Whether a bucket reports the sum of its readings (rainfall since the
+/// previous reading adds up) rather than their mean.
+fn additive(f: Field) -> bool {
+    f == Field::RainfallMm
 }
 
-/// The metrics of one reading, in the order of [`METRICS`], with the mask
-/// of those present.
-fn values(body: &Body) -> (u8, [f64; 8]) {
-    let mut v = [0.0; 8];
-    let mut mask = 0u8;
-    let mut put = |m: Metric, x: Option<f64>| {
-        if let Some(x) = x.filter(|x| x.is_finite()) {
-            v[m as usize] = x;
-            mask |= m.bit();
-        }
-    };
-    match body {
-        Body::Hydrology(h) => {
-            put(Metric::WaterLevelM, h.water_level_m);
-            put(Metric::RainfallMm, h.rainfall_mm);
-            put(Metric::FlowM3s, h.flow_m3s);
-            put(Metric::InflowM3s, h.inflow_m3s);
-            put(Metric::OutflowM3s, h.outflow_m3s);
-        }
-        Body::Traffic(t) => {
-            put(Metric::Vehicles, Some(t.counts.total() as f64));
-            put(Metric::SpeedKmh, t.speed_kmh);
-            put(Metric::OccupancyPct, t.occupancy_pct);
-        }
-        Body::Camera(_) => {}
-    }
-    (mask, v)
+fn bit(f: Field) -> u16 {
+    1 << (f as u16)
 }
 
 /// One metric's readings in one bucket.
@@ -141,8 +90,8 @@ struct Cell {
 /// (event time / step) of cells `k * stride .. (k + 1) * stride`.
 #[derive(Debug, Default)]
 struct Series {
-    /// The metrics kept, as bits of [`Metric`]; `stride` of them.
-    mask: u8,
+    /// The fields kept, as bits of [`Field`]; `stride` of them.
+    mask: u16,
     stride: usize,
     index: VecDeque<u32>,
     cells: VecDeque<Cell>,
@@ -179,8 +128,9 @@ pub struct HistoryView {
 /// A metric of a [`HistoryView`].
 #[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct MetricInfo {
-    /// The metric.
-    pub name: Metric,
+    /// The field, named as in the envelope (`flow_vph`: vehicles per hour
+    /// over the counting interval).
+    pub name: Field,
     /// `sum` or `mean` of the readings in a row.
     pub aggregate: &'static str,
 }
@@ -217,7 +167,10 @@ impl History {
         let Some(s) = self.series.get_mut(i) else {
             return;
         };
-        let (mask, v) = values(&state.reading);
+        let mask = CHARTED
+            .into_iter()
+            .filter(|&f| state.reading.field(f).is_some_and(f64::is_finite))
+            .fold(0, |m, f| m | bit(f));
         if mask == 0 {
             return;
         }
@@ -257,17 +210,13 @@ impl History {
                 s.index.len() - 1
             }
         };
-        let mut j = 0;
-        for m in METRICS {
-            if s.mask & m.bit() == 0 {
-                continue;
-            }
-            if mask & m.bit() != 0 {
+        let kept = CHARTED.into_iter().filter(|&f| s.mask & bit(f) != 0);
+        for (j, f) in kept.enumerate() {
+            if mask & bit(f) != 0 {
                 let cell = &mut s.cells[k * s.stride + j];
-                cell.sum += v[m as usize] as f32;
+                cell.sum += state.reading.field(f).unwrap_or_default() as f32;
                 cell.count = cell.count.saturating_add(1);
             }
-            j += 1;
         }
         while s.index.len() > self.capacity {
             s.index.pop_front();
@@ -286,9 +235,9 @@ impl History {
         let row_ms = per_row.max(1) * self.step_ms;
         let empty = Series::default();
         let s = self.series.get(i).unwrap_or(&empty);
-        let kept: Vec<Metric> = METRICS
+        let kept: Vec<Field> = CHARTED
             .into_iter()
-            .filter(|m| s.mask & m.bit() != 0)
+            .filter(|&f| s.mask & bit(f) != 0)
             .collect();
         let mut view = HistoryView {
             device: device.to_owned(),
@@ -297,7 +246,7 @@ impl History {
                 .iter()
                 .map(|&name| MetricInfo {
                     name,
-                    aggregate: if name.additive() { "sum" } else { "mean" },
+                    aggregate: if additive(name) { "sum" } else { "mean" },
                 })
                 .collect(),
             t: Vec::new(),
@@ -309,7 +258,7 @@ impl History {
             view.t.push(t);
             for (j, (c, m)) in cells.iter().zip(&kept).enumerate() {
                 view.values[j].push((c.count > 0).then(|| {
-                    let v = if m.additive() {
+                    let v = if additive(*m) {
                         f64::from(c.sum)
                     } else {
                         f64::from(c.sum) / f64::from(c.count)
@@ -349,7 +298,7 @@ impl History {
 mod tests {
     use std::sync::Arc;
 
-    use ioc_schemas::{Hydrology, Timestamp};
+    use ioc_schemas::{Body, Hydrology, Timestamp};
 
     use super::*;
 
@@ -384,7 +333,7 @@ mod tests {
         h.record(0, &level(60, 4.0, None));
         let v = h.query(0, "g", 0, 3_600_000, Duration::from_secs(60));
         assert_eq!(v.t, vec![0, 60_000]);
-        assert_eq!(v.metrics[0].name, Metric::WaterLevelM);
+        assert_eq!(v.metrics[0].name, Field::WaterLevelM);
         assert_eq!(v.values[0], vec![Some(1.5), Some(4.0)]);
         assert_eq!(v.values[1], vec![Some(5.0), None]);
         // Coarser rows re-aggregate the buckets.

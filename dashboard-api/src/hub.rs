@@ -261,10 +261,6 @@ impl LiveHub {
         let mut in_update: HashSet<usize> = HashSet::new();
         let mut update = Update::default();
         let mut st = self.lock();
-        let mut history = self
-            .history
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.refresh_zones(&mut st);
         let mut zones = None;
         for output in batch {
@@ -282,7 +278,7 @@ impl LiveHub {
                         let zones = zones.get_or_insert_with(|| self.geo.current());
                         st.zones[i] = zones.at(d.pos).into();
                     }
-                    history.record(i, &d);
+                    self.chart_history().record(i, &d);
                     st.states[i] = Some(d);
                     if in_update.insert(i) {
                         changed.push(i);
@@ -481,21 +477,22 @@ impl LiveHub {
         step: Option<std::time::Duration>,
     ) -> Option<HistoryView> {
         let i = self.registry.lookup(id)?;
-        let h = self
-            .history
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let h = self.chart_history();
         let step = step.unwrap_or_else(|| h.step());
         Some(h.query(i as usize, id, from, to, step))
     }
 
     /// How far back history reaches and its finest step.
     pub fn history_bounds(&self) -> (std::time::Duration, usize) {
-        let h = self
-            .history
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let h = self.chart_history();
         (h.step(), h.capacity())
+    }
+
+    /// The history, held only for one reading or one query.
+    fn chart_history(&self) -> MutexGuard<'_, History> {
+        self.history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Active (open or acknowledged) alerts, most severe and most recent first.

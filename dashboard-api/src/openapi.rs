@@ -333,7 +333,7 @@ fn build() -> Value {
     )
     .describe(
         "One row per step, per numeric metric the device reports: the sum \
-             (rainfall, vehicles) or the mean of the readings in it. Bounded by \
+             (rainfall) or the mean of the readings in it. Bounded by \
              `http.history`; older readings come from the time-series database.",
     )
     .param("id", "The device id", json!({"type": "string"}))

@@ -26,7 +26,7 @@ const TEXT = {
     cluster: "thiết bị", zoomIn: "bấm để phóng to", inView: "trong khung nhìn",
     water_level_m: "Mực nước (m)", rainfall_mm: "Mưa (mm)", flow_m3s: "Lưu lượng (m³/s)",
     inflow_m3s: "Lưu lượng đến (m³/s)", outflow_m3s: "Lưu lượng xả (m³/s)",
-    vehicles: "Số xe", speed_kmh: "Tốc độ (km/h)", occupancy_pct: "Chiếm dụng (%)",
+    flow_vph: "Lưu lượng xe (xe/giờ)", speed_kmh: "Tốc độ (km/h)", occupancy_pct: "Chiếm dụng (%)",
   },
   en: {
     title: "Intelligent Operations Center — Sơn La",
@@ -47,7 +47,7 @@ const TEXT = {
     cluster: "devices", zoomIn: "click to zoom in", inView: "in view",
     water_level_m: "Water level (m)", rainfall_mm: "Rainfall (mm)", flow_m3s: "Flow (m³/s)",
     inflow_m3s: "Inflow (m³/s)", outflow_m3s: "Outflow (m³/s)",
-    vehicles: "Vehicles", speed_kmh: "Speed (km/h)", occupancy_pct: "Occupancy (%)",
+    flow_vph: "Traffic flow (veh/h)", speed_kmh: "Speed (km/h)", occupancy_pct: "Occupancy (%)",
   },
 };
 const KIND = {
@@ -487,21 +487,21 @@ function summary(d) {
   return p ? `${p.v} ${p.unit}${lvl ? " — BĐ" + lvl : ""}` : t("noData");
 }
 // The numeric metrics of a reading, named as the history endpoint names them.
-const ADDITIVE = new Set(["rainfall_mm", "vehicles"]);
+const ADDITIVE = new Set(["rainfall_mm"]);
 function metricsOf(reading) {
   const m = {};
   const h = reading.hydrology, tr = reading.traffic;
   if (h) for (const k of ["water_level_m", "rainfall_mm", "flow_m3s", "inflow_m3s", "outflow_m3s"]) if (h[k] != null) m[k] = h[k];
   if (tr) {
     const c = tr.counts;
-    m.vehicles = (c.motorbike || 0) + (c.car || 0) + (c.truck || 0) + (c.bus || 0);
+    m.flow_vph = ((c.motorbike || 0) + (c.car || 0) + (c.truck || 0) + (c.bus || 0)) * 3600 / Math.max(1, tr.interval_s);
     if (tr.speed_kmh != null) m.speed_kmh = tr.speed_kmh;
     if (tr.occupancy_pct != null) m.occupancy_pct = tr.occupancy_pct;
   }
   return m;
 }
 // A live reading of the charted station joins its row (a new one when its
-// step has begun): sums for rain and vehicles, running means otherwise.
+// step has begun): sums for rain, running means otherwise.
 function remember(state) {
   if (!chart || chart.id !== state.device) return;
   const ms = Date.parse(state.ts), step = chart.step_s * 1000;
@@ -700,10 +700,10 @@ function renderDetail() {
 function distance(m) { return m < 1000 ? `${m} m` : `${(m / 1000).toFixed(1)} km`; }
 
 // The selected station's chart: its level (or speed) as a line against its
-// BĐ lines, rainfall (or vehicles) as bars on their own scale, the time
+// BĐ lines, rainfall (or vehicles per hour) as bars on their own scale, the time
 // axis from the history endpoint's rows.
 const LINE = ["water_level_m", "speed_kmh", "flow_m3s", "inflow_m3s"];
-const BARS = ["rainfall_mm", "vehicles"];
+const BARS = ["rainfall_mm", "flow_vph"];
 function renderChart() {
   const boxEl = $("chart-box");
   const d = selected && devices.get(selected);

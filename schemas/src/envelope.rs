@@ -88,7 +88,96 @@ pub enum Body {
     Camera(Camera),
 }
 
+/// A numeric field of a reading that a rule can watch. The names are the
+/// envelope's field names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    /// `hydrology.water_level_m`.
+    WaterLevelM,
+    /// `hydrology.rainfall_mm`.
+    RainfallMm,
+    /// `hydrology.flow_m3s`.
+    FlowM3s,
+    /// `hydrology.inflow_m3s`.
+    InflowM3s,
+    /// `hydrology.outflow_m3s`.
+    OutflowM3s,
+    /// `hydrology.gates_open`.
+    GatesOpen,
+    /// `hydrology.battery_v`.
+    BatteryV,
+    /// `hydrology.signal_dbm`.
+    SignalDbm,
+    /// `traffic.speed_kmh`.
+    SpeedKmh,
+    /// `traffic.occupancy_pct`.
+    OccupancyPct,
+    /// Vehicles per hour over the counting interval (from `traffic.counts`).
+    FlowVph,
+}
+
+impl Field {
+    /// Number of fields.
+    pub const COUNT: usize = 11;
+
+    /// Every field, in order.
+    pub const ALL: [Field; Field::COUNT] = [
+        Field::WaterLevelM,
+        Field::RainfallMm,
+        Field::FlowM3s,
+        Field::InflowM3s,
+        Field::OutflowM3s,
+        Field::GatesOpen,
+        Field::BatteryV,
+        Field::SignalDbm,
+        Field::SpeedKmh,
+        Field::OccupancyPct,
+        Field::FlowVph,
+    ];
+
+    /// The unit shown in alerts.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Field::WaterLevelM => "m",
+            Field::RainfallMm => "mm",
+            Field::FlowM3s | Field::InflowM3s | Field::OutflowM3s => "m³/s",
+            Field::GatesOpen => "gates",
+            Field::BatteryV => "V",
+            Field::SignalDbm => "dBm",
+            Field::SpeedKmh => "km/h",
+            Field::OccupancyPct => "%",
+            Field::FlowVph => "veh/h",
+        }
+    }
+
+    /// Whether readings of this body family carry the field.
+    pub fn is_traffic(self) -> bool {
+        matches!(self, Field::SpeedKmh | Field::OccupancyPct | Field::FlowVph)
+    }
+}
+
 impl Body {
+    /// The value of a numeric field, if this reading has it.
+    pub fn field(&self, field: Field) -> Option<f64> {
+        match (self, field) {
+            (Body::Hydrology(h), Field::WaterLevelM) => h.water_level_m,
+            (Body::Hydrology(h), Field::RainfallMm) => h.rainfall_mm,
+            (Body::Hydrology(h), Field::FlowM3s) => h.flow_m3s,
+            (Body::Hydrology(h), Field::InflowM3s) => h.inflow_m3s,
+            (Body::Hydrology(h), Field::OutflowM3s) => h.outflow_m3s,
+            (Body::Hydrology(h), Field::GatesOpen) => h.gates_open.map(f64::from),
+            (Body::Hydrology(h), Field::BatteryV) => h.battery_v,
+            (Body::Hydrology(h), Field::SignalDbm) => h.signal_dbm,
+            (Body::Traffic(t), Field::SpeedKmh) => t.speed_kmh,
+            (Body::Traffic(t), Field::OccupancyPct) => t.occupancy_pct,
+            (Body::Traffic(t), Field::FlowVph) => {
+                Some(t.counts.total() as f64 * 3600.0 / f64::from(t.interval_s.max(1)))
+            }
+            _ => None,
+        }
+    }
+
     /// The envelope key of this body (`hydrology`, `traffic`, `camera`).
     pub fn key(&self) -> &'static str {
         match self {

@@ -39,7 +39,8 @@ pub use device::{
     PresenceStatus, Thresholds,
 };
 pub use envelope::{
-    Body, Camera, CameraEvent, Envelope, EnvelopeV1, Hydrology, Limits, Traffic, VehicleCounts,
+    Body, Camera, CameraEvent, Envelope, EnvelopeV1, Field, Hydrology, Limits, Traffic,
+    VehicleCounts,
 };
 pub use live::{EngineOutput, LiveFilter, LiveMessage, LiveRequest, Resume, SnapshotReason};
 pub use reject::{RejectReason, Rejection, pointer_of};

@@ -83,7 +83,9 @@ pub struct HistoryQuery {
     pub to: Option<Timestamp>,
     /// Width of a row (`1m`, `15m`, `1h`…), rounded up to a multiple of
     /// `http.history.step`; default: that step.
-    pub step: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub step: Option<std::time::Duration>,
 }
 
 /// `GET /api/v1/devices/{id}/history[?from=&to=&step=]`: recent readings
@@ -93,24 +95,13 @@ pub async fn history(
     Path(id): Path<String>,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<HistoryView>, ApiError> {
-    let step = match q.step.as_deref() {
-        None => None,
-        Some(s) => Some(
-            humantime::parse_duration(s)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    ApiError::BadRequest(format!("step {s:?}: expected a duration such as 5m"))
-                })?,
-        ),
-    };
     let from = q.from.map_or(i64::MIN, Timestamp::millis);
     let to = q.to.map_or(i64::MAX, Timestamp::millis);
     if from >= to {
         return Err(ApiError::BadRequest("from: must be before to".into()));
     }
     app.hub
-        .history(&id, from, to, step)
+        .history(&id, from, to, q.step)
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no device {id:?}")))
 }
