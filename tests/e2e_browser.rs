@@ -118,6 +118,36 @@ async fn page_shows_the_live_alert_with_its_area() {
     )
     .await;
 
+    // The alert carries its zone and nearest shelters; the map draws the zones.
+    page.wait_true(
+        "(() => { const li = document.querySelector('li[data-subject=\"river-to-hieu\"]'); \
+         return li.innerText.includes('Vùng ngập lụt ven suối Nậm La') && li.innerText.includes('Gần nhất:') \
+         && window.iocPerf.zones > 10; })()",
+    )
+    .await;
+
+    // A watch-listed plate read by three cameras: its track is drawn.
+    for (k, camera) in ["cam-son-la-01", "cam-son-la-02", "cam-son-la-03"]
+        .into_iter()
+        .enumerate()
+    {
+        let pos = running.registry.get(camera).expect(camera).pos;
+        let ts = ioc_schemas::Timestamp(
+            ioc_schemas::Timestamp::now().millis() - 120_000 + 60_000 * k as i64,
+        );
+        let read = serde_json::json!({
+            "v": 1, "device": camera, "ts": ts.to_rfc3339(), "seq": 1, "pos": pos,
+            "camera": {"event": "plate_read", "plate": ioc_devices::simulator::WATCHED_PLATE, "confidence": 0.93}
+        });
+        device
+            .publish(
+                &format!("ioc/v1/camera/{camera}/telemetry"),
+                read.to_string(),
+            )
+            .await;
+    }
+    page.wait_true("window.iocPerf.tracks >= 1").await;
+
     // A new critical alert (BĐ3 is severe) flashes the screen.
     let other = "river-chieng-an";
     let levels_other = common::alarm_levels(&running.registry, other);

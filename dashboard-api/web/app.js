@@ -223,6 +223,7 @@ function draw() {
 // Zones under the devices: areas filled lightly by kind, roads as lines;
 // assets (lettered) once zoomed in; watch-listed plates' tracks on top.
 function drawZones() {
+  perf.zones = zones.length;
   const alarmed = new Set();
   for (const a of alerts.values()) for (const z of a.zones || []) alarmed.add(z.id);
   for (const z of zones) {
@@ -259,8 +260,10 @@ function drawZones() {
 function drawTracks() {
   ctx.font = `bold ${12 * devicePixelRatio}px system-ui, sans-serif`;
   ctx.textAlign = "left";
+  perf.tracks = 0;
   for (const tr of tracks.values()) {
     if (!tr.points.length) continue;
+    perf.tracks++;
     ctx.beginPath();
     tr.points.forEach((p, i) => { const [x, y] = project(p.pos[0], p.pos[1]); i ? ctx.lineTo(x, y) : ctx.moveTo(x, y); });
     ctx.strokeStyle = "#ff4fd8"; ctx.lineWidth = 3 * devicePixelRatio; ctx.stroke();
@@ -352,7 +355,7 @@ function offline(d) { return d.presence && d.presence.status === "offline"; }
 
 // Pan and zoom redraw at once; live data at most five times a second.
 let dataDirty = false, lastDraw = 0;
-const perf = { draws: 0, worstMs: 0, recent: [] }; // draw times, for measuring at scale
+const perf = { draws: 0, worstMs: 0, recent: [], zones: 0, tracks: 0 }; // draw times and what was drawn, for measuring and tests
 window.iocPerf = perf;
 function frame(now) {
   if (dirty || (dataDirty && now - lastDraw > 200)) {

@@ -26,6 +26,7 @@
 
 pub mod client;
 pub mod config;
+pub mod gzip;
 pub mod line;
 pub mod sink;
 pub mod spool;
@@ -38,6 +39,7 @@ use ioc_schemas::{Alert, Envelope, Timestamp};
 use tracing::warn;
 
 pub use config::{InfluxConfig, SpoolFull};
+pub use gzip::Gzip;
 pub use sink::{Sink, SinkError};
 
 /// What the sink writes.

@@ -1,12 +1,9 @@
 //! The batcher thread and the writer task, and how they stop.
 
-use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use ioc_devices::Registry;
 use ioc_schemas::Timestamp;
 use tokio::sync::Notify;
@@ -15,6 +12,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::client::{WriteClient, WriteError};
 use crate::config::{InfluxConfig, SpoolFull};
+use crate::gzip::Gzip;
 use crate::line::LineEncoder;
 use crate::spool::{Segment, Spool};
 use crate::{Input, Record, SinkStats};
@@ -210,6 +208,8 @@ struct Batcher {
 /// The batch being filled.
 struct Batch {
     lines: Vec<u8>,
+    /// The compressor, kept from batch to batch; `None` without gzip.
+    gzip: Option<Gzip>,
     points: u64,
     started: Option<(Instant, i64)>,
 }
@@ -220,6 +220,7 @@ impl Batcher {
     fn run(self, rx: flume::Receiver<Record>) {
         let mut batch = Batch {
             lines: Vec::with_capacity(self.batch_size * 256),
+            gzip: self.gzip.then(Gzip::new),
             points: 0,
             started: None,
         };
@@ -290,27 +291,19 @@ impl Batcher {
             return;
         };
         let points = std::mem::take(&mut batch.points);
-        let body = if self.gzip {
-            let mut gz = GzEncoder::new(
-                Vec::with_capacity(batch.lines.len() / 6 + 64),
-                Compression::fast(),
-            );
-            match gz.write_all(&batch.lines).and_then(|()| gz.finish()) {
-                Ok(body) => body,
-                Err(e) => {
-                    // Cannot happen writing to memory; never lose the batch over it.
-                    warn!(error = %e, "gzip failed; spooling the batch uncompressed");
-                    return self.spool(batch.lines.split_off(0), points, enqueued_ms, false);
-                }
+        match batch.gzip.as_mut().map(|gz| gz.compress(&batch.lines)) {
+            Some(Ok(body)) => self.spool(body, points, enqueued_ms, true),
+            Some(Err(e)) => {
+                // Cannot happen compressing in memory; never lose the batch over it.
+                warn!(error = %e, "gzip failed; spooling the batch uncompressed");
+                self.spool(&batch.lines, points, enqueued_ms, false);
             }
-        } else {
-            batch.lines.clone()
-        };
+            None => self.spool(&batch.lines, points, enqueued_ms, false),
+        }
         batch.lines.clear();
-        self.spool(body, points, enqueued_ms, self.gzip);
     }
 
-    fn spool(&self, body: Vec<u8>, points: u64, enqueued_ms: i64, gzip: bool) {
+    fn spool(&self, body: &[u8], points: u64, enqueued_ms: i64, gzip: bool) {
         let shared = &*self.shared;
         let mut spool = shared.lock();
         let mut blocked_since: Option<Instant> = None;
@@ -354,7 +347,7 @@ impl Batcher {
         if let Some(t) = blocked_since {
             warn!(waited = ?t.elapsed(), "time-series spool has room again; ingestion resumes");
         }
-        match spool.push(&body, points, enqueued_ms, gzip) {
+        match spool.push(body, points, enqueued_ms, gzip) {
             Ok(segment) => debug!(
                 seq = segment.seq,
                 points,
