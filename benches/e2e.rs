@@ -129,6 +129,19 @@ async fn probe(
         let arrived = Instant::now();
         out.frames += 1;
         let v: Value = serde_json::from_str(text.as_str()).unwrap();
+        // A snapshot of 100 000 devices comes in parts: the probe is ready
+        // once the last has arrived.
+        if v["type"] == "snapshot_part" || (v["type"] == "snapshot" && v["more"] == true) {
+            if v["type"] == "snapshot" && ready.is_none() {
+                out.resyncs += 1;
+            }
+            if v["more"] != true
+                && let Some(r) = ready.take()
+            {
+                let _ = r.send(());
+            }
+            continue;
+        }
         if v["type"] == "snapshot" {
             if let Some(r) = ready.take() {
                 let _ = r.send(());
@@ -433,14 +446,25 @@ fn start_ioc(
     )
     .unwrap();
     let log = std::fs::File::create(dir.join("process.log")).unwrap();
-    let ioc = Command::new(env!("CARGO_BIN_EXE_ioc"))
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("cannot start ioc");
+    // IOC_BENCH_WRAP runs ioc under a profiler (e.g. `heaptrack -o
+    // /tmp/ioc`); the RSS and CPU figures are then the wrapper's.
+    let wrap = std::env::var("IOC_BENCH_WRAP").unwrap_or_default();
+    let mut wrap = wrap.split_whitespace();
+    let ioc = match wrap.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(wrap).arg(env!("CARGO_BIN_EXE_ioc"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_ioc")),
+    }
+    .arg("--config")
+    .arg(&config)
+    .env("RUST_LOG", "warn")
+    .stdout(log.try_clone().unwrap())
+    .stderr(log)
+    .spawn()
+    .expect("cannot start ioc");
     let http: std::net::SocketAddr = ([127, 0, 0, 1], http_port).into();
     common::wait_for_port(http, "ioc");
 

@@ -125,8 +125,10 @@ pub struct Update {
 pub struct Snapshot {
     /// The hub sequence number it reflects: later updates change it.
     pub seq: u64,
-    /// The devices that pass.
-    pub devices: Vec<DeviceView>,
+    /// The devices that pass, by registry index: their views are taken
+    /// part by part with [`LiveHub::views`], so that a province's snapshot
+    /// never exists whole in memory.
+    pub devices: Vec<u32>,
     /// The open alerts that pass.
     pub alerts: Vec<Alert>,
     /// The tracks that pass.
@@ -419,7 +421,7 @@ impl LiveHub {
         let mut devices = Vec::new();
         for i in 0..st.states.len() {
             if filter.device(&self.place(&st, i)) {
-                devices.push(self.view(&st, i));
+                devices.push(i as u32);
             }
         }
         let alerts = st
@@ -440,6 +442,18 @@ impl LiveHub {
             alerts,
             tracks,
         }
+    }
+
+    /// The views of these devices (registry indices) with their latest
+    /// state; indices outside the registry are skipped.
+    pub fn views(&self, devices: &[u32]) -> Vec<DeviceView> {
+        let mut st = self.lock();
+        self.refresh_zones(&mut st);
+        devices
+            .iter()
+            .filter(|&&i| (i as usize) < st.states.len())
+            .map(|&i| self.view(&st, i as usize))
+            .collect()
     }
 
     fn view(&self, st: &HubState, i: usize) -> DeviceView {

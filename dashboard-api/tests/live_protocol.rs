@@ -49,7 +49,11 @@ impl Drop for Server {
 }
 
 async fn server() -> Server {
-    let hub = LiveHub::new(registry());
+    server_with(registry()).await
+}
+
+async fn server_with(registry: Arc<Registry>) -> Server {
+    let hub = LiveHub::new(registry);
     let cancel = CancellationToken::new();
     let config = AuthConfig {
         tokens: vec![ApiToken {
@@ -511,4 +515,55 @@ async fn a_client_that_cannot_keep_up_is_resynced_with_a_snapshot() {
             break;
         }
     }
+}
+
+/// A province's snapshot comes in parts of at most 2 000 devices, with
+/// consecutive sequence numbers, before any delta; together they hold
+/// every device once.
+#[tokio::test]
+async fn a_large_snapshot_comes_in_parts_before_any_delta() {
+    let scaled = Registry::sonla_scaled(5_000);
+    let first = scaled.devices()[0].clone();
+    let s = server_with(scaled.clone()).await;
+    let mut ws = connect(s.addr).await;
+    send(&mut ws, json!({"type": "subscribe"})).await;
+    let snapshot = next(&mut ws).await.unwrap();
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(snapshot["more"], true);
+    // A change while the parts go out arrives after them, in a delta.
+    s.hub.apply(vec![EngineOutput::Device(DeviceState {
+        device: first.id.as_str().into(),
+        ts: Timestamp(5_000),
+        seq: 5,
+        pos: first.pos,
+        reading: Body::Hydrology(Hydrology {
+            water_level_m: Some(1.5),
+            ..Hydrology::default()
+        }),
+        alarm_level: None,
+    })]);
+    let mut seen: Vec<String> = ids(&snapshot["devices"], "id");
+    let mut parts = vec![seen.len()];
+    let mut seq = snapshot["seq"].as_u64().unwrap();
+    loop {
+        let part = next(&mut ws).await.unwrap();
+        assert_eq!(part["type"], "snapshot_part", "{part}");
+        seq += 1;
+        assert_eq!(part["seq"], seq);
+        let devices = ids(&part["devices"], "id");
+        parts.push(devices.len());
+        seen.extend(devices);
+        if part["more"] != true {
+            break;
+        }
+    }
+    assert_eq!(parts, [2_000, 2_000, 1_000]);
+    let unique: std::collections::HashSet<&String> = seen.iter().collect();
+    assert_eq!((seen.len(), unique.len()), (5_000, 5_000));
+    let delta = next(&mut ws).await.unwrap();
+    assert_eq!(
+        (&delta["type"], &delta["seq"]),
+        (&json!("delta"), &json!(seq + 1))
+    );
+    assert_eq!(delta["devices"][0]["device"], first.id.as_str());
 }

@@ -909,14 +909,26 @@ function schedulePanel() {
   setTimeout(() => { panelDirty = false; renderAlerts(); renderCounts(); if (selected) renderDetail(); }, 100);
 }
 
+function addDevices(list) {
+  for (const d of list) {
+    const { state, presence, ...info } = d;
+    devices.set(info.id, { info, state: state || null, presence: presence || null });
+    if (state) remember(state);
+  }
+}
+
 function onMessage(msg) {
-  if (msg.type === "snapshot") {
+  if (msg.type === "snapshot_part") {
+    // The snapshot's next devices (a large one comes in parts).
+    if (lastSeq !== null && msg.seq !== lastSeq + 1) { socket.close(); return; }
+    addDevices(msg.devices);
+    lastSeq = msg.seq;
+    dataDirty = true;
+    if (!msg.more) { renderCounts(); if (selected) renderDetail(); }
+    return;
+  } else if (msg.type === "snapshot") {
     devices.clear(); alerts.clear();
-    for (const d of msg.devices) {
-      const { state, presence, ...info } = d;
-      devices.set(info.id, { info, state: state || null, presence: presence || null });
-      if (state) remember(state);
-    }
+    addDevices(msg.devices);
     for (const a of msg.alerts) alerts.set(a.id, a);
     indexAlerts();
     tracks.clear();

@@ -20,7 +20,9 @@ use crate::zone::{GeofenceEvent, Track};
 pub enum LiveMessage {
     /// Everything the client should show for its filter: every device that
     /// passes it with its latest state, and every open alert that passes it.
-    /// It replaces whatever the client held.
+    /// It replaces whatever the client held. Beyond 2 000 devices the
+    /// devices come in parts: this message carries the first and `more`,
+    /// and `snapshot_part` messages the rest, before any delta.
     Snapshot {
         /// Sequence number of this message.
         seq: u64,
@@ -37,6 +39,21 @@ pub enum LiveMessage {
         /// Recent tracks of watch-listed plates.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         tracks: Vec<Track>,
+        /// More devices follow in `snapshot_part` messages.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
+    },
+    /// The next devices of the snapshot in progress, added to those the
+    /// client holds (keeping a province's snapshot to messages of about a
+    /// megabyte).
+    SnapshotPart {
+        /// Sequence number of this message.
+        seq: u64,
+        /// The next devices that pass the filter.
+        devices: Vec<DeviceView>,
+        /// More devices follow in another `snapshot_part`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     },
     /// What changed since the previous message.
     Delta {

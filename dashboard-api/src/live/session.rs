@@ -18,6 +18,11 @@ use crate::hub::{Frame, LiveHub, Update};
 /// How many alerts and geofence events may wait for one client before it
 /// is resynchronised with a snapshot instead (they are never conflated).
 pub const MAX_PENDING_EVENTS: usize = 10_000;
+/// Devices per snapshot message (about 0.4 KiB each as JSON): a
+/// province's snapshot goes out as `snapshot` plus `snapshot_part`s of
+/// about a megabyte instead of one message of tens of megabytes, which the
+/// server would hold several copies of while sending it.
+pub const SNAPSHOT_PART: usize = 2_000;
 /// How many messages a session keeps for resuming, at most.
 const HISTORY_FRAMES: usize = 512;
 /// How many bytes of messages a session keeps for resuming, at most.
@@ -64,6 +69,10 @@ struct Inner {
     through: u64,
     /// A snapshot is due next, and why.
     want: Option<SnapshotReason>,
+    /// The devices (registry indices) of the snapshot in progress still to
+    /// send, and how many of them went already; deltas wait until they are
+    /// all sent.
+    parts: (Vec<u32>, usize),
     pending: Pending,
     /// Recent messages, for resuming.
     history: VecDeque<(u64, Utf8Bytes)>,
@@ -96,6 +105,7 @@ impl Session {
                 seq: 0,
                 through: 0,
                 want: Some(reason),
+                parts: (Vec::new(), 0),
                 pending: Pending::default(),
                 history: VecDeque::new(),
                 history_bytes: 0,
@@ -277,7 +287,7 @@ impl Session {
     /// Whether a message is due.
     pub fn has_pending(&self) -> bool {
         let inner = self.lock();
-        inner.want.is_some() || !inner.pending.is_empty()
+        inner.want.is_some() || inner.parts.1 < inner.parts.0.len() || !inner.pending.is_empty()
     }
 
     /// The next message for the client: a snapshot when one is due, else a
@@ -290,15 +300,37 @@ impl Session {
             inner.through = snapshot.seq;
             inner.pending.clear();
             inner.seq += 1;
+            let first = snapshot.devices.len().min(SNAPSHOT_PART);
             let message = LiveMessage::Snapshot {
                 seq: inner.seq,
                 session: self.id.clone(),
                 reason,
-                devices: snapshot.devices,
+                devices: hub.views(&snapshot.devices[..first]),
                 alerts: snapshot.alerts,
                 tracks: snapshot.tracks,
+                more: first < snapshot.devices.len(),
             };
+            inner.parts = (snapshot.devices, first);
             metrics::counter!("ioc_ws_snapshots_total", "reason" => reason.as_str()).increment(1);
+            serde_json::to_string(&message).unwrap_or_default()
+        } else if inner.parts.1 < inner.parts.0.len() {
+            // The snapshot's next devices, as they are now: any later
+            // change is pending and follows in a delta.
+            let (devices, sent) = &inner.parts;
+            let end = (sent + SNAPSHOT_PART).min(devices.len());
+            let views = hub.views(&devices[*sent..end]);
+            let more = end < devices.len();
+            inner.parts = if more {
+                (std::mem::take(&mut inner.parts.0), end)
+            } else {
+                (Vec::new(), 0)
+            };
+            inner.seq += 1;
+            let message = LiveMessage::SnapshotPart {
+                seq: inner.seq,
+                devices: views,
+                more,
+            };
             serde_json::to_string(&message).unwrap_or_default()
         } else if inner.pending.is_empty() {
             return None;
@@ -311,9 +343,9 @@ impl Session {
         let seq = inner.seq;
         inner.history_bytes += frame.len();
         inner.history.push_back((seq, frame.clone()));
-        while inner.history.len() > 1
-            && (inner.history.len() > HISTORY_FRAMES || inner.history_bytes > HISTORY_BYTES)
-        {
+        // A frame over the whole budget is not kept either: resuming past
+        // it gets a snapshot.
+        while inner.history.len() > HISTORY_FRAMES || inner.history_bytes > HISTORY_BYTES {
             if let Some((_, old)) = inner.history.pop_front() {
                 inner.history_bytes -= old.len();
             }
