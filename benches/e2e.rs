@@ -130,23 +130,16 @@ async fn probe(
         out.frames += 1;
         let v: Value = serde_json::from_str(text.as_str()).unwrap();
         // A snapshot of 100 000 devices comes in parts: the probe is ready
-        // once the last has arrived.
-        if v["type"] == "snapshot_part" || (v["type"] == "snapshot" && v["more"] == true) {
-            if v["type"] == "snapshot" && ready.is_none() {
+        // once the last has arrived; a later snapshot is a resync.
+        let snapshot = v["type"] == "snapshot";
+        if snapshot || v["type"] == "snapshot_part" {
+            if snapshot && ready.is_none() {
                 out.resyncs += 1;
             }
             if v["more"] != true
                 && let Some(r) = ready.take()
             {
                 let _ = r.send(());
-            }
-            continue;
-        }
-        if v["type"] == "snapshot" {
-            if let Some(r) = ready.take() {
-                let _ = r.send(());
-            } else {
-                out.resyncs += 1;
             }
             continue;
         }

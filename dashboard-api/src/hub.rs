@@ -444,14 +444,13 @@ impl LiveHub {
         }
     }
 
-    /// The views of these devices (registry indices) with their latest
-    /// state; indices outside the registry are skipped.
+    /// The views of these devices (registry indices, as a [`Snapshot`]
+    /// lists them) with their latest state.
     pub fn views(&self, devices: &[u32]) -> Vec<DeviceView> {
         let mut st = self.lock();
         self.refresh_zones(&mut st);
         devices
             .iter()
-            .filter(|&&i| (i as usize) < st.states.len())
             .map(|&i| self.view(&st, i as usize))
             .collect()
     }

@@ -105,7 +105,7 @@ impl Session {
                 seq: 0,
                 through: 0,
                 want: Some(reason),
-                parts: (Vec::new(), 0),
+                parts: Default::default(),
                 pending: Pending::default(),
                 history: VecDeque::new(),
                 history_bytes: 0,
@@ -320,11 +320,10 @@ impl Session {
             let end = (sent + SNAPSHOT_PART).min(devices.len());
             let views = hub.views(&devices[*sent..end]);
             let more = end < devices.len();
-            inner.parts = if more {
-                (std::mem::take(&mut inner.parts.0), end)
-            } else {
-                (Vec::new(), 0)
-            };
+            inner.parts.1 = end;
+            if !more {
+                inner.parts = Default::default();
+            }
             inner.seq += 1;
             let message = LiveMessage::SnapshotPart {
                 seq: inner.seq,
