@@ -178,8 +178,8 @@ async fn readings_and_alert_changes_arrive_point_by_point() {
     let info = registry.get(flooded).unwrap();
     for area in &info.area {
         assert_eq!(
-            s.metric.get(area.level.as_str()),
-            Some(&area.id),
+            s.metric.get(area.level.as_str()).map(String::as_str),
+            Some(&*area.id),
             "{:?}",
             s.metric
         );

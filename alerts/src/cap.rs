@@ -201,7 +201,7 @@ fn write_alert(x: &mut String, a: &Alert, from: &CapSender, namespace: bool) {
             );
         }
         x.push_str("    <area>\n");
-        let names: Vec<&str> = a.area.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<&str> = a.area.iter().map(|r| &*r.name).collect();
         let desc = if names.is_empty() {
             a.subject.clone()
         } else {

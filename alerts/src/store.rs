@@ -683,7 +683,7 @@ async fn write(
         alert
             .area
             .iter()
-            .map(|a| a.id.as_str())
+            .map(|a| &*a.id)
             .collect::<Vec<_>>()
             .join(" ")
     );

@@ -63,7 +63,11 @@ impl Webhook {
     pub fn wants(&self, alert: &Alert) -> bool {
         (self.rules.is_empty() || self.rules.contains(&alert.rule))
             && self.min_severity.is_none_or(|m| alert.severity >= m)
-            && (self.areas.is_empty() || alert.area.iter().any(|a| self.areas.contains(&a.id)))
+            && (self.areas.is_empty()
+                || alert
+                    .area
+                    .iter()
+                    .any(|a| self.areas.iter().any(|x| **x == *a.id)))
     }
 
     /// Every problem, with `prefix` before each key.

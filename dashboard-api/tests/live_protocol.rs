@@ -251,7 +251,7 @@ async fn filters_narrow_snapshots_and_deltas_and_change_without_reconnecting() {
             .as_array()
             .unwrap()
             .iter()
-            .all(|d| d["area"][0]["id"] == *area)
+            .all(|d| d["area"][0]["id"] == **area)
     );
     assert_eq!(ids(&snapshot["alerts"], "id"), ["a-severe"]);
 }

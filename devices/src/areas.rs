@@ -9,6 +9,7 @@
 //! an exact test, and walks up the parents to the province.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use geo::{BoundingRect, Contains, MultiPolygon, Point};
 use ioc_schemas::{AreaLevel, AreaRef};
@@ -33,7 +34,7 @@ pub struct Area {
 #[derive(Debug)]
 pub struct Areas {
     areas: Vec<Area>,
-    by_id: HashMap<String, usize>,
+    by_id: HashMap<Arc<str>, usize>,
     index: RTree<GeomWithData<Rectangle<[f64; 2]>, usize>>,
     geojson: String,
 }
@@ -96,8 +97,8 @@ impl Areas {
             }
             areas.push(Area {
                 reference: AreaRef {
-                    id: props.id,
-                    name: props.name,
+                    id: props.id.into(),
+                    name: props.name.into(),
                     level: props.level,
                 },
                 parent: props.parent,
@@ -112,7 +113,7 @@ impl Areas {
         }
         for a in &areas {
             match &a.parent {
-                Some(p) => match by_id.get(p) {
+                Some(p) => match by_id.get(p.as_str()) {
                     None => problems.push(format!(
                         "area {}: parent {p} does not exist",
                         a.reference.id
@@ -211,7 +212,7 @@ impl Areas {
         while let Some(p) = self.areas[i]
             .parent
             .as_ref()
-            .and_then(|p| self.by_id.get(p))
+            .and_then(|p| self.by_id.get(p.as_str()))
         {
             i = *p;
             chain.push(self.areas[i].reference.clone());
@@ -249,13 +250,13 @@ mod tests {
         let ids: Vec<_> = areas
             .chain_at([2.0, 3.0])
             .into_iter()
-            .map(|a| a.id)
+            .map(|a| a.id.to_string())
             .collect();
         assert_eq!(ids, ["c1", "d", "p"]);
         let ids: Vec<_> = areas
             .chain_at([7.0, 3.0])
             .into_iter()
-            .map(|a| a.id)
+            .map(|a| a.id.to_string())
             .collect();
         assert_eq!(ids, ["w2", "p"]);
         assert!(areas.chain_at([20.0, 3.0]).is_empty());

@@ -230,7 +230,7 @@ mod tests {
                 d.pos,
                 d.area
             );
-            assert_eq!(d.area.last().map(|a| a.id.as_str()), Some("sl"), "{}", d.id);
+            assert_eq!(d.area.last().map(|a| &*a.id), Some("sl"), "{}", d.id);
             assert_eq!(r.lookup(&d.id).map(|i| &r.device(i).id), Some(&d.id));
         }
     }

@@ -49,7 +49,7 @@ use timely::dataflow::{ProbeHandle, StreamVec};
 use timely::worker::Worker;
 
 use crate::device_state::{DeviceTable, Outcome};
-use crate::geo::{GeoItem, GeoState, enrich, plate_subject, wants_positions};
+use crate::geo::{GeoItem, GeoState, enrich, plate_subject_id, wants_positions};
 use crate::reading::Reading;
 use crate::reorder::ReorderBuffer;
 use crate::rules::{Logic, RuleSet};
@@ -76,7 +76,7 @@ fn position_item(reading: &Reading, registry: &Registry) -> Option<GeoItem> {
         Body::Camera(c) => {
             let plate = c.plate.as_deref()?;
             Some(GeoItem::Position {
-                subject: plate_subject(plate).into(),
+                subject: plate_subject_id(plate),
                 pos: e.pos.unwrap_or(registry.device(reading.device).pos),
                 source,
                 plate: true,
@@ -313,13 +313,13 @@ impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, GeoItem> {
                 let rules = shared.rules.current();
                 let zones = shared.zones.current();
                 if earliest < limit {
-                    // The items the frontier passed; `apply` sorts them.
-                    let (mut ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut pending)
-                        .into_iter()
-                        .partition(|g| g.ts() < limit);
-                    pending = later;
-                    state.apply(&mut ready, &rules, &zones, &mut out);
-                    earliest = pending.iter().map(GeoItem::ts).min().unwrap_or(i64::MAX);
+                    // In `apply`'s order (event time first), the items the
+                    // frontier passed are a prefix, applied where they lie.
+                    pending.sort_unstable_by(GeoItem::cmp_order);
+                    let ready = pending.partition_point(|g| g.ts() < limit);
+                    state.apply(&mut pending[..ready], &rules, &zones, &mut out);
+                    pending.drain(..ready);
+                    earliest = pending.first().map_or(i64::MAX, GeoItem::ts);
                 }
                 if let Some(now) = now {
                     state.advance(now as i64, &rules, &zones, &mut out);

@@ -191,6 +191,12 @@ impl GeoItem {
         }
     }
 
+    /// The order items are applied in: event time, then subject or zone,
+    /// then source.
+    pub fn cmp_order(&self, other: &Self) -> std::cmp::Ordering {
+        self.order().cmp(&other.order())
+    }
+
     fn order(&self) -> (i64, &str, &str) {
         match self {
             GeoItem::Position {
@@ -212,8 +218,8 @@ impl GeoItem {
 /// The subject id of a plate: `plate-` and the plate's letters and
 /// digits, upper case.
 pub fn plate_subject(plate: &str) -> String {
-    let mut s = String::with_capacity(6 + plate.len());
-    s.push_str("plate-");
+    let mut s = String::with_capacity(PLATE_PREFIX.len() + plate.len());
+    s.push_str(PLATE_PREFIX);
     s.extend(
         plate
             .chars()
@@ -221,6 +227,25 @@ pub fn plate_subject(plate: &str) -> String {
             .map(|c| c.to_ascii_uppercase()),
     );
     s
+}
+
+const PLATE_PREFIX: &str = "plate-";
+
+/// [`plate_subject`] as a shared id, in one allocation when the plate is
+/// of a usual length (every camera read makes one).
+pub fn plate_subject_id(plate: &str) -> Arc<str> {
+    let mut buf = [0u8; 40];
+    let mut n = PLATE_PREFIX.len();
+    buf[..n].copy_from_slice(PLATE_PREFIX.as_bytes());
+    for b in plate.bytes().filter(u8::is_ascii_alphanumeric) {
+        let Some(slot) = buf.get_mut(n) else {
+            return plate_subject(plate).into();
+        };
+        *slot = b.to_ascii_uppercase();
+        n += 1;
+    }
+    // ASCII letters and digits after an ASCII prefix: always UTF-8.
+    std::str::from_utf8(&buf[..n]).map_or_else(|_| plate_subject(plate).into(), Arc::from)
 }
 
 /// Whether any rule needs positions (geofences, tracks, watch lists).
@@ -247,6 +272,11 @@ fn watched(rules: &RuleSet, zone: &ioc_devices::Zone, plate: bool) -> bool {
         _ => false,
     })
 }
+
+/// The operator's maps: their keys are plates and ids from the field,
+/// hashed on every read, with foldhash (seeded per process) rather than
+/// SipHash.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A visit of a subject to a zone.
 #[derive(Clone, Debug)]
@@ -291,7 +321,7 @@ struct SubjectState {
 
 #[derive(Debug, Default)]
 struct ZoneRainState {
-    totals: HashMap<Arc<str>, (i64, f64)>,
+    totals: Map<Arc<str>, (i64, f64)>,
     /// Level each gauge counts for (with hysteresis), by gauge.
     tracker: Tracker,
 }
@@ -300,10 +330,10 @@ struct ZoneRainState {
 #[derive(Debug)]
 pub struct GeoState {
     registry: Arc<Registry>,
-    subjects: HashMap<Arc<str>, SubjectState>,
+    subjects: Map<Arc<str>, SubjectState>,
     /// Pending dwell checks: (due, subject, zone).
     dwell_due: BTreeSet<(i64, Arc<str>, Arc<str>)>,
-    zone_rain: HashMap<(Arc<str>, Arc<str>), ZoneRainState>,
+    zone_rain: Map<(Arc<str>, Arc<str>), ZoneRainState>,
     /// Scratch for zone lookups.
     found: Vec<usize>,
     frontier: i64,
@@ -315,9 +345,9 @@ impl GeoState {
     pub fn new(registry: Arc<Registry>) -> Self {
         GeoState {
             registry,
-            subjects: HashMap::new(),
+            subjects: Map::default(),
             dwell_due: BTreeSet::new(),
-            zone_rain: HashMap::new(),
+            zone_rain: Map::default(),
             found: Vec::new(),
             frontier: 0,
             last_scan: 0,
@@ -333,7 +363,8 @@ impl GeoState {
         zones: &Zones,
         out: &mut Vec<EngineOutput>,
     ) {
-        items.sort_by(|a, b| a.order().cmp(&b.order()));
+        // Usually sorted already (the operator sorts what it holds).
+        items.sort_by(GeoItem::cmp_order);
         for item in items.iter() {
             // Dwell times that ran out before this item, first.
             self.dwells(item.ts(), rules, zones, out);
@@ -368,10 +399,18 @@ impl GeoState {
         zones: &Zones,
         out: &mut Vec<EngineOutput>,
     ) {
-        if self.subjects.len() >= MAX_SUBJECTS && !self.subjects.contains_key(subject) {
-            self.forget_oldest(rules, out);
+        if !self.subjects.contains_key(subject) {
+            if self.subjects.len() >= MAX_SUBJECTS {
+                self.forget_oldest(rules, out);
+            }
+            self.subjects
+                .insert(subject.clone(), SubjectState::default());
         }
-        let state = self.subjects.entry(subject.clone()).or_default();
+        // Looked up by reference: a subject seen before costs no reference
+        // count traffic on its shared id.
+        let Some(state) = self.subjects.get_mut(subject) else {
+            return;
+        };
         if ts < state.last_ms {
             // Older than what the subject's state already reflects (a read
             // later than the engine waits for): the track takes it, the
@@ -384,7 +423,9 @@ impl GeoState {
         }
         state.last_ms = ts;
         state.pos = pos;
-        state.source = source.clone();
+        if !Arc::ptr_eq(&state.source, source) {
+            state.source = source.clone();
+        }
         state.plate = plate;
         zones.indices_at(pos, &mut self.found);
         // Geofencing covers the zones some geofence rule watches.
@@ -402,19 +443,18 @@ impl GeoState {
             })
         };
         // Leaving: only beyond the buffer.
-        let mut kept = Vec::with_capacity(state.visits.len());
-        for visit in state.visits.drain(..) {
+        let found = &self.found;
+        state.visits.retain(|visit| {
             let Some((zi, zone)) = zones.find(&visit.zone) else {
-                continue;
+                return false;
             };
-            if self.found.contains(&zi) || zones.distance_m(zi, pos) <= zone.buffer_m {
-                kept.push(visit);
-            } else {
-                let inside_s = ((ts - visit.since_ms).max(0) / 1000) as u64;
-                out.push(event(zone, GeofenceTransition::Exit, Some(inside_s)));
+            if found.contains(&zi) || zones.distance_m(zi, pos) <= zone.buffer_m {
+                return true;
             }
-        }
-        state.visits = kept;
+            let inside_s = ((ts - visit.since_ms).max(0) / 1000) as u64;
+            out.push(event(zone, GeofenceTransition::Exit, Some(inside_s)));
+            false
+        });
         for &zi in &self.found {
             let zone = zones.zone(zi);
             if state.visits.iter().any(|v| *v.zone == *zone.reference.id) {
@@ -610,17 +650,28 @@ impl GeoState {
 
     /// Forgets the least recently seen tenth of the subjects.
     fn forget_oldest(&mut self, rules: &RuleSet, out: &mut Vec<EngineOutput>) {
-        let mut seen: Vec<(i64, Arc<str>)> = self
-            .subjects
-            .iter()
-            .map(|(k, s)| (s.last_ms, k.clone()))
-            .collect();
+        // The cutoff from the times alone, then one pass over the map: no
+        // copy of a hundred thousand keys.
+        let mut seen: Vec<i64> = self.subjects.values().map(|s| s.last_ms).collect();
         let n = (seen.len() / 10).max(1);
-        seen.select_nth_unstable_by_key(n - 1, |(t, _)| *t);
+        let (_, &mut cutoff, _) = seen.select_nth_unstable(n - 1);
         metrics::counter!("ioc_geo_subjects_evicted_total").increment(n as u64);
+        let mut left = n;
+        let mut alerted = Vec::new();
+        self.subjects.retain(|subject, state| {
+            if left == 0 || state.last_ms > cutoff {
+                return true;
+            }
+            left -= 1;
+            // Only a subject with a rule's tracker may have an alert to resolve.
+            if !state.trackers.is_empty() {
+                alerted.push((subject.clone(), std::mem::take(state)));
+            }
+            false
+        });
         let at = self.frontier;
-        for (_, subject) in seen.into_iter().take(n) {
-            self.forget(&subject, at, rules, out);
+        for (subject, state) in alerted {
+            self.resolve(&subject, state, at, rules, out);
         }
     }
 
@@ -632,9 +683,20 @@ impl GeoState {
         rules: &RuleSet,
         out: &mut Vec<EngineOutput>,
     ) {
-        let Some(mut state) = self.subjects.remove(subject) else {
-            return;
-        };
+        if let Some(state) = self.subjects.remove(subject) {
+            self.resolve(subject, state, at, rules, out);
+        }
+    }
+
+    /// Resolves the open alerts of a subject being forgotten.
+    fn resolve(
+        &self,
+        subject: &Arc<str>,
+        mut state: SubjectState,
+        at: i64,
+        rules: &RuleSet,
+        out: &mut Vec<EngineOutput>,
+    ) {
         for (rule_id, tracker) in state.trackers.iter_mut() {
             let Some(rule) = rules.get(rule_id) else {
                 continue;
@@ -829,6 +891,11 @@ fn geofence_rules(
             .filter(|z| spec.zones.takes(z))
             .collect();
         let level = u8::from(!inside.is_empty());
+        // Outside every zone and never alerted: nothing to track (a new
+        // tracker would step from 0 to 0 and say nothing).
+        if level == 0 && !state.trackers.iter().any(|(r, _)| *r == rule.id) {
+            continue;
+        }
         let names: Vec<String> = inside.iter().map(|z| z.reference.name.clone()).collect();
         let ids: Vec<String> = inside.iter().map(|z| z.reference.id.clone()).collect();
         let pos = state.pos;

@@ -163,7 +163,7 @@ impl LineEncoder {
 }
 
 fn area_tags(area: &[AreaRef]) -> impl Iterator<Item = (&'static str, &str)> {
-    area.iter().map(|a| (a.level.as_str(), a.id.as_str()))
+    area.iter().map(|a| (a.level.as_str(), &*a.id))
 }
 
 fn camera_event(e: ioc_schemas::CameraEvent) -> &'static str {

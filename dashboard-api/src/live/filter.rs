@@ -55,7 +55,9 @@ impl Filter {
                 .map(|d| {
                     (spec.kinds.is_empty() || spec.kinds.contains(&d.kind))
                         && (spec.areas.is_empty()
-                            || d.area.iter().any(|a| spec.areas.contains(&a.id)))
+                            || d.area
+                                .iter()
+                                .any(|a| spec.areas.iter().any(|x| **x == *a.id)))
                 })
                 .collect()
         });
@@ -110,7 +112,11 @@ impl Filter {
             _ => true,
         };
         kind && spec.min_severity.is_none_or(|m| alert.severity >= m)
-            && (spec.areas.is_empty() || alert.area.iter().any(|a| spec.areas.contains(&a.id)))
+            && (spec.areas.is_empty()
+                || alert
+                    .area
+                    .iter()
+                    .any(|a| spec.areas.iter().any(|x| **x == *a.id)))
             && self.in_zones(&alert.zones)
     }
 

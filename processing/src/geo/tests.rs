@@ -252,3 +252,13 @@ fn one_zone_alert_when_enough_gauges_reach_a_level() {
         ]
     );
 }
+
+proptest! {
+    /// The shared id of a plate is its subject, whatever the plate's length
+    /// or characters (the stack buffer's fallback included).
+    #[test]
+    fn plate_subject_id_is_plate_subject(plate in "\\PC{0,48}") {
+        let (id, subject) = (plate_subject_id(&plate), plate_subject(&plate));
+        prop_assert_eq!(&*id, subject.as_str());
+    }
+}

@@ -25,7 +25,22 @@ pub fn normalise(plate: &str) -> String {
 impl Watchlist {
     /// Whether a plate is on the list.
     pub fn contains(&self, plate: &str) -> bool {
-        !self.plates.is_empty() && self.plates.contains(&normalise(plate))
+        if self.plates.is_empty() {
+            return false;
+        }
+        // Every camera read asks: normalise on the stack when the plate
+        // fits (they are about ten characters), not in a new String.
+        let mut buf = [0u8; 24];
+        let mut n = 0;
+        for b in plate.bytes().filter(u8::is_ascii_alphanumeric) {
+            let Some(slot) = buf.get_mut(n) else {
+                return self.plates.contains(&normalise(plate));
+            };
+            *slot = b.to_ascii_uppercase();
+            n += 1;
+        }
+        // ASCII letters and digits only: always UTF-8.
+        std::str::from_utf8(&buf[..n]).is_ok_and(|p| self.plates.contains(p))
     }
 }
 
@@ -42,5 +57,19 @@ mod tests {
         assert!(w.contains("26a12345"));
         assert!(w.contains("26A-123.45"));
         assert!(!w.contains("26A-123.46"));
+        // Not ASCII: the letter is dropped, as `normalise` drops it.
+        assert!(!w.contains("26Á-123.45"));
+    }
+
+    #[test]
+    fn plates_longer_than_the_stack_buffer_match_too() {
+        let long = "VN-26A-123.45-TRAILER-0001-X";
+        let w = Watchlist {
+            plates: [normalise(long)].into_iter().collect(),
+            severity: ioc_schemas::Severity::Severe,
+        };
+        assert!(w.contains(long));
+        assert!(w.contains(&long.to_lowercase()));
+        assert!(!w.contains(&long.replace('X', "Y")));
     }
 }
