@@ -8,7 +8,7 @@
 //! written once for both versions.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -113,15 +113,45 @@ const REQUESTS: usize = 4096;
 /// waits: an ack that does not fit waits here, and the connection task
 /// moves it on after each turn of the event loop. The broker's in-flight
 /// window bounds how many can wait.
+///
+/// Packet ids belong to a session. When the broker starts a new one (a
+/// clean session, or one that expired), the acks still waiting and those of
+/// messages received before it name packet ids the broker has forgotten or
+/// given to new messages: acking them could acknowledge a message not yet
+/// handled. So each delivery carries the session's epoch, a new session
+/// starts a new epoch and empties the backlog, and an ack of an older epoch
+/// is dropped (the broker redelivers what a persistent session kept).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct AckBacklog {
     waiting: Arc<Mutex<VecDeque<Delivery>>>,
     /// Whether `waiting` may hold anything, so the common case (nothing
     /// waits) takes no lock on the per-message path.
     any: Arc<AtomicBool>,
+    epoch: Arc<AtomicU64>,
 }
 
 impl AckBacklog {
+    /// The epoch of the broker session in force.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The connection is (re)established: without the broker's session,
+    /// waiting acks are void and a new epoch begins.
+    pub(crate) fn connected(&self, session_present: bool) {
+        if session_present {
+            return;
+        }
+        let mut waiting = self.lock();
+        let dropped = waiting.len();
+        waiting.clear();
+        self.any.store(false, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        if dropped > 0 {
+            metrics::counter!("ioc_mqtt_stale_acks_dropped_total").increment(dropped as u64);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Delivery>> {
         self.waiting
             .lock()
@@ -214,10 +244,15 @@ impl Client {
         }
     }
 
-    /// Queues the acknowledgement of a message (if its QoS asks for one)
-    /// without waiting; when the request queue is full it waits in `backlog`.
-    pub(crate) fn ack(&self, d: &Delivery, backlog: &AckBacklog) {
+    /// Queues the acknowledgement of a message received in session `epoch`
+    /// (if its QoS asks for one) without waiting; when the request queue is
+    /// full it waits in `backlog`. An ack of an earlier session is dropped.
+    pub(crate) fn ack(&self, d: &Delivery, epoch: u64, backlog: &AckBacklog) {
         if !d.needs_ack() {
+            return;
+        }
+        if epoch != backlog.epoch() {
+            metrics::counter!("ioc_mqtt_stale_acks_dropped_total").increment(1);
             return;
         }
         // Acks may go out in any order (MQTT allows it).
@@ -316,5 +351,50 @@ impl EventLoop {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn qos1(pkid: u16) -> Delivery {
+        let mut p = rumqttc::Publish::new("t", QoS::AtLeastOnce, "x");
+        p.pkid = pkid;
+        Delivery::V4(p)
+    }
+
+    /// A client whose request queue holds `room` requests, never polled.
+    fn client(room: usize) -> (Client, rumqttc::EventLoop) {
+        let o = rumqttc::MqttOptions::new("test", "127.0.0.1", 1);
+        let (c, e) = rumqttc::AsyncClient::new(o, room);
+        (Client::V4(c), e)
+    }
+
+    #[test]
+    fn a_new_session_voids_waiting_and_earlier_acks() {
+        let backlog = AckBacklog::default();
+        backlog.connected(false);
+        let epoch = backlog.epoch();
+        let (c, _e) = client(1);
+        // The first ack fills the queue; the next two wait.
+        for pkid in 1..=3 {
+            c.ack(&qos1(pkid), epoch, &backlog);
+        }
+        assert_eq!(backlog.lock().len(), 2);
+        // The broker kept the session: the waiting acks still stand.
+        backlog.connected(true);
+        assert_eq!((backlog.epoch(), backlog.lock().len()), (epoch, 2));
+        // A new session: they are void, and so is an ack from before it.
+        backlog.connected(false);
+        assert!(backlog.lock().is_empty());
+        assert_ne!(backlog.epoch(), epoch);
+        c.ack(&qos1(4), epoch, &backlog);
+        assert!(
+            backlog.lock().is_empty(),
+            "a stale ack is dropped, not queued"
+        );
+        c.ack(&qos1(5), backlog.epoch(), &backlog);
+        assert_eq!(backlog.lock().len(), 1, "a current ack waits for room");
     }
 }

@@ -57,7 +57,7 @@ impl MqttSource {
     /// Runs until `cancel` fires, then disconnects.
     pub async fn run(self, cancel: CancellationToken) {
         let (client, mut eventloop) = protocol::connect(&self.config, self.options());
-        let (tx, rx) = mpsc::channel::<Delivery>(protocol::HANDOFF);
+        let (tx, rx) = mpsc::channel::<(u64, Delivery)>(protocol::HANDOFF);
         let backlog = AckBacklog::default();
         let handler = tokio::spawn(handle(rx, client.clone(), backlog.clone(), self.ingestor));
         info!(
@@ -144,7 +144,7 @@ async fn connection(
     client: &Client,
     backlog: &AckBacklog,
     filters: &[(String, u8)],
-    tx: &mpsc::Sender<Delivery>,
+    tx: &mpsc::Sender<(u64, Delivery)>,
     max_backoff: Duration,
     cancel: &CancellationToken,
 ) {
@@ -159,6 +159,7 @@ async fn connection(
         match event {
             Ok(Polled::Connected { session_present }) => {
                 info!(session_present, "connected to the MQTT broker");
+                backlog.connected(session_present);
                 backoff = Duration::from_millis(200);
                 attempt = 0;
                 if let Err(e) = client.subscribe(filters) {
@@ -168,7 +169,7 @@ async fn connection(
             Ok(Polled::Message(p)) => {
                 tokio::select! {
                     () = cancel.cancelled() => return,
-                    r = tx.send(p) => if r.is_err() { return },
+                    r = tx.send((backlog.epoch(), p)) => if r.is_err() { return },
                 }
             }
             Ok(Polled::SubscriptionRefused(codes)) => {
@@ -196,12 +197,12 @@ async fn connection(
 }
 
 async fn handle(
-    mut rx: mpsc::Receiver<Delivery>,
+    mut rx: mpsc::Receiver<(u64, Delivery)>,
     client: Client,
     backlog: AckBacklog,
     ingestor: Ingestor,
 ) {
-    while let Some(p) = rx.recv().await {
+    while let Some((epoch, p)) = rx.recv().await {
         let topic = p.topic();
         let handled = if parse_status_topic(topic).is_some() {
             ingestor.submit_presence(topic, p.payload()).await
@@ -212,6 +213,6 @@ async fn handle(
             debug!("engine closed; leaving the message unacknowledged for redelivery");
             return;
         }
-        client.ack(&p, &backlog);
+        client.ack(&p, epoch, &backlog);
     }
 }
