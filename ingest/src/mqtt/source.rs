@@ -155,11 +155,14 @@ async fn connection(
             () = cancel.cancelled() => return,
             event = eventloop.poll() => event,
         };
+        // A new session voids waiting acks before any of them moves on.
+        if let Ok(Polled::Connected { session_present }) = &event {
+            backlog.connected(*session_present);
+        }
         client.flush_acks(backlog);
         match event {
             Ok(Polled::Connected { session_present }) => {
                 info!(session_present, "connected to the MQTT broker");
-                backlog.connected(session_present);
                 backoff = Duration::from_millis(200);
                 attempt = 0;
                 if let Err(e) = client.subscribe(filters) {
