@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use ioc_schemas::{Alert, AlertChange, Severity};
+use ioc_schemas::{Alert, AlertChange, AreaRef, Severity};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -63,11 +63,7 @@ impl Webhook {
     pub fn wants(&self, alert: &Alert) -> bool {
         (self.rules.is_empty() || self.rules.contains(&alert.rule))
             && self.min_severity.is_none_or(|m| alert.severity >= m)
-            && (self.areas.is_empty()
-                || alert
-                    .area
-                    .iter()
-                    .any(|a| self.areas.iter().any(|x| **x == *a.id)))
+            && AreaRef::chain_within(&alert.area, &self.areas)
     }
 
     /// Every problem, with `prefix` before each key.

@@ -158,6 +158,17 @@ impl Op<'_> {
         self
     }
 
+    /// A GeoJSON FeatureCollection (`application/geo+json`): an object,
+    /// described by RFC 7946 rather than by a schema here.
+    fn ok_geojson(mut self) -> Self {
+        self.responses.insert(
+            "200".into(),
+            json!({"description": "A GeoJSON FeatureCollection (RFC 7946)",
+                "content": {"application/geo+json": {"schema": {"type": "object"}}}}),
+        );
+        self
+    }
+
     /// Error responses, in the shared shape.
     fn errors(mut self, codes: &[ErrorCode]) -> Self {
         for code in codes {
@@ -348,11 +359,7 @@ fn build() -> Value {
         "map",
         "Administrative boundaries",
     )
-    .ok_as(
-        "200",
-        Some("application/geo+json"),
-        "A GeoJSON FeatureCollection",
-    )
+    .ok_geojson()
     .done();
     d.op(
         "get",
@@ -361,11 +368,7 @@ fn build() -> Value {
         "map",
         "Zones and assets in force",
     )
-    .ok_as(
-        "200",
-        Some("application/geo+json"),
-        "A GeoJSON FeatureCollection",
-    )
+    .ok_geojson()
     .done();
     d.op(
         "get",

@@ -38,6 +38,7 @@ use ioc_schemas::{
 };
 
 use crate::rules::alert::{Step, Tracker};
+use crate::rules::watchlist::with_normalised;
 use crate::rules::{Level, Logic, Rule, RuleSet};
 
 /// How long a subject nobody has seen is remembered (its visits, its
@@ -218,35 +219,16 @@ impl GeoItem {
 /// The subject id of a plate: `plate-` and the plate's letters and
 /// digits, upper case.
 pub fn plate_subject(plate: &str) -> String {
-    let mut s = String::with_capacity(PLATE_PREFIX.len() + plate.len());
-    s.push_str(PLATE_PREFIX);
-    s.extend(
-        plate
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .map(|c| c.to_ascii_uppercase()),
-    );
-    s
+    with_normalised(PLATE_PREFIX, plate, str::to_owned)
+}
+
+/// [`plate_subject`] as a shared id, in one allocation (every camera read
+/// makes one).
+pub fn plate_subject_id(plate: &str) -> Arc<str> {
+    with_normalised(PLATE_PREFIX, plate, |s| Arc::from(s))
 }
 
 const PLATE_PREFIX: &str = "plate-";
-
-/// [`plate_subject`] as a shared id, in one allocation when the plate is
-/// of a usual length (every camera read makes one).
-pub fn plate_subject_id(plate: &str) -> Arc<str> {
-    let mut buf = [0u8; 40];
-    let mut n = PLATE_PREFIX.len();
-    buf[..n].copy_from_slice(PLATE_PREFIX.as_bytes());
-    for b in plate.bytes().filter(u8::is_ascii_alphanumeric) {
-        let Some(slot) = buf.get_mut(n) else {
-            return plate_subject(plate).into();
-        };
-        *slot = b.to_ascii_uppercase();
-        n += 1;
-    }
-    // ASCII letters and digits after an ASCII prefix: always UTF-8.
-    std::str::from_utf8(&buf[..n]).map_or_else(|_| plate_subject(plate).into(), Arc::from)
-}
 
 /// Whether any rule needs positions (geofences, tracks, watch lists).
 pub fn wants_positions(rules: &RuleSet) -> bool {

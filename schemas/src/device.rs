@@ -115,6 +115,14 @@ pub struct AreaRef {
     pub level: AreaLevel,
 }
 
+impl AreaRef {
+    /// Whether a chain of areas lies in any of the areas `ids` (an empty
+    /// list takes every chain): how filters and subscriptions match areas.
+    pub fn chain_within(chain: &[AreaRef], ids: &[String]) -> bool {
+        ids.is_empty() || chain.iter().any(|a| ids.iter().any(|id| **id == *a.id))
+    }
+}
+
 /// Per-device thresholds from the registry.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -234,4 +242,28 @@ pub struct PresenceChange {
     /// The new presence.
     #[serde(flatten)]
     pub presence: Presence,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_is_within_any_of_its_areas() {
+        let area = |id: &str, level| AreaRef {
+            id: id.into(),
+            name: id.into(),
+            level,
+        };
+        let chain = [
+            area("sl-to-hieu", AreaLevel::Commune),
+            area("sl", AreaLevel::Province),
+        ];
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(AreaRef::chain_within(&chain, &[]));
+        assert!(AreaRef::chain_within(&chain, &ids(&["sl"])));
+        assert!(AreaRef::chain_within(&chain, &ids(&["lc", "sl-to-hieu"])));
+        assert!(!AreaRef::chain_within(&chain, &ids(&["sl-chieng-an"])));
+        assert!(!AreaRef::chain_within(&[], &ids(&["sl"])));
+    }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ioc_devices::Registry;
-use ioc_schemas::{Alert, DeviceKind, LiveFilter, ZoneRef};
+use ioc_schemas::{Alert, AreaRef, DeviceKind, LiveFilter, ZoneRef};
 
 use crate::hub::Place;
 
@@ -54,10 +54,7 @@ impl Filter {
                 .iter()
                 .map(|d| {
                     (spec.kinds.is_empty() || spec.kinds.contains(&d.kind))
-                        && (spec.areas.is_empty()
-                            || d.area
-                                .iter()
-                                .any(|a| spec.areas.iter().any(|x| **x == *a.id)))
+                        && AreaRef::chain_within(&d.area, &spec.areas)
                 })
                 .collect()
         });
@@ -112,11 +109,7 @@ impl Filter {
             _ => true,
         };
         kind && spec.min_severity.is_none_or(|m| alert.severity >= m)
-            && (spec.areas.is_empty()
-                || alert
-                    .area
-                    .iter()
-                    .any(|a| spec.areas.iter().any(|x| **x == *a.id)))
+            && AreaRef::chain_within(&alert.area, &spec.areas)
             && self.in_zones(&alert.zones)
     }
 

@@ -254,11 +254,14 @@ fn one_zone_alert_when_enough_gauges_reach_a_level() {
 }
 
 proptest! {
-    /// The shared id of a plate is its subject, whatever the plate's length
-    /// or characters (the stack buffer's fallback included).
+    /// A plate's subject and shared id are `plate-` and the plate
+    /// normalised, whatever its length or characters (the stack buffer's
+    /// fallback included).
     #[test]
-    fn plate_subject_id_is_plate_subject(plate in "\\PC{0,48}") {
+    fn plate_subject_id_is_plate_subject(plate in "\\PC{0,64}") {
+        let expected = format!("plate-{}", crate::rules::watchlist::normalise(&plate));
         let (id, subject) = (plate_subject_id(&plate), plate_subject(&plate));
-        prop_assert_eq!(&*id, subject.as_str());
+        prop_assert_eq!(&*id, expected.as_str());
+        prop_assert_eq!(subject, expected);
     }
 }

@@ -22,25 +22,35 @@ pub fn normalise(plate: &str) -> String {
         .collect()
 }
 
+/// `prefix` followed by the plate normalised (see [`normalise`]), handed to
+/// `f`. Every camera read needs it, so it is built on the stack when it
+/// fits (plates are about ten characters), not in a new `String`.
+pub fn with_normalised<R>(prefix: &str, plate: &str, f: impl FnOnce(&str) -> R) -> R {
+    let heap = || format!("{prefix}{}", normalise(plate));
+    let letters = plate
+        .bytes()
+        .filter(u8::is_ascii_alphanumeric)
+        .map(|b| b.to_ascii_uppercase());
+    let mut buf = [0u8; 48];
+    let mut n = 0;
+    for b in prefix.bytes().chain(letters) {
+        let Some(slot) = buf.get_mut(n) else {
+            return f(&heap());
+        };
+        *slot = b;
+        n += 1;
+    }
+    // A whole prefix and ASCII letters and digits: always UTF-8.
+    match std::str::from_utf8(&buf[..n]) {
+        Ok(s) => f(s),
+        Err(_) => f(&heap()),
+    }
+}
+
 impl Watchlist {
     /// Whether a plate is on the list.
     pub fn contains(&self, plate: &str) -> bool {
-        if self.plates.is_empty() {
-            return false;
-        }
-        // Every camera read asks: normalise on the stack when the plate
-        // fits (they are about ten characters), not in a new String.
-        let mut buf = [0u8; 24];
-        let mut n = 0;
-        for b in plate.bytes().filter(u8::is_ascii_alphanumeric) {
-            let Some(slot) = buf.get_mut(n) else {
-                return self.plates.contains(&normalise(plate));
-            };
-            *slot = b.to_ascii_uppercase();
-            n += 1;
-        }
-        // ASCII letters and digits only: always UTF-8.
-        std::str::from_utf8(&buf[..n]).is_ok_and(|p| self.plates.contains(p))
+        !self.plates.is_empty() && with_normalised("", plate, |p| self.plates.contains(p))
     }
 }
 
@@ -63,7 +73,8 @@ mod tests {
 
     #[test]
     fn plates_longer_than_the_stack_buffer_match_too() {
-        let long = "VN-26A-123.45-TRAILER-0001-X";
+        // 54 letters and digits: more than the stack buffer holds.
+        let long = "VN-26A-123.45-TRAILER-0001-FROM-LAO-CAI-TO-SON-LA-BY-NATIONAL-ROAD-6-X";
         let w = Watchlist {
             plates: [normalise(long)].into_iter().collect(),
             severity: ioc_schemas::Severity::Severe,
