@@ -24,7 +24,10 @@ pub struct Registry {
     /// The ids again, shared: engine outputs carry them without a copy,
     /// and `by_id` is keyed by them.
     ids: Vec<Arc<str>>,
-    by_id: HashMap<Arc<str>, DeviceIndex>,
+    /// Keyed by the catalogue's ids only (a lookup of an unknown id adds
+    /// nothing), so a fast seeded hash is safe here: input chooses what is
+    /// looked up, never what is stored. It is on every message's path.
+    by_id: HashMap<Arc<str>, DeviceIndex, foldhash::fast::RandomState>,
     areas: Areas,
 }
 
@@ -168,7 +171,7 @@ impl Registry {
     /// first device in the index).
     fn indexed(devices: Vec<DeviceInfo>, areas: Areas) -> Registry {
         let ids: Vec<Arc<str>> = devices.iter().map(|d| Arc::from(d.id.as_str())).collect();
-        let mut by_id = HashMap::with_capacity(ids.len());
+        let mut by_id = HashMap::with_capacity_and_hasher(ids.len(), Default::default());
         for (i, id) in ids.iter().enumerate() {
             by_id.entry(id.clone()).or_insert(i as DeviceIndex);
         }

@@ -296,15 +296,14 @@ impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, GeoItem> {
         self.unary_frontier(Exchange::new(GeoItem::key), "Geo", move |capability, _| {
             let mut timer = Some(capability);
             let mut state = GeoState::new(shared.registry.clone());
-            // Items until the frontier passes their event time, and the
-            // earliest of those times.
-            let mut pending: Vec<GeoItem> = Vec::new();
-            let mut earliest = i64::MAX;
+            // Items until the frontier passes their event time, kept in
+            // `apply`'s order (event time, subject, source).
+            let mut pending: ReorderBuffer<GeoItem> = ReorderBuffer::default();
+            let mut ready = Vec::new();
             let mut out = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|_, data| {
                     for g in data.drain(..) {
-                        earliest = earliest.min(g.ts());
                         pending.push(g);
                     }
                 });
@@ -312,14 +311,10 @@ impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, GeoItem> {
                 let limit = now.map_or(i64::MAX, |n| n.min(i64::MAX as u64) as i64);
                 let rules = shared.rules.current();
                 let zones = shared.zones.current();
-                if earliest < limit {
-                    // In `apply`'s order (event time first), the items the
-                    // frontier passed are a prefix, applied where they lie.
-                    pending.sort_unstable_by(GeoItem::cmp_order);
-                    let ready = pending.partition_point(|g| g.ts() < limit);
-                    state.apply(&mut pending[..ready], &rules, &zones, &mut out);
-                    pending.drain(..ready);
-                    earliest = pending.first().map_or(i64::MAX, GeoItem::ts);
+                pending.release(limit, &mut ready);
+                if !ready.is_empty() {
+                    state.apply(&mut ready, &rules, &zones, &mut out);
+                    ready.clear();
                 }
                 if let Some(now) = now {
                     state.advance(now as i64, &rules, &zones, &mut out);

@@ -345,7 +345,7 @@ impl GeoState {
         zones: &Zones,
         out: &mut Vec<EngineOutput>,
     ) {
-        // Usually sorted already (the operator sorts what it holds).
+        // Usually sorted already (the operator releases them in order).
         items.sort_by(GeoItem::cmp_order);
         for item in items.iter() {
             // Dwell times that ran out before this item, first.
