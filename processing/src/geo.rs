@@ -216,6 +216,17 @@ impl GeoItem {
     }
 }
 
+/// The geo operator holds items in a reorder buffer, released in
+/// [`GeoItem::cmp_order`].
+impl crate::reorder::Timed for GeoItem {
+    fn ts(&self) -> i64 {
+        GeoItem::ts(self)
+    }
+    fn order(&self, other: &Self) -> std::cmp::Ordering {
+        self.cmp_order(other)
+    }
+}
+
 /// The subject id of a plate: `plate-` and the plate's letters and
 /// digits, upper case.
 pub fn plate_subject(plate: &str) -> String {

@@ -13,7 +13,6 @@
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 
-use crate::geo::GeoItem;
 use crate::sample::Sample;
 
 /// What the buffer holds: an event time and a total release order that
@@ -31,15 +30,6 @@ impl Timed for Sample {
     }
     fn order(&self, other: &Self) -> Ordering {
         (self.ts, self.device, self.seq).cmp(&(other.ts, other.device, other.seq))
-    }
-}
-
-impl Timed for GeoItem {
-    fn ts(&self) -> i64 {
-        GeoItem::ts(self)
-    }
-    fn order(&self, other: &Self) -> Ordering {
-        self.cmp_order(other)
     }
 }
 
@@ -130,6 +120,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::geo::GeoItem;
 
     fn key(s: &Sample) -> (i64, u32, u64) {
         (s.ts, s.device, s.seq)
