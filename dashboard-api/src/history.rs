@@ -167,10 +167,13 @@ impl History {
         let Some(s) = self.series.get_mut(i) else {
             return;
         };
+        // Each field read once (on every reading the hub applies).
+        let values = CHARTED.map(|f| state.reading.field(f).filter(|v| v.is_finite()));
         let mask = CHARTED
             .into_iter()
-            .filter(|&f| state.reading.field(f).is_some_and(f64::is_finite))
-            .fold(0, |m, f| m | bit(f));
+            .zip(&values)
+            .filter(|(_, v)| v.is_some())
+            .fold(0, |m, (f, _)| m | bit(f));
         if mask == 0 {
             return;
         }
@@ -210,11 +213,14 @@ impl History {
                 s.index.len() - 1
             }
         };
-        let kept = CHARTED.into_iter().filter(|&f| s.mask & bit(f) != 0);
-        for (j, f) in kept.enumerate() {
-            if mask & bit(f) != 0 {
+        let kept = CHARTED
+            .into_iter()
+            .zip(values)
+            .filter(|&(f, _)| s.mask & bit(f) != 0);
+        for (j, (_, v)) in kept.enumerate() {
+            if let Some(v) = v {
                 let cell = &mut s.cells[k * s.stride + j];
-                cell.sum += state.reading.field(f).unwrap_or_default() as f32;
+                cell.sum += v as f32;
                 cell.count = cell.count.saturating_add(1);
             }
         }

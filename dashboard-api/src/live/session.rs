@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
-use ioc_schemas::{LiveMessage, SnapshotReason};
+use ioc_schemas::{DeviceView, LiveMessage, SnapshotReason};
 use tokio::sync::Notify;
 
 use super::filter::Filter;
@@ -60,6 +60,34 @@ impl Pending {
     }
 }
 
+/// The devices (registry indices) of a snapshot, sent in parts of
+/// [`SNAPSHOT_PART`], each with the devices' state when it goes out.
+#[derive(Debug, Default)]
+struct SnapshotParts {
+    devices: Vec<u32>,
+    sent: usize,
+}
+
+impl SnapshotParts {
+    /// Whether every part went out (or no snapshot is in progress).
+    fn is_done(&self) -> bool {
+        self.sent >= self.devices.len()
+    }
+
+    /// The next part's views and whether more follow; after the last, the
+    /// list is let go.
+    fn next(&mut self, hub: &LiveHub) -> (Vec<DeviceView>, bool) {
+        let end = (self.sent + SNAPSHOT_PART).min(self.devices.len());
+        let views = hub.views(&self.devices[self.sent..end]);
+        self.sent = end;
+        let more = !self.is_done();
+        if !more {
+            *self = SnapshotParts::default();
+        }
+        (views, more)
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     filter: Arc<Filter>,
@@ -69,10 +97,8 @@ struct Inner {
     through: u64,
     /// A snapshot is due next, and why.
     want: Option<SnapshotReason>,
-    /// The devices (registry indices) of the snapshot in progress still to
-    /// send, and how many of them went already; deltas wait until they are
-    /// all sent.
-    parts: (Vec<u32>, usize),
+    /// The snapshot in progress; deltas wait until all its parts are sent.
+    parts: SnapshotParts,
     pending: Pending,
     /// Recent messages, for resuming.
     history: VecDeque<(u64, Utf8Bytes)>,
@@ -287,7 +313,7 @@ impl Session {
     /// Whether a message is due.
     pub fn has_pending(&self) -> bool {
         let inner = self.lock();
-        inner.want.is_some() || inner.parts.1 < inner.parts.0.len() || !inner.pending.is_empty()
+        inner.want.is_some() || !inner.parts.is_done() || !inner.pending.is_empty()
     }
 
     /// The next message for the client: a snapshot when one is due, else a
@@ -300,34 +326,30 @@ impl Session {
             inner.through = snapshot.seq;
             inner.pending.clear();
             inner.seq += 1;
-            let first = snapshot.devices.len().min(SNAPSHOT_PART);
+            inner.parts = SnapshotParts {
+                devices: snapshot.devices,
+                sent: 0,
+            };
+            let (devices, more) = inner.parts.next(hub);
             let message = LiveMessage::Snapshot {
                 seq: inner.seq,
                 session: self.id.clone(),
                 reason,
-                devices: hub.views(&snapshot.devices[..first]),
+                devices,
                 alerts: snapshot.alerts,
                 tracks: snapshot.tracks,
-                more: first < snapshot.devices.len(),
+                more,
             };
-            inner.parts = (snapshot.devices, first);
             metrics::counter!("ioc_ws_snapshots_total", "reason" => reason.as_str()).increment(1);
             serde_json::to_string(&message).unwrap_or_default()
-        } else if inner.parts.1 < inner.parts.0.len() {
+        } else if !inner.parts.is_done() {
             // The snapshot's next devices, as they are now: any later
             // change is pending and follows in a delta.
-            let (devices, sent) = &inner.parts;
-            let end = (sent + SNAPSHOT_PART).min(devices.len());
-            let views = hub.views(&devices[*sent..end]);
-            let more = end < devices.len();
-            inner.parts.1 = end;
-            if !more {
-                inner.parts = Default::default();
-            }
+            let (devices, more) = inner.parts.next(hub);
             inner.seq += 1;
             let message = LiveMessage::SnapshotPart {
                 seq: inner.seq,
-                devices: views,
+                devices,
                 more,
             };
             serde_json::to_string(&message).unwrap_or_default()
