@@ -1009,7 +1009,14 @@ pub fn process_cpu_seconds() -> f64 {
     stat_cpu_seconds("/proc/self/stat".as_ref()).expect("cannot read /proc/self/stat")
 }
 
-/// CPU seconds used so far by the calling thread.
+/// CPU seconds used so far by the calling thread: to the nanosecond from
+/// `/proc/thread-self/schedstat` where the kernel keeps it, else in the
+/// 10 ms ticks of `/proc/thread-self/stat`.
 pub fn own_thread_cpu_seconds() -> f64 {
-    stat_cpu_seconds("/proc/thread-self/stat".as_ref()).expect("cannot read /proc/thread-self/stat")
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|ns| ns as f64 / 1e9)
+        .or_else(|| stat_cpu_seconds("/proc/thread-self/stat".as_ref()))
+        .expect("cannot read /proc/thread-self/stat")
 }

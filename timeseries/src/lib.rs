@@ -6,7 +6,8 @@
 //!    every alert change, to a bounded in-memory queue of [`Record`]s;
 //! 2. the batcher thread ([`sink`]) renders records as line protocol
 //!    ([`line`]) into a batch, and when the batch holds `batch_size` points
-//!    or is `flush_interval` old, compresses it (gzip level 1) and writes it
+//!    or is `flush_interval` old, groups its lines by series
+//!    ([`line::Lines`]), compresses it (gzip level 1) and writes it
 //!    to the [`spool`], a directory with one file per batch;
 //! 3. the writer task sends the oldest spooled batch to `/api/v2/write`
 //!    ([`client`]) and deletes it on success. A failure that may pass

@@ -13,7 +13,7 @@ use tracing::{debug, error, info, warn};
 use crate::client::{WriteClient, WriteError};
 use crate::config::{InfluxConfig, SpoolFull};
 use crate::gzip::Gzip;
-use crate::line::LineEncoder;
+use crate::line::{LineEncoder, Lines};
 use crate::spool::{Segment, Spool};
 use crate::{Input, Record, SinkStats};
 
@@ -207,7 +207,7 @@ struct Batcher {
 
 /// The batch being filled.
 struct Batch {
-    lines: Vec<u8>,
+    lines: Lines,
     /// The compressor, kept from batch to batch; `None` without gzip.
     gzip: Option<Gzip>,
     points: u64,
@@ -219,7 +219,7 @@ const TICK: Duration = Duration::from_millis(200);
 impl Batcher {
     fn run(self, rx: flume::Receiver<Record>) {
         let mut batch = Batch {
-            lines: Vec::with_capacity(self.batch_size * 256),
+            lines: Lines::with_capacity(self.batch_size),
             gzip: self.gzip.then(Gzip::new),
             points: 0,
             started: None,
@@ -263,19 +263,7 @@ impl Batcher {
 
     /// Renders a record into the batch, and spools the batch once it is full.
     fn add(&self, batch: &mut Batch, record: &Record) {
-        let written = match record {
-            Record::Reading { device, envelope } => {
-                self.encoder.reading(&mut batch.lines, *device, envelope)
-            }
-            Record::Alert(alert) => {
-                self.encoder.alert(&mut batch.lines, alert);
-                true
-            }
-            Record::Window { device, window } => {
-                self.encoder.window(&mut batch.lines, *device, window)
-            }
-        };
-        if written {
+        if batch.lines.add(&self.encoder, record) {
             batch.points += 1;
             if batch.started.is_none() {
                 batch.started = Some((Instant::now(), Timestamp::now().millis()));
@@ -291,14 +279,15 @@ impl Batcher {
             return;
         };
         let points = std::mem::take(&mut batch.points);
-        match batch.gzip.as_mut().map(|gz| gz.compress(&batch.lines)) {
+        let lines = batch.lines.grouped();
+        match batch.gzip.as_mut().map(|gz| gz.compress(lines)) {
             Some(Ok(body)) => self.spool(body, points, enqueued_ms, true),
             Some(Err(e)) => {
                 // Cannot happen compressing in memory; never lose the batch over it.
                 warn!(error = %e, "gzip failed; spooling the batch uncompressed");
-                self.spool(&batch.lines, points, enqueued_ms, false);
+                self.spool(lines, points, enqueued_ms, false);
             }
-            None => self.spool(&batch.lines, points, enqueued_ms, false),
+            None => self.spool(lines, points, enqueued_ms, false),
         }
         batch.lines.clear();
     }
