@@ -3,7 +3,8 @@
 //! once, in order, with a valid HMAC-SHA256 signature and the idempotency
 //! key `{alert}:{version}`; a subscriber's filter holds back what it does
 //! not want; an unreachable subscriber's deliveries end up dead and listed
-//! by the API with their error.
+//! by the API with their error; a subscriber that never answers holds up
+//! no other.
 
 #![allow(clippy::unwrap_used)]
 
@@ -36,6 +37,25 @@ struct Receiver {
     seen: Seen,
     attempts: Arc<AtomicUsize>,
     fail_first: usize,
+}
+
+impl Receiver {
+    /// A receiver on a free port that refuses its first `fail_first`
+    /// requests to `/pccc`; and its base URL.
+    async fn serve(fail_first: usize) -> (Receiver, String) {
+        let receiver = Receiver {
+            seen: Arc::default(),
+            attempts: Arc::default(),
+            fail_first,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = Router::new()
+            .route("/{path}", post(receive))
+            .with_state(receiver.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (receiver, base)
+    }
 }
 
 async fn receive(
@@ -96,17 +116,7 @@ async fn post_json(addr: std::net::SocketAddr, path: &str, body: Value) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_deliveries_survive_a_failing_receiver() {
-    let receiver = Receiver {
-        seen: Arc::default(),
-        attempts: Arc::default(),
-        fail_first: 3,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = Router::new()
-        .route("/{path}", post(receive))
-        .with_state(receiver.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (receiver, base) = Receiver::serve(3).await;
 
     let port = free_port();
     let mut config = test_config(format!("mqtt://127.0.0.1:{port}"), true);
@@ -228,5 +238,67 @@ async fn signed_deliveries_survive_a_failing_receiver() {
     )
     .await;
     assert_eq!(status, 400);
+    running.shutdown().await.unwrap();
+}
+
+/// A subscriber whose endpoint takes the connection and never answers
+/// holds up only its own deliveries: another subscriber gets every version
+/// while the silent one's first request is still waiting out its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_subscriber_holds_up_only_itself() {
+    // Accepts connections and keeps them, never answering.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}/silent", silent.local_addr().unwrap());
+    let held: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+    {
+        let held = held.clone();
+        std::thread::spawn(move || {
+            for stream in silent.incoming().flatten() {
+                held.lock().unwrap().push(stream);
+            }
+        });
+    }
+    let (receiver, base) = Receiver::serve(0).await;
+
+    let port = free_port();
+    let mut config = test_config(format!("mqtt://127.0.0.1:{port}"), true);
+    // Named to come first in any order by name.
+    let mut slow = hook("a-silent", silent_url);
+    slow.timeout = Duration::from_secs(120);
+    config.alerts.webhooks = vec![slow, hook("pccc", format!("{base}/pccc"))];
+    let running = ioc::app::start(config).await.unwrap();
+    let addr = running.http_addr;
+    let levels = common::alarm_levels(&running.registry, GAUGE);
+    let mut screen = Screen::connect(addr).await;
+    let device = Device::connect(port).await;
+
+    // Version 1: opened; 2: acknowledged; 3: resolved by hand.
+    let (opened, _) =
+        common::publish_until_open(&device, &mut screen, GAUGE, levels[0] + 0.1).await;
+    let id = opened["id"].as_str().unwrap().to_owned();
+    for action in ["ack", "resolve"] {
+        let path = format!("/api/v1/alerts/{id}/{action}");
+        assert_eq!(post_json(addr, &path, json!({"by": "Lan"})).await, 200);
+    }
+    let keys = || -> Vec<String> {
+        receiver
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(path, status, _, _)| path == "/pccc" && *status < 300)
+            .map(|(_, _, h, _)| h["idempotency-key"].to_str().unwrap().to_owned())
+            .collect()
+    };
+    common::wait_for("three deliveries to pccc", 30, || keys().len() >= 3).await;
+    assert_eq!(
+        keys(),
+        (1..=3).map(|v| format!("{id}:{v}")).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        held.lock().unwrap().len(),
+        1,
+        "the silent subscriber is still on its first request"
+    );
     running.shutdown().await.unwrap();
 }

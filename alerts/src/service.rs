@@ -271,8 +271,12 @@ impl AlertService {
     }
 }
 
-/// Drains the webhook outbox until `cancel` fires: every round posts the
-/// next due delivery of each alert and subscriber, then records the outcome.
+/// Most deliveries a subscriber's worker takes from the outbox at a time.
+const ROUND: u32 = 100;
+
+/// Drains the outbox until `cancel` fires, with one worker per subscriber:
+/// a subscriber that is slow or down (each attempt waiting out its
+/// `timeout`) holds up only its own deliveries, never another's.
 async fn deliver(store: Arc<AlertStore>, sinks: Vec<(String, SinkFn)>, cancel: CancellationToken) {
     let client = match reqwest::Client::builder().build() {
         Ok(c) => c,
@@ -281,44 +285,116 @@ async fn deliver(store: Arc<AlertStore>, sinks: Vec<(String, SinkFn)>, cancel: C
             return;
         }
     };
+    let configured: Vec<&str> = store
+        .webhooks()
+        .iter()
+        .map(|w| w.name.as_str())
+        .chain(sinks.iter().map(|(n, _)| n.as_str()))
+        .collect();
+    match store
+        .abandon_unconfigured(&configured, Timestamp::now())
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            deliveries = n,
+            "pending deliveries to subscribers no longer configured were given up (listed as dead)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot give up deliveries to removed subscribers"),
+    }
+    let mut workers = tokio::task::JoinSet::new();
+    let hooks = store
+        .webhooks()
+        .iter()
+        .cloned()
+        .map(|hook| Subscriber::Webhook {
+            hook,
+            client: client.clone(),
+        });
+    let sinks = sinks
+        .into_iter()
+        .map(|(name, sink)| Subscriber::Sink { name, sink });
+    for subscriber in hooks.chain(sinks) {
+        workers.spawn(drain(store.clone(), subscriber, cancel.clone()));
+    }
+    while workers.join_next().await.is_some() {}
+}
+
+/// Where a subscriber's deliveries go.
+enum Subscriber {
+    /// An HTTP endpoint (`[[alerts.webhooks]]`).
+    Webhook {
+        hook: Webhook,
+        client: reqwest::Client,
+    },
+    /// A channel of ours (Kafka, MQTT), retried until it takes the delivery.
+    Sink { name: String, sink: SinkFn },
+}
+
+impl Subscriber {
+    fn name(&self) -> &str {
+        match self {
+            Subscriber::Webhook { hook, .. } => &hook.name,
+            Subscriber::Sink { name, .. } => name,
+        }
+    }
+
+    async fn send(&self, d: &Delivery) -> Result<(), String> {
+        match self {
+            Subscriber::Webhook { hook, client } => post(client, hook, d).await,
+            Subscriber::Sink { sink, .. } => sink(d.clone()).await,
+        }
+    }
+
+    fn max_attempts(&self) -> u32 {
+        match self {
+            Subscriber::Webhook { hook, .. } => hook.max_attempts,
+            Subscriber::Sink { .. } => u32::MAX,
+        }
+    }
+
+    /// The pause before the next attempt after `attempts` failed ones.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let wait = webhook::backoff(attempts);
+        match self {
+            Subscriber::Webhook { .. } => wait,
+            Subscriber::Sink { .. } => wait.min(SINK_MAX_BACKOFF),
+        }
+    }
+}
+
+/// One subscriber's worker: posts its due deliveries, oldest first, and
+/// records each outcome, until `cancel` fires. A request in flight then is
+/// dropped; its delivery stays pending and goes again after a restart
+/// (with the same `Idempotency-Key`).
+async fn drain(store: Arc<AlertStore>, subscriber: Subscriber, cancel: CancellationToken) {
+    let name = subscriber.name().to_owned();
     loop {
-        let now = Timestamp::now();
-        let due = match store.due_deliveries(now).await {
+        let due = match store.due_deliveries(&name, Timestamp::now(), ROUND).await {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(error = %e, "alert outbox unavailable; will retry");
+                tracing::warn!(subscriber = %name, error = %e, "alert outbox unavailable; will retry");
                 Vec::new()
             }
         };
-        metrics::gauge!("ioc_alert_deliveries_due").set(due.len() as f64);
+        metrics::gauge!("ioc_alert_deliveries_due", "subscriber" => name.clone())
+            .set(due.len() as f64);
         for d in &due {
-            let hook = store.webhooks().iter().find(|w| w.name == d.subscriber);
-            let sink = sinks.iter().find(|(n, _)| *n == d.subscriber);
-            let (outcome, max_attempts, max_wait) = match (hook, sink) {
-                (Some(hook), _) => (post(&client, hook, d).await, hook.max_attempts, None),
-                (None, Some((_, sink))) => {
-                    (sink(d.clone()).await, u32::MAX, Some(SINK_MAX_BACKOFF))
-                }
-                (None, None) => {
-                    // A subscriber removed from the configuration: give up on it.
-                    let gone = Err("subscriber no longer configured".to_owned());
-                    let _ = store.record_attempt(d, gone, now, 1, now).await;
-                    continue;
-                }
+            let outcome = tokio::select! {
+                _ = cancel.cancelled() => return,
+                outcome = subscriber.send(d) => outcome,
             };
+            let max_attempts = subscriber.max_attempts();
             let label = match &outcome {
                 Ok(()) => "delivered",
                 Err(_) if d.attempts + 1 >= max_attempts => "dead",
                 Err(_) => "retried",
             };
-            metrics::counter!("ioc_alert_deliveries_total", "subscriber" => d.subscriber.clone(), "outcome" => label).increment(1);
+            metrics::counter!("ioc_alert_deliveries_total", "subscriber" => name.clone(), "outcome" => label).increment(1);
             if let Err(e) = &outcome {
-                tracing::warn!(subscriber = %d.subscriber, alert = %d.alert, version = d.version, attempt = d.attempts + 1, error = %e, "alert delivery failed");
+                tracing::warn!(subscriber = %name, alert = %d.alert, version = d.version, attempt = d.attempts + 1, error = %e, "alert delivery failed");
             }
-            let mut wait = webhook::backoff(d.attempts);
-            if let Some(max) = max_wait {
-                wait = wait.min(max);
-            }
+            let wait = subscriber.backoff(d.attempts);
             let next = Timestamp(Timestamp::now().millis() + wait.as_millis() as i64);
             let recorded = store
                 .record_attempt(d, outcome, next, max_attempts, Timestamp::now())
@@ -333,7 +409,7 @@ async fn deliver(store: Arc<AlertStore>, sinks: Vec<(String, SinkFn)>, cancel: C
             Duration::ZERO
         };
         tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
         }
     }

@@ -247,26 +247,59 @@ impl AlertStore {
         &self.webhooks
     }
 
-    /// The next delivery due of each alert and subscriber (versions of one
-    /// alert go in order: a later one waits for the earlier).
-    pub async fn due_deliveries(&self, now: Timestamp) -> Result<Vec<Delivery>, StoreError> {
+    /// The deliveries due to `subscriber`: of each alert, the oldest pending
+    /// version once its time has come (versions of one alert go in order: a
+    /// later one waits for the earlier), longest waiting first, at most
+    /// `limit`. Each subscriber is asked on its own, so one with a long
+    /// backlog (an endpoint that is down) does not hide the others'.
+    pub async fn due_deliveries(
+        &self,
+        subscriber: &str,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
         let sql = format!(
-            "{DELIVERY_SELECT} WHERE state = 'pending' ORDER BY subscriber, alert_id, version LIMIT 1000"
+            "{DELIVERY_SELECT} o WHERE o.subscriber = $1 AND o.state = 'pending' AND o.next_at <= $2 \
+             AND o.version = (SELECT MIN(p.version) FROM alert_outbox p \
+             WHERE p.subscriber = o.subscriber AND p.alert_id = o.alert_id AND p.state = 'pending') \
+             ORDER BY o.next_at, o.alert_id LIMIT $3"
         );
-        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
-        let mut out: Vec<Delivery> = Vec::new();
-        for row in &rows {
-            let d = delivery(row)?;
-            let first = out.last().is_none_or(|p| {
-                (p.subscriber.as_str(), p.alert.as_str())
-                    != (d.subscriber.as_str(), d.alert.as_str())
-            });
-            if first {
-                out.push(d);
-            }
+        let rows = sqlx::query(&sql)
+            .bind(subscriber)
+            .bind(now.millis())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(delivery).collect()
+    }
+
+    /// Gives up the pending deliveries of subscribers not in `configured`
+    /// (removed from the configuration): they become dead with that reason.
+    /// Returns how many.
+    pub async fn abandon_unconfigured(
+        &self,
+        configured: &[&str],
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let pending: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT subscriber FROM alert_outbox WHERE state = 'pending'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut abandoned = 0;
+        for gone in pending.iter().filter(|s| !configured.contains(&s.as_str())) {
+            abandoned += sqlx::query(
+                "UPDATE alert_outbox SET state = 'dead', last_error = $1, done_at = $2, next_at = $2 \
+                 WHERE subscriber = $3 AND state = 'pending'",
+            )
+            .bind("subscriber no longer configured")
+            .bind(now.millis())
+            .bind(gone)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         }
-        out.retain(|d| d.next_at <= now);
-        Ok(out)
+        Ok(abandoned)
     }
 
     /// Records the outcome of an attempt: delivered, retried at `next_at`,

@@ -193,20 +193,31 @@ async fn listing(store: &AlertStore) {
     assert!(resolved.alerts.is_empty());
 }
 
+/// An alert opened by `rule` on `subject`, then acknowledged (versions 1, 2).
+async fn opened_and_acknowledged(
+    store: &AlertStore,
+    rule: &str,
+    subject: &str,
+    opened: i64,
+) -> ioc_schemas::Alert {
+    let (a, _) = store
+        .apply_rule(&rule_alert(rule, subject, opened, 1, 1), NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .act(&a.id, &Operation::Acknowledge, "lan", NOW)
+        .await
+        .unwrap()
+        .0
+}
+
 async fn renotification(store: &AlertStore) {
     store
         .apply_rule(&rule_alert("renotify", "r-open", 20_000, 1, 1), NOW)
         .await
         .unwrap();
-    let (b, _) = store
-        .apply_rule(&rule_alert("renotify", "r-acked", 20_000, 1, 1), NOW)
-        .await
-        .unwrap()
-        .unwrap();
-    store
-        .act(&b.id, &Operation::Acknowledge, "lan", NOW)
-        .await
-        .unwrap();
+    opened_and_acknowledged(store, "renotify", "r-acked", 20_000).await;
     let later = Timestamp(NOW.millis() + 60_000);
     assert!(
         store
@@ -273,12 +284,99 @@ async fn concurrency(store: Arc<AlertStore>) {
     assert_eq!(detail.alert.handling.notes, 15);
 }
 
+/// The outbox hands each subscriber its own due deliveries: per alert the
+/// oldest pending version, not before its time; another subscriber's
+/// backlog or failures change nothing for it; a subscriber dropped from the
+/// configuration has its pending deliveries given up.
+async fn outbox(url: &str) {
+    let store = AlertStore::open(url).await.unwrap().with_sinks(vec![
+        "kafka".into(),
+        "mqtt".into(),
+        "old".into(),
+    ]);
+    let key = |ds: &[ioc_alerts::Delivery]| -> Vec<(String, u32)> {
+        ds.iter().map(|d| (d.alert.clone(), d.version)).collect()
+    };
+    // Two alerts, two versions each.
+    let mut ids = Vec::new();
+    for subject in ["outbox-x", "outbox-y"] {
+        ids.push(
+            opened_and_acknowledged(&store, "river_level", subject, 2000)
+                .await
+                .id,
+        );
+    }
+    let (x, y) = (ids[0].clone(), ids[1].clone());
+    let due = |who: &'static str, at: Timestamp| {
+        let store = &store;
+        async move { store.due_deliveries(who, at, 100).await.unwrap() }
+    };
+    let heads = vec![(x.clone(), 1), (y.clone(), 1)];
+    assert_eq!(key(&due("kafka", NOW).await), heads);
+    assert!(
+        due("kafka", Timestamp(NOW.millis() - 1)).await.is_empty(),
+        "not before its time"
+    );
+
+    // x:1 delivered, y:1 failed and waits a minute; y:2 waits behind it.
+    let first = due("kafka", NOW).await;
+    store
+        .record_attempt(&first[0], Ok(()), NOW, 12, NOW)
+        .await
+        .unwrap();
+    let later = Timestamp(NOW.millis() + 60_000);
+    store
+        .record_attempt(&first[1], Err("HTTP 503".into()), later, 12, NOW)
+        .await
+        .unwrap();
+    assert_eq!(key(&due("kafka", NOW).await), vec![(x.clone(), 2)]);
+    assert_eq!(
+        key(&due("kafka", later).await),
+        vec![(x.clone(), 2), (y.clone(), 1)]
+    );
+    assert_eq!(
+        key(&due("mqtt", NOW).await),
+        heads,
+        "the other subscriber is untouched"
+    );
+    assert_eq!(
+        store.due_deliveries("kafka", NOW, 1).await.unwrap().len(),
+        1
+    );
+
+    // "old" is no longer configured: its four pending deliveries are dead.
+    assert_eq!(
+        store
+            .abandon_unconfigured(&["kafka", "mqtt"], NOW)
+            .await
+            .unwrap(),
+        4
+    );
+    assert!(due("old", NOW).await.is_empty());
+    let dead = store.deliveries("dead", 100).await.unwrap();
+    assert_eq!(dead.iter().filter(|d| d.subscriber == "old").count(), 4);
+    assert!(
+        dead.iter()
+            .all(|d| d.last_error.as_deref() == Some("subscriber no longer configured"))
+    );
+    assert_eq!(
+        store
+            .abandon_unconfigured(&["kafka", "mqtt"], NOW)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(key(&due("mqtt", NOW).await), heads);
+    store.close().await;
+}
+
 async fn suite(url: &str) {
     let store = Arc::new(AlertStore::open(url).await.unwrap());
     lifecycle(&store).await;
     listing(&store).await;
     renotification(&store).await;
     concurrency(store.clone()).await;
+    outbox(url).await;
     let active = store.active().await.unwrap();
     store.close().await;
     // Opened again (migrations already applied): everything is still there.

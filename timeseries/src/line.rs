@@ -240,8 +240,9 @@ pub struct Lines {
 enum Grouping {
     #[default]
     Pending,
-    /// The lines came in series order.
+    /// The lines came in series order: `text` is the answer.
     InText,
+    /// `grouped` holds them in series order.
     InCopy,
 }
 
