@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_alerts.sql")),
     (2, include_str!("../migrations/0002_webhook_outbox.sql")),
     (3, include_str!("../migrations/0003_audit.sql")),
+    (4, include_str!("../migrations/0004_outbox_pending.sql")),
 ];
 
 /// Why the store failed.
