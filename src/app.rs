@@ -248,10 +248,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                                 });
                             }
                         }
+                        EngineOutput::Geofence(g) => {
+                            input.offer(Record::Geofence(Box::new(g.clone())));
+                        }
                         EngineOutput::Alert(_)
                         | EngineOutput::Device(_)
                         | EngineOutput::Presence(_)
-                        | EngineOutput::Geofence(_)
                         | EngineOutput::Track(_) => {}
                     }
                 }

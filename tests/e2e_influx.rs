@@ -223,6 +223,81 @@ async fn readings_and_alert_changes_arrive_point_by_point() {
     );
 }
 
+/// A plate read inside a watched zone: its geofence event is written as
+/// the `geofence` measurement, tagged with the zone, its kind, the
+/// transition and the camera, at the read's event time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn geofence_events_are_written() {
+    let victoria = Victoria::start();
+    let spool = tempfile::tempdir().unwrap();
+    let mut config = config(&victoria, spool.path());
+    // A camera of the demo and a point near it inside one of the demo zones.
+    let registry = Registry::sonla_demo();
+    let zones = ioc_devices::Zones::from_geojson(ioc_devices::catalogue::SONLA_ZONES).unwrap();
+    let (camera, pos, zone) = registry
+        .devices()
+        .iter()
+        .filter(|d| d.kind == DeviceKind::Camera)
+        .find_map(|d| {
+            let steps = (-20..=20).flat_map(|i| (-20..=20).map(move |j| (i, j)));
+            steps.into_iter().find_map(|(i, j)| {
+                let pos = [
+                    d.pos[0] + 0.001 * f64::from(i),
+                    d.pos[1] + 0.001 * f64::from(j),
+                ];
+                let zone = zones.at(pos).into_iter().next()?;
+                Some((d.id.clone(), pos, zone))
+            })
+        })
+        .expect("a demo zone within 2 km of a demo camera");
+    let rules = spool.path().with_extension("geo-rules.toml");
+    std::fs::write(
+        &rules,
+        format!(
+            "{}\n[[rule]]\nid = \"watch\"\nkind = \"geofence\"\nzone_kinds = [\"{}\"]\non = \"enter\"\n",
+            ioc_processing::BUILTIN_RULES,
+            zone.kind.as_str()
+        ),
+    )
+    .unwrap();
+    config.rules.file = Some(rules);
+    let running: Running = ioc::app::start(config).await.unwrap();
+
+    // The read, then another one a minute later (event time moves on).
+    let t = Timestamp::now().millis() - 120_000;
+    let body: String = [(1, t, "29A-123.45"), (2, t + 60_000, "29A-678.90")]
+        .iter()
+        .map(|(seq, ts, plate)| {
+            let read = serde_json::json!({
+                "v": 1, "device": camera, "ts": Timestamp(*ts).to_rfc3339(), "seq": seq, "pos": pos,
+                "camera": {"event": "plate_read", "plate": plate, "confidence": 0.9}
+            });
+            format!("{read}\n")
+        })
+        .collect();
+    let (status, report) = common::post_ingest(running.http_addr, body.as_bytes()).await;
+    assert_eq!(status, 200, "{report}");
+
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events = victoria.export(r#"{__name__="geofence_events"}"#).await;
+        if !events.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first = events
+        .iter()
+        .find(|s| s.timestamps.contains(&t))
+        .unwrap_or_else(|| panic!("no geofence event at {t}: {events:?}"));
+    assert_eq!(first.metric["zone"], zone.id);
+    assert_eq!(first.metric["zone_kind"], zone.kind.as_str());
+    assert_eq!(first.metric["transition"], "enter");
+    assert_eq!(first.metric["source"], camera);
+    assert!(first.values.iter().all(|&v| v == 1.0));
+    running.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_loses_and_duplicates_nothing() {
     let mut victoria = Victoria::start();

@@ -62,6 +62,8 @@ pub enum Record {
         /// The result.
         window: Box<ioc_schemas::WindowResult>,
     },
+    /// A moving subject entered, left or lingered in a zone.
+    Geofence(Box<ioc_schemas::GeofenceEvent>),
 }
 
 /// The sink has stopped and takes no more points.

@@ -3,12 +3,14 @@
 //! One measurement per device kind (`river_gauge`, `rain_gauge`,
 //! `reservoir`, `traffic_counter`, `camera`), one per window kind
 //! (`rainfall_window`, `traffic_window`, `camera_events_window`, tagged
-//! with the window length `window` in seconds and with the device's tags)
-//! and one for alert changes (`alert`). Tags are bounded by the catalogue: `device`, `kind` and one
-//! tag per administrative level (`province`, `former_district`, `commune`,
-//! `ward`, holding area ids), plus the camera `event` type and the alert's
-//! `rule`, `severity` and `status`. Free text (plates, titles) is never a
-//! tag. Field names carry their unit (`water_level_m`, `speed_kmh`);
+//! with the window length `window` in seconds and with the device's tags),
+//! one for alert changes (`alert`) and one for geofence events
+//! (`geofence`). Tags are bounded by the catalogue and the zones file:
+//! `device`, `kind` and one tag per administrative level (`province`,
+//! `former_district`, `commune`, `ward`, holding area ids), plus the
+//! camera `event` type, the alert's `rule`, `severity` and `status`, and
+//! the geofence event's `zone`, `zone_kind`, `transition` and `source`.
+//! Free text (plates, titles, the geofence subject) is never a tag. Field names carry their unit (`water_level_m`, `speed_kmh`);
 //! timestamps are event time in milliseconds (`precision=ms`).
 //!
 //! A device's measurement and tags never change while the process runs, so
@@ -19,7 +21,7 @@
 //! series' lines in the order they came.
 
 use ioc_devices::{DeviceIndex, Registry};
-use ioc_schemas::{Alert, AreaRef, Body, Envelope, WindowResult, WindowValue};
+use ioc_schemas::{Alert, AreaRef, Body, Envelope, GeofenceEvent, WindowResult, WindowValue};
 
 use crate::Record;
 
@@ -60,7 +62,7 @@ impl LineEncoder {
 
     /// The order a record's line takes in a batch: a device's readings,
     /// then its window results, each by the device's place in prefix order;
-    /// alert changes last.
+    /// geofence events, then alert changes last.
     fn series(&self, record: &Record) -> u64 {
         let place = |device: DeviceIndex| {
             u64::from(
@@ -73,7 +75,8 @@ impl LineEncoder {
         match record {
             Record::Reading { device, .. } => place(*device),
             Record::Window { device, .. } => (1 << 32) + place(*device),
-            Record::Alert(_) => 2 << 32,
+            Record::Geofence(_) => 2 << 32,
+            Record::Alert(_) => 3 << 32,
         }
     }
 
@@ -87,6 +90,10 @@ impl LineEncoder {
                 true
             }
             Record::Window { device, window } => self.window(out, *device, window),
+            Record::Geofence(event) => {
+                self.geofence(out, event);
+                true
+            }
         }
     }
 
@@ -183,6 +190,32 @@ impl LineEncoder {
         f.int("revision", Some(i64::from(w.revision)));
         timestamp(out, w.end.millis());
         true
+    }
+
+    /// Appends one line for a geofence event, at the event time of the
+    /// position that caused it. The subject (a device id or a plate) is a
+    /// field: plates are unbounded.
+    pub fn geofence(&self, out: &mut Vec<u8>, event: &GeofenceEvent) {
+        escape_measurement(out, "geofence");
+        write_tags(
+            out,
+            vec![
+                ("source", &event.source),
+                ("transition", event.transition.as_str()),
+                ("zone", &event.zone.id),
+                ("zone_kind", event.zone.kind.as_str()),
+            ],
+        );
+        let mut f = Fields::new(out);
+        f.string("subject", Some(&event.subject));
+        f.int(
+            "inside_s",
+            event.inside_s.and_then(|s| i64::try_from(s).ok()),
+        );
+        f.float("lon", Some(event.pos[0]));
+        f.float("lat", Some(event.pos[1]));
+        f.int("events", Some(1));
+        timestamp(out, event.ts.millis());
     }
 
     /// Appends one line for a change of an alert, at its `updated_at`.
@@ -591,6 +624,30 @@ mod tests {
             lines[1]
                 .contains(r#" confidence=0.9,plate="26A-123.45 \"x\"",lon=103.9,lat=21.3,seq=7i "#),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn geofence_event_has_zone_tags_and_the_subject_as_a_field() {
+        let event = ioc_schemas::GeofenceEvent {
+            subject: "plate:26A99999".into(),
+            zone: ioc_schemas::ZoneRef {
+                id: "restricted-thuy-dien-son-la".into(),
+                name: "Khu vực đập, thủy điện Sơn La".into(),
+                kind: ioc_schemas::ZoneKind::Restricted,
+            },
+            transition: ioc_schemas::GeofenceTransition::Exit,
+            ts: Timestamp(1_784_000_000_123),
+            pos: [103.912345, 21.3],
+            source: "cam-son-la-01".into(),
+            inside_s: Some(95),
+        };
+        let text = line(|e, out| assert!(e.record(out, &Record::Geofence(Box::new(event)))));
+        assert_eq!(
+            text,
+            "geofence,source=cam-son-la-01,transition=exit,zone=restricted-thuy-dien-son-la,\
+             zone_kind=restricted subject=\"plate:26A99999\",inside_s=95i,lon=103.912345,\
+             lat=21.3,events=1i 1784000000123\n"
         );
     }
 
