@@ -46,6 +46,28 @@ fn written() -> BTreeSet<(String, String)> {
         handling: Default::default(),
     };
     encoder.alert(&mut out, &alert);
+    // A geofence event, as the hub hands it over.
+    let camera = registry
+        .devices()
+        .iter()
+        .find(|d| d.kind == ioc_schemas::DeviceKind::Camera)
+        .unwrap();
+    encoder.geofence(
+        &mut out,
+        &ioc_schemas::GeofenceEvent {
+            subject: "plate:29A12345".into(),
+            zone: ioc_schemas::ZoneRef {
+                id: "restricted-thuy-dien-son-la".into(),
+                name: "Thủy điện Sơn La".into(),
+                kind: ioc_schemas::ZoneKind::Restricted,
+            },
+            transition: ioc_schemas::GeofenceTransition::Enter,
+            ts: Timestamp(t0),
+            pos: camera.pos,
+            source: camera.id.clone(),
+            inside_s: None,
+        },
+    );
     let mut pairs = BTreeSet::new();
     for line in String::from_utf8(out).unwrap().lines() {
         let mut parts = line.splitn(3, ' ');
