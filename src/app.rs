@@ -180,7 +180,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         );
         let topic = config.alerts.kafka_topic.clone();
         sinks.push((
-            "kafka".to_owned(),
+            ioc_alerts::KAFKA_SUBSCRIBER.to_owned(),
             Arc::new(move |d: ioc_alerts::Delivery| {
                 let (producer, topic) = (producer.clone(), topic.clone());
                 Box::pin(async move {

@@ -494,12 +494,17 @@ mod tests {
         c.simulator.rate = -1.0;
         c.mqtt.url = "mqtt://broker.example:1883".into();
         c.mqtt.qos = 2;
+        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/ioc.webhook-demo.toml");
+        let mut hook = Config::load(Some(&demo)).unwrap().alerts.webhooks[0].clone();
+        hook.name = ioc_alerts::KAFKA_SUBSCRIBER.into();
+        c.alerts.webhooks = vec![hook];
         let p = c.problems().join("\n");
         for key in [
             "processing.workers",
             "simulator.rate",
             "embedded_broker.enabled",
             "mqtt.qos",
+            "alerts.webhooks[0].name",
         ] {
             assert!(p.contains(key), "{key} missing from {p}");
         }

@@ -17,6 +17,6 @@ pub mod store;
 pub mod webhook;
 
 pub use lifecycle::{Operation, Refusal};
-pub use service::{AlertService, AlertsConfig, Publish, SinkFn};
+pub use service::{AlertService, AlertsConfig, KAFKA_SUBSCRIBER, Publish, SinkFn};
 pub use store::{ActError, AlertFilter, AlertPage, AlertStore, AuditEntry, Delivery, StoreError};
 pub use webhook::Webhook;

@@ -26,6 +26,11 @@ pub type SinkFn = Arc<
         + Sync,
 >;
 
+/// The subscriber name of the Kafka alert channel's deliveries (a sink
+/// the binary adds); no webhook may take it, or the two would share
+/// outbox rows.
+pub const KAFKA_SUBSCRIBER: &str = "kafka";
+
 /// Longest pause between retries of a sink (webhooks: ten minutes).
 const SINK_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -106,6 +111,12 @@ impl AlertsConfig {
             if self.webhooks[..i].iter().any(|o| o.name == w.name) {
                 p.push(format!(
                     "{prefix}.webhooks[{i}].name: {:?} is used twice",
+                    w.name
+                ));
+            }
+            if w.name == KAFKA_SUBSCRIBER {
+                p.push(format!(
+                    "{prefix}.webhooks[{i}].name: {:?} is the name of the Kafka alert channel's deliveries; choose another",
                     w.name
                 ));
             }

@@ -210,7 +210,6 @@ struct Batch {
     lines: Lines,
     /// The compressor, kept from batch to batch; `None` without gzip.
     gzip: Option<Gzip>,
-    points: u64,
     started: Option<(Instant, i64)>,
 }
 
@@ -221,7 +220,6 @@ impl Batcher {
         let mut batch = Batch {
             lines: Lines::with_capacity(self.batch_size),
             gzip: self.gzip.then(Gzip::new),
-            points: 0,
             started: None,
         };
         loop {
@@ -264,11 +262,10 @@ impl Batcher {
     /// Renders a record into the batch, and spools the batch once it is full.
     fn add(&self, batch: &mut Batch, record: &Record) {
         if batch.lines.add(&self.encoder, record) {
-            batch.points += 1;
             if batch.started.is_none() {
                 batch.started = Some((Instant::now(), Timestamp::now().millis()));
             }
-            if batch.points as usize >= self.batch_size {
+            if batch.lines.len() >= self.batch_size {
                 self.flush(batch);
             }
         }
@@ -278,7 +275,7 @@ impl Batcher {
         let Some((_, enqueued_ms)) = batch.started.take() else {
             return;
         };
-        let points = std::mem::take(&mut batch.points);
+        let points = batch.lines.len() as u64;
         let lines = batch.lines.grouped();
         match batch.gzip.as_mut().map(|gz| gz.compress(lines)) {
             Some(Ok(body)) => self.spool(body, points, enqueued_ms, true),
