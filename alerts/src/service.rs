@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use ioc_schemas::{Alert, AlertChange, AlertDetail, Timestamp};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -285,6 +286,12 @@ impl AlertService {
 /// Most deliveries a subscriber's worker takes from the outbox at a time.
 const ROUND: u32 = 100;
 
+/// Requests a subscriber's worker has in flight at once. The due
+/// deliveries are of distinct alerts (one version each), so they may go
+/// together: a storm of changes reaches a receiver that takes a second per
+/// request in seconds, not minutes.
+const IN_FLIGHT: usize = 8;
+
 /// Drains the outbox until `cancel` fires, with one worker per subscriber:
 /// a subscriber that is slow or down (each attempt waiting out its
 /// `timeout`) holds up only its own deliveries, never another's.
@@ -374,8 +381,9 @@ impl Subscriber {
     }
 }
 
-/// One subscriber's worker: posts its due deliveries, oldest first, and
-/// records each outcome, until `cancel` fires. A request in flight then is
+/// One subscriber's worker: posts its due deliveries, oldest first and up
+/// to [`IN_FLIGHT`] at once, and records each outcome, until `cancel`
+/// fires. A request in flight then is
 /// dropped; its delivery stays pending and goes again after a restart
 /// (with the same `Idempotency-Key`).
 async fn drain(store: Arc<AlertStore>, subscriber: Subscriber, cancel: CancellationToken) {
@@ -390,29 +398,33 @@ async fn drain(store: Arc<AlertStore>, subscriber: Subscriber, cancel: Cancellat
         };
         metrics::gauge!("ioc_alert_deliveries_due", "subscriber" => name.clone())
             .set(due.len() as f64);
-        for d in &due {
-            let outcome = tokio::select! {
-                _ = cancel.cancelled() => return,
-                outcome = subscriber.send(d) => outcome,
-            };
-            let max_attempts = subscriber.max_attempts();
-            let label = match &outcome {
-                Ok(()) => "delivered",
-                Err(_) if d.attempts + 1 >= max_attempts => "dead",
-                Err(_) => "retried",
-            };
-            metrics::counter!("ioc_alert_deliveries_total", "subscriber" => name.clone(), "outcome" => label).increment(1);
-            if let Err(e) = &outcome {
-                tracing::warn!(subscriber = %name, alert = %d.alert, version = d.version, attempt = d.attempts + 1, error = %e, "alert delivery failed");
+        let round = futures_util::stream::iter(&due).for_each_concurrent(IN_FLIGHT, |d| {
+            let (store, subscriber, name) = (&store, &subscriber, &name);
+            async move {
+                let outcome = subscriber.send(d).await;
+                let max_attempts = subscriber.max_attempts();
+                let label = match &outcome {
+                    Ok(()) => "delivered",
+                    Err(_) if d.attempts + 1 >= max_attempts => "dead",
+                    Err(_) => "retried",
+                };
+                metrics::counter!("ioc_alert_deliveries_total", "subscriber" => name.clone(), "outcome" => label).increment(1);
+                if let Err(e) = &outcome {
+                    tracing::warn!(subscriber = %name, alert = %d.alert, version = d.version, attempt = d.attempts + 1, error = %e, "alert delivery failed");
+                }
+                let wait = subscriber.backoff(d.attempts);
+                let next = Timestamp(Timestamp::now().millis() + wait.as_millis() as i64);
+                let recorded = store
+                    .record_attempt(d, outcome, next, max_attempts, Timestamp::now())
+                    .await;
+                if let Err(e) = recorded {
+                    tracing::warn!(error = %e, "delivery outcome not recorded; it will be repeated");
+                }
             }
-            let wait = subscriber.backoff(d.attempts);
-            let next = Timestamp(Timestamp::now().millis() + wait.as_millis() as i64);
-            let recorded = store
-                .record_attempt(d, outcome, next, max_attempts, Timestamp::now())
-                .await;
-            if let Err(e) = recorded {
-                tracing::warn!(error = %e, "delivery outcome not recorded; it will be repeated");
-            }
+        });
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            () = round => {}
         }
         let pause = if due.is_empty() {
             Duration::from_millis(200)
