@@ -239,8 +239,8 @@ async fn geofence_events_are_written() {
         .iter()
         .filter(|d| d.kind == DeviceKind::Camera)
         .find_map(|d| {
-            let steps = (-20..=20).flat_map(|i| (-20..=20).map(move |j| (i, j)));
-            steps.into_iter().find_map(|(i, j)| {
+            let mut steps = (-20..=20).flat_map(|i| (-20..=20).map(move |j| (i, j)));
+            steps.find_map(|(i, j)| {
                 let pos = [
                     d.pos[0] + 0.001 * f64::from(i),
                     d.pos[1] + 0.001 * f64::from(j),

@@ -303,12 +303,19 @@ async fn deliver(store: Arc<AlertStore>, sinks: Vec<(String, SinkFn)>, cancel: C
             return;
         }
     };
-    let configured: Vec<&str> = store
+    let hooks = store
         .webhooks()
         .iter()
-        .map(|w| w.name.as_str())
-        .chain(sinks.iter().map(|(n, _)| n.as_str()))
-        .collect();
+        .cloned()
+        .map(|hook| Subscriber::Webhook {
+            hook,
+            client: client.clone(),
+        });
+    let sinks = sinks
+        .into_iter()
+        .map(|(name, sink)| Subscriber::Sink { name, sink });
+    let subscribers: Vec<Subscriber> = hooks.chain(sinks).collect();
+    let configured: Vec<&str> = subscribers.iter().map(Subscriber::name).collect();
     match store
         .abandon_unconfigured(&configured, Timestamp::now())
         .await
@@ -321,18 +328,7 @@ async fn deliver(store: Arc<AlertStore>, sinks: Vec<(String, SinkFn)>, cancel: C
         Err(e) => tracing::warn!(error = %e, "cannot give up deliveries to removed subscribers"),
     }
     let mut workers = tokio::task::JoinSet::new();
-    let hooks = store
-        .webhooks()
-        .iter()
-        .cloned()
-        .map(|hook| Subscriber::Webhook {
-            hook,
-            client: client.clone(),
-        });
-    let sinks = sinks
-        .into_iter()
-        .map(|(name, sink)| Subscriber::Sink { name, sink });
-    for subscriber in hooks.chain(sinks) {
+    for subscriber in subscribers {
         workers.spawn(drain(store.clone(), subscriber, cancel.clone()));
     }
     while workers.join_next().await.is_some() {}
@@ -383,9 +379,8 @@ impl Subscriber {
 
 /// One subscriber's worker: posts its due deliveries, oldest first and up
 /// to [`IN_FLIGHT`] at once, and records each outcome, until `cancel`
-/// fires. A request in flight then is
-/// dropped; its delivery stays pending and goes again after a restart
-/// (with the same `Idempotency-Key`).
+/// fires. A request in flight then is dropped; its delivery stays pending
+/// and goes again after a restart (with the same `Idempotency-Key`).
 async fn drain(store: Arc<AlertStore>, subscriber: Subscriber, cancel: CancellationToken) {
     let name = subscriber.name().to_owned();
     loop {

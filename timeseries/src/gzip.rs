@@ -7,8 +7,9 @@
 //! in again at every batch. A batcher writes thousands of batches an hour,
 //! so it keeps one [`Gzip`] and resets it between them. The deflate state
 //! writes the gzip wrapper itself (RFC 1952: header, deflate at level 1,
-//! CRC-32 and length), computing the CRC as it copies the input into its
-//! window rather than in a second pass.
+//! CRC-32 and length), computing the CRC over each piece of input just
+//! after copying it into its window, while it is in cache, rather than
+//! over the whole batch afterwards.
 
 use flate2::{Compress, Compression, FlushCompress, Status};
 

@@ -2,8 +2,9 @@
 //!
 //! Data moves through four stages:
 //!
-//! 1. [`Input`]: ingest hands every accepted reading, and the live hub
-//!    every alert change, to a bounded in-memory queue of [`Record`]s;
+//! 1. [`Input`]: ingest hands every accepted reading, the live hub's loop
+//!    window results and geofence events, and the alert store every
+//!    stored alert change, to a bounded in-memory queue of [`Record`]s;
 //! 2. the batcher thread ([`sink`]) renders records as line protocol
 //!    ([`line`]) into a batch, and when the batch holds `batch_size` points
 //!    or is `flush_interval` old, groups its lines by series

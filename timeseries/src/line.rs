@@ -10,8 +10,9 @@
 //! `former_district`, `commune`, `ward`, holding area ids), plus the
 //! camera `event` type, the alert's `rule`, `severity` and `status`, and
 //! the geofence event's `zone`, `zone_kind`, `transition` and `source`.
-//! Free text (plates, titles, the geofence subject) is never a tag. Field names carry their unit (`water_level_m`, `speed_kmh`);
-//! timestamps are event time in milliseconds (`precision=ms`).
+//! Free text (plates, titles, the geofence subject) is never a tag. Field
+//! names carry their unit (`water_level_m`, `speed_kmh`); timestamps are
+//! event time in milliseconds (`precision=ms`).
 //!
 //! A device's measurement and tags never change while the process runs, so
 //! [`LineEncoder::new`] renders them once per device; encoding a reading is
@@ -246,11 +247,10 @@ impl LineEncoder {
 /// Lines are rendered as records come; [`Lines::grouped`] then puts each
 /// series' lines together (devices of one kind and area side by side), in
 /// the order they came within a series. The database keeps no order
-/// between series, and InfluxDB's guidance is to write a series' points
-/// together. Gzip gains most: at level 1 it keeps only the latest position
-/// of each 4-byte hash, and a neighbour that shares the measurement, tags
-/// and field names yields one long match where lines in arrival order
-/// (interleaved kinds) yield many short ones. On the demo's mix that is
+/// between series, and gzip gains: at level 1 it keeps only the latest
+/// position of each 4-byte hash, and a neighbour that shares the
+/// measurement, tags and field names yields one long match where lines in
+/// arrival order (interleaved kinds) yield many short ones. On the demo's mix that is
 /// about a quarter less gzip CPU and a fifth fewer bytes per point
 /// (BENCHMARKS.md, "Time-series sink").
 #[derive(Debug, Default)]
