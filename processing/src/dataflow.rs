@@ -52,7 +52,8 @@ use crate::device_state::{DeviceTable, Outcome};
 use crate::geo::{GeoItem, GeoState, enrich, plate_subject_id, wants_positions};
 use crate::reading::Reading;
 use crate::reorder::ReorderBuffer;
-use crate::rules::{Logic, RuleSet};
+use crate::rules::RuleSet;
+use crate::rules::kind::DeviceCx;
 use crate::sample::Sample;
 use crate::{Shared, ZonesCell};
 
@@ -93,8 +94,8 @@ fn position_item(reading: &Reading, registry: &Registry) -> Option<GeoItem> {
     }
 }
 
-/// The rainfall totals among `out` that `zone_rainfall` rules watch, one
-/// item per rule and zone around the gauge.
+/// The rainfall totals among `out` that rules take into zones
+/// (`zone_rainfall`), one item per rule and zone around the gauge.
 fn rain_items(
     out: &[EngineOutput],
     rules: &RuleSet,
@@ -102,7 +103,7 @@ fn rain_items(
     registry: &Registry,
     geo: &mut Vec<GeoItem>,
 ) {
-    let mut near = Vec::new();
+    let mut totals = Vec::new();
     // The zones in force, taken at the first rainfall total only.
     let mut zones: Option<Arc<Zones>> = None;
     for o in out {
@@ -114,29 +115,17 @@ fn rain_items(
         let Some(index) = registry.lookup(&w.device) else {
             continue;
         };
-        let device = registry.device(index);
+        let cx = DeviceCx {
+            rules,
+            registry,
+            index,
+            device: registry.device(index),
+        };
         for rule in &rules.rules {
-            let Logic::ZoneRainfall(spec) = &rule.logic else {
-                continue;
-            };
-            if i64::from(w.window_s()) * 1000 != spec.rain.window_ms || !rule.applies(index, device)
-            {
-                continue;
-            }
-            zones.indices_near(device.pos, spec.within_m, &mut near);
-            for &zi in &near {
-                let zone = zones.zone(zi);
-                if spec.zones.takes(zone) {
-                    geo.push(GeoItem::Rain {
-                        rule: rule.id.clone(),
-                        zone: zone.reference.id.as_str().into(),
-                        gauge: w.device.clone(),
-                        end_ms: w.end.millis(),
-                        total_mm,
-                    });
-                }
-            }
+            rule.logic
+                .zone_totals(rule, &cx, w, total_mm, zones, &mut totals);
         }
+        geo.extend(totals.drain(..).map(GeoItem::from));
     }
 }
 
@@ -185,14 +174,14 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                 let mut size_seen = 0u64;
                 let mut rules = shared.rules.current();
                 let mut positions = wants_positions(&rules);
-                let mut zone_rules = rules.rules.iter().any(|r| matches!(r.logic, Logic::ZoneRainfall(_)));
+                let mut zone_rules = rules.rules.iter().any(|r| r.logic.feeds_zones());
                 move |frontiers| {
                     let mut output = main_out.activate();
                     let mut geo_output = geo_out.activate();
                     if let Some(new) = shared.rules.changed_since(&mut rules_seen) {
                         rules = new.clone();
                         positions = wants_positions(&rules);
-                        zone_rules = rules.rules.iter().any(|r| matches!(r.logic, Logic::ZoneRainfall(_)));
+                        zone_rules = rules.rules.iter().any(|r| r.logic.feeds_zones());
                         table.set_rules(new, &mut out);
                     }
                     let registry = &shared.registry;

@@ -20,22 +20,15 @@
 //! State is bounded by the registry: one slot per registered device, and
 //! windows only for the devices that have them.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use ioc_devices::{DeviceIndex, Registry};
-use ioc_schemas::{
-    Alert, AlertStatus, Body, DeviceInfo, DeviceKind, DeviceState, EngineOutput, Evidence,
-    Timestamp,
-};
+use ioc_schemas::{Body, DeviceKind, DeviceState, EngineOutput};
 
 use crate::reading::Reading;
-use crate::rules::alert::{self, Step, Tracker};
-use crate::rules::rate::{ChangeState, projected_at};
-use crate::rules::staleness::Staleness;
-use crate::rules::threshold::LevelState;
-use crate::rules::traffic::{CongestionState, SpeedDropState};
-use crate::rules::{Level, Logic, Rule, RuleSet, devices_near};
+use crate::rules::alert::removed;
+use crate::rules::kind::{DeviceCx, Latest, PlateRead, Scan, States};
+use crate::rules::{Rule, RuleSet};
 use crate::sample::{Field, Sample};
 use crate::seq_window::SeqWindow;
 use crate::windows::{CameraCounts, RainWindows, TrafficWindows};
@@ -71,76 +64,6 @@ impl Default for TableConfig {
     }
 }
 
-/// A rule's per-device state.
-#[derive(Clone, Debug)]
-enum RuleState {
-    Level(LevelState),
-    Change(ChangeState),
-    Congestion(CongestionState),
-    SpeedDrop(SpeedDropState),
-    Stale(Tracker),
-}
-
-impl RuleState {
-    fn fresh(logic: &Logic) -> Option<RuleState> {
-        Some(match logic {
-            Logic::Threshold(_) | Logic::Rainfall(_) => RuleState::Level(LevelState::default()),
-            Logic::RateOfChange(_) | Logic::Surge(_) => RuleState::Change(ChangeState::default()),
-            Logic::Congestion(_) => RuleState::Congestion(CongestionState::default()),
-            Logic::SpeedDrop(_) => RuleState::SpeedDrop(SpeedDropState::default()),
-            Logic::Staleness(_) => RuleState::Stale(Tracker::default()),
-            Logic::Watchlist(_)
-            | Logic::Geofence(_)
-            | Logic::ClonedPlate(_)
-            | Logic::ZoneRainfall(_) => return None,
-        })
-    }
-
-    fn fits(&self, logic: &Logic) -> bool {
-        matches!(
-            (self, logic),
-            (
-                RuleState::Level(_),
-                Logic::Threshold(_) | Logic::Rainfall(_)
-            ) | (
-                RuleState::Change(_),
-                Logic::RateOfChange(_) | Logic::Surge(_)
-            ) | (RuleState::Congestion(_), Logic::Congestion(_))
-                | (RuleState::SpeedDrop(_), Logic::SpeedDrop(_))
-                | (RuleState::Stale(_), Logic::Staleness(_))
-        )
-    }
-
-    /// Bytes the state holds on the heap.
-    fn heap_bytes(&self) -> usize {
-        match self {
-            RuleState::Change(s) => s.history.heap_bytes(),
-            RuleState::SpeedDrop(s) => s.heap_bytes(),
-            RuleState::Level(_) | RuleState::Congestion(_) | RuleState::Stale(_) => 0,
-        }
-    }
-
-    fn tracker(&self) -> &Tracker {
-        match self {
-            RuleState::Level(s) => &s.tracker,
-            RuleState::Change(s) => &s.tracker,
-            RuleState::Congestion(s) => &s.tracker,
-            RuleState::SpeedDrop(s) => &s.tracker,
-            RuleState::Stale(t) => t,
-        }
-    }
-
-    fn tracker_mut(&mut self) -> &mut Tracker {
-        match self {
-            RuleState::Level(s) => &mut s.tracker,
-            RuleState::Change(s) => &mut s.tracker,
-            RuleState::Congestion(s) => &mut s.tracker,
-            RuleState::SpeedDrop(s) => &mut s.tracker,
-            RuleState::Stale(t) => t,
-        }
-    }
-}
-
 #[derive(Debug)]
 enum Windows {
     Rain(Box<RainWindows>),
@@ -172,7 +95,7 @@ struct Slot {
     /// Highest open level of the device's threshold rules.
     alarm: u8,
     /// Rule states, keyed by the rule's position in the rules.
-    states: Vec<(u16, RuleState)>,
+    states: States<u16>,
     windows: Option<Windows>,
 }
 
@@ -180,12 +103,7 @@ impl Slot {
     /// Bytes the device's state takes: the slot, its rule states and windows.
     fn bytes(&self) -> usize {
         std::mem::size_of::<Slot>()
-            + self.states.capacity() * std::mem::size_of::<(u16, RuleState)>()
-            + self
-                .states
-                .iter()
-                .map(|(_, s)| s.heap_bytes())
-                .sum::<usize>()
+            + self.states.heap_bytes()
             + self.windows.as_ref().map_or(0, Windows::bytes)
     }
 }
@@ -269,7 +187,7 @@ impl DeviceTable {
             old.rules.iter().map(|r| self.rules.get(&r.id)).collect();
         for (&index, slot) in self.owned.iter().zip(&mut self.slots) {
             let device = self.registry.device(index);
-            slot.states.retain_mut(|(key, state)| {
+            slot.states.retain_mut(|key, state| {
                 let next = successor
                     .get(usize::from(*key))
                     .copied()
@@ -281,7 +199,7 @@ impl DeviceTable {
                 }
                 if let (Some(rule), Some(step)) = (
                     old.rules.get(usize::from(*key)),
-                    state.tracker_mut().step(0, now),
+                    state.tracker_mut().and_then(|t| t.step(0, now)),
                 ) {
                     out.push(EngineOutput::alert(removed(rule, device, step, now)));
                 }
@@ -325,39 +243,22 @@ impl DeviceTable {
                 reading: e.body.clone(),
                 alarm_level: (slot.alarm > 0).then_some(slot.alarm),
             }));
-            // A device offline is back with this reading. A gap the scan
-            // has not seen yet (the watermark trails arrivals) opens and
-            // resolves its alert here, so the result does not depend on timing.
             if let Some(since) = previous.filter(|&p| !self.rules.in_maintenance(index, p)) {
+                let cx = DeviceCx {
+                    rules: &self.rules,
+                    registry: &self.registry,
+                    index,
+                    device,
+                };
+                let latest = Latest {
+                    since,
+                    previous_seq,
+                    ts: e.ts,
+                    seq: e.seq,
+                };
                 for rule in self.rules.for_device(index, device) {
-                    let Logic::Staleness(st) = &rule.logic else {
-                        continue;
-                    };
-                    let allowed = st.allowed_ms(device.expected_interval_s);
-                    // Usually neither a gap nor an open alert.
-                    if ts - since <= allowed && !is_open(slot, rule) {
-                        continue;
-                    }
-                    let Some(RuleState::Stale(tracker)) = state_of(slot, rule) else {
-                        continue;
-                    };
-                    if tracker.level() == 0 && ts - since > allowed {
-                        if let Some(step) = tracker.step(1, since + allowed + 1) {
-                            let at = Timestamp(step.opened_ms);
-                            out.push(offline_alert(
-                                rule,
-                                st,
-                                device,
-                                step,
-                                allowed,
-                                at,
-                                Some(previous_seq),
-                            ));
-                        }
-                    }
-                    if let Some(step) = tracker.step(0, ts) {
-                        out.push(offline_alert(rule, st, device, step, 0, e.ts, Some(e.seq)));
-                    }
+                    rule.logic
+                        .on_latest(rule, &mut slot.states, &cx, &latest, out);
                 }
             }
             Outcome::Applied
@@ -376,14 +277,21 @@ impl DeviceTable {
                 .as_deref()
                 .filter(|_| !self.rules.in_maintenance(index, ts))
             {
+                let cx = DeviceCx {
+                    rules: &self.rules,
+                    registry: &self.registry,
+                    index,
+                    device,
+                };
+                let read = PlateRead {
+                    plate,
+                    pos: e.pos.unwrap_or(device.pos),
+                    ts: e.ts,
+                    seq: e.seq,
+                };
                 for rule in self.rules.for_device(index, device) {
-                    if let Logic::Watchlist(w) = &rule.logic
-                        && w.contains(plate)
-                    {
-                        let pos = e.pos.unwrap_or(device.pos);
-                        out.push(EngineOutput::alert(watchlist_alert(
-                            rule, w.severity, device, pos, plate, e.ts, e.seq,
-                        )));
+                    if let Some(a) = rule.logic.on_plate_read(rule, &cx, &read) {
+                        out.push(EngineOutput::alert(a));
                     }
                 }
             }
@@ -438,16 +346,19 @@ impl DeviceTable {
             if rules.in_maintenance(s.device, s.ts) {
                 continue;
             }
+            let cx = DeviceCx {
+                rules: &rules,
+                registry: &self.registry,
+                index: s.device,
+                device,
+            };
             let mut alarm = 0;
             for rule in rules.for_device(s.device, device) {
-                let Some(state) = state_of(slot, rule) else {
-                    continue;
-                };
-                if let Some(a) = evaluate(rule, state, &rules, &self.registry, s, device) {
+                if let Some(a) = rule.logic.on_sample(rule, &mut slot.states, &cx, s) {
                     out.push(EngineOutput::alert(a));
                 }
-                if let Logic::Threshold(_) = rule.logic {
-                    alarm = alarm.max(state.tracker().level());
+                if rule.logic.sets_device_alarm() {
+                    alarm = alarm.max(slot.states.level(rule));
                 }
             }
             slot.alarm = alarm;
@@ -495,32 +406,15 @@ impl DeviceTable {
                     if changed.is_empty() || rules.in_maintenance(index, frontier) {
                         continue;
                     }
+                    let cx = DeviceCx {
+                        rules: &rules,
+                        registry: &self.registry,
+                        index,
+                        device,
+                    };
                     for rule in rules.for_device(index, device) {
-                        let Logic::Rainfall(rain) = &rule.logic else {
-                            continue;
-                        };
-                        let Some(RuleState::Level(state)) = state_of(slot, rule) else {
-                            continue;
-                        };
-                        for &(ts, window, total, complete, revision) in
-                            changed.iter().filter(|c| c.1 == rain.window_ms)
-                        {
-                            if let Some(step) = rain.observe(state, total, complete, ts) {
-                                let mut ev = Evidence::new(
-                                    total,
-                                    "mm",
-                                    alert::level_value(&rain.levels, step),
-                                    Timestamp(ts),
-                                    0,
-                                );
-                                ev.window_s = Some((window / 1000) as u32);
-                                ev.complete = Some(complete);
-                                let mut a =
-                                    alert::build(rule, device, device.pos, step, &rain.levels, ev);
-                                a.revision = revision;
-                                out.push(EngineOutput::alert(a));
-                            }
-                        }
+                        rule.logic
+                            .on_rain_totals(rule, &mut slot.states, &cx, &changed, out);
                     }
                 }
                 Some(Windows::Traffic(t)) => {
@@ -544,14 +438,7 @@ impl DeviceTable {
 
     /// The periodic scan: silent devices, and the state's size.
     fn scan(&mut self, started: i64, now: i64, rules: &RuleSet, out: &mut Vec<EngineOutput>) {
-        let staleness: Vec<(&Rule, &Staleness)> = rules
-            .rules
-            .iter()
-            .filter_map(|r| match &r.logic {
-                Logic::Staleness(st) => Some((r, st)),
-                _ => None,
-            })
-            .collect();
+        let scanning: Vec<&Rule> = rules.rules.iter().filter(|r| r.logic.scans()).collect();
         let mut size = StateSize {
             bytes: self.slots.capacity() * std::mem::size_of::<Slot>(),
             largest: 0,
@@ -560,51 +447,26 @@ impl DeviceTable {
             let bytes = slot.bytes();
             size.bytes += bytes - std::mem::size_of::<Slot>();
             size.largest = size.largest.max(bytes);
-            let device = self.registry.device(index);
-            let (heard, seq) = (slot.heard, slot.last_seq);
-            let since = if heard { slot.last_ts } else { started };
-            for &(rule, st) in &staleness {
-                // Most devices are neither silent nor offline: settled
-                // without looking their rule state up.
-                let silent = now - since > st.allowed_ms(device.expected_interval_s);
-                if !silent && !is_open(slot, rule) || !rule.applies(index, device) {
-                    continue;
-                }
-                if rules.in_maintenance(index, now) {
-                    break;
-                }
-                let Some(RuleState::Stale(tracker)) = state_of(slot, rule) else {
-                    continue;
-                };
-                if let Some(step) = st.check(tracker, since, now, device.expected_interval_s) {
-                    // The silence when the alert opened; 0 once the device is heard again.
-                    let (silent_ms, at) = if step.level == 0 {
-                        (0, since)
-                    } else {
-                        (step.opened_ms - since, step.opened_ms)
-                    };
-                    out.push(offline_alert(
-                        rule,
-                        st,
-                        device,
-                        step,
-                        silent_ms,
-                        Timestamp(at),
-                        heard.then_some(seq),
-                    ));
-                }
+            if scanning.is_empty() {
+                continue;
+            }
+            let cx = DeviceCx {
+                rules,
+                registry: &self.registry,
+                index,
+                device: self.registry.device(index),
+            };
+            let scan = Scan {
+                since: if slot.heard { slot.last_ts } else { started },
+                now,
+                seq: slot.heard.then_some(slot.last_seq),
+            };
+            for rule in &scanning {
+                rule.logic.on_scan(rule, &mut slot.states, &cx, &scan, out);
             }
         }
         self.size = size;
     }
-}
-
-/// Whether `rule` has an open alert in a slot.
-fn is_open(slot: &Slot, rule: &Rule) -> bool {
-    slot.states
-        .iter()
-        .find(|(key, _)| *key == rule.position)
-        .is_some_and(|(_, s)| s.tracker().level() > 0)
 }
 
 /// The slot of a device this worker owns (`None` for any other device,
@@ -622,30 +484,6 @@ fn slot_of(
     }
 }
 
-/// The state of `rule` in a slot, created (or reset, if the rule changed
-/// kind) as needed.
-fn state_of<'a>(slot: &'a mut Slot, rule: &Rule) -> Option<&'a mut RuleState> {
-    let at = slot
-        .states
-        .iter()
-        .position(|(key, _)| *key == rule.position);
-    let i = match at {
-        Some(i) if slot.states[i].1.fits(&rule.logic) => i,
-        Some(i) => {
-            slot.states[i].1 = RuleState::fresh(&rule.logic)?;
-            i
-        }
-        None => {
-            let fresh = RuleState::fresh(&rule.logic)?;
-            // A device has a handful of rules: no room to spare per slot.
-            slot.states.reserve_exact(1);
-            slot.states.push((rule.position, fresh));
-            slot.states.len() - 1
-        }
-    };
-    slot.states.get_mut(i).map(|(_, s)| s)
-}
-
 /// The device's windows, created with `make` (and listed for emission)
 /// on first use.
 fn windows_of<'a>(
@@ -658,160 +496,4 @@ fn windows_of<'a>(
         windowed.push(index);
         make()
     })
-}
-
-/// A change of a device-offline alert: `silent_ms` is how long the device
-/// was silent when it changed; `seq` its latest sequence number, `None`
-/// when it was never heard from.
-fn offline_alert(
-    rule: &Rule,
-    st: &Staleness,
-    device: &DeviceInfo,
-    step: Step,
-    silent_ms: i64,
-    at: Timestamp,
-    seq: Option<u64>,
-) -> EngineOutput {
-    let heard = seq.is_some();
-    let allowed_s = (st.allowed_ms(device.expected_interval_s) / 1000) as f64;
-    let ev = Evidence::new(
-        (silent_ms / 1000) as f64,
-        "s",
-        allowed_s,
-        at,
-        seq.unwrap_or(0),
-    );
-    let level = [Level {
-        name: if heard { "offline" } else { "never_heard" }.to_owned(),
-        value: allowed_s,
-        severity: st.severity,
-    }];
-    EngineOutput::alert(alert::build(rule, device, device.pos, step, &level, ev))
-}
-
-/// Runs one rule on one in-order sample.
-fn evaluate(
-    rule: &Rule,
-    state: &mut RuleState,
-    rules: &RuleSet,
-    registry: &Registry,
-    s: &Sample,
-    device: &DeviceInfo,
-) -> Option<Alert> {
-    let ts = Timestamp(s.ts);
-    let single = |severity| {
-        Cow::Owned(vec![Level {
-            name: String::new(),
-            value: 0.0,
-            severity,
-        }])
-    };
-    let (step, levels, ev): (Step, Cow<'_, [Level]>, Evidence) = match (&rule.logic, state) {
-        (Logic::Threshold(t), RuleState::Level(st)) => {
-            let value = s.get(t.field)?;
-            let levels = rules.levels(&t.levels, s.device);
-            if levels.is_empty() {
-                return None;
-            }
-            let step = t.observe(st, levels, value, s.ts)?;
-            let threshold = alert::level_value(levels, step);
-            let ev = Evidence::new(value, t.field.unit(), threshold, ts, s.seq);
-            (step, Cow::Borrowed(levels), ev)
-        }
-        (Logic::RateOfChange(r), RuleState::Change(st)) => {
-            let value = s.get(r.field)?;
-            let (step, slope) = r.observe(st, value, s.ts)?;
-            let mut ev = Evidence::new(value, r.field.unit(), r.open_per_h, ts, s.seq);
-            ev.window_s = Some((r.window_ms / 1000) as u32);
-            ev.rate_per_h = Some((slope * 1000.0).round() / 1000.0);
-            let ahead = r.projection.as_ref().and_then(|l| {
-                rules.levels(l, s.device).iter().find(|l| {
-                    if slope > 0.0 {
-                        l.value > value
-                    } else {
-                        l.value < value
-                    }
-                })
-            });
-            if let Some(next) = ahead {
-                ev.next_level = Some(next.name.clone());
-                ev.next_level_at = projected_at(value, slope, next.value, s.ts).map(Timestamp);
-            }
-            (step, single(r.severity), ev)
-        }
-        (Logic::Surge(r), RuleState::Change(st)) => {
-            let value = s.get(r.field)?;
-            let (step, rise) = r.observe(st, value, s.ts)?;
-            let mut ev = Evidence::new(rise, r.field.unit(), r.increase, ts, s.seq);
-            ev.window_s = Some((r.window_ms / 1000) as u32);
-            ev.related = devices_near(
-                registry,
-                device,
-                DeviceKind::RiverGauge,
-                r.related_within_km,
-            );
-            (step, single(r.severity), ev)
-        }
-        (Logic::Congestion(c), RuleState::Congestion(st)) => {
-            let speed = s.get(Field::SpeedKmh)?;
-            let occupancy = s.get(Field::OccupancyPct)?;
-            let step = c.observe(st, speed, occupancy, s.ts)?;
-            let ev = Evidence::new(speed, "km/h", c.speed_below_kmh, ts, s.seq);
-            (step, single(c.severity), ev)
-        }
-        (Logic::SpeedDrop(d), RuleState::SpeedDrop(st)) => {
-            let speed = s.get(Field::SpeedKmh)?;
-            let (step, baseline) = d.observe(st, speed, s.ts)?;
-            let threshold = (baseline * (1.0 - d.drop_pct / 100.0) * 10.0).round() / 10.0;
-            let ev = Evidence::new(speed, "km/h", threshold, ts, s.seq);
-            (step, single(d.severity), ev)
-        }
-        _ => return None,
-    };
-    Some(alert::build(rule, device, device.pos, step, &levels, ev))
-}
-
-fn watchlist_alert(
-    rule: &Rule,
-    severity: ioc_schemas::Severity,
-    device: &DeviceInfo,
-    pos: [f64; 2],
-    plate: &str,
-    ts: Timestamp,
-    seq: u64,
-) -> Alert {
-    let mut ev = Evidence::new(1.0, "read", 1.0, ts, seq);
-    ev.plate = Some(plate.to_owned());
-    Alert {
-        id: format!("{}:{}:{}", rule.id, device.id, ts.millis()),
-        rule: rule.id.to_string(),
-        subject: device.id.clone(),
-        status: AlertStatus::Open,
-        severity,
-        level: 1,
-        level_name: plate.to_owned(),
-        peak_level: 1,
-        title_vi: format!("{}: {plate} tại {}", rule.title_vi, device.name),
-        title_en: format!("{}: {plate} at {}", rule.title_en, device.name),
-        pos,
-        area: device.area.clone(),
-        zones: Vec::new(),
-        nearest: Vec::new(),
-        evidence: ev,
-        opened_at: ts,
-        updated_at: ts,
-        resolved_at: None,
-        version: 1,
-        revision: false,
-        handling: Default::default(),
-    }
-}
-
-/// The resolution of an open alert whose rule was removed from the rules.
-fn removed(rule: &Rule, device: &DeviceInfo, step: Step, now: i64) -> Alert {
-    let ev = Evidence::new(0.0, "", 0.0, Timestamp(now), 0);
-    let mut a = alert::build(rule, device, device.pos, step, &[], ev);
-    a.title_vi = format!("Đã hết: quy tắc {} đã bị gỡ bỏ ({})", rule.id, device.name);
-    a.title_en = format!("Cleared: rule {} was removed ({})", rule.id, device.name);
-    a
 }

@@ -33,13 +33,13 @@ use std::sync::Arc;
 
 use ioc_devices::{Registry, Zones};
 use ioc_schemas::{
-    Alert, AreaRef, AssetKind, EngineOutput, Evidence, GeofenceEvent, GeofenceTransition, Severity,
-    Timestamp, Track, TrackPoint, ZoneKind,
+    Alert, EngineOutput, Evidence, GeofenceEvent, GeofenceTransition, Timestamp, Track, TrackPoint,
 };
 
-use crate::rules::alert::{Step, Tracker};
+use crate::rules::RuleSet;
+use crate::rules::alert::subject_alert;
+use crate::rules::kind::{Sighting, States, TrackCx, Visit, VisitCx, ZoneCx, ZoneTotal};
 use crate::rules::watchlist::with_normalised;
-use crate::rules::{Level, Logic, Rule, RuleSet};
 
 /// How long a subject nobody has seen is remembered (its visits, its
 /// track), event time.
@@ -52,93 +52,6 @@ const MAX_SUBJECTS: usize = 100_000;
 /// How often (event time) subjects not seen for [`SUBJECT_TTL_MS`] are
 /// forgotten.
 const TTL_SCAN_MS: i64 = 60_000;
-
-/// The zones a rule watches: by kind, and optionally only these ids.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ZoneFilter {
-    /// Kinds; empty means every kind.
-    pub kinds: Vec<ZoneKind>,
-    /// Ids; empty means every zone of the kinds.
-    pub ids: Vec<String>,
-}
-
-impl ZoneFilter {
-    /// Whether the filter takes this zone.
-    pub fn takes(&self, zone: &ioc_devices::Zone) -> bool {
-        (self.kinds.is_empty() || self.kinds.contains(&zone.reference.kind))
-            && (self.ids.is_empty() || self.ids.contains(&zone.reference.id))
-    }
-}
-
-/// When a `geofence` rule raises its alert.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GeofenceOn {
-    /// As soon as the subject is inside.
-    Enter,
-    /// Once it has been inside longer than the zone's `dwell_s`.
-    Dwell,
-}
-
-/// A `geofence` rule's parameters.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Geofence {
-    /// The zones it watches.
-    pub zones: ZoneFilter,
-    /// When it raises.
-    pub on: GeofenceOn,
-    /// Severity of its alerts.
-    pub severity: Severity,
-    /// Only plates (camera reads), only devices, or both.
-    pub subjects: Subjects,
-}
-
-/// Which moving subjects a rule looks at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Subjects {
-    /// Plates and devices.
-    All,
-    /// Plates read by cameras.
-    Plates,
-    /// Devices reporting their own position.
-    Devices,
-}
-
-/// A `cloned_plate` rule's parameters.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ClonedPlate {
-    /// Fastest plausible speed between two reads, km/h.
-    pub max_speed_kmh: f64,
-    /// Reads closer than this are never implausible (one junction's
-    /// cameras), metres.
-    pub min_distance_m: f64,
-    /// Severity of its alerts.
-    pub severity: Severity,
-}
-
-/// A `zone_rainfall` rule's parameters.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ZoneRainfall {
-    /// The zones it watches.
-    pub zones: ZoneFilter,
-    /// Gauges this far outside a zone count for it too, metres.
-    pub within_m: f64,
-    /// The rolling window, its levels (increasing) and how far below a
-    /// level a total must fall to stop counting for it.
-    pub rain: crate::rules::threshold::Rainfall,
-    /// How many gauges must reach a level.
-    pub min_gauges: usize,
-}
-
-/// The nearest assets a rule's alerts carry.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Nearest {
-    /// Asset kinds.
-    pub kinds: Vec<AssetKind>,
-    /// How many.
-    pub count: usize,
-    /// No farther than this, metres.
-    pub within_m: Option<f64>,
-}
 
 /// Work for the geo operator.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -229,6 +142,7 @@ impl crate::reorder::Timed for GeoItem {
 
 /// The subject id of a plate: `plate-` and the plate's letters and
 /// digits, upper case.
+#[cfg(test)]
 pub fn plate_subject(plate: &str) -> String {
     with_normalised(PLATE_PREFIX, plate, str::to_owned)
 }
@@ -243,27 +157,27 @@ const PLATE_PREFIX: &str = "plate-";
 
 /// Whether any rule needs positions (geofences, tracks, watch lists).
 pub fn wants_positions(rules: &RuleSet) -> bool {
-    rules.rules.iter().any(|r| {
-        matches!(
-            r.logic,
-            Logic::Geofence(_) | Logic::ClonedPlate(_) | Logic::Watchlist(_)
-        )
-    })
+    rules.rules.iter().any(|r| r.logic.needs_positions())
 }
 
-/// Whether a geofence rule watches this zone for this kind of subject.
+/// Whether a rule watches this zone for this kind of subject.
 fn watched(rules: &RuleSet, zone: &ioc_devices::Zone, plate: bool) -> bool {
-    rules.rules.iter().any(|r| match &r.logic {
-        Logic::Geofence(g) => {
-            g.zones.takes(zone)
-                && match g.subjects {
-                    Subjects::All => true,
-                    Subjects::Plates => plate,
-                    Subjects::Devices => !plate,
-                }
+    rules
+        .rules
+        .iter()
+        .any(|r| r.logic.watches_zone(zone, plate))
+}
+
+impl From<ZoneTotal> for GeoItem {
+    fn from(t: ZoneTotal) -> GeoItem {
+        GeoItem::Rain {
+            rule: t.rule,
+            zone: t.zone,
+            gauge: t.gauge,
+            end_ms: t.end_ms,
+            total_mm: t.total_mm,
         }
-        _ => false,
-    })
+    }
 }
 
 /// The operator's maps: their keys are plates and ids from the field,
@@ -271,32 +185,13 @@ fn watched(rules: &RuleSet, zone: &ioc_devices::Zone, plate: bool) -> bool {
 /// SipHash.
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// A visit of a subject to a zone.
-#[derive(Clone, Debug)]
-struct Visit {
-    zone: Arc<str>,
-    since_ms: i64,
-    dwelt: bool,
-}
-
-/// One read in a track, kept compact (the camera is the registry's
-/// shared id); a [`TrackPoint`] only when a track is output.
-#[derive(Clone, Debug)]
-struct Read {
-    camera: Arc<str>,
-    ts: i64,
-    pos: [f64; 2],
-    speed_kmh: Option<f64>,
-}
-
-impl Read {
-    fn point(&self) -> TrackPoint {
-        TrackPoint {
-            camera: self.camera.to_string(),
-            ts: Timestamp(self.ts),
-            pos: self.pos,
-            speed_kmh: self.speed_kmh,
-        }
+/// A read as the map shows it.
+fn point(read: &Sighting) -> TrackPoint {
+    TrackPoint {
+        camera: read.camera.to_string(),
+        ts: Timestamp(read.ts),
+        pos: read.pos,
+        speed_kmh: read.speed_kmh,
     }
 }
 
@@ -307,16 +202,11 @@ struct SubjectState {
     source: Arc<str>,
     plate: bool,
     visits: Vec<Visit>,
-    track: VecDeque<Read>,
-    /// Alert trackers of this subject, by rule id.
-    trackers: Vec<(Arc<str>, Tracker)>,
-}
-
-#[derive(Debug, Default)]
-struct ZoneRainState {
-    totals: Map<Arc<str>, (i64, f64)>,
-    /// Level each gauge counts for (with hysteresis), by gauge.
-    tracker: Tracker,
+    /// Its recent reads (plates), in event-time order, kept compact (the
+    /// camera is the registry's shared id).
+    track: VecDeque<Sighting>,
+    /// Rule states of this subject, by rule id.
+    rules: States<Arc<str>>,
 }
 
 /// The geo operator's state on one worker: the subjects and zones it owns.
@@ -326,7 +216,8 @@ pub struct GeoState {
     subjects: Map<Arc<str>, SubjectState>,
     /// Pending dwell checks: (due, subject, zone).
     dwell_due: BTreeSet<(i64, Arc<str>, Arc<str>)>,
-    zone_rain: Map<(Arc<str>, Arc<str>), ZoneRainState>,
+    /// Rule states of each zone, by zone id.
+    zones: Map<Arc<str>, States<Arc<str>>>,
     /// Scratch for zone lookups.
     found: Vec<usize>,
     frontier: i64,
@@ -340,7 +231,7 @@ impl GeoState {
             registry,
             subjects: Map::default(),
             dwell_due: BTreeSet::new(),
-            zone_rain: Map::default(),
+            zones: Map::default(),
             found: Vec::new(),
             frontier: 0,
             last_scan: 0,
@@ -467,11 +358,23 @@ impl GeoState {
         }
         if plate {
             insert_track(state, source, ts, pos);
-            let speed = state.track.back().and_then(|p| p.speed_kmh);
-            cloned_plate(subject, state, speed, rules, &self.registry, out);
+            let n = state.track.len();
+            if n >= 2 {
+                let cx = TrackCx {
+                    registry: &self.registry,
+                    subject,
+                    before: &state.track[n - 2],
+                    latest: &state.track[n - 1],
+                };
+                for rule in &rules.rules {
+                    if let Some(a) = rule.logic.on_track(rule, &mut state.rules, &cx) {
+                        out.push(EngineOutput::alert(a));
+                    }
+                }
+            }
             track_output(subject, state, rules, out);
         }
-        geofence_rules(subject, state, ts, rules, zones, &self.registry, out);
+        visit_rules(subject, state, ts, rules, zones, &self.registry, out);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -489,84 +392,20 @@ impl GeoState {
         let Some(rule) = rules.get(rule_id) else {
             return;
         };
-        let Logic::ZoneRainfall(spec) = &rule.logic else {
-            return;
-        };
         let Some((_, zone)) = zones.find(zone_id) else {
             return;
         };
-        let state = self
-            .zone_rain
-            .entry((rule_id.clone(), zone_id.clone()))
-            .or_default();
-        match state.totals.get(gauge) {
-            Some((end, _)) if *end > end_ms => return,
-            _ => {
-                state.totals.insert(gauge.clone(), (end_ms, total_mm));
-            }
-        }
-        // Totals of gauges that stopped reporting a window ago no longer count.
-        state
-            .totals
-            .retain(|_, (end, _)| *end > end_ms - spec.rain.window_ms);
-        let current = state.tracker.level();
-        let counted = |level: &Level, index: usize| {
-            // Staying at a level takes a total above it minus the hysteresis.
-            let floor = if index < usize::from(current) {
-                level.value - spec.rain.hysteresis
-            } else {
-                level.value
-            };
-            let mut over: Vec<(&Arc<str>, f64)> = state
-                .totals
-                .iter()
-                .filter(|(_, (_, t))| *t >= floor)
-                .map(|(g, (_, t))| (g, *t))
-                .collect();
-            over.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
-            over
+        let states = self.zones.entry(zone_id.clone()).or_default();
+        let cx = ZoneCx {
+            registry: &self.registry,
+            zone,
+            gauge,
+            end_ms,
+            total_mm,
         };
-        let mut level = 0u8;
-        let mut gauges = Vec::new();
-        for (i, l) in spec.rain.levels.iter().enumerate() {
-            let over = counted(l, i);
-            if over.len() >= spec.min_gauges {
-                level = (i + 1) as u8;
-                gauges = over;
-            }
+        if let Some(a) = rule.logic.on_zone_total(rule, states, &cx) {
+            out.push(EngineOutput::alert(a));
         }
-        if level == 0 {
-            gauges = counted(&spec.rain.levels[0], 0);
-        }
-        let Some(step) = state.tracker.step(level, end_ms) else {
-            return;
-        };
-        let value = gauges
-            .get(spec.min_gauges.saturating_sub(1))
-            .map_or(0.0, |g| g.1);
-        let mut ev = Evidence::new(
-            value,
-            "mm",
-            crate::rules::alert::level_value(&spec.rain.levels, step),
-            Timestamp(end_ms),
-            0,
-        );
-        ev.window_s = Some((spec.rain.window_ms / 1000) as u32);
-        ev.related = gauges.iter().map(|g| g.0.to_string()).collect();
-        let n = ev.related.len();
-        let what_vi = format!("{n} trạm đo mưa");
-        let what_en = format!("{n} rain gauges");
-        out.push(EngineOutput::alert(subject_alert(
-            rule,
-            &zone.reference.id,
-            &zone.reference.name,
-            zone.centre,
-            self.registry.areas().chain_at(zone.centre),
-            step,
-            &spec.rain.levels,
-            ev,
-            (&what_vi, &what_en),
-        )));
     }
 
     /// Moves the frontier: dwell events that fell due, and subjects not
@@ -637,7 +476,7 @@ impl GeoState {
                 source: state.source.to_string(),
                 inside_s: Some(inside_s),
             }));
-            geofence_rules(&subject, state, due, rules, zones, &self.registry, out);
+            visit_rules(&subject, state, due, rules, zones, &self.registry, out);
         }
     }
 
@@ -657,7 +496,7 @@ impl GeoState {
             }
             left -= 1;
             // Only a subject with a rule's tracker may have an alert to resolve.
-            if !state.trackers.is_empty() {
+            if !state.rules.is_empty() {
                 alerted.push((subject.clone(), std::mem::take(state)));
             }
             false
@@ -690,11 +529,15 @@ impl GeoState {
         rules: &RuleSet,
         out: &mut Vec<EngineOutput>,
     ) {
-        for (rule_id, tracker) in state.trackers.iter_mut() {
+        let last_ms = state.last_ms;
+        for (rule_id, rule_state) in state.rules.iter_mut() {
             let Some(rule) = rules.get(rule_id) else {
                 continue;
             };
-            if let Some(step) = tracker.step(0, at.max(state.last_ms)) {
+            let step = rule_state
+                .tracker_mut()
+                .and_then(|t| t.step(0, at.max(last_ms)));
+            if let Some(step) = step {
                 let mut ev = Evidence::new(0.0, "", 0.0, Timestamp(at), 0);
                 ev.plate = state
                     .plate
@@ -718,15 +561,10 @@ impl GeoState {
 /// The whole track of a watch-listed plate, for the map.
 fn track_output(subject: &str, state: &SubjectState, rules: &RuleSet, out: &mut Vec<EngineOutput>) {
     let plate = subject.trim_start_matches("plate-");
-    // Already normalised: look it up as it is.
-    let watched = rules.rules.iter().any(|r| match &r.logic {
-        Logic::Watchlist(w) => w.plates.contains(plate),
-        _ => false,
-    });
-    if watched {
+    if rules.rules.iter().any(|r| r.logic.follows_plate(plate)) {
         out.push(EngineOutput::Track(Track {
             plate: plate.to_owned(),
-            points: state.track.iter().map(Read::point).collect(),
+            points: state.track.iter().map(point).collect(),
         }));
     }
 }
@@ -738,7 +576,7 @@ fn insert_track(state: &mut SubjectState, source: &Arc<str>, ts: i64, pos: [f64;
     }
     state.track.insert(
         at,
-        Read {
+        Sighting {
             camera: source.clone(),
             ts,
             pos,
@@ -775,87 +613,9 @@ fn insert_track(state: &mut SubjectState, source: &Arc<str>, ts: i64, pos: [f64;
     }
 }
 
-fn cloned_plate(
-    subject: &Arc<str>,
-    state: &mut SubjectState,
-    speed: Option<f64>,
-    rules: &RuleSet,
-    registry: &Registry,
-    out: &mut Vec<EngineOutput>,
-) {
-    let n = state.track.len();
-    if n < 2 {
-        return;
-    }
-    let (a, b) = (state.track[n - 2].clone(), state.track[n - 1].clone());
-    let metres = ioc_devices::distance_km(a.pos, b.pos) * 1000.0;
-    for rule in &rules.rules {
-        let Logic::ClonedPlate(spec) = &rule.logic else {
-            continue;
-        };
-        let implausible =
-            metres >= spec.min_distance_m && speed.is_some_and(|s| s > spec.max_speed_kmh);
-        if !implausible {
-            continue;
-        }
-        let tracker = tracker_of(state, &rule.id);
-        let Some(step) = tracker.step(1, b.ts) else {
-            continue;
-        };
-        let plate = subject.trim_start_matches("plate-").to_owned();
-        let shown = speed.map_or(0.0, |s| if s.is_finite() { s } else { 99_999.0 });
-        let mut ev = Evidence::new(
-            (shown * 10.0).round() / 10.0,
-            "km/h",
-            spec.max_speed_kmh,
-            Timestamp(b.ts),
-            0,
-        );
-        ev.plate = Some(plate.clone());
-        ev.related = vec![a.camera.to_string(), b.camera.to_string()];
-        let levels = [Level {
-            name: plate.clone(),
-            value: spec.max_speed_kmh,
-            severity: spec.severity,
-        }];
-        let vi = format!(
-            "{} và {} cách nhau {:.1} km",
-            a.camera,
-            b.camera,
-            metres / 1000.0
-        );
-        let en = format!(
-            "{} and {} are {:.1} km apart",
-            a.camera,
-            b.camera,
-            metres / 1000.0
-        );
-        out.push(EngineOutput::alert(subject_alert(
-            rule,
-            subject,
-            &plate,
-            b.pos,
-            registry.areas().chain_at(b.pos),
-            step,
-            &levels,
-            ev,
-            (&vi, &en),
-        )));
-    }
-}
-
-fn tracker_of<'a>(state: &'a mut SubjectState, rule: &Arc<str>) -> &'a mut Tracker {
-    let at = match state.trackers.iter().position(|(r, _)| r == rule) {
-        Some(i) => i,
-        None => {
-            state.trackers.push((rule.clone(), Tracker::default()));
-            state.trackers.len() - 1
-        }
-    };
-    &mut state.trackers[at].1
-}
-
-fn geofence_rules(
+/// The rules that follow a subject's zones (geofences), after it moved
+/// or dwelt.
+fn visit_rules(
     subject: &Arc<str>,
     state: &mut SubjectState,
     ts: i64,
@@ -864,95 +624,20 @@ fn geofence_rules(
     registry: &Registry,
     out: &mut Vec<EngineOutput>,
 ) {
-    for rule in &rules.rules {
-        let Logic::Geofence(spec) = &rule.logic else {
-            continue;
-        };
-        let applies = match spec.subjects {
-            Subjects::All => true,
-            Subjects::Plates => state.plate,
-            Subjects::Devices => !state.plate,
-        };
-        if !applies {
-            continue;
-        }
-        let inside: Vec<&ioc_devices::Zone> = state
-            .visits
-            .iter()
-            .filter(|v| spec.on == GeofenceOn::Enter || v.dwelt)
-            .filter_map(|v| zones.find(&v.zone).map(|(_, z)| z))
-            .filter(|z| spec.zones.takes(z))
-            .collect();
-        let level = u8::from(!inside.is_empty());
-        // Outside every zone and never alerted: nothing to track (a new
-        // tracker would step from 0 to 0 and say nothing).
-        if level == 0 && !state.trackers.iter().any(|(r, _)| *r == rule.id) {
-            continue;
-        }
-        let names: Vec<String> = inside.iter().map(|z| z.reference.name.clone()).collect();
-        let ids: Vec<String> = inside.iter().map(|z| z.reference.id.clone()).collect();
-        let pos = state.pos;
-        let plate = state.plate;
-        let tracker = tracker_of(state, &rule.id);
-        let Some(step) = tracker.step(level, ts) else {
-            continue;
-        };
-        let mut ev = Evidence::new(ids.len() as f64, "zones", 1.0, Timestamp(ts), 0);
-        ev.related = ids;
-        ev.plate = plate.then(|| subject.trim_start_matches("plate-").to_owned());
-        let levels = [Level {
-            name: match spec.on {
-                GeofenceOn::Enter => "Trong vùng".to_owned(),
-                GeofenceOn::Dwell => "Lưu lại".to_owned(),
-            },
-            value: 1.0,
-            severity: spec.severity,
-        }];
-        let name = ev.plate.clone().unwrap_or_else(|| subject.to_string());
-        let (vi, en) = if names.is_empty() {
-            ("đã rời vùng".to_owned(), "has left".to_owned())
-        } else {
-            (names.join(", "), names.join(", "))
-        };
-        out.push(EngineOutput::alert(subject_alert(
-            rule,
-            subject,
-            &name,
-            pos,
-            registry.areas().chain_at(pos),
-            step,
-            &levels,
-            ev,
-            (&vi, &en),
-        )));
-    }
-}
-
-/// The alert of a step about a subject that is not a registered device (a
-/// plate, a zone): titled `{rule} – {name}: {what}`.
-#[allow(clippy::too_many_arguments)]
-fn subject_alert(
-    rule: &Rule,
-    subject: &str,
-    name: &str,
-    pos: [f64; 2],
-    area: Vec<AreaRef>,
-    step: Step,
-    levels: &[Level],
-    evidence: Evidence,
-    what: (&str, &str),
-) -> Alert {
-    let cleared = if step.level == 0 {
-        ("Đã hết: ", "Cleared: ")
-    } else {
-        ("", "")
+    let cx = VisitCx {
+        registry,
+        zones,
+        subject,
+        plate: state.plate,
+        pos: state.pos,
+        ts,
+        visits: &state.visits,
     };
-    crate::rules::alert::assemble(rule, subject, pos, area, step, levels, evidence, |_| {
-        (
-            format!("{}{} – {name}: {}", cleared.0, rule.title_vi, what.0),
-            format!("{}{} – {name}: {}", cleared.1, rule.title_en, what.1),
-        )
-    })
+    for rule in &rules.rules {
+        if let Some(a) = rule.logic.on_visits(rule, &mut state.rules, &cx) {
+            out.push(EngineOutput::alert(a));
+        }
+    }
 }
 
 /// Fills an alert's zones (those containing its position, plus the zone it

@@ -11,24 +11,33 @@
 //!   [`EngineOutput`]s;
 //! - [`windows`]: rolling rainfall totals, traffic and camera aggregates;
 //! - [`rules`]: the rules file ([`rules::RuleSet`], reloadable through
-//!   [`RulesCell`]) and each rule kind, a plain state machine tested
-//!   without timely.
+//!   [`RulesCell`]) and each rule kind, one module each behind
+//!   `rules::RuleKind`, its state a plain serializable value, tested
+//!   without timely;
+//! - [`geo`]: the geo operator's state (moving subjects' zones and
+//!   tracks, zones' rule states), which calls the kinds' geo hooks.
+//!
+//! Other crates use the engine ([`Engine`], [`EngineConfig`],
+//! [`EngineInput`], [`EngineStats`]), the readings it takes ([`Reading`]),
+//! the rules and zones in force ([`RuleSet`], [`RulesCell`], [`ZonesCell`])
+//! and the duplicate window ingest shares with it ([`seq_window`]); the
+//! rest is the crate's own.
 //!
 //! This is the only crate that names a timely type. It is synchronous: the
 //! async edges meet it at the two bounded channels. Dropping every
 //! [`EngineInput`] closes the inputs; [`Engine::join`] then waits for the
 //! dataflow to drain.
 
-pub mod dataflow;
-pub mod device_state;
-pub mod geo;
-pub mod reading;
-pub mod reorder;
-pub mod rules;
-pub mod sample;
+mod dataflow;
+mod device_state;
+mod geo;
+mod reading;
+mod reorder;
+mod rules;
+mod sample;
 pub mod seq_window;
-pub mod watermark;
-pub mod windows;
+mod watermark;
+mod windows;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};

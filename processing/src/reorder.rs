@@ -63,6 +63,7 @@ impl<T: Timed> ReorderBuffer<T> {
     }
 
     /// Whether no item is waiting.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -24,6 +24,48 @@ pub struct Tracker {
     peak: u8,
 }
 
+/// Where a rule's state keeps its episode (none for a kind whose every
+/// event is an alert of its own).
+pub trait Episode {
+    /// The episode.
+    fn episode(&self) -> Option<&Tracker>;
+    /// The episode, to change it.
+    fn episode_mut(&mut self) -> Option<&mut Tracker>;
+}
+
+impl Episode for Tracker {
+    fn episode(&self) -> Option<&Tracker> {
+        Some(self)
+    }
+    fn episode_mut(&mut self) -> Option<&mut Tracker> {
+        Some(self)
+    }
+}
+
+impl Episode for () {
+    fn episode(&self) -> Option<&Tracker> {
+        None
+    }
+    fn episode_mut(&mut self) -> Option<&mut Tracker> {
+        None
+    }
+}
+
+/// `episode_in!(State.field)`: the state's episode is its `Tracker` field.
+macro_rules! episode_in {
+    ($state:ty, $field:ident) => {
+        impl $crate::rules::alert::Episode for $state {
+            fn episode(&self) -> Option<&$crate::rules::alert::Tracker> {
+                Some(&self.$field)
+            }
+            fn episode_mut(&mut self) -> Option<&mut $crate::rules::alert::Tracker> {
+                Some(&mut self.$field)
+            }
+        }
+    };
+}
+pub(crate) use episode_in;
+
 /// A change of level within an episode.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Step {
@@ -154,6 +196,23 @@ pub fn build(
     )
 }
 
+/// The alert of a step of a rule with one unnamed level of `severity`
+/// (rate of change, surge, congestion, speed drop) about a device.
+pub fn one_level(
+    rule: &Rule,
+    device: &DeviceInfo,
+    step: Step,
+    severity: Severity,
+    evidence: Evidence,
+) -> Alert {
+    let level = [Level {
+        name: String::new(),
+        value: 0.0,
+        severity,
+    }];
+    build(rule, device, device.pos, step, &level, evidence)
+}
+
 /// The alert of a step about any subject (a device, a plate, a zone):
 /// `titles` gets the name of the level shown and returns the Vietnamese
 /// and English titles.
@@ -200,6 +259,43 @@ pub fn assemble(
         revision: false,
         handling: Default::default(),
     }
+}
+
+/// The alert of a step about a subject that is not a registered device (a
+/// plate, a zone): titled `{rule} – {name}: {what}`.
+#[allow(clippy::too_many_arguments)]
+pub fn subject_alert(
+    rule: &Rule,
+    subject: &str,
+    name: &str,
+    pos: [f64; 2],
+    area: Vec<ioc_schemas::AreaRef>,
+    step: Step,
+    levels: &[Level],
+    evidence: Evidence,
+    what: (&str, &str),
+) -> Alert {
+    let cleared = if step.level == 0 {
+        ("Đã hết: ", "Cleared: ")
+    } else {
+        ("", "")
+    };
+    assemble(rule, subject, pos, area, step, levels, evidence, |_| {
+        (
+            format!("{}{} – {name}: {}", cleared.0, rule.title_vi, what.0),
+            format!("{}{} – {name}: {}", cleared.1, rule.title_en, what.1),
+        )
+    })
+}
+
+/// The resolution of an open alert whose rule was removed from the rules
+/// (or changed kind), about a registered device.
+pub fn removed(rule: &Rule, device: &DeviceInfo, step: Step, now: i64) -> Alert {
+    let ev = Evidence::new(0.0, "", 0.0, Timestamp(now), 0);
+    let mut a = build(rule, device, device.pos, step, &[], ev);
+    a.title_vi = format!("Đã hết: quy tắc {} đã bị gỡ bỏ ({})", rule.id, device.name);
+    a.title_en = format!("Cleared: rule {} was removed ({})", rule.id, device.name);
+    a
 }
 
 /// A value with at most two decimals and no trailing zeros.

@@ -3,8 +3,7 @@
 //! ```toml
 //! [[rule]]
 //! id = "river_level"          # unique; the first part of its alerts' ids
-//! kind = "threshold"          # threshold | rate_of_change | rainfall | staleness
-//!                             # | congestion | speed_drop | surge | watchlist
+//! kind = "threshold"          # one of the kinds in `registry.rs`
 //! devices = ["river_gauge"]   # device kinds (default: those carrying the field)
 //! ids = ["river-to-hieu"]     # optional: only these devices
 //! title_vi = "Mực nước sông"  # what the alert is about, in both languages
@@ -20,29 +19,21 @@
 //! reason = "Thay cảm biến"
 //! ```
 //!
-//! `deploy/rules.toml` configures every kind for the Sơn La demo and
-//! explains each key.
+//! Each kind's module reads and checks its own keys; this file reads the
+//! common ones and the maintenance windows. `deploy/rules.toml`
+//! configures every kind for the Sơn La demo and explains each key.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use ioc_devices::{DeviceIndex, Registry};
-use ioc_schemas::{AssetKind, DeviceInfo, DeviceKind, Severity, Timestamp, ZoneKind};
+use ioc_schemas::{AssetKind, DeviceInfo, DeviceKind, Timestamp};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 
-use super::rate::{MAX_HISTORY_MS, RateOfChange, Surge};
-use super::staleness::Staleness;
-use super::threshold::{Rainfall, Threshold};
-use super::traffic::{Congestion, SpeedDrop};
-use super::watchlist::{Watchlist, normalise};
-use super::{Level, Levels, Logic, Maintenance, Rule, default_kinds, registry_levels};
-use crate::geo::{ClonedPlate, Geofence, GeofenceOn, Nearest, Subjects, ZoneFilter, ZoneRainfall};
-use crate::sample::Field;
-use crate::windows::RAIN_WINDOWS_MS;
+use super::kind::Check;
+use super::{Level, Levels, Maintenance, Nearest, Rule, registry, registry_levels};
 
 /// A validated rules file.
 #[derive(Clone, Debug, Default)]
@@ -109,216 +100,8 @@ fn three_assets() -> usize {
     3
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GeofenceSpec {
-    #[serde(default)]
-    zone_kinds: Vec<ZoneKind>,
-    #[serde(default)]
-    zones: Vec<String>,
-    #[serde(default = "on_enter")]
-    on: String,
-    #[serde(default = "all_subjects")]
-    subjects: String,
-    #[serde(default = "severe")]
-    severity: Severity,
-}
-
-fn on_enter() -> String {
-    "enter".to_owned()
-}
-
-fn all_subjects() -> String {
-    "all".to_owned()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClonedPlateSpec {
-    #[serde(default = "max_speed")]
-    max_speed_kmh: f64,
-    #[serde(default = "min_distance")]
-    min_distance_m: f64,
-    #[serde(default = "severe")]
-    severity: Severity,
-}
-
-fn max_speed() -> f64 {
-    150.0
-}
-
-fn min_distance() -> f64 {
-    2000.0
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ZoneRainfallSpec {
-    #[serde(default)]
-    zone_kinds: Vec<ZoneKind>,
-    #[serde(default)]
-    zones: Vec<String>,
-    #[serde(default)]
-    within_m: f64,
-    #[serde(with = "humantime_serde")]
-    window: Duration,
-    levels: Vec<LevelSpec>,
-    #[serde(default)]
-    hysteresis: Option<f64>,
-    #[serde(default = "two")]
-    min_gauges: usize,
-}
-
-fn two() -> usize {
-    2
-}
-
 fn yes() -> bool {
     true
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum LevelsSpec {
-    Named(String),
-    Fixed(Vec<LevelSpec>),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LevelSpec {
-    name: String,
-    value: f64,
-    #[serde(default = "minor")]
-    severity: Severity,
-}
-
-fn minor() -> Severity {
-    Severity::Minor
-}
-fn moderate() -> Severity {
-    Severity::Moderate
-}
-fn severe() -> Severity {
-    Severity::Severe
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ThresholdSpec {
-    field: Field,
-    levels: LevelsSpec,
-    #[serde(default)]
-    below: bool,
-    #[serde(default)]
-    hysteresis: f64,
-    #[serde(default = "one")]
-    min_samples: u32,
-    #[serde(default, with = "humantime_serde")]
-    min_duration: Option<Duration>,
-}
-
-fn one() -> u32 {
-    1
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RateSpec {
-    field: Field,
-    #[serde(with = "humantime_serde")]
-    window: Duration,
-    per_hour: f64,
-    #[serde(default)]
-    clear_per_hour: Option<f64>,
-    #[serde(default = "three")]
-    min_samples: u32,
-    #[serde(default)]
-    project_to: Option<String>,
-    #[serde(default = "moderate")]
-    severity: Severity,
-}
-
-fn three() -> u32 {
-    3
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RainfallSpec {
-    #[serde(with = "humantime_serde")]
-    window: Duration,
-    levels: Vec<LevelSpec>,
-    #[serde(default)]
-    hysteresis: Option<f64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StalenessSpec {
-    #[serde(default = "factor")]
-    factor: f64,
-    #[serde(default = "minor")]
-    severity: Severity,
-}
-
-fn factor() -> f64 {
-    3.0
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CongestionSpec {
-    speed_below_kmh: f64,
-    occupancy_above_pct: f64,
-    #[serde(rename = "for", with = "humantime_serde")]
-    for_: Duration,
-    #[serde(default = "five")]
-    speed_margin_kmh: f64,
-    #[serde(default = "five")]
-    occupancy_margin_pct: f64,
-    #[serde(default = "moderate")]
-    severity: Severity,
-}
-
-fn five() -> f64 {
-    5.0
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SpeedDropSpec {
-    drop_pct: f64,
-    #[serde(with = "humantime_serde")]
-    baseline: Duration,
-    #[serde(default)]
-    min_baseline_kmh: f64,
-    #[serde(default = "severe")]
-    severity: Severity,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SurgeSpec {
-    field: Field,
-    #[serde(with = "humantime_serde")]
-    window: Duration,
-    increase: f64,
-    #[serde(default)]
-    related_within_km: f64,
-    #[serde(default = "severe")]
-    severity: Severity,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WatchlistSpec {
-    #[serde(default)]
-    plates: Vec<String>,
-    #[serde(default)]
-    file: Option<String>,
-    #[serde(default = "severe")]
-    severity: Severity,
 }
 
 #[derive(Deserialize)]
@@ -330,136 +113,6 @@ struct MaintenanceSpec {
     #[serde(default)]
     #[allow(dead_code)]
     reason: Option<String>,
-}
-
-/// Collects problems while a file is checked.
-struct Check<'a> {
-    registry: &'a Registry,
-    problems: Vec<String>,
-}
-
-impl Check<'_> {
-    fn problem(&mut self, at: &str, text: impl fmt::Display) {
-        self.problems.push(format!("{at}: {text}"));
-    }
-
-    fn kind_spec<T: DeserializeOwned>(&mut self, at: &str, rest: toml::Table) -> Option<T> {
-        match T::deserialize(toml::Value::Table(rest)) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                self.problem(at, e.to_string().trim());
-                None
-            }
-        }
-    }
-
-    fn positive(&mut self, at: &str, key: &str, v: f64) {
-        if !(v.is_finite() && v > 0.0) {
-            self.problem(at, format!("{key} must be a positive number, not {v}"));
-        }
-    }
-
-    fn non_negative(&mut self, at: &str, key: &str, v: f64) {
-        if !(v.is_finite() && v >= 0.0) {
-            self.problem(at, format!("{key} must be zero or more, not {v}"));
-        }
-    }
-
-    fn duration(&mut self, at: &str, key: &str, d: Duration) -> i64 {
-        if d.is_zero() {
-            self.problem(at, format!("{key} must be longer than zero"));
-        }
-        d.as_millis().min(i64::MAX as u128) as i64
-    }
-
-    /// A duration a sample history spans (rate, surge, speed-drop baseline).
-    fn history(&mut self, at: &str, key: &str, d: Duration) -> i64 {
-        let ms = self.duration(at, key, d);
-        if ms > MAX_HISTORY_MS {
-            self.problem(at, format!("{key} must be at most 7 days"));
-        }
-        ms
-    }
-
-    fn levels(&mut self, at: &str, specs: Vec<LevelSpec>, decreasing: bool) -> Vec<Level> {
-        if specs.is_empty() {
-            self.problem(at, "levels: give at least one level");
-        }
-        let levels: Vec<Level> = specs
-            .into_iter()
-            .map(|l| Level {
-                name: l.name,
-                value: l.value,
-                severity: l.severity,
-            })
-            .collect();
-        for pair in levels.windows(2) {
-            let ordered = if decreasing {
-                pair[1].value < pair[0].value
-            } else {
-                pair[1].value > pair[0].value
-            };
-            if !ordered {
-                let way = if decreasing { "decrease" } else { "increase" };
-                self.problem(
-                    at,
-                    format!(
-                        "levels must strictly {way}: {} then {}",
-                        pair[0].value, pair[1].value
-                    ),
-                );
-            }
-        }
-        for l in &levels {
-            if !l.value.is_finite() {
-                self.problem(
-                    at,
-                    format!("level {}: value must be a finite number", l.name),
-                );
-            }
-            if l.name.trim().is_empty() {
-                self.problem(at, "every level needs a name");
-            }
-        }
-        levels
-    }
-
-    /// A rolling rainfall window with its levels and hysteresis (default: a
-    /// tenth of the first level).
-    fn rainfall(
-        &mut self,
-        at: &str,
-        window: Duration,
-        levels: Vec<LevelSpec>,
-        hysteresis: Option<f64>,
-    ) -> Rainfall {
-        let window_ms = window.as_millis() as i64;
-        if !RAIN_WINDOWS_MS.contains(&window_ms) {
-            self.problem(at, "window must be one of 1h, 3h, 6h, 24h");
-        }
-        let levels = self.levels(at, levels, false);
-        let hysteresis =
-            hysteresis.unwrap_or_else(|| levels.first().map_or(0.0, |l| l.value * 0.1));
-        self.non_negative(at, "hysteresis", hysteresis);
-        Rainfall {
-            window_ms,
-            levels,
-            hysteresis,
-        }
-    }
-
-    fn devices(&mut self, at: &str, ids: &[String]) -> HashSet<DeviceIndex> {
-        let mut out = HashSet::new();
-        for id in ids {
-            match self.registry.lookup(id) {
-                Some(i) => {
-                    out.insert(i);
-                }
-                None => self.problem(at, format!("device {id:?} is not in the registry")),
-            }
-        }
-        out
-    }
 }
 
 impl RuleSet {
@@ -493,6 +146,8 @@ impl RuleSet {
         let mut check = Check {
             registry,
             problems: Vec::new(),
+            read,
+            files: Vec::new(),
         };
         let mut set = RuleSet::default();
         let rules = top.remove("rule");
@@ -503,7 +158,7 @@ impl RuleSet {
         let mut seen = HashMap::new();
         for (n, value) in as_tables(&mut check, "rule", rules).into_iter().enumerate() {
             let fallback = format!("rule #{}", n + 1);
-            if let Some(rule) = rule(&mut check, &fallback, value, read, &mut set.files) {
+            if let Some(rule) = rule(&mut check, &fallback, value) {
                 if let Some(first) = seen.insert(rule.id.clone(), n) {
                     check.problem(
                         &format!("rule {}", rule.id),
@@ -518,7 +173,7 @@ impl RuleSet {
             .enumerate()
         {
             let at = format!("maintenance #{}", n + 1);
-            let Some(m) = check.kind_spec::<MaintenanceSpec>(&at, value) else {
+            let Some(m) = check.spec::<MaintenanceSpec>(&at, value) else {
                 continue;
             };
             if m.to <= m.from {
@@ -534,6 +189,7 @@ impl RuleSet {
         if set.rules.len() > usize::from(u16::MAX) {
             check.problem("rules", "at most 65535 rules");
         }
+        set.files = std::mem::take(&mut check.files);
         if check.problems.is_empty() {
             for (i, rule) in set.rules.iter_mut().enumerate() {
                 rule.position = i as u16;
@@ -619,14 +275,9 @@ const COMMON: [&str; 8] = [
     "id", "kind", "devices", "ids", "title_vi", "title_en", "enabled", "nearest",
 ];
 
-#[allow(clippy::type_complexity)]
-fn rule(
-    check: &mut Check<'_>,
-    fallback: &str,
-    mut table: toml::Table,
-    read: &dyn Fn(&str) -> Result<(String, Option<PathBuf>), String>,
-    files: &mut Vec<PathBuf>,
-) -> Option<Rule> {
+/// One `[[rule]]` table: the common keys here, the kind's own keys by
+/// the kind ([`registry::parse`]).
+fn rule(check: &mut Check<'_>, fallback: &str, mut table: toml::Table) -> Option<Rule> {
     let mut common = toml::Table::new();
     for key in COMMON {
         if let Some(v) = table.remove(key) {
@@ -637,7 +288,7 @@ fn rule(
         .get("id")
         .and_then(toml::Value::as_str)
         .map_or_else(|| fallback.to_owned(), |id| format!("rule {id}"));
-    let common: Common = check.kind_spec(&at_id, common)?;
+    let common: Common = check.spec(&at_id, common)?;
     let at = at_id.as_str();
     if common.id.is_empty()
         || !common
@@ -648,271 +299,24 @@ fn rule(
         check.problem(at, "id must be lower-case letters, digits and `_`");
     }
     let only = common.ids.as_deref().map(|ids| check.devices(at, ids));
-    let (logic, field, title) = match common.kind.as_str() {
-        "threshold" => {
-            let s: ThresholdSpec = check.kind_spec(at, table)?;
-            check.non_negative(at, "hysteresis", s.hysteresis);
-            let levels = match s.levels {
-                LevelsSpec::Named(n) if n == "registry" => Levels::Registry,
-                LevelsSpec::Named(n) => {
-                    check.problem(
-                        at,
-                        format!("levels: {n:?} is neither \"registry\" nor a list"),
-                    );
-                    Levels::Fixed(Vec::new())
-                }
-                LevelsSpec::Fixed(l) => Levels::Fixed(check.levels(at, l, s.below)),
-            };
-            let t = Threshold {
-                field: s.field,
-                levels,
-                below: s.below,
-                hysteresis: s.hysteresis,
-                min_samples: s.min_samples.max(1),
-                min_duration_ms: s.min_duration.map_or(0, |d| d.as_millis() as i64),
-            };
-            (Logic::Threshold(t), Some(s.field), ("Ngưỡng", "Threshold"))
-        }
-        "rate_of_change" => {
-            let s: RateSpec = check.kind_spec(at, table)?;
-            let window_ms = check.history(at, "window", s.window);
-            if !(s.per_hour.is_finite() && s.per_hour != 0.0) {
-                check.problem(at, "per_hour must be a non-zero number");
-            }
-            let clear = s.clear_per_hour.unwrap_or(s.per_hour / 2.0);
-            if clear.abs() > s.per_hour.abs() || clear.signum() * s.per_hour.signum() < 0.0 {
-                check.problem(at, "clear_per_hour must lie between 0 and per_hour");
-            }
-            let projection = match s.project_to.as_deref() {
-                None => None,
-                Some("registry") => Some(Levels::Registry),
-                Some(other) => {
-                    check.problem(at, format!("project_to: {other:?} is not \"registry\""));
-                    None
-                }
-            };
-            let r = RateOfChange {
-                field: s.field,
-                window_ms,
-                open_per_h: s.per_hour,
-                clear_per_h: clear,
-                min_samples: s.min_samples.max(2),
-                projection,
-                severity: s.severity,
-            };
-            (
-                Logic::RateOfChange(r),
-                Some(s.field),
-                ("Tốc độ thay đổi", "Rate of change"),
-            )
-        }
-        "rainfall" => {
-            let s: RainfallSpec = check.kind_spec(at, table)?;
-            let r = check.rainfall(at, s.window, s.levels, s.hysteresis);
-            (
-                Logic::Rainfall(r),
-                Some(Field::RainfallMm),
-                ("Lượng mưa", "Rainfall"),
-            )
-        }
-        "staleness" => {
-            let s: StalenessSpec = check.kind_spec(at, table)?;
-            check.positive(at, "factor", s.factor);
-            let r = Staleness {
-                factor: s.factor,
-                severity: s.severity,
-            };
-            (
-                Logic::Staleness(r),
-                None,
-                ("Mất tín hiệu thiết bị", "Device offline"),
-            )
-        }
-        "congestion" => {
-            let s: CongestionSpec = check.kind_spec(at, table)?;
-            check.positive(at, "speed_below_kmh", s.speed_below_kmh);
-            check.non_negative(at, "occupancy_above_pct", s.occupancy_above_pct);
-            check.non_negative(at, "speed_margin_kmh", s.speed_margin_kmh);
-            check.non_negative(at, "occupancy_margin_pct", s.occupancy_margin_pct);
-            let r = Congestion {
-                speed_below_kmh: s.speed_below_kmh,
-                occupancy_above_pct: s.occupancy_above_pct,
-                for_ms: s.for_.as_millis() as i64,
-                speed_margin_kmh: s.speed_margin_kmh,
-                occupancy_margin_pct: s.occupancy_margin_pct,
-                severity: s.severity,
-            };
-            (
-                Logic::Congestion(r),
-                Some(Field::SpeedKmh),
-                ("Ùn tắc giao thông", "Traffic congestion"),
-            )
-        }
-        "speed_drop" => {
-            let s: SpeedDropSpec = check.kind_spec(at, table)?;
-            if !(s.drop_pct > 0.0 && s.drop_pct < 100.0) {
-                check.problem(at, "drop_pct must lie between 0 and 100");
-            }
-            let baseline_ms = check.history(at, "baseline", s.baseline);
-            check.non_negative(at, "min_baseline_kmh", s.min_baseline_kmh);
-            let r = SpeedDrop {
-                drop_pct: s.drop_pct,
-                baseline_ms,
-                min_baseline_kmh: s.min_baseline_kmh,
-                severity: s.severity,
-            };
-            (
-                Logic::SpeedDrop(r),
-                Some(Field::SpeedKmh),
-                ("Tốc độ giảm đột ngột", "Sudden speed drop"),
-            )
-        }
-        "surge" => {
-            let s: SurgeSpec = check.kind_spec(at, table)?;
-            let window_ms = check.history(at, "window", s.window);
-            check.positive(at, "increase", s.increase);
-            check.non_negative(at, "related_within_km", s.related_within_km);
-            let r = Surge {
-                field: s.field,
-                window_ms,
-                increase: s.increase,
-                related_within_km: s.related_within_km,
-                severity: s.severity,
-            };
-            (Logic::Surge(r), Some(s.field), ("Tăng đột biến", "Surge"))
-        }
-        "watchlist" => {
-            let s: WatchlistSpec = check.kind_spec(at, table)?;
-            let mut plates: Vec<String> = s.plates;
-            if let Some(file) = &s.file {
-                match read(file) {
-                    Ok((text, path)) => {
-                        files.extend(path);
-                        plates.extend(
-                            text.lines()
-                                .map(|l| l.split('#').next().unwrap_or("").trim())
-                                .filter(|l| !l.is_empty())
-                                .map(str::to_owned),
-                        );
-                    }
-                    Err(e) => check.problem(at, format!("file: {e}")),
-                }
-            }
-            for p in &plates {
-                if !ioc_schemas::plate::is_vietnamese_plate(p) {
-                    check.problem(
-                        at,
-                        format!("{p:?} is not a Vietnamese plate (e.g. 26A-123.45)"),
-                    );
-                }
-            }
-            let r = Watchlist {
-                plates: plates.iter().map(|p| normalise(p)).collect(),
-                severity: s.severity,
-            };
-            (
-                Logic::Watchlist(r),
-                None,
-                (
-                    "Phương tiện trong danh sách theo dõi",
-                    "Watch-listed vehicle",
-                ),
-            )
-        }
-        "geofence" => {
-            let s: GeofenceSpec = check.kind_spec(at, table)?;
-            let on = match s.on.as_str() {
-                "enter" => GeofenceOn::Enter,
-                "dwell" => GeofenceOn::Dwell,
-                other => {
-                    check.problem(
-                        at,
-                        format!("on: {other:?} is neither \"enter\" nor \"dwell\""),
-                    );
-                    GeofenceOn::Enter
-                }
-            };
-            let subjects = match s.subjects.as_str() {
-                "all" => Subjects::All,
-                "plates" => Subjects::Plates,
-                "devices" => Subjects::Devices,
-                other => {
-                    check.problem(
-                        at,
-                        format!("subjects: {other:?} is not \"all\", \"plates\" or \"devices\""),
-                    );
-                    Subjects::All
-                }
-            };
-            let g = Geofence {
-                zones: ZoneFilter {
-                    kinds: s.zone_kinds,
-                    ids: s.zones,
-                },
-                on,
-                severity: s.severity,
-                subjects,
-            };
-            (
-                Logic::Geofence(g),
-                None,
-                ("Xâm nhập vùng giám sát", "Geofence"),
-            )
-        }
-        "cloned_plate" => {
-            let s: ClonedPlateSpec = check.kind_spec(at, table)?;
-            check.positive(at, "max_speed_kmh", s.max_speed_kmh);
-            check.non_negative(at, "min_distance_m", s.min_distance_m);
-            let c = ClonedPlate {
-                max_speed_kmh: s.max_speed_kmh,
-                min_distance_m: s.min_distance_m,
-                severity: s.severity,
-            };
-            (
-                Logic::ClonedPlate(c),
-                None,
-                ("Nghi biển số giả", "Suspected cloned plate"),
-            )
-        }
-        "zone_rainfall" => {
-            let s: ZoneRainfallSpec = check.kind_spec(at, table)?;
-            let rain = check.rainfall(at, s.window, s.levels, s.hysteresis);
-            check.non_negative(at, "within_m", s.within_m);
-            if s.min_gauges == 0 {
-                check.problem(at, "min_gauges must be at least 1");
-            }
-            let z = ZoneRainfall {
-                zones: ZoneFilter {
-                    kinds: s.zone_kinds,
-                    ids: s.zones,
-                },
-                within_m: s.within_m,
-                rain,
-                min_gauges: s.min_gauges,
-            };
-            (
-                Logic::ZoneRainfall(z),
-                None,
-                ("Mưa lớn diện rộng", "Widespread heavy rain"),
-            )
-        }
-        other => {
+    let logic = match registry::parse(&common.kind, check, at, table) {
+        Some(logic) => logic?,
+        None => {
+            let names = registry::names();
+            let (last, rest) = names.split_last().unwrap_or((&"", &[]));
             check.problem(
                 at,
                 format!(
-                    "unknown kind {other:?}; expected threshold, rate_of_change, rainfall, \
-                     staleness, congestion, speed_drop, surge, watchlist, geofence, \
-                     cloned_plate or zone_rainfall"
+                    "unknown kind {:?}; expected {} or {last}",
+                    common.kind,
+                    rest.join(", ")
                 ),
             );
             return None;
         }
     };
-    let kinds = common.devices.unwrap_or_else(|| match &logic {
-        Logic::Watchlist(_) | Logic::ClonedPlate(_) => vec![DeviceKind::Camera],
-        Logic::ZoneRainfall(_) => vec![DeviceKind::RainGauge],
-        _ => default_kinds(field),
-    });
+    let field = logic.field();
+    let kinds = common.devices.unwrap_or_else(|| logic.default_devices());
     if kinds.is_empty() {
         check.problem(at, "devices: name at least one device kind");
     }
@@ -926,28 +330,7 @@ fn rule(
             check.problem(at, format!("devices: {kinds:?} do not report {f:?}"));
         }
     }
-    if matches!(&logic, Logic::Watchlist(_)) && kinds != [DeviceKind::Camera] {
-        check.problem(at, "devices: a watch list applies to cameras only");
-    }
-    let registry_needed = match &logic {
-        Logic::Threshold(t) => t.levels == Levels::Registry,
-        _ => false,
-    };
-    if registry_needed {
-        let any = check.registry.devices().iter().enumerate().any(|(i, d)| {
-            kinds.contains(&d.kind)
-                && only
-                    .as_ref()
-                    .is_none_or(|s| s.contains(&(i as DeviceIndex)))
-                && !registry_levels(d).is_empty()
-        });
-        if !any {
-            check.problem(
-                at,
-                "levels = \"registry\", but no selected device has levels in the registry",
-            );
-        }
-    }
+    logic.check_devices(check, at, &kinds, only.as_ref());
     let nearest = common.nearest.map(|n| {
         if n.kinds.is_empty() || n.count == 0 {
             check.problem(
@@ -967,6 +350,7 @@ fn rule(
     if !common.enabled {
         return None;
     }
+    let title = logic.title();
     Some(Rule {
         nearest,
         id: Arc::from(common.id.as_str()),
@@ -981,6 +365,8 @@ fn rule(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     fn parse(text: &str) -> Result<RuleSet, RuleErrors> {
@@ -1076,7 +462,10 @@ mod tests {
             "#,
         )
         .unwrap();
-        let Logic::Watchlist(w) = &set.rules[0].logic else {
+        let Some(w) = set.rules[0]
+            .logic
+            .get::<super::super::watchlist::Watchlist>()
+        else {
             panic!("not a watch list")
         };
         assert!(w.contains("26A-123.45") && w.contains("29B1-234.56") && w.contains("26C-1234"));

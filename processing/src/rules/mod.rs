@@ -1,43 +1,71 @@
-//! Rules as data: the rules file, its validation, and each rule kind's logic.
+//! Rules as data: the rules file, its validation, and each rule kind.
 //!
 //! A rules file (TOML; `deploy/rules.toml` documents every kind) holds
 //! `[[rule]]` tables and `[[maintenance]]` windows. [`RuleSet::parse`]
 //! checks the whole file against the registry and reports every problem at
-//! once, each with the rule's id. Each kind's logic is a plain state
-//! machine in its own module, tested without timely:
+//! once, each with the rule's id.
+//!
+//! Each kind is one module: its settings, how they are read and checked,
+//! its per-subject state (a serializable value), how the engine's moments
+//! step it, and the alerts it raises with their titles. All implement
+//! [`RuleKind`](kind::RuleKind) ([`kind`] says which hook runs when); [`registry`] is the
+//! closed list that makes them a [`Logic`] and a [`RuleState`], the only
+//! place besides the modules that names a kind.
 //!
 //! | kind | module | watches |
 //! |---|---|---|
 //! | `threshold` | [`threshold`] | a field against ordered levels (BĐ1–BĐ3, reservoir levels, fixed values) with hysteresis and a minimum duration |
-//! | `rate_of_change` | [`rate`] | the least-squares slope of a field over a window, with the projected time to the next level |
-//! | `rainfall` | [`threshold`] over [`crate::windows`] | rolling rainfall totals against levels |
+//! | `rate_of_change` | [`rate_of_change`] | the least-squares slope of a field over a window, with the projected time to the next level |
+//! | `rainfall` | [`rainfall`] | rolling rainfall totals ([`crate::windows`]) against levels |
 //! | `staleness` | [`staleness`] | silence longer than k × the expected interval |
-//! | `congestion`, `speed_drop` | [`traffic`] | slow and full segments; sudden speed drops |
-//! | `surge` | [`rate`] | a jump of a field within a window (reservoir outflow: gates opening) |
+//! | `congestion` | [`congestion`] | slow and full segments |
+//! | `speed_drop` | [`speed_drop`] | sudden speed drops |
+//! | `surge` | [`surge`] | a jump of a field within a window (reservoir outflow: gates opening) |
 //! | `watchlist` | [`watchlist`] | watch-listed plates read by a camera |
-//! | `geofence` | [`crate::geo`] | moving subjects (plates, devices with `pos`) inside zones |
-//! | `cloned_plate` | [`crate::geo`] | one plate read in two places too far apart for the time between |
-//! | `zone_rainfall` | [`crate::geo`] | rolling rainfall at several gauges of one zone |
+//! | `geofence` | [`geofence`] | moving subjects (plates, devices with `pos`) inside zones |
+//! | `cloned_plate` | [`cloned_plate`] | one plate read in two places too far apart for the time between |
+//! | `zone_rainfall` | [`zone_rainfall`] | rolling rainfall at several gauges of one zone |
 //!
 //! Alerts of every kind share [`alert::Tracker`]: deterministic ids
 //! (`{rule}:{subject}:{event time the episode opened}`), levels, versions
 //! and bilingual titles.
+//!
+//! # Adding a kind
+//!
+//! A new module with a type implementing [`RuleKind`](kind::RuleKind), and one line in
+//! [`registry`]. Every hook has a default, so a kind writes only the
+//! moments it reacts to. `example.rs` is a whole one, compiled and run by
+//! the tests: `battery_low`, a battery below a fixed voltage, read from a
+//! rules file and stepped by the engine's device table like every other
+//! kind. Then show it in `deploy/rules.toml`.
 
 pub mod alert;
+pub mod cloned_plate;
+pub mod congestion;
+#[cfg(test)]
+mod example;
 pub mod file;
-pub mod rate;
+pub mod geofence;
+pub mod history;
+pub mod kind;
+pub mod rainfall;
+pub mod rate_of_change;
+pub mod registry;
+pub mod speed_drop;
 pub mod staleness;
+pub mod surge;
 pub mod threshold;
-pub mod traffic;
 pub mod watchlist;
+pub mod zone_rainfall;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use ioc_devices::{DeviceIndex, Registry};
-use ioc_schemas::{DeviceInfo, DeviceKind, Severity};
+use ioc_schemas::{AssetKind, DeviceInfo, DeviceKind, Severity, ZoneKind};
 
 pub use file::{RuleErrors, RuleSet};
+pub use registry::Logic;
 
 use crate::sample::Field;
 
@@ -59,7 +87,7 @@ pub struct Rule {
     /// Its position in the set's rules: the key of its per-device state.
     pub position: u16,
     /// The nearest assets its alerts carry.
-    pub nearest: Option<crate::geo::Nearest>,
+    pub nearest: Option<Nearest>,
 }
 
 impl Rule {
@@ -69,49 +97,31 @@ impl Rule {
     }
 }
 
-/// A rule kind with its parameters.
-#[derive(Clone, Debug)]
-pub enum Logic {
-    /// A field against ordered levels.
-    Threshold(threshold::Threshold),
-    /// The slope of a field.
-    RateOfChange(rate::RateOfChange),
-    /// A rolling rainfall total against ordered levels.
-    Rainfall(threshold::Rainfall),
-    /// No data for too long.
-    Staleness(staleness::Staleness),
-    /// Slow and occupied for a while.
-    Congestion(traffic::Congestion),
-    /// Speed far below its recent mean.
-    SpeedDrop(traffic::SpeedDrop),
-    /// A jump within a window.
-    Surge(rate::Surge),
-    /// Watch-listed plates.
-    Watchlist(watchlist::Watchlist),
-    /// Moving subjects inside zones.
-    Geofence(crate::geo::Geofence),
-    /// A plate read in two places too far apart for the time between.
-    ClonedPlate(crate::geo::ClonedPlate),
-    /// Rainfall at several gauges of one zone.
-    ZoneRainfall(crate::geo::ZoneRainfall),
+/// The nearest assets a rule's alerts carry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Nearest {
+    /// Asset kinds.
+    pub kinds: Vec<AssetKind>,
+    /// How many.
+    pub count: usize,
+    /// No farther than this, metres.
+    pub within_m: Option<f64>,
 }
 
-impl Logic {
-    /// The kind's name in the rules file.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Logic::Threshold(_) => "threshold",
-            Logic::RateOfChange(_) => "rate_of_change",
-            Logic::Rainfall(_) => "rainfall",
-            Logic::Staleness(_) => "staleness",
-            Logic::Congestion(_) => "congestion",
-            Logic::SpeedDrop(_) => "speed_drop",
-            Logic::Surge(_) => "surge",
-            Logic::Watchlist(_) => "watchlist",
-            Logic::Geofence(_) => "geofence",
-            Logic::ClonedPlate(_) => "cloned_plate",
-            Logic::ZoneRainfall(_) => "zone_rainfall",
-        }
+/// The zones a rule watches: by kind, and optionally only these ids.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ZoneFilter {
+    /// Kinds; empty means every kind.
+    pub kinds: Vec<ZoneKind>,
+    /// Ids; empty means every zone of the kinds.
+    pub ids: Vec<String>,
+}
+
+impl ZoneFilter {
+    /// Whether the filter takes this zone.
+    pub fn takes(&self, zone: &ioc_devices::Zone) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&zone.reference.kind))
+            && (self.ids.is_empty() || self.ids.contains(&zone.reference.id))
     }
 }
 
@@ -184,8 +194,8 @@ pub struct Maintenance {
     pub to_ms: i64,
 }
 
-/// The default device kinds of a rule kind's field.
-fn default_kinds(field: Option<Field>) -> Vec<DeviceKind> {
+/// The default device kinds of a rule kind's field: those that report it.
+pub fn default_kinds(field: Option<Field>) -> Vec<DeviceKind> {
     match field {
         Some(f) if f.is_traffic() => vec![DeviceKind::TrafficCounter],
         Some(Field::RainfallMm) => vec![DeviceKind::RainGauge],

@@ -2,8 +2,20 @@
 //! opens a device-offline alert; its next reading resolves it. Devices
 //! never heard from are flagged k × their interval after the engine's event
 //! time started.
+//!
+//! ```toml
+//! [[rule]]
+//! id = "offline"
+//! kind = "staleness"
+//! factor = 3                   # k: silent for k × the registry's expected interval
+//! ```
 
-use super::alert::{Step, Tracker};
+use ioc_schemas::{EngineOutput, Evidence, Timestamp};
+use serde::Deserialize;
+
+use super::alert::{self, Step, Tracker};
+use super::kind::{Check, DeviceCx, Latest, RuleKind, Scan, States, minor};
+use super::{Level, Rule};
 
 /// A `staleness` rule's parameters.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,6 +49,129 @@ impl Staleness {
             (1, false) => tracker.step(0, since),
             _ => None,
         }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Spec {
+    #[serde(default = "factor")]
+    factor: f64,
+    #[serde(default = "minor")]
+    severity: ioc_schemas::Severity,
+}
+
+fn factor() -> f64 {
+    3.0
+}
+
+impl RuleKind for Staleness {
+    const NAME: &'static str = "staleness";
+    const TITLE: (&'static str, &'static str) = ("Mất tín hiệu thiết bị", "Device offline");
+    type State = Tracker;
+
+    fn parse(check: &mut Check<'_>, at: &str, table: toml::Table) -> Option<Self> {
+        let s: Spec = check.spec(at, table)?;
+        check.positive(at, "factor", s.factor);
+        Some(Staleness {
+            factor: s.factor,
+            severity: s.severity,
+        })
+    }
+
+    fn scans(&self) -> bool {
+        true
+    }
+
+    /// A device offline is back with this reading. A gap the scan has not
+    /// seen yet (the watermark trails arrivals) opens and resolves its
+    /// alert here, so the result does not depend on timing.
+    fn on_latest(
+        &self,
+        rule: &Rule,
+        states: &mut States<u16>,
+        cx: &DeviceCx<'_>,
+        latest: &Latest,
+        out: &mut Vec<EngineOutput>,
+    ) {
+        let (since, ts) = (latest.since, latest.ts.millis());
+        let allowed = self.allowed_ms(cx.device.expected_interval_s);
+        // Usually neither a gap nor an open alert.
+        if ts - since <= allowed && !states.is_open(rule) {
+            return;
+        }
+        let tracker = states.get::<Self>(rule);
+        if tracker.level() == 0 && ts - since > allowed {
+            if let Some(step) = tracker.step(1, since + allowed + 1) {
+                let at = Timestamp(step.opened_ms);
+                out.push(self.alert(rule, cx, step, allowed, at, Some(latest.previous_seq)));
+            }
+        }
+        if let Some(step) = tracker.step(0, ts) {
+            out.push(self.alert(rule, cx, step, 0, latest.ts, Some(latest.seq)));
+        }
+    }
+
+    fn on_scan(
+        &self,
+        rule: &Rule,
+        states: &mut States<u16>,
+        cx: &DeviceCx<'_>,
+        scan: &Scan,
+        out: &mut Vec<EngineOutput>,
+    ) {
+        // Most devices are neither silent nor offline: settled without
+        // looking their rule state up.
+        let silent = scan.now - scan.since > self.allowed_ms(cx.device.expected_interval_s);
+        if !silent && !states.is_open(rule) || !rule.applies(cx.index, cx.device) {
+            return;
+        }
+        if cx.rules.in_maintenance(cx.index, scan.now) {
+            return;
+        }
+        let tracker = states.get::<Self>(rule);
+        if let Some(step) = self.check(tracker, scan.since, scan.now, cx.device.expected_interval_s)
+        {
+            // The silence when the alert opened; 0 once the device is heard again.
+            let (silent_ms, at) = if step.level == 0 {
+                (0, scan.since)
+            } else {
+                (step.opened_ms - scan.since, step.opened_ms)
+            };
+            out.push(self.alert(rule, cx, step, silent_ms, Timestamp(at), scan.seq));
+        }
+    }
+}
+
+impl Staleness {
+    /// A change of a device-offline alert: `silent_ms` is how long the
+    /// device was silent when it changed; `seq` its latest sequence
+    /// number, `None` when it was never heard from.
+    fn alert(
+        &self,
+        rule: &Rule,
+        cx: &DeviceCx<'_>,
+        step: Step,
+        silent_ms: i64,
+        at: Timestamp,
+        seq: Option<u64>,
+    ) -> EngineOutput {
+        let device = cx.device;
+        let heard = seq.is_some();
+        let allowed_s = (self.allowed_ms(device.expected_interval_s) / 1000) as f64;
+        let ev = Evidence::new(
+            (silent_ms / 1000) as f64,
+            "s",
+            allowed_s,
+            at,
+            seq.unwrap_or(0),
+        );
+        let level = [Level {
+            name: if heard { "offline" } else { "never_heard" }.to_owned(),
+            value: allowed_s,
+            severity: self.severity,
+        }];
+        EngineOutput::alert(alert::build(rule, device, device.pos, step, &level, ev))
     }
 }
 

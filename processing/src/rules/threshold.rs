@@ -1,5 +1,18 @@
-//! Levels with hysteresis: `threshold` rules on a reading's field and
-//! `rainfall` rules on rolling totals.
+//! `threshold`: a reading's field against ordered levels (BĐ1–BĐ3 from the
+//! registry, reservoir levels, fixed values), with hysteresis and a minimum
+//! duration; and the level machinery [`LevelState`] that `rainfall` shares.
+//!
+//! ```toml
+//! [[rule]]
+//! id = "river_level"
+//! kind = "threshold"
+//! field = "water_level_m"     # any numeric field of the reading
+//! levels = "registry"         # or [{ name = "High", value = 4.5, severity = "moderate" }, ...]
+//! hysteresis = 0.2            # how far back past a level to leave it
+//! below = false               # true: low values alarm (levels decrease)
+//! min_samples = 1             # readings at a higher level before raising it
+//! min_duration = "0s"         # time at a higher level before raising it
+//! ```
 //!
 //! A subject is at level k when its value reached the k-th level. It rises
 //! as soon as a value reaches a higher level (after `min_samples` readings
@@ -8,14 +21,21 @@
 //! k, so readings that wobble around a level never make the alert flap.
 //! A `below` threshold (battery low) mirrors all of this.
 
+use std::collections::HashSet;
+use std::time::Duration;
+
+use ioc_devices::DeviceIndex;
+use ioc_schemas::{Alert, DeviceKind, Evidence, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::alert::{Step, Tracker};
-use super::{Level, Levels};
-use crate::sample::Field;
+use super::alert::{self, Step, Tracker};
+use super::kind::{Check, DeviceCx, LevelSpec, RuleKind, States};
+use super::{Level, Levels, Rule, registry_levels};
+use crate::sample::{Field, Sample};
 
 /// The level after `value`, given the current level, the level values
 /// (strictly increasing) and the hysteresis margin (≥ 0).
+#[cfg(test)]
 pub fn next_level(current: u8, value: f64, levels: &[f64], margin: f64) -> u8 {
     next_level_by(current, value, levels.len(), |i| levels[i], margin)
 }
@@ -58,17 +78,6 @@ pub struct Threshold {
     pub min_duration_ms: i64,
 }
 
-/// A `rainfall` rule's parameters.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Rainfall {
-    /// Window length, ms (a multiple of the rainfall bucket).
-    pub window_ms: i64,
-    /// Levels of the total, in mm, increasing.
-    pub levels: Vec<Level>,
-    /// How far below a level the total must fall to leave it, mm.
-    pub hysteresis: f64,
-}
-
 /// Per-subject state of a level rule.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LevelState {
@@ -83,6 +92,8 @@ struct Pending {
     since_ms: i64,
     samples: u32,
 }
+
+super::alert::episode_in!(LevelState, tracker);
 
 impl LevelState {
     /// The current level.
@@ -155,24 +166,117 @@ impl Threshold {
     }
 }
 
-impl Rainfall {
-    /// Applies a window total. An incomplete total is a lower bound: it
-    /// can raise the level, never lower it.
-    pub fn observe(
+/// The rules file's `levels`: `"registry"` or a list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LevelsSpec {
+    Named(String),
+    Fixed(Vec<LevelSpec>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Spec {
+    field: Field,
+    levels: LevelsSpec,
+    #[serde(default)]
+    below: bool,
+    #[serde(default)]
+    hysteresis: f64,
+    #[serde(default = "one")]
+    min_samples: u32,
+    #[serde(default, with = "humantime_serde")]
+    min_duration: Option<Duration>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl RuleKind for Threshold {
+    const NAME: &'static str = "threshold";
+    const TITLE: (&'static str, &'static str) = ("Ngưỡng", "Threshold");
+    type State = LevelState;
+
+    fn parse(check: &mut Check<'_>, at: &str, table: toml::Table) -> Option<Self> {
+        let s: Spec = check.spec(at, table)?;
+        check.non_negative(at, "hysteresis", s.hysteresis);
+        let levels = match s.levels {
+            LevelsSpec::Named(n) if n == "registry" => Levels::Registry,
+            LevelsSpec::Named(n) => {
+                check.problem(
+                    at,
+                    format!("levels: {n:?} is neither \"registry\" nor a list"),
+                );
+                Levels::Fixed(Vec::new())
+            }
+            LevelsSpec::Fixed(l) => Levels::Fixed(check.levels(at, l, s.below)),
+        };
+        Some(Threshold {
+            field: s.field,
+            levels,
+            below: s.below,
+            hysteresis: s.hysteresis,
+            min_samples: s.min_samples.max(1),
+            min_duration_ms: s.min_duration.map_or(0, |d| d.as_millis() as i64),
+        })
+    }
+
+    fn field(&self) -> Option<Field> {
+        Some(self.field)
+    }
+
+    fn check_devices(
         &self,
-        state: &mut LevelState,
-        total_mm: f64,
-        complete: bool,
-        ts: i64,
-    ) -> Option<Step> {
-        state.observe(
-            total_mm,
-            ts,
-            (&self.levels, 1.0),
-            self.hysteresis,
-            (1, 0),
-            complete,
-        )
+        check: &mut Check<'_>,
+        at: &str,
+        kinds: &[DeviceKind],
+        only: Option<&HashSet<DeviceIndex>>,
+    ) {
+        if self.levels != Levels::Registry {
+            return;
+        }
+        let any = check.registry.devices().iter().enumerate().any(|(i, d)| {
+            kinds.contains(&d.kind)
+                && only.is_none_or(|s| s.contains(&(i as DeviceIndex)))
+                && !registry_levels(d).is_empty()
+        });
+        if !any {
+            check.problem(
+                at,
+                "levels = \"registry\", but no selected device has levels in the registry",
+            );
+        }
+    }
+
+    fn sets_device_alarm(&self) -> bool {
+        true
+    }
+
+    fn on_sample(
+        &self,
+        rule: &Rule,
+        states: &mut States<u16>,
+        cx: &DeviceCx<'_>,
+        s: &Sample,
+    ) -> Option<Alert> {
+        let state = states.get::<Self>(rule);
+        let value = s.get(self.field)?;
+        let levels = cx.rules.levels(&self.levels, s.device);
+        if levels.is_empty() {
+            return None;
+        }
+        let step = self.observe(state, levels, value, s.ts)?;
+        let threshold = alert::level_value(levels, step);
+        let ev = Evidence::new(value, self.field.unit(), threshold, Timestamp(s.ts), s.seq);
+        Some(alert::build(
+            rule,
+            cx.device,
+            cx.device.pos,
+            step,
+            levels,
+            ev,
+        ))
     }
 }
 
@@ -273,19 +377,6 @@ mod tests {
         assert_eq!(r.observe(&mut s, &l, 4.1, 11_000), None);
         assert_eq!(r.observe(&mut s, &l, 3.5, 12_000), None);
         assert_eq!(r.observe(&mut s, &l, 4.1, 13_000), None);
-    }
-
-    #[test]
-    fn an_incomplete_rainfall_total_only_raises() {
-        let r = Rainfall {
-            window_ms: 3_600_000,
-            levels: levels(&[50.0, 100.0]),
-            hysteresis: 5.0,
-        };
-        let mut s = LevelState::default();
-        assert_eq!(r.observe(&mut s, 60.0, false, 0).map(|s| s.level), Some(1));
-        assert_eq!(r.observe(&mut s, 10.0, false, 1), None);
-        assert_eq!(r.observe(&mut s, 10.0, true, 2).map(|s| s.level), Some(0));
     }
 
     proptest! {

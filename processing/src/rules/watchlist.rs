@@ -1,7 +1,23 @@
 //! `watchlist`: every read of a watch-listed plate raises an alert at the
-//! camera that read it.
+//! camera that read it, at once (a read needs no ordering). The plates'
+//! tracks across cameras are drawn on the map.
+//!
+//! ```toml
+//! [[rule]]
+//! id = "wanted"
+//! kind = "watchlist"
+//! plates = ["26A-999.99"]       # and/or:
+//! file = "watchlist.txt"        # one plate a line, `#` comments; reloaded when it changes
+//! ```
 
 use std::collections::HashSet;
+
+use ioc_devices::DeviceIndex;
+use ioc_schemas::{Alert, AlertStatus, DeviceKind, Evidence};
+use serde::Deserialize;
+
+use super::Rule;
+use super::kind::{Check, DeviceCx, PlateRead, RuleKind, severe};
 
 /// A `watchlist` rule's parameters.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,6 +67,112 @@ impl Watchlist {
     /// Whether a plate is on the list.
     pub fn contains(&self, plate: &str) -> bool {
         !self.plates.is_empty() && with_normalised("", plate, |p| self.plates.contains(p))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Spec {
+    #[serde(default)]
+    plates: Vec<String>,
+    #[serde(default)]
+    file: Option<String>,
+    #[serde(default = "severe")]
+    severity: ioc_schemas::Severity,
+}
+
+impl RuleKind for Watchlist {
+    const NAME: &'static str = "watchlist";
+    const TITLE: (&'static str, &'static str) = (
+        "Phương tiện trong danh sách theo dõi",
+        "Watch-listed vehicle",
+    );
+    /// Every read is an alert of its own: nothing to keep.
+    type State = ();
+
+    fn parse(check: &mut Check<'_>, at: &str, table: toml::Table) -> Option<Self> {
+        let s: Spec = check.spec(at, table)?;
+        let mut plates: Vec<String> = s.plates;
+        if let Some(file) = &s.file {
+            match check.read(file) {
+                Ok(text) => plates.extend(
+                    text.lines()
+                        .map(|l| l.split('#').next().unwrap_or("").trim())
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned),
+                ),
+                Err(e) => check.problem(at, format!("file: {e}")),
+            }
+        }
+        for p in &plates {
+            if !ioc_schemas::plate::is_vietnamese_plate(p) {
+                check.problem(
+                    at,
+                    format!("{p:?} is not a Vietnamese plate (e.g. 26A-123.45)"),
+                );
+            }
+        }
+        Some(Watchlist {
+            plates: plates.iter().map(|p| normalise(p)).collect(),
+            severity: s.severity,
+        })
+    }
+
+    fn default_devices(&self) -> Vec<DeviceKind> {
+        vec![DeviceKind::Camera]
+    }
+
+    fn check_devices(
+        &self,
+        check: &mut Check<'_>,
+        at: &str,
+        kinds: &[DeviceKind],
+        _only: Option<&HashSet<DeviceIndex>>,
+    ) {
+        if kinds != [DeviceKind::Camera] {
+            check.problem(at, "devices: a watch list applies to cameras only");
+        }
+    }
+
+    fn needs_positions(&self) -> bool {
+        true
+    }
+
+    fn follows_plate(&self, plate: &str) -> bool {
+        // Already normalised: looked up as it is.
+        self.plates.contains(plate)
+    }
+
+    fn on_plate_read(&self, rule: &Rule, cx: &DeviceCx<'_>, read: &PlateRead<'_>) -> Option<Alert> {
+        if !self.contains(read.plate) {
+            return None;
+        }
+        let (device, plate, ts) = (cx.device, read.plate, read.ts);
+        let mut ev = Evidence::new(1.0, "read", 1.0, ts, read.seq);
+        ev.plate = Some(plate.to_owned());
+        Some(Alert {
+            id: format!("{}:{}:{}", rule.id, device.id, ts.millis()),
+            rule: rule.id.to_string(),
+            subject: device.id.clone(),
+            status: AlertStatus::Open,
+            severity: self.severity,
+            level: 1,
+            level_name: plate.to_owned(),
+            peak_level: 1,
+            title_vi: format!("{}: {plate} tại {}", rule.title_vi, device.name),
+            title_en: format!("{}: {plate} at {}", rule.title_en, device.name),
+            pos: read.pos,
+            area: device.area.clone(),
+            zones: Vec::new(),
+            nearest: Vec::new(),
+            evidence: ev,
+            opened_at: ts,
+            updated_at: ts,
+            resolved_at: None,
+            version: 1,
+            revision: false,
+            handling: Default::default(),
+        })
     }
 }
 

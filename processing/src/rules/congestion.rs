@@ -1,11 +1,26 @@
-//! Traffic rules on counter readings: `congestion` (slow and occupied for
-//! a while) and `speed_drop` (speed far below its recent mean: a suspected
-//! incident).
+//! `congestion`: a traffic counter's segment slow and occupied for a
+//! while; cleared once speed or occupancy is clearly back.
+//!
+//! ```toml
+//! [[rule]]
+//! id = "congestion"
+//! kind = "congestion"
+//! speed_below_kmh = 15
+//! occupancy_above_pct = 30
+//! for = "10m"                  # both must hold this long
+//! speed_margin_kmh = 5         # cleared at speed_below_kmh + this ...
+//! occupancy_margin_pct = 5     # ... or occupancy_above_pct - this
+//! ```
 
+use std::time::Duration;
+
+use ioc_schemas::{Alert, Evidence, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::alert::{Step, Tracker};
-use super::rate::History;
+use super::Rule;
+use super::alert::{self, Step, Tracker};
+use super::kind::{Check, DeviceCx, RuleKind, States, moderate};
+use crate::sample::{Field, Sample};
 
 /// A `congestion` rule's parameters.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,19 +39,6 @@ pub struct Congestion {
     pub severity: ioc_schemas::Severity,
 }
 
-/// A `speed_drop` rule's parameters.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SpeedDrop {
-    /// A drop of at least this percentage below the baseline opens the alert.
-    pub drop_pct: f64,
-    /// The baseline is the mean speed over this window before the reading, ms.
-    pub baseline_ms: i64,
-    /// No alert when the baseline itself is slower than this, km/h.
-    pub min_baseline_kmh: f64,
-    /// Severity of the alert.
-    pub severity: ioc_schemas::Severity,
-}
-
 /// Per-counter state of `congestion`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CongestionState {
@@ -45,14 +47,7 @@ pub struct CongestionState {
     since_ms: Option<i64>,
 }
 
-/// Per-counter state of `speed_drop`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SpeedDropState {
-    /// The episode.
-    pub tracker: Tracker,
-    history: History,
-    baseline: f64,
-}
+super::alert::episode_in!(CongestionState, tracker);
 
 impl Congestion {
     /// Applies a reading's speed and occupancy.
@@ -81,39 +76,63 @@ impl Congestion {
     }
 }
 
-impl SpeedDropState {
-    /// Bytes the state holds on the heap.
-    pub fn heap_bytes(&self) -> usize {
-        self.history.heap_bytes()
-    }
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Spec {
+    speed_below_kmh: f64,
+    occupancy_above_pct: f64,
+    #[serde(rename = "for", with = "humantime_serde")]
+    for_: Duration,
+    #[serde(default = "five")]
+    speed_margin_kmh: f64,
+    #[serde(default = "five")]
+    occupancy_margin_pct: f64,
+    #[serde(default = "moderate")]
+    severity: ioc_schemas::Severity,
 }
 
-impl SpeedDrop {
-    /// Applies a reading's speed; the step and the baseline it was judged against.
-    pub fn observe(&self, s: &mut SpeedDropState, speed: f64, ts: i64) -> Option<(Step, f64)> {
-        let (sum, n) = s
-            .history
-            .samples()
-            .filter(|&(t, _)| t < ts && t >= ts - self.baseline_ms)
-            .fold((0.0, 0usize), |(sum, n), (_, v)| (sum + v, n + 1));
-        s.history.push(ts, speed, self.baseline_ms);
-        let step = if s.tracker.level() == 0 {
-            if n < 2 {
-                return None;
-            }
-            let baseline = sum / n as f64;
-            if baseline < self.min_baseline_kmh || speed > baseline * (1.0 - self.drop_pct / 100.0)
-            {
-                return None;
-            }
-            s.baseline = baseline;
-            s.tracker.step(1, ts)
-        } else if speed >= s.baseline * (1.0 - self.drop_pct / 200.0) {
-            s.tracker.step(0, ts)
-        } else {
-            None
-        };
-        step.map(|st| (st, s.baseline))
+fn five() -> f64 {
+    5.0
+}
+
+impl RuleKind for Congestion {
+    const NAME: &'static str = "congestion";
+    const TITLE: (&'static str, &'static str) = ("Ùn tắc giao thông", "Traffic congestion");
+    type State = CongestionState;
+
+    fn parse(check: &mut Check<'_>, at: &str, table: toml::Table) -> Option<Self> {
+        let s: Spec = check.spec(at, table)?;
+        check.positive(at, "speed_below_kmh", s.speed_below_kmh);
+        check.non_negative(at, "occupancy_above_pct", s.occupancy_above_pct);
+        check.non_negative(at, "speed_margin_kmh", s.speed_margin_kmh);
+        check.non_negative(at, "occupancy_margin_pct", s.occupancy_margin_pct);
+        Some(Congestion {
+            speed_below_kmh: s.speed_below_kmh,
+            occupancy_above_pct: s.occupancy_above_pct,
+            for_ms: s.for_.as_millis() as i64,
+            speed_margin_kmh: s.speed_margin_kmh,
+            occupancy_margin_pct: s.occupancy_margin_pct,
+            severity: s.severity,
+        })
+    }
+
+    fn field(&self) -> Option<Field> {
+        Some(Field::SpeedKmh)
+    }
+
+    fn on_sample(
+        &self,
+        rule: &Rule,
+        states: &mut States<u16>,
+        cx: &DeviceCx<'_>,
+        s: &Sample,
+    ) -> Option<Alert> {
+        let state = states.get::<Self>(rule);
+        let speed = s.get(Field::SpeedKmh)?;
+        let occupancy = s.get(Field::OccupancyPct)?;
+        let step = self.observe(state, speed, occupancy, s.ts)?;
+        let ev = Evidence::new(speed, "km/h", self.speed_below_kmh, Timestamp(s.ts), s.seq);
+        Some(alert::one_level(rule, cx.device, step, self.severity, ev))
     }
 }
 
@@ -153,23 +172,5 @@ mod tests {
         assert_eq!(r.observe(&mut s, 10.0, 40.0, 1_500_000), None);
         assert_eq!(r.observe(&mut s, 40.0, 10.0, 1_800_000), None);
         assert_eq!(r.observe(&mut s, 10.0, 40.0, 2_100_000), None);
-    }
-
-    #[test]
-    fn a_sudden_drop_opens_and_recovery_clears() {
-        let r = SpeedDrop {
-            drop_pct: 50.0,
-            baseline_ms: 900_000,
-            min_baseline_kmh: 30.0,
-            severity: Severity::Severe,
-        };
-        let mut s = SpeedDropState::default();
-        for k in 0..3 {
-            assert!(r.observe(&mut s, 60.0, k * 300_000).is_none());
-        }
-        let (open, baseline) = r.observe(&mut s, 20.0, 900_000).unwrap();
-        assert_eq!((open.level, baseline), (1, 60.0));
-        assert!(r.observe(&mut s, 40.0, 1_200_000).is_none());
-        assert_eq!(r.observe(&mut s, 50.0, 1_500_000).unwrap().0.level, 0);
     }
 }
