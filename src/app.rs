@@ -1,4 +1,5 @@
-//! Wiring: start every component in order, stop them in reverse.
+//! Wiring: start every component in order, stop them in reverse. Where
+//! outputs go is the router's business ([`crate::outputs`]).
 //!
 //! Start: registry → embedded broker → engine → time-series sink → live
 //! hub → alert store → dead-letter writer (file, or Kafka topic) → HTTP (with ingest) →
@@ -22,7 +23,7 @@ use ioc_ingest::mqtt::MqttSource;
 use ioc_ingest::{IngestStats, Ingestor};
 use ioc_processing::{Engine, EngineConfig, EngineStats};
 use ioc_schemas::{EngineOutput, Timestamp};
-use ioc_timeseries::{Record, Sink, SinkStats};
+use ioc_timeseries::{Sink, SinkStats};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -31,6 +32,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::config::Config;
+use crate::outputs::Router;
 use crate::rules::{Reloader, RulesSource, ZonesSource};
 
 /// The process-wide Prometheus recorder (installed once, shared by every
@@ -145,120 +147,38 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         buckets,
         "chart history per device"
     );
-    // The alert store publishes every stored version (the rule's changes
-    // and operators' actions) to the live hub and the time series.
+    // Each kind of output to its consumers: the router module says which.
+    let (router, mqtt_channel) =
+        Router::new(&config, hub.clone(), influx_input.clone(), registry.clone());
     let alerts_done = CancellationToken::new();
     // Stopped after the store: its last changes still reach the broker.
     let alert_mqtt_done = CancellationToken::new();
-    let (alert_mqtt, alert_mqtt_pending) = crate::alert_mqtt::channel();
-    let to_mqtt = (config.alerts.mqtt && config.mqtt.enabled).then_some(alert_mqtt);
-    let publish: ioc_alerts::Publish = {
-        let (hub, to_influx, to_mqtt) = (hub.clone(), influx_input.clone(), to_mqtt.clone());
-        Arc::new(move |changes| {
-            if let Some(m) = &to_mqtt {
-                m.offer(&changes);
-            }
-            if let Some(input) = &to_influx {
-                for (a, _) in &changes {
-                    input.offer(Record::Alert(Box::new(a.clone())));
-                }
-            }
-            hub.apply(
-                changes
-                    .into_iter()
-                    .map(|(a, _)| EngineOutput::alert(a))
-                    .collect(),
-            );
-        })
-    };
-    // Kafka takes every change through the durable outbox, as webhooks do.
-    let mut sinks: Vec<(String, ioc_alerts::SinkFn)> = Vec::new();
-    if config.kafka.enabled && !config.alerts.kafka_topic.is_empty() {
-        let producer = Arc::new(
-            ioc_ingest::kafka::KafkaPublisher::new(&config.kafka)
-                .context("cannot create the Kafka alert producer")?,
-        );
-        let topic = config.alerts.kafka_topic.clone();
-        sinks.push((
-            ioc_alerts::KAFKA_SUBSCRIBER.to_owned(),
-            Arc::new(move |d: ioc_alerts::Delivery| {
-                let (producer, topic) = (producer.clone(), topic.clone());
-                Box::pin(async move {
-                    // The value is the alert's state; the key its id.
-                    let body: serde_json::Value =
-                        serde_json::from_str(&d.body).map_err(|e| e.to_string())?;
-                    let value = serde_json::to_vec(&body["alert"]).map_err(|e| e.to_string())?;
-                    producer.send(&topic, &d.alert, &value).await
-                })
-            }),
-        ));
-    }
-    let (alerts, alerts_task) =
-        ioc_alerts::AlertService::start(&config.alerts, publish, sinks, alerts_done.clone())
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot open the alert store (alerts.database = {:?})",
-                    config.alerts.database
-                )
-            })?;
+    let (alerts, alerts_task) = ioc_alerts::AlertService::start(
+        &config.alerts,
+        router.publish(),
+        crate::outputs::outbox_channels(&config)?,
+        alerts_done.clone(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot open the alert store (alerts.database = {:?})",
+            config.alerts.database
+        )
+    })?;
     let active = alerts.active().await?;
     info!(
         backend = alerts.backend(),
         active = active.len(),
         "alert store open"
     );
-    let alert_mqtt_task = to_mqtt.is_some().then(|| {
-        alert_mqtt_pending.run(
-            &config.mqtt,
-            &config.alerts.mqtt_client_id,
-            config.alerts.mqtt_topic_prefix.clone(),
-            active.clone(),
-            alert_mqtt_done.clone(),
-        )
-    });
+    let alert_mqtt_task = mqtt_channel.map(|c| c.run(active.clone(), alert_mqtt_done.clone()));
     hub.apply(active.into_iter().map(EngineOutput::alert).collect());
-    let to_influx = influx_input.clone();
-    let window_registry = registry.clone();
     let to_store = alerts.clone();
     let hub_task = tokio::spawn(ioc_dashboard_api::hub::run(
         hub.clone(),
         out_rx,
-        move |batch| {
-            // The rule's alerts go to the store (in order); the hub and the
-            // time series get the store's versions.
-            if batch.iter().any(|o| matches!(o, EngineOutput::Alert(_))) {
-                let mut rest = Vec::with_capacity(batch.len());
-                for output in batch.drain(..) {
-                    match output {
-                        EngineOutput::Alert(a) => to_store.offer(*a),
-                        other => rest.push(other),
-                    }
-                }
-                *batch = rest;
-            }
-            if let Some(input) = &to_influx {
-                for output in batch.iter() {
-                    match output {
-                        EngineOutput::Window(w) => {
-                            if let Some(device) = window_registry.lookup(&w.device) {
-                                input.offer(Record::Window {
-                                    device,
-                                    window: Box::new(w.clone()),
-                                });
-                            }
-                        }
-                        EngineOutput::Geofence(g) => {
-                            input.offer(Record::Geofence(Box::new(g.clone())));
-                        }
-                        EngineOutput::Alert(_)
-                        | EngineOutput::Device(_)
-                        | EngineOutput::Presence(_)
-                        | EngineOutput::Track(_) => {}
-                    }
-                }
-            }
-        },
+        move |batch| router.route_engine(&to_store, batch),
     ));
 
     let ingest_stats = Arc::new(IngestStats::default());

@@ -4,7 +4,9 @@
 //! - [`config`]: layered configuration (defaults → file → `IOC_*` → flags);
 //! - [`broker`]: the in-process MQTT broker of the embedded default;
 //! - [`rules`]: the rules in force, reloaded on file change or request;
-//! - [`alert_mqtt`]: stored alert changes published to the MQTT broker;
+//! - [`outputs`]: the output router: each kind of engine output and each
+//!   stored alert change to its consumers (live hub, alert store, time
+//!   series, alert channels);
 //! - [`app`]: [`app::start`] brings every component up, and
 //!   [`app::Running::shutdown`] takes them down in order.
 //!
@@ -12,9 +14,9 @@
 //! `processing`, `alerts`, `dashboard-api`, `timeseries`. This crate
 //! only wires them.
 
-pub mod alert_mqtt;
 pub mod app;
 pub mod broker;
 pub mod config;
 pub mod deadletter;
+pub mod outputs;
 pub mod rules;

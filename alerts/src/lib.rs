@@ -6,17 +6,15 @@
 //! - [`store`]: the store, SQLite or PostgreSQL behind one interface;
 //! - [`service`]: the running service between the engine, the store, the
 //!   API and whoever publishes changes;
-//! - [`cap`]: alerts as Common Alerting Protocol 1.2 messages and feed;
-//! - [`webhook`]: webhook subscribers, signatures, and delivery from the
-//!   durable outbox.
+//! - [`channels`]: every way an alert leaves the system: retained MQTT
+//!   state, a Kafka topic, signed webhooks, and the CAP 1.2 feed.
 
-pub mod cap;
+pub mod channels;
 pub mod lifecycle;
 pub mod service;
 pub mod store;
-pub mod webhook;
 
+pub use channels::webhook::Webhook;
 pub use lifecycle::{Operation, Refusal};
 pub use service::{AlertService, AlertsConfig, KAFKA_SUBSCRIBER, Publish, SinkFn};
 pub use store::{ActError, AlertFilter, AlertPage, AlertStore, AuditEntry, Delivery, StoreError};
-pub use webhook::Webhook;

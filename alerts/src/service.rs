@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::channels::webhook::{self, Webhook};
 use crate::lifecycle::Operation;
 use crate::store::{ActError, AlertFilter, AlertPage, AlertStore, Delivery, StoreError};
-use crate::webhook::{self, Webhook};
 
 /// Receives every stored change, in the order it was committed.
 pub type Publish = Arc<dyn Fn(Vec<(Alert, AlertChange)>) + Send + Sync>;
@@ -76,8 +76,8 @@ impl Default for AlertsConfig {
             mqtt: true,
             mqtt_topic_prefix: "ioc/v1/alerts".into(),
             mqtt_client_id: "ioc-alerts".into(),
-            cap_sender: crate::cap::CapSender::default().sender,
-            cap_sender_name: crate::cap::CapSender::default().name,
+            cap_sender: crate::channels::cap::CapSender::default().sender,
+            cap_sender_name: crate::channels::cap::CapSender::default().name,
         }
     }
 }
@@ -129,7 +129,7 @@ impl AlertsConfig {
 /// The running service.
 pub struct AlertService {
     store: Arc<AlertStore>,
-    cap: crate::cap::CapSender,
+    cap: crate::channels::cap::CapSender,
     intake: mpsc::UnboundedSender<Alert>,
     out: Arc<Ordered>,
 }
@@ -199,7 +199,7 @@ impl AlertService {
         });
         let service = Arc::new(AlertService {
             store: store.clone(),
-            cap: crate::cap::CapSender {
+            cap: crate::channels::cap::CapSender {
                 sender: config.cap_sender.clone(),
                 name: config.cap_sender_name.clone(),
             },
@@ -259,7 +259,7 @@ impl AlertService {
     }
 
     /// Who CAP messages are from.
-    pub fn cap_sender(&self) -> &crate::cap::CapSender {
+    pub fn cap_sender(&self) -> &crate::channels::cap::CapSender {
         &self.cap
     }
 

@@ -16,8 +16,8 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Connection as _, Executor as _, Row as _};
 use tokio::sync::Mutex;
 
+use crate::channels::webhook::{self, Webhook};
 use crate::lifecycle::{self, Operation, Refusal};
-use crate::webhook::{self, Webhook};
 
 /// The schema, one entry per version, applied in order at start.
 const MIGRATIONS: &[(i64, &str)] = &[

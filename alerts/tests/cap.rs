@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use ioc_alerts::cap::{self, CapSender};
+use ioc_alerts::channels::cap::{self, CapSender};
 #[path = "support/fixture.rs"]
 mod fixture;
 

@@ -1,6 +1,8 @@
-//! A producer for records other components publish (alert states), with
-//! each delivery's outcome returned to the caller.
+//! Alerts on a Kafka topic: every stored change, keyed by alert id, the
+//! value the alert's state. Fed from the durable outbox like a webhook
+//! ([`sink`]), so a broker that is away gets every change later, in order.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientContext;
@@ -9,7 +11,8 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use tokio::sync::oneshot;
 
-use super::KafkaConfig;
+use crate::service::SinkFn;
+use crate::store::Delivery;
 
 struct Context;
 
@@ -36,11 +39,11 @@ impl std::fmt::Debug for KafkaPublisher {
 }
 
 impl KafkaPublisher {
-    /// A producer for the cluster of `config`.
-    pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
-        let cc = config.producer_config();
+    /// A producer with the settings of `config` (brokers, security,
+    /// idempotence: the Kafka source's producer settings).
+    pub fn new(config: &rdkafka::ClientConfig) -> Result<Self, KafkaError> {
         Ok(KafkaPublisher {
-            producer: cc.create_with_context(Context)?,
+            producer: config.create_with_context(Context)?,
         })
     }
 
@@ -60,4 +63,18 @@ impl KafkaPublisher {
     pub fn flush(&self, timeout: Duration) {
         let _ = self.producer.flush(timeout);
     }
+}
+
+/// The outbox subscriber that produces each delivery to `topic`: the key
+/// is the alert's id, the value its state.
+pub fn sink(producer: Arc<KafkaPublisher>, topic: String) -> SinkFn {
+    Arc::new(move |d: Delivery| {
+        let (producer, topic) = (producer.clone(), topic.clone());
+        Box::pin(async move {
+            let body: serde_json::Value =
+                serde_json::from_str(&d.body).map_err(|e| e.to_string())?;
+            let value = serde_json::to_vec(&body["alert"]).map_err(|e| e.to_string())?;
+            producer.send(&topic, &d.alert, &value).await
+        })
+    })
 }

@@ -12,7 +12,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use ioc_ingest::mqtt::{MqttSourceConfig, publisher_options};
 use ioc_schemas::{Alert, AlertChange};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::sync::mpsc;
@@ -50,17 +49,16 @@ enum Seen {
 }
 
 impl Pending {
-    /// Connects to the broker of `source` and publishes until `cancel`
-    /// fires (then publishes what is queued and disconnects).
+    /// Connects with `options` (the MQTT source's broker, TLS and
+    /// credentials, under the publisher's own client id) and publishes
+    /// until `cancel` fires (then publishes what is queued and disconnects).
     pub fn run(
         self,
-        source: &MqttSourceConfig,
-        client_id: &str,
+        options: rumqttc::MqttOptions,
         prefix: String,
         active: Vec<Alert>,
         cancel: CancellationToken,
     ) -> JoinHandle<()> {
-        let options = publisher_options(source, client_id);
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
         let (seen_tx, seen_rx) = mpsc::unbounded_channel();
         let poll_cancel = CancellationToken::new();

@@ -167,7 +167,7 @@ pub async fn detail(
         .map_err(store_error)?
         .ok_or_else(|| ApiError::NotFound(format!("no alert {id:?}")))?;
     if cap {
-        let xml = ioc_alerts::cap::message(&detail.alert, service.cap_sender());
+        let xml = ioc_alerts::channels::cap::message(&detail.alert, service.cap_sender());
         Ok((
             [(header::CONTENT_TYPE, "application/cap+xml; charset=utf-8")],
             xml,
@@ -188,7 +188,8 @@ pub async fn cap_feed(State(app): State<AppState>) -> Result<impl IntoResponse, 
         ..AlertFilter::default()
     };
     let page = service.list(&filter).await.map_err(store_error)?;
-    let xml = ioc_alerts::cap::feed(&page.alerts, service.cap_sender(), "/api/v1/alerts.cap");
+    let xml =
+        ioc_alerts::channels::cap::feed(&page.alerts, service.cap_sender(), "/api/v1/alerts.cap");
     Ok((
         [(header::CONTENT_TYPE, "application/atom+xml; charset=utf-8")],
         xml,

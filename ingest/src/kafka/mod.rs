@@ -1,4 +1,5 @@
-//! Kafka: the consumer-group source and the dead-letter producer.
+//! Kafka: the consumer-group source and the dead-letter producer (alerts
+//! go to Kafka through `ioc_alerts::channels::kafka`).
 //!
 //! - [`KafkaConfig`]: brokers, group, topics, start position, security
 //!   settings and raw librdkafka properties;
@@ -19,7 +20,6 @@
 //! This is the only module that names rdkafka.
 
 pub mod loadgen;
-pub mod publish;
 pub mod sink;
 pub mod source;
 
@@ -29,7 +29,6 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
-pub use publish::KafkaPublisher;
 pub use sink::KafkaSink;
 pub use source::KafkaSource;
 
@@ -141,7 +140,7 @@ impl KafkaConfig {
 
     /// Settings of our producers: idempotent, acknowledged by all in-sync
     /// replicas, batched for 5 ms, given up after 30 s (raw properties last).
-    pub(crate) fn producer_config(&self) -> ClientConfig {
+    pub fn producer_config(&self) -> ClientConfig {
         let mut cc = self.client_config();
         cc.set("enable.idempotence", "true")
             .set("acks", "all")
