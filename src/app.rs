@@ -119,6 +119,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         workers: p.workers,
         out_of_orderness: p.out_of_orderness,
         idle_timeout: p.idle_timeout,
+        per_device_progress: p.per_device_progress,
         lateness: p.lateness,
         rain_bucket: p.rain_bucket,
         rules: Some(Arc::new(rules)),

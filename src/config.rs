@@ -199,6 +199,10 @@ pub struct ProcessingConfig {
     /// (must divide one hour).
     #[serde(with = "humantime_serde")]
     pub rain_bucket: Duration,
+    /// Decide a device's rules with each in-order reading (next `seq`)
+    /// instead of waiting for the watermark; `false` makes every decision
+    /// wait `out_of_orderness`.
+    pub per_device_progress: bool,
 }
 
 impl Default for ProcessingConfig {
@@ -214,6 +218,7 @@ impl Default for ProcessingConfig {
             max_payload_bytes: limits.max_payload_bytes,
             lateness: engine.lateness,
             rain_bucket: engine.rain_bucket,
+            per_device_progress: engine.per_device_progress,
         }
     }
 }

@@ -27,11 +27,11 @@ use ioc_schemas::{Body, DeviceKind, DeviceState, EngineOutput};
 
 use crate::reading::Reading;
 use crate::rules::alert::removed;
-use crate::rules::kind::{DeviceCx, Latest, PlateRead, Scan, States};
+use crate::rules::kind::{DeviceCx, Latest, PlateRead, RainTotal, Scan, States};
 use crate::rules::{Rule, RuleSet};
 use crate::sample::{Field, Sample};
 use crate::seq_window::SeqWindow;
-use crate::windows::{CameraCounts, RainWindows, TrafficWindows};
+use crate::windows::{CameraCounts, RAIN_WINDOWS_MS, RainWindows, TrafficWindows};
 
 /// What happened to a reading on arrival.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +53,18 @@ pub struct TableConfig {
     pub rain_bucket_ms: i64,
     /// How often the staleness scan runs, in event time, ms.
     pub staleness_scan_ms: i64,
+    /// Per-device progress: a reading that directly follows its device's
+    /// previous one (next `seq`, event time not older, nothing of the
+    /// device waiting) goes to the device's windows and rules at once,
+    /// and a rolling rainfall total is judged as the reading makes it
+    /// grow. Off, every reading waits for the watermark (the oracle the
+    /// tests compare with).
+    pub immediate: bool,
+    /// Event time the engine started listening at, ms: a device never
+    /// heard from is overdue only counting from here (or from the first
+    /// frontier, if later), so a backfill of old readings does not make
+    /// every other device overdue at once.
+    pub listening_since_ms: i64,
 }
 
 impl Default for TableConfig {
@@ -60,6 +72,8 @@ impl Default for TableConfig {
         TableConfig {
             rain_bucket_ms: 5 * 60_000,
             staleness_scan_ms: 60_000,
+            immediate: true,
+            listening_since_ms: i64::MIN,
         }
     }
 }
@@ -92,6 +106,8 @@ struct Slot {
     heard: bool,
     /// Latest event time the rules saw.
     ruled_ts: i64,
+    /// The device's samples waiting in the reorder buffer.
+    waiting: u32,
     /// Highest open level of the device's threshold rules.
     alarm: u8,
     /// Rule states, keyed by the rule's position in the rules.
@@ -226,6 +242,14 @@ impl DeviceTable {
         if !slot.seqs.first_time(e.seq, ts) {
             return (Outcome::Duplicate, None);
         }
+        // Directly after the device's previous reading, with nothing of
+        // the device still waiting: in order, whatever comes later.
+        let next_in_order = self.config.immediate
+            && slot.heard
+            && slot.waiting == 0
+            && e.seq == slot.last_seq.wrapping_add(1)
+            && ts >= slot.last_ts
+            && ts >= slot.ruled_ts;
         let outcome = if slot.heard && ts < slot.last_ts {
             Outcome::OutOfOrder
         } else {
@@ -297,7 +321,14 @@ impl DeviceTable {
             }
             return (outcome, None);
         }
-        (outcome, Some(Sample::new(index, ts, e.seq, &e.body)))
+        let sample = Sample::new(index, ts, e.seq, &e.body);
+        if next_in_order {
+            let rules = self.rules.clone();
+            self.apply(&sample, &rules, out);
+            return (outcome, None);
+        }
+        slot.waiting += 1;
+        (outcome, Some(sample))
     }
 
     /// Applies samples the watermark has passed, which must come sorted by
@@ -306,63 +337,85 @@ impl DeviceTable {
         debug_assert!(samples.is_sorted_by_key(|s| (s.ts, s.device, s.seq)));
         let rules = self.rules.clone();
         for s in samples.iter() {
-            let device = self.registry.device(s.device);
-            let Some(slot) = slot_of(&mut self.slots, self.place, s.device) else {
-                continue;
-            };
-            // Windows take every sample, late or not.
-            let windowed = match (device.kind, s.get(Field::RainfallMm), s.traffic) {
-                (DeviceKind::RainGauge, Some(mm), _) => {
-                    let bucket = self.config.rain_bucket_ms;
-                    let w = windows_of(slot, &mut self.windowed, s.device, || {
-                        Windows::Rain(Box::new(RainWindows::new(bucket)))
-                    });
-                    if let Windows::Rain(r) = w {
-                        r.add(s.ts, s.seq, mm);
-                    }
-                    true
-                }
-                (DeviceKind::TrafficCounter, _, Some(t)) => {
-                    let w = windows_of(slot, &mut self.windowed, s.device, || {
-                        Windows::Traffic(Box::default())
-                    });
-                    if let Windows::Traffic(w) = w {
-                        let (speed, occupancy) =
-                            (s.get(Field::SpeedKmh), s.get(Field::OccupancyPct));
-                        w.add(s.ts, t.counts, t.interval_s, speed, occupancy);
-                    }
-                    true
-                }
-                _ => false,
-            };
-            if windowed && s.ts < self.frontier {
-                self.revised.push(s.device);
+            if let Some(slot) = slot_of(&mut self.slots, self.place, s.device) {
+                slot.waiting = slot.waiting.saturating_sub(1);
             }
-            if s.ts < slot.ruled_ts {
-                self.late_for_rules += 1;
-                continue;
-            }
-            slot.ruled_ts = s.ts;
-            if rules.in_maintenance(s.device, s.ts) {
-                continue;
-            }
-            let cx = DeviceCx {
-                rules: &rules,
-                registry: &self.registry,
-                index: s.device,
-                device,
-            };
-            let mut alarm = 0;
-            for rule in rules.for_device(s.device, device) {
-                if let Some(a) = rule.logic.on_sample(rule, &mut slot.states, &cx, s) {
-                    out.push(EngineOutput::alert(a));
-                }
-                if rule.logic.sets_device_alarm() {
-                    alarm = alarm.max(slot.states.level(rule));
-                }
-            }
-            slot.alarm = alarm;
+            self.apply(s, &rules, out);
         }
+    }
+
+    /// A sample to the device's windows and, unless it is older than one
+    /// the rules already saw, to its rules, in its device's event-time order.
+    fn apply(&mut self, s: &Sample, rules: &RuleSet, out: &mut Vec<EngineOutput>) {
+        let device = self.registry.device(s.device);
+        let Some(slot) = slot_of(&mut self.slots, self.place, s.device) else {
+            return;
+        };
+        // Windows take every sample, late or not.
+        let mut rained = false;
+        let windowed = match (device.kind, s.get(Field::RainfallMm), s.traffic) {
+            (DeviceKind::RainGauge, Some(mm), _) => {
+                let bucket = self.config.rain_bucket_ms;
+                let w = windows_of(slot, &mut self.windowed, s.device, || {
+                    Windows::Rain(Box::new(RainWindows::new(bucket)))
+                });
+                if let Windows::Rain(r) = w {
+                    r.add(s.ts, s.seq, mm);
+                    rained = mm > 0.0;
+                }
+                true
+            }
+            (DeviceKind::TrafficCounter, _, Some(t)) => {
+                let w = windows_of(slot, &mut self.windowed, s.device, || {
+                    Windows::Traffic(Box::default())
+                });
+                if let Windows::Traffic(w) = w {
+                    let (speed, occupancy) = (s.get(Field::SpeedKmh), s.get(Field::OccupancyPct));
+                    w.add(s.ts, t.counts, t.interval_s, speed, occupancy);
+                }
+                true
+            }
+            _ => false,
+        };
+        if windowed && s.ts < self.frontier {
+            self.revised.push(s.device);
+        }
+        if s.ts < slot.ruled_ts {
+            self.late_for_rules += 1;
+            return;
+        }
+        slot.ruled_ts = s.ts;
+        if rules.in_maintenance(s.device, s.ts) {
+            return;
+        }
+        let cx = DeviceCx {
+            rules,
+            registry: &self.registry,
+            index: s.device,
+            device,
+        };
+        // A total only grows within its bucket: the moment it passes a
+        // level is this reading's (judged now, or after the close before it).
+        let running: Vec<RainTotal> = match &mut slot.windows {
+            Some(Windows::Rain(r)) if rained && self.config.immediate => r
+                .running(s.ts)
+                .map_or_else(Vec::new, |totals| running_totals(s.ts, totals)),
+            _ => Vec::new(),
+        };
+        let mut alarm = 0;
+        for rule in rules.for_device(s.device, device) {
+            if let Some(a) = rule.logic.on_sample(rule, &mut slot.states, &cx, s) {
+                out.push(EngineOutput::alert(a));
+            }
+            if !running.is_empty() {
+                rule.logic
+                    .on_rain_totals(rule, &mut slot.states, &cx, &running, out);
+            }
+            if rule.logic.sets_device_alarm() {
+                alarm = alarm.max(slot.states.level(rule));
+            }
+        }
+        slot.alarm = alarm;
     }
 
     /// The watermark moved to `frontier`: emit closed windows and
@@ -397,13 +450,24 @@ impl DeviceTable {
             match &mut slot.windows {
                 Some(Windows::Rain(r)) => {
                     let interval = i64::from(device.expected_interval_s) * 1000;
-                    let changed = r.emit(
+                    let closed = r.emit(
                         self.registry.shared_id(index),
                         frontier,
                         interval,
                         &mut windows,
                     );
-                    if changed.is_empty() || rules.in_maintenance(index, frontier) {
+                    let mut totals = if rules.in_maintenance(index, frontier) {
+                        Vec::new()
+                    } else {
+                        closed
+                    };
+                    // Running totals that waited for these closes, each
+                    // after the closes before it in event time.
+                    for (ts, running) in r.judgeable() {
+                        let at = totals.partition_point(|c| c.0 <= ts);
+                        totals.splice(at..at, running_totals(ts, running));
+                    }
+                    if totals.is_empty() {
                         continue;
                     }
                     let cx = DeviceCx {
@@ -414,7 +478,7 @@ impl DeviceTable {
                     };
                     for rule in rules.for_device(index, device) {
                         rule.logic
-                            .on_rain_totals(rule, &mut slot.states, &cx, &changed, out);
+                            .on_rain_totals(rule, &mut slot.states, &cx, &totals, out);
                     }
                 }
                 Some(Windows::Traffic(t)) => {
@@ -457,7 +521,11 @@ impl DeviceTable {
                 device: self.registry.device(index),
             };
             let scan = Scan {
-                since: if slot.heard { slot.last_ts } else { started },
+                since: if slot.heard {
+                    slot.last_ts
+                } else {
+                    started.max(self.config.listening_since_ms)
+                },
                 now,
                 seq: slot.heard.then_some(slot.last_seq),
             };
@@ -467,6 +535,16 @@ impl DeviceTable {
         }
         self.size = size;
     }
+}
+
+/// A reading's running totals as the rules take them: lower bounds
+/// (incomplete), so they only raise.
+fn running_totals(ts: i64, totals: [f64; 4]) -> Vec<RainTotal> {
+    RAIN_WINDOWS_MS
+        .iter()
+        .zip(totals)
+        .map(|(&window, total)| (ts, window, total, false, false))
+        .collect()
 }
 
 /// The slot of a device this worker owns (`None` for any other device,

@@ -90,6 +90,12 @@ pub struct EngineConfig {
     pub zones: Option<Arc<ZonesCell>>,
     /// Capacity of the input channel, in readings.
     pub input_capacity: usize,
+    /// Per-device progress: a reading that directly follows its device's
+    /// previous one (next `seq`, event time not older) reaches the device's
+    /// windows and rules at once instead of waiting for the watermark, and
+    /// rolling rainfall totals are judged as readings make them grow. Off,
+    /// every decision waits for the watermark.
+    pub per_device_progress: bool,
 }
 
 impl Default for EngineConfig {
@@ -103,6 +109,7 @@ impl Default for EngineConfig {
             rules: None,
             zones: None,
             input_capacity: 65_536,
+            per_device_progress: true,
         }
     }
 }
@@ -297,6 +304,12 @@ impl Engine {
             zones: zones.clone(),
             table: TableConfig {
                 rain_bucket_ms,
+                immediate: config.per_device_progress,
+                // Devices never heard from are overdue counting from now
+                // (as event time goes when idle), not from the oldest
+                // event time a backfill brings.
+                listening_since_ms: Timestamp::now().millis()
+                    - config.out_of_orderness.as_millis() as i64,
                 ..TableConfig::default()
             },
             lateness_ms: config.lateness.as_millis() as i64,

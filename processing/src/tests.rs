@@ -60,3 +60,93 @@ fn two_workers_raise_and_clear_alerts_for_many_gauges() {
         3 * gauges.len() as u64
     );
 }
+
+/// A gateway back from an outage uploads 40 minutes of three rain gauges'
+/// readings (event times 45 to 6 minutes ago, in order): the rainfall
+/// alerts open with the readings that pass the level, and no other device
+/// is declared never heard (its silence counts from when the engine
+/// started listening, not from the oldest reading of the backfill).
+#[test]
+fn a_backfill_raises_its_rain_alerts_and_makes_no_other_device_overdue() {
+    let registry = Registry::sonla_demo();
+    let rules = RuleSet::parse(
+        r#"
+        [[rule]]
+        id = "rain_3h"
+        kind = "rainfall"
+        window = "3h"
+        levels = [{ name = "heavy", value = 50 }]
+        [[rule]]
+        id = "offline"
+        kind = "staleness"
+        factor = 3
+        "#,
+        &registry,
+        &|_| Err("none".into()),
+    )
+    .unwrap();
+    let config = EngineConfig {
+        rules: Some(Arc::new(rules)),
+        ..EngineConfig::default()
+    };
+    let (out_tx, out_rx) = flume::unbounded();
+    let (engine, input) = Engine::start(&config, registry.clone(), out_tx).unwrap();
+    let gauges = ["rain-ta-xua", "rain-bac-yen", "rain-muong-la"];
+    let now = Timestamp::now().millis();
+    for k in 0..40 {
+        for (g, id) in gauges.iter().enumerate() {
+            let ts = now - 45 * 60_000 + k * 60_000 + g as i64;
+            let envelope = ioc_schemas::Envelope {
+                device: (*id).into(),
+                ts: Timestamp(ts),
+                seq: k as u64 + 1,
+                pos: None,
+                body: ioc_schemas::Body::Hydrology(ioc_schemas::Hydrology {
+                    rainfall_mm: Some(2.0),
+                    ..Default::default()
+                }),
+            };
+            let device = registry.lookup(id).unwrap();
+            input
+                .send_blocking(Reading {
+                    device,
+                    received: Timestamp(now),
+                    envelope,
+                })
+                .unwrap();
+        }
+    }
+    // Idle: event time follows the clock, past several staleness scans.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    drop(input);
+    engine.join().unwrap();
+    let alerts: Vec<_> = out_rx
+        .drain()
+        .flatten()
+        .filter_map(|o| match o {
+            EngineOutput::Alert(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    let never_heard: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.level_name == "never_heard")
+        .map(|a| &a.subject)
+        .collect();
+    assert!(
+        never_heard.is_empty(),
+        "declared never heard: {never_heard:?}"
+    );
+    for id in gauges {
+        let opened: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.rule == "rain_3h" && a.subject == id && a.version == 1)
+            .collect();
+        assert_eq!(opened.len(), 1, "{id}: {opened:?}");
+        // Opened by the 25th reading (25 × 2 mm = 50 mm), not when its
+        // 5-minute bucket closed.
+        let g = gauges.iter().position(|g| *g == id).unwrap() as i64;
+        assert_eq!(opened[0].evidence.value, 50.0, "{id}");
+        assert_eq!(opened[0].opened_at.millis(), now - 21 * 60_000 + g, "{id}");
+    }
+}

@@ -77,6 +77,10 @@ pub struct RainWindows {
     /// two plus its completeness; `u32::MAX` before the first.
     emitted: [u32; 4],
     revised: bool,
+    /// Running totals of readings whose bucket follows a boundary not yet
+    /// closed: `(reading's event time, the four totals as of it)`, judged
+    /// after that close (see [`RainWindows::running`]).
+    deferred: Vec<(i64, [f64; 4])>,
 }
 
 /// The gap mark of a rain bucket.
@@ -98,6 +102,7 @@ impl RainWindows {
             emitted_end: i64::MIN,
             emitted: [u32::MAX; 4],
             revised: false,
+            deferred: Vec::new(),
         }
     }
 
@@ -250,7 +255,45 @@ impl RainWindows {
 
     /// Bytes this gauge's windows take.
     pub fn bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + std::mem::size_of_val(&*self.mm)
+        std::mem::size_of::<Self>()
+            + std::mem::size_of_val(&*self.mm)
+            + self.deferred.capacity() * std::mem::size_of::<(i64, [f64; 4])>()
+    }
+
+    /// The four totals of the windows that close at the end of the bucket
+    /// of `ts`, as the readings so far make them: lower bounds of what
+    /// they close at (a total only grows within its bucket), so a level
+    /// they reach is reached at `ts`. Returns them when they can be judged
+    /// now, after every earlier close; otherwise keeps them for
+    /// [`RainWindows::judgeable`] (the boundary before `ts` has not been
+    /// closed yet: judging first would put a reading before the close
+    /// that precedes it in event time).
+    pub fn running(&mut self, ts: i64) -> Option<[f64; 4]> {
+        let start = ts.div_euclid(self.bucket_ms) * self.bucket_ms;
+        let totals = self
+            .totals(start + self.bucket_ms, 0)
+            .map(|(total, _)| total);
+        if self.deferred.is_empty() && !self.close_pending(start) {
+            return Some(totals);
+        }
+        self.deferred.push((ts, totals));
+        None
+    }
+
+    /// Whether a window closing at or before `boundary` is still to be
+    /// emitted.
+    fn close_pending(&self, boundary: i64) -> bool {
+        let first_close = (self.first_ms.div_euclid(self.bucket_ms) + 1) * self.bucket_ms;
+        self.emitted_end.max(first_close - self.bucket_ms) < boundary
+    }
+
+    /// Deferred running totals whose preceding closes have been emitted,
+    /// oldest first.
+    pub fn judgeable(&mut self) -> Vec<(i64, [f64; 4])> {
+        let ready = self.deferred.partition_point(|&(ts, _)| {
+            !self.close_pending(ts.div_euclid(self.bucket_ms) * self.bucket_ms)
+        });
+        self.deferred.drain(..ready).collect()
     }
 }
 

@@ -1,7 +1,8 @@
 //! `staleness`: a device silent for longer than k × its expected interval
 //! opens a device-offline alert; its next reading resolves it. Devices
-//! never heard from are flagged k × their interval after the engine's event
-//! time started.
+//! never heard from are flagged k × their interval after the engine
+//! started listening (its first event time, or the wall clock at start if
+//! later: a backfill of old readings does not make them overdue).
 //!
 //! ```toml
 //! [[rule]]
