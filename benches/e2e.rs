@@ -28,6 +28,12 @@
 //! Latency is timed from the moment the load generator hands a reading to
 //! its MQTT or Kafka client to the moment the WebSocket frame carrying that
 //! reading's state arrives, with the clock of this process (no clock skew).
+//! Over MQTT the harness also times what an operator acts on: 20 river
+//! gauges that the load leaves alone are driven by the harness above BĐ3
+//! and back, 20 alert changes a second inside the load (each gauge's
+//! readings in order, after one unmeasured first reading), and each is
+//! timed from the reading's hand-off to the frame carrying the alert
+//! change it caused (stored in the alert store first, as every alert is).
 //! A device state superseded by a newer one in the same delta is
 //! `conflated` (the hub sends only the latest per device); anything else
 //! not seen is `missing`. The ioc process's RSS and CPU time are sampled
@@ -85,9 +91,19 @@ enum Broker {
 /// Sends in flight: (device, seq) → when it was handed to the MQTT client.
 type Pending = Arc<Mutex<HashMap<(DeviceIndex, u64), Instant>>>;
 
+/// Readings that should change an alert: (device id, seq) → when each was
+/// handed to the MQTT client.
+type AlertPending = Arc<Mutex<HashMap<(String, u64), Instant>>>;
+
+/// Gauges driven to provoke alerts, and alert changes per second.
+const PROVOKED_GAUGES: usize = 20;
+const ALERT_CHANGES_PER_S: f64 = 20.0;
+
 #[derive(Default)]
 struct Probe {
     latencies_us: Vec<u64>,
+    /// Reading → the frame with the alert change it caused.
+    alert_latencies_us: Vec<u64>,
     /// Highest seq seen per device.
     newest: HashMap<DeviceIndex, u64>,
     frames: u64,
@@ -100,6 +116,7 @@ async fn probe(
     http: std::net::SocketAddr,
     registry: Arc<Registry>,
     pending: Pending,
+    alert_pending: AlertPending,
     ready: tokio::sync::oneshot::Sender<()>,
     stop: CancellationToken,
     node_red: bool,
@@ -142,6 +159,20 @@ async fn probe(
                 let _ = r.send(());
             }
             continue;
+        }
+        if let Some(alerts) = v["alerts"].as_array() {
+            let mut waiting = alert_pending.lock().unwrap();
+            for a in alerts {
+                let (Some(subject), Some(seq)) =
+                    (a["subject"].as_str(), a["evidence"]["seq"].as_u64())
+                else {
+                    continue;
+                };
+                if let Some(sent) = waiting.remove(&(subject.to_owned(), seq)) {
+                    out.alert_latencies_us
+                        .push(arrived.duration_since(sent).as_micros() as u64);
+                }
+            }
         }
         // Node-RED: one reading per frame.
         let single;
@@ -223,16 +254,29 @@ async fn main() {
     let pid = ioc.id();
 
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+    let alert_pending: AlertPending = Arc::new(Mutex::new(HashMap::new()));
     let stop = CancellationToken::new();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let probe_task = tokio::spawn(probe(
         http,
         registry.clone(),
         pending.clone(),
+        alert_pending.clone(),
         ready_tx,
         stop.clone(),
         node_red,
     ));
+    // The gauges the harness drives itself (MQTT into ioc only).
+    let provoked: Vec<(DeviceIndex, [f64; 3])> = match &broker {
+        Broker::Mqtt(_) if !node_red => registry
+            .devices()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| Some((i as DeviceIndex, d.thresholds.alarm_levels_m?)))
+            .take(PROVOKED_GAUGES)
+            .collect(),
+        _ => Vec::new(),
+    };
     ready_rx.await.expect("no snapshot from the live feed");
     // Let the processor's MQTT subscription settle, or its Kafka consumer
     // join the group.
@@ -267,7 +311,19 @@ async fn main() {
         rate,
         duration: Duration::from_secs_f64(seconds),
         qos,
+        exclude: provoked.iter().map(|p| p.0).collect(),
         ..LoadSpec::default()
+    };
+    let provoking = CancellationToken::new();
+    let provoker = match &broker {
+        Broker::Mqtt(m) if !provoked.is_empty() => Some(tokio::spawn(provoke(
+            registry.clone(),
+            provoked.clone(),
+            m.port,
+            alert_pending.clone(),
+            provoking.clone(),
+        ))),
+        _ => None,
     };
     let load_started = Instant::now();
     let sent = match &broker {
@@ -304,9 +360,16 @@ async fn main() {
             .unwrap()
         }
     };
+    provoking.cancel();
+    let provoked_changes = match provoker {
+        Some(p) => p.await.unwrap(),
+        None => 0,
+    };
     // Wait for the tail to arrive (or give up after 20 s).
     let drain_deadline = Instant::now() + Duration::from_secs(20);
-    while !pending.lock().unwrap().is_empty() && Instant::now() < drain_deadline {
+    while (!pending.lock().unwrap().is_empty() || !alert_pending.lock().unwrap().is_empty())
+        && Instant::now() < drain_deadline
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -331,6 +394,9 @@ async fn main() {
     });
     let mut lat = probe.latencies_us.clone();
     lat.sort_unstable();
+    let mut alert_lat = probe.alert_latencies_us.clone();
+    alert_lat.sort_unstable();
+    let alerts_missing = alert_pending.lock().unwrap().len();
     let cpu = cpu_after - cpu_before;
     let stats = if node_red {
         Value::Null
@@ -378,6 +444,15 @@ async fn main() {
             "p99": percentile(&lat, 0.99), "p999": percentile(&lat, 0.999),
             "max": lat.last().map_or(f64::NAN, |m| *m as f64 / 1000.0),
         },
+        // Reading → the frame with the alert change it caused (MQTT only).
+        "alert_latency_ms": (provoked_changes > 0).then(|| json!({
+            "provoked": provoked_changes,
+            "delivered": alert_lat.len(),
+            "missing": alerts_missing,
+            "p50": percentile(&alert_lat, 0.5), "p90": percentile(&alert_lat, 0.9),
+            "p99": percentile(&alert_lat, 0.99),
+            "max": alert_lat.last().map_or(f64::NAN, |m| *m as f64 / 1000.0),
+        })),
         "ioc": {
             "rss_before_mib": rss_before_kib as f64 / 1024.0,
             "rss_peak_mib": rss_peak_kib as f64 / 1024.0,
@@ -399,6 +474,7 @@ async fn main() {
     println!(
         "e2e_{transport}: sent {} at {:.0}/s ({devices} devices); delivered {}, conflated {conflated}, missing {missing}; {throughput:.0} readings/s end to end\n\
          latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n\
+         reading → alert ms ({} of {provoked_changes} alert changes, {alerts_missing} missing): p50 {:.2}  p99 {:.2}  max {:.2}\n\
          ioc: RSS peak {:.0} MiB, {:.1} CPU-s per million readings\n\
          written to {}",
         sent.sent,
@@ -409,11 +485,113 @@ async fn main() {
         percentile(&lat, 0.99),
         percentile(&lat, 0.999),
         lat.last().map_or(f64::NAN, |m| *m as f64 / 1000.0),
+        alert_lat.len(),
+        percentile(&alert_lat, 0.5),
+        percentile(&alert_lat, 0.99),
+        alert_lat.last().map_or(f64::NAN, |m| *m as f64 / 1000.0),
         rss_peak_kib as f64 / 1024.0,
         cpu / (sent.sent as f64 / 1e6),
         out.display()
     );
     drop(broker);
+}
+
+/// Drives `gauges` (which the load leaves alone) over the broker at
+/// `port`: one first reading each below BĐ1 (not measured: a device's first
+/// reading waits for the watermark), then, round-robin, above BĐ3 and back
+/// below BĐ1, [`ALERT_CHANGES_PER_S`] readings a second, each meant to open
+/// or resolve its gauge's alert and recorded in `pending` as it is handed
+/// to the client. Returns how many were sent.
+async fn provoke(
+    registry: Arc<Registry>,
+    gauges: Vec<(DeviceIndex, [f64; 3])>,
+    port: u16,
+    pending: AlertPending,
+    stop: CancellationToken,
+) -> u64 {
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+    let mut o = MqttOptions::new(
+        format!("ioc-bench-alerts-{}", std::process::id()),
+        "127.0.0.1",
+        port,
+    );
+    o.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(o, 1024);
+    let poll = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let send = |index: DeviceIndex, seq: u64, level: f64| {
+        let d = registry.device(index);
+        let body = json!({"v": 1, "device": d.id, "ts": ioc_schemas::Timestamp::now().millis(),
+                          "seq": seq, "hydrology": {"water_level_m": level}});
+        (
+            ioc_devices::simulator::mqtt::telemetry_topic(d.kind, &d.id),
+            d.id.clone(),
+            body.to_string(),
+        )
+    };
+    for &(index, levels) in &gauges {
+        let (topic, _, body) = send(index, 1, levels[0] - 1.0);
+        client
+            .publish(topic, QoS::AtLeastOnce, false, body)
+            .await
+            .unwrap();
+    }
+    // Past the watermark (out-of-orderness and the idle timeout: 2 s each).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / ALERT_CHANGES_PER_S));
+    let (mut sent, mut k) = (0u64, 0usize);
+    let mut seqs = vec![1u64; gauges.len()];
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = interval.tick() => {}
+        }
+        let g = k % gauges.len();
+        let (index, levels) = gauges[g];
+        // Rounds alternate: all gauges up, then all down.
+        let up = (k / gauges.len()) % 2 == 0;
+        seqs[g] += 1;
+        let (topic, id, body) = send(
+            index,
+            seqs[g],
+            if up { levels[2] + 0.5 } else { levels[0] - 1.0 },
+        );
+        pending
+            .lock()
+            .unwrap()
+            .insert((id, seqs[g]), Instant::now());
+        client
+            .publish(topic, QoS::AtLeastOnce, false, body)
+            .await
+            .unwrap();
+        sent += 1;
+        k += 1;
+    }
+    // Every round completed, so each gauge ends resolved.
+    while k % (2 * gauges.len()) != 0 {
+        let g = k % gauges.len();
+        let (index, levels) = gauges[g];
+        let up = (k / gauges.len()) % 2 == 0;
+        seqs[g] += 1;
+        let (topic, id, body) = send(
+            index,
+            seqs[g],
+            if up { levels[2] + 0.5 } else { levels[0] - 1.0 },
+        );
+        pending
+            .lock()
+            .unwrap()
+            .insert((id, seqs[g]), Instant::now());
+        client
+            .publish(topic, QoS::AtLeastOnce, false, body)
+            .await
+            .unwrap();
+        sent += 1;
+        k += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = client.disconnect().await;
+    poll.abort();
+    sent
 }
 
 /// Starts `ioc` with the source under test; its process and HTTP address.

@@ -71,6 +71,24 @@ const TARGETS: &[Target] = &[
         bound: Bound::AtMost(50.0),
     },
     Target {
+        result: "e2e-mqtt-10k",
+        what: "reading → alert on the screen at 10k/s, p99 ms",
+        pointer: "/alert_latency_ms/p99",
+        bound: Bound::AtMost(10.0),
+    },
+    Target {
+        result: "e2e-mqtt-50k",
+        what: "reading → alert on the screen at 50k/s, p99 ms",
+        pointer: "/alert_latency_ms/p99",
+        bound: Bound::AtMost(50.0),
+    },
+    Target {
+        result: "e2e-mqtt-50k",
+        what: "alert changes missing at 50k/s",
+        pointer: "/alert_latency_ms/missing",
+        bound: Bound::AtMost(0.0),
+    },
+    Target {
         result: "e2e-mqtt-50k",
         what: "latency at 50k/s, max ms",
         pointer: "/latency_ms/max",

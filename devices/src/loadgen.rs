@@ -36,6 +36,9 @@ pub struct LoadSpec {
     pub scenario: Scenario,
     /// Simulation seed.
     pub seed: u64,
+    /// Devices the load leaves alone (a benchmark drives them itself, e.g.
+    /// to provoke alerts at a known rate).
+    pub exclude: Vec<DeviceIndex>,
 }
 
 impl Default for LoadSpec {
@@ -47,6 +50,7 @@ impl Default for LoadSpec {
             connections: 4,
             scenario: Scenario::Normal,
             seed: 7,
+            exclude: Vec::new(),
         }
     }
 }
@@ -182,6 +186,7 @@ impl Worker {
         let mine: Vec<DeviceIndex> = (0..self.registry.devices().len())
             .filter(|i| i % self.connections == self.k)
             .map(|i| i as DeviceIndex)
+            .filter(|i| !self.spec.exclude.contains(i))
             .collect();
         let topics: Vec<String> = mine
             .iter()

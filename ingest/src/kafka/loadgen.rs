@@ -86,6 +86,9 @@ pub fn produce(
             owed -= 1.0;
             let index = next as DeviceIndex;
             next = (next + 1) % devices;
+            if spec.exclude.contains(&index) {
+                continue;
+            }
             let reading = sim.reading(index, Timestamp::now());
             if let Some(observe) = &observer {
                 observe(index, reading.seq);
