@@ -209,6 +209,8 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                                 pending.push(s);
                             }
                         }
+                        // In-order readings: their rules now, with the batch.
+                        table.apply_ready(&mut out);
                         shared.stats.processed.fetch_add(data.len() as u64, Ordering::Relaxed);
                         if !out.is_empty() {
                             output.session(&cap).give_container(&mut out);

@@ -149,6 +149,8 @@ pub struct DeviceTable {
     revised: Vec<DeviceIndex>,
     /// Devices this worker owns (for the staleness scan).
     owned: Vec<DeviceIndex>,
+    /// In-order samples taken but not yet applied ([`DeviceTable::apply_ready`]).
+    ready: Vec<Sample>,
     /// Last frontier `advance` saw.
     frontier: i64,
     /// Event time the engine started at (the first frontier).
@@ -184,6 +186,7 @@ impl DeviceTable {
             windowed: Vec::new(),
             revised: Vec::new(),
             owned,
+            ready: Vec::new(),
             frontier: 0,
             started: None,
             last_scan: 0,
@@ -196,6 +199,8 @@ impl DeviceTable {
     /// kind stay the same. Open alerts of rules that went away (or changed
     /// kind) are resolved.
     pub fn set_rules(&mut self, rules: Arc<RuleSet>, out: &mut Vec<EngineOutput>) {
+        // Taken under the rules they arrived under.
+        self.apply_ready(out);
         let old = std::mem::replace(&mut self.rules, rules);
         let now = self.frontier;
         // Each old rule's successor: the rule with the same id.
@@ -323,8 +328,7 @@ impl DeviceTable {
         }
         let sample = Sample::new(index, ts, e.seq, &e.body);
         if next_in_order {
-            let rules = self.rules.clone();
-            self.apply(&sample, &rules, out);
+            self.ready.push(sample);
             return (outcome, None);
         }
         slot.waiting += 1;
@@ -335,6 +339,7 @@ impl DeviceTable {
     /// `(event time, device, seq)` (the reorder buffer yields them so).
     pub fn release(&mut self, samples: &[Sample], out: &mut Vec<EngineOutput>) {
         debug_assert!(samples.is_sorted_by_key(|s| (s.ts, s.device, s.seq)));
+        self.apply_ready(out);
         let rules = self.rules.clone();
         for s in samples.iter() {
             if let Some(slot) = slot_of(&mut self.slots, self.place, s.device) {
@@ -342,6 +347,22 @@ impl DeviceTable {
             }
             self.apply(s, &rules, out);
         }
+    }
+
+    /// Applies the in-order samples taken since the last call (each
+    /// directly after its device's previous reading), in arrival order:
+    /// after every batch of arrivals, and before anything else moves.
+    pub fn apply_ready(&mut self, out: &mut Vec<EngineOutput>) {
+        if self.ready.is_empty() {
+            return;
+        }
+        let rules = self.rules.clone();
+        let mut ready = std::mem::take(&mut self.ready);
+        for s in &ready {
+            self.apply(s, &rules, out);
+        }
+        ready.clear();
+        self.ready = ready;
     }
 
     /// A sample to the device's windows and, unless it is older than one
@@ -396,20 +417,20 @@ impl DeviceTable {
         };
         // A total only grows within its bucket: the moment it passes a
         // level is this reading's (judged now, or after the close before it).
-        let running: Vec<RainTotal> = match &mut slot.windows {
-            Some(Windows::Rain(r)) if rained && self.config.immediate => r
-                .running(s.ts)
-                .map_or_else(Vec::new, |totals| running_totals(s.ts, totals)),
-            _ => Vec::new(),
+        let running: Option<[RainTotal; 4]> = match &mut slot.windows {
+            Some(Windows::Rain(r)) if rained && self.config.immediate => {
+                r.running(s.ts).map(|totals| running_totals(s.ts, totals))
+            }
+            _ => None,
         };
         let mut alarm = 0;
         for rule in rules.for_device(s.device, device) {
             if let Some(a) = rule.logic.on_sample(rule, &mut slot.states, &cx, s) {
                 out.push(EngineOutput::alert(a));
             }
-            if !running.is_empty() {
+            if let Some(running) = &running {
                 rule.logic
-                    .on_rain_totals(rule, &mut slot.states, &cx, &running, out);
+                    .on_rain_totals(rule, &mut slot.states, &cx, running, out);
             }
             if rule.logic.sets_device_alarm() {
                 alarm = alarm.max(slot.states.level(rule));
@@ -421,6 +442,7 @@ impl DeviceTable {
     /// The watermark moved to `frontier`: emit closed windows and
     /// revisions, run rainfall rules on them, and scan for silent devices.
     pub fn advance(&mut self, frontier: i64, out: &mut Vec<EngineOutput>) {
+        self.apply_ready(out);
         if frontier <= self.frontier {
             return;
         }
@@ -539,12 +561,8 @@ impl DeviceTable {
 
 /// A reading's running totals as the rules take them: lower bounds
 /// (incomplete), so they only raise.
-fn running_totals(ts: i64, totals: [f64; 4]) -> Vec<RainTotal> {
-    RAIN_WINDOWS_MS
-        .iter()
-        .zip(totals)
-        .map(|(&window, total)| (ts, window, total, false, false))
-        .collect()
+fn running_totals(ts: i64, totals: [f64; 4]) -> [RainTotal; 4] {
+    std::array::from_fn(|w| (ts, RAIN_WINDOWS_MS[w], totals[w], false, false))
 }
 
 /// The slot of a device this worker owns (`None` for any other device,

@@ -81,6 +81,11 @@ pub struct RainWindows {
     /// closed: `(reading's event time, the four totals as of it)`, judged
     /// after that close (see [`RainWindows::running`]).
     deferred: Vec<(i64, [f64; 4])>,
+    /// The running sums (hundredths of a millimetre) of the four windows
+    /// that close at the end of bucket `.0`, kept while readings land in
+    /// that bucket so each costs an addition, not a walk over a day of
+    /// buckets.
+    running: Option<(i64, [u64; 4])>,
 }
 
 /// The gap mark of a rain bucket.
@@ -103,6 +108,7 @@ impl RainWindows {
             emitted: [u32::MAX; 4],
             revised: false,
             deferred: Vec::new(),
+            running: None,
         }
     }
 
@@ -143,10 +149,15 @@ impl RainWindows {
         let s = self.slot(b);
         // `as` saturates (and maps NaN, which validation rejects, to 0).
         let add = (mm * 100.0).round() as u16;
-        let rain = (self.mm[s] & BUCKET_MAX)
-            .saturating_add(add)
-            .min(BUCKET_MAX);
+        let before = self.mm[s] & BUCKET_MAX;
+        let rain = before.saturating_add(add).min(BUCKET_MAX);
         self.mm[s] = rain | (self.mm[s] & GAP);
+        self.running = match self.running {
+            Some((bucket, sums)) if bucket == b => {
+                Some((bucket, sums.map(|sum| sum + u64::from(rain - before))))
+            }
+            _ => None,
+        };
         let heard = self.heard();
         self.first_ms = self.first_ms.min(ts);
         if !heard {
@@ -269,15 +280,43 @@ impl RainWindows {
     /// closed yet: judging first would put a reading before the close
     /// that precedes it in event time).
     pub fn running(&mut self, ts: i64) -> Option<[f64; 4]> {
-        let start = ts.div_euclid(self.bucket_ms) * self.bucket_ms;
-        let totals = self
-            .totals(start + self.bucket_ms, 0)
-            .map(|(total, _)| total);
+        let bucket = ts.div_euclid(self.bucket_ms);
+        let start = bucket * self.bucket_ms;
+        let sums = match self.running {
+            Some((b, sums)) if b == bucket => sums,
+            _ => {
+                let sums = self.sums(start + self.bucket_ms);
+                self.running = Some((bucket, sums));
+                sums
+            }
+        };
+        // Tenths of a millimetre, as `totals` rounds them.
+        let totals = sums.map(|sum| (sum as f64 / 10.0).round() / 10.0);
         if self.deferred.is_empty() && !self.close_pending(start) {
             return Some(totals);
         }
         self.deferred.push((ts, totals));
         None
+    }
+
+    /// The sums of the four windows ending at `end`, hundredths of a
+    /// millimetre (what `totals` adds up, without the completeness).
+    fn sums(&self, end: i64) -> [u64; 4] {
+        let end_b = end.div_euclid(self.bucket_ms);
+        let mut out = [0; 4];
+        let mut sum = 0u64;
+        let mut k = end_b - 1;
+        for (w, window) in RAIN_WINDOWS_MS.iter().enumerate() {
+            let start_b = end_b - window / self.bucket_ms;
+            while k >= start_b {
+                if k <= self.newest && k > self.newest - self.mm.len() as i64 {
+                    sum += u64::from(self.mm[self.slot(k)] & BUCKET_MAX);
+                }
+                k -= 1;
+            }
+            out[w] = sum;
+        }
+        out
     }
 
     /// Whether a window closing at or before `boundary` is still to be
@@ -667,6 +706,30 @@ mod tests {
     }
 
     proptest! {
+        /// The running totals a reading is judged by (kept up by addition
+        /// while readings land in one bucket) are the totals of the windows
+        /// closing at its bucket's end, counted afresh, whatever came
+        /// before: readings in order, late ones, a bucket filled past its
+        /// limit.
+        #[test]
+        fn running_totals_are_the_totals_at_the_bucket_end(steps in prop::collection::vec((-40i64..120, 0.0f64..200.0), 1..80)) {
+            let mut w = RainWindows::new(300_000);
+            let mut t = T0;
+            for (k, &(dt, mm)) in steps.iter().enumerate() {
+                t += dt * 10_000;
+                let mm = (mm * 10.0).round() / 10.0;
+                w.add(t, k as u64 + 1, mm);
+                let end = (t.div_euclid(300_000) + 1) * 300_000;
+                let fresh = w.totals(end, 0).map(|(total, _)| total);
+                // Judged now or deferred, the figures are the same.
+                let got = match w.running(t) {
+                    Some(totals) => totals,
+                    None => w.deferred.last().map(|d| d.1).unwrap(),
+                };
+                prop_assert_eq!(got, fresh, "step {}", k);
+            }
+        }
+
         /// Totals do not depend on the order readings arrive in (beyond
         /// completeness, which a late reading never improves).
         #[test]

@@ -156,6 +156,7 @@ mod tests {
             if let (_, Some(sample)) = table.arrive(&reading, &mut out) {
                 table.release(&[sample], &mut out);
             }
+            table.apply_ready(&mut out);
             alerts.extend(out.drain(..).filter_map(|o| match o {
                 EngineOutput::Alert(a) => Some((a.status, a.evidence.value)),
                 _ => None,
