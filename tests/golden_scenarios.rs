@@ -35,7 +35,20 @@ fn run_engine(
     zones: Zones,
     readings: impl Iterator<Item = ioc_schemas::Envelope>,
 ) -> Vec<EngineOutput> {
+    run_engine_with(registry, rules, zones, readings, true)
+}
+
+/// [`run_engine`], deciding at each in-order reading or (`false`) only
+/// as the watermark passes.
+fn run_engine_with(
+    registry: &Arc<Registry>,
+    rules: RuleSet,
+    zones: Zones,
+    readings: impl Iterator<Item = ioc_schemas::Envelope>,
+    per_device_progress: bool,
+) -> Vec<EngineOutput> {
     let config = EngineConfig {
+        per_device_progress,
         workers: 2,
         // Generous: the two workers' inputs may drift apart on a busy machine.
         out_of_orderness: Duration::from_secs(60),
@@ -398,4 +411,82 @@ fn geo_scenarios_in_any_arrival_order() {
     shuffled.reverse();
     shuffled.sort_by_key(|e| e.ts.millis() / 60_000);
     assert_eq!(run_in(shuffled), sorted);
+}
+
+/// Per rule and subject, each episode's opening time, last level and
+/// whether it resolved.
+type Episodes = std::collections::BTreeMap<(String, String), Vec<(i64, u8, bool)>>;
+
+/// Rainfall over a landslide zone, decided as totals pass the levels,
+/// against the watermark-only engine: the same episodes of the rainfall
+/// and zone rules at every gauge and zone, each at the level the oracle
+/// ends it at, opened no later; every other alert is the oracle's.
+#[test]
+fn landslide_rain_decided_at_the_readings_matches_the_watermark_oracle() {
+    let registry = Registry::sonla_demo();
+    let outputs = |per_device_progress: bool| {
+        let rules = RulesSource::new(None, registry.clone()).load().unwrap();
+        let zones = ZonesSource::new(None).load().unwrap();
+        let mut sim = Simulator::new(registry.clone(), Scenario::LandslideRain, 42, Timestamp(T0));
+        let readings = (0..SPAN_MS / STEP_MS)
+            .filter_map(move |k| sim.next_reading(Timestamp(T0 + k * STEP_MS)));
+        let alerts: Vec<Alert> =
+            run_engine_with(&registry, rules, zones, readings, per_device_progress)
+                .into_iter()
+                .filter_map(|o| match o {
+                    EngineOutput::Alert(a) => Some(*a),
+                    _ => None,
+                })
+                .collect();
+        alerts
+    };
+    let (oracle, now) = (outputs(false), outputs(true));
+    // Per rule and subject: each episode's opening time, last level and
+    // whether it resolved.
+    let episodes = |alerts: &[Alert]| {
+        let mut by: Episodes = Default::default();
+        let mut sorted: Vec<&Alert> = alerts.iter().collect();
+        sorted.sort_by_key(|a| (a.opened_at, a.version));
+        for a in sorted {
+            let list = by.entry((a.rule.clone(), a.subject.clone())).or_default();
+            if a.version == 1 {
+                list.push((a.opened_at.millis(), a.level, false));
+            }
+            if let Some(last) = list.last_mut() {
+                if a.level == 0 {
+                    last.2 = true;
+                } else {
+                    last.1 = a.level;
+                }
+            }
+        }
+        by
+    };
+    let (want, got) = (episodes(&oracle), episodes(&now));
+    assert!(
+        want.keys().any(|(rule, _)| rule == "landslide_zone_rain"),
+        "the scenario raises no zone alert to compare"
+    );
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>(),
+        "the same rules and subjects"
+    );
+    for (key, episodes) in &want {
+        let other = &got[key];
+        assert_eq!(
+            episodes.len(),
+            other.len(),
+            "{key:?}: {episodes:?} against {other:?}"
+        );
+        for (w, g) in episodes.iter().zip(other) {
+            assert_eq!((w.1, w.2), (g.1, g.2), "{key:?}: last level and resolution");
+            assert!(
+                g.0 <= w.0,
+                "{key:?}: opened at {} after the oracle's {}",
+                g.0,
+                w.0
+            );
+        }
+    }
 }

@@ -53,8 +53,9 @@ use crate::geo::{GeoItem, GeoState, enrich, plate_subject_id, wants_positions};
 use crate::reading::Reading;
 use crate::reorder::ReorderBuffer;
 use crate::rules::RuleSet;
-use crate::rules::kind::DeviceCx;
+use crate::rules::kind::{DeviceCx, GaugeTotal};
 use crate::sample::Sample;
+use crate::windows::RAIN_WINDOWS_MS;
 use crate::{Shared, ZonesCell};
 
 /// Most readings a worker takes from the channel before stepping the dataflow.
@@ -94,27 +95,65 @@ fn position_item(reading: &Reading, registry: &Registry) -> Option<GeoItem> {
     }
 }
 
-/// The rainfall totals among `out` that rules take into zones
-/// (`zone_rainfall`), one item per rule and zone around the gauge.
+/// The rainfall totals that rules take into zones (`zone_rainfall`), one
+/// item per rule and zone around the gauge: those of windows that closed
+/// (among `out`) and the running ones of readings (`running`: gauge,
+/// reading's event time, the four windows' totals at its bucket's end).
 fn rain_items(
     out: &[EngineOutput],
+    running: &[(ioc_devices::DeviceIndex, i64, [f64; 4])],
+    bucket_ms: i64,
     rules: &RuleSet,
     cell: &ZonesCell,
     registry: &Registry,
     geo: &mut Vec<GeoItem>,
 ) {
+    let closed = out.iter().filter_map(|o| {
+        let EngineOutput::Window(w) = o else {
+            return None;
+        };
+        let WindowValue::Rainfall { total_mm, .. } = w.value else {
+            return None;
+        };
+        let index = registry.lookup(&w.device)?;
+        let end_ms = w.end.millis();
+        Some((
+            index,
+            GaugeTotal {
+                gauge: w.device.clone(),
+                window_ms: end_ms - w.start.millis(),
+                end_ms,
+                at_ms: end_ms,
+                total_mm,
+                running: false,
+            },
+        ))
+    });
+    let running = running.iter().flat_map(|&(index, ts, totals)| {
+        let end_ms = (ts.div_euclid(bucket_ms) + 1) * bucket_ms;
+        let gauge = registry.shared_id(index);
+        RAIN_WINDOWS_MS
+            .iter()
+            .zip(totals)
+            .map(move |(&window_ms, total_mm)| {
+                (
+                    index,
+                    GaugeTotal {
+                        gauge: gauge.clone(),
+                        window_ms,
+                        end_ms,
+                        at_ms: ts,
+                        total_mm,
+                        running: true,
+                    },
+                )
+            })
+    });
     let mut totals = Vec::new();
     // The zones in force, taken at the first rainfall total only.
     let mut zones: Option<Arc<Zones>> = None;
-    for o in out {
-        let EngineOutput::Window(w) = o else { continue };
-        let WindowValue::Rainfall { total_mm, .. } = w.value else {
-            continue;
-        };
+    for (index, total) in closed.chain(running) {
         let zones = zones.get_or_insert_with(|| cell.current());
-        let Some(index) = registry.lookup(&w.device) else {
-            continue;
-        };
         let cx = DeviceCx {
             rules,
             registry,
@@ -123,7 +162,7 @@ fn rain_items(
         };
         for rule in &rules.rules {
             rule.logic
-                .zone_totals(rule, &cx, w, total_mm, zones, &mut totals);
+                .zone_totals(rule, &cx, &total, zones, &mut totals);
         }
         geo.extend(totals.drain(..).map(GeoItem::from));
     }
@@ -247,8 +286,10 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                         metrics::gauge!("ioc_engine_state_bytes").set(stats.state_bytes.load(Ordering::Relaxed) as f64);
                         size_seen = size;
                     }
-                    if zone_rules && !out.is_empty() {
-                        rain_items(&out, &rules, &shared.zones, registry, &mut geo);
+                    let running = table.take_running_rain();
+                    if zone_rules && (!out.is_empty() || !running.is_empty()) {
+                        let bucket = table.rain_bucket_ms();
+                        rain_items(&out, &running, bucket, &rules, &shared.zones, registry, &mut geo);
                     }
                     if let Some(caps) = timer.as_mut() {
                         if !out.is_empty() {

@@ -151,6 +151,10 @@ pub struct DeviceTable {
     owned: Vec<DeviceIndex>,
     /// In-order samples taken but not yet applied ([`DeviceTable::apply_ready`]).
     ready: Vec<Sample>,
+    /// Running rainfall totals of readings applied since the last
+    /// [`DeviceTable::take_running_rain`]: `(gauge, reading's event time,
+    /// the four windows' totals at its bucket's end)`, for zone rules.
+    running_rain: Vec<(DeviceIndex, i64, [f64; 4])>,
     /// Last frontier `advance` saw.
     frontier: i64,
     /// Event time the engine started at (the first frontier).
@@ -187,6 +191,7 @@ impl DeviceTable {
             revised: Vec::new(),
             owned,
             ready: Vec::new(),
+            running_rain: Vec::new(),
             frontier: 0,
             started: None,
             last_scan: 0,
@@ -349,6 +354,16 @@ impl DeviceTable {
         }
     }
 
+    /// The running rainfall totals since the last call (see the field).
+    pub fn take_running_rain(&mut self) -> Vec<(DeviceIndex, i64, [f64; 4])> {
+        std::mem::take(&mut self.running_rain)
+    }
+
+    /// The bucket length of rainfall windows, ms.
+    pub fn rain_bucket_ms(&self) -> i64 {
+        self.config.rain_bucket_ms
+    }
+
     /// Applies the in-order samples taken since the last call (each
     /// directly after its device's previous reading), in arrival order:
     /// after every batch of arrivals, and before anything else moves.
@@ -419,7 +434,10 @@ impl DeviceTable {
         // level is this reading's (judged now, or after the close before it).
         let running: Option<[RainTotal; 4]> = match &mut slot.windows {
             Some(Windows::Rain(r)) if rained && self.config.immediate => {
-                r.running(s.ts).map(|totals| running_totals(s.ts, totals))
+                let (totals, now) = r.running(s.ts);
+                // Zones judge it once every gauge is known up to its time.
+                self.running_rain.push((s.device, s.ts, totals));
+                now.then(|| running_totals(s.ts, totals))
             }
             _ => None,
         };

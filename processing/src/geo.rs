@@ -79,8 +79,13 @@ pub enum GeoItem {
         gauge: Arc<str>,
         /// Event time the window ends, ms.
         end_ms: i64,
+        /// Event time it is judged at: the close, or the reading's for a
+        /// running total, ms.
+        at_ms: i64,
         /// The total, mm.
         total_mm: f64,
+        /// Whether it is a running total (a lower bound).
+        running: bool,
     },
 }
 
@@ -101,7 +106,7 @@ impl GeoItem {
     pub fn ts(&self) -> i64 {
         match self {
             GeoItem::Position { ts, .. } => *ts,
-            GeoItem::Rain { end_ms, .. } => *end_ms,
+            GeoItem::Rain { at_ms, .. } => *at_ms,
         }
     }
 
@@ -111,20 +116,24 @@ impl GeoItem {
         self.order().cmp(&other.order())
     }
 
-    fn order(&self) -> (i64, &str, &str) {
+    /// Event time; a close before a running total of the same instant
+    /// (the reading belongs to the bucket the close starts); then subject
+    /// or zone, then source.
+    fn order(&self) -> (i64, bool, &str, &str) {
         match self {
             GeoItem::Position {
                 ts,
                 subject,
                 source,
                 ..
-            } => (*ts, subject, source),
+            } => (*ts, false, subject, source),
             GeoItem::Rain {
-                end_ms,
+                at_ms,
+                running,
                 zone,
                 gauge,
                 ..
-            } => (*end_ms, zone, gauge),
+            } => (*at_ms, *running, zone, gauge),
         }
     }
 }
@@ -175,7 +184,9 @@ impl From<ZoneTotal> for GeoItem {
             zone: t.zone,
             gauge: t.gauge,
             end_ms: t.end_ms,
+            at_ms: t.at_ms,
             total_mm: t.total_mm,
+            running: t.running,
         }
     }
 }
@@ -265,8 +276,21 @@ impl GeoState {
                     zone,
                     gauge,
                     end_ms,
+                    at_ms,
                     total_mm,
-                } => self.rain(rule, zone, gauge, *end_ms, *total_mm, rules, zones, out),
+                    running,
+                } => {
+                    let total = ZoneTotal {
+                        rule: rule.clone(),
+                        zone: zone.clone(),
+                        gauge: gauge.clone(),
+                        end_ms: *end_ms,
+                        at_ms: *at_ms,
+                        total_mm: *total_mm,
+                        running: *running,
+                    };
+                    self.rain(&total, rules, zones, out);
+                }
             }
         }
     }
@@ -377,31 +401,22 @@ impl GeoState {
         visit_rules(subject, state, ts, rules, zones, &self.registry, out);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn rain(
-        &mut self,
-        rule_id: &Arc<str>,
-        zone_id: &Arc<str>,
-        gauge: &Arc<str>,
-        end_ms: i64,
-        total_mm: f64,
-        rules: &RuleSet,
-        zones: &Zones,
-        out: &mut Vec<EngineOutput>,
-    ) {
-        let Some(rule) = rules.get(rule_id) else {
+    fn rain(&mut self, t: &ZoneTotal, rules: &RuleSet, zones: &Zones, out: &mut Vec<EngineOutput>) {
+        let Some(rule) = rules.get(&t.rule) else {
             return;
         };
-        let Some((_, zone)) = zones.find(zone_id) else {
+        let Some((_, zone)) = zones.find(&t.zone) else {
             return;
         };
-        let states = self.zones.entry(zone_id.clone()).or_default();
+        let states = self.zones.entry(t.zone.clone()).or_default();
         let cx = ZoneCx {
             registry: &self.registry,
             zone,
-            gauge,
-            end_ms,
-            total_mm,
+            gauge: &t.gauge,
+            end_ms: t.end_ms,
+            at_ms: t.at_ms,
+            total_mm: t.total_mm,
+            running: t.running,
         };
         if let Some(a) = rule.logic.on_zone_total(rule, states, &cx) {
             out.push(EngineOutput::alert(a));

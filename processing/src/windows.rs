@@ -274,12 +274,12 @@ impl RainWindows {
     /// The four totals of the windows that close at the end of the bucket
     /// of `ts`, as the readings so far make them: lower bounds of what
     /// they close at (a total only grows within its bucket), so a level
-    /// they reach is reached at `ts`. Returns them when they can be judged
-    /// now, after every earlier close; otherwise keeps them for
+    /// they reach is reached at `ts`. Returns them, and whether they can be
+    /// judged now, after every earlier close; if not they are also kept for
     /// [`RainWindows::judgeable`] (the boundary before `ts` has not been
     /// closed yet: judging first would put a reading before the close
     /// that precedes it in event time).
-    pub fn running(&mut self, ts: i64) -> Option<[f64; 4]> {
+    pub fn running(&mut self, ts: i64) -> ([f64; 4], bool) {
         let bucket = ts.div_euclid(self.bucket_ms);
         let start = bucket * self.bucket_ms;
         let sums = match self.running {
@@ -293,10 +293,10 @@ impl RainWindows {
         // Tenths of a millimetre, as `totals` rounds them.
         let totals = sums.map(|sum| (sum as f64 / 10.0).round() / 10.0);
         if self.deferred.is_empty() && !self.close_pending(start) {
-            return Some(totals);
+            return (totals, true);
         }
         self.deferred.push((ts, totals));
-        None
+        (totals, false)
     }
 
     /// The sums of the four windows ending at `end`, hundredths of a
@@ -722,10 +722,10 @@ mod tests {
                 let end = (t.div_euclid(300_000) + 1) * 300_000;
                 let fresh = w.totals(end, 0).map(|(total, _)| total);
                 // Judged now or deferred, the figures are the same.
-                let got = match w.running(t) {
-                    Some(totals) => totals,
-                    None => w.deferred.last().map(|d| d.1).unwrap(),
-                };
+                let (got, now) = w.running(t);
+                if !now {
+                    prop_assert_eq!(w.deferred.last().map(|d| d.1), Some(got));
+                }
                 prop_assert_eq!(got, fresh, "step {}", k);
             }
         }

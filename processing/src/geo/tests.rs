@@ -212,7 +212,9 @@ fn one_zone_alert_when_enough_gauges_reach_a_level() {
         zone: Arc::from("slope"),
         gauge: gauge.into(),
         end_ms,
+        at_ms: end_ms,
         total_mm,
+        running: false,
     };
     let mut items = [
         rain("g1", 1000, 25.0),

@@ -14,7 +14,7 @@
 //! | [`RuleKind::on_sample`] | the watermark passes a device's reading | `threshold`, `rate_of_change`, `surge`, `congestion`, `speed_drop` |
 //! | [`RuleKind::on_rain_totals`] | a gauge's rolling rainfall totals change | `rainfall` |
 //! | [`RuleKind::on_scan`] | the periodic scan of every device | `staleness` |
-//! | [`RuleKind::zone_totals`] | a gauge's rolling total, sent on to its zones | `zone_rainfall` |
+//! | [`RuleKind::zone_totals`] | a gauge's rolling total (closed, or running with a reading), sent on to its zones | `zone_rainfall` |
 //! | [`RuleKind::on_zone_total`] | a zone gets a gauge's total | `zone_rainfall` |
 //! | [`RuleKind::on_track`] | a plate's track gets a read | `cloned_plate` |
 //! | [`RuleKind::on_visits`] | a moving subject's zones change (or it dwells) | `geofence` |
@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ioc_devices::{DeviceIndex, Registry, Zone, Zones};
-use ioc_schemas::{Alert, DeviceInfo, DeviceKind, EngineOutput, Timestamp, WindowResult};
+use ioc_schemas::{Alert, DeviceInfo, DeviceKind, EngineOutput, Timestamp};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -173,8 +173,7 @@ pub trait RuleKind: Clone + fmt::Debug + PartialEq + Send + Sync + Sized + 'stat
         &self,
         _rule: &Rule,
         _cx: &DeviceCx<'_>,
-        _window: &WindowResult,
-        _total_mm: f64,
+        _total: &GaugeTotal,
         _zones: &Zones,
         _out: &mut Vec<ZoneTotal>,
     ) {
@@ -265,6 +264,24 @@ pub struct Scan {
     pub seq: Option<u64>,
 }
 
+/// A rain gauge's rolling total: of a window that closed, or running (as
+/// a reading makes it, a lower bound of what the window closes at).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GaugeTotal {
+    /// The gauge.
+    pub gauge: Arc<str>,
+    /// The window's length, ms.
+    pub window_ms: i64,
+    /// Event time the window ends (closes), ms.
+    pub end_ms: i64,
+    /// Event time the total is judged at: the close, or the reading's.
+    pub at_ms: i64,
+    /// The total, mm.
+    pub total_mm: f64,
+    /// Whether it is a running total.
+    pub running: bool,
+}
+
 /// A gauge's rolling total for one zone of one rule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ZoneTotal {
@@ -276,8 +293,12 @@ pub struct ZoneTotal {
     pub gauge: Arc<str>,
     /// Event time the window ends, ms.
     pub end_ms: i64,
+    /// Event time it is judged at (the close, or the reading's), ms.
+    pub at_ms: i64,
     /// The total, mm.
     pub total_mm: f64,
+    /// Whether it is a running total (a lower bound: it only raises).
+    pub running: bool,
 }
 
 /// What a zone hook sees.
@@ -290,8 +311,12 @@ pub struct ZoneCx<'a> {
     pub gauge: &'a Arc<str>,
     /// Event time its window ends, ms.
     pub end_ms: i64,
+    /// Event time it is judged at, ms.
+    pub at_ms: i64,
     /// Its total, mm.
     pub total_mm: f64,
+    /// Whether it is a running total (a lower bound: it only raises).
+    pub running: bool,
 }
 
 /// One read in a plate's track.

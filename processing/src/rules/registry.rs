@@ -9,15 +9,15 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use ioc_devices::{DeviceIndex, Zone, Zones};
-use ioc_schemas::{Alert, DeviceKind, EngineOutput, WindowResult};
+use ioc_schemas::{Alert, DeviceKind, EngineOutput};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{Episode, Tracker};
 #[cfg(test)]
 use super::example;
 use super::kind::{
-    Check, DeviceCx, Latest, PlateRead, RainTotal, RuleKind, Scan, States, TrackCx, VisitCx,
-    ZoneCx, ZoneTotal,
+    Check, DeviceCx, GaugeTotal, Latest, PlateRead, RainTotal, RuleKind, Scan, States, TrackCx,
+    VisitCx, ZoneCx, ZoneTotal,
 };
 use super::{
     Rule, cloned_plate, congestion, geofence, rainfall, rate_of_change, speed_drop, staleness,
@@ -203,7 +203,7 @@ macro_rules! kinds {
                 /// See [`RuleKind::on_scan`].
                 fn on_scan(&self, rule: &Rule, states: &mut States<u16>, cx: &DeviceCx<'_>, scan: &Scan, out: &mut Vec<EngineOutput>) -> ();
                 /// See [`RuleKind::zone_totals`].
-                fn zone_totals(&self, rule: &Rule, cx: &DeviceCx<'_>, window: &WindowResult, total_mm: f64, zones: &Zones, out: &mut Vec<ZoneTotal>) -> ();
+                fn zone_totals(&self, rule: &Rule, cx: &DeviceCx<'_>, total: &GaugeTotal, zones: &Zones, out: &mut Vec<ZoneTotal>) -> ();
                 /// See [`RuleKind::on_zone_total`].
                 fn on_zone_total(&self, rule: &Rule, states: &mut States<Arc<str>>, cx: &ZoneCx<'_>) -> Option<Alert>;
                 /// See [`RuleKind::on_track`].

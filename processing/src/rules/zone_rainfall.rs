@@ -13,20 +13,26 @@
 //! ```
 //!
 //! Each gauge's rolling total goes to the zones around it
-//! ([`RuleKind::zone_totals`], on the gauge's worker); the geo operator
-//! exchanges it by zone and applies it in event-time order
-//! ([`RuleKind::on_zone_total`]).
+//! ([`RuleKind::zone_totals`], on the gauge's worker): the totals of
+//! windows as they close, and with each reading that adds rain the
+//! running totals of the windows closing at the end of its bucket (lower
+//! bounds). The geo operator exchanges them by zone and applies them in
+//! event-time order once every gauge is known up to their time
+//! ([`RuleKind::on_zone_total`]): a running total raises the zone's level
+//! as soon as enough gauges pass it; lowering and resolving follow the
+//! closes, with hysteresis. Each gauge counts with its latest total: the
+//! running one of a window not yet closed, else its last close.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ioc_devices::Zones;
-use ioc_schemas::{Alert, DeviceKind, Evidence, Timestamp, WindowResult, ZoneKind};
+use ioc_schemas::{Alert, DeviceKind, Evidence, Timestamp, ZoneKind};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{self, Tracker, subject_alert};
-use super::kind::{Check, DeviceCx, LevelSpec, RuleKind, States, ZoneCx, ZoneTotal};
+use super::kind::{Check, DeviceCx, GaugeTotal, LevelSpec, RuleKind, States, ZoneCx, ZoneTotal};
 use super::rainfall::Rainfall;
 use super::{Level, Rule, ZoneFilter};
 
@@ -48,8 +54,11 @@ pub struct ZoneRainfall {
 /// zone's episode.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ZoneRainState {
-    /// `(window end ms, total mm)` by gauge.
+    /// `(window end ms, total mm)` by gauge, of the windows that closed.
     totals: HashMap<Arc<str>, (i64, f64), foldhash::fast::RandomState>,
+    /// `(window end ms, total mm)` by gauge, running: windows not closed
+    /// yet, as readings made them.
+    running: HashMap<Arc<str>, (i64, f64), foldhash::fast::RandomState>,
     /// The zone's level (with hysteresis) and episode.
     tracker: Tracker,
 }
@@ -106,7 +115,8 @@ impl RuleKind for ZoneRainfall {
     }
 
     fn heap_bytes(state: &ZoneRainState) -> usize {
-        state.totals.capacity() * std::mem::size_of::<(Arc<str>, (i64, f64))>()
+        (state.totals.capacity() + state.running.capacity())
+            * std::mem::size_of::<(Arc<str>, (i64, f64))>()
     }
 
     fn feeds_zones(&self) -> bool {
@@ -117,14 +127,11 @@ impl RuleKind for ZoneRainfall {
         &self,
         rule: &Rule,
         cx: &DeviceCx<'_>,
-        window: &WindowResult,
-        total_mm: f64,
+        total: &GaugeTotal,
         zones: &Zones,
         out: &mut Vec<ZoneTotal>,
     ) {
-        if i64::from(window.window_s()) * 1000 != self.rain.window_ms
-            || !rule.applies(cx.index, cx.device)
-        {
+        if total.window_ms != self.rain.window_ms || !rule.applies(cx.index, cx.device) {
             return;
         }
         let mut near = Vec::new();
@@ -135,9 +142,11 @@ impl RuleKind for ZoneRainfall {
                 out.push(ZoneTotal {
                     rule: rule.id.clone(),
                     zone: zone.reference.id.as_str().into(),
-                    gauge: window.device.clone(),
-                    end_ms: window.end.millis(),
-                    total_mm,
+                    gauge: total.gauge.clone(),
+                    end_ms: total.end_ms,
+                    at_ms: total.at_ms,
+                    total_mm: total.total_mm,
+                    running: total.running,
                 });
             }
         }
@@ -151,16 +160,46 @@ impl RuleKind for ZoneRainfall {
     ) -> Option<Alert> {
         let (end_ms, rain) = (cx.end_ms, &self.rain);
         let state = states.get::<Self>(rule);
-        match state.totals.get(cx.gauge) {
-            Some((end, _)) if *end > end_ms => return None,
-            _ => {
-                state.totals.insert(cx.gauge.clone(), (end_ms, cx.total_mm));
+        let closed = state.totals.get(cx.gauge).map(|c| c.0);
+        if cx.running {
+            // Older than what the gauge already counts with: nothing new.
+            let known = state.running.get(cx.gauge).map(|r| r.0).max(closed);
+            if known.is_some_and(|k| k > end_ms) || closed.is_some_and(|c| c >= end_ms) {
+                return None;
+            }
+            state
+                .running
+                .insert(cx.gauge.clone(), (end_ms, cx.total_mm));
+        } else {
+            if closed.is_some_and(|c| c > end_ms) {
+                return None;
+            }
+            state.totals.insert(cx.gauge.clone(), (end_ms, cx.total_mm));
+            // The close replaces the running total of its window.
+            if state.running.get(cx.gauge).is_some_and(|r| r.0 <= end_ms) {
+                state.running.remove(cx.gauge);
             }
         }
         // Totals of gauges that stopped reporting a window ago no longer count.
-        state
+        let horizon = end_ms - rain.window_ms;
+        state.totals.retain(|_, (end, _)| *end > horizon);
+        state.running.retain(|_, (end, _)| *end > horizon);
+        // Each gauge's latest: its running total of a window not closed
+        // yet, else its last close.
+        let mut latest: Vec<(&Arc<str>, f64)> = state
             .totals
-            .retain(|_, (end, _)| *end > end_ms - rain.window_ms);
+            .iter()
+            .filter(|(g, (end, _))| state.running.get(*g).is_none_or(|r| r.0 <= *end))
+            .map(|(g, (_, t))| (g, *t))
+            .chain(
+                state
+                    .running
+                    .iter()
+                    .filter(|(g, (end, _))| state.totals.get(*g).is_none_or(|c| c.0 < *end))
+                    .map(|(g, (_, t))| (g, *t)),
+            )
+            .collect();
+        latest.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
         let current = state.tracker.level();
         let counted = |level: &Level, index: usize| {
             // Staying at a level takes a total above it minus the hysteresis.
@@ -169,14 +208,11 @@ impl RuleKind for ZoneRainfall {
             } else {
                 level.value
             };
-            let mut over: Vec<(&Arc<str>, f64)> = state
-                .totals
+            latest
                 .iter()
-                .filter(|(_, (_, t))| *t >= floor)
-                .map(|(g, (_, t))| (g, *t))
-                .collect();
-            over.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
-            over
+                .filter(|(_, t)| *t >= floor)
+                .copied()
+                .collect::<Vec<_>>()
         };
         let mut level = 0u8;
         let mut gauges = Vec::new();
@@ -190,16 +226,20 @@ impl RuleKind for ZoneRainfall {
         if level == 0 {
             gauges = counted(&rain.levels[0], 0);
         }
+        // A running total is a lower bound: it raises, never lowers.
+        if cx.running && level <= current {
+            return None;
+        }
         let value = gauges
             .get(self.min_gauges.saturating_sub(1))
             .map_or(0.0, |g| g.1);
         let related: Vec<String> = gauges.iter().map(|g| g.0.to_string()).collect();
-        let step = state.tracker.step(level, end_ms)?;
+        let step = state.tracker.step(level, cx.at_ms)?;
         let mut ev = Evidence::new(
             value,
             "mm",
             alert::level_value(&rain.levels, step),
-            Timestamp(end_ms),
+            Timestamp(cx.at_ms),
             0,
         );
         ev.window_s = Some((rain.window_ms / 1000) as u32);
