@@ -180,10 +180,21 @@ async fn two_consumers_in_one_group_split_the_partitions_and_lose_nothing_across
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let total = RIVERS.len() as u64 * last;
-    wait_for("every record to be processed by one of the two", 60, || {
-        a_stats.accepted_count() + b_stats.accepted_count() >= total
-    })
-    .await;
+    // Polled by hand so that a timeout says how far each consumer got.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a_stats.accepted_count() + b_stats.accepted_count() < total {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for every record to be processed by one of the two: \
+             {total} produced, the first accepted {} (rejected {:?}), the second {} \
+             (rejected {:?})",
+            a_stats.accepted_count(),
+            a_stats.rejections(),
+            b_stats.accepted_count(),
+            b_stats.rejections()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut processed = a.stop();
     processed.extend(b.stop());
 
