@@ -104,6 +104,8 @@ struct Probe {
     latencies_us: Vec<u64>,
     /// Reading → the frame with the alert change it caused.
     alert_latencies_us: Vec<u64>,
+    /// The same readings → the frame with their device state.
+    provoked_state_us: Vec<u64>,
     /// Highest seq seen per device.
     newest: HashMap<DeviceIndex, u64>,
     frames: u64,
@@ -185,10 +187,15 @@ async fn probe(
             continue;
         };
         let mut pending = pending.lock().unwrap();
+        let provoked = alert_pending.lock().unwrap();
         for s in states {
             let (Some(id), Some(seq)) = (s["device"].as_str(), s["seq"].as_u64()) else {
                 continue;
             };
+            if let Some(sent) = provoked.get(&(id.to_owned(), seq)) {
+                out.provoked_state_us
+                    .push(arrived.duration_since(*sent).as_micros() as u64);
+            }
             let Some(index) = registry.lookup(id) else {
                 continue;
             };
@@ -397,11 +404,33 @@ async fn main() {
     let mut alert_lat = probe.alert_latencies_us.clone();
     alert_lat.sort_unstable();
     let alerts_missing = alert_pending.lock().unwrap().len();
+    let mut provoked_state = probe.provoked_state_us.clone();
+    provoked_state.sort_unstable();
     let cpu = cpu_after - cpu_before;
     let stats = if node_red {
         Value::Null
     } else {
         common::get_json(http, "/api/v1/stats").await
+    };
+    // Where an alert change spends its time in the store: waiting for the
+    // alert service, then being stored (quantiles from /metrics).
+    let store_metrics: Vec<String> = if node_red {
+        Vec::new()
+    } else {
+        let text = reqwest::Client::new()
+            .get(format!("http://{http}/metrics"))
+            .bearer_auth(common::TEST_ADMIN)
+            .send()
+            .await
+            .ok();
+        let text = match text {
+            Some(r) => r.text().await.unwrap_or_default(),
+            None => String::new(),
+        };
+        text.lines()
+            .filter(|l| l.starts_with("ioc_alert_store_wait_seconds") || l.starts_with("ioc_alert_store_apply_seconds"))
+            .map(str::to_owned)
+            .collect()
     };
     // A clean stop, or a hard one if it does not stop within 10 s.
     let _ = Command::new("kill").arg(pid.to_string()).status();
@@ -452,6 +481,10 @@ async fn main() {
             "p50": percentile(&alert_lat, 0.5), "p90": percentile(&alert_lat, 0.9),
             "p99": percentile(&alert_lat, 0.99),
             "max": alert_lat.last().map_or(f64::NAN, |m| *m as f64 / 1000.0),
+            // The same readings to their device state: what the alert adds.
+            "state_p50": percentile(&provoked_state, 0.5),
+            "state_p99": percentile(&provoked_state, 0.99),
+            "state_max": provoked_state.last().map_or(f64::NAN, |m| *m as f64 / 1000.0),
         })),
         "ioc": {
             "rss_before_mib": rss_before_kib as f64 / 1024.0,
@@ -468,6 +501,7 @@ async fn main() {
             "rejected": stats["ingest"]["rejected"],
         },
         "probe": {"frames": probe.frames, "resyncs": probe.resyncs},
+        "alert_store_metrics": store_metrics,
         "ioc_warnings": warnings,
     });
     let out = common::write_bench_result(&format!("e2e-{}", transport.replace('_', "-")), &result);

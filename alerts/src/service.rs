@@ -4,7 +4,7 @@
 //! live hub, and later the delivery channels).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use ioc_schemas::{Alert, AlertChange, AlertDetail, Timestamp};
@@ -130,7 +130,8 @@ impl AlertsConfig {
 pub struct AlertService {
     store: Arc<AlertStore>,
     cap: crate::channels::cap::CapSender,
-    intake: mpsc::UnboundedSender<Alert>,
+    /// Each change with when it was offered.
+    intake: mpsc::UnboundedSender<(Instant, Alert)>,
     out: Arc<Ordered>,
 }
 
@@ -222,7 +223,7 @@ impl AlertService {
     /// queue holds what the database has not taken yet (alerts are few).
     pub fn offer(&self, alert: Alert) {
         metrics::gauge!("ioc_alert_store_queue").increment(1.0);
-        if self.intake.send(alert).is_err() {
+        if self.intake.send((Instant::now(), alert)).is_err() {
             tracing::error!("alert store stopped: an alert change was not stored");
             metrics::counter!("ioc_alert_store_lost_total").increment(1);
         }
@@ -460,7 +461,7 @@ async fn post(client: &reqwest::Client, hook: &Webhook, d: &Delivery) -> Result<
 
 async fn run(
     store: Arc<AlertStore>,
-    mut rx: mpsc::UnboundedReceiver<Alert>,
+    mut rx: mpsc::UnboundedReceiver<(Instant, Alert)>,
     out: Arc<Ordered>,
     renotify_after: Duration,
     cancel: CancellationToken,
@@ -483,10 +484,15 @@ async fn run(
                 metrics::gauge!("ioc_alert_store_queue").decrement(n as f64);
                 let _order = out.order.lock().await;
                 let mut done = Vec::with_capacity(n);
-                for alert in batch.drain(..) {
+                for (offered, alert) in batch.drain(..) {
+                    let started = Instant::now();
+                    metrics::histogram!("ioc_alert_store_wait_seconds")
+                        .record(started.duration_since(offered).as_secs_f64());
                     if let Some(change) = apply_with_retry(&store, &alert, &cancel).await {
                         done.push(change);
                     }
+                    metrics::histogram!("ioc_alert_store_apply_seconds")
+                        .record(started.elapsed().as_secs_f64());
                 }
                 out.emit(done);
             }
@@ -510,10 +516,14 @@ async fn run(
     store.close().await;
 }
 
-async fn cancel_drain(store: &AlertStore, rx: &mut mpsc::UnboundedReceiver<Alert>, out: &Ordered) {
+async fn cancel_drain(
+    store: &AlertStore,
+    rx: &mut mpsc::UnboundedReceiver<(Instant, Alert)>,
+    out: &Ordered,
+) {
     let _order = out.order.lock().await;
     let mut done = Vec::new();
-    while let Ok(alert) = rx.try_recv() {
+    while let Ok((_, alert)) = rx.try_recv() {
         metrics::gauge!("ioc_alert_store_queue").decrement(1.0);
         match store.apply_rule(&alert, Timestamp::now()).await {
             Ok(Some(change)) => done.push(change),
