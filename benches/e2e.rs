@@ -428,7 +428,10 @@ async fn main() {
             None => String::new(),
         };
         text.lines()
-            .filter(|l| l.starts_with("ioc_alert_store_wait_seconds") || l.starts_with("ioc_alert_store_apply_seconds"))
+            .filter(|l| {
+                l.starts_with("ioc_alert_store_wait_seconds")
+                    || l.starts_with("ioc_alert_store_apply_seconds")
+            })
             .map(str::to_owned)
             .collect()
     };

@@ -490,3 +490,58 @@ fn landslide_rain_decided_at_the_readings_matches_the_watermark_oracle() {
         }
     }
 }
+
+/// A device that reports its own position (one source, one sequence) is
+/// geofenced with each in-order reading, ahead of the watermark: the
+/// geofence events, dwell and alerts, and every plate's, are exactly the
+/// watermark-only engine's.
+#[test]
+fn a_device_reporting_its_position_is_geofenced_as_the_watermark_oracle() {
+    let registry =
+        Arc::new(Registry::from_geojson(GEO_DEVICES, ioc_devices::catalogue::SONLA_AREAS).unwrap());
+    // The Xím Vàng gauge, carried into the dam's perimeter for twenty
+    // minutes (past its dwell time), then far away.
+    let mut readings = geo_readings();
+    for e in readings.iter_mut().filter(|e| e.device == "rain-xim-vang") {
+        let t = (e.ts.millis() - T0) / 1000;
+        e.pos = Some(if (300..1500).contains(&t) {
+            [104.045, 21.495]
+        } else {
+            [104.38145, 21.4175]
+        });
+    }
+    let run_with = |per_device_progress: bool| {
+        let rules = RuleSet::parse(GEO_RULES, &registry, &|_| Err("no files".into())).unwrap();
+        let zones = Zones::from_geojson(ioc_devices::catalogue::SONLA_ZONES).unwrap();
+        describe(
+            run_engine_with(
+                &registry,
+                rules,
+                zones,
+                readings.clone().into_iter(),
+                per_device_progress,
+            ),
+            T0,
+            true,
+        )
+    };
+    // Zone rainfall rises earlier by design (its own test above): the rest.
+    let geo_only = |text: String| -> String {
+        text.lines()
+            .filter(|l| !l.contains("landslide_zone_rain"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let (oracle, now) = (geo_only(run_with(false)), geo_only(run_with(true)));
+    for what in [
+        "geofence rain-xim-vang",
+        "dam_intrusion      rain-xim-vang",
+        "dam_loitering      rain-xim-vang",
+    ] {
+        assert!(
+            oracle.contains(what),
+            "the scenario has no {what:?}:\n{oracle}"
+        );
+    }
+    assert_eq!(now, oracle);
+}

@@ -32,6 +32,7 @@
 //! operator keeps a capability at the frontier so that it can emit window
 //! results and staleness alerts when time passes without input.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -69,8 +70,9 @@ const TICK_MS: u64 = 1000;
 const IDLE_PARK: Duration = Duration::from_millis(100);
 
 /// The geo item of a reading: a plate read (the plate is the subject) or a
-/// reading with a position (the device is).
-fn position_item(reading: &Reading, registry: &Registry) -> Option<GeoItem> {
+/// reading with a position (the device is; `next` when the reading directly
+/// follows the device's previous one).
+fn position_item(reading: &Reading, registry: &Registry, next: bool) -> Option<GeoItem> {
     let e = &reading.envelope;
     let source = registry.shared_id(reading.device).clone();
     let ts = e.ts.millis();
@@ -82,6 +84,8 @@ fn position_item(reading: &Reading, registry: &Registry) -> Option<GeoItem> {
                 pos: e.pos.unwrap_or(registry.device(reading.device).pos),
                 source,
                 plate: true,
+                // A plate is read by many cameras: no one sequence.
+                next: false,
                 ts,
             })
         }
@@ -90,6 +94,7 @@ fn position_item(reading: &Reading, registry: &Registry) -> Option<GeoItem> {
             pos: e.pos?,
             source,
             plate: false,
+            next,
             ts,
         }),
     }
@@ -228,9 +233,13 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                         for reading in data.iter() {
                             let (outcome, sample) = table.arrive(reading, &mut out);
                             match outcome {
-                                Outcome::Applied => {
+                                Outcome::Applied | Outcome::Next => {
+                                    if outcome == Outcome::Next {
+                                        shared.stats.in_order.fetch_add(1, Ordering::Relaxed);
+                                    }
                                     if positions {
-                                        geo.extend(position_item(reading, registry));
+                                        let next = outcome == Outcome::Next;
+                                        geo.extend(position_item(reading, registry, next));
                                     }
                                 }
                                 Outcome::Duplicate => {
@@ -331,19 +340,54 @@ impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, GeoItem> {
             // Items until the frontier passes their event time, kept in
             // `apply`'s order (event time, subject, source).
             let mut pending: ReorderBuffer<GeoItem> = ReorderBuffer::default();
+            // Devices' positions waiting in `pending`, by subject: a device's
+            // next position is applied at once only when none is.
+            let mut waiting: HashMap<Arc<str>, u32> = HashMap::new();
+            let immediate = shared.table.immediate;
             let mut ready = Vec::new();
             let mut out = Vec::new();
             move |(input, frontier), output| {
+                let rules = shared.rules.current();
+                let zones = shared.zones.current();
                 input.for_each(|_, data| {
                     for g in data.drain(..) {
+                        if let GeoItem::Position {
+                            subject,
+                            plate: false,
+                            next,
+                            ..
+                        } = &g
+                        {
+                            if immediate && *next && !waiting.contains_key(subject) {
+                                state.apply_now(&g, &rules, &zones, &mut out);
+                                shared
+                                    .stats
+                                    .positions_at_once
+                                    .fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            *waiting.entry(subject.clone()).or_default() += 1;
+                        }
                         pending.push(g);
                     }
                 });
                 let now = frontier.frontier().iter().min().copied();
                 let limit = now.map_or(i64::MAX, |n| n.min(i64::MAX as u64) as i64);
-                let rules = shared.rules.current();
-                let zones = shared.zones.current();
                 pending.release(limit, &mut ready);
+                for g in &ready {
+                    if let GeoItem::Position {
+                        subject,
+                        plate: false,
+                        ..
+                    } = g
+                        && let Some(n) = waiting.get_mut(subject)
+                    {
+                        *n -= 1;
+                        if *n == 0 {
+                            waiting.remove(subject);
+                        }
+                    }
+                }
                 if !ready.is_empty() {
                     state.apply(&mut ready, &rules, &zones, &mut out);
                     ready.clear();

@@ -38,6 +38,10 @@ use crate::windows::{CameraCounts, RAIN_WINDOWS_MS, RainWindows, TrafficWindows}
 pub enum Outcome {
     /// It updated the device.
     Applied,
+    /// It updated the device and directly follows its previous reading
+    /// (next `seq`, not older, nothing of the device waiting): its rules
+    /// decide at once, and so may whatever follows the device alone.
+    Next,
     /// Already taken: its sequence number is marked in the device's
     /// [`SeqWindow`] and its event time is not newer than the device's.
     Duplicate,
@@ -295,7 +299,11 @@ impl DeviceTable {
                         .on_latest(rule, &mut slot.states, &cx, &latest, out);
                 }
             }
-            Outcome::Applied
+            if next_in_order {
+                Outcome::Next
+            } else {
+                Outcome::Applied
+            }
         };
         if let Body::Camera(c) = &e.body {
             if let Windows::Camera(counts) = windows_of(slot, &mut self.windowed, index, || {

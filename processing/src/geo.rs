@@ -64,6 +64,9 @@ pub enum GeoItem {
         source: Arc<str>,
         /// Whether the subject is a plate.
         plate: bool,
+        /// Whether it directly follows the subject's previous position (a
+        /// device's next reading): it may be applied at once.
+        next: bool,
         /// Event time, ms.
         ts: i64,
         /// Where.
@@ -270,6 +273,7 @@ impl GeoState {
                     plate,
                     ts,
                     pos,
+                    ..
                 } => self.position(subject, source, *plate, *ts, *pos, rules, zones, out),
                 GeoItem::Rain {
                     rule,
@@ -461,38 +465,88 @@ impl GeoState {
             let Some((due, subject, zone_id)) = self.dwell_due.pop_first() else {
                 break;
             };
-            let Some(state) = self.subjects.get_mut(&subject) else {
-                continue;
-            };
-            let Some((_, zone)) = zones.find(&zone_id) else {
-                continue;
-            };
-            let Some(visit) = state
-                .visits
-                .iter_mut()
-                .find(|v| v.zone == zone_id && !v.dwelt)
-            else {
-                continue;
-            };
-            if zone
-                .dwell_s
-                .is_none_or(|d| visit.since_ms + d as i64 * 1000 > due)
-            {
-                continue;
-            }
-            visit.dwelt = true;
-            let inside_s = ((due - visit.since_ms).max(0) / 1000) as u64;
-            out.push(EngineOutput::Geofence(GeofenceEvent {
-                subject: subject.to_string(),
-                zone: zone.reference.clone(),
-                transition: GeofenceTransition::Dwell,
-                ts: Timestamp(due),
-                pos: state.pos,
-                source: state.source.to_string(),
-                inside_s: Some(inside_s),
-            }));
-            visit_rules(&subject, state, due, rules, zones, &self.registry, out);
+            self.dwell(due, &subject, &zone_id, rules, zones, out);
         }
+    }
+
+    /// A position that directly follows its subject's previous one (a
+    /// device's next reading, nothing of the subject waiting), applied
+    /// ahead of the frontier: the subject's own dwell times that ran out
+    /// before it first, then the position. Other subjects are untouched,
+    /// so what it concludes is what applying it in event-time order would.
+    pub fn apply_now(
+        &mut self,
+        item: &GeoItem,
+        rules: &RuleSet,
+        zones: &Zones,
+        out: &mut Vec<EngineOutput>,
+    ) {
+        let GeoItem::Position {
+            subject,
+            source,
+            plate,
+            ts,
+            pos,
+            ..
+        } = item
+        else {
+            return;
+        };
+        let due: Vec<(i64, Arc<str>, Arc<str>)> = self
+            .dwell_due
+            .iter()
+            .take_while(|d| d.0 < *ts)
+            .filter(|d| d.1 == *subject)
+            .cloned()
+            .collect();
+        for d in due {
+            self.dwell_due.remove(&d);
+            self.dwell(d.0, &d.1, &d.2, rules, zones, out);
+        }
+        self.position(subject, source, *plate, *ts, *pos, rules, zones, out);
+    }
+
+    /// One dwell check that fell due.
+    fn dwell(
+        &mut self,
+        due: i64,
+        subject: &Arc<str>,
+        zone_id: &Arc<str>,
+        rules: &RuleSet,
+        zones: &Zones,
+        out: &mut Vec<EngineOutput>,
+    ) {
+        let Some(state) = self.subjects.get_mut(subject) else {
+            return;
+        };
+        let Some((_, zone)) = zones.find(zone_id) else {
+            return;
+        };
+        let Some(visit) = state
+            .visits
+            .iter_mut()
+            .find(|v| v.zone == *zone_id && !v.dwelt)
+        else {
+            return;
+        };
+        if zone
+            .dwell_s
+            .is_none_or(|d| visit.since_ms + d as i64 * 1000 > due)
+        {
+            return;
+        }
+        visit.dwelt = true;
+        let inside_s = ((due - visit.since_ms).max(0) / 1000) as u64;
+        out.push(EngineOutput::Geofence(GeofenceEvent {
+            subject: subject.to_string(),
+            zone: zone.reference.clone(),
+            transition: GeofenceTransition::Dwell,
+            ts: Timestamp(due),
+            pos: state.pos,
+            source: state.source.to_string(),
+            inside_s: Some(inside_s),
+        }));
+        visit_rules(subject, state, due, rules, zones, &self.registry, out);
     }
 
     /// Forgets the least recently seen tenth of the subjects.

@@ -131,16 +131,26 @@ pub struct EngineStats {
     pub state_bytes: AtomicU64,
     /// Bytes of the largest single device's state seen.
     pub largest_device_bytes: AtomicU64,
+    /// Readings decided at once: each directly followed its device's
+    /// previous one (the rest waited for the watermark).
+    pub in_order: AtomicU64,
+    /// Devices' own positions geofenced at once, for the same reason.
+    pub positions_at_once: AtomicU64,
 }
 
 impl EngineStats {
     /// A plain snapshot of the counters.
-    pub fn snapshot(&self) -> [(&'static str, u64); 4] {
+    pub fn snapshot(&self) -> [(&'static str, u64); 6] {
         [
             ("processed", self.processed.load(Ordering::Relaxed)),
             ("duplicates", self.duplicates.load(Ordering::Relaxed)),
             ("out_of_order", self.out_of_order.load(Ordering::Relaxed)),
             ("late", self.late.load(Ordering::Relaxed)),
+            ("in_order", self.in_order.load(Ordering::Relaxed)),
+            (
+                "positions_at_once",
+                self.positions_at_once.load(Ordering::Relaxed),
+            ),
         ]
     }
 }

@@ -388,3 +388,140 @@ proptest! {
         }
     }
 }
+
+/// The device and geo operators under timely, fed `arrivals` in batches of
+/// `batch` with the frontier following the watermark as in [`operator`];
+/// what the geo operator concludes, and the engine's counters.
+fn geo_operator(
+    registry: &Arc<Registry>,
+    rules: &Arc<RuleSet>,
+    arrivals: &[Reading],
+    batch: usize,
+    end: &[i64],
+    immediate: bool,
+) -> (Vec<EngineOutput>, Arc<EngineStats>) {
+    let registry = registry.clone();
+    let rules = rules.clone();
+    let arrivals = arrivals.to_vec();
+    let end = end.to_vec();
+    let stats = Arc::new(EngineStats::default());
+    let counters = stats.clone();
+    let outputs = timely::execute_directly(move |worker| {
+        let zones = ioc_devices::Zones::from_geojson(ioc_devices::catalogue::SONLA_ZONES).unwrap();
+        let config = TableConfig {
+            immediate,
+            ..TableConfig::default()
+        };
+        let shared = Arc::new(Shared {
+            rxs: Vec::new(),
+            registry: registry.clone(),
+            rules: Arc::new(RulesCell::new(rules.clone())),
+            zones: Arc::new(crate::ZonesCell::new(Arc::new(zones))),
+            table: config,
+            watermark: Watermark::new(OOO_MS, i64::MAX / 4, Timestamp(T0)),
+            lateness_ms: 3_600_000,
+            threads: Vec::new(),
+            stats: counters.clone(),
+        });
+        let table = DeviceTable::new(registry.clone(), rules.clone(), config, 0, 1);
+        let (mut input, probe, captured) = worker.dataflow::<u64, _, _>(|scope| {
+            use crate::dataflow::GeoOp;
+            let (input, stream) = scope.new_input::<Vec<Reading>>();
+            let geo = stream
+                .device_state(table, shared.clone())
+                .1
+                .geo(shared.clone());
+            let (probe, out) = geo.probe();
+            (input, probe, out.capture())
+        });
+        input.advance_to(T0 as u64);
+        let mut newest = T0;
+        for chunk in arrivals.chunks(batch) {
+            for r in chunk {
+                newest = newest.max(r.envelope.ts.millis());
+                input.send(r.clone());
+            }
+            let watermark = (newest - OOO_MS) as u64;
+            if watermark > *input.time() {
+                input.advance_to(watermark);
+            }
+            worker.step_while(|| probe.less_than(input.time()));
+        }
+        for &t in &end {
+            input.advance_to(t as u64);
+            worker.step_while(|| probe.less_than(input.time()));
+        }
+        drop(input);
+        worker.step_while(|| !probe.done());
+        captured
+            .try_iter()
+            .flat_map(|e| match e {
+                Event::Messages(_, data) => data,
+                Event::Progress(_) => Vec::new(),
+            })
+            .collect::<Vec<_>>()
+    });
+    (outputs, stats)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4, ..ProptestConfig::default() })]
+
+    /// A river gauge carried into the Sơn La dam's perimeter for ten
+    /// minutes, among the demo scenario's plates, shuffled and in batches:
+    /// its positions, geofenced at once when they follow its previous
+    /// reading, give exactly the geofence events and alerts (its own and
+    /// every plate's) of the watermark-only engine on the same input.
+    #[test]
+    fn positions_geofenced_at_once_match_the_watermark_oracle(
+        seed in any::<u64>(),
+        batch in 1usize..400,
+    ) {
+        let registry = Registry::sonla_demo();
+        let rules = demo_rules(&registry);
+        let mut sorted = readings(&registry, seed % 1000, 20);
+        for r in sorted.iter_mut().filter(|r| r.envelope.device == "river-to-hieu") {
+            let minute = (r.envelope.ts.millis() - T0) / 60_000;
+            if (5..15).contains(&minute) {
+                r.envelope.pos = Some([104.045, 21.495]);
+            } else {
+                r.envelope.pos = Some([103.91, 21.33]);
+            }
+        }
+        let last = T0 + 20 * 60_000;
+        let end = vec![last + OOO_MS + 1, last + OOO_MS + 61_000];
+        let arrivals = disorder(&sorted, seed, OOO_MS / 2, 7);
+        let (oracle, _) = geo_operator(&registry, &rules, &arrivals, batch, &end, false);
+        let (got, stats) = geo_operator(&registry, &rules, &arrivals, batch, &end, true);
+        let gauge = |outs: &[EngineOutput]| -> Vec<String> {
+            let mut v: Vec<String> = outs
+                .iter()
+                .filter(|o| match o {
+                    EngineOutput::Geofence(g) => g.subject == "river-to-hieu",
+                    EngineOutput::Alert(a) => a.subject == "river-to-hieu",
+                    _ => false,
+                })
+                .map(|o| format!("{o:?}"))
+                .collect();
+            v.sort();
+            v
+        };
+        prop_assert!(!gauge(&oracle).is_empty(), "the gauge never entered the dam's perimeter");
+        prop_assert!(stats.positions_at_once.load(Ordering::Relaxed) > 0, "no position was applied at once");
+        // Zone rainfall rises with running totals by design (its own test in
+        // tests/golden_scenarios.rs): everything else is the oracle's.
+        let zone_rules: Vec<&str> = rules
+            .rules
+            .iter()
+            .filter(|r| r.logic.kind() == "zone_rainfall")
+            .map(|r| &*r.id)
+            .collect();
+        let not_zone = |outs: &[EngineOutput]| -> Vec<EngineOutput> {
+            outs.iter()
+                .filter(|o| !matches!(o, EngineOutput::Alert(a) if zone_rules.contains(&a.rule.as_str())))
+                .cloned()
+                .collect()
+        };
+        prop_assert_eq!(canonical(&not_zone(&got)), canonical(&not_zone(&oracle)));
+    }
+}

@@ -195,6 +195,7 @@ mod tests {
                         subject: format!("s{subject}").into(),
                         source: format!("d{source}").into(),
                         plate: false,
+                        next: false,
                         ts,
                         pos: [104.0, 21.3],
                     });

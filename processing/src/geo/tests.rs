@@ -49,6 +49,7 @@ fn setup() -> (GeoState, RuleSet, Zones) {
 
 fn at(subject: &str, plate: bool, source: &str, ts: i64, pos: [f64; 2]) -> GeoItem {
     GeoItem::Position {
+        next: false,
         subject: subject.into(),
         source: source.into(),
         plate,
