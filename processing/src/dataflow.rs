@@ -229,14 +229,13 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                         table.set_rules(new, &mut out);
                     }
                     let registry = &shared.registry;
+                    let mut in_order = 0u64;
                     input.for_each(|cap, data| {
                         for reading in data.iter() {
                             let (outcome, sample) = table.arrive(reading, &mut out);
                             match outcome {
                                 Outcome::Applied | Outcome::Next => {
-                                    if outcome == Outcome::Next {
-                                        shared.stats.in_order.fetch_add(1, Ordering::Relaxed);
-                                    }
+                                    in_order += u64::from(outcome == Outcome::Next);
                                     if positions {
                                         let next = outcome == Outcome::Next;
                                         geo.extend(position_item(reading, registry, next));
@@ -260,6 +259,8 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                         // In-order readings: their rules now, with the batch.
                         table.apply_ready(&mut out);
                         shared.stats.processed.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        // Counted per batch: the counters are shared by every worker.
+                        shared.stats.in_order.fetch_add(std::mem::take(&mut in_order), Ordering::Relaxed);
                         if !out.is_empty() {
                             output.session(&cap).give_container(&mut out);
                         }
