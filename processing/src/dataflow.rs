@@ -49,12 +49,12 @@ use timely::dataflow::operators::vec::UnorderedInput;
 use timely::dataflow::{ProbeHandle, StreamVec};
 use timely::worker::Worker;
 
-use crate::device_state::{DeviceTable, Outcome};
+use crate::device_state::{DeviceTable, Outcome, RunningRain};
 use crate::geo::{GeoItem, GeoState, enrich, plate_subject_id, wants_positions};
 use crate::reading::Reading;
 use crate::reorder::ReorderBuffer;
 use crate::rules::RuleSet;
-use crate::rules::kind::{DeviceCx, GaugeTotal};
+use crate::rules::kind::{DeviceCx, GaugeTotal, ZoneTotal};
 use crate::sample::Sample;
 use crate::windows::RAIN_WINDOWS_MS;
 use crate::{Shared, ZonesCell};
@@ -102,62 +102,25 @@ fn position_item(reading: &Reading, registry: &Registry, next: bool) -> Option<G
 
 /// The rainfall totals that rules take into zones (`zone_rainfall`), one
 /// item per rule and zone around the gauge: those of windows that closed
-/// (among `out`) and the running ones of readings (`running`: gauge,
-/// reading's event time, the four windows' totals at its bucket's end).
+/// (among `out`) and the running ones of readings.
 fn rain_items(
     out: &[EngineOutput],
-    running: &[(ioc_devices::DeviceIndex, i64, [f64; 4])],
+    running: &[RunningRain],
     bucket_ms: i64,
     rules: &RuleSet,
     cell: &ZonesCell,
     registry: &Registry,
     geo: &mut Vec<GeoItem>,
 ) {
-    let closed = out.iter().filter_map(|o| {
-        let EngineOutput::Window(w) = o else {
-            return None;
-        };
-        let WindowValue::Rainfall { total_mm, .. } = w.value else {
-            return None;
-        };
-        let index = registry.lookup(&w.device)?;
-        let end_ms = w.end.millis();
-        Some((
-            index,
-            GaugeTotal {
-                gauge: w.device.clone(),
-                window_ms: end_ms - w.start.millis(),
-                end_ms,
-                at_ms: end_ms,
-                total_mm,
-                running: false,
-            },
-        ))
-    });
-    let running = running.iter().flat_map(|&(index, ts, totals)| {
-        let end_ms = (ts.div_euclid(bucket_ms) + 1) * bucket_ms;
-        let gauge = registry.shared_id(index);
-        RAIN_WINDOWS_MS
-            .iter()
-            .zip(totals)
-            .map(move |(&window_ms, total_mm)| {
-                (
-                    index,
-                    GaugeTotal {
-                        gauge: gauge.clone(),
-                        window_ms,
-                        end_ms,
-                        at_ms: ts,
-                        total_mm,
-                        running: true,
-                    },
-                )
-            })
-    });
+    let zone_rules: Vec<&crate::rules::Rule> = rules
+        .rules
+        .iter()
+        .filter(|r| r.logic.feeds_zones())
+        .collect();
     let mut totals = Vec::new();
     // The zones in force, taken at the first rainfall total only.
     let mut zones: Option<Arc<Zones>> = None;
-    for (index, total) in closed.chain(running) {
+    let mut send = |index, total: &GaugeTotal<'_>, totals: &mut Vec<ZoneTotal>| {
         let zones = zones.get_or_insert_with(|| cell.current());
         let cx = DeviceCx {
             rules,
@@ -165,12 +128,46 @@ fn rain_items(
             index,
             device: registry.device(index),
         };
-        for rule in &rules.rules {
-            rule.logic
-                .zone_totals(rule, &cx, &total, zones, &mut totals);
+        for rule in &zone_rules {
+            rule.logic.zone_totals(rule, &cx, total, zones, totals);
         }
-        geo.extend(totals.drain(..).map(GeoItem::from));
+    };
+    for o in out {
+        let EngineOutput::Window(w) = o else { continue };
+        let WindowValue::Rainfall { total_mm, .. } = w.value else {
+            continue;
+        };
+        let Some(index) = registry.lookup(&w.device) else {
+            continue;
+        };
+        let end_ms = w.end.millis();
+        let total = GaugeTotal {
+            gauge: &w.device,
+            window_ms: end_ms - w.start.millis(),
+            end_ms,
+            at_ms: end_ms,
+            total_mm,
+            before_mm: total_mm,
+            running: false,
+        };
+        send(index, &total, &mut totals);
     }
+    for r in running {
+        let end_ms = (r.ts.div_euclid(bucket_ms) + 1) * bucket_ms;
+        for (&window_ms, total_mm) in RAIN_WINDOWS_MS.iter().zip(r.totals) {
+            let total = GaugeTotal {
+                gauge: registry.shared_id(r.gauge),
+                window_ms,
+                end_ms,
+                at_ms: r.ts,
+                total_mm,
+                before_mm: total_mm - r.added_mm,
+                running: true,
+            };
+            send(r.gauge, &total, &mut totals);
+        }
+    }
+    geo.extend(totals.drain(..).map(GeoItem::from));
 }
 
 /// Keeps per-device state, windows and rules.

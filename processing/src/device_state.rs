@@ -128,6 +128,19 @@ impl Slot {
     }
 }
 
+/// A rain gauge's running totals as one reading made them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RunningRain {
+    /// The gauge.
+    pub gauge: DeviceIndex,
+    /// The reading's event time, ms.
+    pub ts: i64,
+    /// The four windows' totals at the end of the reading's bucket, mm.
+    pub totals: [f64; 4],
+    /// What the reading added, mm.
+    pub added_mm: f64,
+}
+
 /// What the devices' state takes, worked out at each staleness scan.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StateSize {
@@ -156,9 +169,8 @@ pub struct DeviceTable {
     /// In-order samples taken but not yet applied ([`DeviceTable::apply_ready`]).
     ready: Vec<Sample>,
     /// Running rainfall totals of readings applied since the last
-    /// [`DeviceTable::take_running_rain`]: `(gauge, reading's event time,
-    /// the four windows' totals at its bucket's end)`, for zone rules.
-    running_rain: Vec<(DeviceIndex, i64, [f64; 4])>,
+    /// [`DeviceTable::take_running_rain`], for zone rules.
+    running_rain: Vec<RunningRain>,
     /// Last frontier `advance` saw.
     frontier: i64,
     /// Event time the engine started at (the first frontier).
@@ -363,7 +375,7 @@ impl DeviceTable {
     }
 
     /// The running rainfall totals since the last call (see the field).
-    pub fn take_running_rain(&mut self) -> Vec<(DeviceIndex, i64, [f64; 4])> {
+    pub fn take_running_rain(&mut self) -> Vec<RunningRain> {
         std::mem::take(&mut self.running_rain)
     }
 
@@ -396,7 +408,7 @@ impl DeviceTable {
             return;
         };
         // Windows take every sample, late or not.
-        let mut rained = false;
+        let mut rained = 0.0;
         let windowed = match (device.kind, s.get(Field::RainfallMm), s.traffic) {
             (DeviceKind::RainGauge, Some(mm), _) => {
                 let bucket = self.config.rain_bucket_ms;
@@ -405,7 +417,7 @@ impl DeviceTable {
                 });
                 if let Windows::Rain(r) = w {
                     r.add(s.ts, s.seq, mm);
-                    rained = mm > 0.0;
+                    rained = mm;
                 }
                 true
             }
@@ -441,10 +453,15 @@ impl DeviceTable {
         // A total only grows within its bucket: the moment it passes a
         // level is this reading's (judged now, or after the close before it).
         let running: Option<[RainTotal; 4]> = match &mut slot.windows {
-            Some(Windows::Rain(r)) if rained && self.config.immediate => {
+            Some(Windows::Rain(r)) if rained > 0.0 && self.config.immediate => {
                 let (totals, now) = r.running(s.ts);
                 // Zones judge it once every gauge is known up to its time.
-                self.running_rain.push((s.device, s.ts, totals));
+                self.running_rain.push(RunningRain {
+                    gauge: s.device,
+                    ts: s.ts,
+                    totals,
+                    added_mm: rained,
+                });
                 now.then(|| running_totals(s.ts, totals))
             }
             _ => None,

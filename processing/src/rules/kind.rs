@@ -173,7 +173,7 @@ pub trait RuleKind: Clone + fmt::Debug + PartialEq + Send + Sync + Sized + 'stat
         &self,
         _rule: &Rule,
         _cx: &DeviceCx<'_>,
-        _total: &GaugeTotal,
+        _total: &GaugeTotal<'_>,
         _zones: &Zones,
         _out: &mut Vec<ZoneTotal>,
     ) {
@@ -267,9 +267,9 @@ pub struct Scan {
 /// A rain gauge's rolling total: of a window that closed, or running (as
 /// a reading makes it, a lower bound of what the window closes at).
 #[derive(Clone, Debug, PartialEq)]
-pub struct GaugeTotal {
+pub struct GaugeTotal<'a> {
     /// The gauge.
-    pub gauge: Arc<str>,
+    pub gauge: &'a Arc<str>,
     /// The window's length, ms.
     pub window_ms: i64,
     /// Event time the window ends (closes), ms.
@@ -278,6 +278,8 @@ pub struct GaugeTotal {
     pub at_ms: i64,
     /// The total, mm.
     pub total_mm: f64,
+    /// For a running total, what it was before the reading, mm.
+    pub before_mm: f64,
     /// Whether it is a running total.
     pub running: bool,
 }

@@ -203,7 +203,7 @@ macro_rules! kinds {
                 /// See [`RuleKind::on_scan`].
                 fn on_scan(&self, rule: &Rule, states: &mut States<u16>, cx: &DeviceCx<'_>, scan: &Scan, out: &mut Vec<EngineOutput>) -> ();
                 /// See [`RuleKind::zone_totals`].
-                fn zone_totals(&self, rule: &Rule, cx: &DeviceCx<'_>, total: &GaugeTotal, zones: &Zones, out: &mut Vec<ZoneTotal>) -> ();
+                fn zone_totals(&self, rule: &Rule, cx: &DeviceCx<'_>, total: &GaugeTotal<'_>, zones: &Zones, out: &mut Vec<ZoneTotal>) -> ();
                 /// See [`RuleKind::on_zone_total`].
                 fn on_zone_total(&self, rule: &Rule, states: &mut States<Arc<str>>, cx: &ZoneCx<'_>) -> Option<Alert>;
                 /// See [`RuleKind::on_track`].

@@ -127,11 +127,18 @@ impl RuleKind for ZoneRainfall {
         &self,
         rule: &Rule,
         cx: &DeviceCx<'_>,
-        total: &GaugeTotal,
+        total: &GaugeTotal<'_>,
         zones: &Zones,
         out: &mut Vec<ZoneTotal>,
     ) {
         if total.window_ms != self.rain.window_ms || !rule.applies(cx.index, cx.device) {
+            return;
+        }
+        // A running total only raises, and only a level the gauge passes
+        // with this reading can raise the zone's: the rest are not sent
+        // (the gauge counts with the total that passed, or its last close).
+        let passes = |l: &Level| total.before_mm < l.value && l.value <= total.total_mm;
+        if total.running && !self.rain.levels.iter().any(passes) {
             return;
         }
         let mut near = Vec::new();
@@ -185,21 +192,26 @@ impl RuleKind for ZoneRainfall {
         state.totals.retain(|_, (end, _)| *end > horizon);
         state.running.retain(|_, (end, _)| *end > horizon);
         // Each gauge's latest: its running total of a window not closed
-        // yet, else its last close.
-        let mut latest: Vec<(&Arc<str>, f64)> = state
-            .totals
-            .iter()
-            .filter(|(g, (end, _))| state.running.get(*g).is_none_or(|r| r.0 <= *end))
-            .map(|(g, (_, t))| (g, *t))
-            .chain(
-                state
-                    .running
-                    .iter()
-                    .filter(|(g, (end, _))| state.totals.get(*g).is_none_or(|c| c.0 < *end))
-                    .map(|(g, (_, t))| (g, *t)),
+        // yet, else its last close. (Running totals are few: a gauge has
+        // one only between passing a level and its window's close.)
+        let (totals, running) = (&state.totals, &state.running);
+        let latest = || -> Box<dyn Iterator<Item = (&Arc<str>, f64)> + '_> {
+            let closes = totals.iter().map(|(g, (end, t))| (g, *end, *t));
+            if running.is_empty() {
+                return Box::new(closes.map(|(g, _, t)| (g, t)));
+            }
+            Box::new(
+                closes
+                    .filter(|(g, end, _)| running.get(*g).is_none_or(|r| r.0 <= *end))
+                    .map(|(g, _, t)| (g, t))
+                    .chain(
+                        running
+                            .iter()
+                            .filter(|(g, (end, _))| totals.get(*g).is_none_or(|c| c.0 < *end))
+                            .map(|(g, (_, t))| (g, *t)),
+                    ),
             )
-            .collect();
-        latest.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+        };
         let current = state.tracker.level();
         let counted = |level: &Level, index: usize| {
             // Staying at a level takes a total above it minus the hysteresis.
@@ -208,11 +220,9 @@ impl RuleKind for ZoneRainfall {
             } else {
                 level.value
             };
-            latest
-                .iter()
-                .filter(|(_, t)| *t >= floor)
-                .copied()
-                .collect::<Vec<_>>()
+            let mut over: Vec<(&Arc<str>, f64)> = latest().filter(|(_, t)| *t >= floor).collect();
+            over.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+            over
         };
         let mut level = 0u8;
         let mut gauges = Vec::new();
