@@ -8,15 +8,19 @@
 //!                   DeviceState operator
 //!                     ├─ at arrival: latest state, camera counts, watch list,
 //!                     │  positions and plate reads for the geo operator
-//!                     ├─ reorder buffer (by event time) until the frontier passes
-//!                     └─ released in event-time order: windows, rules;
-//!                        as the frontier moves: closed windows, staleness;
-//!                        rainfall totals for zone rules
+//!                     ├─ in order for its device (next seq): windows, rules,
+//!                     │  with its input batch
+//!                     ├─ otherwise reorder buffer (by event time) until the
+//!                     │  frontier passes, then windows, rules in event-time order
+//!                     └─ as the frontier moves: closed windows, staleness;
+//!                        rainfall totals (closed, and running ones that pass a
+//!                        level) for zone rules
 //!          ┌──────────┴──────────────┐ (two outputs)
 //!          │ outputs                 │ geo items: Exchange by subject or zone
 //!          │                         ▼
 //!          │                       Geo operator (held until the frontier
-//!          │                       passes, applied in event-time order):
+//!          │                       passes, applied in event-time order; a
+//!          │                       device's own in-order position at once):
 //!          │                       geofences, tracks, zone rules
 //!          ▼                         ▼
 //!        output sinks (alerts enriched with zones and nearest assets)

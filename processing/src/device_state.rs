@@ -6,14 +6,19 @@
 //! 1. [`DeviceTable::arrive`], at once: the latest state for the live
 //!    screens (duplicates and readings older than the latest are recognised
 //!    and counted), camera counts and watch-list reads, which need no
-//!    order. It returns the reading's [`Sample`] for the reorder buffer.
-//! 2. [`DeviceTable::release`], once the watermark has passed the reading:
-//!    samples in event-time order feed the rainfall and traffic windows and
-//!    the rules, so rules see each device's readings in event-time order
-//!    whatever order they arrived in. A sample older than one the rules
-//!    already saw (late) still amends its windows (emitted again as
-//!    revisions, and rainfall rules re-evaluate), but does not rewind the
-//!    rules' state machines.
+//!    order. A reading that directly follows its device's previous one
+//!    (next `seq`, not older, nothing of the device waiting:
+//!    [`Outcome::Next`]) is queued for [`DeviceTable::apply_ready`], which
+//!    the dataflow calls after each input batch; any other returns its
+//!    [`Sample`] for the reorder buffer.
+//! 2. [`DeviceTable::release`], once the watermark has passed the reading
+//!    (or `apply_ready` for the in-order ones): samples in each device's
+//!    event-time order feed the rainfall and traffic windows and the rules.
+//!    A rain gauge's running totals are judged with the reading (after the
+//!    close before it), as lower bounds that can only raise. A sample older
+//!    than one the rules already saw (late) still amends its windows
+//!    (emitted again as revisions, and rainfall rules re-evaluate), but
+//!    does not rewind the rules' state machines.
 //!
 //! [`DeviceTable::advance`] runs as the watermark moves: it emits windows
 //! that closed, revisions, rainfall rules, and the staleness scan.

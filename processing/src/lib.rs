@@ -2,19 +2,20 @@
 //!
 //! - [`Engine::start`] spawns the workers (at least two) and returns an
 //!   [`EngineInput`], the bounded hand-off that ingest sends [`Reading`]s to;
-//! - [`watermark`]: the shared event-time watermark that every worker's
+//! - `watermark`: the shared event-time watermark that every worker's
 //!   input capability follows, so frontiers are watermarks;
-//! - [`dataflow`]: the dataflow itself: readings are exchanged by device to
-//!   the worker that owns it, applied to [`device_state::DeviceTable`]
-//!   (latest state at once; windows and rules in event-time order once the
-//!   watermark passes them); results leave through a bounded channel of
+//! - `dataflow`: the dataflow itself: readings are exchanged by device to
+//!   the worker that owns it, applied to `device_state::DeviceTable`
+//!   (latest state at once; windows and rules with each reading that
+//!   follows its device's previous one, the rest in event-time order once
+//!   the watermark passes them); results leave through a bounded channel of
 //!   [`EngineOutput`]s;
-//! - [`windows`]: rolling rainfall totals, traffic and camera aggregates;
-//! - [`rules`]: the rules file ([`rules::RuleSet`], reloadable through
+//! - `windows`: rolling rainfall totals, traffic and camera aggregates;
+//! - `rules`: the rules file ([`RuleSet`], reloadable through
 //!   [`RulesCell`]) and each rule kind, one module each behind
 //!   `rules::RuleKind`, its state a plain serializable value, tested
 //!   without timely;
-//! - [`geo`]: the geo operator's state (moving subjects' zones and
+//! - `geo`: the geo operator's state (moving subjects' zones and
 //!   tracks, zones' rule states), which calls the kinds' geo hooks.
 //!
 //! Other crates use the engine ([`Engine`], [`EngineConfig`],
