@@ -582,23 +582,23 @@ async fn provoke(
     // Past the watermark (out-of-orderness and the idle timeout: 2 s each).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / ALERT_CHANGES_PER_S));
-    let (mut sent, mut k) = (0u64, 0usize);
     let mut seqs = vec![1u64; gauges.len()];
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => break,
-            _ = interval.tick() => {}
+    let mut k = 0usize;
+    // Rounds alternate, all gauges up then all down; once stopped, the
+    // round under way is finished at once so that every gauge ends resolved.
+    while !(stop.is_cancelled() && k % (2 * gauges.len()) == 0) {
+        if !stop.is_cancelled() {
+            tokio::select! {
+                () = stop.cancelled() => continue,
+                _ = interval.tick() => {}
+            }
         }
         let g = k % gauges.len();
         let (index, levels) = gauges[g];
-        // Rounds alternate: all gauges up, then all down.
         let up = (k / gauges.len()) % 2 == 0;
         seqs[g] += 1;
-        let (topic, id, body) = send(
-            index,
-            seqs[g],
-            if up { levels[2] + 0.5 } else { levels[0] - 1.0 },
-        );
+        let level = if up { levels[2] + 0.5 } else { levels[0] - 1.0 };
+        let (topic, id, body) = send(index, seqs[g], level);
         pending
             .lock()
             .unwrap()
@@ -607,31 +607,9 @@ async fn provoke(
             .publish(topic, QoS::AtLeastOnce, false, body)
             .await
             .unwrap();
-        sent += 1;
         k += 1;
     }
-    // Every round completed, so each gauge ends resolved.
-    while k % (2 * gauges.len()) != 0 {
-        let g = k % gauges.len();
-        let (index, levels) = gauges[g];
-        let up = (k / gauges.len()) % 2 == 0;
-        seqs[g] += 1;
-        let (topic, id, body) = send(
-            index,
-            seqs[g],
-            if up { levels[2] + 0.5 } else { levels[0] - 1.0 },
-        );
-        pending
-            .lock()
-            .unwrap()
-            .insert((id, seqs[g]), Instant::now());
-        client
-            .publish(topic, QoS::AtLeastOnce, false, body)
-            .await
-            .unwrap();
-        sent += 1;
-        k += 1;
-    }
+    let sent = k as u64;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = client.disconnect().await;
     poll.abort();
