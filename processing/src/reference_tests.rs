@@ -114,32 +114,67 @@ fn operator(
     batch: usize,
     end: &[i64],
 ) -> Vec<EngineOutput> {
+    run_operators(registry, rules, arrivals, batch, end, Stage::Device, true).0
+}
+
+/// Which operator's outputs [`run_operators`] captures.
+#[derive(Clone, Copy, PartialEq)]
+enum Stage {
+    /// The device-state operator's.
+    Device,
+    /// The geo operator's after it (with the demo zones).
+    Geo,
+}
+
+/// [`operator`], deciding at each in-order reading or (`immediate` false)
+/// only at the watermark, capturing `stage`'s outputs; also the counters.
+fn run_operators(
+    registry: &Arc<Registry>,
+    rules: &Arc<RuleSet>,
+    arrivals: &[Reading],
+    batch: usize,
+    end: &[i64],
+    stage: Stage,
+    immediate: bool,
+) -> (Vec<EngineOutput>, Arc<EngineStats>) {
     let registry = registry.clone();
     let rules = rules.clone();
     let arrivals = arrivals.to_vec();
     let end = end.to_vec();
-    timely::execute_directly(move |worker| {
+    let stats = Arc::new(EngineStats::default());
+    let counters = stats.clone();
+    let outputs = timely::execute_directly(move |worker| {
+        let zones = match stage {
+            Stage::Device => Arc::default(),
+            Stage::Geo => Arc::new(crate::ZonesCell::new(Arc::new(
+                ioc_devices::Zones::from_geojson(ioc_devices::catalogue::SONLA_ZONES).unwrap(),
+            ))),
+        };
+        let config = TableConfig {
+            immediate,
+            ..TableConfig::default()
+        };
         let shared = Arc::new(Shared {
             rxs: Vec::new(),
             registry: registry.clone(),
             rules: Arc::new(RulesCell::new(rules.clone())),
-            zones: Arc::default(),
-            table: TableConfig::default(),
+            zones,
+            table: config,
             watermark: Watermark::new(OOO_MS, i64::MAX / 4, Timestamp(T0)),
             lateness_ms: 3_600_000,
             threads: Vec::new(),
-            stats: Arc::new(EngineStats::default()),
+            stats: counters.clone(),
         });
-        let table = DeviceTable::new(
-            registry.clone(),
-            rules.clone(),
-            TableConfig::default(),
-            0,
-            1,
-        );
+        let table = DeviceTable::new(registry.clone(), rules.clone(), config, 0, 1);
         let (mut input, probe, captured) = worker.dataflow::<u64, _, _>(|scope| {
+            use crate::dataflow::GeoOp;
             let (input, stream) = scope.new_input::<Vec<Reading>>();
-            let (probe, out) = stream.device_state(table, shared.clone()).0.probe();
+            let (outputs, geo) = stream.device_state(table, shared.clone());
+            let captured = match stage {
+                Stage::Device => outputs,
+                Stage::Geo => geo.geo(shared.clone()),
+            };
+            let (probe, out) = captured.probe();
             (input, probe, out.capture())
         });
         input.advance_to(T0 as u64);
@@ -171,8 +206,9 @@ fn operator(
                 Event::Messages(_, data) => data,
                 Event::Progress(_) => Vec::new(),
             })
-            .collect()
-    })
+            .collect::<Vec<_>>()
+    });
+    (outputs, stats)
 }
 
 /// Per rule and subject, the episodes: for each, the levels it went
@@ -347,7 +383,8 @@ proptest! {
             TableConfig { immediate: false, ..TableConfig::default() },
         );
         let arrivals = disorder(&sorted, seed, OOO_MS / 2, 7);
-        let got = operator(&registry, &rules, &arrivals, batch, &end);
+        let (got, stats) = run_operators(&registry, &rules, &arrivals, batch, &end, Stage::Device, true);
+        prop_assert!(stats.in_order.load(Ordering::Relaxed) > 0, "no reading was decided at once");
         let rainfall: Vec<&str> = rules
             .rules
             .iter()
@@ -389,81 +426,6 @@ proptest! {
     }
 }
 
-/// The device and geo operators under timely, fed `arrivals` in batches of
-/// `batch` with the frontier following the watermark as in [`operator`];
-/// what the geo operator concludes, and the engine's counters.
-fn geo_operator(
-    registry: &Arc<Registry>,
-    rules: &Arc<RuleSet>,
-    arrivals: &[Reading],
-    batch: usize,
-    end: &[i64],
-    immediate: bool,
-) -> (Vec<EngineOutput>, Arc<EngineStats>) {
-    let registry = registry.clone();
-    let rules = rules.clone();
-    let arrivals = arrivals.to_vec();
-    let end = end.to_vec();
-    let stats = Arc::new(EngineStats::default());
-    let counters = stats.clone();
-    let outputs = timely::execute_directly(move |worker| {
-        let zones = ioc_devices::Zones::from_geojson(ioc_devices::catalogue::SONLA_ZONES).unwrap();
-        let config = TableConfig {
-            immediate,
-            ..TableConfig::default()
-        };
-        let shared = Arc::new(Shared {
-            rxs: Vec::new(),
-            registry: registry.clone(),
-            rules: Arc::new(RulesCell::new(rules.clone())),
-            zones: Arc::new(crate::ZonesCell::new(Arc::new(zones))),
-            table: config,
-            watermark: Watermark::new(OOO_MS, i64::MAX / 4, Timestamp(T0)),
-            lateness_ms: 3_600_000,
-            threads: Vec::new(),
-            stats: counters.clone(),
-        });
-        let table = DeviceTable::new(registry.clone(), rules.clone(), config, 0, 1);
-        let (mut input, probe, captured) = worker.dataflow::<u64, _, _>(|scope| {
-            use crate::dataflow::GeoOp;
-            let (input, stream) = scope.new_input::<Vec<Reading>>();
-            let geo = stream
-                .device_state(table, shared.clone())
-                .1
-                .geo(shared.clone());
-            let (probe, out) = geo.probe();
-            (input, probe, out.capture())
-        });
-        input.advance_to(T0 as u64);
-        let mut newest = T0;
-        for chunk in arrivals.chunks(batch) {
-            for r in chunk {
-                newest = newest.max(r.envelope.ts.millis());
-                input.send(r.clone());
-            }
-            let watermark = (newest - OOO_MS) as u64;
-            if watermark > *input.time() {
-                input.advance_to(watermark);
-            }
-            worker.step_while(|| probe.less_than(input.time()));
-        }
-        for &t in &end {
-            input.advance_to(t as u64);
-            worker.step_while(|| probe.less_than(input.time()));
-        }
-        drop(input);
-        worker.step_while(|| !probe.done());
-        captured
-            .try_iter()
-            .flat_map(|e| match e {
-                Event::Messages(_, data) => data,
-                Event::Progress(_) => Vec::new(),
-            })
-            .collect::<Vec<_>>()
-    });
-    (outputs, stats)
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 4, ..ProptestConfig::default() })]
 
@@ -491,8 +453,8 @@ proptest! {
         let last = T0 + 20 * 60_000;
         let end = vec![last + OOO_MS + 1, last + OOO_MS + 61_000];
         let arrivals = disorder(&sorted, seed, OOO_MS / 2, 7);
-        let (oracle, _) = geo_operator(&registry, &rules, &arrivals, batch, &end, false);
-        let (got, stats) = geo_operator(&registry, &rules, &arrivals, batch, &end, true);
+        let (oracle, _) = run_operators(&registry, &rules, &arrivals, batch, &end, Stage::Geo, false);
+        let (got, stats) = run_operators(&registry, &rules, &arrivals, batch, &end, Stage::Geo, true);
         let gauge = |outs: &[EngineOutput]| -> Vec<String> {
             let mut v: Vec<String> = outs
                 .iter()
