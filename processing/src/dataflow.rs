@@ -344,7 +344,10 @@ impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, GeoItem> {
             let mut pending: ReorderBuffer<GeoItem> = ReorderBuffer::default();
             // Devices' positions waiting in `pending`, by subject: a device's
             // next position is applied at once only when none is.
-            let mut waiting: HashMap<Arc<str>, u32> = HashMap::new();
+            // Device ids from the field, hashed per position: foldhash, as
+            // the geo state's own maps.
+            let mut waiting: HashMap<Arc<str>, u32, foldhash::fast::RandomState> =
+                HashMap::default();
             let immediate = shared.table.immediate;
             let mut ready = Vec::new();
             let mut out = Vec::new();
