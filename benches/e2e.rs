@@ -631,9 +631,11 @@ fn start_ioc(
              [embedded_broker]\nenabled = false\n[simulator]\nenabled = false\n\
              [catalogue]\nscale = {devices}\n\
              [dead_letter]\nfile = \"{}\"\n\
-             [alerts]\ndatabase = \"sqlite://{}\"\n",
+             [alerts]\ndatabase = \"sqlite://{}\"\n\
+             [checkpoint]\ndir = \"{}\"\n",
             dir.join("dead-letters.jsonl").display(),
             dir.join("alerts.db").display(),
+            dir.join("state").display(),
             admin = common::TEST_ADMIN,
         ),
     )

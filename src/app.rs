@@ -115,6 +115,31 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     let zones = Arc::new(ioc_processing::ZonesCell::new(Arc::new(zones)));
     let p = &config.processing;
+    // Batches of engine outputs the hub has routed, and the alert store
+    // once open: a checkpoint counts only once the alert changes before
+    // it are stored.
+    let routed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let alerts_cell: Arc<std::sync::OnceLock<Arc<ioc_alerts::AlertService>>> = Arc::default();
+    let outputs_durable = {
+        let (routed, cell) = (routed.clone(), alerts_cell.clone());
+        let handle = tokio::runtime::Handle::current();
+        Arc::new(move |sent: u64| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while routed.load(std::sync::atomic::Ordering::Acquire) < sent {
+                if std::time::Instant::now() > deadline {
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let Some(alerts) = cell.get() else {
+                return false;
+            };
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            handle
+                .block_on(async move { tokio::time::timeout(left, alerts.flushed()).await })
+                .is_ok()
+        }) as ioc_processing::durable::coordinator::OutputsDurable
+    };
     let engine_config = EngineConfig {
         workers: p.workers,
         out_of_orderness: p.out_of_orderness,
@@ -124,14 +149,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         rain_bucket: p.rain_bucket,
         rules: Some(Arc::new(rules)),
         zones: Some(zones.clone()),
+        durable: config.checkpoint.durable(),
+        outputs_durable: Some(outputs_durable),
         ..EngineConfig::default()
     };
     // Batches of engine outputs (a timely message each, up to ~1 000).
     let (out_tx, out_rx) = flume::bounded(256);
-    let (engine, input) = Engine::start(&engine_config, registry.clone(), out_tx.clone())?;
+    let (mut engine, input) = Engine::start(&engine_config, registry.clone(), out_tx.clone())?;
     let engine_stats = engine.stats();
     let reloader = Reloader::new(rules_source, engine.rules(), zones_source, zones.clone());
-    let engine = tokio::task::spawn_blocking(move || engine.join().map_err(anyhow::Error::from));
 
     let (influx, influx_input) = if config.influx.enabled {
         let (sink, input) = Sink::start(&config.influx, registry.clone())?;
@@ -180,7 +206,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         hub.clone(),
         out_rx,
         move |batch| router.route_engine(&to_store, batch),
+        routed.clone(),
     ));
+    let _ = alerts_cell.set(alerts.clone());
 
     let ingest_stats = Arc::new(IngestStats::default());
     let sink = FileSink::open(&config.dead_letter).with_context(|| {
@@ -201,13 +229,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut ingestor = Ingestor::new(
         registry.clone(),
         config.limits(),
-        input,
+        input.clone(),
         dead_letters.clone(),
         ingest_stats.clone(),
     );
     if let Some(input) = influx_input {
         ingestor = ingestor.with_timeseries(input);
     }
+    // What the journal holds after the restored checkpoint goes through the
+    // engine again (and to the time series: same points, same timestamps)
+    // before any source starts.
+    let (engine, recovered) = {
+        let (input, ingestor) = (input.clone(), ingestor.clone());
+        tokio::task::spawn_blocking(move || {
+            let r = engine.replay(&input, |r| ingestor.rearchive_blocking(r));
+            r.map(|r| (engine, r))
+        })
+        .await??
+    };
+    drop(input);
+    if config.checkpoint.enabled {
+        info!(
+            checkpoint = ?recovered.checkpoint,
+            replayed = recovered.readings,
+            dir = %config.checkpoint.dir.display(),
+            "engine state recovered"
+        );
+    }
+    let engine = tokio::task::spawn_blocking(move || engine.join().map_err(anyhow::Error::from));
     let http_ingest = config.http_ingest.enabled.then(|| {
         Arc::new(HttpIngest::new(
             config.http_ingest.clone(),

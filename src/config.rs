@@ -48,6 +48,57 @@ pub struct Config {
     pub rules: RulesConfig,
     /// The alert store.
     pub alerts: ioc_alerts::AlertsConfig,
+    /// Durable engine state: checkpoints and the ingest journal.
+    pub checkpoint: CheckpointConfig,
+}
+
+/// Durable engine state: where checkpoints and the ingest journal go, how
+/// often a checkpoint is taken and how many are kept.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Keep state across restarts. Off, a restart forgets every window,
+    /// rule state, geofence and track, and readings are acknowledged as
+    /// soon as the engine has them in memory.
+    pub enabled: bool,
+    /// Directory for `checkpoints/` and `journal/`.
+    pub dir: PathBuf,
+    /// Time between checkpoints: a restart replays at most about this
+    /// much of the journal.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Complete checkpoints kept (the older ones are the fall-back when
+    /// the newest is damaged).
+    pub retain: usize,
+    /// Most bytes the journal may hold; beyond it ingestion waits (MQTT and
+    /// Kafka messages stay unacknowledged, HTTP requests wait) until a
+    /// checkpoint cuts it.
+    pub journal_max_bytes: u64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        let d = ioc_processing::DurableConfig::default();
+        CheckpointConfig {
+            enabled: true,
+            dir: PathBuf::from("data/state"),
+            interval: d.interval,
+            retain: d.retain,
+            journal_max_bytes: d.journal_max_bytes,
+        }
+    }
+}
+
+impl CheckpointConfig {
+    /// The engine's settings, `None` when off.
+    pub fn durable(&self) -> Option<ioc_processing::DurableConfig> {
+        self.enabled.then(|| ioc_processing::DurableConfig {
+            dir: self.dir.clone(),
+            interval: self.interval,
+            retain: self.retain,
+            journal_max_bytes: self.journal_max_bytes,
+        })
+    }
 }
 
 /// Where the rules come from and how they are reloaded.
@@ -224,7 +275,9 @@ impl Default for ProcessingConfig {
 }
 
 /// Top-level sections, for filtering `IOC_*` variables.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 13] = [
+    "alerts",
+    "checkpoint",
     "http",
     "mqtt",
     "kafka",
@@ -294,6 +347,25 @@ impl Config {
             self.processing.workers >= 1,
             "processing.workers: must be at least 1",
         );
+        check(
+            self.processing.workers <= usize::from(ioc_processing::durable::PARTITIONS),
+            "processing.workers: at most 256 (the engine state's key partitions)",
+        );
+        if self.checkpoint.enabled {
+            check(
+                !self.checkpoint.dir.as_os_str().is_empty(),
+                "checkpoint.dir: must name a directory",
+            );
+            check(
+                self.checkpoint.interval >= Duration::from_millis(100),
+                "checkpoint.interval: at least 100ms",
+            );
+            check(self.checkpoint.retain >= 1, "checkpoint.retain: at least 1");
+            check(
+                self.checkpoint.journal_max_bytes >= 1 << 20,
+                "checkpoint.journal_max_bytes: at least 1 MiB",
+            );
+        }
         let bucket = self.processing.rain_bucket.as_millis();
         check(
             bucket >= 1000 && 3_600_000 % bucket == 0,

@@ -311,6 +311,8 @@ async fn lifecycle_with_postgresql() {
 }
 
 /// The `ioc` binary with its configuration and alert database in `dir`.
+/// The engine keeps no state across restarts here: what survives a kill
+/// is the alert store's alone (`e2e_durable` covers the engine's).
 fn spawn_ioc(dir: &Path, http_port: u16, mqtt_port: u16) -> Child {
     let config = dir.join("ioc.toml");
     std::fs::write(
@@ -322,6 +324,7 @@ fn spawn_ioc(dir: &Path, http_port: u16, mqtt_port: u16) -> Child {
              [simulator]\nenabled = false\n\
              [dead_letter]\nfile = \"{dir}/dead-letters.jsonl\"\n\
              [alerts]\ndatabase = \"sqlite://{dir}/alerts.db\"\n\
+             [checkpoint]\nenabled = false\n\
              [[alerts.webhooks]]\nname = \"agency\"\nurl = \"http://127.0.0.1:{closed}/hook\"\n\
              secret = \"agency-secret-0123456789\"\nrules = [\"river_level\"]\nmax_attempts = 1000\n\
              [http_ingest]\nenabled = true\n\

@@ -376,6 +376,7 @@ fn spawn_ioc(dir: &Path, http_port: u16, victoria: &Victoria) -> Child {
              [simulator]\nenabled = false\n\
              [dead_letter]\nfile = \"{dir}/dead-letters.jsonl\"\n\
              [alerts]\ndatabase = \"sqlite://{dir}/alerts.db\"\n\
+             [checkpoint]\ndir = \"{dir}/state\"\n\
              [influx]\nenabled = true\nurl = \"{url}\"\nspool_dir = \"{dir}/spool\"\n\
              batch_size = 100\nflush_interval = \"100ms\"\nmax_backoff = \"300ms\"\n\
              [http_ingest]\nenabled = true\n\

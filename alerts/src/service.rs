@@ -130,8 +130,8 @@ impl AlertsConfig {
 pub struct AlertService {
     store: Arc<AlertStore>,
     cap: crate::channels::cap::CapSender,
-    /// Each change with when it was offered.
-    intake: mpsc::UnboundedSender<(Instant, Alert)>,
+    /// Each change with when it was offered, and barriers.
+    intake: mpsc::UnboundedSender<Intake>,
     out: Arc<Ordered>,
 }
 
@@ -141,6 +141,16 @@ impl std::fmt::Debug for AlertService {
             .field("store", &self.store)
             .finish_non_exhaustive()
     }
+}
+
+/// What the store task takes, in order.
+// Nearly every item is an alert: boxing it would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+enum Intake {
+    /// A change of the rule, with when it was offered.
+    Alert(Instant, Alert),
+    /// Answered once everything offered before it is stored.
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Publication in commit order. Operators' actions (API tasks) and the
@@ -223,9 +233,23 @@ impl AlertService {
     /// queue holds what the database has not taken yet (alerts are few).
     pub fn offer(&self, alert: Alert) {
         metrics::gauge!("ioc_alert_store_queue").increment(1.0);
-        if self.intake.send((Instant::now(), alert)).is_err() {
+        if self
+            .intake
+            .send(Intake::Alert(Instant::now(), alert))
+            .is_err()
+        {
             tracing::error!("alert store stopped: an alert change was not stored");
             metrics::counter!("ioc_alert_store_lost_total").increment(1);
+        }
+    }
+
+    /// Returns once every change offered before the call is stored (or
+    /// the service stopped): the engine's checkpoint waits for it, so a
+    /// restart never skips a change it made before the checkpoint.
+    pub async fn flushed(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.intake.send(Intake::Barrier(tx)).is_ok() {
+            let _ = rx.await;
         }
     }
 
@@ -461,7 +485,7 @@ async fn post(client: &reqwest::Client, hook: &Webhook, d: &Delivery) -> Result<
 
 async fn run(
     store: Arc<AlertStore>,
-    mut rx: mpsc::UnboundedReceiver<(Instant, Alert)>,
+    mut rx: mpsc::UnboundedReceiver<Intake>,
     out: Arc<Ordered>,
     renotify_after: Duration,
     cancel: CancellationToken,
@@ -481,10 +505,18 @@ async fn run(
                 if n == 0 {
                     break;
                 }
-                metrics::gauge!("ioc_alert_store_queue").decrement(n as f64);
                 let _order = out.order.lock().await;
                 let mut done = Vec::with_capacity(n);
-                for (offered, alert) in batch.drain(..) {
+                let mut barriers = Vec::new();
+                for item in batch.drain(..) {
+                    let (offered, alert) = match item {
+                        Intake::Alert(offered, alert) => (offered, alert),
+                        Intake::Barrier(b) => {
+                            barriers.push(b);
+                            continue;
+                        }
+                    };
+                    metrics::gauge!("ioc_alert_store_queue").decrement(1.0);
                     let started = Instant::now();
                     metrics::histogram!("ioc_alert_store_wait_seconds")
                         .record(started.duration_since(offered).as_secs_f64());
@@ -495,6 +527,9 @@ async fn run(
                         .record(started.elapsed().as_secs_f64());
                 }
                 out.emit(done);
+                for b in barriers {
+                    let _ = b.send(());
+                }
             }
             _ = timer.tick(), if !renotify_after.is_zero() => {
                 let now = Timestamp::now();
@@ -516,14 +551,13 @@ async fn run(
     store.close().await;
 }
 
-async fn cancel_drain(
-    store: &AlertStore,
-    rx: &mut mpsc::UnboundedReceiver<(Instant, Alert)>,
-    out: &Ordered,
-) {
+async fn cancel_drain(store: &AlertStore, rx: &mut mpsc::UnboundedReceiver<Intake>, out: &Ordered) {
     let _order = out.order.lock().await;
     let mut done = Vec::new();
-    while let Ok((_, alert)) = rx.try_recv() {
+    while let Ok(item) = rx.try_recv() {
+        let Intake::Alert(_, alert) = item else {
+            continue;
+        };
         metrics::gauge!("ioc_alert_store_queue").decrement(1.0);
         match store.apply_rule(&alert, Timestamp::now()).await {
             Ok(Some(change)) => done.push(change),

@@ -541,17 +541,24 @@ pub async fn run(
     hub: Arc<LiveHub>,
     outputs: flume::Receiver<Vec<EngineOutput>>,
     mut observe: impl FnMut(&mut Vec<EngineOutput>),
+    routed: Arc<std::sync::atomic::AtomicU64>,
 ) {
     while let Ok(mut batch) = outputs.recv_async().await {
+        let mut taken = 1;
         // Whatever else is already queued, up to about 4 096 outputs.
         while batch.len() < 4096 {
             match outputs.try_recv() {
-                Ok(more) => batch.extend(more),
+                Ok(more) => {
+                    batch.extend(more);
+                    taken += 1;
+                }
                 Err(_) => break,
             }
         }
         observe(&mut batch);
         hub.apply(batch);
+        // Batches taken and handed on (the engine's checkpoints wait for it).
+        routed.fetch_add(taken, std::sync::atomic::Ordering::Release);
     }
 }
 

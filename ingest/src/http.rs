@@ -219,6 +219,8 @@ impl HttpIngest {
         } else {
             body.split(|&b| b == b'\n').collect()
         };
+        // Answered once the journal holds every accepted line.
+        let mut receipts = Vec::new();
         for (i, line) in lines.into_iter().enumerate() {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
@@ -230,7 +232,8 @@ impl HttpIngest {
                 scope: &token.devices,
             };
             let result = match ingestor.submit(origin, line).await? {
-                Ok(()) => {
+                Ok(receipt) => {
+                    receipts.push(receipt);
                     report.accepted += 1;
                     LineResult {
                         line: i + 1,
@@ -252,6 +255,9 @@ impl HttpIngest {
                 }
             };
             report.results.push(result);
+        }
+        for r in receipts {
+            r.durable().await?;
         }
         Ok(report)
     }

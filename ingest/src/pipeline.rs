@@ -3,15 +3,17 @@
 //!
 //! [`Ingestor::submit`] returns only when the message is *handled*: either
 //! the engine's input channel holds the reading or the dead-letter writer
-//! holds the rejection. Sources acknowledge (MQTT ack, Kafka offset store,
-//! HTTP response) only after that, which is what makes delivery
-//! at-least-once end to end. With a time-series sink configured, an
+//! holds the rejection. An accepted reading comes with a [`Receipt`] that
+//! resolves once the engine's journal holds it on disk (at once when state
+//! is kept in memory only). Sources acknowledge (MQTT ack, Kafka offset
+//! store, HTTP response) only after that, which is what makes delivery
+//! at-least-once end to end, across a crash too. With a time-series sink configured, an
 //! accepted reading is queued for it first (see `ioc_timeseries`).
 
 use std::sync::Arc;
 
 use ioc_devices::Registry;
-use ioc_processing::{Closed, EngineInput, Reading};
+use ioc_processing::{Closed, EngineInput, Reading, Receipt};
 use ioc_schemas::{EngineOutput, Limits, RejectReason, Rejection, Timestamp};
 
 use crate::deadletter::{DeadLetter, DeadLetters, Origin};
@@ -162,6 +164,14 @@ impl Ingestor {
         })
     }
 
+    /// Rewrites a reading replayed from the engine's journal to the time
+    /// series (points keep their event time, so a rewrite is idempotent).
+    pub fn rearchive_blocking(&self, reading: &Reading) {
+        if let Some(ts) = &self.timeseries {
+            let _ = ts.send_blocking(Self::archive(reading));
+        }
+    }
+
     /// Hands a rejected message's dead letter to the writer; returns the
     /// rejection for the source to report.
     async fn dead_letter(&self, (rejection, letter): (Rejection, DeadLetter)) -> Rejection {
@@ -169,22 +179,23 @@ impl Ingestor {
         rejection
     }
 
-    /// Handles one message. `Ok(Ok(()))`: accepted and queued for the engine;
-    /// `Ok(Err(rejection))`: dead-lettered; `Err(Closed)`: the engine is
-    /// shutting down and the message was not taken (do not acknowledge it).
+    /// Handles one message. `Ok(Ok(receipt))`: accepted and queued for the
+    /// engine (acknowledge once the receipt resolves); `Ok(Err(rejection))`:
+    /// dead-lettered; `Err(Closed)`: the engine is shutting down and the
+    /// message was not taken (do not acknowledge it).
     pub async fn submit(
         &self,
         origin: Origin<'_>,
         payload: &[u8],
-    ) -> Result<Result<(), Rejection>, Closed> {
+    ) -> Result<Result<Receipt, Rejection>, Closed> {
         match self.triage(&origin, payload, |now| self.check(&origin, payload, now)) {
             Ok(reading) => {
                 if let Some(ts) = &self.timeseries {
                     ts.send(Self::archive(&reading)).await.map_err(|_| Closed)?;
                 }
-                self.engine.send(reading).await?;
+                let receipt = self.engine.send(reading).await?;
                 self.stats.accepted(origin.source());
-                Ok(Ok(()))
+                Ok(Ok(receipt))
             }
             Err(rejected) => Ok(Err(self.dead_letter(*rejected).await)),
         }
@@ -204,6 +215,7 @@ impl Ingestor {
         }) {
             Ok(change) => {
                 if let (Some(change), Some(tx)) = (change, &self.presence) {
+                    self.engine.note_output();
                     tx.send_async(vec![EngineOutput::Presence(change)])
                         .await
                         .map_err(|_| Closed)?;
@@ -220,16 +232,16 @@ impl Ingestor {
         &self,
         origin: Origin<'_>,
         payload: &[u8],
-    ) -> Result<Result<(), Rejection>, Closed> {
+    ) -> Result<Result<Receipt, Rejection>, Closed> {
         match self.triage(&origin, payload, |now| self.check(&origin, payload, now)) {
             Ok(reading) => {
                 if let Some(ts) = &self.timeseries {
                     ts.send_blocking(Self::archive(&reading))
                         .map_err(|_| Closed)?;
                 }
-                self.engine.send_blocking(reading)?;
+                let receipt = self.engine.send_blocking(reading)?;
                 self.stats.accepted(origin.source());
-                Ok(Ok(()))
+                Ok(Ok(receipt))
             }
             Err(rejected) => {
                 let (rejection, letter) = *rejected;

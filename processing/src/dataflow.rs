@@ -54,6 +54,7 @@ use timely::dataflow::{ProbeHandle, StreamVec};
 use timely::worker::Worker;
 
 use crate::device_state::{DeviceTable, Outcome, RunningRain};
+use crate::durable::PARTITIONS;
 use crate::geo::{GeoItem, GeoState, enrich, plate_subject_id, wants_positions};
 use crate::reading::Reading;
 use crate::reorder::ReorderBuffer;
@@ -62,6 +63,21 @@ use crate::rules::kind::{DeviceCx, GaugeTotal, ZoneTotal};
 use crate::sample::Sample;
 use crate::windows::RAIN_WINDOWS_MS;
 use crate::{Shared, ZonesCell};
+
+/// What flows on the dataflow's edges: data, or a checkpoint's mark for
+/// the operator on worker `to` (see `crate::durable`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum Item<T> {
+    /// A reading or a geo item.
+    Data(T),
+    /// The mark of checkpoint `epoch`, for worker `to`.
+    Mark {
+        /// The checkpoint.
+        epoch: u64,
+        /// The worker it is for.
+        to: u32,
+    },
+}
 
 /// Most readings a worker takes from the channel before stepping the dataflow.
 const BATCH: usize = 4096;
@@ -184,26 +200,34 @@ pub trait DeviceStateOp<'scope> {
         table: DeviceTable,
         shared: Arc<Shared>,
     ) -> (
-        StreamVec<'scope, u64, EngineOutput>,
-        StreamVec<'scope, u64, GeoItem>,
+        StreamVec<'scope, u64, Item<EngineOutput>>,
+        StreamVec<'scope, u64, Item<GeoItem>>,
     );
 }
 
-impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
+impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Item<Reading>> {
     fn device_state(
         self,
         mut table: DeviceTable,
         shared: Arc<Shared>,
     ) -> (
-        StreamVec<'scope, u64, EngineOutput>,
-        StreamVec<'scope, u64, GeoItem>,
+        StreamVec<'scope, u64, Item<EngineOutput>>,
+        StreamVec<'scope, u64, Item<GeoItem>>,
     ) {
         // Two outputs, so that outputs go to the sink as they are (no copy
         // through a partition) and geo items to the geo operator.
+        let (worker, peers) = (self.scope().index(), self.scope().peers());
         let mut builder = OperatorBuilder::new("DeviceState".to_owned(), self.scope());
-        let mut input = builder.new_input(self, Exchange::new(|r: &Reading| u64::from(r.device)));
-        let (main_out, main_stream) = builder.new_output::<Vec<EngineOutput>>();
-        let (geo_out, geo_stream) = builder.new_output::<Vec<GeoItem>>();
+        let parts = shared.partitions.clone();
+        let mut input = builder.new_input(
+            self,
+            Exchange::new(move |i: &Item<Reading>| match i {
+                Item::Data(r) => u64::from(parts[r.device as usize]),
+                Item::Mark { to, .. } => u64::from(*to),
+            }),
+        );
+        let (main_out, main_stream) = builder.new_output::<Vec<Item<EngineOutput>>>();
+        let (geo_out, geo_stream) = builder.new_output::<Vec<Item<GeoItem>>>();
         let mut main_out = OutputBuilder::from(main_out);
         let mut geo_out = OutputBuilder::from(geo_out);
         builder.build(
@@ -220,9 +244,23 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                 let mut rules = shared.rules.current();
                 let mut positions = wants_positions(&rules);
                 let mut zone_rules = rules.rules.iter().any(|r| r.logic.feeds_zones());
+                if let Some(r) = shared.restore_for(worker) {
+                    let (restored, skipped) = table.restore(r.table, r.devices, &mut pending);
+                    tracing::debug!(worker, restored, skipped, "device state restored");
+                }
+                // The checkpoint this operator took its part of and waits
+                // to complete: nothing moves meanwhile.
+                let mut frozen: Option<u64> = None;
+                let mut marked: Option<u64> = None;
                 move |frontiers| {
                     let mut output = main_out.activate();
                     let mut geo_output = geo_out.activate();
+                    if let Some(epoch) = frozen {
+                        if shared.control.taken.load(Ordering::Acquire) < epoch {
+                            return;
+                        }
+                        frozen = None;
+                    }
                     if let Some(new) = shared.rules.changed_since(&mut rules_seen) {
                         rules = new.clone();
                         positions = wants_positions(&rules);
@@ -232,7 +270,14 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                     let registry = &shared.registry;
                     let mut in_order = 0u64;
                     input.for_each(|cap, data| {
-                        for reading in data.iter() {
+                        for item in data.iter() {
+                            let reading = match item {
+                                Item::Data(r) => r,
+                                Item::Mark { epoch, .. } => {
+                                    marked = Some(*epoch);
+                                    continue;
+                                }
+                            };
                             let (outcome, sample) = table.arrive(reading, &mut out);
                             match outcome {
                                 Outcome::Applied | Outcome::Next => {
@@ -263,10 +308,10 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                         // Counted per batch: the counters are shared by every worker.
                         shared.stats.in_order.fetch_add(std::mem::take(&mut in_order), Ordering::Relaxed);
                         if !out.is_empty() {
-                            output.session(&cap).give_container(&mut out);
+                            output.session(&cap).give_iterator(out.drain(..).map(Item::Data));
                         }
                         if !geo.is_empty() {
-                            geo_output.session(&cap).give_container(&mut geo);
+                            geo_output.session(&cap).give_iterator(geo.drain(..).map(Item::Data));
                         }
                     });
                     // The frontier is the watermark: everything before it is final.
@@ -304,10 +349,25 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
                     }
                     if let Some(caps) = timer.as_mut() {
                         if !out.is_empty() {
-                            output.session(&caps[0]).give_container(&mut out);
+                            output.session(&caps[0]).give_iterator(out.drain(..).map(Item::Data));
                         }
                         if !geo.is_empty() {
-                            geo_output.session(&caps[1]).give_container(&mut geo);
+                            geo_output.session(&caps[1]).give_iterator(geo.drain(..).map(Item::Data));
+                        }
+                        // A mark: this worker's readings before it are all
+                        // taken and their effects sent on. The part, then
+                        // the marks to every geo operator; then wait.
+                        if let Some(epoch) = marked.take() {
+                            let part = crate::durable::coordinator::device_part(&table, &mut pending, worker);
+                            shared.hand_part(epoch, part);
+                            let mut session = geo_output.session(&caps[1]);
+                            for to in 0..peers as u32 {
+                                session.give(Item::Mark { epoch, to });
+                            }
+                            // Behind this part's outputs, to the sink.
+                            output.session(&caps[0]).give(Item::Mark { epoch, to: worker as u32 });
+                            frozen = Some(epoch);
+                            return;
                         }
                         match now {
                             Some(now) => {
@@ -331,17 +391,29 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Reading> {
 pub trait GeoOp<'scope> {
     /// Exchanges geo items by subject or zone and applies them to the
     /// owning worker's [`GeoState`] once the frontier passes their event time.
-    fn geo(self, shared: Arc<Shared>) -> StreamVec<'scope, u64, EngineOutput>;
+    fn geo(self, shared: Arc<Shared>) -> StreamVec<'scope, u64, Item<EngineOutput>>;
 }
 
-impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, GeoItem> {
-    fn geo(self, shared: Arc<Shared>) -> StreamVec<'scope, u64, EngineOutput> {
-        self.unary_frontier(Exchange::new(GeoItem::key), "Geo", move |capability, _| {
+impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, Item<GeoItem>> {
+    fn geo(self, shared: Arc<Shared>) -> StreamVec<'scope, u64, Item<EngineOutput>> {
+        let key = |i: &Item<GeoItem>| match i {
+            Item::Data(g) => g.key() % u64::from(PARTITIONS),
+            Item::Mark { to, .. } => u64::from(*to),
+        };
+        let peers = self.scope().peers();
+        let worker = self.scope().index();
+        self.unary_frontier(Exchange::new(key), "Geo", move |capability, _| {
             let mut timer = Some(capability);
             let mut state = GeoState::new(shared.registry.clone());
             // Items until the frontier passes their event time, kept in
             // `apply`'s order (event time, subject, source).
             let mut pending: ReorderBuffer<GeoItem> = ReorderBuffer::default();
+            if let Some(r) = shared.restore_geo_for(worker) {
+                let restored = state.restore(r.0, r.1, &mut pending);
+                tracing::debug!(worker, restored, "geo state restored");
+            }
+            // Marks received, per checkpoint.
+            let mut marks: Vec<(u64, usize)> = Vec::new();
             // Devices' positions waiting in `pending`, by subject: a device's
             // next position is applied at once only when none is.
             // Device ids from the field, hashed per position: foldhash, as
@@ -351,11 +423,33 @@ impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, GeoItem> {
             let immediate = shared.table.immediate;
             let mut ready = Vec::new();
             let mut out = Vec::new();
+            // Devices' positions waiting, rebuilt from what was restored.
+            for g in pending.items() {
+                if let GeoItem::Position {
+                    subject,
+                    plate: false,
+                    ..
+                } = g
+                {
+                    *waiting.entry(subject.clone()).or_default() += 1;
+                }
+            }
             move |(input, frontier), output| {
                 let rules = shared.rules.current();
                 let zones = shared.zones.current();
+                let mut complete = None;
                 input.for_each(|_, data| {
                     for g in data.drain(..) {
+                        let g = match g {
+                            Item::Data(g) => g,
+                            Item::Mark { epoch, .. } => {
+                                match marks.iter_mut().find(|m| m.0 == epoch) {
+                                    Some(m) => m.1 += 1,
+                                    None => marks.push((epoch, 1)),
+                                }
+                                continue;
+                            }
+                        };
                         if let GeoItem::Position {
                             subject,
                             plate: false,
@@ -400,9 +494,26 @@ impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, GeoItem> {
                 if let Some(now) = now {
                     state.advance(now as i64, &rules, &zones, &mut out);
                 }
+                // Every device operator's mark is in: nothing after the cut
+                // has come (they wait), so this is the geo part.
+                if let Some(i) = marks.iter().position(|m| m.1 == peers) {
+                    complete = Some(marks.swap_remove(i).0);
+                }
+                if let Some(epoch) = complete {
+                    let part = crate::durable::coordinator::geo_part(&state, &mut pending, worker);
+                    shared.hand_part(epoch, part);
+                }
                 if let Some(t) = timer.as_mut() {
-                    if !out.is_empty() {
-                        output.session(t).give_iterator(out.drain(..));
+                    if !out.is_empty() || complete.is_some() {
+                        let mut session = output.session(t);
+                        session.give_iterator(out.drain(..).map(Item::Data));
+                        if let Some(epoch) = complete {
+                            // Behind the outputs of the cut, to the sink.
+                            session.give(Item::Mark {
+                                epoch,
+                                to: worker as u32,
+                            });
+                        }
                     }
                     match now {
                         Some(now) if now > *t.time() => t.downgrade(&now),
@@ -418,7 +529,7 @@ impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, GeoItem> {
 /// Sends each message of `outputs` as one batch, alerts enriched with their
 /// zones and nearest assets.
 fn sink<'scope>(
-    outputs: StreamVec<'scope, u64, EngineOutput>,
+    outputs: StreamVec<'scope, u64, Item<EngineOutput>>,
     shared: &Arc<Shared>,
     output: &flume::Sender<Vec<EngineOutput>>,
     probe: &ProbeHandle<u64>,
@@ -430,20 +541,38 @@ fn sink<'scope>(
         .sink(Pipeline, "Output", move |(input, _frontier)| {
             input.for_each(|_, data| {
                 let mut context = None;
-                for o in data.iter_mut() {
-                    if let EngineOutput::Alert(a) = o {
+                let mut batch = Vec::with_capacity(data.len());
+                let mut marked = false;
+                for o in data.drain(..) {
+                    let mut o = match o {
+                        Item::Data(o) => o,
+                        Item::Mark { .. } => {
+                            marked = true;
+                            continue;
+                        }
+                    };
+                    if let EngineOutput::Alert(a) = &mut o {
                         let (rules, zones) = context
                             .get_or_insert_with(|| (shared.rules.current(), shared.zones.current()));
                         enrich(a, rules, zones);
                         metrics::counter!("ioc_alerts_total", "rule" => a.rule.clone(), "status" => a.status.as_str()).increment(1);
                     }
-                    if let EngineOutput::Geofence(g) = o {
+                    if let EngineOutput::Geofence(g) = &o {
                         metrics::counter!("ioc_geofence_events_total", "transition" => g.transition.as_str()).increment(1);
                     }
+                    batch.push(o);
                 }
                 // The whole message as one batch. A closed output means
                 // the process is shutting down.
-                let _ = sink.send(std::mem::take(data));
+                if !batch.is_empty() {
+                    // Counted before it is sent: a checkpoint waits for it.
+                    shared.outputs_sent.fetch_add(1, Ordering::Release);
+                    let _ = sink.send(batch);
+                }
+                if marked {
+                    // Everything before the cut is in the output channel.
+                    shared.hand_flushed();
+                }
             });
         });
 }
@@ -466,22 +595,74 @@ pub(crate) fn run_worker(
         worker.index(),
         worker.peers(),
     );
+    let mut journal = shared.journal_writer(worker.index());
+    let mut acks = Vec::new();
+    let control = &shared.control;
+    // The newest checkpoint this worker marked its input for.
+    let mut marked = 0u64;
+    let mut closing_told = false;
+    let mut full_logged = false;
     let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
-        let ((input, cap), readings) = scope.new_unordered_input::<Reading>();
+        let ((input, cap), readings) = scope.new_unordered_input::<Item<Reading>>();
         let (outputs, geo) = readings.device_state(table, shared.clone());
         sink(outputs, shared, output, &probe);
         sink(geo.geo(shared.clone()), shared, output, &probe);
         (input, cap)
     });
-    let mut cap = Some(cap);
+    let mut cap = cap;
     let mut batch: Vec<(u64, Reading)> = Vec::with_capacity(BATCH);
     // Newest event time this worker has taken from its channel.
     let mut taken = Timestamp(0);
+    let mut closed = false;
     loop {
-        let mut closed = false;
-        while batch.len() < BATCH {
+        let c = &mut cap;
+        // A checkpoint asked for: mark the input after what was taken,
+        // close the journal segment, and take nothing until every part is in.
+        if let Some(epoch) = control.pending() {
+            if marked < epoch {
+                marked = epoch;
+                let closed_segment = journal.as_mut().and_then(|j| j.roll(epoch));
+                shared.hand_cut(worker.index(), epoch, closed_segment);
+                let mut handle = input.activate();
+                let at = c.delayed(c.time());
+                handle.session(&at).give(Item::Mark {
+                    epoch,
+                    to: worker.index() as u32,
+                });
+            }
+            worker.step_or_park(Some(Duration::from_millis(1)));
+            continue;
+        }
+        if closed {
+            // Inputs closed: with a journal, the coordinator writes a last
+            // checkpoint (this worker takes part) before the dataflow ends.
+            if shared.durable.is_none() || control.finished.load(Ordering::Acquire) {
+                break;
+            }
+            if !closing_told {
+                closing_told = true;
+                shared.hand_closing(worker.index());
+            }
+            worker.step_or_park(Some(Duration::from_millis(5)));
+            continue;
+        }
+        let full = control.journal_full.load(Ordering::Relaxed);
+        if full && !full_logged {
+            tracing::warn!(
+                worker = worker.index(),
+                "the journal is at journal_max_bytes: readings wait until a checkpoint cuts it"
+            );
+        }
+        full_logged = full;
+        while batch.len() < BATCH && !full {
             match rx.try_recv() {
-                Ok(r) => batch.push((0, r)),
+                Ok(i) => {
+                    if let Some(j) = journal.as_mut().filter(|_| !i.replayed) {
+                        j.append(&i.reading);
+                    }
+                    acks.extend(i.ack);
+                    batch.push((0, i.reading));
+                }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     closed = true;
@@ -489,8 +670,10 @@ pub(crate) fn run_worker(
                 }
             }
         }
+        if let Some(j) = journal.as_mut() {
+            j.commit(std::mem::take(&mut acks), control);
+        }
         let now = Timestamp::now();
-        let Some(c) = cap.as_mut() else { break };
         if !batch.is_empty() {
             let floor = *c.time();
             let (mut newest, mut latest_arrival, mut late) = (Timestamp(0), Timestamp(0), 0u64);
@@ -515,9 +698,9 @@ pub(crate) fn run_worker(
             while let Some((t, first)) = readings.next() {
                 let at = c.delayed(&t);
                 let mut session = handle.session(&at);
-                session.give(first);
+                session.give(Item::Data(first));
                 while let Some((_, r)) = readings.next_if(|(u, _)| *u == t) {
-                    session.give(r);
+                    session.give(Item::Data(r));
                 }
             }
             drop(readings);
@@ -535,8 +718,7 @@ pub(crate) fn run_worker(
             c.downgrade(&wm);
         }
         if closed {
-            cap = None;
-            break;
+            continue;
         }
         let busy = !rx.is_empty();
         worker.step_or_park(if busy {

@@ -30,11 +30,13 @@ use std::sync::Arc;
 use ioc_devices::{DeviceIndex, Registry};
 use ioc_schemas::{Body, DeviceKind, DeviceState, EngineOutput};
 
+use crate::durable::partition_of;
 use crate::reading::Reading;
+use crate::reorder::ReorderBuffer;
 use crate::rules::alert::removed;
 use crate::rules::kind::{DeviceCx, Latest, PlateRead, RainTotal, Scan, States};
 use crate::rules::{Rule, RuleSet};
-use crate::sample::{Field, Sample};
+use crate::sample::{Field, Sample, SampleSnap};
 use crate::seq_window::SeqWindow;
 use crate::windows::{CameraCounts, RAIN_WINDOWS_MS, RainWindows, TrafficWindows};
 
@@ -87,7 +89,7 @@ impl Default for TableConfig {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum Windows {
     Rain(Box<RainWindows>),
     Traffic(Box<TrafficWindows>),
@@ -95,6 +97,14 @@ enum Windows {
 }
 
 impl Windows {
+    fn clone_for_snapshot(&self) -> Windows {
+        match self {
+            Windows::Rain(w) => Windows::Rain(w.clone()),
+            Windows::Traffic(w) => Windows::Traffic(w.clone()),
+            Windows::Camera(w) => Windows::Camera(w.clone()),
+        }
+    }
+
     fn bytes(&self) -> usize {
         match self {
             Windows::Rain(w) => w.bytes(),
@@ -161,10 +171,10 @@ pub struct DeviceTable {
     registry: Arc<Registry>,
     rules: Arc<RuleSet>,
     config: TableConfig,
-    /// One slot per owned device: device `i` is at `i / peers`.
+    /// One slot per owned device, at `local[device]`.
     slots: Vec<Slot>,
-    /// This worker's index and the number of workers.
-    place: (usize, usize),
+    /// Each registered device's slot here (`u32::MAX`: another worker's).
+    local: Vec<u32>,
     /// Devices with windows, for emission at boundaries.
     windowed: Vec<DeviceIndex>,
     /// Devices whose emitted windows a late reading amended.
@@ -198,8 +208,12 @@ impl DeviceTable {
     ) -> Self {
         let peers = peers.max(1);
         let owned: Vec<DeviceIndex> = (0..registry.devices().len() as DeviceIndex)
-            .filter(|&d| d as usize % peers == worker)
+            .filter(|&d| owner_of(&registry, d, peers) == worker)
             .collect();
+        let mut local = vec![u32::MAX; registry.devices().len()];
+        for (i, &d) in owned.iter().enumerate() {
+            local[d as usize] = i as u32;
+        }
         DeviceTable {
             registry,
             rules,
@@ -207,7 +221,7 @@ impl DeviceTable {
             slots: std::iter::repeat_with(Slot::default)
                 .take(owned.len())
                 .collect(),
-            place: (worker, peers),
+            local,
             windowed: Vec::new(),
             revised: Vec::new(),
             owned,
@@ -267,7 +281,7 @@ impl DeviceTable {
         let index = reading.device;
         let ts = e.ts.millis();
         let device = self.registry.device(index);
-        let Some(slot) = slot_of(&mut self.slots, self.place, index) else {
+        let Some(slot) = slot_of(&mut self.slots, &self.local, index) else {
             return (Outcome::Applied, None);
         };
         if !slot.seqs.first_time(e.seq, ts) {
@@ -372,7 +386,7 @@ impl DeviceTable {
         self.apply_ready(out);
         let rules = self.rules.clone();
         for s in samples.iter() {
-            if let Some(slot) = slot_of(&mut self.slots, self.place, s.device) {
+            if let Some(slot) = slot_of(&mut self.slots, &self.local, s.device) {
                 slot.waiting = slot.waiting.saturating_sub(1);
             }
             self.apply(s, &rules, out);
@@ -409,7 +423,7 @@ impl DeviceTable {
     /// the rules already saw, to its rules, in its device's event-time order.
     fn apply(&mut self, s: &Sample, rules: &RuleSet, out: &mut Vec<EngineOutput>) {
         let device = self.registry.device(s.device);
-        let Some(slot) = slot_of(&mut self.slots, self.place, s.device) else {
+        let Some(slot) = slot_of(&mut self.slots, &self.local, s.device) else {
             return;
         };
         // Windows take every sample, late or not.
@@ -514,7 +528,7 @@ impl DeviceTable {
         };
         for &index in &due {
             let device = self.registry.device(index);
-            let Some(slot) = slot_of(&mut self.slots, self.place, index) else {
+            let Some(slot) = slot_of(&mut self.slots, &self.local, index) else {
                 continue;
             };
             match &mut slot.windows {
@@ -615,16 +629,175 @@ fn running_totals(ts: i64, totals: [f64; 4]) -> [RainTotal; 4] {
 
 /// The slot of a device this worker owns (`None` for any other device,
 /// which the exchange never sends here).
-fn slot_of(
-    slots: &mut [Slot],
-    (worker, peers): (usize, usize),
-    index: DeviceIndex,
-) -> Option<&mut Slot> {
-    let i = index as usize;
-    if i % peers == worker {
-        slots.get_mut(i / peers)
-    } else {
-        None
+fn slot_of<'a>(slots: &'a mut [Slot], local: &[u32], index: DeviceIndex) -> Option<&'a mut Slot> {
+    let i = *local.get(index as usize)?;
+    slots.get_mut(i as usize)
+}
+
+/// The worker of `peers` that owns a device: its partition's.
+pub fn owner_of(registry: &Registry, index: DeviceIndex, peers: usize) -> usize {
+    usize::from(partition_of(registry.shared_id(index))) % peers.max(1)
+}
+
+/// A device's state as a checkpoint keeps it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct DeviceSnap {
+    id: Arc<str>,
+    last_ts: i64,
+    last_seq: u64,
+    seqs: SeqWindow,
+    heard: bool,
+    ruled_ts: i64,
+    waiting: u32,
+    alarm: u8,
+    /// Rule states by rule id (positions change with the rules file).
+    states: States<Arc<str>>,
+    windows: Option<Windows>,
+    /// Emitted windows a late reading amended since the last boundary.
+    #[serde(default)]
+    revised: bool,
+    /// Its samples waiting for the watermark.
+    #[serde(default)]
+    pending: Vec<SampleSnap>,
+}
+
+/// The table's own progress, as a checkpoint keeps it.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct TableSnap {
+    frontier: i64,
+    started: Option<i64>,
+    last_scan: i64,
+}
+
+impl TableSnap {
+    /// The earliest progress of several workers' (restoring into another
+    /// number of workers: nothing is skipped, a scan may come early).
+    pub fn earliest(parts: &[TableSnap]) -> TableSnap {
+        let mut it = parts.iter();
+        let Some(first) = it.next() else {
+            return TableSnap::default();
+        };
+        it.fold(*first, |a, b| TableSnap {
+            frontier: a.frontier.min(b.frontier),
+            started: match (a.started, b.started) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, y) => x.or(y),
+            },
+            last_scan: a.last_scan.min(b.last_scan),
+        })
+    }
+}
+
+impl DeviceTable {
+    /// The state of every device that has any, by partition, with its
+    /// samples waiting in `pending`; and the table's progress. Call after
+    /// [`DeviceTable::apply_ready`].
+    pub fn snapshot(
+        &self,
+        pending: &mut ReorderBuffer<Sample>,
+    ) -> (TableSnap, Vec<(u16, DeviceSnap)>) {
+        let mut waiting: std::collections::HashMap<DeviceIndex, Vec<SampleSnap>> =
+            std::collections::HashMap::new();
+        for s in pending.items() {
+            waiting.entry(s.device).or_default().push(s.snap());
+        }
+        let mut revised = self.revised.clone();
+        revised.sort_unstable();
+        let mut entries = Vec::new();
+        for (&index, slot) in self.owned.iter().zip(&self.slots) {
+            let pending = waiting.remove(&index).unwrap_or_default();
+            if !slot.heard && slot.windows.is_none() && pending.is_empty() && slot.states.is_empty()
+            {
+                continue;
+            }
+            let id = self.registry.shared_id(index).clone();
+            let rules = &self.rules.rules;
+            let states = slot
+                .states
+                .rekey(|&p| rules.get(usize::from(p)).map(|r| r.id.clone()));
+            entries.push((
+                partition_of(&id),
+                DeviceSnap {
+                    id,
+                    last_ts: slot.last_ts,
+                    last_seq: slot.last_seq,
+                    seqs: slot.seqs,
+                    heard: slot.heard,
+                    ruled_ts: slot.ruled_ts,
+                    waiting: slot.waiting,
+                    alarm: slot.alarm,
+                    states,
+                    windows: slot.windows.as_ref().map(Windows::clone_for_snapshot),
+                    revised: revised.binary_search(&index).is_ok(),
+                    pending,
+                },
+            ));
+        }
+        let table = TableSnap {
+            frontier: self.frontier,
+            started: self.started,
+            last_scan: self.last_scan,
+        };
+        (table, entries)
+    }
+
+    /// Takes back what a checkpoint kept. Devices this worker does not own,
+    /// or the registry no longer has, are skipped (counted in the result's
+    /// second number); rule states of rules that went away are dropped.
+    pub fn restore(
+        &mut self,
+        table: TableSnap,
+        entries: Vec<DeviceSnap>,
+        pending: &mut ReorderBuffer<Sample>,
+    ) -> (usize, usize) {
+        self.frontier = table.frontier;
+        self.started = table.started;
+        self.last_scan = table.last_scan;
+        let (mut restored, mut skipped) = (0, 0);
+        let rules = self.rules.clone();
+        for e in entries {
+            let Some(index) = self.registry.lookup(&e.id) else {
+                skipped += 1;
+                continue;
+            };
+            let device = self.registry.device(index);
+            let Some(slot) = slot_of(&mut self.slots, &self.local, index) else {
+                skipped += 1;
+                continue;
+            };
+            slot.last_ts = e.last_ts;
+            slot.last_seq = e.last_seq;
+            slot.seqs = e.seqs;
+            slot.heard = e.heard;
+            slot.ruled_ts = e.ruled_ts;
+            slot.waiting = e.pending.len() as u32;
+            slot.alarm = e.alarm;
+            slot.states = e.states.rekey(|id| {
+                rules
+                    .get(id)
+                    .filter(|r| r.applies(index, device))
+                    .map(|r| r.position)
+            });
+            slot.states.retain_mut(|k, state| {
+                rules
+                    .rules
+                    .get(usize::from(*k))
+                    .is_some_and(|r| state.fits(&r.logic))
+            });
+            if let Some(w) = e.windows {
+                slot.windows = Some(w);
+                self.windowed.push(index);
+            }
+            if e.revised {
+                self.revised.push(index);
+            }
+            for s in &e.pending {
+                pending.push(Sample::from_snap(index, s));
+            }
+            restored += 1;
+        }
+        self.windowed.sort_unstable();
+        (restored, skipped)
     }
 }
 
@@ -640,4 +813,13 @@ fn windows_of<'a>(
         windowed.push(index);
         make()
     })
+}
+
+/// What a device table takes back from a checkpoint.
+#[derive(Debug)]
+pub struct DeviceRestore {
+    /// The table's progress.
+    pub table: TableSnap,
+    /// Its devices.
+    pub devices: Vec<DeviceSnap>,
 }

@@ -36,6 +36,8 @@ use ioc_schemas::{
     Alert, EngineOutput, Evidence, GeofenceEvent, GeofenceTransition, Timestamp, Track, TrackPoint,
 };
 
+use crate::durable::{PARTITIONS, partition_of};
+use crate::reorder::ReorderBuffer;
 use crate::rules::RuleSet;
 use crate::rules::alert::subject_alert;
 use crate::rules::kind::{Sighting, States, TrackCx, Visit, VisitCx, ZoneCx, ZoneTotal};
@@ -209,8 +211,9 @@ fn point(read: &Sighting) -> TrackPoint {
     }
 }
 
-#[derive(Debug, Default)]
-struct SubjectState {
+/// A moving subject's state.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct SubjectState {
     last_ms: i64,
     pos: [f64; 2],
     source: Arc<str>,
@@ -221,6 +224,46 @@ struct SubjectState {
     track: VecDeque<Sighting>,
     /// Rule states of this subject, by rule id.
     rules: States<Arc<str>>,
+}
+
+/// The geo operator's progress, as a checkpoint keeps it.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct GeoProgress {
+    frontier: i64,
+    last_scan: i64,
+}
+
+impl GeoProgress {
+    /// The earliest of several workers' progress.
+    pub fn earliest(parts: &[GeoProgress]) -> GeoProgress {
+        GeoProgress {
+            frontier: parts.iter().map(|p| p.frontier).min().unwrap_or(0),
+            last_scan: parts.iter().map(|p| p.last_scan).min().unwrap_or(0),
+        }
+    }
+}
+
+/// One entry of the geo operator's checkpoint.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub enum GeoEntry {
+    /// A moving subject: zones, track, rule states, pending dwell checks.
+    Subject {
+        /// Device id or `plate-…`.
+        id: Arc<str>,
+        /// Its state.
+        state: SubjectState,
+        /// Dwell checks due: (event time, zone).
+        dwell: Vec<(i64, Arc<str>)>,
+    },
+    /// A zone's rule states.
+    Zone {
+        /// Zone id.
+        id: Arc<str>,
+        /// Its rule states.
+        states: States<Arc<str>>,
+    },
+    /// An item waiting for the frontier.
+    Waiting(GeoItem),
 }
 
 /// The geo operator's state on one worker: the subjects and zones it owns.
@@ -250,6 +293,82 @@ impl GeoState {
             frontier: 0,
             last_scan: 0,
         }
+    }
+
+    /// Everything this worker holds, by partition (subjects with their
+    /// pending dwell checks, zones, and `pending`'s items waiting for the
+    /// frontier); and its progress.
+    pub fn snapshot(
+        &self,
+        pending: &mut ReorderBuffer<GeoItem>,
+    ) -> (GeoProgress, Vec<(u16, GeoEntry)>) {
+        let mut dwell: Map<&Arc<str>, Vec<(i64, Arc<str>)>> = Map::default();
+        for (due, subject, zone) in &self.dwell_due {
+            dwell.entry(subject).or_default().push((*due, zone.clone()));
+        }
+        let mut entries =
+            Vec::with_capacity(self.subjects.len() + self.zones.len() + pending.len());
+        for (id, state) in &self.subjects {
+            entries.push((
+                partition_of(id),
+                GeoEntry::Subject {
+                    id: id.clone(),
+                    state: state.clone(),
+                    dwell: dwell.remove(id).unwrap_or_default(),
+                },
+            ));
+        }
+        for (id, states) in &self.zones {
+            entries.push((
+                partition_of(id),
+                GeoEntry::Zone {
+                    id: id.clone(),
+                    states: states.clone(),
+                },
+            ));
+        }
+        for item in pending.items() {
+            entries.push((
+                (item.key() % u64::from(PARTITIONS)) as u16,
+                GeoEntry::Waiting(item.clone()),
+            ));
+        }
+        let progress = GeoProgress {
+            frontier: self.frontier,
+            last_scan: self.last_scan,
+        };
+        (progress, entries)
+    }
+
+    /// Takes back what a checkpoint kept (entries of this worker's
+    /// partitions); items waiting for the frontier go to `pending`.
+    /// Returns how many subjects and zones were restored.
+    pub fn restore(
+        &mut self,
+        progress: GeoProgress,
+        entries: Vec<GeoEntry>,
+        pending: &mut ReorderBuffer<GeoItem>,
+    ) -> usize {
+        self.frontier = progress.frontier;
+        self.last_scan = progress.last_scan;
+        let mut restored = 0;
+        for e in entries {
+            match e {
+                GeoEntry::Subject { id, state, dwell } => {
+                    for (due, zone) in dwell {
+                        self.dwell_due.insert((due, id.clone(), zone));
+                    }
+                    self.subjects.insert(id, state);
+                    restored += 1;
+                }
+                GeoEntry::Zone { id, states } => {
+                    self.zones.insert(id, states);
+                    restored += 1;
+                }
+                GeoEntry::Waiting(item) => pending.push(item),
+            }
+        }
+        restored
     }
 
     /// Applies items the frontier has passed, in any order (they are sorted

@@ -31,6 +31,7 @@
 
 mod dataflow;
 mod device_state;
+pub mod durable;
 mod geo;
 mod reading;
 mod reorder;
@@ -41,7 +42,7 @@ mod watermark;
 mod windows;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
 
@@ -50,6 +51,9 @@ use ioc_schemas::{EngineOutput, Timestamp};
 use timely::WorkerConfig;
 
 use device_state::TableConfig;
+use durable::coordinator::{Coordinator, Message, Restore};
+use durable::{Ack, Control, journal};
+pub use durable::{DurableConfig, Receipt};
 pub use reading::Reading;
 pub use rules::{RuleErrors, RuleSet};
 use watermark::Watermark;
@@ -69,7 +73,7 @@ title_en = "River water level"
 "#;
 
 /// Engine settings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct EngineConfig {
     /// Worker threads (at least 1; 2 or more in production).
     pub workers: usize,
@@ -97,6 +101,20 @@ pub struct EngineConfig {
     /// rolling rainfall totals are judged as readings make them grow. Off,
     /// every decision waits for the watermark.
     pub per_device_progress: bool,
+    /// Checkpoints and the ingest journal; `None` keeps state in memory only.
+    pub durable: Option<DurableConfig>,
+    /// With `durable`: waits until the outputs before a checkpoint's cut
+    /// are stored by whoever reads the output channel.
+    pub outputs_durable: Option<durable::coordinator::OutputsDurable>,
+}
+
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("workers", &self.workers)
+            .field("durable", &self.durable)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for EngineConfig {
@@ -111,6 +129,8 @@ impl Default for EngineConfig {
             zones: None,
             input_capacity: 65_536,
             per_device_progress: true,
+            durable: None,
+            outputs_durable: None,
         }
     }
 }
@@ -162,7 +182,9 @@ pub struct Shared {
     /// One input channel per worker; a device's readings always travel
     /// through the channel of the worker that owns the device, so they keep
     /// their arrival order and the exchange stays local.
-    rxs: Vec<flume::Receiver<Reading>>,
+    rxs: Vec<flume::Receiver<Input>>,
+    /// Each device's key partition (its owner is `partition % workers`).
+    partitions: Arc<Vec<u16>>,
     registry: Arc<Registry>,
     rules: Arc<RulesCell>,
     zones: Arc<ZonesCell>,
@@ -171,9 +193,94 @@ pub struct Shared {
     lateness_ms: i64,
     threads: Vec<OnceLock<Thread>>,
     stats: Arc<EngineStats>,
+    /// The checkpoint handshake.
+    control: Control,
+    /// The journal and the coordinator, when state is durable.
+    durable: Option<DurableShared>,
+    /// What each worker takes back from the checkpoint, once.
+    restore: Vec<Mutex<Option<Restore>>>,
+    /// Batches the sinks have put into the output channel.
+    outputs_sent: AtomicU64,
+}
+
+/// The durable side of [`Shared`].
+#[derive(Debug)]
+struct DurableShared {
+    journal: std::path::PathBuf,
+    generation: u64,
+    first_segment: u64,
+    syncer: journal::Syncer,
+    coordinator: flume::Sender<Message>,
+}
+
+impl std::fmt::Debug for journal::Syncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Syncer")
+    }
+}
+
+/// A reading on its way to a worker.
+#[derive(Debug)]
+struct Input {
+    reading: Reading,
+    /// Fired once the journal holds it.
+    ack: Option<Ack>,
+    /// From the journal itself: not written to it again.
+    replayed: bool,
 }
 
 impl Shared {
+    /// A worker's journal writer, when state is durable.
+    fn journal_writer(&self, worker: usize) -> Option<journal::Writer> {
+        let d = self.durable.as_ref()?;
+        Some(journal::Writer::new(
+            d.journal.clone(),
+            d.generation,
+            worker,
+            d.first_segment,
+            d.syncer.clone(),
+        ))
+    }
+
+    fn restore_for(&self, worker: usize) -> Option<device_state::DeviceRestore> {
+        let mut slot = self.restore.get(worker)?.lock().ok()?;
+        let r = slot.as_mut()?;
+        Some(device_state::DeviceRestore {
+            table: r.table,
+            devices: std::mem::take(&mut r.devices),
+        })
+    }
+
+    fn restore_geo_for(&self, worker: usize) -> Option<(geo::GeoProgress, Vec<geo::GeoEntry>)> {
+        let mut slot = self.restore.get(worker)?.lock().ok()?;
+        let r = slot.take()?;
+        Some((r.geo_progress, r.geo))
+    }
+
+    fn hand_part(&self, epoch: u64, part: durable::store::Part) {
+        if let Some(d) = &self.durable {
+            let _ = d.coordinator.send(Message::Part { epoch, part });
+        }
+    }
+
+    fn hand_cut(&self, _worker: usize, epoch: u64, closed: Option<std::path::PathBuf>) {
+        if let Some(d) = &self.durable {
+            let _ = d.coordinator.send(Message::Cut { epoch, closed });
+        }
+    }
+
+    fn hand_flushed(&self) {
+        if let Some(d) = &self.durable {
+            let _ = d.coordinator.send(Message::Flushed);
+        }
+    }
+
+    fn hand_closing(&self, _worker: usize) {
+        if let Some(d) = &self.durable {
+            let _ = d.coordinator.send(Message::Closing);
+        }
+    }
+
     fn register_thread(&self, index: usize) {
         if let Some(slot) = self.threads.get(index) {
             let _ = slot.set(std::thread::current());
@@ -218,21 +325,66 @@ pub struct Closed;
 /// when every clone is dropped.
 #[derive(Clone, Debug)]
 pub struct EngineInput {
-    txs: Vec<flume::Sender<Reading>>,
+    txs: Vec<flume::Sender<Input>>,
     shared: Arc<Shared>,
 }
 
-/// The worker that owns a device. Matches timely's `Exchange` routing
-/// (`hash % peers`), so readings never change worker inside the dataflow.
-fn owner(device: ioc_devices::DeviceIndex, workers: usize) -> usize {
-    device as usize % workers
-}
-
 impl EngineInput {
-    /// Sends a reading, waiting while the engine is full.
-    pub async fn send(&self, reading: Reading) -> Result<(), Closed> {
-        let w = owner(reading.device, self.txs.len());
-        self.txs[w].send_async(reading).await.map_err(|_| Closed)?;
+    /// The worker that owns a device: its partition's. Matches the
+    /// dataflow's `Exchange` routing (`partition % peers`), so readings
+    /// never change worker inside the dataflow.
+    fn owner(&self, device: ioc_devices::DeviceIndex) -> usize {
+        let p = self
+            .shared
+            .partitions
+            .get(device as usize)
+            .copied()
+            .unwrap_or(0);
+        usize::from(p) % self.txs.len()
+    }
+
+    fn input(&self, reading: Reading) -> (Input, Receipt) {
+        let (receipt, ack) = if self.shared.durable.is_some() {
+            let (r, a) = Receipt::pending();
+            (r, Some(a))
+        } else {
+            (Receipt::done(), None)
+        };
+        let input = Input {
+            reading,
+            ack,
+            replayed: false,
+        };
+        (input, receipt)
+    }
+
+    /// Sends a reading, waiting while the engine is full. The receipt
+    /// resolves once the journal holds the reading (at once without one):
+    /// acknowledge the source then.
+    pub async fn send(&self, reading: Reading) -> Result<Receipt, Closed> {
+        let w = self.owner(reading.device);
+        let (input, receipt) = self.input(reading);
+        self.txs[w].send_async(input).await.map_err(|_| Closed)?;
+        self.shared.wake(w);
+        Ok(receipt)
+    }
+
+    /// Counts a batch someone else is about to put into the engine's
+    /// output channel (device presence), so that a checkpoint waits until
+    /// whoever reads the channel has taken it too.
+    pub fn note_output(&self) {
+        self.shared.outputs_sent.fetch_add(1, Ordering::Release);
+    }
+
+    /// Sends a reading read back from the journal (not journaled again).
+    fn send_replayed(&self, reading: Reading) -> Result<(), Closed> {
+        let w = self.owner(reading.device);
+        let input = Input {
+            reading,
+            ack: None,
+            replayed: true,
+        };
+        self.txs[w].send(input).map_err(|_| Closed)?;
         self.shared.wake(w);
         Ok(())
     }
@@ -250,12 +402,14 @@ impl EngineInput {
         wm > 0 && ts.millis() < wm - self.shared.lateness_ms
     }
 
-    /// Sends a reading from synchronous code, blocking while the engine is full.
-    pub fn send_blocking(&self, reading: Reading) -> Result<(), Closed> {
-        let w = owner(reading.device, self.txs.len());
-        self.txs[w].send(reading).map_err(|_| Closed)?;
+    /// Sends a reading from synchronous code, blocking while the engine is
+    /// full. See [`EngineInput::send`] for the receipt.
+    pub fn send_blocking(&self, reading: Reading) -> Result<Receipt, Closed> {
+        let w = self.owner(reading.device);
+        let (input, receipt) = self.input(reading);
+        self.txs[w].send(input).map_err(|_| Closed)?;
         self.shared.wake(w);
-        Ok(())
+        Ok(receipt)
     }
 }
 
@@ -275,6 +429,126 @@ pub struct Engine {
     stats: Arc<EngineStats>,
     rules: Arc<RulesCell>,
     zones: Arc<ZonesCell>,
+    shared: Arc<Shared>,
+    coordinator: Option<std::thread::JoinHandle<()>>,
+    /// Journal segments to replay after the checkpoint restored.
+    replay: Vec<journal::Segment>,
+    restored: Option<u64>,
+    started: std::time::Instant,
+}
+
+/// What a start restored and replayed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Epoch of the checkpoint restored (`None`: none on disk).
+    pub checkpoint: Option<u64>,
+    /// Journal segments read.
+    pub segments: usize,
+    /// Readings replayed.
+    pub readings: u64,
+    /// Readings of devices no longer registered, skipped.
+    pub unknown: u64,
+    /// Segments that ended in a torn write (never acknowledged).
+    pub torn: usize,
+}
+
+/// What [`prepare`] found on disk.
+struct Prepared {
+    shared: DurableShared,
+    coordinator: Coordinator,
+    coordinator_rx: flume::Receiver<Message>,
+    restore: Vec<Restore>,
+    replay: Vec<journal::Segment>,
+    newest_event_ms: i64,
+    listening_since_ms: Option<i64>,
+    restored: Option<u64>,
+}
+
+/// Opens the data directory: the newest usable checkpoint split among
+/// `workers`, the journal segments after it, this start's generation.
+fn prepare(
+    config: &DurableConfig,
+    workers: usize,
+    outputs: Option<durable::coordinator::OutputsDurable>,
+) -> Result<Prepared, EngineError> {
+    let start = |e: String| EngineError::Start(e);
+    let store = durable::store::Store::open(&config.dir.join("checkpoints")).map_err(start)?;
+    let journal_dir = config.dir.join("journal");
+    std::fs::create_dir_all(&journal_dir)
+        .map_err(|e| start(format!("{}: {e}", journal_dir.display())))?;
+    let loaded = store.load_latest().map_err(|e| {
+        start(format!(
+            "{e}. Move the damaged checkpoints away to start from an older one, or the whole directory to start empty."
+        ))
+    })?;
+    let segments = journal::segments(&journal_dir)
+        .map_err(|e| start(format!("{}: {e}", journal_dir.display())))?;
+    let generation = segments
+        .iter()
+        .map(|s| s.generation)
+        .chain(loaded.as_ref().map(|l| l.manifest.generation))
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let next_epoch = segments
+        .iter()
+        .map(|s| s.segment)
+        .max()
+        .unwrap_or(0)
+        .max(store.highest_epoch())
+        + 1;
+    let (restore, from, newest, since) = match loaded {
+        Some(l) => {
+            let m = l.manifest.clone();
+            let age_s = (Timestamp::now().millis() - m.created_ms) / 1000;
+            let bytes: u64 = m.parts.iter().map(|p| p.bytes).sum();
+            let restore = durable::coordinator::split(l, workers).map_err(start)?;
+            let devices: usize = restore.iter().map(|r| r.devices.len()).sum();
+            let geo: usize = restore.iter().map(|r| r.geo.len()).sum();
+            tracing::info!(
+                epoch = m.epoch,
+                age_s,
+                bytes,
+                devices,
+                geo_entries = geo,
+                from_workers = m.workers,
+                workers,
+                "restoring checkpoint"
+            );
+            (
+                restore,
+                m.epoch,
+                m.newest_event_ms,
+                Some(m.listening_since_ms),
+            )
+        }
+        None => (Vec::new(), 0, 0, None),
+    };
+    let replay: Vec<journal::Segment> = segments.into_iter().filter(|s| s.segment > from).collect();
+    let (tx, rx) = flume::unbounded();
+    Ok(Prepared {
+        shared: DurableShared {
+            journal: journal_dir.clone(),
+            generation,
+            first_segment: next_epoch,
+            syncer: journal::Syncer::start().map_err(|e| start(e.to_string()))?,
+            coordinator: tx,
+        },
+        coordinator: Coordinator {
+            config: config.clone(),
+            store,
+            journal: journal_dir,
+            generation,
+            next_epoch,
+            outputs,
+        },
+        coordinator_rx: rx,
+        restore,
+        replay,
+        newest_event_ms: newest,
+        listening_since_ms: since,
+        restored: since.map(|_| from),
+    })
 }
 
 impl Engine {
@@ -285,7 +559,18 @@ impl Engine {
         registry: Arc<Registry>,
         output: flume::Sender<Vec<EngineOutput>>,
     ) -> Result<(Engine, EngineInput), EngineError> {
+        let begun = std::time::Instant::now();
         let workers = config.workers.max(1);
+        if usize::from(durable::PARTITIONS) < workers {
+            return Err(EngineError::Start(format!(
+                "at most {} workers (the state's key partitions)",
+                durable::PARTITIONS
+            )));
+        }
+        let mut prepared = match &config.durable {
+            Some(d) => Some(prepare(d, workers, config.outputs_durable.clone())?),
+            None => None,
+        };
         let per_worker = (config.input_capacity / workers).max(1);
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers).map(|_| flume::bounded(per_worker)).unzip();
         let stats = Arc::new(EngineStats::default());
@@ -308,8 +593,22 @@ impl Engine {
             .zones
             .clone()
             .unwrap_or_else(|| Arc::new(ZonesCell::new(Arc::default())));
+        let partitions: Vec<u16> = (0..registry.devices().len())
+            .map(|i| durable::partition_of(registry.shared_id(i as ioc_devices::DeviceIndex)))
+            .collect();
+        let listening_since_ms = prepared
+            .as_ref()
+            .and_then(|p| p.listening_since_ms)
+            .unwrap_or_else(|| {
+                Timestamp::now().millis() - config.out_of_orderness.as_millis() as i64
+            });
+        let restore = prepared
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.restore))
+            .unwrap_or_default();
         let shared = Arc::new(Shared {
             rxs,
+            partitions: Arc::new(partitions),
             registry,
             rules: rules.clone(),
             zones: zones.clone(),
@@ -318,9 +617,9 @@ impl Engine {
                 immediate: config.per_device_progress,
                 // Devices never heard from are overdue counting from now
                 // (as event time goes when idle), not from the oldest
-                // event time a backfill brings.
-                listening_since_ms: Timestamp::now().millis()
-                    - config.out_of_orderness.as_millis() as i64,
+                // event time a backfill brings; after a restart, from the
+                // first start.
+                listening_since_ms,
                 ..TableConfig::default()
             },
             lateness_ms: config.lateness.as_millis() as i64,
@@ -331,7 +630,33 @@ impl Engine {
             ),
             threads: (0..workers).map(|_| OnceLock::new()).collect(),
             stats: stats.clone(),
+            control: Control::default(),
+            durable: prepared.as_ref().map(|p| DurableShared {
+                journal: p.shared.journal.clone(),
+                generation: p.shared.generation,
+                first_segment: p.shared.first_segment,
+                syncer: p.shared.syncer.clone(),
+                coordinator: p.shared.coordinator.clone(),
+            }),
+            restore: (0..workers).map(|_| Mutex::new(None)).collect(),
+            outputs_sent: AtomicU64::new(0),
         });
+        for (w, r) in restore.into_iter().enumerate() {
+            if let Some(slot) = shared.restore.get(w) {
+                *slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
+            }
+        }
+        if let Some(p) = &prepared {
+            // The watermark where the checkpoint left it.
+            shared
+                .watermark
+                .observe(Timestamp(p.newest_event_ms), Timestamp(0));
+        }
+        if prepared.is_none() {
+            shared.control.replayed.store(true, Ordering::Release);
+        }
         let timely_config = timely::Config {
             communication: timely::CommunicationConfig::Process(workers),
             worker: WorkerConfig::default(),
@@ -341,15 +666,94 @@ impl Engine {
             dataflow::run_worker(worker, &worker_shared, &output);
         })
         .map_err(EngineError::Start)?;
+        let mut replay = Vec::new();
+        let mut restored = None;
+        let coordinator = match prepared {
+            Some(p) => {
+                replay = p.replay;
+                restored = p.restored;
+                let (c, rx, s) = (p.coordinator, p.coordinator_rx, shared.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("ioc-checkpoint".into())
+                        .spawn(move || c.run(&s, &rx))
+                        .map_err(|e| EngineError::Start(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
         Ok((
             Engine {
                 guards,
                 stats,
                 rules,
                 zones,
+                shared: shared.clone(),
+                coordinator,
+                replay,
+                restored,
+                started: begun,
             },
             EngineInput { txs, shared },
         ))
+    }
+
+    /// Replays the journal written after the restored checkpoint through
+    /// `input` (each reading shown to `each` first, to rewrite what it
+    /// feeds outside the engine), then lets checkpoints begin. Call it once
+    /// after [`Engine::start`] and before any source sends. A segment
+    /// damaged before its end stops the start with its name.
+    pub fn replay(
+        &mut self,
+        input: &EngineInput,
+        mut each: impl FnMut(&Reading),
+    ) -> Result<Recovered, EngineError> {
+        let mut done = Recovered {
+            checkpoint: self.restored,
+            ..Recovered::default()
+        };
+        let registry = self.shared.registry.clone();
+        for s in std::mem::take(&mut self.replay) {
+            let mut closed = false;
+            let read = journal::read(&s.path, |entry| {
+                if closed {
+                    return;
+                }
+                match entry.reading(&registry) {
+                    Some(r) => {
+                        each(&r);
+                        closed = input.send_replayed(r).is_err();
+                        done.readings += 1;
+                    }
+                    None => done.unknown += 1,
+                }
+            })
+            .map_err(|e| {
+                EngineError::Start(format!(
+                    "{e}. Move the file away to start without its readings."
+                ))
+            })?;
+            if read.torn_tail {
+                tracing::warn!(segment = %s.path.display(), "journal segment ends in a torn write (never acknowledged); skipped its tail");
+                done.torn += 1;
+            }
+            done.segments += 1;
+        }
+        self.shared.control.replayed.store(true, Ordering::Release);
+        let took = self.started.elapsed();
+        metrics::gauge!("ioc_recovery_seconds").set(took.as_secs_f64());
+        metrics::gauge!("ioc_recovery_replayed_readings").set(done.readings as f64);
+        if self.shared.durable.is_some() {
+            tracing::info!(
+                segments = done.segments,
+                readings = done.readings,
+                unknown_devices = done.unknown,
+                torn = done.torn,
+                took = ?took,
+                "journal replayed"
+            );
+        }
+        Ok(done)
     }
 
     /// The rules in force, to replace them while the engine runs.
@@ -367,10 +771,21 @@ impl Engine {
         self.stats.clone()
     }
 
-    /// Waits until the inputs are closed and everything has been processed.
+    /// Waits until the inputs are closed and everything has been processed
+    /// (with durable state, after a last checkpoint).
     pub fn join(self) -> Result<(), EngineError> {
+        // A start with nothing to replay that never called `replay` still
+        // writes its last checkpoint (one with a replay pending must not:
+        // it would cut the journal it has not read).
+        if self.replay.is_empty() {
+            self.shared.control.replayed.store(true, Ordering::Release);
+        }
         for r in self.guards.join() {
             r.map_err(EngineError::Worker)?;
+        }
+        if let Some(c) = self.coordinator {
+            c.join()
+                .map_err(|_| EngineError::Worker("the checkpoint coordinator failed".into()))?;
         }
         Ok(())
     }

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ioc_devices::{Registry, Scenario, Simulator};
 use ioc_schemas::{EngineOutput, Timestamp, WindowValue};
@@ -164,11 +164,20 @@ fn run_operators(
             lateness_ms: 3_600_000,
             threads: Vec::new(),
             stats: counters.clone(),
+            partitions: Arc::new(
+                (0..registry.devices().len())
+                    .map(|i| crate::durable::partition_of(registry.shared_id(i as u32)))
+                    .collect(),
+            ),
+            control: crate::durable::Control::default(),
+            durable: None,
+            restore: Vec::new(),
+            outputs_sent: AtomicU64::new(0),
         });
         let table = DeviceTable::new(registry.clone(), rules.clone(), config, 0, 1);
         let (mut input, probe, captured) = worker.dataflow::<u64, _, _>(|scope| {
             use crate::dataflow::GeoOp;
-            let (input, stream) = scope.new_input::<Vec<Reading>>();
+            let (input, stream) = scope.new_input::<Vec<crate::dataflow::Item<Reading>>>();
             let (outputs, geo) = stream.device_state(table, shared.clone());
             let captured = match stage {
                 Stage::Device => outputs,
@@ -182,7 +191,7 @@ fn run_operators(
         for chunk in arrivals.chunks(batch) {
             for r in chunk {
                 newest = newest.max(r.envelope.ts.millis());
-                input.send(r.clone());
+                input.send(crate::dataflow::Item::Data(r.clone()));
             }
             let watermark = (newest - OOO_MS) as u64;
             if watermark > *input.time() {
@@ -203,7 +212,13 @@ fn run_operators(
         captured
             .try_iter()
             .flat_map(|e| match e {
-                Event::Messages(_, data) => data,
+                Event::Messages(_, data) => data
+                    .into_iter()
+                    .filter_map(|i| match i {
+                        crate::dataflow::Item::Data(o) => Some(o),
+                        crate::dataflow::Item::Mark { .. } => None,
+                    })
+                    .collect(),
                 Event::Progress(_) => Vec::new(),
             })
             .collect::<Vec<_>>()

@@ -76,6 +76,12 @@ impl<T: Timed> ReorderBuffer<T> {
         out.extend(self.sorted.drain(..n));
     }
 
+    /// Every item waiting, in release order (for a checkpoint).
+    pub fn items(&mut self) -> impl Iterator<Item = &T> {
+        self.absorb();
+        self.sorted.iter()
+    }
+
     /// Merges the items pushed since the last release into the sorted deque.
     fn absorb(&mut self) {
         if self.incoming.is_empty() {

@@ -27,7 +27,7 @@ pub struct Sample {
 }
 
 /// Counts of one traffic reading.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TrafficCounts {
     /// Motorbike, car, truck, bus.
     pub counts: [u32; 4],
@@ -35,7 +35,51 @@ pub struct TrafficCounts {
     pub interval_s: u32,
 }
 
+/// A sample as a checkpoint keeps it (the device is the entry's; absent
+/// fields are `null`, where the sample has NaN).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SampleSnap {
+    ts: i64,
+    seq: u64,
+    values: Vec<Option<f64>>,
+    #[serde(default)]
+    traffic: Option<TrafficCounts>,
+    #[serde(default)]
+    camera: Option<CameraEvent>,
+}
+
 impl Sample {
+    /// The checkpoint's form of the sample.
+    pub fn snap(&self) -> SampleSnap {
+        SampleSnap {
+            ts: self.ts,
+            seq: self.seq,
+            values: self
+                .values
+                .iter()
+                .map(|v| (!v.is_nan()).then_some(*v))
+                .collect(),
+            traffic: self.traffic,
+            camera: self.camera,
+        }
+    }
+
+    /// The sample of device `device` a checkpoint kept.
+    pub fn from_snap(device: DeviceIndex, s: &SampleSnap) -> Sample {
+        let mut values = [f64::NAN; Field::COUNT];
+        for (v, s) in values.iter_mut().zip(&s.values) {
+            *v = s.unwrap_or(f64::NAN);
+        }
+        Sample {
+            device,
+            ts: s.ts,
+            seq: s.seq,
+            values,
+            traffic: s.traffic,
+            camera: s.camera,
+        }
+    }
+
     /// The sample of a reading body.
     pub fn new(device: DeviceIndex, ts: i64, seq: u64, body: &Body) -> Sample {
         let mut values = [f64::NAN; Field::COUNT];

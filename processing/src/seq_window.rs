@@ -5,7 +5,7 @@
 //! (or came between newer readings) is not counted twice in a window.
 
 /// Which of a device's recent sequence numbers were seen (24 bytes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SeqWindow {
     highest: u64,
     /// Bit `i` set: sequence number `highest - i` was seen.

@@ -1,5 +1,7 @@
 //! The whole engine on two workers, fed through its real input.
 
+use std::time::Duration;
+
 use ioc_devices::Registry;
 use ioc_schemas::{AlertStatus, EngineOutput, Timestamp};
 
@@ -149,4 +151,144 @@ fn a_backfill_raises_its_rain_alerts_and_makes_no_other_device_overdue() {
         assert_eq!(opened[0].evidence.value, 50.0, "{id}");
         assert_eq!(opened[0].opened_at.millis(), now - 21 * 60_000 + g, "{id}");
     }
+}
+
+/// Rain on three gauges, two readings of 2 mm a minute apart per gauge,
+/// and one river gauge's level going up and down: `(registry, readings)`.
+fn rain_and_river(n: u64) -> (Arc<Registry>, Vec<Reading>) {
+    let registry = Registry::sonla_demo();
+    let rain: Vec<String> = registry
+        .devices()
+        .iter()
+        .filter(|d| d.kind == ioc_schemas::DeviceKind::RainGauge)
+        .take(3)
+        .map(|d| d.id.clone())
+        .collect();
+    let (river, levels) = registry
+        .devices()
+        .iter()
+        .find_map(|d| Some((d.id.clone(), d.thresholds.alarm_levels_m?)))
+        .unwrap();
+    let t0 = Timestamp::now().millis() - 3 * 3_600_000;
+    let mut readings = Vec::new();
+    for k in 0..n {
+        let ts = t0 + k as i64 * 60_000;
+        for g in &rain {
+            let mut r = water_level(&registry, g, ts, k + 1, 0.0);
+            r.envelope.body = ioc_schemas::Body::Hydrology(ioc_schemas::Hydrology {
+                rainfall_mm: Some(2.0),
+                ..ioc_schemas::Hydrology::default()
+            });
+            readings.push(r);
+        }
+        let level = levels[0] - 0.5 + (k as f64 / n as f64) * 2.0 * (levels[2] - levels[0] + 0.5);
+        readings.push(water_level(&registry, &river, ts, k + 1, level));
+    }
+    (registry, readings)
+}
+
+/// The alerts and windows among `outputs`, as comparable lines.
+fn alerts_and_windows(outputs: Vec<EngineOutput>) -> Vec<String> {
+    let mut lines: Vec<String> = outputs
+        .into_iter()
+        .filter_map(|o| match o {
+            EngineOutput::Alert(a) => Some(format!(
+                "alert {} v{} {} level {} at {}",
+                a.id,
+                a.version,
+                a.status.as_str(),
+                a.level,
+                a.updated_at.millis()
+            )),
+            EngineOutput::Window(w) => Some(format!(
+                "window {} {}..{} {:?}",
+                w.device,
+                w.start.millis(),
+                w.end.millis(),
+                w.value
+            )),
+            _ => None,
+        })
+        .collect();
+    lines.sort();
+    lines.dedup();
+    lines
+}
+
+/// Runs `readings` through an engine of `workers` workers keeping its
+/// state in `dir` (if any); the outputs.
+fn run_durable(
+    registry: &Arc<Registry>,
+    readings: &[Reading],
+    workers: usize,
+    dir: Option<&std::path::Path>,
+) -> Vec<EngineOutput> {
+    let config = EngineConfig {
+        workers,
+        idle_timeout: Duration::from_secs(3600),
+        rules: Some(Arc::new(
+            RuleSet::parse(
+                r#"
+[[rule]]
+id = "river_level"
+kind = "threshold"
+devices = ["river_gauge"]
+field = "water_level_m"
+levels = "registry"
+hysteresis = 0.2
+
+[[rule]]
+id = "rain_3h"
+kind = "rainfall"
+window = "3h"
+levels = [{ name = "heavy", value = 50, severity = "severe" }]
+"#,
+                registry,
+                &|_| Err("no files".into()),
+            )
+            .unwrap(),
+        )),
+        durable: dir.map(|d| DurableConfig {
+            dir: d.to_owned(),
+            interval: Duration::from_millis(20),
+            ..DurableConfig::default()
+        }),
+        ..EngineConfig::default()
+    };
+    let (out_tx, out_rx) = flume::unbounded();
+    let (mut engine, input) = Engine::start(&config, registry.clone(), out_tx).unwrap();
+    engine.replay(&input, |_| {}).unwrap();
+    for (i, r) in readings.iter().enumerate() {
+        input.send_blocking(r.clone()).unwrap().wait().unwrap();
+        if i % 17 == 0 {
+            // Let checkpoints fall between readings.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    drop(input);
+    engine.join().unwrap();
+    out_rx.drain().flatten().collect()
+}
+
+#[test]
+fn a_restart_from_the_checkpoint_continues_as_if_never_stopped() {
+    let (registry, readings) = rain_and_river(40);
+    let whole = alerts_and_windows(run_durable(&registry, &readings, 2, None));
+    assert!(whole.iter().any(|l| l.contains("rain_3h")), "{whole:#?}");
+    let dir = tempfile::tempdir().unwrap();
+    let half = readings.len() / 2;
+    let mut outputs = run_durable(&registry, &readings[..half], 2, Some(dir.path()));
+    // The second half on three workers: the state is split by partition.
+    outputs.extend(run_durable(
+        &registry,
+        &readings[half..],
+        3,
+        Some(dir.path()),
+    ));
+    let resumed = alerts_and_windows(outputs);
+    assert_eq!(resumed, whole);
+    // Without the checkpoint, the second half alone misses the heavy rain.
+    let forgetful = alerts_and_windows(run_durable(&registry, &readings[half..], 2, None));
+    assert_ne!(forgetful, whole);
 }

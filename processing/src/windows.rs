@@ -57,7 +57,7 @@ fn result(
 }
 
 /// Rolling rainfall totals of one gauge.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct RainWindows {
     bucket_ms: i64,
     /// Per bucket: rain in hundredths of a millimetre in the low 15 bits
@@ -336,7 +336,7 @@ impl RainWindows {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct TrafficAcc {
     /// Window number (start / window length).
     window: i32,
@@ -353,7 +353,7 @@ struct TrafficAcc {
 }
 
 /// 5-minute traffic windows of one counter.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct TrafficWindows {
     ring: Vec<TrafficAcc>,
     emitted_upto: i64,
@@ -476,7 +476,7 @@ fn round1(x: f64) -> f64 {
 }
 
 /// Camera events by type over 5-minute buckets, for the last hour.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct CameraCounts {
     buckets: [[u16; 8]; CAMERA_BUCKETS],
     newest: i64,

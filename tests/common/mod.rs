@@ -91,6 +91,7 @@ pub fn test_config(mqtt_url: String, embedded: bool) -> Config {
     let _ = std::fs::remove_dir_all(&dir);
     c.dead_letter.file = dir.join("dead-letters.jsonl");
     c.alerts.database = format!("sqlite://{}", dir.join("alerts.db").display());
+    c.checkpoint.dir = dir.join("state");
     c.http_ingest.tokens = vec![ioc_ingest::http::IngestToken {
         name: "test-gateway".into(),
         token: TEST_TOKEN.into(),

@@ -1,5 +1,6 @@
 //! The Kafka consumer-group source.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -12,6 +13,7 @@ use tracing::{debug, info, warn};
 use super::{KafkaConfig, StartFrom};
 use crate::deadletter::Origin;
 use crate::pipeline::Ingestor;
+use ioc_processing::Receipt;
 
 /// The source's view of librdkafka's callbacks: statistics to metrics,
 /// synchronous commit before partitions are revoked.
@@ -133,10 +135,64 @@ impl KafkaSource {
     }
 }
 
+/// Records handed to the engine whose journal write is not yet on disk.
+const UNSYNCED: usize = 16_384;
+
+/// A record's offset waiting for its reading to be durable.
+struct Unsynced {
+    receipt: Receipt,
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+/// Stores the offsets of the records at the front whose readings are
+/// durable (all of them with `wait`). `false`: the engine closed.
+fn store_durable(
+    consumer: &BaseConsumer<Context>,
+    unsynced: &mut VecDeque<Unsynced>,
+    wait: bool,
+) -> bool {
+    while let Some(front) = unsynced.front_mut() {
+        let result = if wait {
+            None
+        } else {
+            match front.receipt.try_durable() {
+                None => return true,
+                some => some,
+            }
+        };
+        let Some(u) = unsynced.pop_front() else { break };
+        let Unsynced {
+            receipt,
+            topic,
+            partition,
+            offset,
+        } = u;
+        if result.unwrap_or_else(|| receipt.wait()).is_err() {
+            return false;
+        }
+        // The next offset to read.
+        if let Err(e) = consumer.store_offset(&topic, partition, offset + 1) {
+            warn!(error = %e, "cannot store a Kafka offset");
+        }
+    }
+    true
+}
+
 fn run(consumer: &BaseConsumer<Context>, ingestor: &Ingestor, cancel: &CancellationToken) {
     let mut last_error_log: Option<Instant> = None;
+    // Offsets are stored in order, once the journal holds each record.
+    let mut unsynced: VecDeque<Unsynced> = VecDeque::new();
     while !cancel.is_cancelled() {
-        let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
+        if !store_durable(consumer, &mut unsynced, false) {
+            return;
+        }
+        let Some(polled) = consumer.poll(Duration::from_millis(if unsynced.is_empty() {
+            100
+        } else {
+            2
+        })) else {
             continue;
         };
         let message = match polled {
@@ -156,16 +212,26 @@ fn run(consumer: &BaseConsumer<Context>, ingestor: &Ingestor, cancel: &Cancellat
             offset: message.offset(),
             key: message.key(),
         };
-        if ingestor
-            .submit_blocking(origin, message.payload().unwrap_or_default())
-            .is_err()
+        let receipt = match ingestor.submit_blocking(origin, message.payload().unwrap_or_default())
         {
+            Ok(Ok(receipt)) => receipt,
+            // Dead-lettered: handled.
+            Ok(Err(_)) => Receipt::done(),
             // The engine is closing: this record was not taken, so its
             // offset is not stored and the next owner reads it again.
+            Err(_) => return,
+        };
+        unsynced.push_back(Unsynced {
+            receipt,
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+        });
+        if unsynced.len() >= UNSYNCED && !store_durable(consumer, &mut unsynced, true) {
             return;
         }
-        if let Err(e) = consumer.store_offset_from_message(&message) {
-            warn!(error = %e, "cannot store a Kafka offset");
-        }
     }
+    // Stopping: what was handed off is stored once durable (the engine is
+    // still running; it closes after the sources).
+    store_durable(consumer, &mut unsynced, true);
 }

@@ -21,6 +21,7 @@ use super::protocol::{self, AckBacklog, Client, Delivery, EventLoop, Polled};
 use crate::deadletter::Origin;
 use crate::decode::parse_status_topic;
 use crate::pipeline::Ingestor;
+use ioc_processing::Receipt;
 
 /// A configured MQTT source, ready to run.
 pub struct MqttSource {
@@ -199,23 +200,52 @@ async fn connection(
     }
 }
 
+/// Messages handed to the engine whose journal write is not yet on disk.
+/// Bounds what waits for acknowledgement (the broker's in-flight window
+/// is the real bound; this one keeps memory flat whatever it is).
+const UNSYNCED: usize = 8192;
+
 async fn handle(
     mut rx: mpsc::Receiver<(u64, Delivery)>,
     client: Client,
     backlog: AckBacklog,
     ingestor: Ingestor,
 ) {
+    // Acknowledged in the order received (MQTT asks for it), each once the
+    // engine's journal holds it: the next message is decoded meanwhile.
+    let (tx, mut durable) = mpsc::channel::<(Receipt, u64, Delivery)>(UNSYNCED);
+    let acker = tokio::spawn(async move {
+        while let Some((receipt, epoch, p)) = durable.recv().await {
+            if receipt.durable().await.is_err() {
+                debug!("engine closed before the journal held a message; left for redelivery");
+                return;
+            }
+            client.ack(&p, epoch, &backlog);
+        }
+    });
     while let Some((epoch, p)) = rx.recv().await {
         let topic = p.topic();
         let handled = if parse_status_topic(topic).is_some() {
-            ingestor.submit_presence(topic, p.payload()).await
+            ingestor
+                .submit_presence(topic, p.payload())
+                .await
+                .map(|r| r.map(|()| Receipt::done()))
         } else {
             ingestor.submit(Origin::Mqtt { topic }, p.payload()).await
         };
-        if handled.is_err() {
-            debug!("engine closed; leaving the message unacknowledged for redelivery");
-            return;
+        let receipt = match handled {
+            Ok(Ok(receipt)) => receipt,
+            // Dead-lettered: handled, acknowledged in its turn.
+            Ok(Err(_)) => Receipt::done(),
+            Err(_) => {
+                debug!("engine closed; leaving the message unacknowledged for redelivery");
+                break;
+            }
+        };
+        if tx.send((receipt, epoch, p)).await.is_err() {
+            break;
         }
-        client.ack(&p, epoch, &backlog);
     }
+    drop(tx);
+    let _ = acker.await;
 }

@@ -322,7 +322,7 @@ pub struct ZoneCx<'a> {
 }
 
 /// One read in a plate's track.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sighting {
     /// The camera (the registry's shared id).
     pub camera: Arc<str>,
@@ -471,6 +471,20 @@ impl<K> States<K> {
     pub fn retain_mut(&mut self, keep: impl FnMut(&mut K, &mut RuleState) -> bool) {
         let mut keep = keep;
         self.entries.retain_mut(|(k, s)| keep(k, s));
+    }
+
+    /// The same states under other keys (`None` drops a state).
+    pub fn rekey<L>(&self, mut key: impl FnMut(&K) -> Option<L>) -> States<L>
+    where
+        RuleState: Clone,
+    {
+        States {
+            entries: self
+                .entries
+                .iter()
+                .filter_map(|(k, s)| Some((key(k)?, s.clone())))
+                .collect(),
+        }
     }
 
     /// Every state with its key.
