@@ -9,6 +9,12 @@
 //!
 //! Defaults: 100000 devices, 2000000 events, 2 workers. Prints the result
 //! and writes it to `target/bench/engine.json` (or `$IOC_BENCH_OUT`).
+//!
+//! `IOC_BENCH_CHECKPOINT=1` runs with durable state (every reading to the
+//! journal, a checkpoint every second: ten times the default rate;
+//! `IOC_BENCH_CHECKPOINT_INTERVAL_MS` changes it), then
+//! starts a second engine on what it left and times the restore; the
+//! result gets the checkpoint's size and the recovery time.
 
 #![allow(clippy::unwrap_used)]
 
@@ -64,17 +70,58 @@ fn main() {
         ))),
         ..EngineConfig::default()
     };
+    let state_dir = std::env::var_os("IOC_BENCH_CHECKPOINT").map(|_| tempfile::tempdir().unwrap());
+    let config = EngineConfig {
+        durable: state_dir.as_ref().map(|d| ioc_processing::DurableConfig {
+            dir: d.path().to_owned(),
+            interval: std::time::Duration::from_millis(
+                std::env::var("IOC_BENCH_CHECKPOINT_INTERVAL_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1000),
+            ),
+            ..ioc_processing::DurableConfig::default()
+        }),
+        ..config
+    };
     let started = Instant::now();
     let cpu_before = common::process_cpu_seconds();
-    let (engine, input) = Engine::start(&config, registry, out_tx).expect("engine");
+    let (mut engine, input) = Engine::start(&config, registry.clone(), out_tx).expect("engine");
+    engine.replay(&input, |_| {}).expect("nothing to replay");
     for r in readings {
-        input.send_blocking(r).expect("engine open");
+        // The receipt (journal on disk) matters to a source's
+        // acknowledgement, not to throughput: not waited for.
+        drop(input.send_blocking(r).expect("engine open"));
     }
     drop(input);
     let stats = engine.stats();
     engine.join().expect("engine");
     let outputs = drain.join().expect("drain");
     let secs = started.elapsed().as_secs_f64();
+    // The state left behind: its size, and how long a start takes to load it.
+    let durable = state_dir.as_ref().map(|d| {
+        let store =
+            ioc_processing::durable::store::Store::open(&d.path().join("checkpoints")).unwrap();
+        let listed = store.list().unwrap();
+        let newest = listed.iter().rev().find(|l| l.manifest.is_ok()).unwrap();
+        let epochs = newest.epoch;
+        let bytes = newest.bytes;
+        let (tx, rx) = flume::unbounded();
+        let restore = Instant::now();
+        let (mut again, input) = Engine::start(&config, registry.clone(), tx).expect("restart");
+        let recovered = again.replay(&input, |_| {}).expect("replay");
+        let recovery_s = restore.elapsed().as_secs_f64();
+        drop(input);
+        again.join().expect("restarted engine");
+        drop(rx);
+        serde_json::json!({
+            "checkpoints": epochs,
+            "checkpoint_bytes": bytes,
+            "checkpoint_bytes_per_device": bytes as f64 / devices as f64,
+            "recovery_s": recovery_s,
+            "replayed": recovered.readings,
+        })
+    });
     // CPU of the whole process while the engine ran: the workers, the
     // producer and the drain thread. Steadier than wall time on a shared VM.
     let cpu = common::process_cpu_seconds() - cpu_before;
@@ -102,6 +149,7 @@ fn main() {
         "state_bytes": state_bytes,
         "state_bytes_per_device": state_bytes as f64 / devices as f64,
         "largest_device_bytes": largest,
+        "durable": durable,
     });
     let out = common::write_bench_result("engine", &result);
     println!(
@@ -112,4 +160,7 @@ fn main() {
         state_bytes as f64 / devices as f64,
         out.display()
     );
+    if let Some(d) = result.get("durable").filter(|d| !d.is_null()) {
+        println!("durable state: {d}");
+    }
 }

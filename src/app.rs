@@ -120,8 +120,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // it are stored.
     let routed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let alerts_cell: Arc<std::sync::OnceLock<Arc<ioc_alerts::AlertService>>> = Arc::default();
+    let influx_cell: Arc<std::sync::OnceLock<ioc_timeseries::Input>> = Arc::default();
     let outputs_durable = {
-        let (routed, cell) = (routed.clone(), alerts_cell.clone());
+        let (routed, cell, influx) = (routed.clone(), alerts_cell.clone(), influx_cell.clone());
         let handle = tokio::runtime::Handle::current();
         Arc::new(move |sent: u64| {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -135,9 +136,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 return false;
             };
             let left = deadline.saturating_duration_since(std::time::Instant::now());
+            // The alert store, then the time series (which the store's
+            // changes also go to).
+            let influx = influx.get().cloned();
             handle
-                .block_on(async move { tokio::time::timeout(left, alerts.flushed()).await })
-                .is_ok()
+                .block_on(async move {
+                    tokio::time::timeout(left, async {
+                        alerts.flushed().await;
+                        match influx {
+                            Some(i) => i.flushed().await.is_ok(),
+                            None => true,
+                        }
+                    })
+                    .await
+                })
+                .unwrap_or(false)
         }) as ioc_processing::durable::coordinator::OutputsDurable
     };
     let engine_config = EngineConfig {
@@ -166,6 +179,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         (None, None)
     };
     let influx_stats = influx.as_ref().map(Sink::stats);
+    if let Some(i) = &influx_input {
+        let _ = influx_cell.set(i.clone());
+    }
 
     let hub = LiveHub::with_history(registry.clone(), zones, &config.http.history);
     let (step, buckets) = hub.history_bounds();
@@ -183,7 +199,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (alerts, alerts_task) = ioc_alerts::AlertService::start(
         &config.alerts,
         router.publish(),
-        crate::outputs::outbox_channels(&config)?,
+        crate::outputs::outbox_channels(&config, influx_input.clone())?,
         alerts_done.clone(),
     )
     .await

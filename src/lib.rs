@@ -4,6 +4,8 @@
 //! - [`config`]: layered configuration (defaults → file → `IOC_*` → flags);
 //! - [`broker`]: the in-process MQTT broker of the embedded default;
 //! - [`rules`]: the rules in force, reloaded on file change or request;
+//! - [`checkpoint`]: `ioc checkpoint list|inspect`, what the engine's
+//!   durable state holds on disk;
 //! - [`outputs`]: the output router: each kind of engine output and each
 //!   stored alert change to its consumers (live hub, alert store, time
 //!   series, alert channels);
@@ -16,6 +18,7 @@
 
 pub mod app;
 pub mod broker;
+pub mod checkpoint;
 pub mod config;
 pub mod deadletter;
 pub mod outputs;

@@ -120,6 +120,25 @@ enum Command {
         #[command(subcommand)]
         action: DeadletterAction,
     },
+    /// What the engine's durable state holds on disk (checkpoint.dir):
+    /// what a restart restores and replays.
+    Checkpoint {
+        #[command(subcommand)]
+        action: CheckpointAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckpointAction {
+    /// Every checkpoint (epoch, age, size, devices, state) and the journal
+    /// a restart would replay.
+    List,
+    /// One checkpoint (the newest usable one by default): its parts, their
+    /// checksums, and entries per key partition.
+    Inspect {
+        /// The checkpoint's epoch.
+        epoch: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -431,5 +450,16 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Deadletter { action }) => deadletter(action, &cli.run).await,
+        Some(Command::Checkpoint { action }) => {
+            let config = load(&cli.run)?;
+            let dir = &config.checkpoint.dir;
+            match action {
+                CheckpointAction::List => print!("{}", ioc::checkpoint::list(dir)?),
+                CheckpointAction::Inspect { epoch } => {
+                    print!("{}", ioc::checkpoint::inspect(dir, epoch)?)
+                }
+            }
+            Ok(())
+        }
     }
 }

@@ -94,11 +94,6 @@ impl Router {
             if let Some(m) = &router.mqtt {
                 m.offer(&changes);
             }
-            if let Some(input) = &router.timeseries {
-                for (a, _) in &changes {
-                    input.offer(Record::Alert(Box::new(a.clone())));
-                }
-            }
             router.hub.apply(
                 changes
                     .into_iter()
@@ -148,6 +143,30 @@ impl Router {
     }
 }
 
+/// The outbox subscriber that writes each alert version to the time
+/// series: through the outbox, a change stored just before a crash still
+/// gets its point after the restart.
+pub const TIMESERIES_SUBSCRIBER: &str = "timeseries";
+
+/// Delivers an alert version as a time-series point: done once the point
+/// is in the sink's spool on disk.
+fn timeseries_sink(input: ioc_timeseries::Input) -> SinkFn {
+    Arc::new(move |d: ioc_alerts::Delivery| {
+        let input = input.clone();
+        Box::pin(async move {
+            let body: serde_json::Value =
+                serde_json::from_str(&d.body).map_err(|e| e.to_string())?;
+            let alert: ioc_schemas::Alert =
+                serde_json::from_value(body["alert"].clone()).map_err(|e| e.to_string())?;
+            input
+                .send(Record::Alert(Box::new(alert)))
+                .await
+                .map_err(|e| e.to_string())?;
+            input.flushed().await.map_err(|e| e.to_string())
+        })
+    })
+}
+
 impl MqttChannel {
     /// Connects and publishes until `cancel` fires, first reconciling the
     /// broker's retained alerts with `active`.
@@ -160,8 +179,14 @@ impl MqttChannel {
 /// name: Kafka when `kafka` is on and `alerts.kafka_topic` is set
 /// (webhooks are configured in `alerts.webhooks` and delivered by the
 /// alert service itself).
-pub fn outbox_channels(config: &Config) -> anyhow::Result<Vec<(String, SinkFn)>> {
+pub fn outbox_channels(
+    config: &Config,
+    timeseries: Option<ioc_timeseries::Input>,
+) -> anyhow::Result<Vec<(String, SinkFn)>> {
     let mut sinks = Vec::new();
+    if let Some(input) = timeseries {
+        sinks.push((TIMESERIES_SUBSCRIBER.to_owned(), timeseries_sink(input)));
+    }
     if config.kafka.enabled && !config.alerts.kafka_topic.is_empty() {
         let producer = KafkaPublisher::new(&config.kafka.producer_config())
             .context("cannot create the Kafka alert producer")?;

@@ -507,6 +507,7 @@ async fn run(
                 }
                 let _order = out.order.lock().await;
                 let mut done = Vec::with_capacity(n);
+                let mut replayed = Vec::new();
                 let mut barriers = Vec::new();
                 for item in batch.drain(..) {
                     let (offered, alert) = match item {
@@ -522,11 +523,16 @@ async fn run(
                         .record(started.duration_since(offered).as_secs_f64());
                     if let Some(change) = apply_with_retry(&store, &alert, &cancel).await {
                         done.push(change);
+                    } else if let Ok(Some(again)) = store.replayed(&alert).await {
+                        replayed.push(again);
                     }
                     metrics::histogram!("ioc_alert_store_apply_seconds")
                         .record(started.elapsed().as_secs_f64());
                 }
                 out.emit(done);
+                if !replayed.is_empty() {
+                    (out.publish)(replayed);
+                }
                 for b in barriers {
                     let _ = b.send(());
                 }

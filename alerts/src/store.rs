@@ -487,6 +487,35 @@ impl AlertStore {
         Ok(Some((alert, entry)))
     }
 
+    /// The stored alert and its last change, when `change` is the newest
+    /// version of the rule's alert already stored: the engine sends it again
+    /// after a restart (it replays what came after its checkpoint). Its
+    /// subscribers get it once more, in case the process stopped between
+    /// storing and publishing it; anything older is not sent again.
+    pub async fn replayed(
+        &self,
+        change: &Alert,
+    ) -> Result<Option<(Alert, AlertChange)>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let row =
+            sqlx::query("SELECT alert_id, engine_version FROM alert_sources WHERE engine_id = $1")
+                .bind(&change.id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        drop(conn);
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let (id, seen): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+        if seen != i64::from(change.version) {
+            return Ok(None);
+        }
+        Ok(self
+            .get(&id)
+            .await?
+            .and_then(|d| Some((d.alert, d.history.into_iter().last()?))))
+    }
+
     /// Applies an operator's action. Returns the alert and the history entry,
     /// or no entry when the alert already was so.
     pub async fn act(

@@ -217,6 +217,7 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Item<Reading>> {
         // Two outputs, so that outputs go to the sink as they are (no copy
         // through a partition) and geo items to the geo operator.
         let (worker, peers) = (self.scope().index(), self.scope().peers());
+        let durable = shared.durable.is_some();
         let mut builder = OperatorBuilder::new("DeviceState".to_owned(), self.scope());
         let parts = shared.partitions.clone();
         let mut input = builder.new_input(
@@ -316,7 +317,11 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Item<Reading>> {
                     });
                     // The frontier is the watermark: everything before it is final.
                     let now = frontiers[0].frontier().iter().min().copied();
-                    let limit = now.unwrap_or(u64::MAX);
+                    // The inputs closed: in memory, what waits for the
+                    // watermark is applied now; with durable state it stays
+                    // waiting in the last checkpoint, and the next start
+                    // applies it in its event-time order.
+                    let limit = now.unwrap_or(if durable { 0 } else { u64::MAX });
                     pending.release(limit.min(i64::MAX as u64) as i64, &mut released);
                     if !released.is_empty() {
                         table.release(&released, &mut out);
@@ -402,6 +407,7 @@ impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, Item<GeoItem>> {
         };
         let peers = self.scope().peers();
         let worker = self.scope().index();
+        let durable = shared.durable.is_some();
         self.unary_frontier(Exchange::new(key), "Geo", move |capability, _| {
             let mut timer = Some(capability);
             let mut state = GeoState::new(shared.registry.clone());
@@ -471,7 +477,9 @@ impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, Item<GeoItem>> {
                     }
                 });
                 let now = frontier.frontier().iter().min().copied();
-                let limit = now.map_or(i64::MAX, |n| n.min(i64::MAX as u64) as i64);
+                let limit = now.map_or(if durable { i64::MIN } else { i64::MAX }, |n| {
+                    n.min(i64::MAX as u64) as i64
+                });
                 pending.release(limit, &mut ready);
                 for g in &ready {
                     if let GeoItem::Position {
@@ -622,7 +630,9 @@ pub(crate) fn run_worker(
             if marked < epoch {
                 marked = epoch;
                 let closed_segment = journal.as_mut().and_then(|j| j.roll(epoch));
-                shared.hand_cut(worker.index(), epoch, closed_segment);
+                // The frontier this worker vouches for at the cut: the
+                // watermark a restart starts from is the lowest of these.
+                shared.hand_cut(worker.index(), epoch, closed_segment, *c.time());
                 let mut handle = input.activate();
                 let at = c.delayed(c.time());
                 handle.session(&at).give(Item::Mark {
@@ -714,7 +724,10 @@ pub(crate) fn run_worker(
         } else {
             shared.watermark.with_backlog(now, taken)
         };
-        if wm > *c.time() {
+        // While the journal is replayed event time stays where the
+        // checkpoint left it: readings of one worker's segment must not
+        // make another's late, whatever order they are read back in.
+        if wm > *c.time() && control.replayed.load(Ordering::Acquire) {
             c.downgrade(&wm);
         }
         if closed {

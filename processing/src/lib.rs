@@ -263,9 +263,19 @@ impl Shared {
         }
     }
 
-    fn hand_cut(&self, _worker: usize, epoch: u64, closed: Option<std::path::PathBuf>) {
+    fn hand_cut(
+        &self,
+        _worker: usize,
+        epoch: u64,
+        closed: Option<std::path::PathBuf>,
+        frontier: u64,
+    ) {
         if let Some(d) = &self.durable {
-            let _ = d.coordinator.send(Message::Cut { epoch, closed });
+            let _ = d.coordinator.send(Message::Cut {
+                epoch,
+                closed,
+                frontier,
+            });
         }
     }
 
@@ -459,7 +469,7 @@ struct Prepared {
     coordinator_rx: flume::Receiver<Message>,
     restore: Vec<Restore>,
     replay: Vec<journal::Segment>,
-    newest_event_ms: i64,
+    watermark_ms: i64,
     listening_since_ms: Option<i64>,
     restored: Option<u64>,
 }
@@ -515,12 +525,7 @@ fn prepare(
                 workers,
                 "restoring checkpoint"
             );
-            (
-                restore,
-                m.epoch,
-                m.newest_event_ms,
-                Some(m.listening_since_ms),
-            )
+            (restore, m.epoch, m.watermark_ms, Some(m.listening_since_ms))
         }
         None => (Vec::new(), 0, 0, None),
     };
@@ -545,7 +550,7 @@ fn prepare(
         coordinator_rx: rx,
         restore,
         replay,
-        newest_event_ms: newest,
+        watermark_ms: newest,
         listening_since_ms: since,
         restored: since.map(|_| from),
     })
@@ -648,11 +653,14 @@ impl Engine {
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
             }
         }
-        if let Some(p) = &prepared {
-            // The watermark where the checkpoint left it.
+        if let Some(p) = prepared.as_ref().filter(|p| p.restored.is_some()) {
+            // The watermark where the checkpoint left it: the frontier every
+            // worker had promised (the newest event time less the allowed
+            // disorder).
+            let ooo = config.out_of_orderness.as_millis() as i64;
             shared
                 .watermark
-                .observe(Timestamp(p.newest_event_ms), Timestamp(0));
+                .observe(Timestamp(p.watermark_ms + ooo), Timestamp(0));
         }
         if prepared.is_none() {
             shared.control.replayed.store(true, Ordering::Release);

@@ -39,11 +39,6 @@ impl Watermark {
         }
     }
 
-    /// The newest event time seen, ms (0 before any).
-    pub fn newest(&self) -> i64 {
-        self.max_event_ms.load(Ordering::Relaxed)
-    }
-
     /// Records a reading's event time, received at `now`.
     pub fn observe(&self, event: Timestamp, now: Timestamp) {
         self.max_event_ms

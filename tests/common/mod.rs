@@ -882,6 +882,9 @@ impl Victoria {
             .arg(format!("-storageDataPath={}", self.dir.path().display()))
             .arg("-retentionPeriod=100y")
             .arg("-search.latencyOffset=0s")
+            // A point written again (ioc's journal replay after a crash)
+            // replaces the first, as in InfluxDB.
+            .arg("-dedup.minScrapeInterval=1ms")
             .arg("-loggerLevel=ERROR")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

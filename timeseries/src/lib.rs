@@ -65,6 +65,9 @@ pub enum Record {
     },
     /// A moving subject entered, left or lingered in a zone.
     Geofence(Box<ioc_schemas::GeofenceEvent>),
+    /// Not a point: answered once every record before it is in the spool
+    /// (on disk), see [`Input::flushed`].
+    Barrier(flume::Sender<()>),
 }
 
 /// The sink has stopped and takes no more points.
@@ -140,6 +143,18 @@ impl Input {
         self.tx.send(record).map_err(|_| Closed)?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Returns once every record queued before the call is in the spool on
+    /// disk (from where it reaches the database even across a restart):
+    /// the engine's checkpoint waits for it.
+    pub async fn flushed(&self) -> Result<(), Closed> {
+        let (tx, rx) = flume::bounded(1);
+        self.tx
+            .send_async(Record::Barrier(tx))
+            .await
+            .map_err(|_| Closed)?;
+        rx.recv_async().await.map_err(|_| Closed)
     }
 
     /// Queues a record if there is room, never waiting; a record that does

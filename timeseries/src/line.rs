@@ -77,7 +77,7 @@ impl LineEncoder {
             Record::Reading { device, .. } => place(*device),
             Record::Window { device, .. } => (1 << 32) + place(*device),
             Record::Geofence(_) => 2 << 32,
-            Record::Alert(_) => 3 << 32,
+            Record::Alert(_) | Record::Barrier(_) => 3 << 32,
         }
     }
 
@@ -95,6 +95,7 @@ impl LineEncoder {
                 self.geofence(out, event);
                 true
             }
+            Record::Barrier(_) => false,
         }
     }
 

@@ -233,6 +233,11 @@ impl Batcher {
                 Ok(record) => {
                     // Take what else is queued without a clock read each.
                     for record in std::iter::once(record).chain(rx.try_iter().take(1024)) {
+                        if let Record::Barrier(done) = record {
+                            self.flush(&mut batch);
+                            let _ = done.send(());
+                            continue;
+                        }
                         self.add(&mut batch, &record);
                     }
                 }

@@ -16,8 +16,20 @@ use crate::pipeline::Ingestor;
 use ioc_processing::Receipt;
 
 /// The source's view of librdkafka's callbacks: statistics to metrics,
-/// synchronous commit before partitions are revoked.
-struct Context;
+/// synchronous commit before partitions are revoked. Holds the records
+/// handed to the engine whose offsets wait for the journal.
+#[derive(Default)]
+struct Context {
+    unsynced: std::sync::Mutex<VecDeque<Unsynced>>,
+}
+
+impl Context {
+    fn unsynced(&self) -> std::sync::MutexGuard<'_, VecDeque<Unsynced>> {
+        self.unsynced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 impl ClientContext for Context {
     fn stats(&self, s: Statistics) {
@@ -51,8 +63,9 @@ impl ConsumerContext for Context {
         match rebalance {
             Rebalance::Revoke(partitions) => {
                 // Everything polled before this callback has been handed off
-                // and its offset stored (same thread): commit it now, so the
-                // next owner starts exactly after it.
+                // (same thread): once the journal holds it, store and commit
+                // its offsets now, so the next owner starts exactly after it.
+                store_durable(consumer, &mut self.unsynced(), true);
                 commit_sync(consumer, "before revoking partitions");
                 info!(partitions = partitions.count(), "Kafka partitions revoked");
             }
@@ -105,7 +118,7 @@ impl KafkaSource {
             .set("fetch.wait.max.ms", "50")
             .set("queued.min.messages", "100000");
         c.apply_properties(&mut cc);
-        let consumer: BaseConsumer<Context> = cc.create_with_context(Context)?;
+        let consumer: BaseConsumer<Context> = cc.create_with_context(Context::default())?;
         let topics: Vec<&str> = c.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(consumer)
@@ -172,8 +185,8 @@ fn store_durable(
         if result.unwrap_or_else(|| receipt.wait()).is_err() {
             return false;
         }
-        // The next offset to read.
-        if let Err(e) = consumer.store_offset(&topic, partition, offset + 1) {
+        // The record's own offset: librdkafka stores the next one (+1).
+        if let Err(e) = consumer.store_offset(&topic, partition, offset) {
             warn!(error = %e, "cannot store a Kafka offset");
         }
     }
@@ -183,16 +196,14 @@ fn store_durable(
 fn run(consumer: &BaseConsumer<Context>, ingestor: &Ingestor, cancel: &CancellationToken) {
     let mut last_error_log: Option<Instant> = None;
     // Offsets are stored in order, once the journal holds each record.
-    let mut unsynced: VecDeque<Unsynced> = VecDeque::new();
+    let unsynced = || consumer.context().unsynced();
     while !cancel.is_cancelled() {
-        if !store_durable(consumer, &mut unsynced, false) {
+        if !store_durable(consumer, &mut unsynced(), false) {
             return;
         }
-        let Some(polled) = consumer.poll(Duration::from_millis(if unsynced.is_empty() {
-            100
-        } else {
-            2
-        })) else {
+        let waiting = !unsynced().is_empty();
+        let Some(polled) = consumer.poll(Duration::from_millis(if waiting { 2 } else { 100 }))
+        else {
             continue;
         };
         let message = match polled {
@@ -221,17 +232,18 @@ fn run(consumer: &BaseConsumer<Context>, ingestor: &Ingestor, cancel: &Cancellat
             // offset is not stored and the next owner reads it again.
             Err(_) => return,
         };
-        unsynced.push_back(Unsynced {
+        let mut queue = unsynced();
+        queue.push_back(Unsynced {
             receipt,
             topic: message.topic().to_owned(),
             partition: message.partition(),
             offset: message.offset(),
         });
-        if unsynced.len() >= UNSYNCED && !store_durable(consumer, &mut unsynced, true) {
+        if queue.len() >= UNSYNCED && !store_durable(consumer, &mut queue, true) {
             return;
         }
     }
     // Stopping: what was handed off is stored once durable (the engine is
     // still running; it closes after the sources).
-    store_durable(consumer, &mut unsynced, true);
+    store_durable(consumer, &mut unsynced(), true);
 }

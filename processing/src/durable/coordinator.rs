@@ -28,6 +28,8 @@ pub enum Message {
         epoch: u64,
         /// The segment it closed, if it wrote one.
         closed: Option<PathBuf>,
+        /// The frontier it had promised.
+        frontier: u64,
     },
     /// An operator's part of `epoch`.
     Part {
@@ -253,9 +255,17 @@ impl Coordinator {
             }
             // Every worker's cut, both operators' parts, both sinks' flushes.
             let (mut cuts, mut parts, mut flushed) = (Vec::new(), Vec::new(), 0);
+            let mut frontier = u64::MAX;
             while cuts.len() < workers || parts.len() < 2 * workers || flushed < 2 * workers {
                 match rx.recv_timeout(Duration::from_secs(60)) {
-                    Ok(Message::Cut { closed, .. }) => cuts.push(closed),
+                    Ok(Message::Cut {
+                        closed,
+                        frontier: f,
+                        ..
+                    }) => {
+                        frontier = frontier.min(f);
+                        cuts.push(closed);
+                    }
                     Ok(Message::Part { part, .. }) => parts.push(part),
                     Ok(Message::Flushed) => flushed += 1,
                     Ok(Message::Closing) => closing += 1,
@@ -265,8 +275,6 @@ impl Coordinator {
                     }
                 }
             }
-            // The watermark as of the cut: no worker has taken a reading since.
-            let newest = shared.watermark.newest();
             let outputs = shared.outputs_sent.load(Ordering::Acquire);
             control.taken.store(epoch, Ordering::Release);
             for w in 0..workers {
@@ -292,7 +300,7 @@ impl Coordinator {
                 created_ms: Timestamp::now().millis(),
                 generation: self.generation,
                 workers,
-                newest_event_ms: newest,
+                watermark_ms: frontier.min(i64::MAX as u64) as i64,
                 listening_since_ms: shared.table.listening_since_ms,
                 parts: Vec::new(),
             };

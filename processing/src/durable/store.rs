@@ -34,8 +34,9 @@ pub struct Manifest {
     pub generation: u64,
     /// Workers that wrote it.
     pub workers: usize,
-    /// The event-time watermark's newest event time, ms.
-    pub newest_event_ms: i64,
+    /// The event-time watermark at the cut (the lowest frontier any worker
+    /// had promised), ms.
+    pub watermark_ms: i64,
     /// Event time the engine first started listening at, ms.
     pub listening_since_ms: i64,
     /// The parts.
@@ -308,7 +309,7 @@ mod tests {
             created_ms: 0,
             generation: 1,
             workers: 1,
-            newest_event_ms: 0,
+            watermark_ms: 0,
             listening_since_ms: 0,
             parts: Vec::new(),
         }
