@@ -464,6 +464,7 @@ async fn killed(source: Source, readings: &[(String, String, Vec<u8>)], seed: u6
                                 .any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
                         });
                         if writing {
+                            eprintln!("killed while a checkpoint was being written");
                             break;
                         }
                         tokio::time::sleep(Duration::from_micros(200)).await;
@@ -473,6 +474,9 @@ async fn killed(source: Source, readings: &[(String, String, Vec<u8>)], seed: u6
                     let deadline = Instant::now() + Duration::from_secs(10);
                     while !restored.load(Ordering::SeqCst) && Instant::now() < deadline {
                         tokio::time::sleep(Duration::from_micros(200)).await;
+                    }
+                    if restored.load(Ordering::SeqCst) {
+                        eprintln!("killed as the restart restored its checkpoint");
                     }
                 }
             }

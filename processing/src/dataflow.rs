@@ -632,7 +632,7 @@ pub(crate) fn run_worker(
                 let closed_segment = journal.as_mut().and_then(|j| j.roll(epoch));
                 // The frontier this worker vouches for at the cut: the
                 // watermark a restart starts from is the lowest of these.
-                shared.hand_cut(worker.index(), epoch, closed_segment, *c.time());
+                shared.hand_cut(epoch, closed_segment, *c.time());
                 let mut handle = input.activate();
                 let at = c.delayed(c.time());
                 handle.session(&at).give(Item::Mark {
@@ -651,7 +651,7 @@ pub(crate) fn run_worker(
             }
             if !closing_told {
                 closing_told = true;
-                shared.hand_closing(worker.index());
+                shared.hand_closing();
             }
             worker.step_or_park(Some(Duration::from_millis(5)));
             continue;

@@ -89,7 +89,7 @@ impl Default for TableConfig {
     }
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 enum Windows {
     Rain(Box<RainWindows>),
     Traffic(Box<TrafficWindows>),
@@ -97,14 +97,6 @@ enum Windows {
 }
 
 impl Windows {
-    fn clone_for_snapshot(&self) -> Windows {
-        match self {
-            Windows::Rain(w) => Windows::Rain(w.clone()),
-            Windows::Traffic(w) => Windows::Traffic(w.clone()),
-            Windows::Camera(w) => Windows::Camera(w.clone()),
-        }
-    }
-
     fn bytes(&self) -> usize {
         match self {
             Windows::Rain(w) => w.bytes(),
@@ -648,7 +640,6 @@ pub struct DeviceSnap {
     seqs: SeqWindow,
     heard: bool,
     ruled_ts: i64,
-    waiting: u32,
     alarm: u8,
     /// Rule states by rule id (positions change with the rules file).
     states: States<Arc<str>>,
@@ -656,7 +647,8 @@ pub struct DeviceSnap {
     /// Emitted windows a late reading amended since the last boundary.
     #[serde(default)]
     revised: bool,
-    /// Its samples waiting for the watermark.
+    /// Its samples waiting for the watermark (their count is the slot's
+    /// `waiting`).
     #[serde(default)]
     pending: Vec<SampleSnap>,
 }
@@ -724,10 +716,9 @@ impl DeviceTable {
                     seqs: slot.seqs,
                     heard: slot.heard,
                     ruled_ts: slot.ruled_ts,
-                    waiting: slot.waiting,
                     alarm: slot.alarm,
                     states,
-                    windows: slot.windows.as_ref().map(Windows::clone_for_snapshot),
+                    windows: slot.windows.clone(),
                     revised: revised.binary_search(&index).is_ok(),
                     pending,
                 },

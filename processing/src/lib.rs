@@ -204,19 +204,13 @@ pub struct Shared {
 }
 
 /// The durable side of [`Shared`].
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct DurableShared {
     journal: std::path::PathBuf,
     generation: u64,
     first_segment: u64,
     syncer: journal::Syncer,
     coordinator: flume::Sender<Message>,
-}
-
-impl std::fmt::Debug for journal::Syncer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Syncer")
-    }
 }
 
 /// A reading on its way to a worker.
@@ -263,13 +257,7 @@ impl Shared {
         }
     }
 
-    fn hand_cut(
-        &self,
-        _worker: usize,
-        epoch: u64,
-        closed: Option<std::path::PathBuf>,
-        frontier: u64,
-    ) {
+    fn hand_cut(&self, epoch: u64, closed: Option<std::path::PathBuf>, frontier: u64) {
         if let Some(d) = &self.durable {
             let _ = d.coordinator.send(Message::Cut {
                 epoch,
@@ -285,7 +273,7 @@ impl Shared {
         }
     }
 
-    fn hand_closing(&self, _worker: usize) {
+    fn hand_closing(&self) {
         if let Some(d) = &self.durable {
             let _ = d.coordinator.send(Message::Closing);
         }
@@ -636,13 +624,7 @@ impl Engine {
             threads: (0..workers).map(|_| OnceLock::new()).collect(),
             stats: stats.clone(),
             control: Control::default(),
-            durable: prepared.as_ref().map(|p| DurableShared {
-                journal: p.shared.journal.clone(),
-                generation: p.shared.generation,
-                first_segment: p.shared.first_segment,
-                syncer: p.shared.syncer.clone(),
-                coordinator: p.shared.coordinator.clone(),
-            }),
+            durable: prepared.as_ref().map(|p| p.shared.clone()),
             restore: (0..workers).map(|_| Mutex::new(None)).collect(),
             outputs_sent: AtomicU64::new(0),
         });

@@ -228,21 +228,15 @@ fn run_durable(
         idle_timeout: Duration::from_secs(3600),
         rules: Some(Arc::new(
             RuleSet::parse(
-                r#"
+                &format!(
+                    "{BUILTIN_RULES}
 [[rule]]
-id = "river_level"
-kind = "threshold"
-devices = ["river_gauge"]
-field = "water_level_m"
-levels = "registry"
-hysteresis = 0.2
-
-[[rule]]
-id = "rain_3h"
-kind = "rainfall"
-window = "3h"
-levels = [{ name = "heavy", value = 50, severity = "severe" }]
-"#,
+id = \"rain_3h\"
+kind = \"rainfall\"
+window = \"3h\"
+levels = [{{ name = \"heavy\", value = 50, severity = \"severe\" }}]
+"
+                ),
                 registry,
                 &|_| Err("no files".into()),
             )

@@ -171,7 +171,7 @@ struct Job {
 }
 
 /// The syncer thread's end.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Syncer {
     tx: flume::Sender<Job>,
 }
