@@ -276,6 +276,8 @@ impl Coordinator {
                 }
             }
             let outputs = shared.outputs_sent.load(Ordering::Acquire);
+            // The replayable sources are stopped at the cut until taken.
+            let logs = control.logs.positions();
             control.taken.store(epoch, Ordering::Release);
             for w in 0..workers {
                 shared.wake(w);
@@ -302,18 +304,24 @@ impl Coordinator {
                 workers,
                 watermark_ms: frontier.min(i64::MAX as u64) as i64,
                 listening_since_ms: shared.table.listening_since_ms,
+                logs: logs.clone(),
                 parts: Vec::new(),
             };
             // The segments the checkpoint contains are on disk before it is.
-            for path in cuts.into_iter().flatten() {
-                if let Err(e) = std::fs::File::open(&path).and_then(|f| f.sync_data()) {
-                    error!(segment = %path.display(), error = %e, "cannot sync a journal segment; checkpoint skipped");
-                    metrics::counter!("ioc_checkpoint_failures_total").increment(1);
-                    continue;
-                }
+            let unsynced = cuts.into_iter().flatten().find_map(|path| {
+                std::fs::File::open(&path)
+                    .and_then(|f| f.sync_data())
+                    .err()
+                    .map(|e| (path, e))
+            });
+            if let Some((path, e)) = unsynced {
+                error!(segment = %path.display(), error = %e, "cannot sync a journal segment; checkpoint skipped");
+                metrics::counter!("ioc_checkpoint_failures_total").increment(1);
+                continue;
             }
             match self.store.write(manifest, parts) {
                 Ok(bytes) => {
+                    control.logs.written(epoch, logs);
                     duration.record(started.elapsed().as_secs_f64());
                     metrics::gauge!("ioc_checkpoint_bytes").set(bytes as f64);
                     metrics::gauge!("ioc_checkpoint_epoch").set(epoch as f64);

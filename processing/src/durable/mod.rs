@@ -23,6 +23,7 @@
 
 pub mod coordinator;
 pub mod journal;
+pub mod logs;
 pub mod store;
 
 use std::path::PathBuf;
@@ -137,6 +138,8 @@ pub struct Control {
     pub journal_bytes: AtomicU64,
     /// The last checkpoint after the inputs closed is written: workers end.
     pub finished: AtomicBool,
+    /// Replayable sources taking part in the cuts.
+    pub logs: logs::Logs,
 }
 
 impl Control {
