@@ -13,8 +13,11 @@
 //! `IOC_BENCH_CHECKPOINT=1` runs with durable state (every reading to the
 //! journal, a checkpoint every second: ten times the default rate;
 //! `IOC_BENCH_CHECKPOINT_INTERVAL_MS` changes it), then
-//! starts a second engine on what it left and times the restore; the
-//! result gets the checkpoint's size and the recovery time.
+//! starts a second engine on what a kill at 90 % of the readings would
+//! have left (the data directory hard-linked at that moment: the newest
+//! checkpoint and the journal after it, which the run keeps appending to)
+//! and times the restore and the replay; the result gets the checkpoint's
+//! size and the recovery time.
 
 #![allow(clippy::unwrap_used)]
 
@@ -88,10 +91,17 @@ fn main() {
     let cpu_before = common::process_cpu_seconds();
     let (mut engine, input) = Engine::start(&config, registry.clone(), out_tx).expect("engine");
     engine.replay(&input, |_| {}).expect("nothing to replay");
-    for r in readings {
+    let crash_at = events * 9 / 10;
+    let crashed = state_dir.as_ref().map(|_| tempfile::tempdir().unwrap());
+    for (i, r) in readings.into_iter().enumerate() {
         // The receipt (journal on disk) matters to a source's
         // acknowledgement, not to throughput: not waited for.
         drop(input.send_blocking(r).expect("engine open"));
+        if i == crash_at
+            && let (Some(from), Some(to)) = (&state_dir, &crashed)
+        {
+            link_tree(from.path(), to.path());
+        }
     }
     drop(input);
     let stats = engine.stats();
@@ -107,6 +117,16 @@ fn main() {
         let epochs = newest.epoch;
         let bytes = newest.bytes;
         let (tx, rx) = flume::unbounded();
+        let config = EngineConfig {
+            durable: config
+                .durable
+                .clone()
+                .map(|c| ioc_processing::DurableConfig {
+                    dir: crashed.as_ref().unwrap().path().to_owned(),
+                    ..c
+                }),
+            ..config.clone()
+        };
         let restore = Instant::now();
         let (mut again, input) = Engine::start(&config, registry.clone(), tx).expect("restart");
         let recovered = again.replay(&input, |_| {}).expect("replay");
@@ -162,5 +182,20 @@ fn main() {
     );
     if let Some(d) = result.get("durable").filter(|d| !d.is_null()) {
         println!("durable state: {d}");
+    }
+}
+
+/// `to` as a copy of `from` whose files are hard links (immediate; a file
+/// appended to later is seen longer in both).
+fn link_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let (path, target) = (e.path(), to.join(e.file_name()));
+        if path.is_dir() {
+            link_tree(&path, &target);
+        } else {
+            // A file removed meanwhile (a pruned checkpoint) is skipped.
+            let _ = std::fs::hard_link(&path, &target);
+        }
     }
 }

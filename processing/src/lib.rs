@@ -202,8 +202,6 @@ pub struct Shared {
     restore: Vec<Mutex<Option<Restore>>>,
     /// Batches the sinks have put into the output channel.
     outputs_sent: AtomicU64,
-    /// Where the restored checkpoint left the replayable sources.
-    restored_logs: Positions,
 }
 
 /// The durable side of [`Shared`].
@@ -398,10 +396,7 @@ impl EngineInput {
     /// [`EngineInput::send_unjournaled_blocking`].
     pub fn log_source(&self) -> Option<LogSource> {
         self.shared.durable.as_ref()?;
-        Some(LogSource::new(
-            self.shared.clone(),
-            self.shared.restored_logs.clone(),
-        ))
+        Some(LogSource::new(self.shared.clone()))
     }
 
     /// The watermark at wall-clock time `now`: readings older than it are late.
@@ -650,14 +645,18 @@ impl Engine {
             ),
             threads: (0..workers).map(|_| OnceLock::new()).collect(),
             stats: stats.clone(),
-            control: Control::default(),
+            control: Control {
+                logs: durable::logs::Logs::restored(
+                    prepared
+                        .as_mut()
+                        .map(|p| std::mem::take(&mut p.logs))
+                        .unwrap_or_default(),
+                ),
+                ..Control::default()
+            },
             durable: prepared.as_ref().map(|p| p.shared.clone()),
             restore: (0..workers).map(|_| Mutex::new(None)).collect(),
             outputs_sent: AtomicU64::new(0),
-            restored_logs: prepared
-                .as_mut()
-                .map(|p| std::mem::take(&mut p.logs))
-                .unwrap_or_default(),
         });
         for (w, r) in restore.into_iter().enumerate() {
             if let Some(slot) = shared.restore.get(w) {

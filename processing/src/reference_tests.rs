@@ -173,7 +173,6 @@ fn run_operators(
             durable: None,
             restore: Vec::new(),
             outputs_sent: AtomicU64::new(0),
-            restored_logs: Default::default(),
         });
         let table = DeviceTable::new(registry.clone(), rules.clone(), config, 0, 1);
         let (mut input, probe, captured) = worker.dataflow::<u64, _, _>(|scope| {

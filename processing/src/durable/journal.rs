@@ -13,7 +13,8 @@
 //! `s - 1` and before its mark for checkpoint `s`, so checkpoint `k`
 //! contains every segment numbered `k` or less, and a restart replays
 //! the rest in (generation, segment) order. Each process start is a new
-//! generation. A record is `[length u32][crc32 u32][JSON]`, little-endian.
+//! generation. A record is `[length u32][crc32 u32][payload]`, little-endian; the
+//! payload is [`super::codec`]'s binary envelope (JSON in the first format).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Write};
@@ -23,14 +24,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ioc_schemas::{Envelope, Timestamp};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tracing::{error, warn};
 
 use super::{Ack, Control};
 use crate::reading::Reading;
 
 /// One journal record.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct Entry {
     /// When ingest received it, ms.
     pub received: i64,
@@ -156,8 +157,12 @@ pub fn read(path: &Path, mut each: impl FnMut(Entry)) -> Result<ReadEnd, Damaged
             }
             return Err(damaged(at as u64, "checksum mismatch".into()));
         }
-        let entry: Entry = serde_json::from_slice(payload)
-            .map_err(|e| damaged(at as u64, format!("undecodable record: {e}")))?;
+        let entry = if payload.first() == Some(&super::codec::TAG) {
+            super::codec::decode(payload).map(|(received, envelope)| Entry { received, envelope })
+        } else {
+            serde_json::from_slice(payload).map_err(|e| e.to_string())
+        }
+        .map_err(|e| damaged(at as u64, format!("undecodable record: {e}")))?;
         each(entry);
         done.records += 1;
         at += 8 + len;
@@ -259,15 +264,7 @@ impl Writer {
     pub fn append(&mut self, reading: &Reading) {
         let at = self.buf.len();
         self.buf.extend_from_slice(&[0; 8]);
-        let entry = EntryRef {
-            received: reading.received.millis(),
-            envelope: &reading.envelope,
-        };
-        // An envelope always serializes (validated, finite numbers).
-        if serde_json::to_writer(&mut self.buf, &entry).is_err() {
-            self.buf.truncate(at);
-            return;
-        }
+        super::codec::encode(&mut self.buf, reading.received.millis(), &reading.envelope);
         let payload = &self.buf[at + 8..];
         let len = (payload.len() as u32).to_le_bytes();
         let crc = crc32fast::hash(payload).to_le_bytes();
@@ -334,12 +331,6 @@ impl Writer {
         self.segment = epoch + 1;
         closed
     }
-}
-
-#[derive(Serialize)]
-struct EntryRef<'a> {
-    received: i64,
-    envelope: &'a Envelope,
 }
 
 impl Entry {

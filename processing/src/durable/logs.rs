@@ -40,6 +40,10 @@ impl Slot {
 /// The registered sources and what the checkpoints hold of them.
 #[derive(Debug, Default)]
 pub struct Logs {
+    /// Where the restored checkpoint left them: a partition no source has
+    /// read from since (it has not been assigned yet, or Kafka has not
+    /// started) keeps its position in every checkpoint.
+    restored: Positions,
     slots: Mutex<Vec<Arc<Slot>>>,
     /// The newest checkpoint written and its positions.
     durable: Mutex<(u64, Positions)>,
@@ -63,9 +67,18 @@ impl Logs {
             .all(|s| s.paused_for.load(Ordering::Acquire) >= epoch)
     }
 
-    /// Every source's positions (call while they are paused).
+    /// Where the restored checkpoint left the sources.
+    pub fn restored(restored: Positions) -> Self {
+        Logs {
+            restored,
+            ..Logs::default()
+        }
+    }
+
+    /// Every source's positions (call while they are paused), over the
+    /// restored ones.
     pub fn positions(&self) -> Positions {
-        let mut all = Positions::new();
+        let mut all = self.restored.clone();
         for s in self.slots().iter() {
             for (topic, parts) in s.positions().iter() {
                 all.entry(topic.clone()).or_default().extend(parts);
@@ -86,12 +99,11 @@ impl Logs {
 pub struct LogSource {
     slot: Arc<Slot>,
     shared: Arc<Shared>,
-    restored: Positions,
     told: u64,
 }
 
 impl LogSource {
-    pub(crate) fn new(shared: Arc<Shared>, restored: Positions) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
         let slot = Arc::new(Slot::default());
         // A source that starts during a checkpoint joins the next one.
         slot.paused_for.store(
@@ -102,7 +114,6 @@ impl LogSource {
         LogSource {
             slot,
             shared,
-            restored,
             told: 0,
         }
     }
@@ -116,7 +127,7 @@ impl LogSource {
     /// The positions the restored checkpoint holds: start each partition
     /// there the first time it is assigned.
     pub fn restored(&self) -> &Positions {
-        &self.restored
+        &self.shared.control.logs.restored
     }
 
     /// The record at `offset` of `topic`/`partition` was handed to the

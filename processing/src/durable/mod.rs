@@ -21,6 +21,7 @@
 //! workers resume as soon as every part is serialized (the files are
 //! written behind them).
 
+pub mod codec;
 pub mod coordinator;
 pub mod journal;
 pub mod logs;
