@@ -108,6 +108,9 @@ fn main() {
     engine.join().expect("engine");
     let outputs = drain.join().expect("drain");
     let secs = started.elapsed().as_secs_f64();
+    // CPU of the whole process while the engine ran: the workers, the
+    // producer and the drain thread. Steadier than wall time on a shared VM.
+    let cpu = common::process_cpu_seconds() - cpu_before;
     // The state left behind: its size, and how long a start takes to load it.
     let durable = state_dir.as_ref().map(|d| {
         let store =
@@ -142,9 +145,6 @@ fn main() {
             "replayed": recovered.readings,
         })
     });
-    // CPU of the whole process while the engine ran: the workers, the
-    // producer and the drain thread. Steadier than wall time on a shared VM.
-    let cpu = common::process_cpu_seconds() - cpu_before;
     let processed = stats.processed.load(std::sync::atomic::Ordering::Relaxed);
     // As of the workers' last scan (a minute of event time before the end).
     let state_bytes = stats.state_bytes.load(std::sync::atomic::Ordering::Relaxed);

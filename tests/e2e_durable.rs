@@ -163,7 +163,7 @@ impl Rig {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ioc"))
             .arg("--config")
             .arg(config)
-            .env("RUST_LOG", "warn,ioc_processing=info,ioc_ingest=info")
+            .env("RUST_LOG", "warn,ioc_processing=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -178,11 +178,7 @@ impl Rig {
                 if line.contains("restoring checkpoint") {
                     restored.store(true, Ordering::SeqCst);
                 }
-                if line.contains("WARN")
-                    || line.contains("ERROR")
-                    || line.contains("restoring")
-                    || line.contains("partitions assigned")
-                {
+                if line.contains("WARN") || line.contains("ERROR") || line.contains("restoring") {
                     eprintln!("ioc: {line}");
                 }
             }

@@ -28,17 +28,6 @@ pub const TRAFFIC_WINDOW_MS: i64 = 5 * 60_000;
 const TRAFFIC_KEPT: usize = 13;
 /// Camera buckets: twelve 5-minute buckets make the hour.
 const CAMERA_BUCKETS: usize = 12;
-/// Camera event types counted.
-const CAMERA_EVENTS: [CameraEvent; 8] = [
-    CameraEvent::PlateRead,
-    CameraEvent::Intrusion,
-    CameraEvent::FireSmoke,
-    CameraEvent::Crowd,
-    CameraEvent::Congestion,
-    CameraEvent::Accident,
-    CameraEvent::WrongWay,
-    CameraEvent::IllegalParking,
-];
 
 fn result(
     device: &Arc<str>,
@@ -511,7 +500,7 @@ impl CameraCounts {
             self.newest = b;
         }
         self.first_ms = Some(self.first_ms.map_or(ts, |f| f.min(ts)));
-        let e = CAMERA_EVENTS.iter().position(|&x| x == event).unwrap_or(0);
+        let e = event as usize;
         let slot = &mut self.buckets[b.rem_euclid(n) as usize][e];
         *slot = slot.saturating_add(1);
         if ts < self.emitted_end {
@@ -577,7 +566,7 @@ impl CameraCounts {
                 continue;
             }
             self.emitted[i] = counts;
-            let map: BTreeMap<CameraEvent, u32> = CAMERA_EVENTS
+            let map: BTreeMap<CameraEvent, u32> = CameraEvent::ALL
                 .iter()
                 .zip(counts)
                 .filter(|(_, c)| *c > 0)

@@ -298,6 +298,20 @@ pub enum CameraEvent {
     IllegalParking,
 }
 
+impl CameraEvent {
+    /// Every event type, in declaration order: `ALL[e as usize] == e`.
+    pub const ALL: [CameraEvent; 8] = [
+        CameraEvent::PlateRead,
+        CameraEvent::Intrusion,
+        CameraEvent::FireSmoke,
+        CameraEvent::Crowd,
+        CameraEvent::Congestion,
+        CameraEvent::Accident,
+        CameraEvent::WrongWay,
+        CameraEvent::IllegalParking,
+    ];
+}
+
 /// AI-camera analytic event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

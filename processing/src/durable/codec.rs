@@ -19,17 +19,6 @@ use ioc_schemas::{
 /// First byte of a binary record.
 pub const TAG: u8 = 0xB1;
 
-const EVENTS: [CameraEvent; 8] = [
-    CameraEvent::PlateRead,
-    CameraEvent::Intrusion,
-    CameraEvent::FireSmoke,
-    CameraEvent::Crowd,
-    CameraEvent::Congestion,
-    CameraEvent::Accident,
-    CameraEvent::WrongWay,
-    CameraEvent::IllegalParking,
-];
-
 /// Appends the record of `envelope`, received at `received` (ms).
 pub fn encode(out: &mut Vec<u8>, received: i64, e: &Envelope) {
     out.push(TAG);
@@ -84,8 +73,7 @@ pub fn encode(out: &mut Vec<u8>, received: i64, e: &Envelope) {
         }
         Body::Camera(c) => {
             out.push(2);
-            let event = EVENTS.iter().position(|e| *e == c.event).unwrap_or(0);
-            out.push(event as u8);
+            out.push(c.event as u8);
             out.extend_from_slice(&c.confidence.to_le_bytes());
             for s in [&c.plate, &c.snapshot] {
                 match s {
@@ -206,7 +194,7 @@ pub fn decode(data: &[u8]) -> Result<(i64, Envelope), String> {
             })
         }
         2 => {
-            let event = *EVENTS
+            let event = *CameraEvent::ALL
                 .get(usize::from(r.u8()?))
                 .ok_or("unknown camera event")?;
             Body::Camera(Camera {
@@ -286,5 +274,9 @@ mod tests {
             }
         }
         assert_eq!(kinds.len(), 3, "{kinds:?}");
+        // The event byte is the declaration order.
+        for (i, e) in CameraEvent::ALL.into_iter().enumerate() {
+            assert_eq!(e as usize, i);
+        }
     }
 }

@@ -24,7 +24,6 @@
 pub mod codec;
 pub mod coordinator;
 pub mod journal;
-pub mod logs;
 pub mod store;
 
 use std::path::PathBuf;
@@ -139,8 +138,6 @@ pub struct Control {
     pub journal_bytes: AtomicU64,
     /// The last checkpoint after the inputs closed is written: workers end.
     pub finished: AtomicBool,
-    /// Replayable sources taking part in the cuts.
-    pub logs: logs::Logs,
 }
 
 impl Control {

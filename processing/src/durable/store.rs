@@ -39,10 +39,6 @@ pub struct Manifest {
     pub watermark_ms: i64,
     /// Event time the engine first started listening at, ms.
     pub listening_since_ms: i64,
-    /// Where the replayable sources (Kafka: topic, partition) stopped:
-    /// the offset of the first record the checkpoint does not contain.
-    #[serde(default)]
-    pub logs: super::logs::Positions,
     /// The parts.
     pub parts: Vec<PartMeta>,
 }
@@ -315,7 +311,6 @@ mod tests {
             workers: 1,
             watermark_ms: 0,
             listening_since_ms: 0,
-            logs: Default::default(),
             parts: Vec::new(),
         }
     }
