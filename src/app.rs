@@ -154,17 +154,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }) as ioc_processing::durable::coordinator::OutputsDurable
     };
     let engine_config = EngineConfig {
-        workers: p.workers,
-        out_of_orderness: p.out_of_orderness,
-        idle_timeout: p.idle_timeout,
-        per_device_progress: p.per_device_progress,
-        lateness: p.lateness,
-        rain_bucket: p.rain_bucket,
         rules: Some(Arc::new(rules)),
         zones: Some(zones.clone()),
         durable: config.checkpoint.durable(),
         outputs_durable: Some(outputs_durable),
-        ..EngineConfig::default()
+        ..p.engine()
     };
     // Batches of engine outputs (a timely message each, up to ~1 000).
     let (out_tx, out_rx) = flume::bounded(256);

@@ -256,6 +256,21 @@ pub struct ProcessingConfig {
     pub per_device_progress: bool,
 }
 
+impl ProcessingConfig {
+    /// The engine settings these give (no rules, zones or durable state).
+    pub fn engine(&self) -> ioc_processing::EngineConfig {
+        ioc_processing::EngineConfig {
+            workers: self.workers,
+            out_of_orderness: self.out_of_orderness,
+            idle_timeout: self.idle_timeout,
+            per_device_progress: self.per_device_progress,
+            lateness: self.lateness,
+            rain_bucket: self.rain_bucket,
+            ..ioc_processing::EngineConfig::default()
+        }
+    }
+}
+
 impl Default for ProcessingConfig {
     fn default() -> Self {
         let engine = ioc_processing::EngineConfig::default();

@@ -4,6 +4,8 @@
 //! - [`config`]: layered configuration (defaults → file → `IOC_*` → flags);
 //! - [`broker`]: the in-process MQTT broker of the embedded default;
 //! - [`rules`]: the rules in force, reloaded on file change or request;
+//! - [`backtest`]: `ioc backtest`, what a rules file would have raised
+//!   over recorded readings, against the rules in force;
 //! - [`checkpoint`]: `ioc checkpoint list|inspect`, what the engine's
 //!   durable state holds on disk;
 //! - [`outputs`]: the output router: each kind of engine output and each
@@ -17,6 +19,7 @@
 //! only wires them.
 
 pub mod app;
+pub mod backtest;
 pub mod broker;
 pub mod checkpoint;
 pub mod config;

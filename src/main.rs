@@ -83,6 +83,48 @@ enum Command {
         /// Centre the flood on this river gauge.
         #[arg(long)]
         flood_target: Option<String>,
+        /// Record instead of publishing: write the readings of `--duration`
+        /// seconds of simulated time (default one hour) to this NDJSON file
+        /// at once, one envelope per line, for `ioc backtest`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// With --out: the event time of the first reading (RFC 3339;
+        /// default: the duration before now).
+        #[arg(long, value_parser = parse_time)]
+        start: Option<Timestamp>,
+    },
+    /// What a rules file would have raised over recorded readings, compared
+    /// with the rules in force (or --against): alerts only in one, and
+    /// alerts in both with a different level, start or end, per rule and
+    /// area. Runs the engine in event time; touches no store or output.
+    Backtest {
+        /// The rules file tried.
+        #[arg(long)]
+        rules: PathBuf,
+        /// The rules compared with (default: `rules.file` of the
+        /// configuration, or the built-in demo rules).
+        #[arg(long)]
+        against: Option<PathBuf>,
+        /// Recorded readings: an NDJSON file of envelopes (dead letters
+        /// too), or a state directory whose journal to read (default:
+        /// `checkpoint.dir` of the configuration).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Compare alerts that open from this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        from: Option<Timestamp>,
+        /// Read readings before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        to: Option<Timestamp>,
+        /// How long before --from readings fill windows and rule states.
+        #[arg(long, default_value = "24h", value_parser = humantime_serde::re::humantime::parse_duration)]
+        warmup: Duration,
+        /// Also write the whole report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Worker threads per rule set (two engines run side by side).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
     },
     /// Load test: publish simulated readings of a scaled catalogue over
     /// MQTT (or produce them to Kafka with --kafka) at a fixed rate (or as
@@ -181,6 +223,11 @@ struct Select {
     /// Only letters about this device.
     #[arg(long)]
     device: Option<String>,
+}
+
+fn parse_time(s: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_rfc3339(s)
+        .ok_or_else(|| format!("{s:?} is not an RFC 3339 time, e.g. 2026-07-14T06:00:00+07:00"))
 }
 
 fn parse_reason(s: &str) -> Result<ioc_schemas::RejectReason, String> {
@@ -312,6 +359,134 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
+fn backtest_plan(
+    config: &Config,
+    rules: PathBuf,
+    against: Option<PathBuf>,
+    input: Option<PathBuf>,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+    warmup: Duration,
+    workers: usize,
+) -> anyhow::Result<ioc::backtest::Plan> {
+    let registry = config.registry()?;
+    let load = |file: Option<PathBuf>, what: &str| -> anyhow::Result<_> {
+        let source = ioc::rules::RulesSource::new(file, registry.clone());
+        source
+            .load()
+            .map(std::sync::Arc::new)
+            .map_err(|e| anyhow::anyhow!("{what} ({}): {e}", source.describe()))
+    };
+    let new = load(Some(rules), "the rules tried")?;
+    let current = load(
+        against.or(config.rules.file.clone()),
+        "the rules compared with",
+    )?;
+    let zones = ioc::rules::ZonesSource::new(config.catalogue.zones.clone())
+        .load()
+        .map_err(|e| anyhow::anyhow!("zones: {}", e.join("; ")))?;
+    if let (Some(f), Some(t)) = (from, to) {
+        anyhow::ensure!(f < t, "--from ({f}) must be before --to ({t})");
+    }
+    let input = input.unwrap_or_else(|| config.checkpoint.dir.clone());
+    anyhow::ensure!(
+        input.exists(),
+        "no recording at {}: give --input FILE.ndjson (record one with `ioc simulate --out`) or a state directory",
+        input.display()
+    );
+    Ok(ioc::backtest::Plan {
+        recording: ioc::backtest::Recording::at(&input),
+        new,
+        current,
+        zones: std::sync::Arc::new(ioc_processing::ZonesCell::new(std::sync::Arc::new(zones))),
+        registry,
+        engine: ioc_processing::EngineConfig {
+            workers: workers.max(1),
+            ..config.processing.engine()
+        },
+        from,
+        to,
+        warmup,
+    })
+}
+
+/// A progress line on the terminal (nothing when stderr is not one).
+#[derive(Default)]
+struct ProgressBar {
+    shown: bool,
+    begun: Option<std::time::Instant>,
+}
+
+impl ProgressBar {
+    fn show(&mut self, p: ioc::backtest::Progress) {
+        use std::io::{IsTerminal as _, Write as _};
+        if !std::io::stderr().is_terminal() || p.total == 0 {
+            return;
+        }
+        let begun = *self.begun.get_or_insert_with(std::time::Instant::now);
+        let share = (p.done as f64 / p.total as f64).clamp(0.0, 1.0);
+        let filled = (share * 30.0) as usize;
+        let rate = p.readings as f64 / begun.elapsed().as_secs_f64().max(1e-3);
+        eprint!(
+            "\r[{}{}] {:>3.0} %  {} readings  {:.0}/s ",
+            "#".repeat(filled),
+            " ".repeat(30 - filled),
+            share * 100.0,
+            p.readings,
+            rate
+        );
+        let _ = std::io::stderr().flush();
+        self.shown = true;
+    }
+
+    fn clear(&self) {
+        if self.shown {
+            eprint!("\r{}\r", " ".repeat(80));
+        }
+    }
+}
+
+/// `ioc simulate --out`: simulated readings written to a file in simulated
+/// time, as fast as they can be made.
+fn record(
+    out: &std::path::Path,
+    scenario: Scenario,
+    rate: f64,
+    seed: u64,
+    duration: Option<u64>,
+    flood_target: Option<String>,
+    start: Option<Timestamp>,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    anyhow::ensure!(rate > 0.0 && rate.is_finite(), "--rate must be above 0");
+    let seconds = duration.unwrap_or(3600);
+    let start =
+        start.unwrap_or_else(|| Timestamp(Timestamp::now().millis() - seconds as i64 * 1000));
+    let mut sim = Simulator::new(Registry::sonla_demo(), scenario, seed, start);
+    if let Some(target) = flood_target {
+        sim = sim
+            .with_flood_target(&target)
+            .with_context(|| format!("no device {target:?} in the catalogue"))?;
+    }
+    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    let count = (seconds as f64 * rate) as u64;
+    for k in 0..count {
+        let now = Timestamp(start.millis() + (k as f64 * 1000.0 / rate) as i64);
+        if let Some(envelope) = sim.next_reading(now) {
+            w.write_all(&envelope.to_json())?;
+            w.write_all(b"\n")?;
+        }
+    }
+    w.flush()?;
+    println!(
+        "recorded {count} readings from {start} over {seconds} s to {}",
+        out.display()
+    );
+    Ok(())
+}
+
 async fn simulate(
     broker: String,
     scenario: Scenario,
@@ -387,13 +562,52 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Some(Command::Simulate {
+            scenario,
+            rate,
+            seed,
+            duration,
+            flood_target,
+            out: Some(out),
+            start,
+            ..
+        }) => record(&out, scenario, rate, seed, duration, flood_target, start),
+        Some(Command::Simulate {
             broker,
             scenario,
             rate,
             seed,
             duration,
             flood_target,
+            out: None,
+            ..
         }) => simulate(broker, scenario, rate, seed, duration, flood_target).await,
+        Some(Command::Backtest {
+            rules,
+            against,
+            input,
+            from,
+            to,
+            warmup,
+            json,
+            workers,
+        }) => {
+            let config = load(&cli.run)?;
+            let plan = backtest_plan(&config, rules, against, input, from, to, warmup, workers)?;
+            let report = tokio::task::spawn_blocking(move || {
+                let mut bar = ProgressBar::default();
+                let r = ioc::backtest::run(&plan, |p| bar.show(p));
+                bar.clear();
+                r
+            })
+            .await??;
+            print!("{}", ioc::backtest::render(&report));
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("report written to {}", path.display());
+            }
+            Ok(())
+        }
         Some(Command::Loadgen {
             broker,
             kafka,

@@ -106,6 +106,10 @@ pub struct EngineConfig {
     /// With `durable`: waits until the outputs before a checkpoint's cut
     /// are stored by whoever reads the output channel.
     pub outputs_durable: Option<durable::coordinator::OutputsDurable>,
+    /// Event time from which devices never heard from count as overdue
+    /// (default: the start, less `out_of_orderness`). A run over recorded
+    /// readings sets the recording's start.
+    pub listening_since: Option<Timestamp>,
 }
 
 impl std::fmt::Debug for EngineConfig {
@@ -131,6 +135,7 @@ impl Default for EngineConfig {
             per_device_progress: true,
             durable: None,
             outputs_durable: None,
+            listening_since: None,
         }
     }
 }
@@ -592,6 +597,7 @@ impl Engine {
         let listening_since_ms = prepared
             .as_ref()
             .and_then(|p| p.listening_since_ms)
+            .or(config.listening_since.map(Timestamp::millis))
             .unwrap_or_else(|| {
                 Timestamp::now().millis() - config.out_of_orderness.as_millis() as i64
             });
