@@ -866,7 +866,7 @@ mod tests {
         assert_eq!(d.changed.len(), 1);
         let c = &d.changed[0];
         assert_eq!((c.start_ms, c.end_ms), (-20, Some(20)));
-        assert_eq!(c.levels_ms, vec![(1, -20), (2, -20)]);
+        assert_eq!(c.levels_ms, vec![(2, -20)]);
         let said = describe_change(c).join("; ");
         assert!(said.contains("peaks at L3 instead of L2"), "{said}");
     }
