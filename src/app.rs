@@ -177,7 +177,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let _ = influx_cell.set(i.clone());
     }
 
-    let hub = LiveHub::with_history(registry.clone(), zones, &config.http.history);
+    let hub = LiveHub::with_history(registry.clone(), zones.clone(), &config.http.history);
     let (step, buckets) = hub.history_bounds();
     tracing::info!(
         step = %humantime_serde::re::humantime::format_duration(step),
@@ -334,8 +334,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let auth = ioc_dashboard_api::auth::Auth::new(&config.http.auth, &admin_token)
         .map_err(|e| anyhow::anyhow!("http.auth: {e}"))?;
     let reload = reloader.clone();
+    let rules_admin = rules_admin(&reloader, zones.clone(), registry.clone(), &config);
     let state = AppState {
         rules_reload: Some(Arc::new(move || reload.reload())),
+        rules_admin: Some(Arc::new(rules_admin)),
         auth: Arc::new(auth),
         // The alert store keeps the audit log.
         audit: Arc::default(),
@@ -443,5 +445,75 @@ impl Running {
         }
         info!("stopped");
         Ok(())
+    }
+}
+
+/// The rules file and backtests for the page's admin view.
+fn rules_admin(
+    reloader: &Reloader,
+    zones: Arc<ioc_processing::ZonesCell>,
+    registry: Arc<Registry>,
+    config: &Config,
+) -> ioc_dashboard_api::routes::rules::RulesAdmin {
+    let source = reloader.source().clone();
+    let text = {
+        let source = source.clone();
+        Arc::new(move |()| {
+            let text = source.text().map_err(|e| vec![e])?;
+            Ok(serde_json::json!({
+                "source": source.describe(),
+                "text": text,
+                "editable": source.is_file(),
+            }))
+        })
+    };
+    let apply = {
+        let (source, reloader) = (source.clone(), reloader.clone());
+        Arc::new(move |text: String| {
+            source.write(&text)?;
+            info!(source = %source.describe(), "rules file replaced from the API");
+            reloader.reload()
+        })
+    };
+    let in_force = reloader.clone();
+    let input = config
+        .rules
+        .backtest_input
+        .clone()
+        .unwrap_or_else(|| config.checkpoint.dir.clone());
+    let engine = ioc_processing::EngineConfig {
+        workers: 1,
+        ..config.processing.engine()
+    };
+    let backtest = Arc::new(
+        move |req: ioc_dashboard_api::routes::rules::BacktestRequest| {
+            let new = source.parse(&req.rules).map_err(|e| e.0)?;
+            let plan = crate::backtest::Plan {
+                recording: crate::backtest::Recording::at(&input),
+                new: Arc::new(new),
+                current: in_force.in_force(),
+                zones: zones.clone(),
+                registry: registry.clone(),
+                engine: engine.clone(),
+                from: req.from,
+                to: req.to,
+                warmup: std::time::Duration::from_secs(24 * 3600),
+            };
+            let report = crate::backtest::run(&plan, |_| {}).map_err(|e| vec![format!("{e:#}")])?;
+            info!(
+                readings = report.input.readings,
+                seconds = report.seconds,
+                only_new = report.diff.only_new.len(),
+                only_current = report.diff.only_current.len(),
+                changed = report.diff.changed.len(),
+                "backtest run from the API"
+            );
+            serde_json::to_value(&report).map_err(|e| vec![e.to_string()])
+        },
+    );
+    ioc_dashboard_api::routes::rules::RulesAdmin {
+        text,
+        apply,
+        backtest,
     }
 }

@@ -113,6 +113,11 @@ pub struct RulesConfig {
     /// changes; `0s` turns watching off (reload through the API only).
     #[serde(with = "humantime_serde")]
     pub watch_interval: Duration,
+    /// Recorded readings that backtests from the page run over: an NDJSON
+    /// file of envelopes (`ioc simulate --out` records one) or a state
+    /// directory whose journal to read. Unset: `checkpoint.dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backtest_input: Option<PathBuf>,
 }
 
 impl Default for RulesConfig {
@@ -120,6 +125,7 @@ impl Default for RulesConfig {
         RulesConfig {
             file: None,
             watch_interval: Duration::from_secs(2),
+            backtest_input: None,
         }
     }
 }

@@ -47,6 +47,63 @@ impl RulesSource {
         }
     }
 
+    /// The text of the rules: the file's, or the built-in demo rules.
+    pub fn text(&self) -> Result<String, String> {
+        match &self.file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("{}: cannot read: {e}", path.display())),
+            None => Ok(DEMO_RULES.to_owned()),
+        }
+    }
+
+    /// Validates rules `text` as if it were the rules file (files it names
+    /// are read beside it).
+    pub fn parse(&self, text: &str) -> Result<RuleSet, RuleErrors> {
+        match &self.file {
+            Some(path) => {
+                let base = path.parent().map(PathBuf::from).unwrap_or_default();
+                RuleSet::parse(text, &self.registry, &|name| {
+                    let p = base.join(name);
+                    std::fs::read_to_string(&p)
+                        .map(|t| (t, Some(p.clone())))
+                        .map_err(|e| format!("cannot read {}: {e}", p.display()))
+                })
+            }
+            None => RuleSet::parse(text, &self.registry, &|name| match name {
+                "watchlist.txt" => Ok((DEMO_WATCHLIST.to_owned(), None)),
+                other => Err(format!(
+                    "the built-in rules only know watchlist.txt, not {other}"
+                )),
+            }),
+        }
+    }
+
+    /// Replaces the rules file with `text` once it is valid (written to a
+    /// temporary file beside it, synced, then renamed over it). Without a
+    /// rules file there is nothing to write to.
+    pub fn write(&self, text: &str) -> Result<(), Vec<String>> {
+        let Some(path) = &self.file else {
+            return Err(vec![
+                "this server runs the built-in demo rules: set rules.file to edit them".into(),
+            ]);
+        };
+        self.parse(text).map_err(|e| e.0)?;
+        let tmp = path.with_extension("toml.new");
+        let written = (|| {
+            use std::io::Write as _;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        written.map_err(|e| vec![format!("{}: cannot write: {e}", path.display())])
+    }
+
+    /// Whether the rules come from a file (which can be replaced).
+    pub fn is_file(&self) -> bool {
+        self.file.is_some()
+    }
+
     /// Where the rules come from, for logs and answers.
     pub fn describe(&self) -> String {
         self.file.as_ref().map_or_else(
@@ -143,6 +200,16 @@ impl Reloader {
                 Err(problems)
             }
         }
+    }
+
+    /// Where the rules come from.
+    pub fn source(&self) -> &RulesSource {
+        &self.source
+    }
+
+    /// The rules in force.
+    pub fn in_force(&self) -> Arc<ioc_processing::RuleSet> {
+        self.cell.current()
     }
 
     /// Reloads whenever one of the rules' files changes, until cancelled.

@@ -245,6 +245,133 @@ async fn page_shows_the_live_alert_with_its_area() {
     drop(page);
 }
 
+/// An admin tries a lowered BĐ3 for the Tô Hiệu gauge over the recorded
+/// flood from the page: the backtest lists the alert only the new rules
+/// raise and draws the station's timeline, in both languages; a rules file
+/// with a mistake is refused with the problem named; then the admin applies
+/// the file, which is written and put in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_backtests_a_rules_change_and_applies_it() {
+    let browser = chromium();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, ioc::rules::DEMO_RULES).unwrap();
+    std::fs::write(dir.path().join("watchlist.txt"), ioc::rules::DEMO_WATCHLIST).unwrap();
+    // A recorded flood at the gauge: up to 0.3 m under BĐ3 and down again,
+    // a reading a minute.
+    let registry = ioc_devices::Registry::sonla_demo();
+    let bd3 = common::alarm_levels(&registry, "river-to-hieu")[2];
+    let t0 = 1_783_987_200_000i64;
+    let recording = dir.path().join("flood.ndjson");
+    std::fs::write(
+        &recording,
+        common::river_ndjson((0..240i64).map(|m| {
+            let rise = 1.0 - (m - 120).abs() as f64 / 120.0;
+            (
+                "river-to-hieu",
+                m as u64 + 1,
+                bd3 - 2.0 + 1.7 * rise,
+                t0 + m * 60_000,
+            )
+        })),
+    )
+    .unwrap();
+    let mut config = test_config(format!("mqtt://127.0.0.1:{}", free_port()), true);
+    config.rules.file = Some(rules.clone());
+    config.rules.backtest_input = Some(recording);
+    let running = ioc::app::start(config).await.expect("start");
+
+    let url = format!("http://{}/#token={}", running.http_addr, common::TEST_ADMIN);
+    let mut page = Page::open(browser, &url).await;
+    page.wait_true("!document.getElementById('rules-open').hidden")
+        .await;
+    page.eval("document.getElementById('rules-open').click(); true")
+        .await;
+    page.wait_true("document.getElementById('rules-text').value.includes('river_level')")
+        .await;
+    // A mistake first: refused, the problem named, nothing run.
+    page.eval(
+        "const a = document.getElementById('rules-text'); \
+         a.value = a.value + '\\n[[rule]]\\nid = \"broken\"\\nkind = \"no_such_kind\"\\n'; \
+         document.getElementById('bt-run').click(); true",
+    )
+    .await;
+    page.wait_true(
+        "document.querySelector('#bt-result .problems') !== null \
+         && document.getElementById('bt-result').innerText.includes('no_such_kind')",
+    )
+    .await;
+    // BĐ3 lowered by 0.5 m for this gauge alone.
+    let lowered = format!(
+        r#"
+[[rule]]
+id = "to_hieu_bd3"
+kind = "threshold"
+devices = ["river_gauge"]
+ids = ["river-to-hieu"]
+field = "water_level_m"
+levels = [{{ name = "BĐ3", value = {}, severity = "severe" }}]
+hysteresis = 0.2
+title_vi = "Tô Hiệu trên BĐ3 hạ"
+title_en = "Tô Hiệu above lowered BĐ3"
+"#,
+        bd3 - 0.5
+    );
+    let new_text = format!("{}{lowered}", ioc::rules::DEMO_RULES);
+    page.eval(&format!(
+        "document.getElementById('rules-text').value = {}; \
+         document.getElementById('bt-run').click(); true",
+        serde_json::to_string(&new_text).unwrap()
+    ))
+    .await;
+    page.wait_true(
+        "document.querySelector('#bt-result li.only_new[data-subject=\"river-to-hieu\"][data-rule=\"to_hieu_bd3\"]') !== null",
+    )
+    .await;
+    let shown = page
+        .eval("document.getElementById('bt-result').innerText")
+        .await;
+    let shown = shown.as_str().unwrap();
+    assert!(shown.contains("Chỉ có với quy tắc mới"), "{shown}");
+    assert!(shown.contains("Phường Tô Hiệu"), "{shown}");
+    assert_eq!(
+        page.eval("document.querySelectorAll('#bt-result li').length")
+            .await,
+        1,
+        "only the lowered level differs: {shown}"
+    );
+    assert_eq!(
+        page.eval("document.querySelectorAll('.timeline .bar.new').length")
+            .await,
+        1
+    );
+    page.eval("document.getElementById('lang').click(); true")
+        .await;
+    page.wait_true(
+        "document.getElementById('bt-result').innerText.includes('Only with the new rules')",
+    )
+    .await;
+    let png = page.screenshot().await;
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::write(artifacts.join("backtest.png"), png).unwrap();
+
+    // Applied: written to the rules file and in force.
+    page.eval("window.confirm = () => true; document.getElementById('rules-apply').click(); true")
+        .await;
+    page.wait_true(
+        "document.getElementById('bt-status').innerText.includes('The new rules are in force')",
+    )
+    .await;
+    let on_disk = std::fs::read_to_string(&rules).unwrap();
+    assert!(on_disk.contains("to_hieu_bd3"));
+    let file = get_json(running.http_addr, "/api/v1/rules/file").await;
+    assert!(file["text"].as_str().unwrap().contains("to_hieu_bd3"));
+    assert_eq!(file["editable"], true);
+    drop(page);
+    running.shutdown().await.unwrap();
+}
+
 /// Polls the alert until it has `status`; returns it with its history.
 async fn wait_status(addr: std::net::SocketAddr, id: &str, status: &str) -> serde_json::Value {
     let path = format!("/api/v1/alerts/{id}");

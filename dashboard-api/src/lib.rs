@@ -63,6 +63,9 @@ pub struct AppState {
     pub ingest: Option<Arc<HttpIngest>>,
     /// Rules reload, when the engine has reloadable rules.
     pub rules_reload: Option<ReloadFn>,
+    /// The rules file's text, applying a new one and backtests, when the
+    /// engine has reloadable rules.
+    pub rules_admin: Option<Arc<routes::rules::RulesAdmin>>,
     /// Who may do what.
     pub auth: Arc<auth::Auth>,
     /// The audit log, when there is no alert store to keep it.
@@ -85,6 +88,7 @@ impl AppState {
             stats: Arc::new(|| serde_json::json!({})),
             ingest: None,
             rules_reload: None,
+            rules_admin: None,
             auth: Arc::new(auth),
             audit: Arc::default(),
             alerts: None,
@@ -144,6 +148,11 @@ pub fn router(state: AppState) -> Router {
             get(routes::alerts::deliveries),
         )
         .route("/api/v1/rules/reload", post(routes::rest::reload_rules))
+        .route(
+            "/api/v1/rules/file",
+            get(routes::rules::file).put(routes::rules::apply),
+        )
+        .route("/api/v1/backtest", post(routes::rules::backtest))
         .route("/api/v1/audit", get(audit::list))
         .route_layer(gate(auth::Role::Admin));
     let origins: Vec<axum::http::HeaderValue> = state

@@ -466,6 +466,23 @@ fn build() -> Value {
         .ok::<Map<String, Value>>("A summary of the rules now in force")
         .errors(&[NotFound, Invalid, Unavailable])
         .done();
+    d.op("get", "/api/v1/rules/file", a, "admin", "The rules file's text")
+        .describe("The rules in force as text (`text`), where they come from (`source`) and whether they can be replaced (`editable`: there is a rules file).")
+        .ok::<Map<String, Value>>("`{source, text, editable}`")
+        .errors(&[NotFound, Invalid, Unavailable])
+        .done();
+    d.op("put", "/api/v1/rules/file", a, "admin", "Replace the rules file and reload it")
+        .describe("Validates the text like `ioc rules check`, writes it over the rules file (atomically) and puts it in force without losing state; when it is invalid, every problem is listed and nothing changes.")
+        .body::<crate::routes::rules::RulesText>(true, "The new rules file")
+        .ok::<Map<String, Value>>("A summary of the rules now in force")
+        .errors(&[BadRequest, NotFound, Invalid, Unavailable])
+        .done();
+    d.op("post", "/api/v1/backtest", a, "admin", "Backtest a rules file")
+        .describe("Runs the engine's own code in event time over the server's recorded readings (`backtest.recording`) with the given rules and with the rules in force, and compares what they raise: episodes only in one, and episodes in both with a different level, start or end. Touches no store or output. The same as `ioc backtest`.")
+        .body::<crate::routes::rules::BacktestRequest>(true, "The rules tried and the period")
+        .ok::<Map<String, Value>>("The report: the input read, the diff and counts per rule and area")
+        .errors(&[BadRequest, NotFound, Invalid, Unavailable])
+        .done();
     d.op("get", "/api/v1/audit", a, "admin", "The audit log of writes")
         .describe("Every write through the API, allowed or refused: who, role, method, path, client address, status.")
         .query::<crate::audit::AuditQuery>()

@@ -27,6 +27,13 @@ const TEXT = {
     water_level_m: "Mực nước (m)", rainfall_mm: "Mưa (mm)", flow_m3s: "Lưu lượng (m³/s)",
     inflow_m3s: "Lưu lượng đến (m³/s)", outflow_m3s: "Lưu lượng xả (m³/s)",
     flow_vph: "Lưu lượng xe (xe/giờ)", speed_kmh: "Tốc độ (km/h)", occupancy_pct: "Chiếm dụng (%)",
+    rulesButton: "Quy tắc", rulesTitle: "Quy tắc cảnh báo — chạy thử trên dữ liệu đã ghi", close: "Đóng", rulesSource: "Tệp quy tắc",
+    from: "Từ", to: "Đến", btRun: "Chạy thử", apply: "Áp dụng", btRunning: "Đang chạy thử…", applied: "Đã áp dụng quy tắc mới.",
+    applyConfirm: "Áp dụng tệp quy tắc này cho toàn hệ thống?", notEditable: "Máy chủ đang dùng quy tắc mẫu tích hợp: đặt rules.file để sửa.",
+    btRead: "bản tin đã chạy", btSkipped: "bỏ qua", btNoDiff: "Không có khác biệt: hai bộ quy tắc phát cùng", episodes: "đợt cảnh báo",
+    onlyNew: "Chỉ có với quy tắc mới", onlyCurrent: "Chỉ có với quy tắc hiện hành", changed: "Khác nhau", same: "Giống nhau", rule: "Quy tắc",
+    earlier: "sớm hơn", later: "muộn hơn", opens: "mở", resolves: "kết thúc", peak: "mức cao nhất", instead: "thay vì", stillOpen: "vẫn mở đến cuối",
+    timeline: "Dòng thời gian theo trạm (trên: hiện hành, dưới: mới)",
   },
   en: {
     title: "Intelligent Operations Center — Sơn La",
@@ -48,6 +55,13 @@ const TEXT = {
     water_level_m: "Water level (m)", rainfall_mm: "Rainfall (mm)", flow_m3s: "Flow (m³/s)",
     inflow_m3s: "Inflow (m³/s)", outflow_m3s: "Outflow (m³/s)",
     flow_vph: "Traffic flow (veh/h)", speed_kmh: "Speed (km/h)", occupancy_pct: "Occupancy (%)",
+    rulesButton: "Rules", rulesTitle: "Alert rules — try them on recorded readings", close: "Close", rulesSource: "Rules file",
+    from: "From", to: "To", btRun: "Backtest", apply: "Apply", btRunning: "Running the backtest…", applied: "The new rules are in force.",
+    applyConfirm: "Put this rules file in force for the whole system?", notEditable: "The server runs the built-in demo rules: set rules.file to edit them.",
+    btRead: "readings run", btSkipped: "skipped", btNoDiff: "No difference: both rule sets raise the same", episodes: "episodes",
+    onlyNew: "Only with the new rules", onlyCurrent: "Only with the rules in force", changed: "Different", same: "Same", rule: "Rule",
+    earlier: "earlier", later: "later", opens: "opens", resolves: "resolves", peak: "peak", instead: "instead of", stillOpen: "still open at the end",
+    timeline: "Timeline per station (top: in force, bottom: new)",
   },
 };
 const KIND = {
@@ -116,6 +130,7 @@ function login() {
         const me = await r.json();
         role = me.role;
         $("whoami").textContent = `${me.name} · ${me.role}`;
+        $("rules-open").hidden = role !== "admin";
         $("login").hidden = true;
         resolve();
         return true;
@@ -825,7 +840,7 @@ function applyLang() {
   $("conn").textContent = t($("conn").classList.contains("up") ? "connected" : "disconnected");
   $("offline-banner").textContent = t("lost");
   applyMute();
-  renderLegend(); renderAlerts(); renderCounts(); renderDetail();
+  renderLegend(); renderAlerts(); renderCounts(); renderDetail(); renderBacktest();
 }
 $("lang").addEventListener("click", () => { lang = lang === "vi" ? "en" : "vi"; localStorage.setItem("ioc.lang", lang); applyLang(); });
 
@@ -994,6 +1009,143 @@ function connect() {
     setTimeout(connect, backoff); backoff = Math.min(10000, backoff * 2);
   };
 }
+
+// ---------- rules: backtest and apply (admins) ----------
+// The rules file in force is edited here, run over the server's recorded
+// readings against the rules in force (POST /api/v1/backtest: the engine's
+// own code, nothing stored or sent), then applied (PUT /api/v1/rules/file,
+// which validates, writes and reloads it).
+let lastReport = null;
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+function span(ms) {
+  const s = Math.floor(Math.abs(ms) / 1000);
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.floor(s / 60)} min`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+function when(ms) { return `${span(ms)} ${t(ms < 0 ? "earlier" : "later")}`; }
+function stamp(ts) { return new Date(ts).toLocaleString(lang === "vi" ? "vi-VN" : "en-GB"); }
+function peakName(e) {
+  const l = e.levels.find((x) => x.level === e.peak_level);
+  return l && l.name ? l.name : String(e.peak_level);
+}
+function episodeText(e) {
+  const end = e.resolved_at ? `→ ${stamp(e.resolved_at)}` : `(${t("stillOpen")})`;
+  return `${e.rule} · ${e.subject} (${e.area}) ${peakName(e)}: ${stamp(e.opened_at)} ${end}`;
+}
+function changeText(c) {
+  const said = [];
+  if (c.start_ms) said.push(`${t("opens")} ${when(c.start_ms)}`);
+  if (c.end_ms) said.push(`${t("resolves")} ${when(c.end_ms)}`);
+  if (c.new.peak_level !== c.current.peak_level) said.push(`${t("peak")} ${peakName(c.new)} ${t("instead")} ${peakName(c.current)}`);
+  return said.join("; ");
+}
+function showProblems(body, fallback) {
+  const box = $("bt-result");
+  box.replaceChildren();
+  const err = (body && body.error) || {};
+  box.append(el("p", "problems", err.message || fallback));
+  const ul = el("ul");
+  for (const p of err.problems || []) ul.append(el("li", "problems", p));
+  box.append(ul);
+}
+function renderBacktest() {
+  const r = lastReport, box = $("bt-result");
+  if (!r) return;
+  box.replaceChildren();
+  const i = r.input;
+  $("bt-status").textContent = `${i.readings} ${t("btRead")} · ${r.seconds.toFixed(2)} s · ` +
+    `${t("btSkipped")}: ${i.outside + i.duplicates + i.late + i.bad}`;
+  const d = r.diff;
+  if (!d.only_new.length && !d.only_current.length && !d.changed.length) {
+    box.append(el("p", "no-diff", `${t("btNoDiff")} ${d.same} ${t("episodes")}.`));
+    return;
+  }
+  const table = el("table");
+  const head = el("tr");
+  for (const h of ["rule", "area", "onlyNew", "onlyCurrent", "changed", "same"]) head.append(el("th", "", t(h)));
+  table.append(head);
+  for (const row of d.rows) {
+    const tr = el("tr");
+    for (const v of [row.rule, row.area, row.only_new, row.only_current, row.changed, row.same]) tr.append(el("td", "", String(v)));
+    table.append(tr);
+  }
+  box.append(table);
+  const list = el("ul");
+  const item = (kind, e, text) => {
+    const li = el("li", kind, text);
+    li.dataset.subject = e.subject; li.dataset.rule = e.rule;
+    list.append(li);
+  };
+  for (const e of d.only_new) item("only_new", e, `+ ${t("onlyNew")}: ${episodeText(e)}`);
+  for (const e of d.only_current) item("only_current", e, `− ${t("onlyCurrent")}: ${episodeText(e)}`);
+  for (const c of d.changed) item("changed", c.new, `~ ${t("changed")}: ${episodeText(c.new)} — ${changeText(c)}`);
+  box.append(list);
+  // One timeline per station: its episodes in force above, the new ones below.
+  const t0 = Date.parse(i.first), t1 = Math.max(Date.parse(i.last), t0 + 1);
+  const rows = new Map();
+  const add = (e, which) => {
+    const k = `${e.rule} · ${e.subject}`;
+    if (!rows.has(k)) rows.set(k, []);
+    rows.get(k).push([e, which]);
+  };
+  d.only_new.forEach((e) => add(e, "new"));
+  d.only_current.forEach((e) => add(e, "current"));
+  d.changed.forEach((c) => { add(c.new, "new"); add(c.current, "current"); });
+  box.append(el("h3", "", t("timeline")));
+  for (const [k, eps] of rows) {
+    box.append(el("div", "muted", k));
+    const line = el("div", "timeline");
+    line.dataset.station = k;
+    for (const [e, which] of eps) {
+      const a = Date.parse(e.opened_at), b = e.resolved_at ? Date.parse(e.resolved_at) : t1;
+      const bar = el("div", `bar ${which}`);
+      bar.style.left = `${(100 * (a - t0)) / (t1 - t0)}%`;
+      bar.style.width = `${(100 * (b - a)) / (t1 - t0)}%`;
+      bar.title = episodeText(e);
+      line.append(bar);
+    }
+    box.append(line);
+  }
+}
+function isoOf(input) { return input.value ? new Date(input.value).toISOString() : undefined; }
+async function openRules() {
+  $("rules-panel").hidden = false;
+  $("bt-status").textContent = "";
+  const r = await api("/api/v1/rules/file");
+  const b = await r.json();
+  if (!r.ok) { showProblems(b, t("failed")); return; }
+  $("rules-text").value = b.text;
+  $("rules-source").textContent = b.source;
+  $("rules-apply").disabled = !b.editable;
+  $("rules-apply").title = b.editable ? "" : t("notEditable");
+}
+async function runBacktest() {
+  $("bt-status").textContent = t("btRunning");
+  $("bt-result").replaceChildren();
+  const body = { rules: $("rules-text").value, from: isoOf($("bt-from")), to: isoOf($("bt-to")) };
+  const r = await api("/api/v1/backtest", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  const b = await r.json();
+  if (!r.ok) { $("bt-status").textContent = ""; showProblems(b, t("failed")); return; }
+  lastReport = b;
+  renderBacktest();
+}
+async function applyRules() {
+  if (!window.confirm(t("applyConfirm"))) return;
+  const r = await api("/api/v1/rules/file", { method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ text: $("rules-text").value }) });
+  const b = await r.json();
+  if (!r.ok) { showProblems(b, t("failed")); return; }
+  $("bt-status").textContent = t("applied");
+}
+$("rules-open").addEventListener("click", openRules);
+$("rules-close").addEventListener("click", () => { $("rules-panel").hidden = true; });
+$("bt-run").addEventListener("click", runBacktest);
+$("rules-apply").addEventListener("click", applyRules);
 
 async function loadAreas() {
   const fc = await (await api("/api/v1/areas")).json();

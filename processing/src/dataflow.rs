@@ -643,10 +643,33 @@ pub(crate) fn run_worker(
             worker.step_or_park(Some(Duration::from_millis(1)));
             continue;
         }
+        if closed && shared.durable.is_none() {
+            // Inputs closed, state in memory only: once every worker has
+            // taken its last reading, event time ends where they leave the
+            // watermark, and what it decides (overdue devices, closed
+            // windows) is decided before the dataflow ends, whichever
+            // worker closed first.
+            if !closing_told {
+                closing_told = true;
+                shared.inputs_closed.fetch_add(1, Ordering::AcqRel);
+            }
+            if shared.inputs_closed.load(Ordering::Acquire) < worker.peers() {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+                continue;
+            }
+            let wm = shared.watermark.at(Timestamp::now());
+            if wm > *c.time() {
+                c.downgrade(&wm);
+            }
+            while probe.less_than(c.time()) {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+            break;
+        }
         if closed {
             // Inputs closed: with a journal, the coordinator writes a last
             // checkpoint (this worker takes part) before the dataflow ends.
-            if shared.durable.is_none() || control.finished.load(Ordering::Acquire) {
+            if control.finished.load(Ordering::Acquire) {
                 break;
             }
             if !closing_told {

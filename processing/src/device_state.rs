@@ -597,10 +597,16 @@ impl DeviceTable {
                 device: self.registry.device(index),
             };
             let scan = Scan {
+                // Never heard from: silent since the engine began to
+                // listen (the first start; the recording's start for a
+                // backtest), not since whatever frontier this worker saw
+                // first, which depends on how readings were batched.
                 since: if slot.heard {
                     slot.last_ts
+                } else if self.config.listening_since_ms > i64::MIN {
+                    self.config.listening_since_ms
                 } else {
-                    started.max(self.config.listening_since_ms)
+                    started
                 },
                 now,
                 seq: slot.heard.then_some(slot.last_seq),

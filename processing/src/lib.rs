@@ -206,6 +206,8 @@ pub struct Shared {
     restore: Vec<Mutex<Option<Restore>>>,
     /// Batches the sinks have put into the output channel.
     outputs_sent: AtomicU64,
+    /// Workers whose input channel has closed (state in memory only).
+    inputs_closed: std::sync::atomic::AtomicUsize,
 }
 
 /// The durable side of [`Shared`].
@@ -633,6 +635,7 @@ impl Engine {
             durable: prepared.as_ref().map(|p| p.shared.clone()),
             restore: (0..workers).map(|_| Mutex::new(None)).collect(),
             outputs_sent: AtomicU64::new(0),
+            inputs_closed: std::sync::atomic::AtomicUsize::new(0),
         });
         for (w, r) in restore.into_iter().enumerate() {
             if let Some(slot) = shared.restore.get(w) {

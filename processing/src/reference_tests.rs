@@ -173,6 +173,7 @@ fn run_operators(
             durable: None,
             restore: Vec::new(),
             outputs_sent: AtomicU64::new(0),
+            inputs_closed: std::sync::atomic::AtomicUsize::new(0),
         });
         let table = DeviceTable::new(registry.clone(), rules.clone(), config, 0, 1);
         let (mut input, probe, captured) = worker.dataflow::<u64, _, _>(|scope| {
