@@ -166,6 +166,9 @@ fn main() {
         "rules": "deploy/rules.toml",
         "outputs": outputs,
         "processed": processed,
+        // Readings behind the watermark when they arrived: the input is in
+        // event-time order, so anything here means event time ran ahead.
+        "late": stats.late.load(std::sync::atomic::Ordering::Relaxed),
         "state_bytes": state_bytes,
         "state_bytes_per_device": state_bytes as f64 / devices as f64,
         "largest_device_bytes": largest,

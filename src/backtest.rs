@@ -35,6 +35,9 @@ use ioc_processing::{Engine, EngineConfig, EngineInput, Reading, RuleSet, ZonesC
 use ioc_schemas::{AlertStatus, EngineOutput, Limits, Timestamp};
 use serde::Serialize;
 
+/// Readings handed to the engines at a time.
+const BATCH: usize = 1024;
+
 /// Bad input lines listed in a report (the rest are only counted).
 const BAD_LINES_LISTED: usize = 50;
 
@@ -364,6 +367,8 @@ struct Feed<'a> {
     /// from count as overdue from the recording's start, not from now.
     runs: Option<[Run; 2]>,
     report: InputReport,
+    /// Readings checked but not yet handed to the engines.
+    batch: Vec<Reading>,
 }
 
 impl Feed<'_> {
@@ -429,19 +434,33 @@ impl Feed<'_> {
         r.first = Some(r.first.map_or(ts, |t| t.min(ts)));
         r.last = Some(r.last.map_or(ts, |t| t.max(ts)));
         reading.received = now;
-        let runs = match &mut self.runs {
-            Some(runs) => runs,
-            None => self.runs.insert([
+        if self.runs.is_none() {
+            self.runs = Some([
                 Run::start(self.plan, self.plan.new.clone(), Some(ts))?,
                 Run::start(self.plan, self.plan.current.clone(), Some(ts))?,
-            ]),
+            ]);
+        }
+        self.batch.push(reading);
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the readings gathered so far to both engines.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        let Some(runs) = &self.runs else {
+            return Ok(());
         };
-        let closed = || anyhow::anyhow!("the engine stopped while reading the recording");
+        let closed = |_| anyhow::anyhow!("the engine stopped while reading the recording");
         runs[1]
             .input
-            .send_blocking(reading.clone())
-            .map_err(|_| closed())?;
-        runs[0].input.send_blocking(reading).map_err(|_| closed())?;
+            .send_all_blocking(self.batch.iter().cloned())
+            .map_err(closed)?;
+        runs[0]
+            .input
+            .send_all_blocking(self.batch.drain(..))
+            .map_err(closed)?;
         Ok(())
     }
 }
@@ -464,11 +483,13 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(Progress)) -> anyhow::Result<Re
             source: plan.recording.describe(),
             ..InputReport::default()
         },
+        batch: Vec::with_capacity(BATCH),
     };
     match &plan.recording {
         Recording::Ndjson(path) => read_ndjson(path, &mut feed, &mut progress)?,
         Recording::Journal(dir) => read_journal(dir, &mut feed, &mut progress)?,
     }
+    feed.flush()?;
     let Feed { runs, report, .. } = feed;
     let Some([new_run, current_run]) = runs else {
         let held = match (report.input_first, report.input_last) {

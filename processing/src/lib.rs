@@ -407,6 +407,32 @@ impl EngineInput {
         wm > 0 && ts.millis() < wm - self.shared.lateness_ms
     }
 
+    /// Sends readings from synchronous code, blocking while the engine is
+    /// full, and wakes each worker once for the lot instead of once per
+    /// reading. The receipts are in the readings' order.
+    pub fn send_all_blocking(
+        &self,
+        readings: impl IntoIterator<Item = Reading>,
+    ) -> Result<Vec<Receipt>, Closed> {
+        let mut sent = vec![false; self.txs.len()];
+        let mut receipts = Vec::new();
+        for reading in readings {
+            let w = self.owner(reading.device);
+            let (input, receipt) = self.input(reading);
+            if self.txs[w].is_full() {
+                // About to wait for the worker: make sure it is awake.
+                self.shared.wake(w);
+            }
+            self.txs[w].send(input).map_err(|_| Closed)?;
+            sent[w] = true;
+            receipts.push(receipt);
+        }
+        for (w, _) in sent.iter().enumerate().filter(|(_, s)| **s) {
+            self.shared.wake(w);
+        }
+        Ok(receipts)
+    }
+
     /// Sends a reading from synchronous code, blocking while the engine is
     /// full. See [`EngineInput::send`] for the receipt.
     pub fn send_blocking(&self, reading: Reading) -> Result<Receipt, Closed> {
