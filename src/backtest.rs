@@ -816,7 +816,12 @@ pub fn render(r: &Report) -> String {
         "\n{:<18} {:<28} {:>8} {:>12} {:>8} {:>6}",
         "rule", "area", "only new", "only current", "changed", "same"
     );
-    for row in &d.rows {
+    // Rows where both agree are in the JSON only.
+    for row in d
+        .rows
+        .iter()
+        .filter(|r| r.only_new + r.only_current + r.changed > 0)
+    {
         let _ = writeln!(
             out,
             "{:<18} {:<28} {:>8} {:>12} {:>8} {:>6}",

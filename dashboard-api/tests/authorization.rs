@@ -56,6 +56,9 @@ const ENDPOINTS: &[(&str, &str, Option<Role>)] = &[
     ("POST", "/api/v1/alerts/some-id/notes", Some(Role::Operator)),
     ("GET", "/api/v1/webhooks/deliveries", Some(Role::Admin)),
     ("POST", "/api/v1/rules/reload", Some(Role::Admin)),
+    ("GET", "/api/v1/rules/file", Some(Role::Admin)),
+    ("PUT", "/api/v1/rules/file", Some(Role::Admin)),
+    ("POST", "/api/v1/backtest", Some(Role::Admin)),
     ("GET", "/api/v1/audit", Some(Role::Admin)),
 ];
 
