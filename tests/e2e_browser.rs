@@ -301,6 +301,23 @@ async fn admin_backtests_a_rules_change_and_applies_it() {
          && document.getElementById('bt-result').innerText.includes('no_such_kind')",
     )
     .await;
+    // A file picked from disk lands in the editor.
+    let picked = dir.path().join("picked.toml");
+    std::fs::write(&picked, "# picked from disk\n").unwrap();
+    let doc = page.call("DOM.getDocument", serde_json::json!({})).await;
+    let input = page
+        .call(
+            "DOM.querySelector",
+            serde_json::json!({"nodeId": doc["root"]["nodeId"], "selector": "#rules-upload"}),
+        )
+        .await;
+    page.call(
+        "DOM.setFileInputFiles",
+        serde_json::json!({"nodeId": input["nodeId"], "files": [picked.display().to_string()]}),
+    )
+    .await;
+    page.wait_true("document.getElementById('rules-text').value.startsWith('# picked from disk')")
+        .await;
     // BĐ3 lowered by 0.5 m for this gauge alone.
     let lowered = format!(
         r#"

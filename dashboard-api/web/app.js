@@ -2,8 +2,10 @@
 // Talks to the server only: GET /api/v1/areas and /api/v1/zones once, the
 // /api/v1/live WebSocket (subscribe with the map's viewport, then a snapshot
 // and ordered deltas, resumed after a lost connection),
-// GET /api/v1/devices/{id}/history for the selected station's chart, and
-// POST for operators' actions on alerts. No third-party code, no tiles.
+// GET /api/v1/devices/{id}/history for the selected station's chart,
+// POST for operators' actions on alerts, and for admins the rules file
+// (GET/PUT /api/v1/rules/file) and backtests (POST /api/v1/backtest).
+// No third-party code, no tiles.
 "use strict";
 
 const TEXT = {
@@ -33,7 +35,7 @@ const TEXT = {
     btRead: "bản tin đã chạy", btSkipped: "bỏ qua", btNoDiff: "Không có khác biệt: hai bộ quy tắc phát cùng", episodes: "đợt cảnh báo",
     onlyNew: "Chỉ có với quy tắc mới", onlyCurrent: "Chỉ có với quy tắc hiện hành", changed: "Khác nhau", same: "Giống nhau", rule: "Quy tắc",
     earlier: "sớm hơn", later: "muộn hơn", opens: "mở", resolves: "kết thúc", peak: "mức cao nhất", instead: "thay vì", stillOpen: "vẫn mở đến cuối",
-    timeline: "Dòng thời gian theo trạm (trên: hiện hành, dưới: mới)",
+    timeline: "Dòng thời gian theo trạm (trên: hiện hành, dưới: mới)", upload: "Tải tệp quy tắc lên",
   },
   en: {
     title: "Intelligent Operations Center — Sơn La",
@@ -61,7 +63,7 @@ const TEXT = {
     btRead: "readings run", btSkipped: "skipped", btNoDiff: "No difference: both rule sets raise the same", episodes: "episodes",
     onlyNew: "Only with the new rules", onlyCurrent: "Only with the rules in force", changed: "Different", same: "Same", rule: "Rule",
     earlier: "earlier", later: "later", opens: "opens", resolves: "resolves", peak: "peak", instead: "instead of", stillOpen: "still open at the end",
-    timeline: "Timeline per station (top: in force, bottom: new)",
+    timeline: "Timeline per station (top: in force, bottom: new)", upload: "Upload a rules file",
   },
 };
 const KIND = {
@@ -1142,6 +1144,10 @@ async function applyRules() {
   if (!r.ok) { showProblems(b, t("failed")); return; }
   $("bt-status").textContent = t("applied");
 }
+$("rules-upload").addEventListener("change", async (ev) => {
+  const file = ev.target.files[0];
+  if (file) $("rules-text").value = await file.text();
+});
 $("rules-open").addEventListener("click", openRules);
 $("rules-close").addEventListener("click", () => { $("rules-panel").hidden = true; });
 $("bt-run").addEventListener("click", runBacktest);
