@@ -96,6 +96,8 @@ async fn page_shows_the_live_alert_with_its_area() {
         "document.getElementById('whoami').textContent === 'admin · admin' && location.hash === ''",
     )
     .await;
+    // Everything below runs under the page's Content-Security-Policy.
+    page.watch_csp().await;
     page.wait_true(
         "document.body.innerText.includes('261 thiết bị') \
          && !!document.querySelector('li[data-subject=\"river-to-hieu\"]')",
@@ -235,6 +237,7 @@ async fn page_shows_the_live_alert_with_its_area() {
         "Lò Văn Lan (admin)"
     );
     page.wait_true(&format!("!{item}")).await;
+    assert_eq!(page.csp_violations().await, serde_json::json!([]));
     // The server goes away: the page says the screen may be out of date.
     running.shutdown().await.unwrap();
     page.wait_true(
@@ -283,6 +286,11 @@ async fn admin_backtests_a_rules_change_and_applies_it() {
 
     let url = format!("http://{}/#token={}", running.http_addr, common::TEST_ADMIN);
     let mut page = Page::open(browser, &url).await;
+    page.wait_true("!document.getElementById('rules-open').hidden")
+        .await;
+    // The page works under its Content-Security-Policy (no inline script
+    // or style): nothing it does is blocked.
+    page.watch_csp().await;
     page.wait_true("!document.getElementById('rules-open').hidden")
         .await;
     page.eval("document.getElementById('rules-open').click(); true")
@@ -385,6 +393,7 @@ title_en = "Tô Hiệu above lowered BĐ3"
     let file = get_json(running.http_addr, "/api/v1/rules/file").await;
     assert!(file["text"].as_str().unwrap().contains("to_hieu_bd3"));
     assert_eq!(file["editable"], true);
+    assert_eq!(page.csp_violations().await, serde_json::json!([]));
     drop(page);
     running.shutdown().await.unwrap();
 }
@@ -463,6 +472,25 @@ impl Page {
             next_id: 0,
             _profile: profile,
         }
+    }
+
+    /// Records every Content-Security-Policy violation from the next load
+    /// on, and loads the page again.
+    async fn watch_csp(&mut self) {
+        self.call("Page.enable", serde_json::json!({})).await;
+        self.call(
+            "Page.addScriptToEvaluateOnNewDocument",
+            serde_json::json!({"source": "window.__csp = []; document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));"}),
+        )
+        .await;
+        self.call("Page.reload", serde_json::json!({})).await;
+        self.wait_true("Array.isArray(window.__csp) && document.readyState === 'complete'")
+            .await;
+    }
+
+    /// The violations recorded since [`Page::watch_csp`].
+    async fn csp_violations(&mut self) -> serde_json::Value {
+        self.eval("window.__csp").await
     }
 
     /// Evaluates `expression` in the page; its value.

@@ -110,20 +110,46 @@ pub struct AuditQuery {
     before: Option<Timestamp>,
     /// At most this many, 1 to 1000 (default 100).
     limit: Option<usize>,
+    /// `json` (the default: one array) or `ndjson` (one entry per line,
+    /// for a security operations centre's collector).
+    format: Option<String>,
 }
 
-/// `GET /api/v1/audit` (admin): the latest writes, newest first.
+/// `GET /api/v1/audit` (admin): the latest writes, newest first; as JSON
+/// lines with `format=ndjson`.
 pub async fn list(
     State(app): State<AppState>,
     Query(q): Query<AuditQuery>,
-) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+) -> Result<Response, ApiError> {
+    use axum::response::IntoResponse as _;
+    let ndjson = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("ndjson") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "format {other:?}: json or ndjson"
+            )));
+        }
+    };
     let limit = q.limit.unwrap_or(100);
-    match &app.alerts {
+    let entries = match &app.alerts {
         Some(service) => service
             .audit(q.before, limit)
             .await
-            .map(Json)
-            .map_err(|e| ApiError::Unavailable(format!("audit log: {e}"))),
-        None => Ok(Json(app.audit.latest(q.before, limit))),
+            .map_err(|e| ApiError::Unavailable(format!("audit log: {e}")))?,
+        None => app.audit.latest(q.before, limit),
+    };
+    if !ndjson {
+        return Ok(Json(entries).into_response());
     }
+    let mut body = Vec::new();
+    for e in &entries {
+        serde_json::to_writer(&mut body, e).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        body.push(b'\n');
+    }
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        body,
+    )
+        .into_response())
 }

@@ -10,12 +10,21 @@
 //! unless the configuration names a role for anonymous callers.
 //!
 //! [`gate`] enforces a route group's least role and puts the [`Caller`] in
-//! the request's extensions for the handlers.
+//! the request's extensions for the handlers. Every refusal (401, 403) is
+//! counted by reason (`ioc_auth_refused_total{reason}`) and logged at info
+//! with the caller's address and the token's name or JWT subject where
+//! known; an address refused more than [`Refusals::free`] times within
+//! [`Refusals::window`] waits before it is answered again (429 with
+//! `Retry-After`, doubling with each further refusal), whatever token it
+//! then presents, so guessing tokens is slow; other addresses are not
+//! affected.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -113,7 +122,47 @@ pub struct AuthConfig {
     /// may; none else unless listed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cors_origins: Vec<String>,
+    /// How refused requests from one address slow it down.
+    pub refusals: Refusals,
 }
+
+/// Refused requests (401, 403) from one address: the first `free` within
+/// `window` are answered at once; after each further one the address waits
+/// 1 s, 2 s, 4 s ... (at most `max_wait`) before any request of it is
+/// answered (429 with `Retry-After` meanwhile).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Refusals {
+    /// Refusals answered at once (0: never slow an address down).
+    pub free: u32,
+    /// Refusals older than this are forgotten.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// The longest wait.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+impl Default for Refusals {
+    fn default() -> Self {
+        Refusals {
+            free: 10,
+            window: Duration::from_secs(600),
+            max_wait: Duration::from_secs(900),
+        }
+    }
+}
+
+/// One address's recent refusals.
+#[derive(Clone, Copy, Debug)]
+struct Strikes {
+    count: u32,
+    since: Instant,
+    until: Option<Instant>,
+}
+
+/// Addresses tracked at most (the oldest are forgotten beyond).
+const TRACKED_ADDRESSES: usize = 100_000;
 
 /// Requests per caller: a sustained rate and a burst above it; beyond, 429
 /// with `Retry-After`.
@@ -149,6 +198,15 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// The reason, as `ioc_auth_refused_total` labels it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing_token",
+            AuthError::Expired => "expired",
+            AuthError::Invalid(_) => "invalid_token",
+        }
+    }
+
     /// The message given to the caller.
     pub fn message(&self) -> String {
         match self {
@@ -167,6 +225,8 @@ pub struct Auth {
     anonymous: Option<Role>,
     limiter: Option<Limiter>,
     cors_origins: Vec<String>,
+    refusals: Refusals,
+    strikes: Mutex<HashMap<IpAddr, Strikes>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -270,7 +330,56 @@ impl Auth {
             anonymous: config.anonymous,
             limiter,
             cors_origins: config.cors_origins.clone(),
+            refusals: config.refusals,
+            strikes: Mutex::default(),
         })
+    }
+
+    fn strikes(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Strikes>> {
+        self.strikes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whole seconds `address` still waits after its refusals, if it does.
+    pub fn waiting(&self, address: IpAddr) -> Option<u64> {
+        let now = Instant::now();
+        let until = self.strikes().get(&address)?.until?;
+        let left = until.checked_duration_since(now)?;
+        Some(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+    }
+
+    /// Counts a refusal of `address`; the wait it now has, if any.
+    pub fn refused(&self, address: IpAddr) -> Option<Duration> {
+        let policy = self.refusals;
+        if policy.free == 0 {
+            return None;
+        }
+        let now = Instant::now();
+        let mut all = self.strikes();
+        if all.len() >= TRACKED_ADDRESSES && !all.contains_key(&address) {
+            all.retain(|_, s| now.duration_since(s.since) < policy.window);
+            if all.len() >= TRACKED_ADDRESSES {
+                return None;
+            }
+        }
+        let s = all.entry(address).or_insert(Strikes {
+            count: 0,
+            since: now,
+            until: None,
+        });
+        if now.duration_since(s.since) >= policy.window {
+            *s = Strikes {
+                count: 0,
+                since: now,
+                until: None,
+            };
+        }
+        s.count += 1;
+        let beyond = s.count.checked_sub(policy.free + 1)?;
+        let wait = Duration::from_secs(1u64 << beyond.min(20)).min(policy.max_wait);
+        s.until = Some(now + wait);
+        Some(wait)
     }
 
     /// The other sites' origins allowed to call.
@@ -407,13 +516,82 @@ pub struct Gate {
 /// Lets the request through when its caller has the gate's role: 401
 /// without a valid token, 403 with a lesser role.
 pub async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(wait) = address.and_then(|a| gate.auth.waiting(a)) {
+        metrics::counter!("ioc_auth_refused_total", "reason" => "address_waiting").increment(1);
+        return retry_after(
+            ApiError::TooManyRequests(format!(
+                "too many refused requests from this address; retry in {wait} s"
+            )),
+            wait,
+        );
+    }
+    let path = request.uri().path().to_owned();
     let caller = match gate.auth.caller(request.headers()) {
         Ok(caller) => caller,
-        Err(e) => return ApiError::Unauthorized(e.message()).into_response(),
+        Err(e) => {
+            let who = claimed_subject(request.headers());
+            refused(&gate.auth, address, e.reason(), &path, who.as_deref());
+            return ApiError::Unauthorized(e.message()).into_response();
+        }
     };
+    if caller.role < gate.role {
+        refused(&gate.auth, address, "forbidden", &path, Some(&caller.name));
+    }
     // The audit log (the outer layer) reads the caller from the response.
     let mut response = gate_inner(&gate, &caller, request, next).await;
     response.extensions_mut().insert(caller);
+    response
+}
+
+/// Counts and logs a refusal, and slows its address down when it is one
+/// too many.
+fn refused(
+    auth: &Auth,
+    address: Option<IpAddr>,
+    reason: &'static str,
+    path: &str,
+    who: Option<&str>,
+) {
+    metrics::counter!("ioc_auth_refused_total", "reason" => reason).increment(1);
+    let wait = address.and_then(|a| auth.refused(a));
+    let address = address.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    tracing::info!(
+        reason,
+        %address,
+        path,
+        caller = who.unwrap_or("unknown"),
+        wait_s = wait.map(|w| w.as_secs()),
+        "request refused"
+    );
+}
+
+/// The `sub` a JWT claims, unverified: for the log of a refusal only.
+fn claimed_subject(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine as _;
+    let token = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?;
+    let mut parts = token.split('.');
+    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let sub: String = claims.get("sub")?.as_str()?.chars().take(64).collect();
+    Some(format!("JWT subject {sub:?} (unverified)"))
+}
+
+fn retry_after(error: ApiError, wait: u64) -> Response {
+    let mut response = error.into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&wait.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
     response
 }
 
@@ -430,15 +608,13 @@ async fn gate_inner(gate: &Gate, caller: &Caller, mut request: Request, next: Ne
     }
     if let Err(wait) = gate.auth.throttle(caller) {
         metrics::counter!("ioc_http_throttled_total").increment(1);
-        let mut response = ApiError::TooManyRequests(format!(
-            "{:?} sent more requests than allowed; retry in {wait} s",
-            caller.name
-        ))
-        .into_response();
-        if let Ok(v) = axum::http::HeaderValue::from_str(&wait.to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return response;
+        return retry_after(
+            ApiError::TooManyRequests(format!(
+                "{:?} sent more requests than allowed; retry in {wait} s",
+                caller.name
+            )),
+            wait,
+        );
     }
     request.extensions_mut().insert(caller.clone());
     next.run(request).await

@@ -484,7 +484,7 @@ fn build() -> Value {
         .errors(&[BadRequest, NotFound, Invalid, Unavailable])
         .done();
     d.op("get", "/api/v1/audit", a, "admin", "The audit log of writes")
-        .describe("Every write through the API, allowed or refused: who, role, method, path, client address, status.")
+        .describe("Every write through the API, allowed or refused: who, role, method, path, client address, status. `format=ndjson` gives one entry per line (`application/x-ndjson`) for a security operations centre's collector.")
         .query::<crate::audit::AuditQuery>()
         .ok::<Vec<ioc_alerts::AuditEntry>>("Newest first")
         .errors(&[BadRequest, Unavailable])

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 
-use ioc_dashboard_api::auth::{ApiToken, Auth, AuthConfig, JwtConfig, RateLimit, Role};
+use ioc_dashboard_api::auth::{ApiToken, Auth, AuthConfig, JwtConfig, RateLimit, Refusals, Role};
 use ioc_dashboard_api::{AppState, LiveHub};
 use ioc_devices::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -72,11 +72,21 @@ fn jwt(role: &str, expires_in: i64) -> String {
     .unwrap()
 }
 
+/// A server whose refusals never slow an address down: these tests look at
+/// each caller's answer (`refusals_slow_one_address_down` at the slowing).
 async fn server() -> (SocketAddr, CancellationToken) {
     server_with(RateLimit::default()).await
 }
 
 async fn server_with(rate_limit: RateLimit) -> (SocketAddr, CancellationToken) {
+    let never = Refusals {
+        free: 0,
+        ..Refusals::default()
+    };
+    server_full(rate_limit, never).await
+}
+
+async fn server_full(rate_limit: RateLimit, refusals: Refusals) -> (SocketAddr, CancellationToken) {
     let config = AuthConfig {
         tokens: vec![
             ApiToken {
@@ -97,6 +107,7 @@ async fn server_with(rate_limit: RateLimit) -> (SocketAddr, CancellationToken) {
         anonymous: None,
         rate_limit,
         cors_origins: vec![GRAFANA.into()],
+        refusals,
     };
     let cancel = CancellationToken::new();
     let hub = LiveHub::new(Registry::sonla_demo());
@@ -109,7 +120,20 @@ async fn server_with(rate_limit: RateLimit) -> (SocketAddr, CancellationToken) {
 
 /// The response's head (status line and headers) to a raw request.
 async fn request(addr: SocketAddr, method: &str, path: &str, headers: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    request_from([127, 0, 0, 1].into(), addr, method, path, headers).await
+}
+
+/// [`request`] from the loopback address `from` (any of 127.0.0.0/8).
+async fn request_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
     let body = if method == "POST" { "{}" } else { "" };
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
@@ -420,5 +444,128 @@ async fn every_write_is_audited_allowed_or_refused() {
             ),
         ]
     );
+    cancel.cancel();
+}
+
+/// The status code of a response head.
+fn code(head: &str) -> u16 {
+    head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_slow_one_address_down_and_no_other() {
+    let policy = Refusals {
+        free: 5,
+        ..Refusals::default()
+    };
+    let (addr, cancel) = server_full(RateLimit::default(), policy).await;
+    let guesser: std::net::IpAddr = [127, 0, 0, 7].into();
+    let other: std::net::IpAddr = [127, 0, 0, 8].into();
+    let wrong = "Connection: close\r\nAuthorization: Bearer not-a-token-0123456789\r\n";
+    let good = "Connection: close\r\nAuthorization: Bearer viewer-token-0123456789\r\n";
+    let mut codes = Vec::new();
+    let begun = std::time::Instant::now();
+    for _ in 0..100 {
+        let head = request_from(guesser, addr, "GET", "/api/v1/stats", wrong).await;
+        if code(&head) == 429 {
+            let retry = head
+                .lines()
+                .find_map(|l| l.strip_prefix("retry-after: "))
+                .expect("a 429 says when to retry");
+            assert!(retry.trim().parse::<u64>().unwrap() >= 1, "{head}");
+        }
+        codes.push(code(&head));
+        // Another address is served at full speed meanwhile.
+        let head = request_from(other, addr, "GET", "/api/v1/stats", good).await;
+        assert_eq!(code(&head), 200, "{head}");
+    }
+    // Five refusals answered, the sixth starts the wait (1 s, doubling with
+    // each refusal after it): a guess gets through at most once per wait.
+    let elapsed = begun.elapsed().as_secs_f64();
+    assert_eq!(codes[..6], [401; 6], "{codes:?}");
+    let answered = codes[6..].iter().filter(|c| **c == 401).count();
+    let most = (elapsed + 1.0).log2().floor() as usize + 1;
+    assert!(
+        answered <= most && codes[6..].iter().all(|c| *c == 401 || *c == 429),
+        "{answered} guesses answered in {elapsed:.1} s (at most {most}): {codes:?}"
+    );
+    // While it waits, even a right token is not looked at.
+    while code(&request_from(guesser, addr, "GET", "/api/v1/stats", wrong).await) != 401 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let head = request_from(guesser, addr, "GET", "/api/v1/stats", good).await;
+    assert_eq!(code(&head), 429, "a right token does not skip the wait");
+    // The other address's own refusals count for it alone.
+    let head = request_from(other, addr, "GET", "/api/v1/stats", wrong).await;
+    assert_eq!(code(&head), 401);
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_carries_the_browser_hardening_headers() {
+    let (addr, cancel) = server().await;
+    let mut paths: Vec<(&str, &str)> = ENDPOINTS.iter().map(|(m, p, _)| (*m, *p)).collect();
+    paths.push(("GET", "/no/such/route"));
+    for (method, path) in paths {
+        let auth = format!("Connection: close\r\nAuthorization: Bearer {ADMIN}\r\n");
+        let head = request(addr, method, path, &auth).await.to_lowercase();
+        for expected in [
+            "content-security-policy: default-src 'self'",
+            "frame-ancestors 'none'",
+            "x-content-type-options: nosniff",
+            "referrer-policy: no-referrer",
+            "x-frame-options: deny",
+        ] {
+            assert!(
+                head.contains(expected),
+                "{method} {path} lacks {expected:?}:\n{head}"
+            );
+        }
+        assert!(!head.contains("unsafe-inline"), "{method} {path}:\n{head}");
+    }
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_is_exported_as_json_lines() {
+    let (addr, cancel) = server().await;
+    let viewer = "Connection: close\r\nAuthorization: Bearer viewer-token-0123456789\r\n";
+    assert_eq!(
+        code(&request(addr, "POST", "/api/v1/rules/reload", viewer).await),
+        403
+    );
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "GET /api/v1/audit?format=ndjson HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {ADMIN}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.contains("content-type: application/x-ndjson"),
+        "{head}"
+    );
+    let entries: Vec<serde_json::Value> = body
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        entries.iter().any(|e| e["actor"] == "wall"
+            && e["status"] == 403
+            && e["path"] == "/api/v1/rules/reload"),
+        "{body}"
+    );
+    let bad = request(
+        addr,
+        "GET",
+        "/api/v1/audit?format=xml",
+        &format!("Connection: close\r\nAuthorization: Bearer {ADMIN}\r\n"),
+    )
+    .await;
+    assert_eq!(code(&bad), 400, "{bad}");
     cancel.cancel();
 }
