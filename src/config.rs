@@ -335,10 +335,54 @@ impl Config {
                 })
                 .split("__"),
         );
-        figment.extract().map_err(|e| {
+        let invalid = |e: figment::Error| {
             let lines: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
             anyhow::anyhow!("invalid configuration:\n  - {}", lines.join("\n  - "))
-        })
+        };
+        // Secrets may come from files (`*_file`, as container secrets are
+        // mounted): read them in before the settings are checked.
+        let mut tree: serde_json::Value = figment.extract().map_err(invalid)?;
+        let mut problems = Vec::new();
+        read_secret_files(&mut tree, "", &mut problems);
+        anyhow::ensure!(
+            problems.is_empty(),
+            "invalid configuration:\n  - {}",
+            problems.join("\n  - ")
+        );
+        Figment::from(Serialized::defaults(tree))
+            .extract()
+            .map_err(invalid)
+    }
+
+    /// What `ioc validate` warns about without refusing: secrets written in
+    /// the configuration file itself (rather than in the environment or a
+    /// `*_file`), and tokens shorter than 32 characters.
+    pub fn secret_warnings(&self, file: Option<&Path>) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(text) = file.and_then(|f| std::fs::read_to_string(f).ok())
+            && let Ok(table) = text.parse::<toml::Table>()
+        {
+            literal_secrets(&toml::Value::Table(table), "", &mut warnings);
+        }
+        let mut tokens: Vec<(String, &str)> = Vec::new();
+        if let Some(t) = &self.http.admin_token {
+            tokens.push(("http.admin_token".into(), t));
+        }
+        for (i, t) in self.http.auth.tokens.iter().enumerate() {
+            tokens.push((format!("http.auth.tokens[{i}] ({})", t.name), &t.token));
+        }
+        for (i, t) in self.http_ingest.tokens.iter().enumerate() {
+            tokens.push((format!("http_ingest.tokens[{i}] ({})", t.name), &t.token));
+        }
+        for (at, token) in tokens {
+            let n = token.chars().count();
+            if n < 32 {
+                warnings.push(format!(
+                    "{at}: the token has {n} characters; use at least 32 random ones"
+                ));
+            }
+        }
+        warnings
     }
 
     /// Every problem, each naming its key.
@@ -494,9 +538,164 @@ impl Config {
     }
 }
 
+/// Keys that hold secrets: each may instead be given as `{key}_file`, the
+/// path of a file holding it (trailing newline dropped).
+pub const SECRET_KEYS: &[&str] = &[
+    "admin_token",
+    "token",
+    "hs256_secret",
+    "password",
+    "sasl_password",
+    "secret",
+    "database",
+];
+
+/// Replaces every `{secret}_file` in `tree` by `{secret}` read from the file.
+fn read_secret_files(tree: &mut serde_json::Value, at: &str, problems: &mut Vec<String>) {
+    match tree {
+        serde_json::Value::Object(map) => {
+            let files: Vec<String> = map
+                .keys()
+                .filter(|k| {
+                    k.strip_suffix("_file")
+                        .is_some_and(|base| SECRET_KEYS.contains(&base))
+                })
+                .cloned()
+                .collect();
+            for key in files {
+                let base = key.trim_end_matches("_file").to_owned();
+                let Some(serde_json::Value::String(path)) = map.remove(&key) else {
+                    problems.push(format!("{at}{key}: a file path (a string)"));
+                    continue;
+                };
+                if map.get(&base).is_some_and(|v| !v.is_null()) {
+                    problems.push(format!("{at}{base} and {at}{key}: set one, not both"));
+                    continue;
+                }
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => {
+                        let secret = text.trim_end_matches(['\n', '\r']).to_owned();
+                        if secret.is_empty() {
+                            problems.push(format!("{at}{key}: {path} is empty"));
+                        }
+                        map.insert(base, serde_json::Value::String(secret));
+                    }
+                    Err(e) => problems.push(format!("{at}{key}: cannot read {path}: {e}")),
+                }
+            }
+            for (k, v) in map.iter_mut() {
+                read_secret_files(v, &format!("{at}{k}."), problems);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            let base = at.trim_end_matches('.');
+            for (i, v) in items.iter_mut().enumerate() {
+                read_secret_files(v, &format!("{base}[{i}]."), problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Secrets written in the configuration file itself.
+fn literal_secrets(value: &toml::Value, at: &str, warnings: &mut Vec<String>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let here = format!("{at}{k}");
+                let secret = SECRET_KEYS.contains(&k.as_str())
+                    && match v {
+                        // A database URL is a secret only with a password in it.
+                        toml::Value::String(url) if k == "database" => {
+                            url.split_once("://").is_some_and(|(_, rest)| {
+                                rest.split('@')
+                                    .next()
+                                    .is_some_and(|user| user.contains(':'))
+                                    && rest.contains('@')
+                            })
+                        }
+                        toml::Value::String(_) => true,
+                        _ => false,
+                    };
+                if secret {
+                    warnings.push(format!(
+                        "{here}: a secret written in the configuration file; \
+                         give it in the environment (IOC_...) or as {k}_file"
+                    ));
+                }
+                literal_secrets(v, &format!("{here}."), warnings);
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                literal_secrets(v, &format!("{}[{i}].", at.trim_end_matches('.')), warnings);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_come_from_files_and_literal_ones_are_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("admin");
+        std::fs::write(&secret, "a-secret-of-forty-characters-0123456789ab\n").unwrap();
+        let influx = dir.path().join("influx");
+        std::fs::write(&influx, "influx-token-from-a-file").unwrap();
+        let file = dir.path().join("ioc.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[http]\nadmin_token_file = {:?}\n\n[[http.auth.tokens]]\nname = \"wall\"\n\
+                 token = \"short-but-16-chars\"\nrole = \"viewer\"\n\n[influx]\ntoken_file = {:?}\n",
+                secret.display().to_string(),
+                influx.display().to_string()
+            ),
+        )
+        .unwrap();
+        let c = Config::load(Some(&file)).unwrap();
+        assert_eq!(
+            c.http.admin_token.as_deref(),
+            Some("a-secret-of-forty-characters-0123456789ab")
+        );
+        assert_eq!(c.influx.token.as_deref(), Some("influx-token-from-a-file"));
+        let warnings = c.secret_warnings(Some(&file));
+        assert_eq!(warnings.len(), 2, "{warnings:#?}");
+        assert!(
+            warnings[0]
+                .contains("http.auth.tokens[0].token: a secret written in the configuration file"),
+            "{warnings:#?}"
+        );
+        assert!(
+            warnings[1].contains("http.auth.tokens[0] (wall): the token has 18 characters"),
+            "{warnings:#?}"
+        );
+
+        // A missing file, or both ways at once, is refused with the key.
+        std::fs::write(&file, "[influx]\ntoken_file = \"/nonexistent/token\"\n").unwrap();
+        let e = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(
+            e.contains("influx.token_file: cannot read /nonexistent/token"),
+            "{e}"
+        );
+        std::fs::write(
+            &file,
+            format!(
+                "[influx]\ntoken = \"x\"\ntoken_file = {:?}\n",
+                influx.display().to_string()
+            ),
+        )
+        .unwrap();
+        let e = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(
+            e.contains("influx.token and influx.token_file: set one, not both"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn example_file_documents_every_key_and_loads() {

@@ -538,6 +538,9 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Validate) => {
             let config = load(&cli.run)?;
             config.validate()?;
+            for w in config.secret_warnings(cli.run.config.as_deref()) {
+                eprintln!("warning: {w}");
+            }
             let registry = config.registry()?;
             println!(
                 "configuration is valid: {} devices, {} areas",
