@@ -341,6 +341,28 @@ impl Auth {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Counts and logs a refusal of a request for `path`, and slows its
+    /// address down when it is one too many.
+    pub fn record_refusal(
+        &self,
+        address: Option<IpAddr>,
+        reason: &'static str,
+        path: &str,
+        who: Option<&str>,
+    ) {
+        metrics::counter!("ioc_auth_refused_total", "reason" => reason).increment(1);
+        let wait = address.and_then(|a| self.refused(a));
+        let address = address.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        tracing::info!(
+            reason,
+            %address,
+            path,
+            caller = who.unwrap_or("unknown"),
+            wait_s = wait.map(|w| w.as_secs()),
+            "request refused"
+        );
+    }
+
     /// Whole seconds `address` still waits after its refusals, if it does.
     pub fn waiting(&self, address: IpAddr) -> Option<u64> {
         let now = Instant::now();
@@ -534,39 +556,19 @@ pub async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Res
         Ok(caller) => caller,
         Err(e) => {
             let who = claimed_subject(request.headers());
-            refused(&gate.auth, address, e.reason(), &path, who.as_deref());
+            gate.auth
+                .record_refusal(address, e.reason(), &path, who.as_deref());
             return ApiError::Unauthorized(e.message()).into_response();
         }
     };
     if caller.role < gate.role {
-        refused(&gate.auth, address, "forbidden", &path, Some(&caller.name));
+        gate.auth
+            .record_refusal(address, "forbidden", &path, Some(&caller.name));
     }
     // The audit log (the outer layer) reads the caller from the response.
     let mut response = gate_inner(&gate, &caller, request, next).await;
     response.extensions_mut().insert(caller);
     response
-}
-
-/// Counts and logs a refusal, and slows its address down when it is one
-/// too many.
-fn refused(
-    auth: &Auth,
-    address: Option<IpAddr>,
-    reason: &'static str,
-    path: &str,
-    who: Option<&str>,
-) {
-    metrics::counter!("ioc_auth_refused_total", "reason" => reason).increment(1);
-    let wait = address.and_then(|a| auth.refused(a));
-    let address = address.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-    tracing::info!(
-        reason,
-        %address,
-        path,
-        caller = who.unwrap_or("unknown"),
-        wait_s = wait.map(|w| w.as_secs()),
-        "request refused"
-    );
 }
 
 /// The `sub` a JWT claims, unverified: for the log of a refusal only.

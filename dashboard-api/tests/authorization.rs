@@ -495,6 +495,13 @@ async fn refusals_slow_one_address_down_and_no_other() {
     }
     let head = request_from(guesser, addr, "GET", "/api/v1/stats", good).await;
     assert_eq!(code(&head), 429, "a right token does not skip the wait");
+    // Nor does the live feed.
+    let upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let head = request_from(guesser, addr, "GET", "/api/v1/live", upgrade).await;
+    assert_eq!(code(&head), 429, "{head}");
+    let head = request_from(other, addr, "GET", "/api/v1/live", upgrade).await;
+    assert_eq!(code(&head), 101, "{head}");
     // The other address's own refusals count for it alone.
     let head = request_from(other, addr, "GET", "/api/v1/stats", wrong).await;
     assert_eq!(code(&head), 401);

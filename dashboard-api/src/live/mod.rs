@@ -176,10 +176,11 @@ pub async fn serve(
     sessions: Arc<Sessions>,
     auth: Arc<Auth>,
     header: Option<Result<Caller, AuthError>>,
+    address: Option<std::net::IpAddr>,
     socket: WebSocket,
 ) {
     metrics::gauge!("ioc_ws_clients").increment(1.0);
-    connection(&sessions, &auth, header, socket).await;
+    connection(&sessions, &auth, header, address, socket).await;
     metrics::gauge!("ioc_ws_clients").decrement(1.0);
 }
 
@@ -187,6 +188,7 @@ async fn connection(
     sessions: &Arc<Sessions>,
     auth: &Auth,
     header: Option<Result<Caller, AuthError>>,
+    address: Option<std::net::IpAddr>,
     socket: WebSocket,
 ) {
     let hub = sessions.hub.clone();
@@ -217,6 +219,7 @@ async fn connection(
                 None => auth.verify(token.as_deref()),
             };
             if let Err(e) = caller {
+                auth.record_refusal(address, e.reason(), "/api/v1/live", None);
                 return refuse(&mut sink, "unauthorized", e.message(), "unauthorized").await;
             }
             match Filter::new(filter, hub.registry()) {

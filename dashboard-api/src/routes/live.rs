@@ -10,9 +10,25 @@ use crate::AppState;
 /// Upgrades the connection and serves the live protocol on it.
 pub async fn live(
     State(app): State<AppState>,
+    connected: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // An address refused too often waits here too.
+    let address = connected.map(|c| c.0.0.ip());
+    if let Some(wait) = address.and_then(|a| app.auth.waiting(a)) {
+        metrics::counter!("ioc_auth_refused_total", "reason" => "address_waiting").increment(1);
+        let mut response = crate::error::ApiError::TooManyRequests(format!(
+            "too many refused requests from this address; retry in {wait} s"
+        ))
+        .into_response();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&wait.to_string()) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
+        }
+        return response;
+    }
     // A browser page of another site may not open the feed (cross-site
     // WebSocket hijacking) unless its origin is listed.
     if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
@@ -47,6 +63,7 @@ pub async fn live(
                 app.live.clone(),
                 app.auth.clone(),
                 header,
+                address,
                 socket,
             ))
         })
