@@ -581,18 +581,21 @@ fn read_journal(
     let mut readings = Vec::new();
     let mut done = 0;
     for s in &segments {
-        let mut unknown = 0u64;
+        // Records of devices not in the catalogue, by their number.
+        let mut unknown = Vec::new();
+        let registry = &feed.plan.registry;
+        let records = &mut feed.report.records;
         journal::read(&s.path, |entry| {
-            feed.report.records += 1;
-            match entry.reading(&feed.plan.registry) {
+            *records += 1;
+            let device = entry.envelope.device.clone();
+            match entry.reading(registry) {
                 Some(r) => readings.push(r),
-                None => unknown += 1,
+                None => unknown.push((*records, device)),
             }
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-        for _ in 0..unknown {
-            let n = feed.report.records;
-            feed.bad(n, "device not in the catalogue".into());
+        for (n, device) in unknown {
+            feed.bad(n, format!("device {device:?} is not in the catalogue"));
         }
         done += s.path.metadata().map(|m| m.len()).unwrap_or(0);
         progress(Progress {

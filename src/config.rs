@@ -606,14 +606,10 @@ fn literal_secrets(value: &toml::Value, at: &str, warnings: &mut Vec<String>) {
                 let secret = SECRET_KEYS.contains(&k.as_str())
                     && match v {
                         // A database URL is a secret only with a password in it.
-                        toml::Value::String(url) if k == "database" => {
-                            url.split_once("://").is_some_and(|(_, rest)| {
-                                rest.split('@')
-                                    .next()
-                                    .is_some_and(|user| user.contains(':'))
-                                    && rest.contains('@')
-                            })
-                        }
+                        toml::Value::String(url) if k == "database" => url
+                            .split_once("://")
+                            .and_then(|(_, rest)| rest.split_once('@'))
+                            .is_some_and(|(userinfo, _)| userinfo.contains(':')),
                         toml::Value::String(_) => true,
                         _ => false,
                     };

@@ -38,12 +38,7 @@ impl RulesSource {
     pub fn load(&self) -> Result<RuleSet, RuleErrors> {
         match &self.file {
             Some(path) => RuleSet::load(path, &self.registry),
-            None => RuleSet::parse(DEMO_RULES, &self.registry, &|name| match name {
-                "watchlist.txt" => Ok((DEMO_WATCHLIST.to_owned(), None)),
-                other => Err(format!(
-                    "the built-in rules only know watchlist.txt, not {other}"
-                )),
-            }),
+            None => self.parse(DEMO_RULES),
         }
     }
 
@@ -57,18 +52,10 @@ impl RulesSource {
     }
 
     /// Validates rules `text` as if it were the rules file (files it names
-    /// are read beside it).
+    /// are read beside it; the built-in rules know the demo watch list).
     pub fn parse(&self, text: &str) -> Result<RuleSet, RuleErrors> {
         match &self.file {
-            Some(path) => {
-                let base = path.parent().map(PathBuf::from).unwrap_or_default();
-                RuleSet::parse(text, &self.registry, &|name| {
-                    let p = base.join(name);
-                    std::fs::read_to_string(&p)
-                        .map(|t| (t, Some(p.clone())))
-                        .map_err(|e| format!("cannot read {}: {e}", p.display()))
-                })
-            }
+            Some(path) => RuleSet::parse_at(text, path, &self.registry),
             None => RuleSet::parse(text, &self.registry, &|name| match name {
                 "watchlist.txt" => Ok((DEMO_WATCHLIST.to_owned(), None)),
                 other => Err(format!(
@@ -79,9 +66,10 @@ impl RulesSource {
     }
 
     /// Replaces the rules file with `text` once it is valid (written to a
-    /// temporary file beside it, synced, then renamed over it). Without a
-    /// rules file there is nothing to write to.
+    /// temporary file beside it, synced, renamed over it, the directory
+    /// synced). Without a rules file there is nothing to write to.
     pub fn write(&self, text: &str) -> Result<(), Vec<String>> {
+        use ioc_processing::durable::store::{sync_dir, write_synced};
         let Some(path) = &self.file else {
             return Err(vec![
                 "this server runs the built-in demo rules: set rules.file to edit them".into(),
@@ -89,14 +77,13 @@ impl RulesSource {
         };
         self.parse(text).map_err(|e| e.0)?;
         let tmp = path.with_extension("toml.new");
-        let written = (|| {
-            use std::io::Write as _;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        written.map_err(|e| vec![format!("{}: cannot write: {e}", path.display())])
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        write_synced(&tmp, text.as_bytes())
+            .and_then(|()| {
+                std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+            })
+            .and_then(|()| dir.map_or(Ok(()), sync_dir))
+            .map_err(|e| vec![format!("cannot write the rules file: {e}")])
     }
 
     /// Whether the rules come from a file (which can be replaced).

@@ -363,8 +363,21 @@ impl Auth {
         );
     }
 
+    /// The 429 for a request from `address` while it waits after its
+    /// refusals (counted as `address_waiting`); `None` when it does not wait.
+    pub fn still_waiting(&self, address: Option<IpAddr>) -> Option<Response> {
+        let wait = self.waiting(address?)?;
+        metrics::counter!("ioc_auth_refused_total", "reason" => "address_waiting").increment(1);
+        Some(retry_after(
+            ApiError::TooManyRequests(format!(
+                "too many refused requests from this address; retry in {wait} s"
+            )),
+            wait,
+        ))
+    }
+
     /// Whole seconds `address` still waits after its refusals, if it does.
-    pub fn waiting(&self, address: IpAddr) -> Option<u64> {
+    fn waiting(&self, address: IpAddr) -> Option<u64> {
         let now = Instant::now();
         let until = self.strikes().get(&address)?.until?;
         let left = until.checked_duration_since(now)?;
@@ -372,7 +385,7 @@ impl Auth {
     }
 
     /// Counts a refusal of `address`; the wait it now has, if any.
-    pub fn refused(&self, address: IpAddr) -> Option<Duration> {
+    fn refused(&self, address: IpAddr) -> Option<Duration> {
         let policy = self.refusals;
         if policy.free == 0 {
             return None;
@@ -542,14 +555,8 @@ pub async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Res
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    if let Some(wait) = address.and_then(|a| gate.auth.waiting(a)) {
-        metrics::counter!("ioc_auth_refused_total", "reason" => "address_waiting").increment(1);
-        return retry_after(
-            ApiError::TooManyRequests(format!(
-                "too many refused requests from this address; retry in {wait} s"
-            )),
-            wait,
-        );
+    if let Some(response) = gate.auth.still_waiting(address) {
+        return response;
     }
     let path = request.uri().path().to_owned();
     let caller = match gate.auth.caller(request.headers()) {

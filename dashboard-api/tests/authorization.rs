@@ -267,15 +267,20 @@ async fn the_openapi_document_lists_every_endpoint_with_its_role() {
 
 /// The body of a GET with no token.
 async fn get_body(addr: SocketAddr, path: &str) -> String {
+    get_with(addr, path, "").await.1
+}
+
+/// A GET with extra `headers` that must succeed: its head and body.
+async fn get_with(addr: SocketAddr, path: &str, headers: &str) -> (String, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
     s.write_all(head.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
     let text = String::from_utf8(buf).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
+    (head.to_owned(), body.to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -541,16 +546,8 @@ async fn the_audit_log_is_exported_as_json_lines() {
         code(&request(addr, "POST", "/api/v1/rules/reload", viewer).await),
         403
     );
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "GET /api/v1/audit?format=ndjson HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {ADMIN}\r\n\r\n"
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8(buf).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let admin = format!("Authorization: Bearer {ADMIN}\r\n");
+    let (head, body) = get_with(addr, "/api/v1/audit?format=ndjson", &admin).await;
     assert!(
         head.contains("content-type: application/x-ndjson"),
         "{head}"

@@ -16,17 +16,7 @@ pub async fn live(
 ) -> Response {
     // An address refused too often waits here too.
     let address = connected.map(|c| c.0.0.ip());
-    if let Some(wait) = address.and_then(|a| app.auth.waiting(a)) {
-        metrics::counter!("ioc_auth_refused_total", "reason" => "address_waiting").increment(1);
-        let mut response = crate::error::ApiError::TooManyRequests(format!(
-            "too many refused requests from this address; retry in {wait} s"
-        ))
-        .into_response();
-        if let Ok(v) = axum::http::HeaderValue::from_str(&wait.to_string()) {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, v);
-        }
+    if let Some(response) = app.auth.still_waiting(address) {
         return response;
     }
     // A browser page of another site may not open the feed (cross-site

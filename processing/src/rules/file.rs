@@ -121,15 +121,21 @@ impl RuleSet {
     pub fn load(path: &Path, registry: &Registry) -> Result<RuleSet, RuleErrors> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| RuleErrors(vec![format!("{}: cannot read: {e}", path.display())]))?;
+        let mut set = RuleSet::parse_at(&text, path, registry)?;
+        set.files.insert(0, path.to_path_buf());
+        Ok(set)
+    }
+
+    /// Parses and validates `text` as if it were the rules file at `path`:
+    /// the files it names (watch lists) are read beside `path`.
+    pub fn parse_at(text: &str, path: &Path, registry: &Registry) -> Result<RuleSet, RuleErrors> {
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let mut set = RuleSet::parse(&text, registry, &|name| {
+        RuleSet::parse(text, registry, &|name| {
             let p = base.join(name);
             std::fs::read_to_string(&p)
                 .map(|t| (t, Some(p.clone())))
                 .map_err(|e| format!("cannot read {}: {e}", p.display()))
-        })?;
-        set.files.insert(0, path.to_path_buf());
-        Ok(set)
+        })
     }
 
     /// Parses and validates rules text. `read` returns the text of a file
