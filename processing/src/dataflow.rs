@@ -604,7 +604,7 @@ pub(crate) fn run_worker(
         worker.peers(),
     );
     let mut journal = shared.journal_writer(worker.index());
-    let mut acks = Vec::new();
+    let mut tickets = Vec::new();
     let control = &shared.control;
     // The newest checkpoint this worker marked its input for.
     let mut marked = 0u64;
@@ -693,7 +693,7 @@ pub(crate) fn run_worker(
                     if let Some(j) = journal.as_mut().filter(|_| !i.replayed) {
                         j.append(&i.reading);
                     }
-                    acks.extend(i.ack);
+                    tickets.extend(i.ticket);
                     batch.push((0, i.reading));
                 }
                 Err(TryRecvError::Empty) => break,
@@ -704,7 +704,7 @@ pub(crate) fn run_worker(
             }
         }
         if let Some(j) = journal.as_mut() {
-            j.commit(std::mem::take(&mut acks), control);
+            j.commit(std::mem::take(&mut tickets), control);
         }
         let now = Timestamp::now();
         if !batch.is_empty() {

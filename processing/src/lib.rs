@@ -52,7 +52,7 @@ use timely::WorkerConfig;
 
 use device_state::TableConfig;
 use durable::coordinator::{Coordinator, Message, Restore};
-use durable::{Ack, Control, journal};
+use durable::{Control, Tickets, journal};
 pub use durable::{DurableConfig, Receipt};
 pub use reading::Reading;
 pub use rules::{RuleErrors, RuleSet};
@@ -218,14 +218,16 @@ struct DurableShared {
     first_segment: u64,
     syncer: journal::Syncer,
     coordinator: flume::Sender<Message>,
+    /// Each worker's tickets.
+    tickets: Vec<Arc<Tickets>>,
 }
 
 /// A reading on its way to a worker.
 #[derive(Debug)]
 struct Input {
     reading: Reading,
-    /// Fired once the journal holds it.
-    ack: Option<Ack>,
+    /// Its ticket: done once the journal holds it.
+    ticket: Option<u64>,
     /// From the journal itself: not written to it again.
     replayed: bool,
 }
@@ -240,6 +242,7 @@ impl Shared {
             worker,
             d.first_segment,
             d.syncer.clone(),
+            d.tickets.get(worker)?.clone(),
         ))
     }
 
@@ -322,7 +325,7 @@ pub enum EngineError {
 }
 
 /// The engine is shutting down and takes no more readings.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("the processing engine is closed")]
 pub struct Closed;
 
@@ -348,19 +351,23 @@ impl EngineInput {
         usize::from(p) % self.txs.len()
     }
 
-    fn input(&self, reading: Reading) -> (Input, Receipt) {
-        let (receipt, ack) = if self.shared.durable.is_some() {
-            let (r, a) = Receipt::pending();
-            (r, Some(a))
-        } else {
-            (Receipt::done(), None)
+    /// The input for worker `w`, its receipt, and what marks its ticket
+    /// done should it never be sent.
+    fn input(&self, w: usize, reading: Reading) -> (Input, Receipt, Unsent<'_>) {
+        let tickets = self.shared.durable.as_ref().and_then(|d| d.tickets.get(w));
+        let (receipt, ticket) = match tickets {
+            Some(t) => {
+                let ticket = t.issue();
+                (Receipt::of(t.clone(), ticket), Some(ticket))
+            }
+            None => (Receipt::done(), None),
         };
         let input = Input {
             reading,
-            ack,
+            ticket,
             replayed: false,
         };
-        (input, receipt)
+        (input, receipt, Unsent(tickets.zip(ticket)))
     }
 
     /// Sends a reading, waiting while the engine is full. The receipt
@@ -368,8 +375,9 @@ impl EngineInput {
     /// acknowledge the source then.
     pub async fn send(&self, reading: Reading) -> Result<Receipt, Closed> {
         let w = self.owner(reading.device);
-        let (input, receipt) = self.input(reading);
+        let (input, receipt, unsent) = self.input(w, reading);
         self.txs[w].send_async(input).await.map_err(|_| Closed)?;
+        unsent.sent();
         self.shared.wake(w);
         Ok(receipt)
     }
@@ -386,7 +394,7 @@ impl EngineInput {
         let w = self.owner(reading.device);
         let input = Input {
             reading,
-            ack: None,
+            ticket: None,
             replayed: true,
         };
         self.txs[w].send(input).map_err(|_| Closed)?;
@@ -418,12 +426,13 @@ impl EngineInput {
         let mut receipts = Vec::new();
         for reading in readings {
             let w = self.owner(reading.device);
-            let (input, receipt) = self.input(reading);
+            let (input, receipt, unsent) = self.input(w, reading);
             if self.txs[w].is_full() {
                 // About to wait for the worker: make sure it is awake.
                 self.shared.wake(w);
             }
             self.txs[w].send(input).map_err(|_| Closed)?;
+            unsent.sent();
             sent[w] = true;
             receipts.push(receipt);
         }
@@ -437,10 +446,31 @@ impl EngineInput {
     /// full. See [`EngineInput::send`] for the receipt.
     pub fn send_blocking(&self, reading: Reading) -> Result<Receipt, Closed> {
         let w = self.owner(reading.device);
-        let (input, receipt) = self.input(reading);
+        let (input, receipt, unsent) = self.input(w, reading);
         self.txs[w].send(input).map_err(|_| Closed)?;
+        unsent.sent();
         self.shared.wake(w);
         Ok(receipt)
+    }
+}
+
+/// A ticket issued for a reading not yet in its worker's channel. Should
+/// the send fail or be given up (an async send dropped), the ticket is
+/// marked done so that it holds back no other reading's receipt; nobody
+/// waits on its own.
+struct Unsent<'a>(Option<(&'a Arc<Tickets>, u64)>);
+
+impl Unsent<'_> {
+    fn sent(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unsent<'_> {
+    fn drop(&mut self) {
+        if let Some((tickets, t)) = self.0 {
+            tickets.done(&[t]);
+        }
     }
 }
 
@@ -559,6 +589,7 @@ fn prepare(
             first_segment: next_epoch,
             syncer: journal::Syncer::start().map_err(|e| start(e.to_string()))?,
             coordinator: tx,
+            tickets: (0..workers).map(|_| Arc::default()).collect(),
         },
         coordinator: Coordinator {
             config: config.clone(),

@@ -289,3 +289,55 @@ fn a_restart_from_the_checkpoint_continues_as_if_never_stopped() {
     let forgetful = alerts_and_windows(run_durable(&registry, &readings[half..], 2, None));
     assert_ne!(forgetful, whole);
 }
+
+#[test]
+fn a_checkpoint_of_the_first_format_still_restores() {
+    use crate::durable::coordinator::{DevicePart, GeoPart, decode};
+    use crate::durable::store::{Part, Store};
+    let (registry, readings) = rain_and_river(40);
+    let once = tempfile::tempdir().unwrap();
+    let whole = alerts_and_windows(run_durable(&registry, &readings, 2, Some(once.path())));
+    let dir = tempfile::tempdir().unwrap();
+    let half = readings.len() / 2;
+    let mut outputs = run_durable(&registry, &readings[..half], 2, Some(dir.path()));
+    // The newest checkpoint written again as the first format wrote it:
+    // JSON parts, format 1.
+    let store = Store::open(&dir.path().join("checkpoints")).unwrap();
+    let loaded = store.load_latest().unwrap().unwrap();
+    let mut manifest = loaded.manifest.clone();
+    let parts = manifest
+        .parts
+        .drain(..)
+        .zip(&loaded.parts)
+        .map(|(meta, data)| {
+            let json = match meta.operator.as_str() {
+                "device" => serde_json::to_vec(&decode::<DevicePart>(2, &meta.file, data).unwrap()),
+                _ => serde_json::to_vec(&decode::<GeoPart>(2, &meta.file, data).unwrap()),
+            }
+            .unwrap();
+            Part {
+                operator: if meta.operator == "device" {
+                    "device"
+                } else {
+                    "geo"
+                },
+                worker: meta.worker,
+                data: json,
+                partitions: meta.partitions,
+            }
+        })
+        .collect();
+    manifest.format = 1;
+    manifest.epoch += 1;
+    store.write(manifest, parts).unwrap();
+    let newest = store.load_latest().unwrap().unwrap();
+    assert_eq!(newest.manifest.format, 1);
+    assert!(newest.manifest.parts[0].file.ends_with(".json"));
+    outputs.extend(run_durable(
+        &registry,
+        &readings[half..],
+        2,
+        Some(dir.path()),
+    ));
+    assert_eq!(alerts_and_windows(outputs), whole);
+}

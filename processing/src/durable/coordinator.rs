@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bincode::Options as _;
 use ioc_schemas::Timestamp;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
@@ -58,7 +59,8 @@ struct DevicePartRef<'a> {
 }
 
 #[derive(Deserialize)]
-struct DevicePart {
+#[cfg_attr(test, derive(Serialize))]
+pub(crate) struct DevicePart {
     table: TableSnap,
     devices: Vec<(u16, DeviceSnap)>,
 }
@@ -70,7 +72,8 @@ struct GeoPartRef<'a> {
 }
 
 #[derive(Deserialize)]
-struct GeoPart {
+#[cfg_attr(test, derive(Serialize))]
+pub(crate) struct GeoPart {
     progress: GeoProgress,
     entries: Vec<(u16, GeoEntry)>,
 }
@@ -94,11 +97,10 @@ pub fn device_part(
     worker: usize,
 ) -> Part {
     let (t, devices) = table.snapshot(pending);
-    let data = serde_json::to_vec(&DevicePartRef {
+    let data = encode(&DevicePartRef {
         table: t,
         devices: &devices,
-    })
-    .unwrap_or_default();
+    });
     Part {
         operator: "device",
         worker,
@@ -110,11 +112,10 @@ pub fn device_part(
 /// The geo operator's part.
 pub fn geo_part(state: &GeoState, pending: &mut ReorderBuffer<GeoItem>, worker: usize) -> Part {
     let (progress, entries) = state.snapshot(pending);
-    let data = serde_json::to_vec(&GeoPartRef {
+    let data = encode(&GeoPartRef {
         progress,
         entries: &entries,
-    })
-    .unwrap_or_default();
+    });
     Part {
         operator: "geo",
         worker,
@@ -136,23 +137,59 @@ pub struct Restore {
     pub geo: Vec<GeoEntry>,
 }
 
+/// The checkpoint's encoding: bincode with variable-length integers
+/// (counts, small numbers and empty buckets take a byte).
+fn options() -> impl bincode::Options {
+    bincode::DefaultOptions::new()
+}
+
+/// A part in the current format. Serializing state cannot fail (every
+/// type is plain data); were it to, the checkpoint is not written.
+fn encode<T: Serialize>(part: &T) -> Vec<u8> {
+    options().serialize(part).unwrap_or_else(|e| {
+        error!(error = %e, "cannot encode a checkpoint part");
+        Vec::new()
+    })
+}
+
+/// A part as its checkpoint's format wrote it.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    format: u32,
+    file: &str,
+    data: &[u8],
+) -> Result<T, String> {
+    if format == 1 {
+        serde_json::from_slice(data).map_err(|e| format!("{file}: {e}"))
+    } else {
+        options()
+            .deserialize(data)
+            .map_err(|e| format!("{file}: {e}"))
+    }
+}
+
 /// A checkpoint split among `workers` workers by partition.
 pub fn split(loaded: Loaded, workers: usize) -> Result<Vec<Restore>, String> {
     let mut out: Vec<Restore> = (0..workers).map(|_| Restore::default()).collect();
     let (mut tables, mut geos) = (Vec::new(), Vec::new());
     let same = loaded.manifest.workers == workers;
+    let format = loaded.manifest.format;
+    if !(1..=super::store::FORMAT).contains(&format) {
+        return Err(format!(
+            "checkpoint format {format}: written by a newer version (this one reads 1 to {})",
+            super::store::FORMAT
+        ));
+    }
     for (meta, data) in loaded.manifest.parts.iter().zip(loaded.parts) {
-        let bad = |e: serde_json::Error| format!("{}: {e}", meta.file);
         match meta.operator.as_str() {
             "device" => {
-                let part: DevicePart = serde_json::from_slice(&data).map_err(bad)?;
+                let part: DevicePart = decode(format, &meta.file, &data)?;
                 tables.push((meta.worker, part.table));
                 for (p, d) in part.devices {
                     out[usize::from(p) % workers].devices.push(d);
                 }
             }
             "geo" => {
-                let part: GeoPart = serde_json::from_slice(&data).map_err(bad)?;
+                let part: GeoPart = decode(format, &meta.file, &data)?;
                 geos.push((meta.worker, part.progress));
                 for (p, e) in part.entries {
                     out[usize::from(p) % workers].geo.push(e);
@@ -293,9 +330,14 @@ impl Coordinator {
                 metrics::counter!("ioc_checkpoint_failures_total").increment(1);
                 continue;
             }
+            if parts.iter().any(|p| p.data.is_empty()) {
+                warn!(epoch, "a part could not be encoded; checkpoint skipped");
+                metrics::counter!("ioc_checkpoint_failures_total").increment(1);
+                continue;
+            }
             parts.sort_by_key(|p| (p.operator, p.worker));
             let manifest = Manifest {
-                format: 1,
+                format: super::store::FORMAT,
                 epoch,
                 created_ms: Timestamp::now().millis(),
                 generation: self.generation,

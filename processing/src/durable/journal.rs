@@ -26,7 +26,7 @@ use ioc_schemas::{Envelope, Timestamp};
 use serde::Deserialize;
 use tracing::{error, warn};
 
-use super::{Ack, Control};
+use super::{Control, Tickets};
 use crate::reading::Reading;
 
 /// One journal record.
@@ -169,10 +169,15 @@ pub fn read(path: &Path, mut each: impl FnMut(Entry)) -> Result<ReadEnd, Damaged
     Ok(done)
 }
 
-/// A batch written to a segment, for the syncer.
-struct Job {
-    file: Arc<File>,
-    acks: Vec<Ack>,
+/// For the syncer: a batch written to a segment (its readings' tickets
+/// are done once the file is synced), or a writer that stopped.
+enum Job {
+    Written {
+        file: Arc<File>,
+        tickets: Vec<u64>,
+        of: Arc<Tickets>,
+    },
+    Stopped(Arc<Tickets>),
 }
 
 /// The syncer thread's end.
@@ -200,8 +205,10 @@ fn sync_loop(rx: &flume::Receiver<Job>) {
         jobs.extend(rx.try_iter());
         let mut files: Vec<&Arc<File>> = Vec::new();
         for j in &jobs {
-            if !files.iter().any(|f| Arc::ptr_eq(f, &j.file)) {
-                files.push(&j.file);
+            if let Job::Written { file, .. } = j
+                && !files.iter().any(|f| Arc::ptr_eq(f, file))
+            {
+                files.push(file);
             }
         }
         let start = Instant::now();
@@ -218,8 +225,9 @@ fn sync_loop(rx: &flume::Receiver<Job>) {
         }
         fsync.record(start.elapsed().as_secs_f64());
         for j in jobs {
-            for a in j.acks {
-                let _ = a.send(());
+            match j {
+                Job::Written { tickets, of, .. } => of.done(&tickets),
+                Job::Stopped(of) => of.close(),
             }
         }
     }
@@ -234,6 +242,7 @@ pub struct Writer {
     file: Option<Arc<File>>,
     buf: Vec<u8>,
     syncer: Syncer,
+    tickets: Arc<Tickets>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -246,8 +255,16 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    /// A writer for `worker` of `generation`, starting at segment `segment`.
-    pub fn new(dir: PathBuf, generation: u64, worker: usize, segment: u64, syncer: Syncer) -> Self {
+    /// A writer for `worker` of `generation`, starting at segment
+    /// `segment`, marking `tickets` done as its batches are synced.
+    pub fn new(
+        dir: PathBuf,
+        generation: u64,
+        worker: usize,
+        segment: u64,
+        syncer: Syncer,
+        tickets: Arc<Tickets>,
+    ) -> Self {
         Writer {
             dir,
             generation,
@@ -256,6 +273,7 @@ impl Writer {
             file: None,
             buf: Vec::with_capacity(1 << 16),
             syncer,
+            tickets,
         }
     }
 
@@ -271,13 +289,11 @@ impl Writer {
         self.buf[at + 4..at + 8].copy_from_slice(&crc);
     }
 
-    /// Writes the batch and hands its acknowledgements to the syncer.
+    /// Writes the batch and hands its readings' tickets to the syncer.
     /// Retries (the worker waits: back-pressure) while the disk refuses.
-    pub fn commit(&mut self, acks: Vec<Ack>, control: &Control) {
+    pub fn commit(&mut self, tickets: Vec<u64>, control: &Control) {
         if self.buf.is_empty() {
-            for a in acks {
-                let _ = a.send(());
-            }
+            self.tickets.done(&tickets);
             return;
         }
         let mut wait = Duration::from_millis(100);
@@ -288,7 +304,12 @@ impl Writer {
                         .journal_bytes
                         .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
                     self.buf.clear();
-                    if self.syncer.tx.send(Job { file, acks }).is_err() {
+                    let job = Job::Written {
+                        file,
+                        tickets,
+                        of: self.tickets.clone(),
+                    };
+                    if self.syncer.tx.send(job).is_err() {
                         warn!("the journal syncer stopped");
                     }
                     return;
@@ -332,6 +353,13 @@ impl Writer {
     }
 }
 
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // After its batches: their tickets are done first.
+        let _ = self.syncer.tx.send(Job::Stopped(self.tickets.clone()));
+    }
+}
+
 impl Entry {
     /// The reading, if its device is in `registry`.
     pub fn reading(self, registry: &ioc_devices::Registry) -> Option<Reading> {
@@ -362,7 +390,14 @@ mod tests {
     fn records_read_back_and_a_torn_tail_ends_the_segment() {
         let dir = tempfile::tempdir().unwrap();
         let control = Control::default();
-        let mut w = Writer::new(dir.path().into(), 1, 0, 1, Syncer::start().unwrap());
+        let mut w = Writer::new(
+            dir.path().into(),
+            1,
+            0,
+            1,
+            Syncer::start().unwrap(),
+            Arc::default(),
+        );
         for seq in 1..=3 {
             w.append(&reading(seq));
         }

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! checkpoints/0000000042/          one complete checkpoint (epoch 42)
-//!     device-w000.json ...         each worker's part of each operator
-//!     geo-w000.json ...
+//!     device-w000.bin ...          each worker's part of each operator
+//!     geo-w000.bin ...
 //!     MANIFEST.json                written last: what it holds, checksums
 //! checkpoints/0000000043.tmp/      one being written (or torn by a kill)
 //! ```
@@ -21,10 +21,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+/// The format checkpoints are written in: parts in bincode (the compact
+/// encoding timely's exchange uses). Format 1 (JSON parts) is still read.
+pub const FORMAT: u32 = 2;
+
 /// What a checkpoint holds, written last.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Manifest {
-    /// Format version.
+    /// Format version ([`FORMAT`]; 1: JSON parts).
     pub format: u32,
     /// Epoch: the checkpoint contains every journal segment numbered up to it.
     pub epoch: u64,
@@ -224,7 +228,8 @@ impl Store {
         std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
         let mut total = 0;
         for p in parts {
-            let file = format!("{}-w{:03}.json", p.operator, p.worker);
+            let ext = if manifest.format == 1 { "json" } else { "bin" };
+            let file = format!("{}-w{:03}.{ext}", p.operator, p.worker);
             let path = tmp.join(&file);
             write_synced(&path, &p.data)?;
             total += p.data.len() as u64;

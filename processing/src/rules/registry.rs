@@ -49,15 +49,70 @@ macro_rules! kinds {
             )*
         }
 
-        /// A rule's state for one subject, of whichever kind.
-        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-        #[serde(tag = "kind", content = "state", rename_all = "snake_case")]
+        /// A rule's state for one subject, of whichever kind. Readable
+        /// formats (JSON) tag it `{"kind": …, "state": …}`; compact ones
+        /// (the checkpoint's) by the variant's index, as they read no names.
+        #[derive(Clone, Debug, PartialEq)]
         pub enum RuleState {
             $(
                 #[doc = concat!("See [`", stringify!($module), "`].")]
                 $(#[$attr])*
                 $kind(<$module::$kind as RuleKind>::State),
             )*
+        }
+
+        /// [`RuleState`] as a readable format writes it.
+        #[derive(Serialize)]
+        #[serde(tag = "kind", content = "state", rename_all = "snake_case")]
+        enum TaggedRef<'a> {
+            $($(#[$attr])* $kind(&'a <$module::$kind as RuleKind>::State),)*
+        }
+
+        /// [`RuleState`] as a readable format reads it.
+        #[derive(Deserialize)]
+        #[serde(tag = "kind", content = "state", rename_all = "snake_case")]
+        enum Tagged {
+            $($(#[$attr])* $kind(<$module::$kind as RuleKind>::State),)*
+        }
+
+        /// [`RuleState`] as a compact format writes it.
+        #[derive(Serialize)]
+        enum IndexedRef<'a> {
+            $($(#[$attr])* $kind(&'a <$module::$kind as RuleKind>::State),)*
+        }
+
+        /// [`RuleState`] as a compact format reads it.
+        #[derive(Deserialize)]
+        enum Indexed {
+            $($(#[$attr])* $kind(<$module::$kind as RuleKind>::State),)*
+        }
+
+        impl Serialize for RuleState {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    match self {
+                        $($(#[$attr])* RuleState::$kind(x) => TaggedRef::$kind(x).serialize(s),)*
+                    }
+                } else {
+                    match self {
+                        $($(#[$attr])* RuleState::$kind(x) => IndexedRef::$kind(x).serialize(s),)*
+                    }
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for RuleState {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    Ok(match Tagged::deserialize(d)? {
+                        $($(#[$attr])* Tagged::$kind(x) => RuleState::$kind(x),)*
+                    })
+                } else {
+                    Ok(match Indexed::deserialize(d)? {
+                        $($(#[$attr])* Indexed::$kind(x) => RuleState::$kind(x),)*
+                    })
+                }
+            }
         }
 
         $(
