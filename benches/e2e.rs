@@ -586,7 +586,7 @@ async fn provoke(
     let mut k = 0usize;
     // Rounds alternate, all gauges up then all down; once stopped, the
     // round under way is finished at once so that every gauge ends resolved.
-    while !(stop.is_cancelled() && k % (2 * gauges.len()) == 0) {
+    while !(stop.is_cancelled() && k.is_multiple_of(2 * gauges.len())) {
         if !stop.is_cancelled() {
             tokio::select! {
                 () = stop.cancelled() => continue,
@@ -595,7 +595,7 @@ async fn provoke(
         }
         let g = k % gauges.len();
         let (index, levels) = gauges[g];
-        let up = (k / gauges.len()) % 2 == 0;
+        let up = (k / gauges.len()).is_multiple_of(2);
         seqs[g] += 1;
         let level = if up { levels[2] + 0.5 } else { levels[0] - 1.0 };
         let (topic, id, body) = send(index, seqs[g], level);

@@ -124,6 +124,14 @@ pub fn inspect(dir: &Path, epoch: Option<u64>) -> anyhow::Result<String> {
     writeln!(out, "  workers     {}", m.workers)?;
     writeln!(out, "  watermark   {}", Timestamp(m.watermark_ms))?;
     writeln!(out, "  contains    journal segments up to {}", m.epoch)?;
+    for (topic, parts) in &m.logs {
+        let at: Vec<String> = parts.iter().map(|(p, o)| format!("{p}@{o}")).collect();
+        writeln!(
+            out,
+            "  kafka       {topic}: reads on at partition@offset {}",
+            at.join(" ")
+        )?;
+    }
     writeln!(out, "  parts:")?;
     for p in &m.parts {
         let data = std::fs::read(chosen.path.join(&p.file));

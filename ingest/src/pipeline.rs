@@ -5,9 +5,11 @@
 //! the engine's input channel holds the reading or the dead-letter writer
 //! holds the rejection. An accepted reading comes with a [`Receipt`] that
 //! resolves once the engine's journal holds it on disk (at once when state
-//! is kept in memory only). Sources acknowledge (MQTT ack, Kafka offset
-//! store, HTTP response) only after that, which is what makes delivery
-//! at-least-once end to end, across a crash too. With a time-series sink configured, an
+//! is kept in memory only). Sources acknowledge (MQTT ack, HTTP response)
+//! only after that, which is what makes delivery at-least-once end to
+//! end, across a crash too. Kafka, a replayable log, takes
+//! [`Ingestor::submit_from_log_blocking`] instead: not journaled, its
+//! offsets kept by the checkpoints. With a time-series sink configured, an
 //! accepted reading is queued for it first (see `ioc_timeseries`).
 
 use std::sync::Arc;
@@ -227,21 +229,25 @@ impl Ingestor {
         }
     }
 
-    /// [`Ingestor::submit`] for synchronous sources (the Kafka poll thread).
-    pub fn submit_blocking(
+    /// [`Ingestor::submit`] for a synchronous source that is itself a
+    /// replayable log (Kafka): the reading is not journaled; the source
+    /// keeps its position in the checkpoints through a
+    /// [`ioc_processing::LogSource`] (see [`Ingestor::log_source`]).
+    /// `Ok(_)`: handled (accepted or dead-lettered); `Err(Closed)`: not taken.
+    pub fn submit_from_log_blocking(
         &self,
         origin: Origin<'_>,
         payload: &[u8],
-    ) -> Result<Result<Receipt, Rejection>, Closed> {
+    ) -> Result<Result<(), Rejection>, Closed> {
         match self.triage(&origin, payload, |now| self.check(&origin, payload, now)) {
             Ok(reading) => {
                 if let Some(ts) = &self.timeseries {
                     ts.send_blocking(Self::archive(&reading))
                         .map_err(|_| Closed)?;
                 }
-                let receipt = self.engine.send_blocking(reading)?;
+                self.engine.send_unjournaled_blocking(reading)?;
                 self.stats.accepted(origin.source());
-                Ok(Ok(receipt))
+                Ok(Ok(()))
             }
             Err(rejected) => {
                 let (rejection, letter) = *rejected;
@@ -249,5 +255,11 @@ impl Ingestor {
                 Ok(Err(rejection))
             }
         }
+    }
+
+    /// A replayable source's part in the engine's checkpoints (`None`
+    /// when state is kept in memory only).
+    pub fn log_source(&self) -> Option<ioc_processing::LogSource> {
+        self.engine.log_source()
     }
 }

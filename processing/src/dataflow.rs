@@ -622,12 +622,29 @@ pub(crate) fn run_worker(
     // Newest event time this worker has taken from its channel.
     let mut taken = Timestamp(0);
     let mut closed = false;
+    // Readings still to take before the mark: those in the channel when
+    // every replayable source had stopped for the checkpoint.
+    let mut drain: Option<usize> = None;
     loop {
         let c = &mut cap;
-        // A checkpoint asked for: mark the input after what was taken,
-        // close the journal segment, and take nothing until every part is in.
-        if let Some(epoch) = control.pending() {
+        // A checkpoint asked for: once the replayable sources (Kafka) have
+        // stopped, take what they handed over, then mark the input, close
+        // the journal segment, and take nothing until every part is in.
+        // Until they have, readings are taken as usual.
+        let pending = control.pending();
+        let mut cutting = false;
+        if let Some(epoch) = pending
+            && marked < epoch
+            && (drain.is_some() || control.logs.paused(epoch))
+        {
+            let left = *drain.get_or_insert_with(|| if control.logs.any() { rx.len() } else { 0 });
+            cutting = left > 0;
+        }
+        if let Some(epoch) = pending.filter(|_| !cutting)
+            && (marked >= epoch || drain.is_some())
+        {
             if marked < epoch {
+                drain = None;
                 marked = epoch;
                 let closed_segment = journal.as_mut().and_then(|j| j.roll(epoch));
                 // The frontier this worker vouches for at the cut: the
@@ -679,7 +696,9 @@ pub(crate) fn run_worker(
             worker.step_or_park(Some(Duration::from_millis(5)));
             continue;
         }
-        let full = control.journal_full.load(Ordering::Relaxed);
+        // Taking what a cut needs is not held back by a full journal (it
+        // is a bounded number; the checkpoint then cuts the journal).
+        let full = control.journal_full.load(Ordering::Relaxed) && drain.is_none();
         if full && !full_logged {
             tracing::warn!(
                 worker = worker.index(),
@@ -687,10 +706,11 @@ pub(crate) fn run_worker(
             );
         }
         full_logged = full;
-        while batch.len() < BATCH && !full {
+        let limit = drain.map_or(BATCH, |d| d.min(BATCH));
+        while batch.len() < limit && !full {
             match rx.try_recv() {
                 Ok(i) => {
-                    if let Some(j) = journal.as_mut().filter(|_| !i.replayed) {
+                    if let Some(j) = journal.as_mut().filter(|_| i.journal) {
                         j.append(&i.reading);
                     }
                     tickets.extend(i.ticket);
@@ -702,6 +722,14 @@ pub(crate) fn run_worker(
                     break;
                 }
             }
+        }
+        if let Some(d) = drain.as_mut() {
+            // The channel may be shorter than it was (a closed input).
+            *d = if closed {
+                0
+            } else {
+                d.saturating_sub(batch.len())
+            };
         }
         if let Some(j) = journal.as_mut() {
             j.commit(std::mem::take(&mut tickets), control);

@@ -52,6 +52,7 @@ use timely::WorkerConfig;
 
 use device_state::TableConfig;
 use durable::coordinator::{Coordinator, Message, Restore};
+pub use durable::logs::{LogSource, Positions};
 use durable::{Control, Tickets, journal};
 pub use durable::{DurableConfig, Receipt};
 pub use reading::Reading;
@@ -213,6 +214,8 @@ pub struct Shared {
 /// The durable side of [`Shared`].
 #[derive(Clone, Debug)]
 struct DurableShared {
+    /// The data directory's lock, held while the engine runs.
+    _lock: Arc<std::fs::File>,
     journal: std::path::PathBuf,
     generation: u64,
     first_segment: u64,
@@ -228,8 +231,9 @@ struct Input {
     reading: Reading,
     /// Its ticket: done once the journal holds it.
     ticket: Option<u64>,
-    /// From the journal itself: not written to it again.
-    replayed: bool,
+    /// To be written to the journal (not when it comes from the journal
+    /// itself or from a log whose position the checkpoint keeps).
+    journal: bool,
 }
 
 impl Shared {
@@ -365,7 +369,7 @@ impl EngineInput {
         let input = Input {
             reading,
             ticket,
-            replayed: false,
+            journal: true,
         };
         (input, receipt, Unsent(tickets.zip(ticket)))
     }
@@ -389,17 +393,27 @@ impl EngineInput {
         self.shared.outputs_sent.fetch_add(1, Ordering::Release);
     }
 
-    /// Sends a reading read back from the journal (not journaled again).
-    fn send_replayed(&self, reading: Reading) -> Result<(), Closed> {
+    /// Sends a reading that is not journaled: read back from the journal,
+    /// or from a replayable log (Kafka) whose position the checkpoint
+    /// keeps through a [`LogSource`]. Blocks while the engine is full.
+    pub fn send_unjournaled_blocking(&self, reading: Reading) -> Result<(), Closed> {
         let w = self.owner(reading.device);
         let input = Input {
             reading,
             ticket: None,
-            replayed: true,
+            journal: false,
         };
         self.txs[w].send(input).map_err(|_| Closed)?;
         self.shared.wake(w);
         Ok(())
+    }
+
+    /// A replayable source's part in the checkpoints (`None` when state
+    /// is kept in memory only). Its readings go in through
+    /// [`EngineInput::send_unjournaled_blocking`].
+    pub fn log_source(&self) -> Option<LogSource> {
+        self.shared.durable.as_ref()?;
+        Some(LogSource::new(self.shared.clone()))
     }
 
     /// The watermark at wall-clock time `now`: readings older than it are late.
@@ -523,6 +537,7 @@ struct Prepared {
     watermark_ms: i64,
     listening_since_ms: Option<i64>,
     restored: Option<u64>,
+    logs: Positions,
 }
 
 /// Opens the data directory: the newest usable checkpoint split among
@@ -533,6 +548,7 @@ fn prepare(
     outputs: Option<durable::coordinator::OutputsDurable>,
 ) -> Result<Prepared, EngineError> {
     let start = |e: String| EngineError::Start(e);
+    let lock = durable::store::lock_dir(&config.dir).map_err(start)?;
     let store = durable::store::Store::open(&config.dir.join("checkpoints")).map_err(start)?;
     let journal_dir = config.dir.join("journal");
     std::fs::create_dir_all(&journal_dir)
@@ -558,7 +574,7 @@ fn prepare(
         .unwrap_or(0)
         .max(store.highest_epoch())
         + 1;
-    let (restore, from, newest, since) = match loaded {
+    let (restore, from, newest, since, logs) = match loaded {
         Some(l) => {
             let m = l.manifest.clone();
             let age_s = (Timestamp::now().millis() - m.created_ms) / 1000;
@@ -566,24 +582,33 @@ fn prepare(
             let restore = durable::coordinator::split(l, workers).map_err(start)?;
             let devices: usize = restore.iter().map(|r| r.devices.len()).sum();
             let geo: usize = restore.iter().map(|r| r.geo.len()).sum();
+            let log_partitions: usize = m.logs.values().map(|t| t.len()).sum();
             tracing::info!(
                 epoch = m.epoch,
                 age_s,
                 bytes,
                 devices,
                 geo_entries = geo,
+                log_partitions,
                 from_workers = m.workers,
                 workers,
                 "restoring checkpoint"
             );
-            (restore, m.epoch, m.watermark_ms, Some(m.listening_since_ms))
+            (
+                restore,
+                m.epoch,
+                m.watermark_ms,
+                Some(m.listening_since_ms),
+                m.logs,
+            )
         }
-        None => (Vec::new(), 0, 0, None),
+        None => (Vec::new(), 0, 0, None, Positions::new()),
     };
     let replay: Vec<journal::Segment> = segments.into_iter().filter(|s| s.segment > from).collect();
     let (tx, rx) = flume::unbounded();
     Ok(Prepared {
         shared: DurableShared {
+            _lock: Arc::new(lock),
             journal: journal_dir.clone(),
             generation,
             first_segment: next_epoch,
@@ -605,6 +630,7 @@ fn prepare(
         watermark_ms: newest,
         listening_since_ms: since,
         restored: since.map(|_| from),
+        logs,
     })
 }
 
@@ -688,7 +714,15 @@ impl Engine {
             ),
             threads: (0..workers).map(|_| OnceLock::new()).collect(),
             stats: stats.clone(),
-            control: Control::default(),
+            control: Control {
+                logs: durable::logs::Logs::restored(
+                    prepared
+                        .as_mut()
+                        .map(|p| std::mem::take(&mut p.logs))
+                        .unwrap_or_default(),
+                ),
+                ..Control::default()
+            },
             durable: prepared.as_ref().map(|p| p.shared.clone()),
             restore: (0..workers).map(|_| Mutex::new(None)).collect(),
             outputs_sent: AtomicU64::new(0),
@@ -778,7 +812,7 @@ impl Engine {
                 match entry.reading(&registry) {
                     Some(r) => {
                         each(&r);
-                        closed = input.send_replayed(r).is_err();
+                        closed = input.send_unjournaled_blocking(r).is_err();
                         done.readings += 1;
                     }
                     None => done.unknown += 1,

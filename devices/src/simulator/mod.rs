@@ -502,14 +502,14 @@ pub fn plate(h: u64) -> String {
 pub fn plate_of(serial: u64, h: u64) -> String {
     const OTHER: [&str; 9] = ["29", "30", "20", "21", "24", "25", "27", "28", "19"];
     const SERIES: &[u8] = b"ABCDEFGHKLMNPSTUVXYZ";
-    let province = if h % 5 != 0 {
+    let province = if !h.is_multiple_of(5) {
         "26"
     } else {
         OTHER[(h / 5 % 9) as usize]
     };
     let letter = SERIES[(serial / 100_000 % SERIES.len() as u64) as usize] as char;
     let number = serial % 100_000;
-    if (h >> 40) % 2 == 0 {
+    if (h >> 40).is_multiple_of(2) {
         // Motorbike: series letter plus a digit.
         let digit = (h >> 44) % 9 + 1;
         format!(

@@ -3,11 +3,15 @@
 //!
 //! - [`KafkaConfig`]: brokers, group, topics, start position, security
 //!   settings and raw librdkafka properties;
-//! - [`source::KafkaSource`]: a consumer on its own thread. It polls,
-//!   runs each record through the shared [`crate::Ingestor`] and stores the
-//!   record's offset only after the reading is in the engine's input (or the
-//!   rejection in the dead letters); librdkafka commits stored offsets in the
-//!   background. Rebalance callbacks run inside `poll` on the same thread, so
+//! - [`source::KafkaSource`]: a consumer on its own thread. It polls and
+//!   runs each record through the shared [`crate::Ingestor`]. With state in
+//!   memory only it stores the record's offset once the reading is in the
+//!   engine's input (or the rejection in the dead letters); with durable
+//!   state the records are not journaled: the engine's checkpoints keep
+//!   each partition's offset (the consumer stops at every cut, see
+//!   `ioc_processing::LogSource`), a start seeks there, and the offsets are
+//!   stored once a checkpoint holds them. librdkafka commits stored offsets
+//!   in the background. Rebalance callbacks run inside `poll` on the same thread, so
 //!   when partitions are revoked every record polled before has been handed
 //!   off, and the callback commits synchronously. A graceful stop commits
 //!   synchronously too. Delivery is at-least-once; redeliveries are caught

@@ -1,33 +1,35 @@
 //! The Kafka consumer-group source.
 
-use std::collections::VecDeque;
+use std::collections::BTreeSet;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::{ClientContext, Statistics};
+use rdkafka::{ClientContext, Offset, Statistics};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{KafkaConfig, StartFrom};
 use crate::deadletter::Origin;
 use crate::pipeline::Ingestor;
-use ioc_processing::Receipt;
+use ioc_processing::{LogSource, Positions};
 
 /// The source's view of librdkafka's callbacks: statistics to metrics,
-/// synchronous commit before partitions are revoked. Holds the records
-/// handed to the engine whose offsets wait for the journal.
+/// offsets set on assignment and committed before revocation. Holds the
+/// source's part in the engine's checkpoints, when state is durable.
 #[derive(Default)]
 struct Context {
-    unsynced: std::sync::Mutex<VecDeque<Unsynced>>,
+    log: Mutex<Option<LogSource>>,
+    /// Partitions already started where the restored checkpoint left
+    /// them (only their first assignment after a start).
+    seeded: Mutex<BTreeSet<(String, i32)>>,
 }
 
 impl Context {
-    fn unsynced(&self) -> std::sync::MutexGuard<'_, VecDeque<Unsynced>> {
-        self.unsynced
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn log(&self) -> MutexGuard<'_, Option<LogSource>> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -62,17 +64,58 @@ impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(partitions) => {
-                // Everything polled before this callback has been handed off
-                // (same thread): once the journal holds it, store and commit
-                // its offsets now, so the next owner starts exactly after it.
-                store_durable(consumer, &mut self.unsynced(), true);
+                // Everything polled before this callback has been handed
+                // off (same thread): commit it, so that the next owner
+                // starts exactly after it.
+                if let Some(log) = self.log().as_ref() {
+                    store(consumer, &log.handed_positions());
+                }
                 commit_sync(consumer, "before revoking partitions");
                 info!(partitions = partitions.count(), "Kafka partitions revoked");
             }
             Rebalance::Assign(partitions) => {
-                info!(partitions = partitions.count(), "Kafka partitions assigned");
+                // A partition the restored checkpoint has a position for
+                // starts there: the records after it are not in the state,
+                // whatever the group committed since.
+                let mut seeded = self.seeded.lock().unwrap_or_else(PoisonError::into_inner);
+                let log = self.log();
+                let mut from_checkpoint = 0;
+                for mut e in partitions.elements() {
+                    let key = (e.topic().to_owned(), e.partition());
+                    let restored = log
+                        .as_ref()
+                        .and_then(|l| l.restored().get(&key.0)?.get(&key.1).copied());
+                    if let Some(offset) = restored
+                        && !seeded.contains(&key)
+                    {
+                        match e.set_offset(Offset::Offset(offset)) {
+                            Ok(()) => from_checkpoint += 1,
+                            Err(err) => {
+                                warn!(topic = %key.0, partition = key.1, error = %err, "cannot start a Kafka partition at the checkpoint's offset")
+                            }
+                        }
+                        seeded.insert(key);
+                    }
+                }
+                info!(
+                    partitions = partitions.count(),
+                    from_checkpoint, "Kafka partitions assigned"
+                );
             }
             Rebalance::Error(e) => warn!(error = %e, "Kafka rebalance error"),
+        }
+    }
+}
+
+/// Stores `positions` (the next offset to read per partition) for the
+/// next commit. A partition no longer assigned is skipped.
+fn store(consumer: &BaseConsumer<Context>, positions: &Positions) {
+    for (topic, parts) in positions {
+        for (&partition, &next) in parts {
+            // librdkafka stores the record's offset plus one.
+            if let Err(e) = consumer.store_offset(topic, partition, next - 1) {
+                debug!(topic, partition, error = %e, "Kafka offset not stored");
+            }
         }
     }
 }
@@ -102,9 +145,9 @@ impl KafkaSource {
         let c = &self.config;
         let mut cc = c.client_config();
         cc.set("group.id", &c.group_id)
-            // Offsets are stored by us after hand-off, committed by
-            // librdkafka every auto.commit.interval.ms and by us on revoke
-            // and on stop.
+            // Offsets are stored by us (after hand-off, or once a
+            // checkpoint holds the records), committed by librdkafka every
+            // auto.commit.interval.ms and by us on revoke and on stop.
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set(
@@ -118,7 +161,11 @@ impl KafkaSource {
             .set("fetch.wait.max.ms", "50")
             .set("queued.min.messages", "100000");
         c.apply_properties(&mut cc);
-        let consumer: BaseConsumer<Context> = cc.create_with_context(Context::default())?;
+        let context = Context {
+            log: Mutex::new(self.ingestor.log_source()),
+            seeded: Mutex::default(),
+        };
+        let consumer: BaseConsumer<Context> = cc.create_with_context(context)?;
         let topics: Vec<&str> = c.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(consumer)
@@ -148,62 +195,21 @@ impl KafkaSource {
     }
 }
 
-/// Records handed to the engine whose journal write is not yet on disk.
-const UNSYNCED: usize = 16_384;
-
-/// A record's offset waiting for its reading to be durable.
-struct Unsynced {
-    receipt: Receipt,
-    topic: String,
-    partition: i32,
-    offset: i64,
-}
-
-/// Stores the offsets of the records at the front whose readings are
-/// durable (all of them with `wait`). `false`: the engine closed.
-fn store_durable(
-    consumer: &BaseConsumer<Context>,
-    unsynced: &mut VecDeque<Unsynced>,
-    wait: bool,
-) -> bool {
-    while let Some(front) = unsynced.front_mut() {
-        let result = if wait {
-            None
-        } else {
-            match front.receipt.try_durable() {
-                None => return true,
-                some => some,
-            }
-        };
-        let Some(u) = unsynced.pop_front() else { break };
-        let Unsynced {
-            receipt,
-            topic,
-            partition,
-            offset,
-        } = u;
-        if result.unwrap_or_else(|| receipt.wait()).is_err() {
-            return false;
-        }
-        // The record's own offset: librdkafka stores the next one (+1).
-        if let Err(e) = consumer.store_offset(&topic, partition, offset) {
-            warn!(error = %e, "cannot store a Kafka offset");
-        }
-    }
-    true
-}
-
 fn run(consumer: &BaseConsumer<Context>, ingestor: &Ingestor, cancel: &CancellationToken) {
     let mut last_error_log: Option<Instant> = None;
-    // Offsets are stored in order, once the journal holds each record.
-    let unsynced = || consumer.context().unsynced();
+    // With durable state, offsets are committed once a checkpoint holds
+    // the records before them; a short poll lets a checkpoint's cut wait
+    // little for this thread.
+    let durable = consumer.context().log().is_some();
+    let wait = Duration::from_millis(if durable { 20 } else { 100 });
     while !cancel.is_cancelled() {
-        if !store_durable(consumer, &mut unsynced(), false) {
-            return;
+        if let Some(log) = consumer.context().log().as_mut() {
+            log.hold_for_checkpoint();
+            if let Some(p) = log.newly_durable() {
+                store(consumer, &p);
+            }
         }
-        let waiting = !unsynced().is_empty();
-        let Some(polled) = consumer.poll(Duration::from_millis(if waiting { 2 } else { 100 }))
-        else {
+        let Some(polled) = consumer.poll(wait) else {
             continue;
         };
         let message = match polled {
@@ -217,33 +223,35 @@ fn run(consumer: &BaseConsumer<Context>, ingestor: &Ingestor, cancel: &Cancellat
                 continue;
             }
         };
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
         let origin = Origin::Kafka {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
+            topic,
+            partition,
+            offset,
             key: message.key(),
         };
-        let receipt = match ingestor.submit_blocking(origin, message.payload().unwrap_or_default())
+        // Accepted or dead-lettered: handled. `Err`: the engine is closing
+        // and did not take it, so its offset is not stored and the next
+        // owner reads it again.
+        if ingestor
+            .submit_from_log_blocking(origin, message.payload().unwrap_or_default())
+            .is_err()
         {
-            Ok(Ok(receipt)) => receipt,
-            // Dead-lettered: handled.
-            Ok(Err(_)) => Receipt::done(),
-            // The engine is closing: this record was not taken, so its
-            // offset is not stored and the next owner reads it again.
-            Err(_) => return,
-        };
-        let mut queue = unsynced();
-        queue.push_back(Unsynced {
-            receipt,
-            topic: message.topic().to_owned(),
-            partition: message.partition(),
-            offset: message.offset(),
-        });
-        if queue.len() >= UNSYNCED && !store_durable(consumer, &mut queue, true) {
             return;
         }
+        match consumer.context().log().as_ref() {
+            Some(log) => log.handed(topic, partition, offset),
+            // State in memory only: handed over is as far as it goes.
+            None => {
+                if let Err(e) = consumer.store_offset(topic, partition, offset) {
+                    warn!(error = %e, "cannot store a Kafka offset");
+                }
+            }
+        }
     }
-    // Stopping: what was handed off is stored once durable (the engine is
-    // still running; it closes after the sources).
-    store_durable(consumer, &mut unsynced(), true);
+    // Stopping: the engine's last checkpoint (after the sources stop)
+    // holds everything handed over.
+    if let Some(log) = consumer.context().log().as_ref() {
+        store(consumer, &log.handed_positions());
+    }
 }

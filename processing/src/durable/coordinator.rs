@@ -313,6 +313,8 @@ impl Coordinator {
                 }
             }
             let outputs = shared.outputs_sent.load(Ordering::Acquire);
+            // The replayable sources are stopped at the cut until taken.
+            let logs = control.logs.positions();
             control.taken.store(epoch, Ordering::Release);
             for w in 0..workers {
                 shared.wake(w);
@@ -344,6 +346,7 @@ impl Coordinator {
                 workers,
                 watermark_ms: frontier.min(i64::MAX as u64) as i64,
                 listening_since_ms: shared.table.listening_since_ms,
+                logs: logs.clone(),
                 parts: Vec::new(),
             };
             // The segments the checkpoint contains are on disk before it is.
@@ -360,6 +363,7 @@ impl Coordinator {
             }
             match self.store.write(manifest, parts) {
                 Ok(bytes) => {
+                    control.logs.written(epoch, logs);
                     duration.record(started.elapsed().as_secs_f64());
                     metrics::gauge!("ioc_checkpoint_bytes").set(bytes as f64);
                     metrics::gauge!("ioc_checkpoint_epoch").set(epoch as f64);

@@ -5,7 +5,8 @@
 //! to the syncer thread, which `fdatasync`s every segment written since
 //! its last turn and then fires them: one flush for everything that
 //! arrived meanwhile (group commit). A source acknowledges a reading
-//! (MQTT PUBACK, HTTP 200, Kafka offset) only then.
+//! (MQTT PUBACK, HTTP 200) only then. Kafka records are not journaled
+//! (see [`super::logs`]).
 //!
 //! Segments are named `{segment:010}-g{generation:06}-w{worker:03}.log`.
 //! Segment `s` holds what the worker took after its mark for checkpoint

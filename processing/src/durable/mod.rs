@@ -25,6 +25,7 @@
 pub mod codec;
 pub mod coordinator;
 pub mod journal;
+pub mod logs;
 pub mod store;
 
 use std::collections::BTreeSet;
@@ -231,6 +232,8 @@ pub struct Control {
     pub journal_bytes: AtomicU64,
     /// The last checkpoint after the inputs closed is written: workers end.
     pub finished: AtomicBool,
+    /// Replayable sources taking part in the cuts.
+    pub logs: logs::Logs,
 }
 
 impl Control {

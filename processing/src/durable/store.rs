@@ -43,6 +43,10 @@ pub struct Manifest {
     pub watermark_ms: i64,
     /// Event time the engine first started listening at, ms.
     pub listening_since_ms: i64,
+    /// Where the replayable sources (Kafka: topic, partition) stopped:
+    /// the offset of the first record the checkpoint does not contain.
+    #[serde(default)]
+    pub logs: super::logs::Positions,
     /// The parts.
     pub parts: Vec<PartMeta>,
 }
@@ -287,6 +291,41 @@ fn read_manifest(dir: &Path) -> Result<Manifest, String> {
     serde_json::from_slice(&data).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Locks data directory `dir` for this process, creating it if need be.
+/// The lock goes with the returned file, and with the process however it
+/// ends. Two processes on one directory would interleave their journals
+/// and overwrite each other's checkpoints: the second is refused, with
+/// the first one's process id.
+pub fn lock_dir(dir: &Path) -> Result<File, String> {
+    use std::io::Read as _;
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let path = dir.join("LOCK");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io(&path, e))?;
+    match f.try_lock() {
+        Ok(()) => {
+            f.set_len(0).map_err(|e| io(&path, e))?;
+            write!(f, "{}", std::process::id()).map_err(|e| io(&path, e))?;
+            Ok(f)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            Err(format!(
+                "{}: the data directory is in use by another process (pid {}); each ioc process needs its own checkpoint.dir",
+                path.display(),
+                pid.trim()
+            ))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io(&path, e)),
+    }
+}
+
 /// Writes a file and syncs it.
 pub fn write_synced(path: &Path, data: &[u8]) -> Result<(), String> {
     let mut f = File::create(path).map_err(|e| io(path, e))?;
@@ -316,6 +355,7 @@ mod tests {
             workers: 1,
             watermark_ms: 0,
             listening_since_ms: 0,
+            logs: Default::default(),
             parts: Vec::new(),
         }
     }
@@ -327,6 +367,19 @@ mod tests {
             data: data.as_bytes().to_vec(),
             partitions: vec![(3, 1)],
         }
+    }
+
+    #[test]
+    fn a_data_directory_serves_one_process_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_dir(dir.path()).unwrap();
+        let e = lock_dir(dir.path()).unwrap_err();
+        assert!(
+            e.contains("in use") && e.contains(&std::process::id().to_string()),
+            "{e}"
+        );
+        drop(held);
+        lock_dir(dir.path()).unwrap();
     }
 
     #[test]

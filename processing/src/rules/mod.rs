@@ -171,14 +171,14 @@ pub fn registry_levels(device: &DeviceInfo) -> Vec<Level> {
             severity: Severity::Moderate,
         });
     }
-    if let Some(v) = t.flood_control_level_m {
-        if levels.last().is_none_or(|l| v > l.value) {
-            levels.push(Level {
-                name: "MN phòng lũ".to_owned(),
-                value: v,
-                severity: Severity::Severe,
-            });
-        }
+    if let Some(v) = t.flood_control_level_m
+        && levels.last().is_none_or(|l| v > l.value)
+    {
+        levels.push(Level {
+            name: "MN phòng lũ".to_owned(),
+            value: v,
+            severity: Severity::Severe,
+        });
     }
     levels
 }

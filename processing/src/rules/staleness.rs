@@ -102,11 +102,12 @@ impl RuleKind for Staleness {
             return;
         }
         let tracker = states.get::<Self>(rule);
-        if tracker.level() == 0 && ts - since > allowed {
-            if let Some(step) = tracker.step(1, since + allowed + 1) {
-                let at = Timestamp(step.opened_ms);
-                out.push(self.alert(rule, cx, step, allowed, at, Some(latest.previous_seq)));
-            }
+        if tracker.level() == 0
+            && ts - since > allowed
+            && let Some(step) = tracker.step(1, since + allowed + 1)
+        {
+            let at = Timestamp(step.opened_ms);
+            out.push(self.alert(rule, cx, step, allowed, at, Some(latest.previous_seq)));
         }
         if let Some(step) = tracker.step(0, ts) {
             out.push(self.alert(rule, cx, step, 0, latest.ts, Some(latest.seq)));
