@@ -158,7 +158,7 @@ fn main() {
         let config = ioc_dashboard_api::auth::AuthConfig::default();
         let auth = ioc_dashboard_api::auth::Auth::new(&config, common::TEST_ADMIN).unwrap();
         let state = AppState::new(hub.clone(), cancel.clone(), auth);
-        tokio::spawn(ioc_dashboard_api::serve(listener, state));
+        tokio::spawn(ioc_dashboard_api::serve(listener, None, state));
         addr
     });
 

@@ -323,7 +323,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .collect();
             info!(
                 "admin token for this run (set http.admin_token to choose one): {token}; \
-                 control room: http://{}/#token={token}",
+                 control room: {}://{}/#token={token}",
+                if config.http.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
                 http_addr
             );
             let token: Arc<str> = token.into();
@@ -350,7 +355,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ingest: http_ingest.clone(),
         alerts: Some(alerts.clone()),
     };
-    let server = tokio::spawn(ioc_dashboard_api::serve(listener, state));
+    if let Some(tls) = &config.http.tls {
+        // Refused at start rather than at the first connection.
+        tls.files()
+            .load()
+            .map_err(|e| anyhow::anyhow!("http.tls: {e}"))?;
+    }
+    let server = tokio::spawn(ioc_dashboard_api::serve(
+        listener,
+        config.http.tls.clone(),
+        state,
+    ));
 
     let sources = CancellationToken::new();
     let mut source_tasks = Vec::new();

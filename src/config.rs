@@ -148,6 +148,10 @@ pub struct HttpConfig {
     /// Recent readings kept in memory for the page's charts.
     #[serde(default)]
     pub history: ioc_dashboard_api::history::HistoryConfig,
+    /// Serve HTTPS with this certificate (reloaded when it changes).
+    /// Unset: plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ioc_dashboard_api::tls::TlsConfig>,
 }
 
 impl Default for HttpConfig {
@@ -157,6 +161,7 @@ impl Default for HttpConfig {
             admin_token: None,
             auth: Default::default(),
             history: Default::default(),
+            tls: None,
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod hub;
 pub mod live;
 pub mod openapi;
 pub mod routes;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -224,23 +225,68 @@ async fn harden(mut response: axum::response::Response) -> axum::response::Respo
 /// The largest request body but ingest's, bytes.
 pub const MAX_REQUEST_BODY: usize = 64 << 10;
 
-/// Serves until `state.cancel` fires; then closes WebSockets and returns.
-pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+/// Serves until `state.cancel` fires (over HTTPS with `tls`); then closes
+/// WebSockets and returns.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<tls::TlsConfig>,
+    state: AppState,
+) -> std::io::Result<()> {
     let cancel = state.cancel.clone();
     let tracker = state.tracker.clone();
     let app = router(state);
-    // Nagle's algorithm would hold small WebSocket frames back ~40 ms.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    match tls {
+        None => {
+            // Nagle's algorithm would hold small WebSocket frames back ~40 ms.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            serve_on(listener, app, cancel).await?;
+        }
+        Some(config) => {
+            let port = listener.local_addr()?.port();
+            if let Some(addr) = config.redirect_listen {
+                let plain = TcpListener::bind(addr).await?;
+                tokio::spawn(tls::redirect(plain, port, cancel.clone()));
+            }
+            let listener = tls::TlsListener::new(
+                listener,
+                config.files(),
+                config.reload_check,
+                cancel.clone(),
+            )
+            .map_err(std::io::Error::other)?
+            // The connection's address for the handlers (no other effect).
+            .tap_io(|_| {});
+            let app = app.layer(axum::middleware::map_response(hsts));
+            serve_on(listener, app, cancel).await?;
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+async fn serve_on<L>(listener: L, app: Router, cancel: CancellationToken) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    for<'a> std::net::SocketAddr:
+        axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
     // The client's address, for the audit log.
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(async move { cancel.cancelled().await })
-    .await?;
-    tracker.close();
-    tracker.wait().await;
-    Ok(())
+    .await
+}
+
+/// Over HTTPS, browsers are told to use nothing else for a year.
+async fn hsts(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        axum::http::header::STRICT_TRANSPORT_SECURITY,
+        axum::http::HeaderValue::from_static("max-age=31536000"),
+    );
+    response
 }

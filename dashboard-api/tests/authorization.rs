@@ -114,7 +114,7 @@ async fn server_full(rate_limit: RateLimit, refusals: Refusals) -> (SocketAddr, 
     let state = AppState::new(hub, cancel.clone(), Auth::new(&config, ADMIN).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(ioc_dashboard_api::serve(listener, state));
+    tokio::spawn(ioc_dashboard_api::serve(listener, None, state));
     (addr, cancel)
 }
 

@@ -67,7 +67,7 @@ async fn server_with(registry: Arc<Registry>) -> Server {
     let state = AppState::new(hub.clone(), cancel.clone(), auth);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(ioc_dashboard_api::serve(listener, state));
+    tokio::spawn(ioc_dashboard_api::serve(listener, None, state));
     Server { addr, hub, cancel }
 }
 
