@@ -340,7 +340,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .map_err(|e| anyhow::anyhow!("http.auth: {e}"))?;
     let reload = reloader.clone();
     let rules_admin = rules_admin(&reloader, zones.clone(), registry.clone(), &config);
+    let syslog = match &config.http.audit_syslog {
+        Some(target) => Some(ioc_dashboard_api::syslog::Syslog::start(
+            target
+                .parse()
+                .map_err(|e| anyhow::anyhow!("http.audit_syslog: {e}"))?,
+        )),
+        None => None,
+    };
     let state = AppState {
+        syslog,
         rules_reload: Some(Arc::new(move || reload.reload())),
         rules_admin: Some(Arc::new(rules_admin)),
         auth: Arc::new(auth),
@@ -355,12 +364,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ingest: http_ingest.clone(),
         alerts: Some(alerts.clone()),
     };
-    if let Some(tls) = &config.http.tls {
-        // Refused at start rather than at the first connection.
-        tls.files()
-            .load()
-            .map_err(|e| anyhow::anyhow!("http.tls: {e}"))?;
-    }
     let server = tokio::spawn(ioc_dashboard_api::serve(
         listener,
         config.http.tls.clone(),

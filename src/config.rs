@@ -148,6 +148,10 @@ pub struct HttpConfig {
     /// Recent readings kept in memory for the page's charts.
     #[serde(default)]
     pub history: ioc_dashboard_api::history::HistoryConfig,
+    /// Send every audit entry to this syslog collector as well (RFC 5424;
+    /// `udp://host:514` or `tcp://host:601`). Unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_syslog: Option<String>,
     /// Serve HTTPS with this certificate (reloaded when it changes).
     /// Unset: plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -161,6 +165,7 @@ impl Default for HttpConfig {
             admin_token: None,
             auth: Default::default(),
             history: Default::default(),
+            audit_syslog: None,
             tls: None,
         }
     }
@@ -405,6 +410,17 @@ impl Config {
             .unwrap_or("a-token-made-at-start-0123456789");
         if let Err(e) = ioc_dashboard_api::auth::Auth::new(&self.http.auth, admin) {
             p.push(format!("http.auth: {e}"));
+        }
+        if let Some(Err(e)) = self
+            .http
+            .audit_syslog
+            .as_deref()
+            .map(str::parse::<ioc_dashboard_api::syslog::Target>)
+        {
+            p.push(format!("http.audit_syslog: {e}"));
+        }
+        if let Some(Err(e)) = self.http.tls.as_ref().map(|t| t.files().load()) {
+            p.push(format!("http.tls: {e}"));
         }
         p.extend(self.http.history.problems());
         let p_ = &mut p;
@@ -796,6 +812,13 @@ mod tests {
         let mut hook = Config::load(Some(&demo)).unwrap().alerts.webhooks[0].clone();
         hook.name = ioc_alerts::KAFKA_SUBSCRIBER.into();
         c.alerts.webhooks = vec![hook];
+        c.http.audit_syslog = Some("syslog.example:514".into());
+        c.http.tls = Some(ioc_dashboard_api::tls::TlsConfig {
+            cert_file: "/nonexistent/cert.pem".into(),
+            key_file: "/nonexistent/key.pem".into(),
+            reload_check: std::time::Duration::from_secs(10),
+            redirect_listen: None,
+        });
         let p = c.problems().join("\n");
         for key in [
             "processing.workers",
@@ -803,6 +826,8 @@ mod tests {
             "embedded_broker.enabled",
             "mqtt.qos",
             "alerts.webhooks[0].name",
+            "http.audit_syslog: \"syslog.example:514\": udp://host:port or tcp://host:port",
+            "http.tls: /nonexistent/cert.pem",
         ] {
             assert!(p.contains(key), "{key} missing from {p}");
         }

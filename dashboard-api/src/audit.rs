@@ -89,6 +89,9 @@ pub async fn record(State(app): State<AppState>, request: Request, next: Next) -
         status: response.status().as_u16(),
     };
     metrics::counter!("ioc_audit_entries_total").increment(1);
+    if let Some(syslog) = &app.syslog {
+        syslog.send(&entry);
+    }
     match &app.alerts {
         Some(service) => {
             if let Err(e) = service.record_audit(&entry).await {

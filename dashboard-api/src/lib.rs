@@ -22,6 +22,7 @@ pub mod hub;
 pub mod live;
 pub mod openapi;
 pub mod routes;
+pub mod syslog;
 pub mod tls;
 
 use std::sync::Arc;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub auth: Arc<auth::Auth>,
     /// The audit log, when there is no alert store to keep it.
     pub audit: Arc<audit::MemoryLog>,
+    /// A syslog collector each audit entry goes to as well.
+    pub syslog: Option<syslog::Syslog>,
     /// The alert store; without it alerts come from the hub's memory and
     /// operators' actions are unavailable.
     pub alerts: Option<Arc<ioc_alerts::AlertService>>,
@@ -92,6 +95,7 @@ impl AppState {
             rules_admin: None,
             auth: Arc::new(auth),
             audit: Arc::default(),
+            syslog: None,
             alerts: None,
         }
     }
