@@ -399,6 +399,40 @@ title_en = "Tô Hiệu above lowered BĐ3"
 }
 
 /// Polls the alert until it has `status`; returns it with its history.
+/// Over HTTPS (a certificate made by the `openssl` command): the page
+/// signs in, its live feed comes over `wss://`, and it runs under the
+/// Content-Security-Policy without a violation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_works_over_https() {
+    let browser = chromium();
+    let dir = tempfile::tempdir().unwrap();
+    common::cert::self_signed(dir.path(), "127.0.0.1");
+    let mut config = test_config(format!("mqtt://127.0.0.1:{}", free_port()), true);
+    config.http.tls = Some(ioc_dashboard_api::tls::TlsConfig {
+        cert_file: dir.path().join("cert.pem"),
+        key_file: dir.path().join("key.pem"),
+        reload_check: Duration::from_secs(10),
+        redirect_listen: None,
+    });
+    let running = ioc::app::start(config).await.expect("start");
+    let url = format!(
+        "https://{}/#token={}",
+        running.http_addr,
+        common::TEST_ADMIN
+    );
+    let mut page = Page::open(browser, &url).await;
+    page.watch_csp().await;
+    page.wait_true(
+        "location.protocol === 'https:' \
+         && document.getElementById('whoami').textContent === 'admin · admin' \
+         && document.body.innerText.includes('261 thiết bị')",
+    )
+    .await;
+    assert_eq!(page.csp_violations().await, serde_json::json!([]));
+    drop(page);
+    running.shutdown().await.unwrap();
+}
+
 async fn wait_status(addr: std::net::SocketAddr, id: &str, status: &str) -> serde_json::Value {
     let path = format!("/api/v1/alerts/{id}");
     common::wait_for_async(&format!("alert {id} {status}"), 10, async || {
@@ -433,6 +467,8 @@ impl Page {
                 "--disable-sync",
                 "--window-size=1400,900",
                 "--remote-allow-origins=*",
+                // The HTTPS test's certificate is made by the test.
+                "--ignore-certificate-errors",
             ])
             .arg(format!("--remote-debugging-port={port}"))
             .arg(format!("--user-data-dir={}", profile.path().display()))

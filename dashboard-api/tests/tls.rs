@@ -1,8 +1,12 @@
 //! HTTPS: the page, the API and the live feed (`wss://`) over TLS with a
-//! certificate made by the `openssl` command; a renewed certificate is
-//! served without a restart; the plain-HTTP port only redirects.
+//! certificate made by the `openssl` command; TLS 1.1 refused; a renewed
+//! certificate is served without a restart; the plain-HTTP port only
+//! redirects.
 
 #![allow(clippy::unwrap_used)]
+
+#[path = "../../tests/common/cert.rs"]
+mod cert;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -22,37 +26,6 @@ use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
 const ADMIN: &str = "admin-token-0123456789";
-
-/// A self-signed certificate for 127.0.0.1 named `name`, written to
-/// `dir/cert.pem` and `dir/key.pem`.
-fn make_cert(dir: &Path, name: &str) {
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .args(["-days", "1", "-subj", &format!("/CN={name}")])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        // Its own trust anchor, but not a CA (webpki refuses a CA as a server).
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-addext", "extendedKeyUsage=serverAuth"])
-        .arg("-keyout")
-        .arg(dir.join("key.pem.new"))
-        .arg("-out")
-        .arg(dir.join("cert.pem.new"))
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("the openssl command is needed to make test certificates (Debian: openssl)");
-    assert!(status.success(), "openssl req failed");
-    // Key first: a reload between the two renames fails and is retried.
-    std::fs::rename(dir.join("key.pem.new"), dir.join("key.pem")).unwrap();
-    std::fs::rename(dir.join("cert.pem.new"), dir.join("cert.pem")).unwrap();
-}
 
 /// A client that trusts only the certificate now in `dir`.
 fn client(dir: &Path) -> tokio_rustls::TlsConnector {
@@ -106,7 +79,7 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn https_serves_the_api_and_the_live_feed_renews_its_certificate_and_redirects_plain_http() {
     let dir = tempfile::tempdir().unwrap();
-    make_cert(dir.path(), "first");
+    cert::self_signed(dir.path(), "first");
     let redirect: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let tls = TlsConfig {
         cert_file: dir.path().join("cert.pem"),
@@ -140,6 +113,24 @@ async fn https_serves_the_api_and_the_live_feed_renews_its_certificate_and_redir
         "{response}"
     );
     assert!(lower.contains("content-security-policy:"), "{response}");
+    // TLS 1.1 is refused; the same client speaking TLS 1.2 is served.
+    let s_client = move |version: &str| {
+        std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &addr.to_string(), version])
+            .args(["-cipher", "DEFAULT:@SECLEVEL=0"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    let (v11, v12) =
+        tokio::task::spawn_blocking(move || (s_client("-tls1_1"), s_client("-tls1_2")))
+            .await
+            .unwrap();
+    assert!(!v11, "a TLS 1.1 handshake succeeded");
+    assert!(v12, "a TLS 1.2 handshake failed");
     // Plain HTTP on the TLS port gets nothing.
     let plain = get(
         tokio::net::TcpStream::connect(addr).await.unwrap(),
@@ -183,7 +174,7 @@ async fn https_serves_the_api_and_the_live_feed_renews_its_certificate_and_redir
     assert!(moved.to_ascii_lowercase().contains(&location), "{moved}");
 
     // A renewed certificate is served to new connections without a restart.
-    make_cert(dir.path(), "second");
+    cert::self_signed(dir.path(), "second");
     let second = client(dir.path());
     let mut renewed = false;
     for _ in 0..50 {
