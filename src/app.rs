@@ -336,8 +336,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             token
         }
     };
-    let auth = ioc_dashboard_api::auth::Auth::new(&config.http.auth, &admin_token)
+    let mut auth = ioc_dashboard_api::auth::Auth::new(&config.http.auth, &admin_token)
         .map_err(|e| anyhow::anyhow!("http.auth: {e}"))?;
+    if let Some(oidc) = &config.http.auth.oidc {
+        let keys = ioc_dashboard_api::oidc::Keys::discover(oidc)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("http.auth.oidc: cannot reach the identity provider: {e}")
+            })?;
+        tokio::spawn(keys.clone().refresh_every(http.clone()));
+        auth = auth.with_oidc(keys);
+    }
     let reload = reloader.clone();
     let rules_admin = rules_admin(&reloader, zones.clone(), registry.clone(), &config);
     let syslog = match &config.http.audit_syslog {

@@ -6,7 +6,8 @@
 # API), postgresql (for the alert store), libxml2-utils (xmllint, for CAP),
 # and the headers librdkafka builds against; from
 # crates.io: the Tansu Kafka broker; from npm: Node-RED, the benchmark
-# baseline), then checks formatting and lints and
+# baseline, and oidc-provider, the OpenID provider of the sign-on tests),
+# then checks formatting and lints and
 # runs every test. Tests start their own brokers on free loopback ports.
 # Then a smoke run of the benchmark suite (benches/suite.sh --smoke;
 # IOC_BENCH_SMOKE=0 skips), and fuzzes the telemetry decoder for
@@ -54,6 +55,14 @@ if [ ! -f "$IOC_NODE_RED_HOME/node_modules/node-red/red.js" ]; then
   echo "tests/run.sh: installing node-red from npm (once)"
   mkdir -p "$IOC_NODE_RED_HOME"
   npm install --prefix "$IOC_NODE_RED_HOME" --no-audit --no-fund --loglevel=error node-red@4.1.15 >/dev/null
+fi
+
+# A real OpenID Connect provider for the single sign-on tests.
+export IOC_OIDC_PROVIDER_HOME="${IOC_OIDC_PROVIDER_HOME:-$HOME/.cache/ioc-tools/oidc-provider}"
+if [ ! -f "$IOC_OIDC_PROVIDER_HOME/node_modules/oidc-provider/package.json" ]; then
+  echo "tests/run.sh: installing oidc-provider from npm (once)"
+  mkdir -p "$IOC_OIDC_PROVIDER_HOME"
+  npm install --prefix "$IOC_OIDC_PROVIDER_HOME" --no-audit --no-fund --loglevel=error oidc-provider@8.8.1 >/dev/null
 fi
 
 cargo fmt --all -- --check

@@ -110,6 +110,10 @@ pub struct AuthConfig {
     /// JWT verification; unset: JWTs are refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtConfig>,
+    /// Single sign-on: JWTs of an OpenID Connect provider, verified with
+    /// the keys it publishes (fetched again when it rotates them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<crate::oidc::OidcConfig>,
     /// The role of callers without a token. Unset (the default): they get
     /// 401 everywhere but the page and `/healthz`. Set it only on a closed
     /// network.
@@ -227,6 +231,7 @@ pub struct Auth {
     cors_origins: Vec<String>,
     refusals: Refusals,
     strikes: Mutex<HashMap<IpAddr, Strikes>>,
+    oidc: Option<Arc<crate::oidc::Keys>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -332,7 +337,53 @@ impl Auth {
             cors_origins: config.cors_origins.clone(),
             refusals: config.refusals,
             strikes: Mutex::default(),
+            oidc: None,
         })
+    }
+
+    /// Also accepts the JWTs of an OpenID Connect provider, verified with
+    /// `keys` (see [`crate::oidc::Keys::discover`]).
+    pub fn with_oidc(mut self, keys: Arc<crate::oidc::Keys>) -> Auth {
+        self.oidc = Some(keys);
+        self
+    }
+
+    /// [`Auth::verify`], first fetching the OpenID provider's keys again
+    /// when the token names one not seen yet (a rotation).
+    pub async fn verify_fresh(&self, token: Option<&str>) -> Result<Caller, AuthError> {
+        if let (Some(keys), Some(token)) = (&self.oidc, token)
+            && let Ok(header) = jsonwebtoken::decode_header(token)
+            && let Some(kid) = header.kid
+            && keys.key(&kid).is_none()
+        {
+            keys.fetch_for(&kid).await;
+        }
+        self.verify(token)
+    }
+
+    /// The caller of a JWT of the OpenID provider, `None` if it is not one
+    /// (no key id, or a key the provider does not publish).
+    fn oidc_caller(&self, token: &str) -> Option<Result<Caller, AuthError>> {
+        let keys = self.oidc.as_ref()?;
+        let kid = jsonwebtoken::decode_header(token).ok()?.kid?;
+        let Some((key, alg)) = keys.key(&kid) else {
+            return Some(Err(AuthError::Invalid(format!(
+                "the token is signed with key {kid:?}, which the identity provider does not publish"
+            ))));
+        };
+        Some(
+            match jsonwebtoken::decode::<HashMap<String, serde_json::Value>>(
+                token,
+                &key,
+                &keys.validation(alg),
+            ) {
+                Ok(data) => jwt_caller(&data.claims, keys.role_claim()),
+                Err(e) => Err(match e.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    _ => AuthError::Invalid(e.to_string()),
+                }),
+            },
+        )
     }
 
     fn strikes(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Strikes>> {
@@ -462,14 +513,20 @@ impl Auth {
         if let Some(caller) = self.static_token(token) {
             return Ok(caller);
         }
-        if self.jwt.is_empty() || token.split('.').count() != 3 {
+        if token.split('.').count() != 3 {
+            return Err(AuthError::Invalid("unknown token".into()));
+        }
+        if let Some(result) = self.oidc_caller(token) {
+            return result;
+        }
+        if self.jwt.is_empty() {
             return Err(AuthError::Invalid("unknown token".into()));
         }
         let mut last = AuthError::Invalid("unknown token".into());
         for (key, validation) in &self.jwt {
             match jsonwebtoken::decode::<HashMap<String, serde_json::Value>>(token, key, validation)
             {
-                Ok(data) => return self.jwt_caller(&data.claims),
+                Ok(data) => return jwt_caller(&data.claims, &self.role_claim),
                 Err(e) => {
                     last = match e.kind() {
                         ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -501,29 +558,8 @@ impl Auth {
         found
     }
 
-    fn jwt_caller(&self, claims: &HashMap<String, serde_json::Value>) -> Result<Caller, AuthError> {
-        let name = claims
-            .get("sub")
-            .and_then(|s| s.as_str())
-            .ok_or_else(|| AuthError::Invalid("no `sub` claim".into()))?;
-        let role = claims
-            .get(&self.role_claim)
-            .cloned()
-            .and_then(|r| serde_json::from_value::<Role>(r).ok())
-            .ok_or_else(|| {
-                AuthError::Invalid(format!(
-                    "the `{}` claim must be viewer, operator or admin",
-                    self.role_claim
-                ))
-            })?;
-        Ok(Caller {
-            name: name.to_string(),
-            role,
-        })
-    }
-
     /// The caller of a request with these headers (`Authorization: Bearer`).
-    pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+    pub async fn caller(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
         let bearer = match headers.get(header::AUTHORIZATION) {
             None => None,
             Some(v) => Some(
@@ -535,8 +571,33 @@ impl Auth {
                     })?,
             ),
         };
-        self.verify(bearer)
+        self.verify_fresh(bearer).await
     }
+}
+
+/// The caller a JWT's verified claims name: `sub`, and the role in
+/// `role_claim`.
+fn jwt_caller(
+    claims: &HashMap<String, serde_json::Value>,
+    role_claim: &str,
+) -> Result<Caller, AuthError> {
+    let name = claims
+        .get("sub")
+        .and_then(|s| s.as_str())
+        .ok_or_else(|| AuthError::Invalid("no `sub` claim".into()))?;
+    let role = claims
+        .get(role_claim)
+        .cloned()
+        .and_then(|r| serde_json::from_value::<Role>(r).ok())
+        .ok_or_else(|| {
+            AuthError::Invalid(format!(
+                "the `{role_claim}` claim must be viewer, operator or admin"
+            ))
+        })?;
+    Ok(Caller {
+        name: name.to_string(),
+        role,
+    })
 }
 
 /// A route group's gate: its least role.
@@ -559,7 +620,7 @@ pub async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Res
         return response;
     }
     let path = request.uri().path().to_owned();
-    let caller = match gate.auth.caller(request.headers()) {
+    let caller = match gate.auth.caller(request.headers()).await {
         Ok(caller) => caller,
         Err(e) => {
             let who = claimed_subject(request.headers());

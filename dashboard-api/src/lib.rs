@@ -20,6 +20,7 @@ pub mod error;
 pub mod history;
 pub mod hub;
 pub mod live;
+pub mod oidc;
 pub mod openapi;
 pub mod routes;
 pub mod syslog;

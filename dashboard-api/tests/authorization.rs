@@ -104,6 +104,7 @@ async fn server_full(rate_limit: RateLimit, refusals: Refusals) -> (SocketAddr, 
             hs256_secret: Some(SECRET.into()),
             ..JwtConfig::default()
         }),
+        oidc: None,
         anonymous: None,
         rate_limit,
         cors_origins: vec![GRAFANA.into()],

@@ -216,7 +216,7 @@ async fn connection(
             // The header's token, else the message's; every role may watch.
             let caller = match header {
                 Some(from_header) => from_header,
-                None => auth.verify(token.as_deref()),
+                None => auth.verify_fresh(token.as_deref()).await,
             };
             if let Err(e) = caller {
                 auth.record_refusal(address, e.reason(), "/api/v1/live", None);

@@ -38,7 +38,7 @@ pub async fn live(
     }
     // A token in the header is checked with the first message, so that a
     // refusal is a live `error` message like any other.
-    let header = app.auth.caller(&headers);
+    let header = app.auth.caller(&headers).await;
     let has_header = headers.contains_key(axum::http::header::AUTHORIZATION);
     // Clients send only small requests. The read buffer is zeroed up to its
     // size on every read attempt, so its default (128 KiB) cost more CPU
