@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -78,14 +80,6 @@ impl Drop for Provider {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// An access token of `client` from the provider on `port`.
 async fn token(port: u16, client: &str) -> String {
     let basic = base64::engine::general_purpose::STANDARD
@@ -119,7 +113,7 @@ async fn get(addr: SocketAddr, path: &str, token: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_tokens_are_accepted_across_a_key_rotation_and_bad_ones_refused() {
     let state = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = support::free_port();
     let provider = Provider::start(port, state.path(), "a", 2);
     let config = OidcConfig {
         issuer: format!("http://127.0.0.1:{port}"),
@@ -162,7 +156,7 @@ async fn provider_tokens_are_accepted_across_a_key_rotation_and_bad_ones_refused
     assert_eq!(get(addr, "/api/v1/alerts", &desk).await.0, 200);
 
     // Another provider, with the very same key: its issuer is not ours.
-    let other_port = free_port();
+    let other_port = support::free_port();
     let other = Provider::start(other_port, state.path(), "b", 2);
     let (status, body) = get(addr, "/api/v1/alerts", &token(other_port, "desk").await).await;
     assert_eq!(status, 401, "{body}");

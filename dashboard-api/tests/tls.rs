@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 #[path = "../../tests/common/cert.rs"]
 mod cert;
 
@@ -68,19 +70,11 @@ async fn get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     out
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn https_serves_the_api_and_the_live_feed_renews_its_certificate_and_redirects_plain_http() {
     let dir = tempfile::tempdir().unwrap();
     cert::self_signed(dir.path(), "first");
-    let redirect: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let redirect: SocketAddr = ([127, 0, 0, 1], support::free_port()).into();
     let tls = TlsConfig {
         cert_file: dir.path().join("cert.pem"),
         key_file: dir.path().join("key.pem"),
