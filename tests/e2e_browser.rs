@@ -433,6 +433,61 @@ async fn page_works_over_https() {
     running.shutdown().await.unwrap();
 }
 
+/// Sign-in with the province's account: the page sends the browser to a
+/// real OpenID provider (authorization code with PKCE), a person signs in
+/// on its pages, and back on the page ioc trades the code for a token and
+/// the person is signed in with the role the provider gives them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_signs_in_with_the_provinces_identity_provider() {
+    let browser = chromium();
+    let keys = tempfile::tempdir().unwrap();
+    let (provider_port, page_port) = (free_port(), free_port());
+    let page = format!("http://127.0.0.1:{page_port}/");
+    let _provider =
+        common::oidc::Provider::start(provider_port, keys.path(), "a", 300, Some(&page));
+    let mut config = test_config(format!("mqtt://127.0.0.1:{}", free_port()), true);
+    config.http.listen = ([127, 0, 0, 1], page_port).into();
+    config.http.auth.oidc = Some(ioc_dashboard_api::oidc::OidcConfig {
+        issuer: format!("http://127.0.0.1:{provider_port}"),
+        audience: "ioc".into(),
+        role_claim: None,
+        refresh: Duration::from_secs(3600),
+        leeway: Duration::from_secs(30),
+        client_id: Some("ioc-page".into()),
+        scope: "openid api".into(),
+    });
+    let running = ioc::app::start(config).await.expect("start");
+    let mut tab = Page::open(browser, &page).await;
+    tab.wait_true("!document.getElementById('sso').hidden")
+        .await;
+    tab.eval("document.getElementById('sso').click(); true")
+        .await;
+    // The provider's own sign-in page, then its consent page.
+    tab.wait_true("!!document.querySelector('input[name=login]')")
+        .await;
+    tab.eval(
+        "document.querySelector('input[name=login]').value = 'chief'; \
+         document.querySelector('input[name=password]').value = 'any'; \
+         document.querySelector('form').submit(); true",
+    )
+    .await;
+    tab.wait_true("location.pathname.includes('/interaction/') && !document.querySelector('input[name=login]') && !!document.querySelector('form')")
+        .await;
+    tab.eval("document.querySelector('form').submit(); true")
+        .await;
+    // Back on the page, signed in as the provider's admin.
+    tab.wait_true(
+        "location.port === '' + PORT && document.getElementById('login').hidden \
+         && document.getElementById('whoami').textContent === 'chief · admin' \
+         && location.search === ''"
+            .replace("PORT", &page_port.to_string())
+            .as_str(),
+    )
+    .await;
+    drop(tab);
+    running.shutdown().await.unwrap();
+}
+
 async fn wait_status(addr: std::net::SocketAddr, id: &str, status: &str) -> serde_json::Value {
     let path = format!("/api/v1/alerts/{id}");
     common::wait_for_async(&format!("alert {id} {status}"), 10, async || {

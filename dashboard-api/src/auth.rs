@@ -341,6 +341,11 @@ impl Auth {
         })
     }
 
+    /// The OpenID provider's keys, when single sign-on is configured.
+    pub fn oidc(&self) -> Option<&Arc<crate::oidc::Keys>> {
+        self.oidc.as_ref()
+    }
+
     /// Also accepts the JWTs of an OpenID Connect provider, verified with
     /// `keys` (see [`crate::oidc::Keys::discover`]).
     pub fn with_oidc(mut self, keys: Arc<crate::oidc::Keys>) -> Auth {

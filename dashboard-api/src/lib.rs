@@ -127,6 +127,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(routes::rest::healthz))
         .route("/api/v1/openapi.json", get(openapi::serve))
         .route("/api/v1/live", get(routes::live::live))
+        .route("/api/v1/auth/oidc", get(routes::sso::config))
+        .route("/api/v1/auth/oidc/token", post(routes::sso::token))
         .route(
             "/api/v1/ingest",
             post(routes::ingest::ingest).layer(DefaultBodyLimit::max(max_body)),

@@ -36,6 +36,18 @@ pub struct OidcConfig {
     /// Clock difference allowed with the provider on `exp`.
     #[serde(default = "leeway", with = "humantime_serde")]
     pub leeway: Duration,
+    /// The page's client id at the provider (a public client whose
+    /// redirect URI is the page's address). Unset: the page offers no
+    /// sign-in with the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Scopes the page asks for.
+    #[serde(default = "scope")]
+    pub scope: String,
+}
+
+fn scope() -> String {
+    "openid".into()
 }
 
 fn refresh() -> Duration {
@@ -50,12 +62,49 @@ fn leeway() -> Duration {
 struct Discovery {
     issuer: String,
     jwks_uri: String,
+    #[serde(default)]
+    authorization_endpoint: Option<String>,
+    #[serde(default)]
+    token_endpoint: Option<String>,
+}
+
+/// What the page needs to send a person to the provider
+/// (`GET /api/v1/auth/oidc`).
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct PageSignIn {
+    /// Where the page sends the browser (authorization code with PKCE).
+    pub authorization_endpoint: String,
+    /// The page's client id.
+    pub client_id: String,
+    /// The scopes it asks for.
+    pub scope: String,
+}
+
+/// The code the provider gave the page back (`POST /api/v1/auth/oidc/token`).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeExchange {
+    /// The authorization code.
+    pub code: String,
+    /// The PKCE verifier the page made before sending the browser away.
+    pub code_verifier: String,
+    /// The redirect URI the code was issued for (the page's address).
+    pub redirect_uri: String,
+}
+
+/// The provider's access token for the page.
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
+pub struct PageToken {
+    /// A bearer token ioc accepts.
+    pub access_token: String,
 }
 
 /// The provider's current keys.
 pub struct Keys {
     config: OidcConfig,
     jwks_uri: String,
+    authorization_endpoint: Option<String>,
+    token_endpoint: Option<String>,
     client: reqwest::Client,
     keys: RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
     /// Serializes fetches; when the last one caused by an unknown id ran.
@@ -110,6 +159,8 @@ impl Keys {
         let keys = Arc::new(Keys {
             config: config.clone(),
             jwks_uri: discovery.jwks_uri,
+            authorization_endpoint: discovery.authorization_endpoint,
+            token_endpoint: discovery.token_endpoint,
             client,
             keys: RwLock::default(),
             fetching: tokio::sync::Mutex::new(None),
@@ -199,6 +250,49 @@ impl Keys {
         v.set_issuer(&[&self.config.issuer]);
         v.set_audience(&[&self.config.audience]);
         v
+    }
+
+    /// What the page needs to offer sign-in with the provider, if it may.
+    pub fn page_sign_in(&self) -> Option<PageSignIn> {
+        Some(PageSignIn {
+            authorization_endpoint: self.authorization_endpoint.clone()?,
+            client_id: self.config.client_id.clone()?,
+            scope: self.config.scope.clone(),
+        })
+    }
+
+    /// Trades the page's authorization code (and PKCE verifier) for an
+    /// access token at the provider's token endpoint. Done here rather
+    /// than in the page, whose Content-Security-Policy lets it talk to
+    /// ioc only.
+    pub async fn exchange(&self, code: &CodeExchange) -> Result<String, String> {
+        let (Some(url), Some(client_id)) = (&self.token_endpoint, &self.config.client_id) else {
+            return Err("sign-in with the provider is not configured".into());
+        };
+        let body = serde_urlencoded::to_string([
+            ("grant_type", "authorization_code"),
+            ("code", &code.code),
+            ("code_verifier", &code.code_verifier),
+            ("redirect_uri", &code.redirect_uri),
+            ("client_id", client_id),
+        ])
+        .map_err(|e| e.to_string())?;
+        let response = self
+            .client
+            .post(url)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| format!("{url}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("the provider refused the code: {status} {text}"));
+        }
+        serde_json::from_str::<PageToken>(&text)
+            .map(|t| t.access_token)
+            .map_err(|e| format!("{url}: {e}"))
     }
 
     /// The claim holding the role.

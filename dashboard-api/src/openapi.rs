@@ -274,6 +274,32 @@ fn build() -> Value {
 
     d.op(
         "get",
+        "/api/v1/auth/oidc",
+        None,
+        "service",
+        "Sign-in with the identity provider: where the page sends a person",
+    )
+    .ok::<crate::oidc::PageSignIn>("The provider's authorization endpoint and the page's client")
+    .errors(&[NotFound])
+    .done();
+    d.op(
+        "post",
+        "/api/v1/auth/oidc/token",
+        None,
+        "service",
+        "Sign-in with the identity provider: the code traded for a token",
+    )
+    .describe(
+        "The authorization code and PKCE verifier the page got back from the \
+         provider; ioc trades them at the provider's token endpoint and returns \
+         the access token if it accepts it (401 with the reason otherwise).",
+    )
+    .body::<crate::oidc::CodeExchange>(true, "The code, its verifier and redirect URI")
+    .ok::<crate::oidc::PageToken>("A bearer token ioc accepts")
+    .errors(&[BadRequest, Unauthorized, NotFound])
+    .done();
+    d.op(
+        "get",
         "/api/v1/live",
         None,
         "live",

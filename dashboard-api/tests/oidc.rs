@@ -6,11 +6,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../tests/common/oidc.rs"]
+mod oidc_provider;
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -19,66 +19,10 @@ use ioc_dashboard_api::auth::{Auth, AuthConfig};
 use ioc_dashboard_api::hub::LiveHub;
 use ioc_dashboard_api::oidc::{Keys, OidcConfig};
 use ioc_devices::Registry;
+use oidc_provider::Provider;
 use tokio_util::sync::CancellationToken;
 
 const ADMIN: &str = "admin-token-0123456789";
-
-fn provider_home() -> PathBuf {
-    let home = std::env::var_os("IOC_OIDC_PROVIDER_HOME").map_or_else(
-        || Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/ioc-tools/oidc-provider"),
-        PathBuf::from,
-    );
-    assert!(
-        home.join("node_modules/oidc-provider/package.json")
-            .exists(),
-        "oidc-provider is not installed in {}: run tests/run.sh (npm install oidc-provider)",
-        home.display()
-    );
-    home
-}
-
-/// The provider on `port`, its keys `kids` (kept in `state`), tokens
-/// living `ttl_s`; killed on drop.
-struct Provider(Child);
-
-impl Provider {
-    fn start(port: u16, state: &Path, kids: &str, ttl_s: u32) -> Provider {
-        let home = provider_home();
-        // Beside its node_modules, so that its imports resolve.
-        let script = home.join("ioc-test-provider.mjs");
-        std::fs::write(&script, include_str!("../../tests/oidc/provider.mjs")).unwrap();
-        let mut provider = Provider(
-            Command::new("node")
-                .arg(&script)
-                .arg(port.to_string())
-                .arg(state)
-                .arg(kids)
-                .arg(ttl_s.to_string())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("node is needed for the OpenID provider (Debian: nodejs)"),
-        );
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(addr).is_ok() {
-                return provider;
-            }
-            if let Ok(Some(status)) = provider.0.try_wait() {
-                panic!("the OpenID provider exited: {status}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the OpenID provider did not start on {addr}");
-    }
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// An access token of `client` from the provider on `port`.
 async fn token(port: u16, client: &str) -> String {
@@ -114,13 +58,15 @@ async fn get(addr: SocketAddr, path: &str, token: &str) -> (u16, String) {
 async fn provider_tokens_are_accepted_across_a_key_rotation_and_bad_ones_refused() {
     let state = tempfile::tempdir().unwrap();
     let port = support::free_port();
-    let provider = Provider::start(port, state.path(), "a", 2);
+    let provider = Provider::start(port, state.path(), "a", 2, None);
     let config = OidcConfig {
         issuer: format!("http://127.0.0.1:{port}"),
         audience: "ioc".into(),
         role_claim: None,
         refresh: Duration::from_secs(3600),
         leeway: Duration::ZERO,
+        client_id: None,
+        scope: "openid".into(),
     };
     let keys = Keys::discover(&config).await.unwrap();
     let cancel = CancellationToken::new();
@@ -146,7 +92,7 @@ async fn provider_tokens_are_accepted_across_a_key_rotation_and_bad_ones_refused
     // The provider rotates its signing key: new tokens are signed with b,
     // a still verifies. Nothing restarts on ioc's side.
     drop(provider);
-    let provider = Provider::start(port, state.path(), "b,a", 2);
+    let provider = Provider::start(port, state.path(), "b,a", 2, None);
     let rotated = token(port, "desk").await;
     assert_ne!(
         jsonwebtoken::decode_header(&rotated).unwrap().kid,
@@ -157,7 +103,7 @@ async fn provider_tokens_are_accepted_across_a_key_rotation_and_bad_ones_refused
 
     // Another provider, with the very same key: its issuer is not ours.
     let other_port = support::free_port();
-    let other = Provider::start(other_port, state.path(), "b", 2);
+    let other = Provider::start(other_port, state.path(), "b", 2, None);
     let (status, body) = get(addr, "/api/v1/alerts", &token(other_port, "desk").await).await;
     assert_eq!(status, 401, "{body}");
     drop(other);

@@ -21,6 +21,7 @@ const TEXT = {
     who: "Tên cán bộ trực (ghi vào lịch sử cảnh báo):", failed: "Không thực hiện được",
     zones: "Vùng", nearest: "Gần nhất", track: "Hành trình", evidence: "Căn cứ cảnh báo", rate: "Tốc độ thay đổi",
     signIn: "Đăng nhập", tokenLabel: "Mã truy cập (token)", signInButton: "Vào",
+    ssoButton: "Đăng nhập bằng tài khoản của tỉnh", ssoFailed: "Đăng nhập qua tài khoản của tỉnh không thành công:",
     badToken: "Mã truy cập không hợp lệ hoặc đã hết hạn.",
     soundOn: "Chuông: bật", soundOff: "Chuông: tắt",
     lost: "Mất kết nối tới máy chủ — đang kết nối lại… Dữ liệu trên màn hình có thể đã cũ.",
@@ -49,6 +50,7 @@ const TEXT = {
     who: "Operator name (recorded in the alert's history):", failed: "Could not do it",
     zones: "Zones", nearest: "Nearest", track: "Track", evidence: "Evidence", rate: "Rate of change",
     signIn: "Sign in", tokenLabel: "Access token", signInButton: "Sign in",
+    ssoButton: "Sign in with the province's account", ssoFailed: "Sign-in with the province's account failed:",
     badToken: "The token is not valid or has expired.",
     soundOn: "Sound: on", soundOff: "Sound: off",
     lost: "Connection to the server lost — reconnecting… What the screen shows may be out of date.",
@@ -111,6 +113,41 @@ let role = null;
     window.history.replaceState(null, "", location.pathname + location.search);
   }
 }
+// Sign-in with the province's identity provider: authorization code with
+// PKCE. The verifier stays in this tab (sessionStorage) while the browser
+// is at the provider; back with a code, ioc trades it for a token.
+const b64url = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes)))
+  .replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+const pageAddress = () => location.origin + location.pathname;
+async function ssoStart(config) {
+  const verifier = b64url(crypto.getRandomValues(new Uint8Array(32)));
+  const state = b64url(crypto.getRandomValues(new Uint8Array(16)));
+  const challenge = b64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+  sessionStorage.setItem("ioc.sso", JSON.stringify({ verifier, state }));
+  const q = new URLSearchParams({
+    response_type: "code", client_id: config.client_id, redirect_uri: pageAddress(),
+    scope: config.scope, state, code_challenge: challenge, code_challenge_method: "S256",
+  });
+  location.assign(`${config.authorization_endpoint}?${q}`);
+}
+async function ssoFinish() {
+  const q = new URLSearchParams(location.search);
+  const saved = JSON.parse(sessionStorage.getItem("ioc.sso") || "null");
+  if (!q.has("state") || !(q.has("code") || q.has("error"))) return null;
+  sessionStorage.removeItem("ioc.sso");
+  window.history.replaceState(null, "", location.pathname);
+  if (!saved || saved.state !== q.get("state")) return `${t("ssoFailed")} state`;
+  if (q.has("error")) return `${t("ssoFailed")} ${q.get("error_description") || q.get("error")}`;
+  const r = await fetch("/api/v1/auth/oidc/token", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ code: q.get("code"), code_verifier: saved.verifier, redirect_uri: pageAddress() }),
+  });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) return `${t("ssoFailed")} ${body.message || r.status}`;
+  token = body.access_token;
+  localStorage.setItem("ioc.token", token);
+  return null;
+}
 function needLogin(message) {
   localStorage.removeItem("ioc.token");
   token = null;
@@ -145,7 +182,14 @@ function login() {
       if (await tryToken()) localStorage.setItem("ioc.token", token);
       else needLogin(t("badToken"));
     });
-    tryToken().then((ok) => { if (!ok) needLogin(token ? t("badToken") : ""); });
+    fetch("/api/v1/auth/oidc").then((r) => (r.ok ? r.json() : null)).then((config) => {
+      if (!config) return;
+      $("sso").hidden = false;
+      $("sso").addEventListener("click", () => ssoStart(config));
+    }).catch(() => {});
+    ssoFinish().then((problem) => tryToken().then((ok) => {
+      if (!ok) needLogin(problem || (token ? t("badToken") : ""));
+    }));
   });
 }
 const t = (key) => TEXT[lang][key] || key;

@@ -5,6 +5,8 @@
 
 #[allow(dead_code)]
 pub mod cert;
+#[allow(dead_code)]
+pub mod oidc;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -8,4 +8,5 @@ pub mod ingest;
 pub mod live;
 pub mod rest;
 pub mod rules;
+pub mod sso;
 pub mod web;
