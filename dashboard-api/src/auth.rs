@@ -366,31 +366,6 @@ impl Auth {
         self.verify(token)
     }
 
-    /// The caller of a JWT of the OpenID provider, `None` if it is not one
-    /// (no key id, or a key the provider does not publish).
-    fn oidc_caller(&self, token: &str) -> Option<Result<Caller, AuthError>> {
-        let keys = self.oidc.as_ref()?;
-        let kid = jsonwebtoken::decode_header(token).ok()?.kid?;
-        let Some((key, alg)) = keys.key(&kid) else {
-            return Some(Err(AuthError::Invalid(format!(
-                "the token is signed with key {kid:?}, which the identity provider does not publish"
-            ))));
-        };
-        Some(
-            match jsonwebtoken::decode::<HashMap<String, serde_json::Value>>(
-                token,
-                &key,
-                &keys.validation(alg),
-            ) {
-                Ok(data) => jwt_caller(&data.claims, keys.role_claim()),
-                Err(e) => Err(match e.kind() {
-                    ErrorKind::ExpiredSignature => AuthError::Expired,
-                    _ => AuthError::Invalid(e.to_string()),
-                }),
-            },
-        )
-    }
-
     fn strikes(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Strikes>> {
         self.strikes
             .lock()
@@ -521,13 +496,33 @@ impl Auth {
         if token.split('.').count() != 3 {
             return Err(AuthError::Invalid("unknown token".into()));
         }
-        if let Some(result) = self.oidc_caller(token) {
-            return result;
-        }
-        if self.jwt.is_empty() {
-            return Err(AuthError::Invalid("unknown token".into()));
-        }
         let mut last = AuthError::Invalid("unknown token".into());
+        // The identity provider's token, if it names one of its keys.
+        if let Some(keys) = &self.oidc
+            && let Some(kid) = jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid)
+        {
+            match keys.key(&kid) {
+                Some((key, alg)) => {
+                    return match jsonwebtoken::decode::<HashMap<String, serde_json::Value>>(
+                        token,
+                        &key,
+                        &keys.validation(alg),
+                    ) {
+                        Ok(data) => jwt_caller(&data.claims, keys.role_claim()),
+                        Err(e) if *e.kind() == ErrorKind::ExpiredSignature => {
+                            Err(AuthError::Expired)
+                        }
+                        Err(e) => Err(AuthError::Invalid(e.to_string())),
+                    };
+                }
+                // Perhaps signed with a key configured below instead.
+                None => {
+                    last = AuthError::Invalid(format!(
+                        "the token is signed with key {kid:?}, which the identity provider does not publish"
+                    ));
+                }
+            }
+        }
         for (key, validation) in &self.jwt {
             match jsonwebtoken::decode::<HashMap<String, serde_json::Value>>(token, key, validation)
             {

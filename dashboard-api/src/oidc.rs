@@ -5,7 +5,7 @@
 //! that rotates its signing keys locks no one out.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
@@ -109,8 +109,6 @@ pub struct Keys {
     keys: RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
     /// Serializes fetches; when the last one caused by an unknown id ran.
     fetching: tokio::sync::Mutex<Option<Instant>>,
-    /// Ids seen unknown since the last fetch (logged once each).
-    unknown: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -164,7 +162,6 @@ impl Keys {
             client,
             keys: RwLock::default(),
             fetching: tokio::sync::Mutex::new(None),
-            unknown: Mutex::default(),
         });
         keys.fetch().await?;
         Ok(keys)
@@ -183,7 +180,7 @@ impl Keys {
     }
 
     /// Fetches the key set; keys it no longer lists are dropped.
-    async fn fetch(&self) -> Result<usize, String> {
+    async fn fetch(&self) -> Result<(), String> {
         let set: JwkSet = get_json(&self.client, &self.jwks_uri).await?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
@@ -206,18 +203,13 @@ impl Keys {
                 keys.insert(kid, (key, alg));
             }
         }
-        let n = keys.len();
         *self
             .keys
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
-        self.unknown
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
         metrics::counter!("ioc_oidc_key_fetches_total").increment(1);
         info!(issuer = %self.config.issuer, keys = ?self.ids(), "OpenID provider keys fetched");
-        Ok(n)
+        Ok(())
     }
 
     /// The key with id `kid`.

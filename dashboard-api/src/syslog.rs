@@ -90,50 +90,65 @@ fn hostname() -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
-async fn run(target: Target, mut rx: tokio::sync::mpsc::Receiver<AuditEntry>) {
-    let host = hostname();
-    let mut udp: Option<UdpSocket> = None;
-    let mut tcp: Option<TcpStream> = None;
-    // Said once per outage, not per entry.
-    let mut failing = false;
-    while let Some(entry) = rx.recv().await {
-        let line = message(&entry, &host);
-        let sent = match &target {
+/// The connection to the collector, opened on first use and again after
+/// it broke.
+#[derive(Default)]
+struct Link {
+    udp: Option<UdpSocket>,
+    tcp: Option<TcpStream>,
+}
+
+impl Link {
+    async fn send(&mut self, target: &Target, line: &str) -> std::io::Result<()> {
+        match target {
             Target::Udp(addr) => {
-                if udp.is_none() {
-                    udp = match UdpSocket::bind("0.0.0.0:0").await {
-                        Ok(s) => s.connect(addr).await.map(|()| s).ok(),
-                        Err(_) => None,
-                    };
-                }
-                match &udp {
-                    Some(s) => s.send(line.as_bytes()).await.map(|_| ()),
-                    None => Err(std::io::Error::other("cannot open a UDP socket")),
-                }
+                let socket = match self.udp.take() {
+                    Some(s) => s,
+                    None => {
+                        let s = UdpSocket::bind("0.0.0.0:0").await?;
+                        s.connect(addr).await?;
+                        s
+                    }
+                };
+                let sent = socket.send(line.as_bytes()).await.map(|_| ());
+                self.udp = Some(socket);
+                sent
             }
             Target::Tcp(addr) => {
                 let framed = format!("{} {line}", line.len());
-                let mut result = Err(std::io::Error::other("not connected"));
-                // Once again on a fresh connection if the old one broke.
-                for _ in 0..2 {
-                    if tcp.is_none() {
-                        tcp =
+                // A kept connection the collector closed fails the first
+                // write: once again on a fresh one.
+                let mut attempt = 0;
+                loop {
+                    let mut stream = match self.tcp.take() {
+                        Some(s) => s,
+                        None => {
                             tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
                                 .await
-                                .ok()
-                                .and_then(Result::ok);
+                                .map_err(|_| std::io::Error::other("connection timed out"))??
+                        }
+                    };
+                    match stream.write_all(framed.as_bytes()).await {
+                        Ok(()) => {
+                            self.tcp = Some(stream);
+                            return Ok(());
+                        }
+                        Err(_) if attempt == 0 => attempt += 1,
+                        Err(e) => return Err(e),
                     }
-                    let Some(s) = tcp.as_mut() else { break };
-                    result = s.write_all(framed.as_bytes()).await;
-                    if result.is_ok() {
-                        break;
-                    }
-                    tcp = None;
                 }
-                result
             }
-        };
-        match sent {
+        }
+    }
+}
+
+async fn run(target: Target, mut rx: tokio::sync::mpsc::Receiver<AuditEntry>) {
+    let host = hostname();
+    let mut link = Link::default();
+    // Said once per outage, not per entry.
+    let mut failing = false;
+    while let Some(entry) = rx.recv().await {
+        match link.send(&target, &message(&entry, &host)).await {
             Ok(()) => {
                 failing = false;
                 metrics::counter!("ioc_audit_syslog_sent_total").increment(1);

@@ -210,6 +210,7 @@ pub async fn redirect(
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     use axum::http::{HeaderMap, StatusCode, Uri, header};
+    use axum::response::IntoResponse as _;
     let app = axum::Router::new().fallback(move |headers: HeaderMap, uri: Uri| async move {
         let host = headers
             .get(header::HOST)
@@ -231,5 +232,3 @@ pub async fn redirect(
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await
 }
-
-use axum::response::IntoResponse as _;

@@ -710,10 +710,10 @@ pub(crate) fn run_worker(
         while batch.len() < limit && !full {
             match rx.try_recv() {
                 Ok(i) => {
-                    if let Some(j) = journal.as_mut().filter(|_| i.journal) {
+                    if let (Some(j), Some(t)) = (journal.as_mut(), i.ticket) {
                         j.append(&i.reading);
+                        tickets.push(t);
                     }
-                    tickets.extend(i.ticket);
                     batch.push((0, i.reading));
                 }
                 Err(TryRecvError::Empty) => break,

@@ -229,11 +229,10 @@ struct DurableShared {
 #[derive(Debug)]
 struct Input {
     reading: Reading,
-    /// Its ticket: done once the journal holds it.
+    /// Its ticket, done once the journal holds it: a reading with one is
+    /// journaled; one without comes from the journal itself, from a log
+    /// whose position the checkpoint keeps, or state is in memory only.
     ticket: Option<u64>,
-    /// To be written to the journal (not when it comes from the journal
-    /// itself or from a log whose position the checkpoint keeps).
-    journal: bool,
 }
 
 impl Shared {
@@ -366,11 +365,7 @@ impl EngineInput {
             }
             None => (Receipt::done(), None),
         };
-        let input = Input {
-            reading,
-            ticket,
-            journal: true,
-        };
+        let input = Input { reading, ticket };
         (input, receipt, Unsent(tickets.zip(ticket)))
     }
 
@@ -401,7 +396,6 @@ impl EngineInput {
         let input = Input {
             reading,
             ticket: None,
-            journal: false,
         };
         self.txs[w].send(input).map_err(|_| Closed)?;
         self.shared.wake(w);

@@ -21,6 +21,13 @@ use crate::Shared;
 /// of the next record not contained.
 pub type Positions = BTreeMap<String, BTreeMap<i32, i64>>;
 
+/// `newer`'s partitions over `all`'s.
+fn overlay(all: &mut Positions, newer: &Positions) {
+    for (topic, parts) in newer {
+        all.entry(topic.clone()).or_default().extend(parts);
+    }
+}
+
 /// One registered source, as the workers and the coordinator see it.
 #[derive(Debug, Default)]
 pub struct Slot {
@@ -80,9 +87,7 @@ impl Logs {
     pub fn positions(&self) -> Positions {
         let mut all = self.restored.clone();
         for s in self.slots().iter() {
-            for (topic, parts) in s.positions().iter() {
-                all.entry(topic.clone()).or_default().extend(parts);
-            }
+            overlay(&mut all, &s.positions());
         }
         all
     }
@@ -155,9 +160,7 @@ impl LogSource {
     /// than at an offset committed by an earlier run past the checkpoint.
     pub fn handed_positions(&self) -> Positions {
         let mut all = self.shared.control.logs.restored.clone();
-        for (topic, parts) in self.slot.positions().iter() {
-            all.entry(topic.clone()).or_default().extend(parts);
-        }
+        overlay(&mut all, &self.slot.positions());
         all
     }
 
