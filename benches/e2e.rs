@@ -6,7 +6,13 @@
 //! cargo bench --bench e2e -- [RATE] [SECONDS] [DEVICES] [QOS]           # MQTT
 //! cargo bench --bench e2e -- --kafka [RATE] [SECONDS] [DEVICES]         # Kafka
 //! cargo bench --bench e2e -- --node-red [RATE] [SECONDS] [DEVICES] [QOS] # baseline
+//! cargo bench --bench e2e -- --import=100000 [RATE] [SECONDS] [DEVICES]   # registry import under load
 //! ```
+//!
+//! `--import=N` posts a CSV of N new devices to `POST /api/v1/registry/import`
+//! a third of the way into the load, and reports how long the import took
+//! and the reading → screen p99 of the readings handed off while it was
+//! applied against that of the readings before it.
 //!
 //! `--node-red` runs the baseline instead of `ioc`: what a user would
 //! otherwise deploy for the river-gauge alarm, a Node-RED flow (MQTT in →
@@ -112,6 +118,8 @@ struct Probe {
     resyncs: u64,
     /// When the last frame carrying a reading we sent arrived.
     last_delivery: Option<Instant>,
+    /// Each delivered reading's hand-off and latency.
+    timed: Vec<(Instant, u64)>,
 }
 
 async fn probe(
@@ -200,8 +208,9 @@ async fn probe(
                 continue;
             };
             if let Some(sent) = pending.remove(&(index, seq)) {
-                out.latencies_us
-                    .push(arrived.duration_since(sent).as_micros() as u64);
+                let us = arrived.duration_since(sent).as_micros() as u64;
+                out.latencies_us.push(us);
+                out.timed.push((sent, us));
                 out.last_delivery = Some(arrived);
             }
             let newest = out.newest.entry(index).or_default();
@@ -218,6 +227,8 @@ async fn main() {
     let devices: usize = common::arg(2, 100_000);
     let qos: u8 = common::arg(3, 1);
     let kafka = std::env::args().any(|a| a == "--kafka");
+    let import: Option<usize> =
+        std::env::args().find_map(|a| a.strip_prefix("--import=").and_then(|n| n.parse().ok()));
     let node_red = std::env::args().any(|a| a == "--node-red");
     let transport = match (kafka, node_red) {
         (true, _) => "kafka",
@@ -333,6 +344,10 @@ async fn main() {
         _ => None,
     };
     let load_started = Instant::now();
+    let importer = import.map(|n| {
+        let wait = Duration::from_secs_f64(seconds / 3.0);
+        tokio::spawn(import_devices(http, n, wait))
+    });
     let sent = match &broker {
         Broker::Mqtt(m) => {
             loadgen::mqtt(
@@ -366,6 +381,10 @@ async fn main() {
             .await
             .unwrap()
         }
+    };
+    let imported = match importer {
+        Some(i) => Some(i.await.unwrap()),
+        None => None,
     };
     provoking.cancel();
     let provoked_changes = match provoker {
@@ -504,6 +523,28 @@ async fn main() {
             "rejected": stats["ingest"]["rejected"],
         },
         "probe": {"frames": probe.frames, "resyncs": probe.resyncs},
+        "import": imported.map(|(n, began, ended, report)| {
+            let window = |from: Instant, to: Instant| {
+                let mut l: Vec<u64> = probe.timed.iter().filter(|(t, _)| *t >= from && *t < to).map(|(_, us)| *us).collect();
+                l.sort_unstable();
+                l
+            };
+            let during = window(began, ended);
+            let before = window(load_started + Duration::from_secs(1), began);
+            let (p_during, p_before) = (percentile(&during, 0.99), percentile(&before, 0.99));
+            println!(
+                "import of {n} devices: {:.2} s; reading → screen p99 {p_during:.2} ms while it was applied ({} readings), {p_before:.2} ms before it ({} readings): {:.2}×",
+                ended.duration_since(began).as_secs_f64(), during.len(), before.len(), p_during / p_before
+            );
+            json!({
+                "devices": n,
+                "seconds": ended.duration_since(began).as_secs_f64(),
+                "report": report,
+                "p99_during_ms": p_during, "readings_during": during.len(),
+                "p99_before_ms": p_before, "readings_before": before.len(),
+                "ratio": p_during / p_before,
+            })
+        }),
         "alert_store_metrics": store_metrics,
         "ioc_warnings": warnings,
     });
@@ -538,6 +579,44 @@ async fn main() {
         out.display()
     );
     drop(broker);
+}
+
+/// After `wait`, imports `n` new rain gauges (CSV, one request) into the
+/// running ioc: how many, when the request went and when it was answered,
+/// and the import's report without its problems.
+async fn import_devices(
+    http: std::net::SocketAddr,
+    n: usize,
+    wait: Duration,
+) -> (usize, Instant, Instant, Value) {
+    let mut csv = String::from("id,kind,name,lon,lat,expected_interval_s\n");
+    for i in 0..n {
+        let (x, y) = (i % 400, i / 400);
+        csv.push_str(&format!(
+            "import-{i},rain_gauge,Trạm đo mưa nhập {i},{:.5},{:.5},600\n",
+            103.6 + x as f64 * 0.002,
+            21.0 + (y % 250) as f64 * 0.002
+        ));
+    }
+    tokio::time::sleep(wait).await;
+    let began = Instant::now();
+    let response = reqwest::Client::new()
+        .post(format!("http://{http}/api/v1/registry/import?format=csv"))
+        .bearer_auth(common::TEST_ADMIN)
+        .header("Content-Type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .expect("import request");
+    let status = response.status();
+    let mut report: Value =
+        serde_json::from_str(&response.text().await.unwrap_or_default()).unwrap_or(Value::Null);
+    let ended = Instant::now();
+    assert!(status.is_success(), "import refused: {status} {report}");
+    if let Some(o) = report.as_object_mut() {
+        o.remove("problems");
+    }
+    (n, began, ended, report)
 }
 
 /// Drives `gauges` (which the load leaves alone) over the broker at

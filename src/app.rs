@@ -48,8 +48,10 @@ fn prometheus() -> Option<PrometheusHandle> {
 pub struct Running {
     /// Where the HTTP server listens.
     pub http_addr: SocketAddr,
-    /// The registry in use.
+    /// The registry at start.
     pub registry: Arc<Registry>,
+    /// The registry in force (changed through the registry API).
+    pub registry_cell: Arc<ioc_devices::RegistryCell>,
     /// Ingest counters.
     pub ingest_stats: Arc<IngestStats>,
     /// Engine counters.
@@ -63,6 +65,7 @@ pub struct Running {
     influx: Option<Sink>,
     sources: CancellationToken,
     http_ingest: Option<Arc<HttpIngest>>,
+    registry_admin: Arc<ioc_dashboard_api::routes::registry::RegistryAdmin>,
     dead_letter_writer: Writer,
     kafka_thread: Option<std::thread::JoinHandle<()>>,
     http: CancellationToken,
@@ -81,12 +84,29 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate()?;
     // Before anything registers its metrics, so their handles are live.
     let metrics = prometheus();
-    let registry = config.registry()?;
+    let catalogue = config.registry()?;
+    // The registry lives in the alert store's database: seeded from the
+    // catalogue on first start, changed through the API since.
+    let device_store = Arc::new(
+        ioc_alerts::AlertStore::open(&config.alerts.database)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the store for the device registry (alerts.database = {:?})",
+                    config.alerts.database
+                )
+            })?,
+    );
+    let registry =
+        ioc_dashboard_api::routes::registry::RegistryAdmin::load(&device_store, catalogue)
+            .await
+            .map_err(|e| anyhow::anyhow!("device registry: {e}"))?;
     info!(
         devices = registry.devices().len(),
         areas = registry.areas().all().len(),
-        "catalogue loaded"
+        "device registry loaded"
     );
+    let registry_cell = Arc::new(ioc_devices::RegistryCell::new(registry.clone()));
 
     let (host, port) = config.mqtt.endpoint().map_err(anyhow::Error::msg)?;
     if config.embedded_broker.enabled {
@@ -99,7 +119,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         info!(%addr, "embedded MQTT broker listening");
     }
 
-    let rules_source = RulesSource::new(config.rules.file.clone(), registry.clone());
+    let rules_source = RulesSource::live(config.rules.file.clone(), registry_cell.clone());
     let rules = rules_source
         .load()
         .map_err(|e| anyhow::anyhow!("{}: {e}", rules_source.describe()))?;
@@ -162,12 +182,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     // Batches of engine outputs (a timely message each, up to ~1 000).
     let (out_tx, out_rx) = flume::bounded(256);
-    let (mut engine, input) = Engine::start(&engine_config, registry.clone(), out_tx.clone())?;
+    let (mut engine, input) =
+        Engine::start_live(&engine_config, registry_cell.clone(), out_tx.clone())?;
     let engine_stats = engine.stats();
     let reloader = Reloader::new(rules_source, engine.rules(), zones_source, zones.clone());
 
     let (influx, influx_input) = if config.influx.enabled {
-        let (sink, input) = Sink::start(&config.influx, registry.clone())?;
+        let (sink, input) = Sink::start_live(&config.influx, registry_cell.clone())?;
         (Some(sink), Some(input))
     } else {
         (None, None)
@@ -177,7 +198,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let _ = influx_cell.set(i.clone());
     }
 
-    let hub = LiveHub::with_history(registry.clone(), zones.clone(), &config.http.history);
+    let hub = LiveHub::live(registry_cell.clone(), zones.clone(), &config.http.history);
     let (step, buckets) = hub.history_bounds();
     tracing::info!(
         step = %humantime_serde::re::humantime::format_duration(step),
@@ -185,8 +206,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         "chart history per device"
     );
     // Each kind of output to its consumers: the router module says which.
-    let (router, mqtt_channel) =
-        Router::new(&config, hub.clone(), influx_input.clone(), registry.clone());
+    let (router, mqtt_channel) = Router::new(
+        &config,
+        hub.clone(),
+        influx_input.clone(),
+        registry_cell.clone(),
+    );
     let alerts_done = CancellationToken::new();
     // Stopped after the store: its last changes still reach the broker.
     let alert_mqtt_done = CancellationToken::new();
@@ -236,8 +261,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Box::new(sink)
     };
     let (dead_letters, dead_letter_writer) = DeadLetters::start(sink);
-    let mut ingestor = Ingestor::new(
-        registry.clone(),
+    let mut ingestor = Ingestor::live(
+        registry_cell.clone(),
         config.limits(),
         input.clone(),
         dead_letters.clone(),
@@ -348,7 +373,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         auth = auth.with_oidc(keys);
     }
     let reload = reloader.clone();
-    let rules_admin = rules_admin(&reloader, zones.clone(), registry.clone(), &config);
+    let rules_admin = rules_admin(&reloader, zones.clone(), registry_cell.clone(), &config);
+    let registry_admin = ioc_dashboard_api::routes::registry::RegistryAdmin {
+        cell: registry_cell.clone(),
+        store: device_store,
+        hub: hub.clone(),
+        enforce: Arc::new(reloader.clone()),
+        ingest: std::sync::Mutex::new(Some(ingestor.clone())),
+        write: tokio::sync::Mutex::new(()),
+    };
+    let registry_admin = Arc::new(registry_admin);
     let syslog = match &config.http.audit_syslog {
         Some(target) => Some(ioc_dashboard_api::syslog::Syslog::start(
             target
@@ -372,6 +406,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stats: stats_fn,
         ingest: http_ingest.clone(),
         alerts: Some(alerts.clone()),
+        registry: Some(registry_admin.clone()),
     };
     let server = tokio::spawn(ioc_dashboard_api::serve(
         listener,
@@ -402,7 +437,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     if config.simulator.enabled {
         let s = &config.simulator;
-        let sim = Simulator::new(registry.clone(), s.scenario, s.seed, Timestamp::now());
+        let sim = Simulator::new(
+            registry_cell.current(),
+            s.scenario,
+            s.seed,
+            Timestamp::now(),
+        );
         let (rate, cancel, host) = (s.rate, sources.child_token(), host.clone());
         source_tasks.push(tokio::spawn(async move {
             ioc_devices::simulator::mqtt::publish(sim, &host, port, rate, cancel).await;
@@ -412,6 +452,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running {
         http_addr,
         registry,
+        registry_cell,
         ingest_stats,
         engine_stats,
         dead_letters,
@@ -420,6 +461,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         influx,
         sources,
         http_ingest,
+        registry_admin,
         dead_letter_writer,
         kafka_thread,
         http,
@@ -442,6 +484,7 @@ impl Running {
         if let Some(h) = &self.http_ingest {
             h.close();
         }
+        self.registry_admin.close();
         for t in self.source_tasks {
             let _ = t.await;
         }
@@ -479,7 +522,7 @@ impl Running {
 fn rules_admin(
     reloader: &Reloader,
     zones: Arc<ioc_processing::ZonesCell>,
-    registry: Arc<Registry>,
+    registry: Arc<ioc_devices::RegistryCell>,
     config: &Config,
 ) -> ioc_dashboard_api::routes::rules::RulesAdmin {
     let source = reloader.source().clone();
@@ -520,7 +563,7 @@ fn rules_admin(
                 new: Arc::new(new),
                 current: in_force.in_force(),
                 zones: zones.clone(),
-                registry: registry.clone(),
+                registry: registry.current(),
                 engine: engine.clone(),
                 from: req.from,
                 to: req.to,

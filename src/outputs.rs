@@ -27,7 +27,6 @@ use ioc_alerts::channels::kafka::{self, KafkaPublisher};
 use ioc_alerts::channels::mqtt::{self as alert_mqtt, AlertMqtt};
 use ioc_alerts::{AlertService, Publish, SinkFn};
 use ioc_dashboard_api::LiveHub;
-use ioc_devices::Registry;
 use ioc_schemas::{Alert, EngineOutput};
 use ioc_timeseries::{Input, Record};
 use tokio::task::JoinHandle;
@@ -41,7 +40,7 @@ pub struct Router {
     hub: Arc<LiveHub>,
     timeseries: Option<Input>,
     mqtt: Option<AlertMqtt>,
-    registry: Arc<Registry>,
+    registry: Arc<ioc_devices::RegistryCell>,
 }
 
 /// The MQTT alert channel before it connects: changes offered meanwhile
@@ -61,7 +60,7 @@ impl Router {
         config: &Config,
         hub: Arc<LiveHub>,
         timeseries: Option<Input>,
-        registry: Arc<Registry>,
+        registry: Arc<ioc_devices::RegistryCell>,
     ) -> (Router, Option<MqttChannel>) {
         let (mqtt, pending) = if config.alerts.mqtt && config.mqtt.enabled {
             let (tx, pending) = alert_mqtt::channel();
@@ -121,10 +120,11 @@ impl Router {
         let Some(input) = &self.timeseries else {
             return;
         };
+        let registry = self.registry.current();
         for output in batch.iter() {
             match output {
                 EngineOutput::Window(w) => {
-                    if let Some(device) = self.registry.lookup(&w.device) {
+                    if let Some(device) = registry.lookup(&w.device) {
                         input.offer(Record::Window {
                             device,
                             window: Box::new(w.clone()),

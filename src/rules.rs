@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ioc_devices::{Registry, Zones};
+use ioc_devices::{Registry, RegistryCell, Zones};
 use ioc_processing::{RuleErrors, RuleSet, RulesCell, ZonesCell};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -25,20 +25,33 @@ pub const DEMO_WATCHLIST: &str = include_str!("../deploy/watchlist.txt");
 #[derive(Clone, Debug)]
 pub struct RulesSource {
     file: Option<PathBuf>,
-    registry: Arc<Registry>,
+    /// The registry rules are checked and compiled against.
+    registry: Arc<RegistryCell>,
 }
 
 impl RulesSource {
-    /// Rules from `file`, or the built-in demo rules.
+    /// Rules from `file`, or the built-in demo rules, for `registry`.
     pub fn new(file: Option<PathBuf>, registry: Arc<Registry>) -> Self {
+        Self::live(file, Arc::new(RegistryCell::new(registry)))
+    }
+
+    /// Rules from `file`, or the built-in demo rules, for the registry in
+    /// force in `registry` whenever they are loaded.
+    pub fn live(file: Option<PathBuf>, registry: Arc<RegistryCell>) -> Self {
         RulesSource { file, registry }
     }
 
     /// Reads and validates the rules.
     pub fn load(&self) -> Result<RuleSet, RuleErrors> {
+        self.load_for(&self.registry.current())
+    }
+
+    /// Reads and validates the rules for `registry` (a registry about to
+    /// be put in force: rules hold each device's registry levels).
+    pub fn load_for(&self, registry: &Registry) -> Result<RuleSet, RuleErrors> {
         match &self.file {
-            Some(path) => RuleSet::load(path, &self.registry),
-            None => self.parse(DEMO_RULES),
+            Some(path) => RuleSet::load(path, registry),
+            None => self.parse_for(DEMO_RULES, registry),
         }
     }
 
@@ -54,9 +67,13 @@ impl RulesSource {
     /// Validates rules `text` as if it were the rules file (files it names
     /// are read beside it; the built-in rules know the demo watch list).
     pub fn parse(&self, text: &str) -> Result<RuleSet, RuleErrors> {
+        self.parse_for(text, &self.registry.current())
+    }
+
+    fn parse_for(&self, text: &str, registry: &Registry) -> Result<RuleSet, RuleErrors> {
         match &self.file {
-            Some(path) => RuleSet::parse_at(text, path, &self.registry),
-            None => RuleSet::parse(text, &self.registry, &|name| match name {
+            Some(path) => RuleSet::parse_at(text, path, registry),
+            None => RuleSet::parse(text, registry, &|name| match name {
                 "watchlist.txt" => Ok((DEMO_WATCHLIST.to_owned(), None)),
                 other => Err(format!(
                     "the built-in rules only know watchlist.txt, not {other}"
@@ -145,6 +162,9 @@ pub struct Reloader {
     cell: Arc<RulesCell>,
     zones: ZonesSource,
     zones_cell: Arc<ZonesCell>,
+    /// One change of the rules or the registry at a time: rules are
+    /// compiled for the registry they go in force with.
+    changing: Arc<std::sync::Mutex<()>>,
 }
 
 impl Reloader {
@@ -160,12 +180,35 @@ impl Reloader {
             cell,
             zones,
             zones_cell,
+            changing: Arc::default(),
         }
+    }
+
+    /// Puts a new registry in force: the rules compiled for it first, then
+    /// the registry itself (the order the engine's workers read them in).
+    /// Fails, changing nothing, when the rules do not validate against it.
+    pub fn put_registry(&self, registry: Arc<Registry>) -> Result<(), Vec<String>> {
+        let _one = self
+            .changing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let set = self.source.load_for(&registry).map_err(|e| {
+            e.0.into_iter()
+                .map(|p| format!("the rules do not fit the new registry: {p}"))
+                .collect::<Vec<_>>()
+        })?;
+        self.cell.replace(Arc::new(set));
+        self.source.registry.replace(registry);
+        Ok(())
     }
 
     /// Loads, validates and puts the rules and zones in force; a summary,
     /// or every problem (then nothing changes).
     pub fn reload(&self) -> Result<serde_json::Value, Vec<String>> {
+        let _one = self
+            .changing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match (self.source.load(), self.zones.load()) {
             (Ok(set), Ok(zones)) => {
                 let mut summary = summary(&set, &self.source.describe());
@@ -235,6 +278,16 @@ impl Reloader {
                 seen = stamp(&files);
             }
         }
+    }
+}
+
+impl ioc_dashboard_api::routes::registry::Enforce for Reloader {
+    fn check(&self, registry: &Registry) -> Result<(), Vec<String>> {
+        self.source.load_for(registry).map(|_| ()).map_err(|e| e.0)
+    }
+
+    fn put(&self, registry: Arc<Registry>) -> Result<(), Vec<String>> {
+        self.put_registry(registry)
     }
 }
 

@@ -398,6 +398,206 @@ title_en = "Tô Hiệu above lowered BĐ3"
     running.shutdown().await.unwrap();
 }
 
+/// The device registry on the page: an admin adds a river gauge with its
+/// position picked on the map; its reading through Mosquitto is accepted
+/// at once and raises its alert; the admin lowers its BĐ3 in the form and
+/// the open alert follows to BĐ3; the gauge is retired with its button
+/// and its next reading is a `retired_device` dead letter. An unknown
+/// device shows in the adoption list and, adopted, its readings are
+/// replayed. A viewer sees the registry without edit controls, and the API
+/// refuses a viewer's change (403).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_manages_the_registry_on_the_page() {
+    const NEW: &str = "river-suoi-muoi-moi";
+    const STRANGER: &str = "rain-chua-dang-ky";
+    const VIEWER: &str = "viewer-token-0123456789abcdef";
+    let browser = chromium();
+    let broker = common::Mosquitto::start();
+    let mut config = test_config(format!("mqtt://127.0.0.1:{}", broker.port), false);
+    config
+        .http
+        .auth
+        .tokens
+        .push(ioc_dashboard_api::auth::ApiToken {
+            name: "wall-screen".into(),
+            token: VIEWER.into(),
+            role: ioc_dashboard_api::auth::Role::Viewer,
+        });
+    let running = ioc::app::start(config).await.expect("start");
+    let addr = running.http_addr;
+    let url = format!("http://{addr}/#token={}", common::TEST_ADMIN);
+    let mut page = Page::open(browser, &url).await;
+    page.watch_csp().await;
+    page.wait_true("!document.getElementById('registry-open').hidden && document.body.classList.contains('admin') && lastSeq !== null")
+        .await;
+    page.eval("document.getElementById('registry-open').click(); true")
+        .await;
+    page.wait_true("document.querySelectorAll('#reg-table tbody tr').length > 100")
+        .await;
+
+    // A new gauge, its position picked on the map.
+    page.eval("document.getElementById('reg-new').click(); document.getElementById('rf-pick').click(); true")
+        .await;
+    page.wait_true("document.getElementById('registry-panel').hidden && document.body.classList.contains('picking')")
+        .await;
+    let centre = page
+        .eval("(() => { const r = document.getElementById('map').getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; })()")
+        .await;
+    for kind in ["mousePressed", "mouseReleased"] {
+        page.call(
+            "Input.dispatchMouseEvent",
+            serde_json::json!({"type": kind, "x": centre[0], "y": centre[1], "button": "left", "clickCount": 1}),
+        )
+        .await;
+    }
+    page.wait_true("!document.getElementById('registry-panel').hidden && document.getElementById('rf-lon').value !== ''")
+        .await;
+    let picked = page
+        .eval("[Number(document.getElementById('rf-lon').value), Number(document.getElementById('rf-lat').value)]")
+        .await;
+    let (lon, lat) = (picked[0].as_f64().unwrap(), picked[1].as_f64().unwrap());
+    assert!(
+        (103.0..106.0).contains(&lon) && (20.5..22.5).contains(&lat),
+        "picked {picked}"
+    );
+    page.eval(&format!(
+        "const v = (id, x) => document.getElementById(id).value = x;          v('rf-id', '{NEW}'); v('rf-kind', 'river_gauge'); v('rf-name', 'Trạm thủy văn Suối Muội (mới)');          v('rf-bd1', '3'); v('rf-bd2', '4'); v('rf-bd3', '5'); v('rf-river', 'Suối Muội');          document.getElementById('rf-save').click(); true"
+    ))
+    .await;
+    page.wait_true(&format!(
+        "document.querySelector('#reg-table tr[data-id=\"{NEW}\"]') !== null && document.getElementById('reg-form').hidden"
+    ))
+    .await;
+    let registered = get_json(addr, &format!("/api/v1/registry/devices/{NEW}")).await;
+    assert_eq!(registered["pos"][0].as_f64(), Some(lon), "{registered}");
+    assert_eq!(registered["changes"][0]["action"], "create");
+
+    // Its reading through Mosquitto: accepted at once, its alert at BĐ2.
+    let device = Device::connect(broker.port).await;
+    let topic = format!("ioc/v1/river_gauge/{NEW}/telemetry");
+    let mut seq = 0;
+    let mut screen = Screen::connect(addr).await;
+    loop {
+        seq += 1;
+        device.publish(&topic, river_reading(NEW, seq, 4.6)).await;
+        match tokio::time::timeout(Duration::from_secs(2), screen.alert(NEW, "open")).await {
+            Ok(a) => {
+                assert_eq!(a["level"], 2);
+                break;
+            }
+            Err(_) => assert!(seq < 10, "no alert after {seq} readings"),
+        }
+    }
+    page.wait_true(&format!(
+        "[...alerts.values()].some((a) => a.subject === '{NEW}' && a.level === 2)"
+    ))
+    .await;
+    // BĐ3 lowered under the water in the form: the open alert goes to BĐ3.
+    page.eval(&format!(
+        "document.querySelector('#reg-table tr[data-id=\"{NEW}\"] button[data-action=\"edit\"]').click();          document.getElementById('rf-bd3').value = '4.5'; document.getElementById('rf-save').click(); true"
+    ))
+    .await;
+    page.wait_true(&format!(
+        "[...alerts.values()].some((a) => a.subject === '{NEW}' && a.level === 3)"
+    ))
+    .await;
+    let png = page.screenshot().await;
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::write(artifacts.join("registry.png"), png).unwrap();
+
+    // Retired with its button: its next reading is refused.
+    page.eval(&format!(
+        "window.confirm = () => true; window.prompt = () => 'thay trạm';          document.querySelector('#reg-table tr[data-id=\"{NEW}\"] button[data-action=\"retire\"]').click(); true"
+    ))
+    .await;
+    page.wait_true(&format!(
+        "document.querySelector('#reg-table tr.retired[data-id=\"{NEW}\"]') !== null"
+    ))
+    .await;
+    seq += 1;
+    device.publish(&topic, river_reading(NEW, seq, 6.0)).await;
+    common::wait_for("the retired gauge's reading refused", 10, || {
+        running
+            .ingest_stats
+            .rejected_count(ioc_schemas::RejectReason::RetiredDevice)
+            == 1
+    })
+    .await;
+
+    // An unknown rain gauge: listed for adoption, adopted on the page, its
+    // readings replayed.
+    let stranger_topic = format!("ioc/v1/rain_gauge/{STRANGER}/telemetry");
+    for s in 1..=2u64 {
+        let reading = serde_json::json!({
+            "v": 1, "device": STRANGER, "ts": ioc_schemas::Timestamp::now().to_rfc3339(), "seq": s,
+            "pos": [103.92, 21.33], "hydrology": {"rainfall_mm": 1.5},
+        });
+        device.publish(&stranger_topic, reading.to_string()).await;
+    }
+    page.eval("loadUnregistered(); true").await;
+    for _ in 0..50 {
+        if page
+            .eval(&format!(
+                "document.querySelector('#reg-unregistered tr[data-id=\"{STRANGER}\"]') !== null"
+            ))
+            .await
+            == serde_json::Value::Bool(true)
+        {
+            break;
+        }
+        page.eval("loadUnregistered(); true").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    page.eval(&format!(
+        "document.querySelector('#reg-unregistered tr[data-id=\"{STRANGER}\"] button[data-action=\"adopt\"]').click(); true"
+    ))
+    .await;
+    page.wait_true("document.getElementById('rf-kind').value === 'rain_gauge' && document.getElementById('rf-lon').value === '103.92'")
+        .await;
+    page.eval("document.getElementById('rf-name').value = 'Trạm đo mưa mới nhận'; document.getElementById('rf-save').click(); true")
+        .await;
+    page.wait_true(&format!(
+        "devices.has('{STRANGER}') && devices.get('{STRANGER}').state !== null && devices.get('{STRANGER}').state.seq === 2"
+    ))
+    .await;
+    assert_eq!(page.csp_violations().await, serde_json::json!([]));
+    drop(page);
+
+    // A viewer: the registry without edit controls; the API says 403.
+    let url = format!("http://{addr}/#token={VIEWER}");
+    let mut viewer = Page::open(browser, &url).await;
+    viewer
+        .wait_true("!document.getElementById('registry-open').hidden && lastSeq !== null")
+        .await;
+    viewer
+        .eval("document.getElementById('registry-open').click(); true")
+        .await;
+    viewer
+        .wait_true("document.querySelectorAll('#reg-table tbody tr').length > 100")
+        .await;
+    assert_eq!(
+        viewer
+            .eval("document.querySelectorAll('#reg-table button').length + (document.getElementById('reg-new').offsetParent === null ? 0 : 1) + document.querySelectorAll('#reg-unregistered button').length")
+            .await,
+        0
+    );
+    let (status, _) = common::http(
+        addr,
+        "POST",
+        "/api/v1/registry/devices",
+        &[
+            ("Authorization", &*format!("Bearer {VIEWER}")),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"id":"x","kind":"rain_gauge","name":"x","pos":[103.9,21.3],"expected_interval_s":60}"#,
+    )
+    .await;
+    assert_eq!(status, 403);
+    drop(viewer);
+    running.shutdown().await.unwrap();
+}
+
 /// Polls the alert until it has `status`; returns it with its history.
 /// Over HTTPS (a certificate made by the `openssl` command): the page
 /// signs in, its live feed comes over `wss://`, and it runs under the

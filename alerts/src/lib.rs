@@ -10,11 +10,13 @@
 //!   state, a Kafka topic, signed webhooks, and the CAP 1.2 feed.
 
 pub mod channels;
+pub mod devices;
 pub mod lifecycle;
 pub mod service;
 pub mod store;
 
 pub use channels::webhook::Webhook;
+pub use devices::{DeviceChange, DeviceChangeEntry};
 pub use lifecycle::{Operation, Refusal};
 pub use service::{AlertService, AlertsConfig, KAFKA_SUBSCRIBER, Publish, SinkFn};
 pub use store::{ActError, AlertFilter, AlertPage, AlertStore, AuditEntry, Delivery, StoreError};

@@ -187,16 +187,6 @@ impl AlertService {
         sinks: Vec<(String, SinkFn)>,
         cancel: CancellationToken,
     ) -> Result<(Arc<AlertService>, tokio::task::JoinHandle<()>), StoreError> {
-        if let Some(path) = config.database.strip_prefix("sqlite://") {
-            let path = path.split('?').next().unwrap_or(path);
-            if let Some(dir) = std::path::Path::new(path)
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-            {
-                // The store makes its file; the directory is ours to make.
-                let _ = std::fs::create_dir_all(dir);
-            }
-        }
         let store = Arc::new(
             AlertStore::open(&config.database)
                 .await?

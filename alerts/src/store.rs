@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_webhook_outbox.sql")),
     (3, include_str!("../migrations/0003_audit.sql")),
     (4, include_str!("../migrations/0004_outbox_pending.sql")),
+    (5, include_str!("../migrations/0005_devices.sql")),
 ];
 
 /// Why the store failed.
@@ -98,11 +99,11 @@ pub struct AlertPage {
 
 /// The alert store.
 pub struct AlertStore {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     backend: &'static str,
     /// One writer at a time in this process (the version check still
     /// guards against another process on the same database).
-    write: Mutex<()>,
+    pub(crate) write: Mutex<()>,
     /// Webhook subscribers: a matching change gets an outbox row.
     webhooks: Vec<Webhook>,
     /// Other subscribers (e.g. `kafka`): every change gets an outbox row.
@@ -174,6 +175,16 @@ impl AlertStore {
         } else {
             return Err(StoreError::Url(url.into()));
         };
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or(path);
+            if let Some(dir) = std::path::Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                // sqlx makes the file; the directory is ours to make.
+                let _ = std::fs::create_dir_all(dir);
+            }
+        }
         let url = if backend == "sqlite" && !url.contains("mode=") && !url.contains(":memory:") {
             let sep = if url.contains('?') { '&' } else { '?' };
             format!("{url}{sep}mode=rwc")

@@ -31,6 +31,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 409: the alert is resolved; it takes no more actions.
     AlertResolved,
+    /// 409: a device with this id is already registered.
+    DeviceExists,
     /// 413: the body is over the limit.
     PayloadTooLarge,
     /// 415: the body's content type is not accepted.
@@ -56,6 +58,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::AlertResolved => "alert_resolved",
+            ErrorCode::DeviceExists => "device_exists",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Invalid => "invalid",
@@ -73,7 +76,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::AlertResolved => StatusCode::CONFLICT,
+            ErrorCode::AlertResolved | ErrorCode::DeviceExists => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Invalid => StatusCode::UNPROCESSABLE_ENTITY,

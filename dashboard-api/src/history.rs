@@ -151,6 +151,14 @@ impl History {
         }
     }
 
+    /// Room for `devices` devices (devices registered since the start;
+    /// each keeps as many buckets as the first ones).
+    pub fn grow(&mut self, devices: usize) {
+        if devices > self.series.len() {
+            self.series.resize_with(devices, Series::default);
+        }
+    }
+
     /// Buckets kept per device.
     pub fn capacity(&self) -> usize {
         self.capacity

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ioc_devices::{Current, Registry, Zones};
+use ioc_devices::{Current, Registry, RegistryCell, Zones};
 use ioc_schemas::{
     Alert, DeviceState, DeviceView, EngineOutput, Presence, PresenceStatus, Track, WindowResult,
     ZoneRef,
@@ -118,6 +118,12 @@ pub struct Update {
     pub geofence: Vec<GeofenceItem>,
     /// Tracks that moved.
     pub tracks: Vec<TrackItem>,
+    /// Devices whose registry entry changed (or that were added): their
+    /// whole view.
+    pub registry: Vec<Item>,
+    /// With `registry` items: the registry they come from (sessions'
+    /// filters learn new devices from it).
+    pub registry_now: Option<Arc<Registry>>,
 }
 
 /// What passes a filter at one moment: the parts of a snapshot.
@@ -142,6 +148,10 @@ fn json<T: serde::Serialize>(value: &T) -> Frame {
 #[derive(Debug)]
 struct HubState {
     seq: u64,
+    /// The registry the vectors below are sized for.
+    registry: Arc<Registry>,
+    /// Its generation in the cell.
+    registry_seen: u64,
     states: Vec<Option<DeviceState>>,
     presence: Vec<Option<Presence>>,
     /// The latest result of each window of each device.
@@ -162,7 +172,8 @@ struct HubState {
 /// Shared live state. Cheap to clone through [`Arc`].
 #[derive(Debug)]
 pub struct LiveHub {
-    registry: Arc<Registry>,
+    /// The registry in force; `HubState::registry` follows it.
+    cell: Arc<RegistryCell>,
     geo: Arc<Current<Zones>>,
     state: Mutex<HubState>,
     /// Recent readings for charts; its own lock, so a chart's query never
@@ -189,6 +200,18 @@ impl LiveHub {
         geo: Arc<Current<Zones>>,
         history: &HistoryConfig,
     ) -> Arc<Self> {
+        Self::live(Arc::new(RegistryCell::new(registry)), geo, history)
+    }
+
+    /// An empty hub for the registry in force in `cell`, whenever it
+    /// changes (see [`LiveHub::refresh_registry`]).
+    pub fn live(
+        cell: Arc<RegistryCell>,
+        geo: Arc<Current<Zones>>,
+        history: &HistoryConfig,
+    ) -> Arc<Self> {
+        let registry = cell.current();
+        let registry_seen = cell.generation();
         let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
         let zones = geo.current();
         let device_zones = registry
@@ -199,6 +222,7 @@ impl LiveHub {
         Arc::new(LiveHub {
             state: Mutex::new(HubState {
                 seq: 0,
+                registry_seen,
                 states: vec![None; registry.devices().len()],
                 presence: vec![None; registry.devices().len()],
                 windows: vec![Vec::new(); registry.devices().len()],
@@ -209,9 +233,10 @@ impl LiveHub {
                 zones: device_zones,
                 zones_seen: geo.generation(),
                 tracks: HashMap::new(),
+                registry: registry.clone(),
             }),
             history: Mutex::new(History::new(history, registry.devices().len())),
-            registry,
+            cell,
             geo,
             tx,
         })
@@ -225,9 +250,56 @@ impl LiveHub {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The registry the hub serves.
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
+    /// The registry in force.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.cell.current()
+    }
+
+    /// After a registry change: room for new devices and their zones,
+    /// and a live update with the view of every device that changed or
+    /// was added (sent now, so screens learn of it without a reading).
+    pub fn refresh_registry(&self) {
+        let mut st = self.lock();
+        let mut update = Update::default();
+        self.follow_registry(&mut st, &mut update);
+        if !update.registry.is_empty() {
+            st.seq += 1;
+            update.seq = st.seq;
+            let _ = self.tx.send(Arc::new(update));
+        }
+    }
+
+    /// Takes a new registry up, if there is one; the views of devices
+    /// that changed go to `update`.
+    fn follow_registry(&self, st: &mut HubState, update: &mut Update) {
+        let Some(new) = self.cell.changed_since(&mut st.registry_seen) else {
+            return;
+        };
+        let old = std::mem::replace(&mut st.registry, new);
+        let count = st.registry.devices().len();
+        let zones = self.geo.current();
+        for i in st.states.len()..count {
+            st.states.push(None);
+            st.presence.push(None);
+            st.windows.push(Vec::new());
+            st.zones
+                .push(zones.at(st.registry.device(i as u32).pos).into());
+        }
+        self.chart_history().grow(count);
+        update.registry_now = Some(st.registry.clone());
+        for i in 0..count {
+            let now = st.registry.device(i as u32);
+            if old.devices().get(i) == Some(now) {
+                continue;
+            }
+            if st.states[i].is_none() {
+                st.zones[i] = zones.at(now.pos).into();
+            }
+            update.registry.push(Item {
+                place: self.place(st, i),
+                json: json(&self.view(st, i)),
+            });
+        }
     }
 
     /// The zones in force.
@@ -238,7 +310,8 @@ impl LiveHub {
     /// After a zones reload, every device's zones again.
     fn refresh_zones(&self, st: &mut HubState) {
         if let Some(zones) = self.geo.changed_since(&mut st.zones_seen) {
-            for (i, d) in self.registry.devices().iter().enumerate() {
+            let registry = st.registry.clone();
+            for (i, d) in registry.devices().iter().enumerate() {
                 let pos = st.states[i].as_ref().map_or(d.pos, |s| s.pos);
                 st.zones[i] = zones.at(pos).into();
             }
@@ -250,7 +323,7 @@ impl LiveHub {
             device: Some(i as u32),
             pos: st.states[i]
                 .as_ref()
-                .map_or(self.registry.device(i as u32).pos, |s| s.pos),
+                .map_or(st.registry.device(i as u32).pos, |s| s.pos),
             zones: st.zones[i].clone(),
         }
     }
@@ -263,18 +336,19 @@ impl LiveHub {
         let mut in_update: HashSet<usize> = HashSet::new();
         let mut update = Update::default();
         let mut st = self.lock();
+        self.follow_registry(&mut st, &mut update);
         self.refresh_zones(&mut st);
         let mut zones = None;
         for output in batch {
             match output {
                 EngineOutput::Device(d) => {
-                    let Some(i) = self.registry.lookup(&d.device) else {
+                    let Some(i) = st.registry.lookup(&d.device) else {
                         continue;
                     };
                     let i = i as usize;
                     let moved = match &st.states[i] {
                         Some(old) => old.pos != d.pos,
-                        None => self.registry.device(i as u32).pos != d.pos,
+                        None => st.registry.device(i as u32).pos != d.pos,
                     };
                     if moved {
                         let zones = zones.get_or_insert_with(|| self.geo.current());
@@ -306,13 +380,13 @@ impl LiveHub {
                         st.resolved.push_back(a.clone());
                     }
                     update.alerts.push(AlertItem {
-                        device: self.registry.lookup(&a.subject),
+                        device: st.registry.lookup(&a.subject),
                         json: json(&a),
                         alert: a,
                     });
                 }
                 EngineOutput::Presence(p) => {
-                    let Some(i) = self.registry.lookup(&p.device) else {
+                    let Some(i) = st.registry.lookup(&p.device) else {
                         continue;
                     };
                     let old = st.presence[i as usize].map(|old| old.status);
@@ -333,7 +407,7 @@ impl LiveHub {
                     });
                 }
                 EngineOutput::Window(w) => {
-                    let Some(i) = self.registry.lookup(&w.device) else {
+                    let Some(i) = st.registry.lookup(&w.device) else {
                         continue;
                     };
                     let latest = &mut st.windows[i as usize];
@@ -392,6 +466,7 @@ impl LiveHub {
             && update.windows.is_empty()
             && update.geofence.is_empty()
             && update.tracks.is_empty()
+            && update.registry.is_empty()
         {
             return;
         }
@@ -417,6 +492,7 @@ impl LiveHub {
     /// What passes `filter` now, and the hub sequence number it reflects.
     pub fn snapshot(&self, filter: &Filter) -> Snapshot {
         let mut st = self.lock();
+        self.follow_registry(&mut st, &mut Update::default());
         self.refresh_zones(&mut st);
         let mut devices = Vec::new();
         for i in 0..st.states.len() {
@@ -427,7 +503,7 @@ impl LiveHub {
         let alerts = st
             .open
             .values()
-            .filter(|a| filter.alert(a, self.registry.lookup(&a.subject)))
+            .filter(|a| filter.alert(a, st.registry.lookup(&a.subject)))
             .cloned()
             .collect();
         let tracks = st
@@ -451,13 +527,14 @@ impl LiveHub {
         self.refresh_zones(&mut st);
         devices
             .iter()
+            .filter(|&&i| (i as usize) < st.states.len())
             .map(|&i| self.view(&st, i as usize))
             .collect()
     }
 
     fn view(&self, st: &HubState, i: usize) -> DeviceView {
         DeviceView {
-            info: self.registry.device(i as u32).clone(),
+            info: st.registry.device(i as u32).clone(),
             state: st.states[i].clone(),
             presence: st.presence[i],
             windows: st.windows[i].clone(),
@@ -474,8 +551,8 @@ impl LiveHub {
 
     /// One device with its latest state.
     pub fn device(&self, id: &str) -> Option<DeviceView> {
-        let i = self.registry.lookup(id)?;
         let mut st = self.lock();
+        let i = st.registry.lookup(id)?;
         self.refresh_zones(&mut st);
         Some(self.view(&st, i as usize))
     }
@@ -489,7 +566,7 @@ impl LiveHub {
         to: i64,
         step: Option<std::time::Duration>,
     ) -> Option<HistoryView> {
-        let i = self.registry.lookup(id)?;
+        let i = self.lock().registry.lookup(id)?;
         let h = self.chart_history();
         let step = step.unwrap_or_else(|| h.step());
         Some(h.query(i as usize, id, from, to, step))
@@ -591,7 +668,7 @@ mod tests {
         let hub = LiveHub::new(ioc_devices::Registry::sonla_demo());
         hub.apply(vec![state("river-to-hieu", 1)]);
         let mut rx = hub.updates();
-        let everything = Filter::new(Default::default(), hub.registry()).unwrap();
+        let everything = Filter::new(Default::default(), &hub.registry()).unwrap();
         let snapshot = hub.snapshot(&everything);
         assert_eq!(snapshot.seq, 1);
         assert_eq!(snapshot.devices.len(), hub.registry().devices().len());

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::serve::ListenerExt;
 use ioc_ingest::http::HttpIngest;
 use tokio::net::TcpListener;
@@ -78,6 +78,8 @@ pub struct AppState {
     /// The alert store; without it alerts come from the hub's memory and
     /// operators' actions are unavailable.
     pub alerts: Option<Arc<ioc_alerts::AlertService>>,
+    /// The device registry's administration, when it is kept in a store.
+    pub registry: Option<Arc<routes::registry::RegistryAdmin>>,
 }
 
 impl AppState {
@@ -98,6 +100,7 @@ impl AppState {
             audit: Arc::default(),
             syslog: None,
             alerts: None,
+            registry: None,
         }
     }
 }
@@ -146,9 +149,23 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tracks", get(routes::rest::tracks))
         .route("/api/v1/stats", get(routes::rest::stats))
         .route("/api/v1/whoami", get(routes::rest::whoami))
+        .route("/api/v1/registry/devices", get(routes::registry::list))
+        .route(
+            "/api/v1/registry/devices/{id}",
+            get(routes::registry::detail),
+        )
+        .route("/api/v1/registry/export", get(routes::registry::export))
+        .route(
+            "/api/v1/registry/unregistered",
+            get(routes::registry::unregistered),
+        )
         .route_layer(gate(auth::Role::Viewer));
     let operator = Router::new()
         .route("/api/v1/alerts/{id}/{action}", post(routes::alerts::act))
+        .route(
+            "/api/v1/registry/devices/{id}/maintenance",
+            post(routes::registry::maintenance).delete(routes::registry::end_maintenance),
+        )
         .route_layer(gate(auth::Role::Operator));
     let admin = Router::new()
         .route(
@@ -162,6 +179,25 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/backtest", post(routes::rules::backtest))
         .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/registry/devices", post(routes::registry::create))
+        .route(
+            "/api/v1/registry/devices/{id}",
+            put(routes::registry::update),
+        )
+        .route(
+            "/api/v1/registry/devices/{id}/retire",
+            post(routes::registry::retire),
+        )
+        .route(
+            "/api/v1/registry/import",
+            post(routes::registry::import)
+                .layer(DefaultBodyLimit::max(routes::registry::MAX_IMPORT_BYTES)),
+        )
+        .route(
+            "/api/v1/registry/unregistered/{id}/adopt",
+            post(routes::registry::adopt),
+        )
+        .route("/api/v1/registry/changes", get(routes::registry::changes))
         .route_layer(gate(auth::Role::Admin));
     let origins: Vec<axum::http::HeaderValue> = state
         .auth

@@ -516,6 +516,8 @@ fn build() -> Value {
         .errors(&[BadRequest, Unavailable])
         .done();
 
+    registry_ops(&mut d);
+
     // Every error body, referenced above.
     d.schema::<ErrorBody>();
     let schemas = d.generator.take_definitions(true);
@@ -532,7 +534,7 @@ fn build() -> Value {
         },
         "tags": [
             {"name": "devices"}, {"name": "alerts"}, {"name": "map"},
-            {"name": "live"}, {"name": "ingest"}, {"name": "admin"},
+            {"name": "live"}, {"name": "ingest"}, {"name": "registry"}, {"name": "admin"},
             {"name": "service"}, {"name": "page"},
         ],
         "paths": d.paths,
@@ -549,6 +551,119 @@ fn build() -> Value {
             },
         },
     })
+}
+
+/// The device registry's operations.
+fn registry_ops(d: &mut Doc) {
+    use crate::routes::registry as r;
+    use ErrorCode::*;
+    let (v, o, a) = (Some(Role::Viewer), Some(Role::Operator), Some(Role::Admin));
+    let id = || json!({"type": "string"});
+    d.op("get", "/api/v1/registry/devices", v, "registry", "The device registry")
+        .describe("Every registered device as it was registered (retired ones too), with the areas it resolves to; filtered and paged.")
+        .query::<r::RegistryQuery>()
+        .ok::<r::RegistryPage>("The matches, in registration order")
+        .errors(&[BadRequest])
+        .done();
+    d.op(
+        "get",
+        "/api/v1/registry/devices/{id}",
+        v,
+        "registry",
+        "One registered device and its changes",
+    )
+    .param("id", "The device's id", id())
+    .ok::<r::RegistryDetail>("The device and who changed it, when, before and after")
+    .errors(&[NotFound, Unavailable])
+    .done();
+    d.op("post", "/api/v1/registry/devices", a, "registry", "Register a device")
+        .describe("In force at once on every worker, without a restart: its readings are accepted from the next one. Every problem is listed, naming the field (duplicate ids, unknown kinds, positions outside WGS 84 or far outside the province, BĐ levels not increasing, an expected interval of zero).")
+        .body::<ioc_schemas::DeviceSpec>(true, "The device")
+        .ok_as("201", Some("application/json"), "The device as registered")
+        .errors(&[BadRequest, DeviceExists, Invalid, Unavailable, PayloadTooLarge])
+        .done();
+    d.op("put", "/api/v1/registry/devices/{id}", a, "registry", "Change a registered device")
+        .describe("Its kind cannot change. A changed BĐ level judges the device's latest reading again, so its open alert rises or falls (with hysteresis) as a new reading would.")
+        .param("id", "The device's id", id())
+        .body::<ioc_schemas::DeviceSpec>(true, "The device as it should be")
+        .ok::<r::RegisteredDevice>("The device as registered now")
+        .errors(&[BadRequest, NotFound, Invalid, Unavailable, PayloadTooLarge])
+        .done();
+    d.op(
+        "post",
+        "/api/v1/registry/devices/{id}/retire",
+        a,
+        "registry",
+        "Retire a device",
+    )
+    .describe(
+        "Its readings are refused from now on (`retired_device`); its history and alerts are kept.",
+    )
+    .param("id", "The device's id", id())
+    .body::<r::LifecycleBody>(false, "Why (`reason`)")
+    .ok::<r::RegisteredDevice>("The device, retired")
+    .errors(&[BadRequest, NotFound, Invalid, Unavailable])
+    .done();
+    d.op("post", "/api/v1/registry/devices/{id}/maintenance", o, "registry", "Put a device in maintenance")
+        .describe("Its readings are taken and shown, but its rules raise nothing and it is not reported silent, until `until` (or until put back in service).")
+        .param("id", "The device's id", id())
+        .body::<r::LifecycleBody>(false, "Why and until when")
+        .ok::<r::RegisteredDevice>("The device, in maintenance")
+        .errors(&[BadRequest, NotFound, DeviceExists, Invalid, Unavailable])
+        .done();
+    d.op(
+        "delete",
+        "/api/v1/registry/devices/{id}/maintenance",
+        o,
+        "registry",
+        "Put a device back in service",
+    )
+    .param("id", "The device's id", id())
+    .ok::<r::RegisteredDevice>("The device, active")
+    .errors(&[NotFound, DeviceExists, Invalid, Unavailable])
+    .done();
+    d.op("post", "/api/v1/registry/import", a, "registry", "Import devices from CSV or GeoJSON")
+        .describe("The body is the file (at most 64 MiB): CSV with a header row (`id, kind, name, lon, lat, expected_interval_s` required; `area, bd1_m, bd2_m, bd3_m, normal_level_m, flood_control_level_m, lifecycle, maintenance_until, retired_at, lifecycle_reason, river, road, direction` optional) or a GeoJSON FeatureCollection of points. New ids are added, known ones changed. Nothing is applied unless every device is valid (`mode=partial`: the valid ones are); the report lists every problem by row and field, with 422 when nothing was applied.")
+        .query::<r::ImportQuery>()
+        .ok::<r::ImportReport>("What was applied, and every problem")
+        .errors(&[BadRequest, Invalid, Unavailable, PayloadTooLarge])
+        .done();
+    d.op(
+        "get",
+        "/api/v1/registry/export",
+        v,
+        "registry",
+        "Export the registry",
+    )
+    .describe("CSV (default) or GeoJSON (`format=geojson`), in the format the import reads.")
+    .query::<r::ExportQuery>()
+    .ok_as("200", Some("text/csv"), "The registry as a file")
+    .errors(&[BadRequest])
+    .done();
+    d.op("get", "/api/v1/registry/unregistered", v, "registry", "Devices that send readings but are not registered")
+        .describe("From the readings refused as `unknown_device` since the start: id, the kind its topic names, first and last heard, how many, last position. Their latest messages are kept for replay on adoption.")
+        .ok::<Vec<ioc_ingest::unregistered::UnregisteredDevice>>("Most recently heard first")
+        .errors(&[NotFound])
+        .done();
+    d.op("post", "/api/v1/registry/unregistered/{id}/adopt", a, "registry", "Adopt an unregistered device")
+        .describe("Registers it with what its readings said (kind from its topic, its last position) and what the body adds, then replays its kept messages through ingest.")
+        .param("id", "The device's id", id())
+        .body::<r::AdoptBody>(false, "What the readings did not say")
+        .ok::<r::Adopted>("The device as registered and the replay's counts")
+        .errors(&[BadRequest, NotFound, Invalid, Unavailable])
+        .done();
+    d.op(
+        "get",
+        "/api/v1/registry/changes",
+        a,
+        "registry",
+        "Changes of the registry",
+    )
+    .describe("Who changed which device, when, and the device before and after; newest first.")
+    .query::<r::ChangesQuery>()
+    .ok::<Vec<ioc_alerts::DeviceChangeEntry>>("Newest first")
+    .errors(&[BadRequest, Unavailable])
+    .done();
 }
 
 #[cfg(test)]

@@ -62,6 +62,42 @@ const ENDPOINTS: &[(&str, &str, Option<Role>)] = &[
     ("PUT", "/api/v1/rules/file", Some(Role::Admin)),
     ("POST", "/api/v1/backtest", Some(Role::Admin)),
     ("GET", "/api/v1/audit", Some(Role::Admin)),
+    ("GET", "/api/v1/registry/devices", Some(Role::Viewer)),
+    (
+        "GET",
+        "/api/v1/registry/devices/river-to-hieu",
+        Some(Role::Viewer),
+    ),
+    ("GET", "/api/v1/registry/export", Some(Role::Viewer)),
+    ("GET", "/api/v1/registry/unregistered", Some(Role::Viewer)),
+    (
+        "POST",
+        "/api/v1/registry/devices/river-to-hieu/maintenance",
+        Some(Role::Operator),
+    ),
+    (
+        "DELETE",
+        "/api/v1/registry/devices/river-to-hieu/maintenance",
+        Some(Role::Operator),
+    ),
+    ("POST", "/api/v1/registry/devices", Some(Role::Admin)),
+    (
+        "PUT",
+        "/api/v1/registry/devices/river-to-hieu",
+        Some(Role::Admin),
+    ),
+    (
+        "POST",
+        "/api/v1/registry/devices/river-to-hieu/retire",
+        Some(Role::Admin),
+    ),
+    ("POST", "/api/v1/registry/import", Some(Role::Admin)),
+    (
+        "POST",
+        "/api/v1/registry/unregistered/river-x/adopt",
+        Some(Role::Admin),
+    ),
+    ("GET", "/api/v1/registry/changes", Some(Role::Admin)),
 ];
 
 fn jwt(role: &str, expires_in: i64) -> String {

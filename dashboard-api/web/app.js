@@ -3,8 +3,9 @@
 // /api/v1/live WebSocket (subscribe with the map's viewport, then a snapshot
 // and ordered deltas, resumed after a lost connection),
 // GET /api/v1/devices/{id}/history for the selected station's chart,
-// POST for operators' actions on alerts, and for admins the rules file
-// (GET/PUT /api/v1/rules/file) and backtests (POST /api/v1/backtest).
+// POST for operators' actions on alerts, for admins the rules file
+// (GET/PUT /api/v1/rules/file) and backtests (POST /api/v1/backtest), and
+// the device registry (/api/v1/registry/...).
 // No third-party code, no tiles.
 "use strict";
 
@@ -37,6 +38,16 @@ const TEXT = {
     onlyNew: "Chỉ có với quy tắc mới", onlyCurrent: "Chỉ có với quy tắc hiện hành", changed: "Khác nhau", same: "Giống nhau", rule: "Quy tắc",
     earlier: "sớm hơn", later: "muộn hơn", opens: "mở", resolves: "kết thúc", peak: "mức cao nhất", instead: "thay vì", stillOpen: "vẫn mở đến cuối",
     timeline: "Dòng thời gian theo trạm (trên: hiện hành, dưới: mới)", upload: "Tải tệp quy tắc lên",
+    registryButton: "Thiết bị", registryTitle: "Danh mục thiết bị", newDevice: "Thêm thiết bị", regId: "Mã", regName: "Tên",
+    regState: "Trạng thái", active: "Hoạt động", maintenance: "Bảo trì", retired: "Ngừng sử dụng", allKinds: "Mọi loại", allStates: "Mọi trạng thái",
+    search: "Tìm theo mã hoặc tên", lon: "Kinh độ", lat: "Vĩ độ", pickOnMap: "Chọn trên bản đồ", interval: "Chu kỳ báo cáo (s)",
+    regRiver: "Sông", regRoad: "Đường", save: "Lưu", cancel: "Huỷ", edit: "Sửa", retire: "Ngừng", toMaintenance: "Bảo trì", inService: "Hoạt động lại",
+    importFile: "Nhập từ tệp CSV/GeoJSON", partial: "Chỉ nhập các dòng hợp lệ", import: "Nhập", unregistered: "Thiết bị gửi dữ liệu nhưng chưa đăng ký",
+    firstSeen: "Lần đầu", lastSeen: "Lần cuối", count: "Số bản tin", adopt: "Đăng ký", saved: "Đã lưu; có hiệu lực ngay.",
+    retireConfirm: "Ngừng sử dụng thiết bị này? Bản tin của nó sẽ bị từ chối.", reasonPrompt: "Lý do:",
+    untilPrompt: "Bảo trì đến (YYYY-MM-DD HH:MM, để trống: đến khi hoạt động lại):", pickHint: "Bấm vào bản đồ để chọn vị trí.",
+    imported: "Đã nhập", added: "thêm", changedN: "sửa", unchanged: "không đổi", notApplied: "Không nhập gì: tệp có lỗi.", row: "Dòng",
+    editTitle: "Sửa thiết bị", newTitle: "Thiết bị mới", adoptTitle: "Đăng ký thiết bị",
   },
   en: {
     title: "Intelligent Operations Center — Sơn La",
@@ -66,6 +77,16 @@ const TEXT = {
     onlyNew: "Only with the new rules", onlyCurrent: "Only with the rules in force", changed: "Different", same: "Same", rule: "Rule",
     earlier: "earlier", later: "later", opens: "opens", resolves: "resolves", peak: "peak", instead: "instead of", stillOpen: "still open at the end",
     timeline: "Timeline per station (top: in force, bottom: new)", upload: "Upload a rules file",
+    registryButton: "Devices", registryTitle: "Device registry", newDevice: "Add a device", regId: "Id", regName: "Name",
+    regState: "State", active: "Active", maintenance: "Maintenance", retired: "Retired", allKinds: "All kinds", allStates: "All states",
+    search: "Search by id or name", lon: "Longitude", lat: "Latitude", pickOnMap: "Pick on the map", interval: "Reporting interval (s)",
+    regRiver: "River", regRoad: "Road", save: "Save", cancel: "Cancel", edit: "Edit", retire: "Retire", toMaintenance: "Maintenance", inService: "Back in service",
+    importFile: "Import a CSV/GeoJSON file", partial: "Import the valid rows only", import: "Import", unregistered: "Devices sending readings but not registered",
+    firstSeen: "First seen", lastSeen: "Last seen", count: "Messages", adopt: "Register", saved: "Saved; in force now.",
+    retireConfirm: "Retire this device? Its readings will be refused.", reasonPrompt: "Reason:",
+    untilPrompt: "In maintenance until (YYYY-MM-DD HH:MM, empty: until back in service):", pickHint: "Click the map to pick the position.",
+    imported: "Imported", added: "added", changedN: "changed", unchanged: "unchanged", notApplied: "Nothing imported: the file has problems.", row: "Row",
+    editTitle: "Edit device", newTitle: "New device", adoptTitle: "Register device",
   },
 };
 const KIND = {
@@ -170,6 +191,8 @@ function login() {
         role = me.role;
         $("whoami").textContent = `${me.name} · ${me.role}`;
         $("rules-open").hidden = role !== "admin";
+        $("registry-open").hidden = false;
+        document.body.classList.toggle("admin", role === "admin");
         $("login").hidden = true;
         resolve();
         return true;
@@ -448,7 +471,11 @@ function nearest(px, py) {
 let drag = null;
 canvas.addEventListener("mousedown", (e) => { drag = { x: e.clientX, y: e.clientY, moved: false }; });
 window.addEventListener("mouseup", (e) => {
-  if (drag && !drag.moved) {
+  if (drag && !drag.moved && picking) {
+    const r = canvas.getBoundingClientRect();
+    const [lon, lat] = unproject((e.clientX - r.left) * devicePixelRatio, (e.clientY - r.top) * devicePixelRatio);
+    picked(lon, lat);
+  } else if (drag && !drag.moved) {
     const r = canvas.getBoundingClientRect();
     const px = (e.clientX - r.left) * devicePixelRatio, py = (e.clientY - r.top) * devicePixelRatio;
     const d = nearest(px, py);
@@ -887,6 +914,8 @@ function applyLang() {
   $("offline-banner").textContent = t("lost");
   applyMute();
   renderLegend(); renderAlerts(); renderCounts(); renderDetail(); renderBacktest();
+  fillSelects();
+  if (!$("registry-panel").hidden) loadRegistry();
 }
 $("lang").addEventListener("click", () => { lang = lang === "vi" ? "en" : "vi"; localStorage.setItem("ioc.lang", lang); applyLang(); });
 
@@ -1006,6 +1035,14 @@ function onMessage(msg) {
   } else if (msg.type === "delta") {
     // A gap: reconnect and resume from the last message seen.
     if (lastSeq !== null && msg.seq !== lastSeq + 1) { socket.close(); return; }
+    // Registry changes first: a new device's first state finds its entry.
+    for (const v of msg.registry || []) {
+      const { state, presence, ...info } = v;
+      const d = devices.get(info.id);
+      if (d) d.info = info;
+      else devices.set(info.id, { info, state: state || null, presence: presence || null });
+    }
+    if ((msg.registry || []).length && !$("registry-panel").hidden) scheduleRegistry();
     for (const s of msg.devices || []) {
       const d = devices.get(s.device);
       if (d) { d.state = s; remember(s); }
@@ -1196,6 +1233,237 @@ $("rules-open").addEventListener("click", openRules);
 $("rules-close").addEventListener("click", () => { $("rules-panel").hidden = true; });
 $("bt-run").addEventListener("click", runBacktest);
 $("rules-apply").addEventListener("click", applyRules);
+
+// ---------- the device registry ----------
+// Viewers read it (GET /api/v1/registry/devices); operators put devices in
+// maintenance and back; admins add, edit, retire, import and adopt
+// (POST/PUT /api/v1/registry/...). Changes are in force at once: the live
+// feed brings them back as `registry` items.
+let picking = false;
+let regTimer = null;
+let regForm = null; // { mode: "new" | "edit" | "adopt", id }
+const LIFECYCLES = ["active", "maintenance", "retired"];
+function scheduleRegistry() {
+  clearTimeout(regTimer);
+  regTimer = setTimeout(loadRegistry, 250);
+}
+function fillSelects() {
+  const opt = (value, text) => { const o = el("option", null, text); o.value = value; return o; };
+  const kinds = Object.keys(KIND.vi);
+  const keep = (id) => $(id).value;
+  const [k, l, f] = [keep("reg-kind"), keep("reg-lifecycle"), keep("rf-kind")];
+  $("reg-kind").replaceChildren(opt("", t("allKinds")), ...kinds.map((x) => opt(x, KIND[lang][x])));
+  $("reg-lifecycle").replaceChildren(opt("", t("allStates")), ...LIFECYCLES.map((x) => opt(x, t(x))));
+  $("rf-kind").replaceChildren(...kinds.map((x) => opt(x, KIND[lang][x])));
+  $("reg-kind").value = k; $("reg-lifecycle").value = l; if (f) $("rf-kind").value = f;
+  $("reg-q").placeholder = t("search");
+}
+function regStatus(text, problem) {
+  $("reg-status").textContent = text || "";
+  $("reg-status").className = problem ? "problems" : "muted";
+}
+async function regProblems(r) {
+  let b = null;
+  try { b = await r.json(); } catch (e) { /* not JSON */ }
+  const err = (b && b.error) || {};
+  regStatus(`${t("failed")}: ${err.message || r.status}`, true);
+  const box = $("reg-report");
+  box.replaceChildren();
+  const ul = el("ul");
+  for (const p of err.problems || []) ul.append(el("li", "problems", p));
+  box.append(ul);
+}
+async function loadRegistry() {
+  const q = new URLSearchParams({ limit: "500" });
+  if ($("reg-q").value.trim()) q.set("q", $("reg-q").value.trim());
+  if ($("reg-kind").value) q.set("kind", $("reg-kind").value);
+  if ($("reg-lifecycle").value) q.set("lifecycle", $("reg-lifecycle").value);
+  const r = await api(`/api/v1/registry/devices?${q}`);
+  if (!r.ok) { await regProblems(r); return; }
+  const page = await r.json();
+  $("reg-total").textContent = `${page.devices.length} / ${page.total} ${t("devices")}`;
+  const body = $("reg-table").querySelector("tbody");
+  body.replaceChildren(...page.devices.map(regRow));
+  loadUnregistered();
+}
+function regRow(d) {
+  const tr = el("tr", d.lifecycle ? d.lifecycle.state : "active");
+  tr.dataset.id = d.id;
+  const levels = d.thresholds && d.thresholds.alarm_levels_m;
+  const state = d.lifecycle ? d.lifecycle.state : "active";
+  const reason = d.lifecycle && d.lifecycle.reason ? ` — ${d.lifecycle.reason}` : "";
+  tr.append(el("td", null, d.id), el("td", null, d.name), el("td", null, KIND[lang][d.kind] || d.kind),
+    el("td", null, (d.areas[0] && d.areas[0].name) || ""), el("td", null, levels ? levels.join(" / ") : ""),
+    el("td", null, t(state) + reason));
+  const actions = el("td");
+  const button = (key, f) => { const b = el("button", null, t(key)); b.type = "button"; b.dataset.action = key; b.addEventListener("click", f); actions.append(b); };
+  if (role === "admin" && state !== "retired") button("edit", () => openForm("edit", d));
+  if ((role === "operator" || role === "admin") && state === "active") button("toMaintenance", () => maintenance(d.id));
+  if ((role === "operator" || role === "admin") && state === "maintenance") button("inService", () => inService(d.id));
+  if (role === "admin" && state !== "retired") button("retire", () => retire(d.id));
+  tr.append(actions);
+  return tr;
+}
+async function loadUnregistered() {
+  const body = $("reg-unregistered").querySelector("tbody");
+  const r = await api("/api/v1/registry/unregistered");
+  if (!r.ok) { body.replaceChildren(); return; }
+  const list = await r.json();
+  body.replaceChildren(...list.map((u) => {
+    const tr = el("tr");
+    tr.dataset.id = u.id;
+    tr.append(el("td", null, u.id), el("td", null, u.kind ? KIND[lang][u.kind] : "?"),
+      el("td", null, stamp(u.first_seen)), el("td", null, stamp(u.last_seen)), el("td", null, String(u.count)));
+    const td = el("td");
+    if (role === "admin") {
+      const b = el("button", null, t("adopt"));
+      b.type = "button"; b.dataset.action = "adopt";
+      b.addEventListener("click", () => openForm("adopt", { id: u.id, kind: u.kind || "river_gauge", name: u.id, pos: u.last_pos || [view.lon, view.lat], expected_interval_s: 600 }));
+      td.append(b);
+    }
+    tr.append(td);
+    return tr;
+  }));
+}
+function openForm(mode, d) {
+  regForm = { mode, id: d ? d.id : null, spec: d || null };
+  const f = $("reg-form");
+  f.hidden = false;
+  $("reg-form-title").textContent = t(mode === "new" ? "newTitle" : mode === "adopt" ? "adoptTitle" : "editTitle");
+  $("rf-id").value = d ? d.id : "";
+  $("rf-id").readOnly = mode !== "new";
+  $("rf-kind").value = d ? d.kind : "river_gauge";
+  $("rf-kind").disabled = mode === "edit";
+  $("rf-name").value = d ? d.name : "";
+  $("rf-lon").value = d && d.pos ? d.pos[0] : "";
+  $("rf-lat").value = d && d.pos ? d.pos[1] : "";
+  $("rf-interval").value = d ? d.expected_interval_s : 600;
+  const levels = (d && d.thresholds && d.thresholds.alarm_levels_m) || [];
+  ["rf-bd1", "rf-bd2", "rf-bd3"].forEach((id, i) => { $(id).value = levels[i] !== undefined ? levels[i] : ""; });
+  $("rf-river").value = (d && d.river) || "";
+  $("rf-road").value = (d && d.road) || "";
+  $("reg-report").replaceChildren();
+  f.scrollIntoView({ block: "nearest" });
+  $("rf-name").focus();
+}
+function formSpec() {
+  const num = (id) => ($(id).value === "" ? null : Number($(id).value));
+  const bd = ["rf-bd1", "rf-bd2", "rf-bd3"].map(num);
+  const base = regForm.spec || {};
+  const spec = Object.assign({}, base.lifecycle ? { lifecycle: base.lifecycle } : {}, base.area ? { area: base.area } : {}, {
+    id: $("rf-id").value.trim(), kind: $("rf-kind").value, name: $("rf-name").value.trim(),
+    pos: [num("rf-lon"), num("rf-lat")], expected_interval_s: num("rf-interval"),
+    thresholds: Object.assign({}, base.thresholds || {}),
+  });
+  delete spec.thresholds.alarm_levels_m;
+  if (bd.some((x) => x !== null)) spec.thresholds.alarm_levels_m = bd;
+  for (const k of ["river", "road"]) { const v = $(`rf-${k}`).value.trim(); if (v) spec[k] = v; }
+  if (base.direction) spec.direction = base.direction;
+  return spec;
+}
+async function saveForm(ev) {
+  ev.preventDefault();
+  const spec = formSpec();
+  const json = { "Content-Type": "application/json" };
+  let r;
+  if (regForm.mode === "new") {
+    r = await api("/api/v1/registry/devices", { method: "POST", headers: json, body: JSON.stringify(spec) });
+  } else if (regForm.mode === "adopt") {
+    const { id, lifecycle, ...rest } = spec;
+    r = await api(`/api/v1/registry/unregistered/${encodeURIComponent(regForm.id)}/adopt`, { method: "POST", headers: json, body: JSON.stringify(rest) });
+  } else {
+    r = await api(`/api/v1/registry/devices/${encodeURIComponent(regForm.id)}`, { method: "PUT", headers: json, body: JSON.stringify(spec) });
+  }
+  if (!r.ok) { await regProblems(r); return; }
+  $("reg-form").hidden = true;
+  $("reg-report").replaceChildren();
+  regStatus(t("saved"));
+  loadRegistry();
+}
+async function lifecycleCall(path, method, body) {
+  const r = await api(path, { method, headers: { "Content-Type": "application/json" }, body: body ? JSON.stringify(body) : undefined });
+  if (!r.ok) { await regProblems(r); return; }
+  regStatus(t("saved"));
+  loadRegistry();
+}
+function retire(id) {
+  if (!window.confirm(t("retireConfirm"))) return;
+  const reason = window.prompt(t("reasonPrompt"), "") || "";
+  lifecycleCall(`/api/v1/registry/devices/${encodeURIComponent(id)}/retire`, "POST", { reason });
+}
+function maintenance(id) {
+  const reason = window.prompt(t("reasonPrompt"), "");
+  if (reason === null) return;
+  const until = window.prompt(t("untilPrompt"), "");
+  if (until === null) return;
+  const body = { reason };
+  if (until.trim()) body.until = new Date(until.trim().replace(" ", "T")).toISOString();
+  lifecycleCall(`/api/v1/registry/devices/${encodeURIComponent(id)}/maintenance`, "POST", body);
+}
+function inService(id) {
+  lifecycleCall(`/api/v1/registry/devices/${encodeURIComponent(id)}/maintenance`, "DELETE");
+}
+function picked(lon, lat) {
+  picking = false;
+  document.body.classList.remove("picking");
+  $("rf-lon").value = lon.toFixed(5);
+  $("rf-lat").value = lat.toFixed(5);
+  $("registry-panel").hidden = false;
+  regStatus("");
+}
+async function importFile() {
+  const file = $("reg-import-file").files[0];
+  if (!file) return;
+  const geo = /\.(geo)?json$/i.test(file.name);
+  const q = new URLSearchParams({ format: geo ? "geojson" : "csv" });
+  if ($("reg-partial").checked) q.set("mode", "partial");
+  regStatus(`${t("import")}…`);
+  const r = await api(`/api/v1/registry/import?${q}`, { method: "POST", headers: { "Content-Type": geo ? "application/geo+json" : "text/csv" }, body: await file.text() });
+  let report = null;
+  try { report = await r.json(); } catch (e) { /* not JSON */ }
+  if (!report || report.error) { await regProblems(new Response(JSON.stringify(report || {}), { status: r.status })); return; }
+  regStatus(report.applied
+    ? `${t("imported")}: ${report.added} ${t("added")}, ${report.changed} ${t("changedN")}, ${report.unchanged} ${t("unchanged")}`
+    : t("notApplied"), !report.applied || report.problems.length > 0);
+  const box = $("reg-report");
+  box.replaceChildren();
+  if (report.problems.length) {
+    const table = el("table");
+    table.append(...report.problems.slice(0, 500).map((p) => {
+      const tr = el("tr");
+      tr.append(el("td", null, `${t("row")} ${p.row}`), el("td", null, p.id), el("td", null, p.field), el("td", "problems", p.problem));
+      return tr;
+    }));
+    box.append(table);
+  }
+  if (report.applied) loadRegistry();
+}
+async function download(format) {
+  const r = await api(`/api/v1/registry/export?format=${format}`);
+  if (!r.ok) { await regProblems(r); return; }
+  const a = el("a");
+  a.href = URL.createObjectURL(await r.blob());
+  a.download = format === "csv" ? "devices.csv" : "devices.geojson";
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+}
+$("registry-open").addEventListener("click", () => { fillSelects(); $("registry-panel").hidden = false; regStatus(""); loadRegistry(); });
+$("registry-close").addEventListener("click", () => { $("registry-panel").hidden = true; });
+$("reg-q").addEventListener("input", scheduleRegistry);
+$("reg-kind").addEventListener("change", loadRegistry);
+$("reg-lifecycle").addEventListener("change", loadRegistry);
+$("reg-new").addEventListener("click", () => openForm("new", null));
+$("reg-form").addEventListener("submit", saveForm);
+$("rf-cancel").addEventListener("click", () => { $("reg-form").hidden = true; });
+$("rf-pick").addEventListener("click", () => {
+  picking = true;
+  document.body.classList.add("picking");
+  $("registry-panel").hidden = true;
+  $("offline-banner").hidden = true;
+});
+$("reg-import").addEventListener("click", importFile);
+$("reg-export-csv").addEventListener("click", () => download("csv"));
+$("reg-export-geojson").addEventListener("click", () => download("geojson"));
 
 async function loadAreas() {
   const fc = await (await api("/api/v1/areas")).json();

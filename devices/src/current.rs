@@ -29,6 +29,12 @@ impl<T> Current<T> {
             .map_or_else(|p| p.into_inner().clone(), |r| r.clone())
     }
 
+    /// The value in force, borrowed while the guard lives (no reference
+    /// count touched: for per-message paths). Do not hold it across a wait.
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Arc<T>> {
+        self.value.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Puts a new value in force.
     pub fn replace(&self, value: Arc<T>) {
         match self.value.write() {

@@ -22,6 +22,7 @@
 pub mod areas;
 pub mod catalogue;
 pub mod current;
+pub mod exchange;
 pub mod geo;
 pub mod loadgen;
 pub mod noise;
@@ -32,7 +33,7 @@ pub mod zones;
 pub use areas::{Area, Areas};
 pub use current::Current;
 pub use geo::distance_km;
-pub use registry::{DeviceIndex, Registry};
+pub use registry::{DeviceIndex, Problem, Registry, RegistryCell};
 pub use simulator::{Scenario, Simulator};
 pub use zones::{Asset, Zone, Zones};
 

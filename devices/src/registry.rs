@@ -1,21 +1,37 @@
-//! The device registry: every device's kind, position, area and thresholds.
+//! The device registry: every device's kind, position, area, thresholds
+//! and lifecycle.
 //!
 //! Loaded from a GeoJSON FeatureCollection of Point features whose properties
-//! are `id`, `kind`, `name`, `expected_interval_s`, optional `thresholds`
-//! and optional `area` (an area id that overrides the point-in-polygon
-//! lookup). Each device's administrative area chain is resolved once, at load.
+//! are `id`, `kind`, `name`, `expected_interval_s`, optional `thresholds`,
+//! optional `area` (an area id that overrides the point-in-polygon lookup),
+//! optional `lifecycle`, `river`, `road` and `direction`; or from the
+//! store, as [`DeviceSpec`]s. Each device's administrative area chain is
+//! resolved once, when it is registered.
+//!
+//! A registry is a value: a change makes a new one ([`Registry::with`])
+//! that keeps every existing device at its index, adds new devices at the
+//! end and keeps retired ones (their readings are refused, their index
+//! stays), so state keyed by index stays valid across changes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ioc_schemas::{DeviceInfo, DeviceKind, Thresholds};
+use ioc_schemas::{DeviceInfo, DeviceKind, DeviceSpec, Lifecycle, Thresholds};
 use serde::Deserialize;
 
 use crate::CatalogueError;
 use crate::areas::Areas;
 
-/// Index of a device in its registry; stable for the registry's lifetime.
+/// Index of a device in its registry; stable for the registry's lifetime
+/// and across [`Registry::with`].
 pub type DeviceIndex = u32;
+
+/// The registry the system runs with, replaceable while it runs.
+pub type RegistryCell = crate::Current<Registry>;
+
+/// How far outside the areas' bounding box a device may stand, degrees
+/// (about 50 km: a gauge across the border on a shared river).
+pub const OUTSIDE_MARGIN_DEG: f64 = 0.5;
 
 /// The loaded registry. Cheap to share behind an [`Arc`].
 #[derive(Debug)]
@@ -28,7 +44,9 @@ pub struct Registry {
     /// nothing), so a fast seeded hash is safe here: input chooses what is
     /// looked up, never what is stored. It is on every message's path.
     by_id: HashMap<Arc<str>, DeviceIndex, foldhash::fast::RandomState>,
-    areas: Areas,
+    /// Each device's area override, when it has one.
+    overrides: HashMap<DeviceIndex, String>,
+    areas: Arc<Areas>,
 }
 
 #[derive(Deserialize)]
@@ -42,84 +60,274 @@ struct DeviceProperties {
     thresholds: Thresholds,
     #[serde(default)]
     area: Option<String>,
-    /// Descriptive fields, accepted and not used.
-    #[serde(default, rename = "river")]
-    _river: Option<serde::de::IgnoredAny>,
-    #[serde(default, rename = "road")]
-    _road: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    lifecycle: Lifecycle,
+    #[serde(default)]
+    river: Option<String>,
+    #[serde(default)]
+    road: Option<String>,
+    #[serde(default)]
+    direction: Option<String>,
+}
+
+/// A problem with one device of a change or an import.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// The device's place in what was given, from 1 (a file's data row or
+    /// feature; 1 for a single device).
+    pub row: usize,
+    /// Its id, when it has one.
+    pub id: String,
+    /// The field at fault (`id`, `kind`, `pos`, `thresholds.alarm_levels_m`...).
+    pub field: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "row {}", self.row)?;
+        if !self.id.is_empty() {
+            write!(f, " (device {})", self.id)?;
+        }
+        write!(f, ": {}: {}", self.field, self.problem)
+    }
+}
+
+/// The checks every registered device passes, field by field.
+fn check_spec(spec: &DeviceSpec, areas: &Areas, mut problem: impl FnMut(&str, String)) {
+    let id = &spec.id;
+    if id.is_empty() || id.len() > 128 {
+        problem("id", "must be 1 to 128 characters".into());
+    } else if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~')))
+    {
+        problem(
+            "id",
+            format!(
+                "{c:?} is not allowed (letters, digits, '-', '_', '.', '~': it is an MQTT topic level)"
+            ),
+        );
+    }
+    if spec.name.trim().is_empty() || spec.name.chars().count() > 200 {
+        problem("name", "must be 1 to 200 characters".into());
+    }
+    match ioc_schemas::envelope::check_position(spec.pos) {
+        Err(e) => problem("pos", e.detail),
+        Ok(()) => {
+            if let Some((lo, hi)) = areas.bounds() {
+                let m = OUTSIDE_MARGIN_DEG;
+                let [lon, lat] = spec.pos;
+                if lon < lo[0] - m || lon > hi[0] + m || lat < lo[1] - m || lat > hi[1] + m {
+                    problem(
+                        "pos",
+                        format!(
+                            "[{lon}, {lat}] is more than {m}° outside the province \
+                             (lon {:.3}–{:.3}, lat {:.3}–{:.3}); [lon, lat] order?",
+                            lo[0], hi[0], lo[1], hi[1]
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if spec.expected_interval_s == 0 {
+        problem("expected_interval_s", "must be at least 1 second".into());
+    }
+    let t = &spec.thresholds;
+    match t.alarm_levels_m {
+        Some(_) if spec.kind != DeviceKind::RiverGauge => {
+            problem(
+                "thresholds.alarm_levels_m",
+                format!("only river gauges have BĐ levels, not a {}", spec.kind),
+            );
+        }
+        Some(levels)
+            if !(levels.iter().all(|l| l.is_finite())
+                && levels[0] < levels[1]
+                && levels[1] < levels[2]) =>
+        {
+            problem(
+                "thresholds.alarm_levels_m",
+                "BĐ1, BĐ2, BĐ3 must be finite and strictly increasing".into(),
+            );
+        }
+        None if spec.kind == DeviceKind::RiverGauge => problem(
+            "thresholds.alarm_levels_m",
+            "a river gauge needs its BĐ1, BĐ2, BĐ3 levels".into(),
+        ),
+        _ => {}
+    }
+    for (field, value) in [
+        ("thresholds.normal_level_m", t.normal_level_m),
+        ("thresholds.flood_control_level_m", t.flood_control_level_m),
+    ] {
+        match value {
+            Some(_) if spec.kind != DeviceKind::Reservoir => problem(
+                field,
+                format!("only reservoirs have it, not a {}", spec.kind),
+            ),
+            Some(v) if !v.is_finite() => problem(field, "must be a finite number".into()),
+            _ => {}
+        }
+    }
+    if let (Some(n), Some(f)) = (t.normal_level_m, t.flood_control_level_m)
+        && n.is_finite()
+        && f.is_finite()
+        && f < n
+    {
+        problem(
+            "thresholds.flood_control_level_m",
+            format!("{f} is below the normal level {n}"),
+        );
+    }
+    if let Some(a) = &spec.area
+        && areas.get(a).is_none()
+    {
+        problem("area", format!("no area {a:?}"));
+    }
+    if let Lifecycle::Maintenance { reason, .. } | Lifecycle::Retired { reason, .. } =
+        &spec.lifecycle
+        && reason.chars().count() > 500
+    {
+        problem("lifecycle.reason", "at most 500 characters".into());
+    }
 }
 
 impl Registry {
     /// Loads devices and areas from GeoJSON text, reporting every problem.
     pub fn from_geojson(devices: &str, areas: &str) -> Result<Self, CatalogueError> {
-        let areas = Areas::from_geojson(areas)?;
+        let areas = Arc::new(Areas::from_geojson(areas)?);
+        let (specs, problems) = specs_from_geojson(devices)?;
+        let mut problems: Vec<String> = problems.iter().map(|p| p.catalogue_line()).collect();
+        match Registry::empty(areas).with(specs.into_iter().map(|(_, s)| s).collect()) {
+            Ok(r) if problems.is_empty() => Ok(r),
+            Ok(_) => Err(CatalogueError { problems }),
+            Err(more) => {
+                problems.extend(more.iter().map(Problem::catalogue_line));
+                Err(CatalogueError { problems })
+            }
+        }
+    }
+
+    /// A registry of no devices in `areas`.
+    pub fn empty(areas: Arc<Areas>) -> Registry {
+        Registry::indexed(Vec::new(), HashMap::new(), areas)
+    }
+
+    /// The registry of `specs`, in their order (they are checked as by
+    /// [`Registry::with`]).
+    pub fn from_specs(specs: Vec<DeviceSpec>, areas: Arc<Areas>) -> Result<Registry, Vec<Problem>> {
+        Registry::empty(areas).with(specs)
+    }
+
+    /// This registry with `specs` registered: a spec whose id is known
+    /// replaces that device at its index (its kind cannot change), a new
+    /// id is added at the end. Every problem of every spec is reported
+    /// (with its place in `specs` as the row) and then nothing changes.
+    pub fn with(&self, specs: Vec<DeviceSpec>) -> Result<Registry, Vec<Problem>> {
         let mut problems = Vec::new();
-        let parsed = crate::features::<DeviceProperties>(devices, "devices", &mut problems)?;
-        let mut list = Vec::with_capacity(parsed.len());
-        for (props, geometry) in parsed {
-            let id = props.id;
-            let pos = match geometry.map(|g| g.value) {
-                Some(geojson::GeometryValue::Point { coordinates }) if coordinates.len() >= 2 => {
-                    [coordinates[0], coordinates[1]]
-                }
-                _ => {
-                    problems.push(format!("device {id}: geometry must be a Point"));
-                    continue;
-                }
-            };
-            if let Err(e) = ioc_schemas::envelope::check_position(pos) {
-                problems.push(format!("device {id}: {}", e.detail));
+        let mut devices = self.devices.clone();
+        let mut overrides = self.overrides.clone();
+        let mut added: HashMap<String, usize> = HashMap::new();
+        for (n, spec) in specs.into_iter().enumerate() {
+            let row = n + 1;
+            let before = problems.len();
+            check_spec(&spec, &self.areas, |field, problem| {
+                problems.push(Problem {
+                    row,
+                    id: spec.id.clone(),
+                    field: field.into(),
+                    problem,
+                })
+            });
+            let existing = self.lookup(&spec.id);
+            if let Some(i) = existing
+                && self.devices[i as usize].kind != spec.kind
+            {
+                problems.push(Problem {
+                    row,
+                    id: spec.id.clone(),
+                    field: "kind".into(),
+                    problem: format!(
+                        "is {}; a device's kind cannot change (retire it and register a new id)",
+                        self.devices[i as usize].kind
+                    ),
+                });
+            }
+            if let Some(first) = added.get(&spec.id) {
+                problems.push(Problem {
+                    row,
+                    id: spec.id.clone(),
+                    field: "id".into(),
+                    problem: format!("duplicate id (also row {first})"),
+                });
+            }
+            if problems.len() > before {
+                added.entry(spec.id.clone()).or_insert(row);
                 continue;
             }
-            if props.expected_interval_s == 0 {
-                problems.push(format!("device {id}: expected_interval_s must be positive"));
-            }
-            if let Some(levels) = props.thresholds.alarm_levels_m
-                && !(levels.iter().all(|l| l.is_finite())
-                    && levels[0] < levels[1]
-                    && levels[1] < levels[2])
-            {
-                problems.push(format!(
-                    "device {id}: alarm_levels_m must be finite and strictly increasing"
-                ));
-            }
-            if props.kind == DeviceKind::RiverGauge && props.thresholds.alarm_levels_m.is_none() {
-                problems.push(format!(
-                    "device {id}: a river gauge needs thresholds.alarm_levels_m (BĐ1, BĐ2, BĐ3)"
-                ));
-            }
-            let area = match &props.area {
-                Some(a) if areas.get(a).is_none() => {
-                    problems.push(format!("device {id}: area {a} does not exist"));
-                    continue;
+            added.insert(spec.id.clone(), row);
+            let info = self.resolve(spec.clone());
+            let index = match existing {
+                Some(i) => {
+                    devices[i as usize] = info;
+                    i
                 }
-                Some(a) => areas.chain_of(a),
-                None => areas.chain_at(pos),
+                None => {
+                    devices.push(info);
+                    (devices.len() - 1) as DeviceIndex
+                }
             };
-            list.push(DeviceInfo {
-                id,
-                kind: props.kind,
-                name: props.name,
-                pos,
-                area,
-                expected_interval_s: props.expected_interval_s,
-                thresholds: props.thresholds,
-            });
-        }
-        let registry = Registry::indexed(list, areas);
-        let counted = registry.by_id.len();
-        if counted < registry.devices.len() {
-            let mut seen = std::collections::HashSet::new();
-            for d in &registry.devices {
-                if !seen.insert(d.id.as_str()) {
-                    problems.push(format!("device {}: duplicate id", d.id));
-                }
-            }
+            match spec.area {
+                Some(a) => overrides.insert(index, a),
+                None => overrides.remove(&index),
+            };
         }
         if !problems.is_empty() {
-            return Err(CatalogueError { problems });
+            return Err(problems);
         }
-        Ok(registry)
+        Ok(Registry::indexed(devices, overrides, self.areas.clone()))
+    }
+
+    /// The device a checked spec describes, its areas resolved.
+    fn resolve(&self, spec: DeviceSpec) -> DeviceInfo {
+        let site = spec.site().boxed();
+        let area = match &spec.area {
+            Some(a) => self.areas.chain_of(a),
+            None => self.areas.chain_at(spec.pos),
+        };
+        DeviceInfo {
+            id: spec.id,
+            kind: spec.kind,
+            name: spec.name,
+            pos: spec.pos,
+            area,
+            expected_interval_s: spec.expected_interval_s,
+            thresholds: spec.thresholds,
+            lifecycle: spec.lifecycle,
+            site,
+        }
+    }
+
+    /// The device at `index` as it would be registered again.
+    pub fn spec(&self, index: DeviceIndex) -> DeviceSpec {
+        let d = self.device(index);
+        let site = d.site.as_deref().cloned().unwrap_or_default();
+        DeviceSpec {
+            id: d.id.clone(),
+            kind: d.kind,
+            name: d.name.clone(),
+            pos: d.pos,
+            area: self.overrides.get(&index).cloned(),
+            expected_interval_s: d.expected_interval_s,
+            thresholds: d.thresholds.clone(),
+            lifecycle: d.lifecycle.clone(),
+            river: site.river,
+            road: site.road,
+            direction: site.direction,
+        }
     }
 
     /// The built-in Sơn La demo catalogue.
@@ -164,12 +372,16 @@ impl Registry {
             }
             devices.push(d);
         }
-        Arc::new(Registry::indexed(devices, areas))
+        Arc::new(Registry::indexed(devices, HashMap::new(), areas))
     }
 
     /// A registry of `devices` with its id index (a repeated id keeps its
     /// first device in the index).
-    fn indexed(devices: Vec<DeviceInfo>, areas: Areas) -> Registry {
+    fn indexed(
+        devices: Vec<DeviceInfo>,
+        overrides: HashMap<DeviceIndex, String>,
+        areas: Arc<Areas>,
+    ) -> Registry {
         let ids: Vec<Arc<str>> = devices.iter().map(|d| Arc::from(d.id.as_str())).collect();
         let mut by_id = HashMap::with_capacity_and_hasher(ids.len(), Default::default());
         for (i, id) in ids.iter().enumerate() {
@@ -179,6 +391,7 @@ impl Registry {
             devices,
             ids,
             by_id,
+            overrides,
             areas,
         }
     }
@@ -212,6 +425,87 @@ impl Registry {
     pub fn areas(&self) -> &Areas {
         &self.areas
     }
+
+    /// The administrative areas, shared.
+    pub fn shared_areas(&self) -> &Arc<Areas> {
+        &self.areas
+    }
+}
+
+impl Problem {
+    /// The line a catalogue file's error shows.
+    fn catalogue_line(&self) -> String {
+        if self.id.is_empty() {
+            format!("devices feature #{}: {}", self.row - 1, self.problem)
+        } else {
+            format!("device {}: {}: {}", self.id, self.field, self.problem)
+        }
+    }
+}
+
+/// Devices read from a file: each with its row or feature (from 1), and
+/// every problem of one that does not describe a device.
+pub type Read = (Vec<(usize, DeviceSpec)>, Vec<Problem>);
+
+/// The devices of a GeoJSON FeatureCollection, each with its feature's
+/// place (from 1), and a problem for each feature that does not describe
+/// one. Fails when the text is not a FeatureCollection.
+pub fn specs_from_geojson(text: &str) -> Result<Read, CatalogueError> {
+    let collection = crate::collection(text, "devices")?;
+    let mut specs = Vec::with_capacity(collection.features.len());
+    let mut problems = Vec::new();
+    for (n, feature) in collection.features.into_iter().enumerate() {
+        let row = n + 1;
+        let bad = |field: &str, problem: String, id: &str| Problem {
+            row,
+            id: id.into(),
+            field: field.into(),
+            problem,
+        };
+        let Some(props) = feature.properties else {
+            problems.push(bad("properties", "missing".into(), ""));
+            continue;
+        };
+        let id = props
+            .get("id")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let props =
+            match serde_json::from_value::<DeviceProperties>(serde_json::Value::Object(props)) {
+                Ok(p) => p,
+                Err(e) => {
+                    problems.push(bad("properties", e.to_string(), &id));
+                    continue;
+                }
+            };
+        let pos = match feature.geometry.map(|g| g.value) {
+            Some(geojson::GeometryValue::Point { coordinates }) if coordinates.len() >= 2 => {
+                [coordinates[0], coordinates[1]]
+            }
+            _ => {
+                problems.push(bad("geometry", "must be a Point".into(), &id));
+                continue;
+            }
+        };
+        specs.push((
+            row,
+            DeviceSpec {
+                id: props.id,
+                kind: props.kind,
+                name: props.name,
+                pos,
+                area: props.area,
+                expected_interval_s: props.expected_interval_s,
+                thresholds: props.thresholds,
+                lifecycle: props.lifecycle,
+                river: props.river,
+                road: props.road,
+                direction: props.direction,
+            },
+        ));
+    }
+    Ok((specs, problems))
 }
 
 #[cfg(test)]
@@ -264,12 +558,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         for needle in [
-            "device g: a river gauge needs",
-            "device h: alarm_levels_m",
-            "feature #2",
+            "device g: thresholds.alarm_levels_m: a river gauge needs",
+            "device h: thresholds.alarm_levels_m",
+            "device t: properties: unknown variant `toaster`",
             "device r: pos",
-            "device r2: area atlantis",
-            "device ok: duplicate id",
+            "device r2: area: no area \"atlantis\"",
+            "device ok: id: duplicate id",
         ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ioc_devices::Registry;
+use ioc_devices::{Registry, RegistryCell};
 use ioc_processing::Reading;
 use ioc_schemas::envelope::{Limits, decode};
 use ioc_schemas::{
@@ -17,7 +17,8 @@ pub const POSITION_MARGIN_DEG: f64 = 0.5;
 /// Decodes and validates telemetry against the registry.
 #[derive(Clone, Debug)]
 pub struct Decoder {
-    registry: Arc<Registry>,
+    /// The registry in force (read per message; changes apply at once).
+    registry: Arc<RegistryCell>,
     limits: Limits,
     /// The catalogue's bounding box widened by [`POSITION_MARGIN_DEG`].
     bounds: Option<([f64; 2], [f64; 2])>,
@@ -65,7 +66,13 @@ pub fn parse_status(payload: &[u8]) -> Result<Option<PresenceStatus>, Rejection>
 impl Decoder {
     /// A decoder for this registry and these limits.
     pub fn new(registry: Arc<Registry>, limits: Limits) -> Self {
-        let bounds = registry.areas().bounds().map(|(lo, hi)| {
+        Self::live(Arc::new(RegistryCell::new(registry)), limits)
+    }
+
+    /// A decoder for the registry in force in `registry`, whenever it
+    /// changes (the areas, and so the bounds, stay those of the first).
+    pub fn live(registry: Arc<RegistryCell>, limits: Limits) -> Self {
+        let bounds = registry.current().areas().bounds().map(|(lo, hi)| {
             let m = POSITION_MARGIN_DEG;
             ([lo[0] - m, lo[1] - m], [hi[0] + m, hi[1] + m])
         });
@@ -94,14 +101,22 @@ impl Decoder {
             None => None,
         };
         let envelope = decode(payload, &self.limits, now)?;
-        let Some(index) = self.registry.lookup(&envelope.device) else {
+        let registry = self.registry.read();
+        let Some(index) = registry.lookup(&envelope.device) else {
             return Err(Rejection::new(
                 RejectReason::UnknownDevice,
                 format!("device {:?} is not in the registry", envelope.device),
             )
             .at("/device"));
         };
-        let device = self.registry.device(index);
+        let device = registry.device(index);
+        if device.lifecycle.is_retired() {
+            return Err(Rejection::new(
+                RejectReason::RetiredDevice,
+                format!("device {:?} is retired", envelope.device),
+            )
+            .at("/device"));
+        }
         if let Some((kind, id)) = from_topic {
             if id != envelope.device {
                 return Err(Rejection::new(
@@ -157,13 +172,15 @@ impl Decoder {
                 format!("{topic:?} is not a status topic ioc/v1/{{kind}}/{{device}}/status"),
             ));
         };
-        let Some(index) = self.registry.lookup(id) else {
+        let registry = self.registry.read();
+        let Some(index) = registry.lookup(id) else {
             return Err(Rejection::new(
                 RejectReason::UnknownDevice,
                 format!("device {id:?} is not in the registry"),
             ));
         };
-        check_topic_kind(kind, self.registry.device(index).kind)?;
+        check_topic_kind(kind, registry.device(index).kind)?;
+        drop(registry);
         if payload.len() > 64 {
             return Err(Rejection::new(
                 RejectReason::Oversized,

@@ -22,20 +22,29 @@ use ioc_schemas::Timestamp;
 #[derive(Debug)]
 pub struct SeqWindows {
     windows: Vec<Mutex<SeqWindow>>,
+    /// Devices registered since the start, beyond `windows`.
+    added: Mutex<std::collections::HashMap<DeviceIndex, SeqWindow>>,
 }
 
 impl SeqWindows {
-    /// Windows for `devices` registered devices.
+    /// Windows for `devices` registered devices (and any added later).
     pub fn new(devices: usize) -> Self {
         SeqWindows {
             windows: (0..devices).map(|_| Mutex::default()).collect(),
+            added: Mutex::default(),
         }
     }
 
     /// Records the reading; `false` when it is a duplicate.
     pub fn first_time(&self, device: DeviceIndex, seq: u64, ts: Timestamp) -> bool {
         let Some(slot) = self.windows.get(device as usize) else {
-            return true;
+            return self
+                .added
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(device)
+                .or_default()
+                .first_time(seq, ts.millis());
         };
         slot.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

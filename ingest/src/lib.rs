@@ -26,6 +26,7 @@ pub mod kafka;
 pub mod mqtt;
 pub mod pipeline;
 pub mod stats;
+pub mod unregistered;
 
 pub use deadletter::{DeadLetter, DeadLetters, Origin};
 pub use decode::Decoder;

@@ -35,6 +35,9 @@ pub struct Ingestor {
     stats: Arc<IngestStats>,
     presence: Option<flume::Sender<Vec<EngineOutput>>>,
     timeseries: Option<ioc_timeseries::Input>,
+    /// Devices refused as not registered, for adoption.
+    unregistered: Arc<crate::unregistered::Unregistered>,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for Ingestor {
@@ -52,9 +55,24 @@ impl Ingestor {
         dead_letters: DeadLetters,
         stats: Arc<IngestStats>,
     ) -> Self {
+        let cell = Arc::new(ioc_devices::RegistryCell::new(registry));
+        Self::live(cell, limits, engine, dead_letters, stats)
+    }
+
+    /// An ingestor over the registry in force in `registry`, whenever it
+    /// changes, feeding `engine`.
+    pub fn live(
+        registry: Arc<ioc_devices::RegistryCell>,
+        limits: Limits,
+        engine: EngineInput,
+        dead_letters: DeadLetters,
+        stats: Arc<IngestStats>,
+    ) -> Self {
         Ingestor {
-            seen: Arc::new(SeqWindows::new(registry.devices().len())),
-            decoder: Decoder::new(registry, limits),
+            seen: Arc::new(SeqWindows::new(registry.current().devices().len())),
+            decoder: Decoder::live(registry, limits.clone()),
+            unregistered: Arc::default(),
+            limits,
             engine,
             dead_letters,
             stats,
@@ -160,10 +178,49 @@ impl Ingestor {
         let now = Timestamp::now();
         check(now).map_err(|rejection| {
             self.stats.rejected(source, &rejection);
+            if rejection.reason == RejectReason::UnknownDevice
+                && let Ok(e) = ioc_schemas::envelope::decode(payload, &self.limits, now)
+            {
+                self.unregistered
+                    .note(origin, &e.device, e.pos, payload, now);
+            }
             debug!(?origin, %rejection, "rejected message");
             let letter = DeadLetter::new(origin, rejection.clone(), payload, now);
             Box::new((rejection, letter))
         })
+    }
+
+    /// The devices refused as not registered since the start.
+    pub fn unregistered(&self) -> &Arc<crate::unregistered::Unregistered> {
+        &self.unregistered
+    }
+
+    /// Submits again the kept messages of a device just registered (see
+    /// [`crate::unregistered`]): each as it came (an MQTT message with its
+    /// topic; others as lines from client `adoption`). The counts of
+    /// accepted messages and of rejections by reason.
+    pub async fn replay_adopted(
+        &self,
+        id: &str,
+    ) -> Result<(u64, std::collections::BTreeMap<&'static str, u64>), Closed> {
+        let mut accepted = 0;
+        let mut rejected = std::collections::BTreeMap::new();
+        let scope = [id.to_owned()];
+        for (n, kept) in self.unregistered.take(id).into_iter().enumerate() {
+            let origin = match &kept.topic {
+                Some(topic) => Origin::Mqtt { topic },
+                None => Origin::Http {
+                    client: "adoption",
+                    line: n + 1,
+                    scope: &scope,
+                },
+            };
+            match self.submit(origin, &kept.payload).await? {
+                Ok(_) => accepted += 1,
+                Err(r) => *rejected.entry(r.reason.code()).or_default() += 1,
+            }
+        }
+        Ok((accepted, rejected))
     }
 
     /// Rewrites a reading replayed from the engine's journal to the time

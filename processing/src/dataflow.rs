@@ -219,11 +219,10 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Item<Reading>> {
         let (worker, peers) = (self.scope().index(), self.scope().peers());
         let durable = shared.durable.is_some();
         let mut builder = OperatorBuilder::new("DeviceState".to_owned(), self.scope());
-        let parts = shared.partitions.clone();
         let mut input = builder.new_input(
             self,
             Exchange::new(move |i: &Item<Reading>| match i {
-                Item::Data(r) => u64::from(parts[r.device as usize]),
+                Item::Data(r) => u64::from(crate::durable::partition_of(&r.envelope.device)),
                 Item::Mark { to, .. } => u64::from(*to),
             }),
         );
@@ -240,6 +239,7 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Item<Reading>> {
                 let mut out = Vec::new();
                 let mut geo: Vec<GeoItem> = Vec::new();
                 let mut rules_seen = 0u64;
+                let mut registry_seen = shared.registry.generation();
                 let mut late_seen = 0u64;
                 let mut size_seen = 0u64;
                 let mut rules = shared.rules.current();
@@ -262,13 +262,19 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Item<Reading>> {
                         }
                         frozen = None;
                     }
+                    // The registry before the rules: rules compiled for a
+                    // new registry are put in force first.
+                    if let Some(new) = shared.registry.changed_since(&mut registry_seen) {
+                        table.set_registry(new, &mut out);
+                    }
                     if let Some(new) = shared.rules.changed_since(&mut rules_seen) {
                         rules = new.clone();
                         positions = wants_positions(&rules);
                         zone_rules = rules.rules.iter().any(|r| r.logic.feeds_zones());
                         table.set_rules(new, &mut out);
                     }
-                    let registry = &shared.registry;
+                    table.rejudge(&mut out);
+                    let registry = table.registry().clone();
                     let mut in_order = 0u64;
                     input.for_each(|cap, data| {
                         for item in data.iter() {
@@ -285,7 +291,7 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Item<Reading>> {
                                     in_order += u64::from(outcome == Outcome::Next);
                                     if positions {
                                         let next = outcome == Outcome::Next;
-                                        geo.extend(position_item(reading, registry, next));
+                                        geo.extend(position_item(reading, &registry, next));
                                     }
                                 }
                                 Outcome::Duplicate => {
@@ -350,7 +356,7 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Item<Reading>> {
                     let running = table.take_running_rain();
                     if zone_rules && (!out.is_empty() || !running.is_empty()) {
                         let bucket = table.rain_bucket_ms();
-                        rain_items(&out, &running, bucket, &rules, &shared.zones, registry, &mut geo);
+                        rain_items(&out, &running, bucket, &rules, &shared.zones, &registry, &mut geo);
                     }
                     if let Some(caps) = timer.as_mut() {
                         if !out.is_empty() {
@@ -410,7 +416,8 @@ impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, Item<GeoItem>> {
         let durable = shared.durable.is_some();
         self.unary_frontier(Exchange::new(key), "Geo", move |capability, _| {
             let mut timer = Some(capability);
-            let mut state = GeoState::new(shared.registry.clone());
+            let mut state = GeoState::new(shared.registry.current());
+            let mut registry_seen = shared.registry.generation();
             // Items until the frontier passes their event time, kept in
             // `apply`'s order (event time, subject, source).
             let mut pending: ReorderBuffer<GeoItem> = ReorderBuffer::default();
@@ -441,6 +448,9 @@ impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, Item<GeoItem>> {
                 }
             }
             move |(input, frontier), output| {
+                if let Some(new) = shared.registry.changed_since(&mut registry_seen) {
+                    state.set_registry(new);
+                }
                 let rules = shared.rules.current();
                 let zones = shared.zones.current();
                 let mut complete = None;
@@ -597,7 +607,7 @@ pub(crate) fn run_worker(
     };
     let probe = ProbeHandle::new();
     let table = DeviceTable::new(
-        shared.registry.clone(),
+        shared.registry.current(),
         shared.rules.current(),
         shared.table,
         worker.index(),

@@ -124,6 +124,10 @@ struct Slot {
     /// Rule states, keyed by the rule's position in the rules.
     states: States<u16>,
     windows: Option<Windows>,
+    /// The latest sample the rules judged, for devices with registry
+    /// levels: judged again when the registry changes them. Not in
+    /// checkpoints (after a restart, the next reading is judged first).
+    last: Option<Box<Sample>>,
 }
 
 impl Slot {
@@ -132,6 +136,10 @@ impl Slot {
         std::mem::size_of::<Slot>()
             + self.states.heap_bytes()
             + self.windows.as_ref().map_or(0, Windows::bytes)
+            + self
+                .last
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<Sample>())
     }
 }
 
@@ -187,6 +195,11 @@ pub struct DeviceTable {
     pub late_for_rules: u64,
     /// The state's size at the last staleness scan.
     pub size: StateSize,
+    /// This worker and how many there are.
+    worker: usize,
+    peers: usize,
+    /// Devices whose registry levels changed, to judge again.
+    rejudge: Vec<DeviceIndex>,
 }
 
 impl DeviceTable {
@@ -224,6 +237,83 @@ impl DeviceTable {
             last_scan: 0,
             late_for_rules: 0,
             size: StateSize::default(),
+            worker,
+            peers,
+            rejudge: Vec::new(),
+        }
+    }
+
+    /// The registry in force here.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Replaces the registry with a later one (the same devices at the same
+    /// indices, maybe changed, and maybe more): new devices this worker
+    /// owns get a slot, and a device whose registry levels changed is
+    /// noted for [`DeviceTable::rejudge`], once the rules compiled for the
+    /// new registry (which hold the levels) are in force too.
+    pub fn set_registry(&mut self, registry: Arc<Registry>, out: &mut Vec<EngineOutput>) {
+        self.apply_ready(out);
+        let old = std::mem::replace(&mut self.registry, registry);
+        let count = self.registry.devices().len();
+        if count > self.local.len() {
+            let first = self.local.len() as DeviceIndex;
+            self.local.resize(count, u32::MAX);
+            for d in first..count as DeviceIndex {
+                if owner_of(&self.registry, d, self.peers) == self.worker {
+                    self.local[d as usize] = self.slots.len() as u32;
+                    self.slots.push(Slot::default());
+                    self.owned.push(d);
+                }
+            }
+        }
+        for &index in &self.owned {
+            if let Some(before) = old.devices().get(index as usize)
+                && before.thresholds != self.registry.device(index).thresholds
+            {
+                self.rejudge.push(index);
+            }
+        }
+    }
+
+    /// Judges the latest sample of each device whose registry levels
+    /// changed again, by the rules that use them, as a new reading at that
+    /// value would be, so that its open alert follows the new levels.
+    pub fn rejudge(&mut self, out: &mut Vec<EngineOutput>) {
+        if self.rejudge.is_empty() {
+            return;
+        }
+        let rules = self.rules.clone();
+        for index in std::mem::take(&mut self.rejudge) {
+            let Some(slot) = slot_of(&mut self.slots, &self.local, index) else {
+                continue;
+            };
+            let device = self.registry.device(index);
+            let Some(s) = slot.last.as_deref() else {
+                continue;
+            };
+            if muted(&rules, device, index, s.ts) {
+                continue;
+            }
+            let cx = DeviceCx {
+                rules: &rules,
+                registry: &self.registry,
+                index,
+                device,
+            };
+            let mut alarm = 0;
+            for rule in rules.for_device(index, device) {
+                if rule.logic.judges_registry_levels()
+                    && let Some(a) = rule.logic.on_sample(rule, &mut slot.states, &cx, s)
+                {
+                    out.push(EngineOutput::alert(a));
+                }
+                if rule.logic.sets_device_alarm() {
+                    alarm = alarm.max(slot.states.level(rule));
+                }
+            }
+            slot.alarm = alarm;
         }
     }
 
@@ -304,7 +394,7 @@ impl DeviceTable {
                 reading: e.body.clone(),
                 alarm_level: (slot.alarm > 0).then_some(slot.alarm),
             }));
-            if let Some(since) = previous.filter(|&p| !self.rules.in_maintenance(index, p)) {
+            if let Some(since) = previous.filter(|&p| !muted(&self.rules, device, index, p)) {
                 let cx = DeviceCx {
                     rules: &self.rules,
                     registry: &self.registry,
@@ -340,7 +430,7 @@ impl DeviceTable {
             if let Some(plate) = c
                 .plate
                 .as_deref()
-                .filter(|_| !self.rules.in_maintenance(index, ts))
+                .filter(|_| !muted(&self.rules, device, index, ts))
             {
                 let cx = DeviceCx {
                     rules: &self.rules,
@@ -452,7 +542,13 @@ impl DeviceTable {
             return;
         }
         slot.ruled_ts = s.ts;
-        if rules.in_maintenance(s.device, s.ts) {
+        if device.kind.has_registry_levels() {
+            match &mut slot.last {
+                Some(last) => **last = s.clone(),
+                None => slot.last = Some(Box::new(s.clone())),
+            }
+        }
+        if muted(rules, device, s.device, s.ts) {
             return;
         }
         let cx = DeviceCx {
@@ -532,7 +628,7 @@ impl DeviceTable {
                         interval,
                         &mut windows,
                     );
-                    let mut totals = if rules.in_maintenance(index, frontier) {
+                    let mut totals = if muted(&rules, device, index, frontier) {
                         Vec::new()
                     } else {
                         closed
@@ -630,6 +726,12 @@ fn running_totals(ts: i64, totals: [f64; 4]) -> [RainTotal; 4] {
 fn slot_of<'a>(slots: &'a mut [Slot], local: &[u32], index: DeviceIndex) -> Option<&'a mut Slot> {
     let i = *local.get(index as usize)?;
     slots.get_mut(i as usize)
+}
+
+/// Whether a device's alerts are muted at event time `ts` (see
+/// [`DeviceCx::muted`]).
+fn muted(rules: &RuleSet, device: &ioc_schemas::DeviceInfo, index: DeviceIndex, ts: i64) -> bool {
+    device.muted_at(ts) || rules.in_maintenance(index, ts)
 }
 
 /// The worker of `peers` that owns a device: its partition's.

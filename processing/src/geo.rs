@@ -295,6 +295,11 @@ impl GeoState {
         }
     }
 
+    /// Replaces the registry with a later one (devices keep their indices).
+    pub fn set_registry(&mut self, registry: Arc<Registry>) {
+        self.registry = registry;
+    }
+
     /// Everything this worker holds, by partition (subjects with their
     /// pending dwell checks, zones, and `pending`'s items waiting for the
     /// frontier); and its progress.

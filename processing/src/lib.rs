@@ -46,7 +46,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
 
-use ioc_devices::Registry;
+use ioc_devices::{Registry, RegistryCell};
 use ioc_schemas::{EngineOutput, Timestamp};
 use timely::WorkerConfig;
 
@@ -189,9 +189,8 @@ pub struct Shared {
     /// through the channel of the worker that owns the device, so they keep
     /// their arrival order and the exchange stays local.
     rxs: Vec<flume::Receiver<Input>>,
-    /// Each device's key partition (its owner is `partition % workers`).
-    partitions: Arc<Vec<u16>>,
-    registry: Arc<Registry>,
+    /// The registry in force (workers pick a new one up at their next step).
+    registry: Arc<RegistryCell>,
     rules: Arc<RulesCell>,
     zones: Arc<ZonesCell>,
     table: TableConfig,
@@ -341,17 +340,11 @@ pub struct EngineInput {
 }
 
 impl EngineInput {
-    /// The worker that owns a device: its partition's. Matches the
-    /// dataflow's `Exchange` routing (`partition % peers`), so readings
+    /// The worker that owns a reading's device: its partition's. Matches
+    /// the dataflow's `Exchange` routing (`partition % peers`), so readings
     /// never change worker inside the dataflow.
-    fn owner(&self, device: ioc_devices::DeviceIndex) -> usize {
-        let p = self
-            .shared
-            .partitions
-            .get(device as usize)
-            .copied()
-            .unwrap_or(0);
-        usize::from(p) % self.txs.len()
+    fn owner(&self, reading: &Reading) -> usize {
+        usize::from(durable::partition_of(&reading.envelope.device)) % self.txs.len()
     }
 
     /// The input for worker `w`, its receipt, and what marks its ticket
@@ -373,7 +366,7 @@ impl EngineInput {
     /// resolves once the journal holds the reading (at once without one):
     /// acknowledge the source then.
     pub async fn send(&self, reading: Reading) -> Result<Receipt, Closed> {
-        let w = self.owner(reading.device);
+        let w = self.owner(&reading);
         let (input, receipt, unsent) = self.input(w, reading);
         self.txs[w].send_async(input).await.map_err(|_| Closed)?;
         unsent.sent();
@@ -392,7 +385,7 @@ impl EngineInput {
     /// or from a replayable log (Kafka) whose position the checkpoint
     /// keeps through a [`LogSource`]. Blocks while the engine is full.
     pub fn send_unjournaled_blocking(&self, reading: Reading) -> Result<(), Closed> {
-        let w = self.owner(reading.device);
+        let w = self.owner(&reading);
         let input = Input {
             reading,
             ticket: None,
@@ -433,7 +426,7 @@ impl EngineInput {
         let mut sent = vec![false; self.txs.len()];
         let mut receipts = Vec::new();
         for reading in readings {
-            let w = self.owner(reading.device);
+            let w = self.owner(&reading);
             let (input, receipt, unsent) = self.input(w, reading);
             if self.txs[w].is_full() {
                 // About to wait for the worker: make sure it is awake.
@@ -453,7 +446,7 @@ impl EngineInput {
     /// Sends a reading from synchronous code, blocking while the engine is
     /// full. See [`EngineInput::send`] for the receipt.
     pub fn send_blocking(&self, reading: Reading) -> Result<Receipt, Closed> {
-        let w = self.owner(reading.device);
+        let w = self.owner(&reading);
         let (input, receipt, unsent) = self.input(w, reading);
         self.txs[w].send(input).map_err(|_| Closed)?;
         unsent.sent();
@@ -636,6 +629,19 @@ impl Engine {
         registry: Arc<Registry>,
         output: flume::Sender<Vec<EngineOutput>>,
     ) -> Result<(Engine, EngineInput), EngineError> {
+        Self::start_live(config, Arc::new(RegistryCell::new(registry)), output)
+    }
+
+    /// Starts the workers with a registry that may change while they run:
+    /// each picks a new one up at its next step, before the rules (so
+    /// replace the rules compiled for a new registry first, then the
+    /// registry). Devices keep their indices across changes.
+    pub fn start_live(
+        config: &EngineConfig,
+        cell: Arc<RegistryCell>,
+        output: flume::Sender<Vec<EngineOutput>>,
+    ) -> Result<(Engine, EngineInput), EngineError> {
+        let registry = cell.current();
         let begun = std::time::Instant::now();
         let workers = config.workers.max(1);
         if usize::from(durable::PARTITIONS) < workers {
@@ -670,9 +676,6 @@ impl Engine {
             .zones
             .clone()
             .unwrap_or_else(|| Arc::new(ZonesCell::new(Arc::default())));
-        let partitions: Vec<u16> = (0..registry.devices().len())
-            .map(|i| durable::partition_of(registry.shared_id(i as ioc_devices::DeviceIndex)))
-            .collect();
         let listening_since_ms = prepared
             .as_ref()
             .and_then(|p| p.listening_since_ms)
@@ -686,8 +689,7 @@ impl Engine {
             .unwrap_or_default();
         let shared = Arc::new(Shared {
             rxs,
-            partitions: Arc::new(partitions),
-            registry,
+            registry: cell,
             rules: rules.clone(),
             zones: zones.clone(),
             table: TableConfig {
@@ -796,7 +798,7 @@ impl Engine {
             checkpoint: self.restored,
             ..Recovered::default()
         };
-        let registry = self.shared.registry.clone();
+        let registry = self.shared.registry.current();
         for s in std::mem::take(&mut self.replay) {
             let mut closed = false;
             let read = journal::read(&s.path, |entry| {
@@ -838,6 +840,12 @@ impl Engine {
             );
         }
         Ok(done)
+    }
+
+    /// The registry in force, to replace it while the engine runs (see
+    /// [`Engine::start_live`] for the order).
+    pub fn registry(&self) -> Arc<RegistryCell> {
+        self.shared.registry.clone()
     }
 
     /// The rules in force, to replace them while the engine runs.

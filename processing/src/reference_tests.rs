@@ -156,7 +156,7 @@ fn run_operators(
         };
         let shared = Arc::new(Shared {
             rxs: Vec::new(),
-            registry: registry.clone(),
+            registry: Arc::new(ioc_devices::RegistryCell::new(registry.clone())),
             rules: Arc::new(RulesCell::new(rules.clone())),
             zones,
             table: config,
@@ -164,11 +164,6 @@ fn run_operators(
             lateness_ms: 3_600_000,
             threads: Vec::new(),
             stats: counters.clone(),
-            partitions: Arc::new(
-                (0..registry.devices().len())
-                    .map(|i| crate::durable::partition_of(registry.shared_id(i as u32)))
-                    .collect(),
-            ),
             control: crate::durable::Control::default(),
             durable: None,
             restore: Vec::new(),

@@ -444,3 +444,117 @@ fn a_checkpoint_of_the_first_format_still_restores() {
     ));
     assert_eq!(alerts_and_windows(outputs), whole);
 }
+
+/// The registry changes while the engine runs: a gauge added is judged
+/// from its first reading, lowering its BĐ3 under the water raises its
+/// open alert to BĐ3 without a reading, and maintenance mutes it; every
+/// other device keeps its state.
+#[test]
+fn registry_changes_reach_the_workers_without_a_restart() {
+    let registry = Registry::sonla_demo();
+    let cell = Arc::new(RegistryCell::new(registry.clone()));
+    let compile =
+        |r: &Registry| Arc::new(RuleSet::parse(BUILTIN_RULES, r, &|_| Err("none".into())).unwrap());
+    let rules = compile(&registry);
+    let config = EngineConfig {
+        rules: Some(rules),
+        ..EngineConfig::default()
+    };
+    let (out_tx, out_rx) = flume::unbounded();
+    let (engine, input) = Engine::start_live(&config, cell.clone(), out_tx).unwrap();
+    let rules_cell = engine.rules();
+    let change = |r: &Registry, spec: ioc_schemas::DeviceSpec| {
+        let next = Arc::new(r.with(vec![spec]).unwrap());
+        rules_cell.replace(compile(&next));
+        cell.replace(next.clone());
+        next
+    };
+    let mut gauge = ioc_schemas::DeviceSpec {
+        id: "river-new".into(),
+        kind: ioc_schemas::DeviceKind::RiverGauge,
+        name: "Trạm mới".into(),
+        pos: [103.91, 21.32],
+        area: None,
+        expected_interval_s: 600,
+        thresholds: ioc_schemas::Thresholds {
+            alarm_levels_m: Some([3.0, 4.0, 5.0]),
+            ..Default::default()
+        },
+        lifecycle: ioc_schemas::Lifecycle::Active,
+        river: None,
+        road: None,
+        direction: None,
+    };
+    let now = cell.current();
+    let other = now
+        .devices()
+        .iter()
+        .find(|d| d.thresholds.alarm_levels_m.is_some())
+        .unwrap()
+        .clone();
+    let t0 = Timestamp::now().millis() - 60_000;
+    let send = |r: &Registry, id: &str, ts: i64, seq: u64, m: f64| {
+        input.send_blocking(water_level(r, id, ts, seq, m)).unwrap();
+    };
+    let levels = other.thresholds.alarm_levels_m.unwrap();
+    send(&now, &other.id, t0, 1, levels[0] + 0.05);
+    let now = change(&now, gauge.clone());
+    assert_eq!(now.devices().len(), registry.devices().len() + 1);
+    send(&now, "river-new", t0, 1, 4.5);
+    let wait_for = |what: &str, test: &dyn Fn(&ioc_schemas::Alert) -> bool| -> ioc_schemas::Alert {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let batch = out_rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {what}"));
+            for o in batch {
+                if let EngineOutput::Alert(a) = o
+                    && test(&a)
+                {
+                    return *a;
+                }
+            }
+        }
+    };
+    let opened = wait_for("BĐ2 alert for the new gauge", &|a| {
+        a.subject == "river-new" && a.level == 2
+    });
+    assert_eq!(opened.status, AlertStatus::Open);
+    // BĐ3 lowered under the water: the open alert follows, with no reading.
+    gauge.thresholds.alarm_levels_m = Some([3.0, 4.0, 4.4]);
+    let now = change(&now, gauge.clone());
+    let raised = wait_for("the alert at BĐ3", &|a| {
+        a.subject == "river-new" && a.level == 3
+    });
+    assert_eq!(raised.id, opened.id);
+    // Raised back above the water (past the hysteresis): back to BĐ2.
+    gauge.thresholds.alarm_levels_m = Some([3.0, 4.0, 6.0]);
+    let now = change(&now, gauge.clone());
+    let lowered = wait_for("the alert back at BĐ2", &|a| {
+        a.subject == "river-new" && a.level == 2
+    });
+    assert_eq!(lowered.id, opened.id);
+    // In maintenance: a reading far above BĐ3 raises nothing.
+    gauge.lifecycle = ioc_schemas::Lifecycle::Maintenance {
+        until: None,
+        reason: "hiệu chuẩn".into(),
+    };
+    let now = change(&now, gauge.clone());
+    send(&now, "river-new", t0 + 1000, 2, 9.0);
+    // The other gauge kept its state: its next reading resolves its alert.
+    send(&now, &other.id, t0 + 1000, 2, levels[0] - 1.0);
+    let resolved = wait_for("the other gauge's alert resolved", &|a| {
+        a.subject == other.id && a.status == AlertStatus::Resolved
+    });
+    assert_eq!(resolved.level, 0);
+    drop(input);
+    engine.join().unwrap();
+    let rest: Vec<_> = out_rx.drain().flatten().collect();
+    assert!(
+        !rest
+            .iter()
+            .any(|o| matches!(o, EngineOutput::Alert(a) if a.subject == "river-new")),
+        "an alert while in maintenance: {rest:?}"
+    );
+}

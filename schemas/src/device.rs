@@ -47,6 +47,12 @@ impl DeviceKind {
         }
     }
 
+    /// Whether devices of this kind have levels in the registry
+    /// (river gauges' BĐ levels, reservoirs' levels).
+    pub fn has_registry_levels(self) -> bool {
+        matches!(self, DeviceKind::RiverGauge | DeviceKind::Reservoir)
+    }
+
     /// Parses the snake_case name.
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == text)
@@ -157,6 +163,145 @@ pub struct DeviceInfo {
     /// Thresholds for rules.
     #[serde(default)]
     pub thresholds: Thresholds,
+    /// Where the device is in its life: active, in maintenance, retired.
+    #[serde(default, skip_serializing_if = "Lifecycle::is_active")]
+    pub lifecycle: Lifecycle,
+    /// What it watches: its river, road and direction, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<Box<Site>>,
+}
+
+impl DeviceInfo {
+    /// Whether the device's alerts and staleness are muted at event time
+    /// `ts` (in maintenance then, or retired).
+    pub fn muted_at(&self, ts: i64) -> bool {
+        match &self.lifecycle {
+            Lifecycle::Active => false,
+            Lifecycle::Maintenance { until, .. } => until.is_none_or(|u| ts < u.millis()),
+            Lifecycle::Retired { .. } => true,
+        }
+    }
+}
+
+/// Where a device is in its life.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Lifecycle {
+    /// Reporting and watched.
+    #[default]
+    Active,
+    /// Being worked on: its readings are taken and shown, but its rules
+    /// raise nothing and it is not reported silent, until `until` (event
+    /// time; without it, until it is put back in service).
+    Maintenance {
+        /// When the maintenance ends.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<Timestamp>,
+        /// Why, for the operators.
+        #[serde(default)]
+        reason: String,
+    },
+    /// Out of service for good: its readings are refused (`retired`); its
+    /// history and alerts are kept.
+    Retired {
+        /// When it was retired.
+        at: Timestamp,
+        /// Why.
+        #[serde(default)]
+        reason: String,
+    },
+}
+
+impl Lifecycle {
+    /// Whether it is [`Lifecycle::Active`].
+    pub fn is_active(&self) -> bool {
+        matches!(self, Lifecycle::Active)
+    }
+
+    /// Whether it is [`Lifecycle::Retired`].
+    pub fn is_retired(&self) -> bool {
+        matches!(self, Lifecycle::Retired { .. })
+    }
+
+    /// `active`, `maintenance` or `retired`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Lifecycle::Active => "active",
+            Lifecycle::Maintenance { .. } => "maintenance",
+            Lifecycle::Retired { .. } => "retired",
+        }
+    }
+}
+
+/// What a device watches, when known (descriptive: shown and exported,
+/// not used by the rules).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// The river (gauges, reservoirs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub river: Option<String>,
+    /// The road (traffic counters, cameras).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub road: Option<String>,
+    /// The direction of traffic counted, e.g. `Hà Nội → Điện Biên`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+}
+
+impl Site {
+    /// `None` when nothing is known.
+    pub fn boxed(self) -> Option<Box<Site>> {
+        (self != Site::default()).then(|| Box::new(self))
+    }
+}
+
+/// A device as an operator registers it: [`DeviceInfo`] with the area as
+/// an optional override (found from the position otherwise).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSpec {
+    /// Device id: letters, digits, `-`, `_`, `.`, `~`, at most 128.
+    pub id: String,
+    /// Device kind.
+    pub kind: DeviceKind,
+    /// Human name.
+    pub name: String,
+    /// Position `[lon, lat]`, degrees WGS 84.
+    pub pos: [f64; 2],
+    /// The smallest administrative area's id, when the position's own is
+    /// not the right one (a gauge on a border river).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub area: Option<String>,
+    /// How often it is expected to report, seconds (at least 1).
+    pub expected_interval_s: u32,
+    /// Thresholds: `alarm_levels_m` (BĐ1–BĐ3) for river gauges,
+    /// `normal_level_m` and `flood_control_level_m` for reservoirs.
+    #[serde(default)]
+    pub thresholds: Thresholds,
+    /// Active (default), in maintenance or retired.
+    #[serde(default, skip_serializing_if = "Lifecycle::is_active")]
+    pub lifecycle: Lifecycle,
+    /// The river it watches (gauges, reservoirs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub river: Option<String>,
+    /// The road it watches (traffic counters, cameras).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub road: Option<String>,
+    /// The direction of traffic counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+}
+
+impl DeviceSpec {
+    /// The river, road and direction.
+    pub fn site(&self) -> Site {
+        Site {
+            river: self.river.clone(),
+            road: self.road.clone(),
+            direction: self.direction.clone(),
+        }
+    }
 }
 
 /// The latest reading of a device, as the engine last saw it.

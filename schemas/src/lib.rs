@@ -35,8 +35,8 @@ pub use alert::{
     Alert, AlertAction, AlertChange, AlertDetail, AlertStatus, Evidence, Handling, Severity,
 };
 pub use device::{
-    AreaLevel, AreaRef, DeviceInfo, DeviceKind, DeviceState, DeviceView, Presence, PresenceChange,
-    PresenceStatus, Thresholds,
+    AreaLevel, AreaRef, DeviceInfo, DeviceKind, DeviceSpec, DeviceState, DeviceView, Lifecycle,
+    Presence, PresenceChange, PresenceStatus, Site, Thresholds,
 };
 pub use envelope::{
     Body, Camera, CameraEvent, Envelope, EnvelopeV1, Field, Hydrology, Limits, Traffic,

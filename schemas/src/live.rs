@@ -59,6 +59,11 @@ pub enum LiveMessage {
     Delta {
         /// Sequence number of this message.
         seq: u64,
+        /// Devices registered, changed, put in maintenance or retired since
+        /// the previous message: their whole view. Before `devices`, so a
+        /// new device's first state finds it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        registry: Vec<crate::DeviceView>,
         /// Devices whose state changed (latest state only).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         devices: Vec<DeviceState>,

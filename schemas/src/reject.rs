@@ -55,11 +55,13 @@ pub enum RejectReason {
     /// The event time lies before the engine's watermark minus the lateness
     /// horizon: the windows it belongs to are closed for good.
     Late,
+    /// The device is retired in the registry: it no longer reports.
+    RetiredDevice,
 }
 
 impl RejectReason {
     /// Every reason, for metrics pre-registration and documentation.
-    pub const ALL: [RejectReason; 21] = [
+    pub const ALL: [RejectReason; 22] = [
         RejectReason::Oversized,
         RejectReason::MalformedJson,
         RejectReason::InvalidField,
@@ -81,6 +83,7 @@ impl RejectReason {
         RejectReason::Forbidden,
         RejectReason::Duplicate,
         RejectReason::Late,
+        RejectReason::RetiredDevice,
     ];
 
     /// The stable snake_case code.
@@ -107,6 +110,7 @@ impl RejectReason {
             RejectReason::Forbidden => "forbidden",
             RejectReason::Duplicate => "duplicate",
             RejectReason::Late => "late",
+            RejectReason::RetiredDevice => "retired_device",
         }
     }
 

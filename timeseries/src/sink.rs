@@ -93,6 +93,15 @@ impl Sink {
         config: &InfluxConfig,
         registry: Arc<Registry>,
     ) -> Result<(Sink, Input), SinkError> {
+        Self::start_live(config, Arc::new(ioc_devices::RegistryCell::new(registry)))
+    }
+
+    /// As [`Sink::start`], with the registry in force in `registry`
+    /// whenever it changes (a device's tags follow its registry entry).
+    pub fn start_live(
+        config: &InfluxConfig,
+        registry: Arc<ioc_devices::RegistryCell>,
+    ) -> Result<(Sink, Input), SinkError> {
         let spool = Spool::open(&config.spool_dir, config.spool_max_bytes).map_err(|source| {
             SinkError::Spool {
                 dir: config.spool_dir.display().to_string(),
@@ -122,7 +131,9 @@ impl Sink {
         let batcher = {
             let batcher = Batcher {
                 shared: shared.clone(),
-                encoder: LineEncoder::new(&registry),
+                encoder: LineEncoder::new(&registry.current()),
+                registry_seen: registry.generation(),
+                registry,
                 batch_size: config.batch_size,
                 flush_interval: config.flush_interval,
                 gzip: config.gzip,
@@ -199,6 +210,9 @@ impl Sink {
 struct Batcher {
     shared: Arc<Shared>,
     encoder: LineEncoder,
+    /// The registry the encoder renders, and its generation.
+    registry: Arc<ioc_devices::RegistryCell>,
+    registry_seen: u64,
     batch_size: usize,
     flush_interval: Duration,
     gzip: bool,
@@ -216,7 +230,7 @@ struct Batch {
 const TICK: Duration = Duration::from_millis(200);
 
 impl Batcher {
-    fn run(self, rx: flume::Receiver<Record>) {
+    fn run(mut self, rx: flume::Receiver<Record>) {
         let mut batch = Batch {
             lines: Lines::with_capacity(self.batch_size),
             gzip: self.gzip.then(Gzip::new),
@@ -231,6 +245,9 @@ impl Batcher {
             };
             match rx.recv_timeout(wait) {
                 Ok(record) => {
+                    if let Some(r) = self.registry.changed_since(&mut self.registry_seen) {
+                        self.encoder = LineEncoder::new(&r);
+                    }
                     // Take what else is queued without a clock read each.
                     for record in std::iter::once(record).chain(rx.try_iter().take(1024)) {
                         if let Record::Barrier(done) = record {

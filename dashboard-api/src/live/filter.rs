@@ -65,6 +65,12 @@ impl Filter {
         })
     }
 
+    /// Whether it knows the kinds and areas of the first `devices`
+    /// devices (it was made before later ones were registered).
+    pub fn covers(&self, devices: usize) -> bool {
+        self.fixed.as_ref().is_none_or(|f| f.len() >= devices)
+    }
+
     /// The filter as the client gave it.
     pub fn spec(&self) -> &LiveFilter {
         &self.spec

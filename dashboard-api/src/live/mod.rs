@@ -222,7 +222,7 @@ async fn connection(
                 auth.record_refusal(address, e.reason(), "/api/v1/live", None);
                 return refuse(&mut sink, "unauthorized", e.message(), "unauthorized").await;
             }
-            match Filter::new(filter, hub.registry()) {
+            match Filter::new(filter, &hub.registry()) {
                 Ok(filter) => (filter, resume),
                 Err(e) => return refuse(&mut sink, "bad_request", e, "bad filter").await,
             }
@@ -319,7 +319,7 @@ async fn follow_session(
                 match incoming {
                     Some(Ok(Message::Text(text))) => match parse(&text) {
                         Ok(LiveRequest::Subscribe { filter, .. }) => {
-                            match Filter::new(filter, hub.registry()) {
+                            match Filter::new(filter, &hub.registry()) {
                                 Ok(filter) => session.set_filter(filter),
                                 Err(e) => {
                                     if sink.send(error("bad_request", e)).await.is_err() {

@@ -34,6 +34,7 @@ const HISTORY_BYTES: usize = 8 << 20;
 #[derive(Debug, Default)]
 struct Pending {
     devices: HashMap<u32, Frame>,
+    registry: HashMap<u32, Frame>,
     presence: HashMap<u32, Frame>,
     windows: HashMap<(u32, &'static str, u32), Frame>,
     tracks: HashMap<Arc<str>, Frame>,
@@ -44,6 +45,7 @@ struct Pending {
 impl Pending {
     fn is_empty(&self) -> bool {
         self.devices.is_empty()
+            && self.registry.is_empty()
             && self.presence.is_empty()
             && self.windows.is_empty()
             && self.tracks.is_empty()
@@ -247,6 +249,14 @@ impl Session {
             return false;
         }
         inner.through = update.seq;
+        // Devices registered since the filter was made: it learns their
+        // kinds and areas.
+        if let Some(registry) = &update.registry_now
+            && !inner.filter.covers(registry.devices().len())
+            && let Ok(f) = Filter::new(inner.filter.spec().clone(), registry)
+        {
+            inner.filter = Arc::new(f);
+        }
         let filter = inner.filter.clone();
         let pending = &mut inner.pending;
         let mut changed = false;
@@ -257,6 +267,14 @@ impl Session {
             if filter.device(&item.place) {
                 let device = item.place.device.unwrap_or(u32::MAX);
                 conflated += u64::from(pending.devices.insert(device, item.json.clone()).is_some());
+                changed = true;
+            }
+        }
+        for item in &update.registry {
+            if filter.device(&item.place) {
+                let device = item.place.device.unwrap_or(u32::MAX);
+                conflated +=
+                    u64::from(pending.registry.insert(device, item.json.clone()).is_some());
                 changed = true;
             }
         }
@@ -379,6 +397,7 @@ impl Session {
 /// already JSON: they are copied in, not serialized again.
 fn delta(seq: u64, pending: &mut Pending) -> String {
     let items = pending.devices.len()
+        + pending.registry.len()
         + pending.presence.len()
         + pending.windows.len()
         + pending.tracks.len()
@@ -404,6 +423,9 @@ fn delta(seq: u64, pending: &mut Pending) -> String {
     };
     // Alerts first: the most urgent part of the message.
     section("alerts", &mut pending.alerts.drain(..));
+    // A device's registry entry before its state: a new device's first
+    // state finds its entry.
+    section("registry", &mut pending.registry.drain().map(|(_, f)| f));
     section("devices", &mut pending.devices.drain().map(|(_, f)| f));
     section("presence", &mut pending.presence.drain().map(|(_, f)| f));
     section("windows", &mut pending.windows.drain().map(|(_, f)| f));

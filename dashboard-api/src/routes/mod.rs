@@ -6,6 +6,7 @@
 pub mod alerts;
 pub mod ingest;
 pub mod live;
+pub mod registry;
 pub mod rest;
 pub mod rules;
 pub mod sso;

@@ -113,6 +113,14 @@ pub trait RuleKind: Clone + fmt::Debug + PartialEq + Send + Sync + Sized + 'stat
         false
     }
 
+    /// Whether it judges each sample on its own against the device's
+    /// registry levels, so that a device's latest sample judged again
+    /// after the registry changed those levels is what a new reading at
+    /// that value would do (the engine then does so).
+    fn judges_registry_levels(&self) -> bool {
+        false
+    }
+
     /// A reading became its device's latest (`latest.since` is the previous
     /// one's event time, outside maintenance).
     fn on_latest(
@@ -220,6 +228,15 @@ pub struct DeviceCx<'a> {
     pub index: DeviceIndex,
     /// The device.
     pub device: &'a DeviceInfo,
+}
+
+impl DeviceCx<'_> {
+    /// Whether the device's alerts are muted at event time `ts`: in a
+    /// maintenance window of the rules file, or in maintenance (or
+    /// retired) in the registry.
+    pub fn muted(&self, ts: i64) -> bool {
+        self.device.muted_at(ts) || self.rules.in_maintenance(self.index, ts)
+    }
 }
 
 /// A reading that became its device's latest, after an earlier one.

@@ -247,6 +247,8 @@ macro_rules! kinds {
                 fn scans(&self) -> bool;
                 /// See [`RuleKind::feeds_zones`].
                 fn feeds_zones(&self) -> bool;
+                /// See [`RuleKind::judges_registry_levels`].
+                fn judges_registry_levels(&self) -> bool;
                 /// See [`RuleKind::on_latest`].
                 fn on_latest(&self, rule: &Rule, states: &mut States<u16>, cx: &DeviceCx<'_>, latest: &Latest, out: &mut Vec<EngineOutput>) -> ();
                 /// See [`RuleKind::on_plate_read`].

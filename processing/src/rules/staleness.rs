@@ -128,7 +128,7 @@ impl RuleKind for Staleness {
         if !silent && !states.is_open(rule) || !rule.applies(cx.index, cx.device) {
             return;
         }
-        if cx.rules.in_maintenance(cx.index, scan.now) {
+        if cx.muted(scan.now) {
             return;
         }
         let tracker = states.get::<Self>(rule);

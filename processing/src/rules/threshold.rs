@@ -253,6 +253,10 @@ impl RuleKind for Threshold {
         true
     }
 
+    fn judges_registry_levels(&self) -> bool {
+        self.levels == Levels::Registry
+    }
+
     fn on_sample(
         &self,
         rule: &Rule,
