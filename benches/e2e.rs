@@ -477,6 +477,13 @@ async fn main() {
         })
         .take(20)
         .collect();
+    let registry_log: Vec<&str> = ioc_log
+        .lines()
+        .filter(|l| l.contains("registry changed"))
+        .collect();
+    for l in &registry_log {
+        println!("{l}");
+    }
 
     let result = json!({
         "benchmark": format!("e2e_{transport}"),
@@ -529,11 +536,14 @@ async fn main() {
                 l.sort_unstable();
                 l
             };
-            let during = window(began, ended);
+            // What the import costs screens lands as it is put in force
+            // and just after (the screens' resync): the readings handed
+            // off from its start to 3 s after its answer.
+            let during = window(began, ended + Duration::from_secs(3));
             let before = window(load_started + Duration::from_secs(1), began);
             let (p_during, p_before) = (percentile(&during, 0.99), percentile(&before, 0.99));
             println!(
-                "import of {n} devices: {:.2} s; reading → screen p99 {p_during:.2} ms while it was applied ({} readings), {p_before:.2} ms before it ({} readings): {:.2}×",
+                "import of {n} devices: {:.2} s; reading → screen p99 {p_during:.2} ms from its start to 3 s after it ({} readings), {p_before:.2} ms before it ({} readings): {:.2}×",
                 ended.duration_since(began).as_secs_f64(), during.len(), before.len(), p_during / p_before
             );
             json!({
@@ -547,6 +557,7 @@ async fn main() {
         }),
         "alert_store_metrics": store_metrics,
         "ioc_warnings": warnings,
+        "registry_log": registry_log,
     });
     let out = common::write_bench_result(&format!("e2e-{}", transport.replace('_', "-")), &result);
     println!(
@@ -734,7 +745,8 @@ fn start_ioc(
     }
     .arg("--config")
     .arg(&config)
-    .env("RUST_LOG", "warn")
+    // Warnings, and registry changes (an import's phases) for `--import`.
+    .env("RUST_LOG", "warn,ioc_dashboard_api::routes::registry=info")
     .stdout(log.try_clone().unwrap())
     .stderr(log)
     .spawn()

@@ -126,6 +126,9 @@ pub struct Update {
     pub registry_now: Option<Arc<Registry>>,
 }
 
+/// The most registry entries in one update (see [`LiveHub::refresh_registry`]).
+pub const REGISTRY_ITEMS: usize = 2_000;
+
 /// What passes a filter at one moment: the parts of a snapshot.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -152,6 +155,8 @@ struct HubState {
     registry: Arc<Registry>,
     /// Its generation in the cell.
     registry_seen: u64,
+    /// Devices changed by it, still to be announced to screens.
+    announce: VecDeque<usize>,
     states: Vec<Option<DeviceState>>,
     presence: Vec<Option<Presence>>,
     /// The latest result of each window of each device.
@@ -223,6 +228,7 @@ impl LiveHub {
             state: Mutex::new(HubState {
                 seq: 0,
                 registry_seen,
+                announce: VecDeque::new(),
                 states: vec![None; registry.devices().len()],
                 presence: vec![None; registry.devices().len()],
                 windows: vec![Vec::new(); registry.devices().len()],
@@ -256,21 +262,39 @@ impl LiveHub {
     }
 
     /// After a registry change: room for new devices and their zones,
-    /// and a live update with the view of every device that changed or
-    /// was added (sent now, so screens learn of it without a reading).
+    /// and live updates with the view of every device that changed or was
+    /// added (sent now, so screens learn of it without a reading), at most
+    /// [`REGISTRY_ITEMS`] per update, the hub's lock let go between them:
+    /// an import of 100 000 devices does not hold every reading back while
+    /// it is serialized.
     pub fn refresh_registry(&self) {
-        let mut st = self.lock();
-        let mut update = Update::default();
-        self.follow_registry(&mut st, &mut update);
-        if !update.registry.is_empty() {
+        loop {
+            let mut st = self.lock();
+            let mut update = Update::default();
+            self.follow_registry(&mut st, &mut update);
+            let part: Vec<usize> = {
+                let n = st.announce.len().min(REGISTRY_ITEMS);
+                st.announce.drain(..n).collect()
+            };
+            if part.is_empty() {
+                return;
+            }
+            update.registry_now = Some(st.registry.clone());
+            for i in part {
+                update.registry.push(Item {
+                    place: self.place(&st, i),
+                    json: json(&self.view(&st, i)),
+                });
+            }
             st.seq += 1;
             update.seq = st.seq;
             let _ = self.tx.send(Arc::new(update));
         }
     }
 
-    /// Takes a new registry up, if there is one; the views of devices
-    /// that changed go to `update`.
+    /// Takes a new registry up, if there is one: room for new devices, and
+    /// the devices that changed queued for [`LiveHub::refresh_registry`] to
+    /// announce.
     fn follow_registry(&self, st: &mut HubState, update: &mut Update) {
         let Some(new) = self.cell.changed_since(&mut st.registry_seen) else {
             return;
@@ -288,17 +312,13 @@ impl LiveHub {
         self.chart_history().grow(count);
         update.registry_now = Some(st.registry.clone());
         for i in 0..count {
-            let now = st.registry.device(i as u32);
-            if old.devices().get(i) == Some(now) {
+            if old.devices().get(i) == Some(st.registry.device(i as u32)) {
                 continue;
             }
             if st.states[i].is_none() {
-                st.zones[i] = zones.at(now.pos).into();
+                st.zones[i] = zones.at(st.registry.device(i as u32).pos).into();
             }
-            update.registry.push(Item {
-                place: self.place(st, i),
-                json: json(&self.view(st, i)),
-            });
+            st.announce.push_back(i);
         }
     }
 
@@ -701,6 +721,36 @@ mod tests {
                 received: Timestamp(at),
             },
         })
+    }
+
+    /// A registry change reaches screens as the changed devices' views.
+    #[test]
+    fn registry_changes_are_sent_as_views() {
+        let demo = ioc_devices::Registry::sonla_demo();
+        let cell = Arc::new(RegistryCell::new(demo.clone()));
+        let hub = LiveHub::live(
+            cell.clone(),
+            Arc::new(Current::new(Arc::default())),
+            &HistoryConfig::default(),
+        );
+        let mut rx = hub.updates();
+        let mut spec = demo.spec(0);
+        spec.name = "đổi tên".into();
+        let mut added = demo.spec(1);
+        added.id = "rain-new".into();
+        cell.replace(Arc::new(demo.with(vec![spec, added]).unwrap()));
+        hub.refresh_registry();
+        let update = rx.try_recv().unwrap();
+        assert_eq!(update.registry.len(), 2);
+        assert!(update.registry[0].json.contains("đổi tên"));
+        assert_eq!(
+            update.registry[1].place.device,
+            Some(demo.devices().len() as u32)
+        );
+        assert!(hub.device("rain-new").is_some());
+        assert_eq!(hub.devices().len(), demo.devices().len() + 1);
+        hub.refresh_registry();
+        assert!(rx.try_recv().is_err(), "nothing changed since");
     }
 
     #[test]

@@ -1007,6 +1007,18 @@ function addDevices(list) {
   }
 }
 
+// A device not known here (registered since the snapshot, its entry not
+// come yet, or moved into the box): its view, once.
+const fetching = new Set();
+async function fetchDevice(id) {
+  if (fetching.has(id)) return;
+  fetching.add(id);
+  try {
+    const r = await api(`/api/v1/devices/${encodeURIComponent(id)}`);
+    if (r.ok && !devices.has(id)) { addDevices([await r.json()]); dataDirty = true; }
+  } finally { fetching.delete(id); }
+}
+
 function onMessage(msg) {
   if (msg.type === "snapshot_part") {
     // The snapshot's next devices (a large one comes in parts).
@@ -1045,7 +1057,7 @@ function onMessage(msg) {
     if ((msg.registry || []).length && !$("registry-panel").hidden) scheduleRegistry();
     for (const s of msg.devices || []) {
       const d = devices.get(s.device);
-      if (d) { d.state = s; remember(s); }
+      if (d) { d.state = s; remember(s); } else fetchDevice(s.device);
     }
     for (const p of msg.presence || []) {
       const d = devices.get(p.device);

@@ -23,6 +23,8 @@ pub const MAX_PENDING_EVENTS: usize = 10_000;
 /// about a megabyte instead of one message of tens of megabytes, which the
 /// server would hold several copies of while sending it.
 pub const SNAPSHOT_PART: usize = 2_000;
+/// Registry entries per delta: the rest wait for the next message.
+pub const REGISTRY_PART: usize = 2_000;
 /// How many messages a session keeps for resuming, at most.
 const HISTORY_FRAMES: usize = 512;
 /// How many bytes of messages a session keeps for resuming, at most.
@@ -34,7 +36,10 @@ const HISTORY_BYTES: usize = 8 << 20;
 #[derive(Debug, Default)]
 struct Pending {
     devices: HashMap<u32, Frame>,
-    registry: HashMap<u32, Frame>,
+    /// Devices' registry entries, by index: sent [`REGISTRY_PART`] at a
+    /// time, so that an import of many devices does not hold a screen's
+    /// readings behind one huge message.
+    registry: std::collections::BTreeMap<u32, Frame>,
     presence: HashMap<u32, Frame>,
     windows: HashMap<(u32, &'static str, u32), Frame>,
     tracks: HashMap<Arc<str>, Frame>,
@@ -425,8 +430,35 @@ fn delta(seq: u64, pending: &mut Pending) -> String {
     section("alerts", &mut pending.alerts.drain(..));
     // A device's registry entry before its state: a new device's first
     // state finds its entry.
-    section("registry", &mut pending.registry.drain().map(|(_, f)| f));
-    section("devices", &mut pending.devices.drain().map(|(_, f)| f));
+    let part: Vec<u32> = pending
+        .registry
+        .keys()
+        .take(REGISTRY_PART)
+        .copied()
+        .collect();
+    section(
+        "registry",
+        &mut part.iter().filter_map(|k| pending.registry.remove(k)),
+    );
+    // A device whose registry entry is still to come waits with it.
+    let ready: Vec<u32> = if pending.registry.is_empty() {
+        Vec::new()
+    } else {
+        pending
+            .devices
+            .keys()
+            .filter(|k| !pending.registry.contains_key(k))
+            .copied()
+            .collect()
+    };
+    if pending.registry.is_empty() {
+        section("devices", &mut pending.devices.drain().map(|(_, f)| f));
+    } else {
+        section(
+            "devices",
+            &mut ready.iter().filter_map(|k| pending.devices.remove(k)),
+        );
+    }
     section("presence", &mut pending.presence.drain().map(|(_, f)| f));
     section("windows", &mut pending.windows.drain().map(|(_, f)| f));
     section("geofence", &mut pending.geofence.drain(..));
@@ -434,4 +466,31 @@ fn delta(seq: u64, pending: &mut Pending) -> String {
     out.push('}');
     metrics::counter!("ioc_ws_deliveries_total").increment(deliveries);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An import's registry entries go out [`REGISTRY_PART`] at a time, and
+    /// a new device's state waits for its entry.
+    #[test]
+    fn registry_entries_go_out_in_parts_before_their_devices_states() {
+        let mut pending = Pending::default();
+        let n = REGISTRY_PART as u32 + 10;
+        for i in 0..n {
+            pending.registry.insert(i, format!("{{\"id\":{i}}}").into());
+        }
+        pending.devices.insert(1, "{\"device\":1}".into());
+        pending
+            .devices
+            .insert(n - 1, "{\"device\":\"last\"}".into());
+        let first: serde_json::Value = serde_json::from_str(&delta(7, &mut pending)).unwrap();
+        assert_eq!(first["registry"].as_array().unwrap().len(), REGISTRY_PART);
+        assert_eq!(first["devices"], serde_json::json!([{"device": 1}]));
+        let second: serde_json::Value = serde_json::from_str(&delta(8, &mut pending)).unwrap();
+        assert_eq!(second["registry"].as_array().unwrap().len(), 10);
+        assert_eq!(second["devices"], serde_json::json!([{"device": "last"}]));
+        assert!(pending.is_empty());
+    }
 }

@@ -162,7 +162,21 @@ impl RegistryAdmin {
         action: &str,
         specs: Vec<DeviceSpec>,
     ) -> Result<Applied, Refused> {
+        self.apply_prepared(actor, action, specs, None).await
+    }
+
+    /// [`RegistryAdmin::apply`], with the registry `specs` make of `base`
+    /// already worked out (an import checks it first): used when `base` is
+    /// still the registry in force.
+    async fn apply_prepared(
+        &self,
+        actor: &str,
+        action: &str,
+        specs: Vec<DeviceSpec>,
+        prepared: Option<(Arc<Registry>, Registry)>,
+    ) -> Result<Applied, Refused> {
         let _one = self.write.lock().await;
+        let began = std::time::Instant::now();
         let current = self.cell.current();
         let mut applied = Applied::default();
         let mut changes = Vec::new();
@@ -179,7 +193,10 @@ impl RegistryAdmin {
                 changes.push((before, spec.clone()));
             }
         }
-        let next = Arc::new(current.with(specs).map_err(Refused::Invalid)?);
+        let next = match prepared {
+            Some((base, next)) if Arc::ptr_eq(&base, &current) => Arc::new(next),
+            _ => Arc::new(current.with(specs).map_err(Refused::Invalid)?),
+        };
         if changes.is_empty() {
             return Ok(applied);
         }
@@ -199,10 +216,12 @@ impl RegistryAdmin {
                 after,
             })
             .collect();
+        let checked = began.elapsed();
         self.store
             .record_devices(&changes, actor, Timestamp::now())
             .await
             .map_err(|e| Refused::Store(format!("the registry could not be stored: {e}")))?;
+        let stored = began.elapsed();
         let enforce = self.enforce.clone();
         let put = next.clone();
         let result = tokio::task::spawn_blocking(move || enforce.put(put))
@@ -217,12 +236,17 @@ impl RegistryAdmin {
             );
             return Err(Refused::Rules(problems));
         }
+        let enforced = began.elapsed();
         self.hub.refresh_registry();
         tracing::info!(
             actor,
             action,
             added = applied.added,
             changed = applied.changed,
+            checked_ms = checked.as_millis() as u64,
+            stored_ms = (stored - checked).as_millis() as u64,
+            in_force_ms = (enforced - stored).as_millis() as u64,
+            screens_ms = (began.elapsed() - enforced).as_millis() as u64,
             "registry changed"
         );
         metrics::counter!("ioc_registry_changes_total", "action" => action.to_owned())
@@ -657,30 +681,43 @@ pub async fn import(
     let current = admin.cell.current();
     let rows_of: Vec<usize> = specs.iter().map(|(row, _)| *row).collect();
     let specs: Vec<DeviceSpec> = specs.into_iter().map(|(_, s)| s).collect();
-    if let Err(more) = current.with(specs.clone()) {
-        problems.extend(more.into_iter().map(|mut p| {
-            p.row = rows_of
-                .get(p.row.saturating_sub(1))
-                .copied()
-                .unwrap_or(p.row);
-            p
-        }));
-    }
+    let checked = {
+        let (current, specs) = (current.clone(), specs.clone());
+        tokio::task::spawn_blocking(move || current.with(specs))
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?
+    };
+    let prepared = match checked {
+        Ok(next) => Some((current, next)),
+        Err(more) => {
+            problems.extend(more.into_iter().map(|mut p| {
+                p.row = rows_of
+                    .get(p.row.saturating_sub(1))
+                    .copied()
+                    .unwrap_or(p.row);
+                p
+            }));
+            None
+        }
+    };
     problems.sort_by_key(|p| p.row);
-    let valid: Vec<DeviceSpec> = if problems.is_empty() {
-        specs
+    let (valid, prepared) = if problems.is_empty() {
+        (specs, prepared)
     } else if partial {
-        specs
+        let valid = specs
             .into_iter()
             .zip(&rows_of)
             .filter(|(_, row)| !problems.iter().any(|p| p.row == **row))
             .map(|(s, _)| s)
-            .collect()
+            .collect();
+        (valid, None)
     } else {
         let r = report(rows, false, Applied::default(), &problems);
         return Ok((axum::http::StatusCode::UNPROCESSABLE_ENTITY, Json(r)).into_response());
     };
-    let counts = admin.apply(&caller.name, "import", valid).await?;
+    let counts = admin
+        .apply_prepared(&caller.name, "import", valid, prepared)
+        .await?;
     Ok(Json(report(rows, true, counts, &problems)).into_response())
 }
 
