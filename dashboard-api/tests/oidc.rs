@@ -108,8 +108,22 @@ async fn provider_tokens_are_accepted_across_a_key_rotation_and_bad_ones_refused
     assert_eq!(status, 401, "{body}");
     drop(other);
 
-    // Two seconds later the tokens have expired.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Once past their `exp` the tokens have expired. JWT times are whole
+    // seconds and a token is refused once `exp` < now: a token minted late
+    // in a second is still good 2.1 s later, so wait for its own `exp`.
+    let exp = {
+        use base64::Engine as _;
+        let payload = rotated.split('.').nth(1).unwrap();
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&claims).unwrap()["exp"]
+            .as_u64()
+            .unwrap()
+    };
+    while jsonwebtoken::get_current_timestamp() <= exp {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (status, body) = get(addr, "/api/v1/alerts", &rotated).await;
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("expired"), "{body}");

@@ -351,10 +351,18 @@ async fn follow_session(
     }
 }
 
-/// Returns when a message is due for the session.
+/// Returns when a message is due for the session (or registry entries
+/// waiting for their pace may be).
 async fn ready(session: &Session) {
-    if !session.has_pending() {
-        session.notify.notified().await;
+    match session.due() {
+        (true, _) => {}
+        (false, None) => session.notify.notified().await,
+        (false, Some(wait)) => {
+            tokio::select! {
+                () = session.notify.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 }
 

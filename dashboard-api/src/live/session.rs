@@ -23,8 +23,13 @@ pub const MAX_PENDING_EVENTS: usize = 10_000;
 /// about a megabyte instead of one message of tens of megabytes, which the
 /// server would hold several copies of while sending it.
 pub const SNAPSHOT_PART: usize = 2_000;
-/// Registry entries per delta: the rest wait for the next message.
+/// Registry entries per delta: the rest wait for a later message.
 pub const REGISTRY_PART: usize = 2_000;
+/// The least time between two messages carrying registry entries: an
+/// import of 100 000 devices reaches a screen over about 5 s, a part at a
+/// time, instead of as 40 MB at once that every reading behind it waits
+/// for the client to read.
+pub const REGISTRY_PACE: std::time::Duration = std::time::Duration::from_millis(100);
 /// How many messages a session keeps for resuming, at most.
 const HISTORY_FRAMES: usize = 512;
 /// How many bytes of messages a session keeps for resuming, at most.
@@ -60,6 +65,17 @@ impl Pending {
 
     fn clear(&mut self) {
         *self = Pending::default();
+    }
+
+    /// Whether anything but registry entries (and device states waiting
+    /// for theirs) is pending.
+    fn has_other(&self) -> bool {
+        !(self.presence.is_empty()
+            && self.windows.is_empty()
+            && self.tracks.is_empty()
+            && self.alerts.is_empty()
+            && self.geofence.is_empty()
+            && self.devices.keys().all(|k| self.registry.contains_key(k)))
     }
 
     fn events(&self) -> usize {
@@ -112,6 +128,8 @@ struct Inner {
     history_bytes: usize,
     /// Since when no connection is attached.
     detached_at: Option<Instant>,
+    /// When the last message with registry entries was made.
+    registry_sent: Option<Instant>,
 }
 
 /// One client's live session; it outlives a lost connection for a while so
@@ -143,6 +161,7 @@ impl Session {
                 history: VecDeque::new(),
                 history_bytes: 0,
                 detached_at: Some(Instant::now()),
+                registry_sent: None,
             }),
             notify: Notify::new(),
             attached: AtomicU64::new(0),
@@ -335,8 +354,26 @@ impl Session {
 
     /// Whether a message is due.
     pub fn has_pending(&self) -> bool {
+        self.due().0
+    }
+
+    /// Whether a message is due; if not, and registry entries wait for
+    /// their pace, how long until they are.
+    pub fn due(&self) -> (bool, Option<std::time::Duration>) {
         let inner = self.lock();
-        inner.want.is_some() || !inner.parts.is_done() || !inner.pending.is_empty()
+        if inner.want.is_some() || !inner.parts.is_done() || inner.pending.has_other() {
+            return (true, None);
+        }
+        if inner.pending.registry.is_empty() {
+            return (false, None);
+        }
+        match inner
+            .registry_sent
+            .map(|t| REGISTRY_PACE.saturating_sub(t.elapsed()))
+        {
+            Some(wait) if !wait.is_zero() => (false, Some(wait)),
+            _ => (true, None),
+        }
     }
 
     /// The next message for the client: a snapshot when one is due, else a
@@ -379,9 +416,19 @@ impl Session {
         } else if inner.pending.is_empty() {
             return None;
         } else {
+            let paced = inner.pending.registry.is_empty()
+                || inner
+                    .registry_sent
+                    .is_some_and(|t| t.elapsed() < REGISTRY_PACE);
+            if paced && !inner.pending.has_other() {
+                return None;
+            }
+            if !paced {
+                inner.registry_sent = Some(Instant::now());
+            }
             inner.seq += 1;
             let seq = inner.seq;
-            delta(seq, &mut inner.pending)
+            delta(seq, &mut inner.pending, !paced)
         };
         let frame = Utf8Bytes::from(frame);
         let seq = inner.seq;
@@ -400,7 +447,7 @@ impl Session {
 
 /// A `delta` with everything pending, which is then empty. The items are
 /// already JSON: they are copied in, not serialized again.
-fn delta(seq: u64, pending: &mut Pending) -> String {
+fn delta(seq: u64, pending: &mut Pending, with_registry: bool) -> String {
     let items = pending.devices.len()
         + pending.registry.len()
         + pending.presence.len()
@@ -430,12 +477,16 @@ fn delta(seq: u64, pending: &mut Pending) -> String {
     section("alerts", &mut pending.alerts.drain(..));
     // A device's registry entry before its state: a new device's first
     // state finds its entry.
-    let part: Vec<u32> = pending
-        .registry
-        .keys()
-        .take(REGISTRY_PART)
-        .copied()
-        .collect();
+    let part: Vec<u32> = if with_registry {
+        pending
+            .registry
+            .keys()
+            .take(REGISTRY_PART)
+            .copied()
+            .collect()
+    } else {
+        Vec::new()
+    };
     section(
         "registry",
         &mut part.iter().filter_map(|k| pending.registry.remove(k)),
@@ -485,10 +536,18 @@ mod tests {
         pending
             .devices
             .insert(n - 1, "{\"device\":\"last\"}".into());
-        let first: serde_json::Value = serde_json::from_str(&delta(7, &mut pending)).unwrap();
+        let held: serde_json::Value = serde_json::from_str(&delta(6, &mut pending, false)).unwrap();
+        assert_eq!(held["registry"], serde_json::Value::Null);
+        assert_eq!(
+            held["devices"],
+            serde_json::Value::Null,
+            "each state waits for its entry"
+        );
+        let first: serde_json::Value = serde_json::from_str(&delta(7, &mut pending, true)).unwrap();
         assert_eq!(first["registry"].as_array().unwrap().len(), REGISTRY_PART);
         assert_eq!(first["devices"], serde_json::json!([{"device": 1}]));
-        let second: serde_json::Value = serde_json::from_str(&delta(8, &mut pending)).unwrap();
+        let second: serde_json::Value =
+            serde_json::from_str(&delta(8, &mut pending, true)).unwrap();
         assert_eq!(second["registry"].as_array().unwrap().len(), 10);
         assert_eq!(second["devices"], serde_json::json!([{"device": "last"}]));
         assert!(pending.is_empty());
