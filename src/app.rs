@@ -44,6 +44,45 @@ fn prometheus() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// The registry the tools (`ioc validate`, `ioc rules check`, `ioc
+/// backtest`) check against: the one the server keeps in its store, when
+/// that exists and has one (devices registered through the API count),
+/// else the catalogue. Never writes: an absent SQLite file is not made.
+pub async fn registry_for_tools(config: &Config) -> anyhow::Result<(Arc<Registry>, &'static str)> {
+    let catalogue = config.registry()?;
+    let url = &config.alerts.database;
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = path.split('?').next().unwrap_or(path);
+        if !std::path::Path::new(path).exists() {
+            return Ok((catalogue, "the catalogue (no store yet)"));
+        }
+    }
+    let store = match ioc_alerts::AlertStore::open(url).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(
+                "the registry's store cannot be read ({e}); checking against the catalogue"
+            );
+            return Ok((catalogue, "the catalogue (store unreachable)"));
+        }
+    };
+    let specs = store.devices().await?;
+    store.close().await;
+    if specs.is_empty() {
+        return Ok((catalogue, "the catalogue (store empty)"));
+    }
+    let registry = Registry::from_specs(specs, catalogue.shared_areas().clone()).map_err(|p| {
+        anyhow::anyhow!(
+            "the registry in the store does not fit the areas: {}",
+            p.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    Ok((Arc::new(registry), "the registry in the store"))
+}
+
 /// A running system.
 pub struct Running {
     /// Where the HTTP server listens.

@@ -362,6 +362,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 #[allow(clippy::too_many_arguments)]
 fn backtest_plan(
     config: &Config,
+    registry: std::sync::Arc<ioc_devices::Registry>,
     rules: PathBuf,
     against: Option<PathBuf>,
     input: Option<PathBuf>,
@@ -370,7 +371,6 @@ fn backtest_plan(
     warmup: Duration,
     workers: usize,
 ) -> anyhow::Result<ioc::backtest::Plan> {
-    let registry = config.registry()?;
     let load = |file: Option<PathBuf>, what: &str| -> anyhow::Result<_> {
         let source = ioc::rules::RulesSource::new(file, registry.clone());
         source
@@ -541,9 +541,9 @@ async fn main() -> anyhow::Result<()> {
             for w in config.secret_warnings(cli.run.config.as_deref()) {
                 eprintln!("warning: {w}");
             }
-            let registry = config.registry()?;
+            let (registry, from) = ioc::app::registry_for_tools(&config).await?;
             println!(
-                "configuration is valid: {} devices, {} areas",
+                "configuration is valid: {} devices ({from}), {} areas",
                 registry.devices().len(),
                 registry.areas().all().len()
             );
@@ -553,7 +553,7 @@ async fn main() -> anyhow::Result<()> {
             action: RulesAction::Check { file },
         }) => {
             let config = load(&cli.run)?;
-            let registry = config.registry()?;
+            let (registry, _) = ioc::app::registry_for_tools(&config).await?;
             let source = ioc::rules::RulesSource::new(file.or(config.rules.file), registry);
             match source.load() {
                 Ok(set) => {
@@ -595,7 +595,10 @@ async fn main() -> anyhow::Result<()> {
             workers,
         }) => {
             let config = load(&cli.run)?;
-            let plan = backtest_plan(&config, rules, against, input, from, to, warmup, workers)?;
+            let (registry, _) = ioc::app::registry_for_tools(&config).await?;
+            let plan = backtest_plan(
+                &config, registry, rules, against, input, from, to, warmup, workers,
+            )?;
             let report = tokio::task::spawn_blocking(move || {
                 let mut bar = ProgressBar::default();
                 let r = ioc::backtest::run(&plan, |p| bar.show(p));

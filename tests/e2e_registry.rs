@@ -336,12 +336,18 @@ async fn registry_flow(mut config: ioc::config::Config, mqtt_port: u16) {
 
     // The registry survives a restart: stored, not the catalogue's.
     running.shutdown().await.unwrap();
-    let running = ioc::app::start(config).await.expect("restart");
+    let running = ioc::app::start(config.clone()).await.expect("restart");
     let registry = running.registry_cell.current();
     assert_eq!(registry.devices().len(), before + 3);
     assert!(registry.get(NEW).unwrap().lifecycle.is_retired());
     assert_eq!(registry.get(STRANGER).unwrap().name, "Trạm mới nhận");
     running.shutdown().await.unwrap();
+    // `ioc validate`, `ioc rules check` and `ioc backtest` check against it too.
+    let (tools, from) = ioc::app::registry_for_tools(&config).await.unwrap();
+    assert_eq!(
+        (tools.devices().len(), from),
+        (before + 3, "the registry in the store")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
