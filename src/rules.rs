@@ -184,22 +184,39 @@ impl Reloader {
         }
     }
 
-    /// Puts a new registry in force: the rules compiled for it first, then
-    /// the registry itself (the order the engine's workers read them in).
-    /// Fails, changing nothing, when the rules do not validate against it.
-    pub fn put_registry(&self, registry: Arc<Registry>) -> Result<(), Vec<String>> {
-        let _one = self
-            .changing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let set = self.source.load_for(&registry).map_err(|e| {
-            e.0.into_iter()
-                .map(|p| format!("the rules do not fit the new registry: {p}"))
-                .collect::<Vec<_>>()
-        })?;
-        self.cell.replace(Arc::new(set));
-        self.source.registry.replace(registry);
-        Ok(())
+    /// Compiles the rules for a new registry; the returned commit puts
+    /// them in force first, then the registry (the order the engine's
+    /// workers read them in). Fails, changing nothing, when the rules do
+    /// not validate against it. Should the rules be reloaded in between,
+    /// the commit compiles them again.
+    pub fn prepare_registry(
+        &self,
+        registry: Arc<Registry>,
+    ) -> Result<ioc_dashboard_api::routes::registry::Commit, Vec<String>> {
+        let compile = |source: &RulesSource, registry: &Registry| {
+            source.load_for(registry).map_err(|e| {
+                e.0.into_iter()
+                    .map(|p| format!("the rules do not fit the new registry: {p}"))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let seen = self.cell.generation();
+        let set = compile(&self.source, &registry)?;
+        let this = self.clone();
+        Ok(Box::new(move || {
+            let _one = this
+                .changing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let set = if this.cell.generation() == seen {
+                set
+            } else {
+                compile(&this.source, &registry)?
+            };
+            this.cell.replace(Arc::new(set));
+            this.source.registry.replace(registry);
+            Ok(())
+        }))
     }
 
     /// Loads, validates and puts the rules and zones in force; a summary,
@@ -282,12 +299,11 @@ impl Reloader {
 }
 
 impl ioc_dashboard_api::routes::registry::Enforce for Reloader {
-    fn check(&self, registry: &Registry) -> Result<(), Vec<String>> {
-        self.source.load_for(registry).map(|_| ()).map_err(|e| e.0)
-    }
-
-    fn put(&self, registry: Arc<Registry>) -> Result<(), Vec<String>> {
-        self.put_registry(registry)
+    fn prepare(
+        &self,
+        registry: Arc<Registry>,
+    ) -> Result<ioc_dashboard_api::routes::registry::Commit, Vec<String>> {
+        self.prepare_registry(registry)
     }
 }
 

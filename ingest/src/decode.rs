@@ -22,6 +22,8 @@ pub struct Decoder {
     limits: Limits,
     /// The catalogue's bounding box widened by [`POSITION_MARGIN_DEG`].
     bounds: Option<([f64; 2], [f64; 2])>,
+    /// Devices refused as not registered, for adoption.
+    unregistered: Arc<crate::unregistered::Unregistered>,
 }
 
 /// The `{kind}` and `{device}` of a telemetry topic `ioc/v1/{kind}/{device}/telemetry`.
@@ -80,6 +82,7 @@ impl Decoder {
             registry,
             limits,
             bounds,
+            unregistered: Arc::default(),
         }
     }
 
@@ -103,6 +106,8 @@ impl Decoder {
         let envelope = decode(payload, &self.limits, now)?;
         let registry = self.registry.read();
         let Some(index) = registry.lookup(&envelope.device) else {
+            self.unregistered
+                .note(topic, &envelope.device, envelope.pos, payload, now);
             return Err(Rejection::new(
                 RejectReason::UnknownDevice,
                 format!("device {:?} is not in the registry", envelope.device),
@@ -156,6 +161,11 @@ impl Decoder {
             received: now,
             envelope,
         })
+    }
+
+    /// The devices refused as not registered since the start.
+    pub fn unregistered(&self) -> &Arc<crate::unregistered::Unregistered> {
+        &self.unregistered
     }
 
     /// Decodes a message on a presence topic `ioc/v1/{kind}/{device}/status`.

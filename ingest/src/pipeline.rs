@@ -35,9 +35,6 @@ pub struct Ingestor {
     stats: Arc<IngestStats>,
     presence: Option<flume::Sender<Vec<EngineOutput>>>,
     timeseries: Option<ioc_timeseries::Input>,
-    /// Devices refused as not registered, for adoption.
-    unregistered: Arc<crate::unregistered::Unregistered>,
-    limits: Limits,
 }
 
 impl std::fmt::Debug for Ingestor {
@@ -70,9 +67,7 @@ impl Ingestor {
     ) -> Self {
         Ingestor {
             seen: Arc::new(SeqWindows::new(registry.current().devices().len())),
-            decoder: Decoder::live(registry, limits.clone()),
-            unregistered: Arc::default(),
-            limits,
+            decoder: Decoder::live(registry, limits),
             engine,
             dead_letters,
             stats,
@@ -178,12 +173,6 @@ impl Ingestor {
         let now = Timestamp::now();
         check(now).map_err(|rejection| {
             self.stats.rejected(source, &rejection);
-            if rejection.reason == RejectReason::UnknownDevice
-                && let Ok(e) = ioc_schemas::envelope::decode(payload, &self.limits, now)
-            {
-                self.unregistered
-                    .note(origin, &e.device, e.pos, payload, now);
-            }
             debug!(?origin, %rejection, "rejected message");
             let letter = DeadLetter::new(origin, rejection.clone(), payload, now);
             Box::new((rejection, letter))
@@ -192,7 +181,7 @@ impl Ingestor {
 
     /// The devices refused as not registered since the start.
     pub fn unregistered(&self) -> &Arc<crate::unregistered::Unregistered> {
-        &self.unregistered
+        self.decoder.unregistered()
     }
 
     /// Submits again the kept messages of a device just registered (see
@@ -206,7 +195,7 @@ impl Ingestor {
         let mut accepted = 0;
         let mut rejected = std::collections::BTreeMap::new();
         let scope = [id.to_owned()];
-        for (n, kept) in self.unregistered.take(id).into_iter().enumerate() {
+        for (n, kept) in self.unregistered().take(id).into_iter().enumerate() {
             let origin = match &kept.topic {
                 Some(topic) => Origin::Mqtt { topic },
                 None => Origin::Http {

@@ -14,8 +14,6 @@ use std::sync::Mutex;
 
 use ioc_schemas::Timestamp;
 
-use crate::deadletter::Origin;
-
 /// How many unregistered devices are remembered.
 pub const MAX_DEVICES: usize = 10_000;
 /// How many of each one's latest messages are kept for replay.
@@ -80,20 +78,17 @@ impl Unregistered {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Notes a message refused as `unknown_device`, from `origin`, whose
-    /// envelope names device `id` (at `pos`, if it says).
+    /// Notes a message refused as `unknown_device`, that came on MQTT
+    /// `topic` (`None`: Kafka or HTTP), whose envelope names device `id`
+    /// (at `pos`, if it says).
     pub fn note(
         &self,
-        origin: &Origin<'_>,
+        topic: Option<&str>,
         id: &str,
         pos: Option<[f64; 2]>,
         payload: &[u8],
         now: Timestamp,
     ) {
-        let topic = match origin {
-            Origin::Mqtt { topic } => Some(*topic),
-            _ => None,
-        };
         let kind = topic
             .and_then(crate::decode::parse_telemetry_topic)
             .and_then(|(kind, _)| ioc_schemas::DeviceKind::parse(kind));
@@ -194,7 +189,7 @@ mod tests {
         let topic = "ioc/v1/river_gauge/river-x/telemetry";
         for i in 0..(KEPT_PER_DEVICE + 5) {
             u.note(
-                &Origin::Mqtt { topic },
+                Some(topic),
                 "river-x",
                 Some([103.9, 21.3]),
                 format!("{i}").as_bytes(),

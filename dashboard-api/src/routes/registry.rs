@@ -31,13 +31,16 @@ use crate::hub::LiveHub;
 /// 15 MB).
 pub const MAX_IMPORT_BYTES: usize = 64 << 20;
 
+/// Puts a registry prepared by [`Enforce::prepare`] in force, with the
+/// rules compiled for it; every problem otherwise.
+pub type Commit = Box<dyn FnOnce() -> Result<(), Vec<String>> + Send>;
+
 /// Puts registries in force: the rules compiled for them, then the
 /// registry (see `ioc::rules::Reloader`).
 pub trait Enforce: Send + Sync {
-    /// Whether the rules validate against `registry` (nothing changes).
-    fn check(&self, registry: &Registry) -> Result<(), Vec<String>>;
-    /// Puts `registry` in force, with the rules compiled for it.
-    fn put(&self, registry: Arc<Registry>) -> Result<(), Vec<String>>;
+    /// Compiles the rules for `registry` (nothing changes yet): what puts
+    /// both in force, or every problem.
+    fn prepare(&self, registry: Arc<Registry>) -> Result<Commit, Vec<String>>;
 }
 
 /// What the registry routes work with.
@@ -202,8 +205,8 @@ impl RegistryAdmin {
         }
         // Blocking (the rules file is read and compiled): off the async threads.
         let enforce = self.enforce.clone();
-        let checked = next.clone();
-        tokio::task::spawn_blocking(move || enforce.check(&checked))
+        let prepared = next.clone();
+        let commit = tokio::task::spawn_blocking(move || enforce.prepare(prepared))
             .await
             .map_err(|e| Refused::Store(e.to_string()))?
             .map_err(Refused::Rules)?;
@@ -222,9 +225,7 @@ impl RegistryAdmin {
             .await
             .map_err(|e| Refused::Store(format!("the registry could not be stored: {e}")))?;
         let stored = began.elapsed();
-        let enforce = self.enforce.clone();
-        let put = next.clone();
-        let result = tokio::task::spawn_blocking(move || enforce.put(put))
+        let result = tokio::task::spawn_blocking(commit)
             .await
             .map_err(|e| Refused::Store(e.to_string()))?;
         if let Err(problems) = result {
@@ -304,22 +305,16 @@ pub struct RegistryPage {
 #[serde(deny_unknown_fields)]
 pub struct RegistryQuery {
     /// Text in the id or the name (case and diacritics ignored).
-    #[serde(default)]
     pub q: Option<String>,
     /// Only this kind.
-    #[serde(default)]
     pub kind: Option<DeviceKind>,
     /// Only devices in this lifecycle state: `active`, `maintenance`, `retired`.
-    #[serde(default)]
     pub lifecycle: Option<String>,
     /// Only devices in this administrative area (id).
-    #[serde(default)]
     pub area: Option<String>,
     /// Skip this many matches.
-    #[serde(default)]
     pub offset: Option<usize>,
     /// At most this many (default 200, at most 5 000).
-    #[serde(default)]
     pub limit: Option<usize>,
 }
 
@@ -464,7 +459,6 @@ pub struct LifecycleBody {
     pub reason: String,
     /// Maintenance: when it ends (event time); without it, until the
     /// device is put back in service (`DELETE .../maintenance`).
-    #[serde(default)]
     pub until: Option<Timestamp>,
 }
 
@@ -558,11 +552,9 @@ pub async fn end_maintenance(
 #[serde(deny_unknown_fields)]
 pub struct ImportQuery {
     /// `csv` or `geojson` (default: from the Content-Type, else `csv`).
-    #[serde(default)]
     pub format: Option<String>,
     /// `partial`: apply the valid devices and report the others; default:
     /// nothing is applied unless every device is valid.
-    #[serde(default)]
     pub mode: Option<String>,
 }
 
@@ -726,7 +718,6 @@ pub async fn import(
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
     /// `csv` (default) or `geojson`.
-    #[serde(default)]
     pub format: Option<String>,
 }
 
@@ -788,31 +779,23 @@ pub async fn unregistered(
 #[serde(deny_unknown_fields)]
 pub struct AdoptBody {
     /// The kind; default: the one its MQTT topic names.
-    #[serde(default)]
     pub kind: Option<DeviceKind>,
     /// Its name; default: its id.
-    #[serde(default)]
     pub name: Option<String>,
     /// Its position; default: the last one it sent.
-    #[serde(default)]
     pub pos: Option<[f64; 2]>,
     /// Area override.
-    #[serde(default)]
     pub area: Option<String>,
     /// How often it is expected to report, s (default 600).
-    #[serde(default)]
     pub expected_interval_s: Option<u32>,
     /// Its thresholds (a river gauge needs its BĐ levels).
     #[serde(default)]
     pub thresholds: Thresholds,
     /// River.
-    #[serde(default)]
     pub river: Option<String>,
     /// Road.
-    #[serde(default)]
     pub road: Option<String>,
     /// Direction.
-    #[serde(default)]
     pub direction: Option<String>,
 }
 
@@ -900,13 +883,10 @@ pub async fn adopt(
 #[serde(deny_unknown_fields)]
 pub struct ChangesQuery {
     /// Only this device's.
-    #[serde(default)]
     pub device: Option<String>,
     /// Only changes before this time.
-    #[serde(default)]
     pub before: Option<Timestamp>,
     /// At most this many (default 100, at most 1 000).
-    #[serde(default)]
     pub limit: Option<usize>,
 }
 
