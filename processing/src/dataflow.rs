@@ -245,7 +245,7 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Item<Reading>> {
                 let mut rules = shared.rules.current();
                 let mut positions = wants_positions(&rules);
                 let mut zone_rules = rules.rules.iter().any(|r| r.logic.feeds_zones());
-                if let Some(r) = shared.restore_for(worker) {
+                if let Some(r) = shared.restore_for(worker - shared.base) {
                     let (restored, skipped) = table.restore(r.table, r.devices, &mut pending);
                     tracing::debug!(worker, restored, skipped, "device state restored");
                 }
@@ -421,7 +421,7 @@ impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, Item<GeoItem>> {
             // Items until the frontier passes their event time, kept in
             // `apply`'s order (event time, subject, source).
             let mut pending: ReorderBuffer<GeoItem> = ReorderBuffer::default();
-            if let Some(r) = shared.restore_geo_for(worker) {
+            if let Some(r) = shared.restore_geo_for(worker - shared.base) {
                 let restored = state.restore(r.0, r.1, &mut pending);
                 tracing::debug!(worker, restored, "geo state restored");
             }
@@ -595,14 +595,79 @@ fn sink<'scope>(
         });
 }
 
+/// In a cluster, sends each message of `outputs` but its alerts to the
+/// worker of the same local index in every other process, as one JSON
+/// batch (the form the hub serves it in, so the envelope's serde
+/// attributes need no second encoding), where it goes to that process's
+/// `remote_outputs`. Each process thus shows the whole deployment; alerts
+/// reach other processes through the alert store they share.
+fn share<'scope>(
+    outputs: &StreamVec<'scope, u64, Item<EngineOutput>>,
+    shared: &Arc<Shared>,
+    remote: flume::Sender<Vec<EngineOutput>>,
+) {
+    let workers = shared.rxs.len();
+    let processes = shared.peers / workers.max(1);
+    let me = shared.base / workers.max(1);
+    let local = outputs.scope().index() % workers.max(1);
+    outputs
+        .clone()
+        .unary(Pipeline, "Share", move |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let batch: Vec<&EngineOutput> = data
+                        .iter()
+                        .filter_map(|i| match i {
+                            Item::Data(EngineOutput::Alert(_)) | Item::Mark { .. } => None,
+                            Item::Data(o) => Some(o),
+                        })
+                        .collect();
+                    if batch.is_empty() {
+                        return;
+                    }
+                    let Ok(bytes) = serde_json::to_vec(&batch) else {
+                        return;
+                    };
+                    metrics::counter!("ioc_cluster_shared_bytes_total")
+                        .increment((bytes.len() * (processes - 1)) as u64);
+                    let mut session = output.session(&cap);
+                    for p in (0..processes).filter(|p| *p != me) {
+                        session.give(((p * workers + local) as u64, bytes.clone()));
+                    }
+                });
+            }
+        })
+        .sink(
+            Exchange::new(|(to, _): &(u64, Vec<u8>)| *to),
+            "Remote",
+            move |(input, _frontier)| {
+                input.for_each(|_, data| {
+                    for (_, bytes) in data.drain(..) {
+                        match serde_json::from_slice::<Vec<EngineOutput>>(&bytes) {
+                            Ok(batch) => {
+                                let _ = remote.send(batch);
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "an output batch from another process does not decode");
+                            }
+                        }
+                    }
+                });
+            },
+        );
+}
+
 /// Runs one worker until every input handle is dropped and the dataflow drained.
 pub(crate) fn run_worker(
     worker: &mut Worker,
     shared: &Arc<Shared>,
     output: &flume::Sender<Vec<EngineOutput>>,
 ) {
-    shared.register_thread(worker.index());
-    let Some(rx) = shared.rxs.get(worker.index()) else {
+    // Its index among this process's workers (the dataflow's index less
+    // the process's first).
+    let local = worker.index() - shared.base;
+    shared.register_thread(local);
+    let Some(rx) = shared.rxs.get(local) else {
         return;
     };
     let probe = ProbeHandle::new();
@@ -613,7 +678,7 @@ pub(crate) fn run_worker(
         worker.index(),
         worker.peers(),
     );
-    let mut journal = shared.journal_writer(worker.index());
+    let mut journal = shared.journal_writer(local);
     let mut tickets = Vec::new();
     let control = &shared.control;
     // The newest checkpoint this worker marked its input for.
@@ -623,8 +688,13 @@ pub(crate) fn run_worker(
     let (mut input, cap) = worker.dataflow::<u64, _, _>(|scope| {
         let ((input, cap), readings) = scope.new_unordered_input::<Item<Reading>>();
         let (outputs, geo) = readings.device_state(table, shared.clone());
+        let geo = geo.geo(shared.clone());
+        if let Some(remote) = &shared.remote_outputs {
+            share(&outputs, shared, remote.clone());
+            share(&geo, shared, remote.clone());
+        }
         sink(outputs, shared, output, &probe);
-        sink(geo.geo(shared.clone()), shared, output, &probe);
+        sink(geo, shared, output, &probe);
         (input, cap)
     });
     let mut cap = cap;
@@ -680,7 +750,7 @@ pub(crate) fn run_worker(
                 closing_told = true;
                 shared.inputs_closed.fetch_add(1, Ordering::AcqRel);
             }
-            if shared.inputs_closed.load(Ordering::Acquire) < worker.peers() {
+            if shared.inputs_closed.load(Ordering::Acquire) < shared.rxs.len() {
                 worker.step_or_park(Some(Duration::from_millis(1)));
                 continue;
             }

@@ -111,6 +111,34 @@ pub struct EngineConfig {
     /// (default: the start, less `out_of_orderness`). A run over recorded
     /// readings sets the recording's start.
     pub listening_since: Option<Timestamp>,
+    /// One process of a cluster; `None` runs alone.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// This process's place in a cluster: one dataflow over several
+/// processes, connected by timely's own networking. Each process runs
+/// `workers` workers; worker `w` of process `p` is the dataflow's worker
+/// `p * workers + w`, and a device's readings are exchanged to the worker
+/// that owns its partition, whichever process took them in.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// `host:port` of every process, in process order (timely's hostfile);
+    /// this process listens on its own.
+    pub hosts: Vec<String>,
+    /// This process's index in `hosts`.
+    pub process: usize,
+    /// Where the outputs of other processes' workers arrive (device
+    /// states, windows, geofence events, tracks; not alerts, which each
+    /// process stores for the devices it owns), so that this process can
+    /// show the whole deployment. `None` does not send them here.
+    pub remote_outputs: Option<flume::Sender<Vec<EngineOutput>>>,
+}
+
+impl ClusterConfig {
+    /// How many processes the cluster has.
+    pub fn processes(&self) -> usize {
+        self.hosts.len()
+    }
 }
 
 impl std::fmt::Debug for EngineConfig {
@@ -137,6 +165,7 @@ impl Default for EngineConfig {
             durable: None,
             outputs_durable: None,
             listening_since: None,
+            cluster: None,
         }
     }
 }
@@ -208,6 +237,12 @@ pub struct Shared {
     outputs_sent: AtomicU64,
     /// Workers whose input channel has closed (state in memory only).
     inputs_closed: std::sync::atomic::AtomicUsize,
+    /// The dataflow's index of this process's first worker (0 alone).
+    base: usize,
+    /// Workers in the whole dataflow, over every process.
+    peers: usize,
+    /// In a cluster, where other processes' outputs go.
+    remote_outputs: Option<flume::Sender<Vec<EngineOutput>>>,
 }
 
 /// The durable side of [`Shared`].
@@ -340,11 +375,18 @@ pub struct EngineInput {
 }
 
 impl EngineInput {
-    /// The worker that owns a reading's device: its partition's. Matches
-    /// the dataflow's `Exchange` routing (`partition % peers`), so readings
-    /// never change worker inside the dataflow.
+    /// The worker of this process that takes a reading: the one that owns
+    /// its device's partition (the dataflow's `Exchange` routing,
+    /// `partition % peers`, so the reading never changes worker inside the
+    /// dataflow). In a cluster, a device another process owns goes to a
+    /// worker picked by its partition, so that its readings keep their
+    /// order on their way to the owner.
     fn owner(&self, reading: &Reading) -> usize {
-        usize::from(durable::partition_of(&reading.envelope.device)) % self.txs.len()
+        let partition = usize::from(durable::partition_of(&reading.envelope.device));
+        (partition % self.shared.peers)
+            .checked_sub(self.shared.base)
+            .filter(|w| *w < self.txs.len())
+            .unwrap_or(partition % self.txs.len())
     }
 
     /// The input for worker `w`, its receipt, and what marks its ticket
@@ -644,11 +686,27 @@ impl Engine {
         let registry = cell.current();
         let begun = std::time::Instant::now();
         let workers = config.workers.max(1);
-        if usize::from(durable::PARTITIONS) < workers {
+        let (processes, process) = config
+            .cluster
+            .as_ref()
+            .map_or((1, 0), |c| (c.processes(), c.process));
+        if process >= processes {
             return Err(EngineError::Start(format!(
-                "at most {} workers (the state's key partitions)",
+                "process {process} of a cluster of {processes}: the index is out of range"
+            )));
+        }
+        if usize::from(durable::PARTITIONS) < workers * processes {
+            return Err(EngineError::Start(format!(
+                "at most {} workers over all processes (the state's key partitions)",
                 durable::PARTITIONS
             )));
+        }
+        if processes > 1 && config.durable.is_some() {
+            return Err(EngineError::Start(
+                "durable state is not available in a cluster of more than one process yet: \
+                 leave [durable] out of a cluster member's configuration"
+                    .into(),
+            ));
         }
         let mut prepared = match &config.durable {
             Some(d) => Some(prepare(d, workers, config.outputs_durable.clone())?),
@@ -723,6 +781,13 @@ impl Engine {
             restore: (0..workers).map(|_| Mutex::new(None)).collect(),
             outputs_sent: AtomicU64::new(0),
             inputs_closed: std::sync::atomic::AtomicUsize::new(0),
+            base: process * workers,
+            peers: processes * workers,
+            remote_outputs: config
+                .cluster
+                .as_ref()
+                .filter(|_| processes > 1)
+                .and_then(|c| c.remote_outputs.clone()),
         });
         for (w, r) in restore.into_iter().enumerate() {
             if let Some(slot) = shared.restore.get(w) {
@@ -743,8 +808,26 @@ impl Engine {
         if prepared.is_none() {
             shared.control.replayed.store(true, Ordering::Release);
         }
+        let communication = match &config.cluster {
+            Some(c) if processes > 1 => {
+                tracing::info!(
+                    process,
+                    processes,
+                    hosts = ?c.hosts,
+                    "joining the cluster: waiting for every process to connect"
+                );
+                timely::CommunicationConfig::Cluster {
+                    threads: workers,
+                    process,
+                    addresses: c.hosts.clone(),
+                    report: false,
+                    zerocopy: false,
+                }
+            }
+            _ => timely::CommunicationConfig::Process(workers),
+        };
         let timely_config = timely::Config {
-            communication: timely::CommunicationConfig::Process(workers),
+            communication,
             worker: WorkerConfig::default(),
         };
         let worker_shared = shared.clone();
@@ -752,6 +835,9 @@ impl Engine {
             dataflow::run_worker(worker, &worker_shared, &output);
         })
         .map_err(EngineError::Start)?;
+        if processes > 1 {
+            tracing::info!(process, processes, "cluster connected");
+        }
         let mut replay = Vec::new();
         let mut restored = None;
         let coordinator = match prepared {

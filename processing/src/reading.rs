@@ -2,18 +2,43 @@
 
 use ioc_devices::DeviceIndex;
 use ioc_schemas::{Envelope, Timestamp};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A validated reading from a registered device.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// Between the processes of a cluster it travels as the device index and
+/// the journal's binary record (`durable::codec`): timely's exchange
+/// encodes with bincode, which cannot read the envelope's own serde form
+/// (fields skipped when empty, tagged bodies).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Reading {
     /// The device's index in the registry the engine was started with.
     pub device: DeviceIndex,
     /// When ingest received it (wall clock).
-    #[serde(with = "ioc_schemas::time::as_millis")]
     pub received: Timestamp,
     /// The reading itself.
     pub envelope: Envelope,
+}
+
+impl Serialize for Reading {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut record = Vec::with_capacity(96);
+        crate::durable::codec::encode(&mut record, self.received.millis(), &self.envelope);
+        (self.device, record).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Reading {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (device, record) = <(DeviceIndex, Vec<u8>)>::deserialize(d)?;
+        let (received, envelope) =
+            crate::durable::codec::decode(&record).map_err(serde::de::Error::custom)?;
+        Ok(Reading {
+            device,
+            received: Timestamp(received),
+            envelope,
+        })
+    }
 }
 
 /// A water-level reading of a registered device, for tests.

@@ -169,6 +169,9 @@ fn run_operators(
             restore: Vec::new(),
             outputs_sent: AtomicU64::new(0),
             inputs_closed: std::sync::atomic::AtomicUsize::new(0),
+            base: 0,
+            peers: 1,
+            remote_outputs: None,
         });
         let table = DeviceTable::new(registry.clone(), rules.clone(), config, 0, 1);
         let (mut input, probe, captured) = worker.dataflow::<u64, _, _>(|scope| {

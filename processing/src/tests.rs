@@ -570,3 +570,166 @@ fn registry_changes_reach_the_workers_without_a_restart() {
         .collect();
     assert!(muted.is_empty(), "an alert while in maintenance: {muted:?}");
 }
+
+/// Free loopback addresses for the processes of a test cluster.
+fn cluster_hosts(n: usize) -> Vec<String> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect()
+}
+
+/// What a run decided: every alert change in order per alert, and every
+/// window result, each sorted so that runs compare whatever process or
+/// worker decided them.
+fn decisions(outputs: impl IntoIterator<Item = EngineOutput>) -> (Vec<String>, Vec<String>) {
+    let (mut alerts, mut windows) = (Vec::new(), Vec::new());
+    for o in outputs {
+        match o {
+            EngineOutput::Alert(a) => alerts.push((
+                a.id.clone(),
+                a.updated_at,
+                format!(
+                    "{} {:?} level {} peak {} at {:?}",
+                    a.id, a.status, a.level, a.peak_level, a.updated_at
+                ),
+            )),
+            EngineOutput::Window(w) => windows.push(format!("{w:?}")),
+            _ => {}
+        }
+    }
+    alerts.sort();
+    windows.sort();
+    (alerts.into_iter().map(|a| a.2).collect(), windows)
+}
+
+/// The same readings through one process, and through a cluster of two
+/// processes each taking every other reading (so one device's readings
+/// reach both, as from an MQTT shared subscription): the same alerts and
+/// windows, and each process sees the other's device states.
+#[test]
+fn a_cluster_of_two_processes_decides_as_one_process() {
+    let registry = Registry::sonla_demo();
+    let rules = RuleSet::parse(
+        &format!(
+            "{BUILTIN_RULES}\n[[rule]]\nid = \"rain_1h\"\nkind = \"rainfall\"\nwindow = \"1h\"\nlevels = [{{ name = \"heavy\", value = 8 }}]\n"
+        ),
+        &registry,
+        &|_| Err("none".into()),
+    )
+    .unwrap();
+    let gauges: Vec<_> = registry
+        .devices()
+        .iter()
+        .filter_map(|d| Some((d.id.clone(), d.thresholds.alarm_levels_m?)))
+        .collect();
+    let rain = ["rain-ta-xua", "rain-bac-yen", "rain-muong-la"];
+    let t0 = Timestamp::now().millis() - 600_000;
+    let mut readings = Vec::new();
+    for k in 0..6u64 {
+        let ts = t0 + k as i64 * 60_000;
+        for (i, (id, levels)) in gauges.iter().enumerate() {
+            let m = [
+                levels[0] - 1.0,
+                levels[1] + 0.05,
+                levels[2] + 0.5,
+                levels[1] + 0.1,
+                levels[0] - 1.0,
+                levels[0] - 2.0,
+            ][k as usize];
+            readings.push(water_level(&registry, id, ts + i as i64, k + 1, m));
+        }
+        for (g, id) in rain.iter().enumerate() {
+            let envelope = ioc_schemas::Envelope {
+                device: (*id).into(),
+                ts: Timestamp(ts + g as i64),
+                seq: k + 1,
+                pos: None,
+                body: ioc_schemas::Body::Hydrology(ioc_schemas::Hydrology {
+                    rainfall_mm: Some(3.0),
+                    ..Default::default()
+                }),
+            };
+            readings.push(Reading {
+                device: registry.lookup(id).unwrap(),
+                received: Timestamp::now(),
+                envelope,
+            });
+        }
+    }
+    // Event time from the readings only (a process that waited for the
+    // other to connect would otherwise find itself idle, and its event
+    // time would follow the clock past the recording at the end).
+    let config = EngineConfig {
+        rules: Some(Arc::new(rules)),
+        idle_timeout: Duration::from_secs(3600),
+        ..EngineConfig::default()
+    };
+    // One process.
+    let (tx, rx) = flume::unbounded();
+    let (engine, input) = Engine::start(&config, registry.clone(), tx).unwrap();
+    input.send_all_blocking(readings.clone()).unwrap();
+    drop(input);
+    engine.join().unwrap();
+    let alone = decisions(rx.drain().flatten());
+    assert!(alone.0.len() >= gauges.len() * 3, "{:?}", alone.0);
+    assert!(!alone.1.is_empty());
+
+    // Two processes of one worker each, started together (each waits
+    // for the other to connect).
+    let hosts = cluster_hosts(2);
+    let runs: Vec<_> = (0..2)
+        .map(|p| {
+            let (tx, rx) = flume::unbounded();
+            let (remote_tx, remote_rx) = flume::unbounded();
+            let config = EngineConfig {
+                workers: 1,
+                cluster: Some(ClusterConfig {
+                    hosts: hosts.clone(),
+                    process: p,
+                    remote_outputs: Some(remote_tx),
+                }),
+                ..config.clone()
+            };
+            let registry = registry.clone();
+            let mine: Vec<Reading> = readings.iter().skip(p).step_by(2).cloned().collect();
+            let thread = std::thread::spawn(move || {
+                let (engine, input) = Engine::start(&config, registry, tx).unwrap();
+                input.send_all_blocking(mine).unwrap();
+                drop(input);
+                engine.join().unwrap();
+            });
+            (thread, rx, remote_rx)
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut seen_remote = Vec::new();
+    for (thread, rx, remote_rx) in runs {
+        thread.join().unwrap();
+        all.extend(rx.drain().flatten());
+        seen_remote.push(
+            remote_rx
+                .drain()
+                .flatten()
+                .filter_map(|o| match o {
+                    EngineOutput::Device(d) => Some(d.device.to_string()),
+                    _ => None,
+                })
+                .collect::<std::collections::BTreeSet<_>>(),
+        );
+    }
+    let cluster = decisions(all);
+    assert_eq!(cluster.0, alone.0, "alerts differ");
+    assert_eq!(cluster.1, alone.1, "windows differ");
+    // Each process got the device states of the devices the other owns.
+    for (p, seen) in seen_remote.iter().enumerate() {
+        assert!(
+            seen.len() > gauges.len() / 4,
+            "process {p} saw {} remote devices",
+            seen.len()
+        );
+    }
+}
