@@ -121,6 +121,8 @@ pub struct Running {
 /// Starts everything the configuration asks for.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate()?;
+    let config = config.for_this_process();
+    let cluster = config.cluster.is_cluster();
     // Before anything registers its metrics, so their handles are live.
     let metrics = prometheus();
     let catalogue = config.registry()?;
@@ -136,10 +138,25 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 )
             })?,
     );
-    let registry =
-        ioc_dashboard_api::routes::registry::RegistryAdmin::load(&device_store, catalogue)
-            .await
-            .map_err(|e| anyhow::anyhow!("device registry: {e}"))?;
+    // The processes of a cluster start together: the first to seed an
+    // empty store wins, the others read what it stored.
+    let mut attempts = if cluster { 10 } else { 1 };
+    let registry = loop {
+        attempts -= 1;
+        match ioc_dashboard_api::routes::registry::RegistryAdmin::load(
+            &device_store,
+            catalogue.clone(),
+        )
+        .await
+        {
+            Ok(r) => break r,
+            Err(e) if attempts > 0 => {
+                tracing::debug!(error = %e, "registry not loaded yet; reading it again");
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+            Err(e) => anyhow::bail!("device registry: {e}"),
+        }
+    };
     info!(
         devices = registry.devices().len(),
         areas = registry.areas().all().len(),
@@ -212,17 +229,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .unwrap_or(false)
         }) as ioc_processing::durable::coordinator::OutputsDurable
     };
+    // Other processes' outputs, in a cluster: for the screens only.
+    let (remote_tx, remote_rx) = flume::bounded(256);
     let engine_config = EngineConfig {
         rules: Some(Arc::new(rules)),
         zones: Some(zones.clone()),
         durable: config.checkpoint.durable(),
         outputs_durable: Some(outputs_durable),
+        cluster: config.cluster.engine(remote_tx),
         ..p.engine()
     };
     // Batches of engine outputs (a timely message each, up to ~1 000).
     let (out_tx, out_rx) = flume::bounded(256);
-    let (mut engine, input) =
-        Engine::start_live(&engine_config, registry_cell.clone(), out_tx.clone())?;
+    // In a cluster this waits until every process has connected.
+    let (mut engine, input) = {
+        let (cell, out_tx) = (registry_cell.clone(), out_tx.clone());
+        tokio::task::spawn_blocking(move || Engine::start_live(&engine_config, cell, out_tx))
+            .await??
+    };
     let engine_stats = engine.stats();
     let reloader = Reloader::new(rules_source, engine.rules(), zones_source, zones.clone());
 
@@ -283,6 +307,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         routed.clone(),
     ));
     let _ = alerts_cell.set(alerts.clone());
+    if cluster {
+        // What the other processes' workers show: their device states,
+        // windows, geofence events and tracks straight from the dataflow,
+        // their alert changes through the store they share with this one.
+        tokio::spawn(ioc_dashboard_api::hub::run(
+            hub.clone(),
+            remote_rx,
+            |_| {},
+            Arc::default(),
+        ));
+        let shown = hub.clone();
+        tokio::spawn(ioc_alerts::follow::follow(
+            config.alerts.database.clone(),
+            alerts.clone(),
+            move |changed| shown.apply(changed.into_iter().map(EngineOutput::alert).collect()),
+            alerts_done.clone(),
+        ));
+    }
 
     let ingest_stats = Arc::new(IngestStats::default());
     let sink = FileSink::open(&config.dead_letter).with_context(|| {
@@ -420,6 +462,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         enforce: Arc::new(reloader.clone()),
         ingest: std::sync::Mutex::new(Some(ingestor.clone())),
         write: tokio::sync::Mutex::new(()),
+        fixed: cluster.then(|| {
+            "the registry cannot change while a cluster runs: the other processes would not \
+             follow. Change it with the cluster stopped (one process alone on the same \
+             database), then start every process again"
+                .to_owned()
+        }),
     };
     let registry_admin = Arc::new(registry_admin);
     let syslog = match &config.http.audit_syslog {

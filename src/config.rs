@@ -50,6 +50,46 @@ pub struct Config {
     pub alerts: ioc_alerts::AlertsConfig,
     /// Durable engine state: checkpoints and the ingest journal.
     pub checkpoint: CheckpointConfig,
+    /// One process of a cluster; without `hosts`, ioc runs alone.
+    pub cluster: ClusterConfig,
+}
+
+/// One process of a cluster: several `ioc` processes run one dataflow,
+/// connected by timely's own networking. Give every process the same
+/// `hosts` and each its own `process` (`IOC_CLUSTER__PROCESS=1`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `host:port` of every process, in process order: where each listens
+    /// for the others. Empty (or one entry): ioc runs alone.
+    pub hosts: Vec<String>,
+    /// This process's index in `hosts`, from 0.
+    pub process: usize,
+}
+
+impl ClusterConfig {
+    /// How many processes run the dataflow (1 alone).
+    pub fn processes(&self) -> usize {
+        self.hosts.len().max(1)
+    }
+
+    /// Whether this process shares the dataflow with others.
+    pub fn is_cluster(&self) -> bool {
+        self.processes() > 1
+    }
+
+    /// The engine's view of it, with where other processes' outputs go;
+    /// `None` alone.
+    pub fn engine(
+        &self,
+        remote_outputs: flume::Sender<Vec<ioc_schemas::EngineOutput>>,
+    ) -> Option<ioc_processing::ClusterConfig> {
+        self.is_cluster().then(|| ioc_processing::ClusterConfig {
+            hosts: self.hosts.clone(),
+            process: self.process,
+            remote_outputs: Some(remote_outputs),
+        })
+    }
 }
 
 /// Durable engine state: where checkpoints and the ingest journal go, how
@@ -306,9 +346,10 @@ impl Default for ProcessingConfig {
 }
 
 /// Top-level sections, for filtering `IOC_*` variables.
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "alerts",
     "checkpoint",
+    "cluster",
     "http",
     "mqtt",
     "kafka",
@@ -395,6 +436,78 @@ impl Config {
         warnings
     }
 
+    /// The problems of a cluster member's configuration: hosts that are
+    /// not `host:port` or appear twice, a process index out of range, and
+    /// what cannot be one process's own in a cluster.
+    fn cluster_problems(&self) -> Vec<String> {
+        let c = &self.cluster;
+        let mut p = Vec::new();
+        for (i, h) in c.hosts.iter().enumerate() {
+            let port = h
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()));
+            if !matches!(port, Some((host, Ok(_))) if !host.is_empty()) {
+                p.push(format!("cluster.hosts[{i}]: {h:?} is not host:port"));
+            }
+            if c.hosts[..i].contains(h) {
+                p.push(format!("cluster.hosts[{i}]: {h:?} is given twice"));
+            }
+        }
+        if !c.hosts.is_empty() && c.process >= c.hosts.len() {
+            p.push(format!(
+                "cluster.process: {} is out of range (hosts lists {} processes, numbered from 0)",
+                c.process,
+                c.hosts.len()
+            ));
+        }
+        if !c.is_cluster() {
+            return p;
+        }
+        if !self.alerts.database.starts_with("postgres") {
+            p.push(format!(
+                "alerts.database: {:?} cannot be shared by the processes of a cluster; \
+                 give every process the same PostgreSQL database (postgres://...)",
+                self.alerts.database
+            ));
+        }
+        if self.checkpoint.enabled {
+            p.push(
+                "checkpoint.enabled: durable state is not available in a cluster yet; \
+                 set it to false on every process"
+                    .into(),
+            );
+        }
+        if self.embedded_broker.enabled {
+            p.push(
+                "embedded_broker.enabled: each process would run a broker of its own; \
+                 point every process at one broker (mqtt.url)"
+                    .into(),
+            );
+        }
+        if self.mqtt.enabled && !self.mqtt.topics.iter().all(|t| t.starts_with("$share/")) {
+            p.push(
+                "mqtt.topics: subscribe through a shared subscription \
+                 (\"$share/ioc/ioc/v1/+/+/telemetry\") so that each reading goes to one process"
+                    .into(),
+            );
+        }
+        p
+    }
+
+    /// This configuration as process `cluster.process` runs it: in a
+    /// cluster, MQTT client ids get `-p{process}` (a broker disconnects a
+    /// client whose id another takes) and the simulator runs on process 0
+    /// only.
+    pub fn for_this_process(mut self) -> Config {
+        if self.cluster.is_cluster() {
+            let n = self.cluster.process;
+            self.mqtt.client_id = format!("{}-p{n}", self.mqtt.client_id);
+            self.alerts.mqtt_client_id = format!("{}-p{n}", self.alerts.mqtt_client_id);
+            self.simulator.enabled &= n == 0;
+        }
+        self
+    }
+
     /// Every problem, each naming its key.
     pub fn problems(&self) -> Vec<String> {
         let mut p = self.mqtt.problems("mqtt");
@@ -452,6 +565,13 @@ impl Config {
                 "checkpoint.journal_max_bytes: at least 1 MiB",
             );
         }
+        p.extend(self.cluster_problems());
+        let p_ = &mut p;
+        let mut check = |ok: bool, msg: &str| {
+            if !ok {
+                p_.push(msg.to_owned());
+            }
+        };
         let bucket = self.processing.rain_bucket.as_millis();
         check(
             bucket >= 1000 && 3_600_000 % bucket == 0,

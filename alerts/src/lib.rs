@@ -11,6 +11,7 @@
 
 pub mod channels;
 pub mod devices;
+pub mod follow;
 pub mod lifecycle;
 pub mod service;
 pub mod store;
@@ -19,4 +20,6 @@ pub use channels::webhook::Webhook;
 pub use devices::{DeviceChange, DeviceChangeEntry};
 pub use lifecycle::{Operation, Refusal};
 pub use service::{AlertService, AlertsConfig, KAFKA_SUBSCRIBER, Publish, SinkFn};
-pub use store::{ActError, AlertFilter, AlertPage, AlertStore, AuditEntry, Delivery, StoreError};
+pub use store::{
+    ActError, AlertFilter, AlertPage, AlertStore, AuditEntry, CHANGES_CHANNEL, Delivery, StoreError,
+};

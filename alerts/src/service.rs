@@ -273,6 +273,12 @@ impl AlertService {
         self.store.backend()
     }
 
+    /// The name this process's changes are announced under (see
+    /// [`crate::follow`]).
+    pub fn origin(&self) -> &str {
+        self.store.origin()
+    }
+
     /// Who CAP messages are from.
     pub fn cap_sender(&self) -> &crate::channels::cap::CapSender {
         &self.cap

@@ -108,7 +108,19 @@ pub struct AlertStore {
     webhooks: Vec<Webhook>,
     /// Other subscribers (e.g. `kafka`): every change gets an outbox row.
     sinks: Vec<String>,
+    /// This store handle's name in change notifications (PostgreSQL), so
+    /// that a process following them skips its own.
+    origin: String,
 }
+
+/// The PostgreSQL channel every stored alert change is announced on,
+/// with the payload `{origin} {version} {alert id}` ([`AlertStore::origin`]).
+pub const CHANGES_CHANNEL: &str = "ioc_alert_changes";
+
+/// How long a delivery taken by one process is left to it before another
+/// process sharing the store may take it again (the process may have died
+/// in the attempt; delivery is at least once).
+const DELIVERY_LEASE_MS: i64 = 120_000;
 
 /// One write through the API, allowed or refused.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
@@ -215,6 +227,7 @@ impl AlertStore {
             write: Mutex::new(()),
             webhooks: Vec::new(),
             sinks: Vec::new(),
+            origin: format!("{}-{}", std::process::id(), Timestamp::now().millis()),
         };
         store.migrate().await?;
         Ok(store)
@@ -223,6 +236,12 @@ impl AlertStore {
     /// `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
         self.backend
+    }
+
+    /// The name this handle's changes are announced under on
+    /// [`CHANGES_CHANNEL`] (PostgreSQL only).
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// Writes a new version of `alert` and its history entry (and outbox
@@ -237,6 +256,7 @@ impl AlertStore {
         let subscribers = Subscribers {
             webhooks: &self.webhooks,
             sinks: &self.sinks,
+            announce: (self.backend == "postgres").then_some(self.origin.as_str()),
         };
         write(tx, subscribers, alert, previous, entry).await
     }
@@ -264,6 +284,11 @@ impl AlertStore {
     /// later one waits for the earlier), longest waiting first, at most
     /// `limit`. Each subscriber is asked on its own, so one with a long
     /// backlog (an endpoint that is down) does not hide the others'.
+    ///
+    /// Each delivery returned is taken: its next attempt is moved two
+    /// minutes on, by a statement that only one of several processes
+    /// sharing the store can win, so a cluster delivers each version once
+    /// (and again only if the process that took it records nothing).
     pub async fn due_deliveries(
         &self,
         subscriber: &str,
@@ -282,7 +307,26 @@ impl AlertStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(delivery).collect()
+        let mut taken = Vec::with_capacity(rows.len());
+        for d in rows.iter().map(delivery) {
+            let d = d?;
+            let won = sqlx::query(
+                "UPDATE alert_outbox SET next_at = $1 WHERE subscriber = $2 AND alert_id = $3 \
+                 AND version = $4 AND state = 'pending' AND next_at = $5",
+            )
+            .bind(now.millis() + DELIVERY_LEASE_MS)
+            .bind(&d.subscriber)
+            .bind(&d.alert)
+            .bind(i64::from(d.version))
+            .bind(d.next_at.millis())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if won == 1 {
+                taken.push(d);
+            }
+        }
+        Ok(taken)
     }
 
     /// Gives up the pending deliveries of subscribers not in `configured`
@@ -413,6 +457,12 @@ impl AlertStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         let _w = self.write.lock().await;
         let mut conn = self.pool.acquire().await?;
+        let postgres = self.backend == "postgres";
+        if postgres {
+            // Processes of a cluster open the database together: one
+            // migrates, the others wait and find it done.
+            conn.execute("SELECT pg_advisory_lock(7307160001)").await?;
+        }
         conn.execute("CREATE TABLE IF NOT EXISTS ioc_schema (version BIGINT NOT NULL)")
             .await?;
         let current: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM ioc_schema")
@@ -435,6 +485,10 @@ impl AlertStore {
                 backend = self.backend,
                 "alert store schema migrated"
             );
+        }
+        if postgres {
+            conn.execute("SELECT pg_advisory_unlock(7307160001)")
+                .await?;
         }
         Ok(())
     }
@@ -742,6 +796,9 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<Alert, StoreError> {
 struct Subscribers<'a> {
     webhooks: &'a [Webhook],
     sinks: &'a [String],
+    /// Announce the change on [`CHANGES_CHANNEL`] under this origin
+    /// (PostgreSQL delivers it at commit).
+    announce: Option<&'a str>,
 }
 
 async fn write(
@@ -834,6 +891,13 @@ async fn write(
         .bind(entry.at.millis())
         .execute(&mut *conn)
         .await?;
+    }
+    if let Some(origin) = subscribers.announce {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANGES_CHANNEL)
+            .bind(format!("{origin} {} {}", alert.version, alert.id))
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }

@@ -100,6 +100,35 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// A new, empty database on this server; its URL.
+    pub fn database(&self, name: &str) -> String {
+        let port = self
+            .url
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap();
+        run(
+            &self.bin.join("psql"),
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                port,
+                "-U",
+                "postgres",
+                "-c",
+                &format!("CREATE DATABASE {name}"),
+            ],
+        );
+        let (server, _) = self.url.rsplit_once('/').unwrap();
+        format!("{server}/{name}")
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         let d = self.data.to_str().unwrap_or_default().to_owned();

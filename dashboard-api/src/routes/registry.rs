@@ -59,6 +59,9 @@ pub struct RegistryAdmin {
     pub ingest: std::sync::Mutex<Option<ioc_ingest::pipeline::Ingestor>>,
     /// One change at a time.
     pub write: tokio::sync::Mutex<()>,
+    /// Why the registry cannot change while this process runs, if it
+    /// cannot (a process of a cluster: the others would not follow).
+    pub fixed: Option<String>,
 }
 
 /// What a change did.
@@ -178,6 +181,9 @@ impl RegistryAdmin {
         specs: Vec<DeviceSpec>,
         prepared: Option<(Arc<Registry>, Registry)>,
     ) -> Result<Applied, Refused> {
+        if let Some(why) = &self.fixed {
+            return Err(Refused::Store(why.clone()));
+        }
         let _one = self.write.lock().await;
         let began = std::time::Instant::now();
         let current = self.cell.current();

@@ -1,0 +1,317 @@
+//! One province on a cluster of `ioc` processes, through the real
+//! components: river-gauge readings published to Mosquitto reach the
+//! processes through a shared subscription (so one gauge's readings land
+//! on any of them), timely's networking takes each to the worker that
+//! owns the gauge, and the alerts go to one PostgreSQL database. The same
+//! readings, and the same operator action, through one process alone,
+//! through two and through three processes give the same alerts (ids,
+//! versions, levels, every change); a screen on any process sees every
+//! gauge's state and every alert, whichever process owns it or took the
+//! action.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+#[path = "../alerts/tests/support/postgres.rs"]
+mod postgres;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    Device, Mosquitto, Screen, alarm_levels, free_port, get_json, http, river_reading_at,
+};
+use ioc_alerts::{AlertFilter, AlertStore};
+use serde_json::Value;
+
+/// River gauges the test drives.
+const GAUGES: usize = 12;
+
+/// An `ioc` process, killed when the test ends with it running.
+struct Member(Child);
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `n` processes of one cluster (one alone when `n` is 1) on the
+/// database `db`, each with the same configuration file and its own
+/// `IOC_CLUSTER__PROCESS` and HTTP port; returns them with their HTTP
+/// addresses once every one answers.
+fn start_cluster(
+    n: usize,
+    mqtt_port: u16,
+    db: &str,
+    dir: &std::path::Path,
+) -> Vec<(Member, SocketAddr)> {
+    let hosts: Vec<String> = (0..n)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let cluster = if n > 1 {
+        format!(
+            "[cluster]\nhosts = [{}]\n",
+            hosts
+                .iter()
+                .map(|h| format!("\"{h}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        String::new()
+    };
+    let config = dir.join(format!("ioc-{n}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nadmin_token = \"{admin}\"\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\nclient_id = \"ioc-cluster-{n}\"\n\
+             topics = [\"$share/ioc{n}/ioc/v1/+/+/telemetry\"]\n\
+             [embedded_broker]\nenabled = false\n\
+             [simulator]\nenabled = false\n\
+             [processing]\nworkers = {workers}\n\
+             [dead_letter]\nfile = \"{d}/dead-letters-{n}.jsonl\"\n\
+             [alerts]\ndatabase = \"{db}\"\n\
+             [checkpoint]\nenabled = false\n\
+             {cluster}",
+            admin = common::TEST_ADMIN,
+            workers = if n == 1 { 2 } else { 1 },
+            d = dir.display(),
+        ),
+    )
+    .unwrap();
+    let members: Vec<(Member, SocketAddr)> = (0..n)
+        .map(|p| {
+            let port = free_port();
+            let child = Command::new(env!("CARGO_BIN_EXE_ioc"))
+                .arg("--config")
+                .arg(&config)
+                .env("IOC_CLUSTER__PROCESS", p.to_string())
+                .env("IOC_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("cannot start ioc");
+            (Member(child), SocketAddr::from(([127, 0, 0, 1], port)))
+        })
+        .collect();
+    for (_, addr) in &members {
+        common::wait_for_port(*addr, "a cluster member's HTTP port");
+    }
+    members
+}
+
+/// The level of gauge `g` at round `k`: under BĐ1, over BĐ2, over BĐ3,
+/// back to BĐ2, under BĐ1 (resolved), lower still.
+fn level(levels: [f64; 3], k: usize) -> f64 {
+    [
+        levels[0] - 1.0,
+        levels[1] + 0.05,
+        levels[2] + 0.5,
+        levels[1] + 0.1,
+        levels[0] - 1.0,
+        levels[0] - 2.0,
+    ][k]
+}
+
+/// Reads `addr`'s view of `id` until its latest reading is `seq`.
+async fn seen(addr: SocketAddr, id: &str, seq: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = get_json(addr, &format!("/api/v1/devices/{id}")).await;
+        if v["state"]["seq"].as_u64() == Some(seq) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} never showed {id} at seq {seq}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The alerts a screen has shown, the latest of each by gauge.
+type Held = std::collections::HashMap<String, Value>;
+
+/// Reads `screen` until every gauge has an open alert at `level` on it
+/// (and alert `acked`, if given, is acknowledged); returns their ids by
+/// gauge.
+async fn alerts_on_screen(
+    screen: &mut Screen,
+    held: &mut Held,
+    gauges: &[String],
+    level: u64,
+    acked: Option<&str>,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = gauges.iter().all(|g| {
+            held.get(g).is_some_and(|a| {
+                a["level"].as_u64() == Some(level)
+                    && acked.is_none_or(|id| a["id"] != id || a["status"] == "acknowledged")
+            })
+        });
+        if done {
+            return gauges
+                .iter()
+                .map(|g| held[g]["id"].as_str().unwrap().to_owned())
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the screen never showed every alert at level {level}: {held:?}"
+        );
+        let Ok(m) = tokio::time::timeout(Duration::from_secs(5), screen.next()).await else {
+            panic!("the screen went quiet before showing every alert at level {level}: {held:#?}");
+        };
+        let m = m.expect("live feed");
+        for a in m["alerts"].as_array().into_iter().flatten() {
+            held.insert(a["subject"].as_str().unwrap().to_owned(), a.clone());
+        }
+    }
+}
+
+/// Everything the store says about the alerts of a run, in a stable
+/// order: each alert as it ended, and each change (version, action, by,
+/// level).
+async fn stored(db: &str) -> Vec<String> {
+    let store = AlertStore::open(db).await.unwrap();
+    let page = store
+        .list(&AlertFilter {
+            limit: 1000,
+            ..AlertFilter::default()
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for a in page.alerts {
+        let d = store.get(&a.id).await.unwrap().unwrap();
+        out.push(format!(
+            "{} v{} {:?} level {} peak {} opened {:?} resolved {:?}",
+            a.id,
+            a.version,
+            a.status,
+            a.level,
+            a.peak_level,
+            a.opened_at,
+            a.resolved_at.is_some()
+        ));
+        for c in d.history {
+            out.push(format!(
+                "  {} v{} {} by {}",
+                a.id,
+                c.version,
+                c.action.as_str(),
+                c.by
+            ));
+        }
+    }
+    out.sort();
+    store.close().await;
+    out
+}
+
+/// One run: `n` processes on a fresh database, the readings published in
+/// rounds (each round once every gauge's previous reading is on a screen),
+/// gauge 0's alert acknowledged through the last process after the third
+/// round, every process's view checked. Returns what the store holds.
+async fn run(n: usize, pg: &postgres::Postgres, mosquitto: &Mosquitto, t0: i64) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = pg.database(&format!("cluster{n}"));
+    let members = start_cluster(n, mosquitto.port, &db, dir.path());
+    let registry = ioc_devices::Registry::sonla_demo();
+    let gauges: Vec<String> = registry
+        .devices()
+        .iter()
+        .filter(|d| d.thresholds.alarm_levels_m.is_some())
+        .take(GAUGES)
+        .map(|d| d.id.to_string())
+        .collect();
+    assert_eq!(gauges.len(), GAUGES);
+    // A screen on the last process (in a cluster, one that owns only a
+    // part of the gauges and took only a part of the readings).
+    let last = members.last().unwrap().1;
+    let mut screen = Screen::connect(last).await;
+    let mut held = Held::new();
+    let device = Device::connect(mosquitto.port).await;
+    for k in 0..6 {
+        for (i, g) in gauges.iter().enumerate() {
+            let ts = t0 + k as i64 * 10_000 + i as i64;
+            let payload =
+                river_reading_at(g, k as u64 + 1, level(alarm_levels(&registry, g), k), ts);
+            device
+                .publish(&format!("ioc/v1/river_gauge/{g}/telemetry"), payload)
+                .await;
+        }
+        // Every process shows every gauge's reading before the next
+        // round: a gauge's readings thus reach its owner in order.
+        for (_, addr) in &members {
+            for g in &gauges {
+                seen(*addr, g, k as u64 + 1).await;
+            }
+        }
+        if k == 2 {
+            let ids = alerts_on_screen(&mut screen, &mut held, &gauges, 3, None).await;
+            // An operator on the first process acknowledges gauge 0's
+            // alert (its owner may be any process); the screen on the
+            // last one sees it.
+            let first = members[0].1;
+            let (status, body) = http(
+                first,
+                "POST",
+                &format!("/api/v1/alerts/{}/ack", ids[0]),
+                &[],
+                b"",
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            alerts_on_screen(&mut screen, &mut held, &gauges, 3, Some(&ids[0])).await;
+        }
+    }
+    // Every alert resolved and stored.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let result = loop {
+        let now = stored(&db).await;
+        let resolved = now.iter().filter(|l| l.contains("Resolved")).count();
+        if resolved == GAUGES {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alerts never all resolved: {now:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    drop(members);
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_two_and_three_processes_decide_the_same() {
+    let pg = postgres::Postgres::start();
+    let mosquitto = Mosquitto::start();
+    let t0 = ioc_schemas::Timestamp::now().millis() - 120_000;
+    let alone = run(1, &pg, &mosquitto, t0).await;
+    assert_eq!(
+        alone.iter().filter(|l| !l.starts_with("  ")).count(),
+        GAUGES
+    );
+    for n in [2, 3] {
+        let cluster = run(n, &pg, &mosquitto, t0).await;
+        if cluster != alone {
+            let first = cluster
+                .iter()
+                .zip(&alone)
+                .find(|(a, b)| a != b)
+                .map(|(a, b)| format!("{n} processes: {a}\none process: {b}"));
+            panic!(
+                "{n} processes stored other alerts than one process; first difference:\n{}",
+                first.unwrap_or_else(|| format!("{} lines against {}", cluster.len(), alone.len()))
+            );
+        }
+    }
+}
