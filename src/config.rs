@@ -894,6 +894,43 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_members_configuration_is_checked() {
+        let mut c = Config::default();
+        c.cluster.hosts = vec![
+            "10.0.0.1:7100".into(),
+            "10.0.0.2".into(),
+            "10.0.0.1:7100".into(),
+        ];
+        c.cluster.process = 3;
+        let p = c.problems().join("\n");
+        for expected in [
+            "cluster.hosts[1]: \"10.0.0.2\" is not host:port",
+            "cluster.hosts[2]: \"10.0.0.1:7100\" is given twice",
+            "cluster.process: 3 is out of range",
+            "alerts.database: \"sqlite://data/alerts.db\" cannot be shared",
+            "checkpoint.enabled: durable state is not available in a cluster",
+            "embedded_broker.enabled: each process would run a broker",
+            "mqtt.topics: subscribe through a shared subscription",
+        ] {
+            assert!(p.contains(expected), "{expected:?} not in:\n{p}");
+        }
+        // A valid member.
+        c.cluster.hosts = vec!["10.0.0.1:7100".into(), "10.0.0.2:7100".into()];
+        c.cluster.process = 1;
+        c.alerts.database = "postgres://ioc@db/ioc".into();
+        c.checkpoint.enabled = false;
+        c.embedded_broker.enabled = false;
+        c.mqtt.topics = vec!["$share/ioc/ioc/v1/+/+/telemetry".into()];
+        assert_eq!(c.problems(), Vec::<String>::new());
+        let member = c.for_this_process();
+        assert_eq!(member.mqtt.client_id, "ioc-p1");
+        assert!(
+            !member.simulator.enabled,
+            "the simulator runs on process 0 only"
+        );
+    }
+
+    #[test]
     fn webhook_demo_file_loads_and_validates() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/ioc.webhook-demo.toml");
         let c = Config::load(Some(&path)).unwrap();

@@ -335,8 +335,52 @@ impl Signals {
     }
 }
 
+/// Exit status of a cluster member that lost another process.
+const EXIT_PEER_LOST: i32 = 3;
+
+/// In a cluster, a lost connection to another process ends the whole
+/// computation (timely's networking threads panic, named
+/// `timely:recv-{process}` and `timely:send-{process}`): this process logs
+/// which peer it lost and exits with [`EXIT_PEER_LOST`], for its
+/// supervisor to restart it with the others.
+fn exit_when_a_peer_is_lost(cluster: &ioc::config::ClusterConfig) {
+    let hosts = cluster.hosts.clone();
+    let me = cluster.process;
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if name.starts_with("timely:") || message.contains("timely communication error") {
+            let peer = name
+                .rsplit('-')
+                .next()
+                .and_then(|n| n.parse::<usize>().ok());
+            let host = peer.and_then(|p| hosts.get(p)).map_or("?", String::as_str);
+            let peer = peer.map_or_else(|| "?".to_owned(), |p| p.to_string());
+            tracing::error!(
+                process = me,
+                lost = %peer,
+                host,
+                "lost cluster process {peer} ({host}): {message}. The dataflow cannot go on \
+                 without it; exiting with status {EXIT_PEER_LOST} (restart every process)"
+            );
+            std::process::exit(EXIT_PEER_LOST);
+        }
+        default(info);
+    }));
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = load(&args)?;
+    if config.cluster.is_cluster() {
+        exit_when_a_peer_is_lost(&config.cluster);
+    }
     let mut signals = Signals::new()?;
     let running = ioc::app::start(config).await?;
     let url = format!("http://{}/", running.http_addr);

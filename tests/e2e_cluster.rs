@@ -92,8 +92,9 @@ fn start_cluster(
                 .env("IOC_CLUSTER__PROCESS", p.to_string())
                 .env("IOC_HTTP__LISTEN", format!("127.0.0.1:{port}"))
                 .env("RUST_LOG", "warn")
+                .env("NO_COLOR", "1")
                 .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
+                .stderr(std::fs::File::create(dir.join(format!("member-{n}-{p}.log"))).unwrap())
                 .spawn()
                 .expect("cannot start ioc");
             (Member(child), SocketAddr::from(([127, 0, 0, 1], port)))
@@ -313,5 +314,56 @@ async fn one_two_and_three_processes_decide_the_same() {
                 first.unwrap_or_else(|| format!("{} lines against {}", cluster.len(), alone.len()))
             );
         }
+    }
+}
+
+/// What member `p` of an `n`-process run wrote to its log.
+fn log(dir: &std::path::Path, n: usize, p: usize) -> String {
+    std::fs::read_to_string(dir.join(format!("member-{n}-{p}.log"))).unwrap_or_default()
+}
+
+/// SIGKILL of one process of three: the other two stop within seconds,
+/// each with exit status 3 and a log line naming the process it lost (a
+/// supervisor then restarts them all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_a_process_stops_the_others_with_a_distinct_status() {
+    let pg = postgres::Postgres::start();
+    let mosquitto = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = pg.database("lost");
+    let mut members = start_cluster(3, mosquitto.port, &db, dir.path());
+    let device = Device::connect(mosquitto.port).await;
+    let t0 = ioc_schemas::Timestamp::now().millis();
+    for seq in 1..=20 {
+        device
+            .publish(
+                "ioc/v1/river_gauge/river-to-hieu/telemetry",
+                river_reading_at("river-to-hieu", seq, 2.0, t0 + seq as i64),
+            )
+            .await;
+    }
+    seen(members[2].1, "river-to-hieu", 20).await;
+    members[1].0.0.kill().unwrap();
+    members[1].0.0.wait().unwrap();
+    for p in [0, 2] {
+        let child = &mut members[p].0.0;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process {p} still runs 20 s after losing process 1:\n{}",
+                log(dir.path(), 3, p)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let text = log(dir.path(), 3, p);
+        assert_eq!(status.code(), Some(3), "process {p}: {status}\n{text}");
+        assert!(
+            text.contains("lost cluster process 1 (127.0.0.1:"),
+            "process {p} did not name the lost process:\n{text}"
+        );
     }
 }
