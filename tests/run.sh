@@ -25,6 +25,8 @@ have chromium || packages+=(chromium)
 have victoria-metrics || packages+=(victoria-metrics)
 # The alert store's tests run PostgreSQL on a free port (initdb in a temp dir).
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || packages+=(postgresql)
+# systemd-analyze verifies the units in deploy/systemd.
+have systemd-analyze || packages+=(systemd)
 # xmllint checks CAP messages against the OASIS CAP 1.2 schema.
 have xmllint || packages+=(libxml2-utils)
 # The benchmark suite's baseline runs Node-RED (from npm) on Node.js.
