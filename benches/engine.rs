@@ -10,6 +10,15 @@
 //! Defaults: 100000 devices, 2000000 events, 2 workers. Prints the result
 //! and writes it to `target/bench/engine.json` (or `$IOC_BENCH_OUT`).
 //!
+//! `IOC_BENCH_PROCESSES=P` runs a cluster of P engines of WORKERS workers
+//! each, connected over loopback TCP by timely's networking exactly as
+//! separate processes are (their threads share this process, so its CPU
+//! time counts all of them): each takes every P-th reading, as from an MQTT
+//! shared subscription, so (P-1)/P of the readings cross to another
+//! process, and each process gets the others' outputs (what its screens
+//! would show). Compare `-- 100000 2000000 1` with `IOC_BENCH_PROCESSES=2`
+//! against `-- 100000 2000000 2` alone: the same two cores.
+//!
 //! `IOC_BENCH_CHECKPOINT=1` runs with durable state (every reading to the
 //! journal, a checkpoint every second: ten times the default rate;
 //! `IOC_BENCH_CHECKPOINT_INTERVAL_MS` changes it), then
@@ -87,6 +96,15 @@ fn main() {
         }),
         ..config
     };
+    let processes: usize = std::env::var("IOC_BENCH_PROCESSES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    if processes > 1 {
+        return cluster(
+            config, registry, readings, processes, devices, out_tx, drain,
+        );
+    }
     let started = Instant::now();
     let cpu_before = common::process_cpu_seconds();
     let (mut engine, input) = Engine::start(&config, registry.clone(), out_tx).expect("engine");
@@ -186,6 +204,111 @@ fn main() {
     if let Some(d) = result.get("durable").filter(|d| !d.is_null()) {
         println!("durable state: {d}");
     }
+}
+
+/// The run of `IOC_BENCH_PROCESSES`: `processes` engines of one cluster,
+/// each fed every `processes`-th reading from its own thread.
+fn cluster(
+    config: EngineConfig,
+    registry: std::sync::Arc<Registry>,
+    readings: Vec<Reading>,
+    processes: usize,
+    devices: usize,
+    out_tx: flume::Sender<Vec<ioc_schemas::EngineOutput>>,
+    drain: std::thread::JoinHandle<usize>,
+) {
+    let events = readings.len();
+    let workers = config.workers;
+    let hosts: Vec<String> = (0..processes)
+        .map(|_| format!("127.0.0.1:{}", common::free_port()))
+        .collect();
+    let (remote_tx, remote_rx) = flume::bounded(1 << 16);
+    let remote = std::thread::spawn(move || {
+        remote_rx
+            .iter()
+            .map(|b: Vec<ioc_schemas::EngineOutput>| b.len())
+            .sum::<usize>()
+    });
+    let mut shares: Vec<Vec<Reading>> = (0..processes).map(|_| Vec::new()).collect();
+    for (i, r) in readings.into_iter().enumerate() {
+        shares[i % processes].push(r);
+    }
+    // Every process connected before the clock starts.
+    let ready = std::sync::Arc::new(std::sync::Barrier::new(processes + 1));
+    let go = std::sync::Arc::new(std::sync::Barrier::new(processes + 1));
+    let threads: Vec<_> = shares
+        .into_iter()
+        .enumerate()
+        .map(|(p, share)| {
+            let config = EngineConfig {
+                cluster: Some(ioc_processing::ClusterConfig {
+                    hosts: hosts.clone(),
+                    process: p,
+                    // `IOC_BENCH_UNSHARED=1`: without the outputs for other
+                    // processes' screens, to see what they cost.
+                    remote_outputs: std::env::var_os("IOC_BENCH_UNSHARED")
+                        .is_none()
+                        .then(|| remote_tx.clone()),
+                }),
+                ..config.clone()
+            };
+            let (registry, out_tx) = (registry.clone(), out_tx.clone());
+            let (ready, go) = (ready.clone(), go.clone());
+            std::thread::spawn(move || {
+                let (engine, input) = Engine::start(&config, registry, out_tx).expect("engine");
+                ready.wait();
+                go.wait();
+                input.send_all_blocking(share).expect("engine open");
+                drop(input);
+                let stats = engine.stats();
+                engine.join().expect("engine");
+                stats
+            })
+        })
+        .collect();
+    drop((out_tx, remote_tx));
+    ready.wait();
+    let cpu_before = common::process_cpu_seconds();
+    let started = Instant::now();
+    go.wait();
+    let stats: Vec<_> = threads
+        .into_iter()
+        .map(|t| t.join().expect("process"))
+        .collect();
+    let outputs = drain.join().expect("drain");
+    let shared = remote.join().expect("remote drain");
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = common::process_cpu_seconds() - cpu_before;
+    let processed: u64 = stats
+        .iter()
+        .map(|s| s.processed.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    let result = serde_json::json!({
+        "benchmark": "engine",
+        "date": Timestamp::now(),
+        "machine": common::bench_machine(),
+        "commit": common::bench_commit(),
+        "devices": devices,
+        "events": events,
+        "processes": processes,
+        "workers": workers,
+        "seconds": secs,
+        "events_per_s": events as f64 / secs,
+        "cpu_s": cpu,
+        "cpu_us_per_event": cpu * 1e6 / events as f64,
+        "rules": "deploy/rules.toml",
+        "outputs": outputs,
+        "outputs_shared_with_other_processes": shared,
+        "processed": processed,
+    });
+    let out = common::write_bench_result("engine", &result);
+    println!(
+        "engine: {events} events of {devices} devices, {processes} processes of {workers} workers: \
+         {:.0} events/s, {:.2} µs CPU per event; {shared} outputs shown on other processes\nwritten to {}",
+        events as f64 / secs,
+        cpu * 1e6 / events as f64,
+        out.display()
+    );
 }
 
 /// `to` as a copy of `from` whose files are hard links (immediate; a file

@@ -56,7 +56,7 @@ use timely::worker::Worker;
 use crate::device_state::{DeviceTable, Outcome, RunningRain};
 use crate::durable::PARTITIONS;
 use crate::geo::{GeoItem, GeoState, enrich, plate_subject_id, wants_positions};
-use crate::reading::Reading;
+use crate::reading::{Blob, Reading};
 use crate::reorder::ReorderBuffer;
 use crate::rules::RuleSet;
 use crate::rules::kind::{DeviceCx, GaugeTotal, ZoneTotal};
@@ -596,11 +596,11 @@ fn sink<'scope>(
 }
 
 /// In a cluster, sends each message of `outputs` but its alerts to the
-/// worker of the same local index in every other process, as one JSON
-/// batch (the form the hub serves it in, so the envelope's serde
-/// attributes need no second encoding), where it goes to that process's
-/// `remote_outputs`. Each process thus shows the whole deployment; alerts
-/// reach other processes through the alert store they share.
+/// worker of the same local index in every other process, where it goes
+/// to that process's `remote_outputs`; each process thus shows the whole
+/// deployment (alerts reach other processes through the alert store they
+/// share). Device states, nearly all of it, travel in the journal's
+/// binary form (`durable::codec::encode_state`), the rest as JSON.
 fn share<'scope>(
     outputs: &StreamVec<'scope, u64, Item<EngineOutput>>,
     shared: &Arc<Shared>,
@@ -615,41 +615,58 @@ fn share<'scope>(
         .unary(Pipeline, "Share", move |_, _| {
             move |input, output| {
                 input.for_each(|cap, data| {
-                    let batch: Vec<&EngineOutput> = data
-                        .iter()
-                        .filter_map(|i| match i {
-                            Item::Data(EngineOutput::Alert(_)) | Item::Mark { .. } => None,
-                            Item::Data(o) => Some(o),
-                        })
-                        .collect();
-                    if batch.is_empty() {
+                    let (mut states, mut other) = (Vec::new(), Vec::new());
+                    for item in data.iter() {
+                        match item {
+                            Item::Data(EngineOutput::Device(s)) => {
+                                crate::durable::codec::encode_state(&mut states, s);
+                            }
+                            Item::Data(EngineOutput::Alert(_)) | Item::Mark { .. } => {}
+                            Item::Data(o) => other.push(o),
+                        }
+                    }
+                    if states.is_empty() && other.is_empty() {
                         return;
                     }
-                    let Ok(bytes) = serde_json::to_vec(&batch) else {
-                        return;
+                    let other = if other.is_empty() {
+                        Vec::new()
+                    } else {
+                        serde_json::to_vec(&other).unwrap_or_default()
                     };
                     metrics::counter!("ioc_cluster_shared_bytes_total")
-                        .increment((bytes.len() * (processes - 1)) as u64);
+                        .increment(((states.len() + other.len()) * (processes - 1)) as u64);
                     let mut session = output.session(&cap);
                     for p in (0..processes).filter(|p| *p != me) {
-                        session.give(((p * workers + local) as u64, bytes.clone()));
+                        let to = (p * workers + local) as u64;
+                        session.give((to, Blob(states.clone()), Blob(other.clone())));
                     }
                 });
             }
         })
         .sink(
-            Exchange::new(|(to, _): &(u64, Vec<u8>)| *to),
+            Exchange::new(|(to, _, _): &(u64, Blob, Blob)| *to),
             "Remote",
             move |(input, _frontier)| {
                 input.for_each(|_, data| {
-                    for (_, bytes) in data.drain(..) {
-                        match serde_json::from_slice::<Vec<EngineOutput>>(&bytes) {
-                            Ok(batch) => {
-                                let _ = remote.send(batch);
+                    for (_, states, other) in data.drain(..) {
+                        let mut batch: Vec<EngineOutput> =
+                            match crate::durable::codec::decode_states(&states.0) {
+                                Ok(s) => s.into_iter().map(EngineOutput::Device).collect(),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "device states from another process do not decode");
+                                    Vec::new()
+                                }
+                            };
+                        if !other.0.is_empty() {
+                            match serde_json::from_slice::<Vec<EngineOutput>>(&other.0) {
+                                Ok(more) => batch.extend(more),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "outputs from another process do not decode");
+                                }
                             }
-                            Err(e) => {
-                                tracing::error!(error = %e, "an output batch from another process does not decode");
-                            }
+                        }
+                        if !batch.is_empty() {
+                            let _ = remote.send(batch);
                         }
                     }
                 });

@@ -23,21 +23,62 @@ pub struct Reading {
 impl Serialize for Reading {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut record = Vec::with_capacity(96);
+        record.extend_from_slice(&self.device.to_le_bytes());
         crate::durable::codec::encode(&mut record, self.received.millis(), &self.envelope);
-        (self.device, record).serialize(s)
+        s.serialize_bytes(&record)
     }
 }
 
 impl<'de> Deserialize<'de> for Reading {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (device, record) = <(DeviceIndex, Vec<u8>)>::deserialize(d)?;
-        let (received, envelope) =
-            crate::durable::codec::decode(&record).map_err(serde::de::Error::custom)?;
+        let Blob(record) = Blob::deserialize(d)?;
+        let bad = |e: String| serde::de::Error::custom(e);
+        let (index, record) = record
+            .split_first_chunk::<4>()
+            .ok_or_else(|| bad("a reading without its device".into()))?;
+        let (received, envelope) = crate::durable::codec::decode(record).map_err(bad)?;
         Ok(Reading {
-            device,
+            device: DeviceIndex::from_le_bytes(*index),
             received: Timestamp(received),
             envelope,
         })
+    }
+}
+
+/// Bytes that serde moves as one run (`serialize_bytes`), not byte by
+/// byte as a `Vec<u8>` goes through bincode.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Blob(pub Vec<u8>);
+
+impl Serialize for Blob {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Blob;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Blob, E> {
+                Ok(Blob(v.to_vec()))
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Blob, E> {
+                Ok(Blob(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Blob, A::Error> {
+                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(b) = seq.next_element()? {
+                    v.push(b);
+                }
+                Ok(Blob(v))
+            }
+        }
+        d.deserialize_byte_buf(Visitor)
     }
 }
 

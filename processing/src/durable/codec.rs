@@ -13,7 +13,7 @@
 //! starting with `{`) are still read.
 
 use ioc_schemas::{
-    Body, Camera, CameraEvent, Envelope, Hydrology, Timestamp, Traffic, VehicleCounts,
+    Body, Camera, CameraEvent, DeviceState, Envelope, Hydrology, Timestamp, Traffic, VehicleCounts,
 };
 
 /// First byte of a binary record.
@@ -34,7 +34,12 @@ pub fn encode(out: &mut Vec<u8>, received: i64, e: &Envelope) {
         }
         None => out.push(0),
     }
-    match &e.body {
+    body(out, &e.body);
+}
+
+/// Appends a reading's body.
+fn body(out: &mut Vec<u8>, b: &Body) {
+    match b {
         Body::Hydrology(h) => {
             out.push(0);
             let floats = [
@@ -162,7 +167,25 @@ pub fn decode(data: &[u8]) -> Result<(i64, Envelope), String> {
         0 => None,
         _ => Some([r.f64()?, r.f64()?]),
     };
-    let body = match r.u8()? {
+    let body = read_body(&mut r)?;
+    if r.at != data.len() {
+        return Err(format!("{} bytes after the record", data.len() - r.at));
+    }
+    Ok((
+        received,
+        Envelope {
+            device,
+            ts,
+            seq,
+            pos,
+            body,
+        },
+    ))
+}
+
+/// Reads a body written by [`body`].
+fn read_body(r: &mut Reader<'_>) -> Result<Body, String> {
+    Ok(match r.u8()? {
         0 => {
             let mask = r.u8()?;
             let bit = |i: u8| mask & (1 << i) != 0;
@@ -205,20 +228,49 @@ pub fn decode(data: &[u8]) -> Result<(i64, Envelope), String> {
             })
         }
         other => return Err(format!("unknown body {other}")),
-    };
-    if r.at != data.len() {
-        return Err(format!("{} bytes after the record", data.len() - r.at));
-    }
-    Ok((
-        received,
-        Envelope {
-            device,
+    })
+}
+
+/// First byte of a device state ([`encode_state`]).
+pub const STATE_TAG: u8 = 0xB2;
+
+/// Appends a device's latest state: a tag, the alarm level (`0xFF` for
+/// none), event time, `seq`, id, position and body (as a record's), for
+/// another process's screens: a tenth of its JSON's cost.
+pub fn encode_state(out: &mut Vec<u8>, s: &DeviceState) {
+    out.push(STATE_TAG);
+    out.push(s.alarm_level.unwrap_or(u8::MAX));
+    out.extend_from_slice(&s.ts.millis().to_le_bytes());
+    out.extend_from_slice(&s.seq.to_le_bytes());
+    text(out, &s.device);
+    out.extend_from_slice(&s.pos[0].to_le_bytes());
+    out.extend_from_slice(&s.pos[1].to_le_bytes());
+    body(out, &s.reading);
+}
+
+/// Reads the device states [`encode_state`] wrote one after another.
+pub fn decode_states(data: &[u8]) -> Result<Vec<DeviceState>, String> {
+    let mut r = Reader { data, at: 0 };
+    let mut states = Vec::new();
+    while r.at < data.len() {
+        if r.u8()? != STATE_TAG {
+            return Err("not a device state".into());
+        }
+        let level = r.u8()?;
+        let ts = Timestamp(r.i64()?);
+        let seq = r.i64()? as u64;
+        let device = r.text()?;
+        let pos = [r.f64()?, r.f64()?];
+        states.push(DeviceState {
+            device: device.into(),
             ts,
             seq,
             pos,
-            body,
-        },
-    ))
+            reading: read_body(&mut r)?,
+            alarm_level: (level != u8::MAX).then_some(level),
+        });
+    }
+    Ok(states)
 }
 
 #[cfg(test)]
