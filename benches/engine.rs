@@ -18,6 +18,10 @@
 //! process, and each process gets the others' outputs (what its screens
 //! would show). Compare `-- 100000 2000000 1` with `IOC_BENCH_PROCESSES=2`
 //! against `-- 100000 2000000 2` alone: the same two cores.
+//! `IOC_BENCH_SPLIT=device` sends each device's readings to one process
+//! instead (as Kafka's partitioning by key does; still (P-1)/P cross);
+//! `IOC_BENCH_FRONT=0` makes process 0 the only one that shows the whole
+//! deployment.
 //!
 //! `IOC_BENCH_CHECKPOINT=1` runs with durable state (every reading to the
 //! journal, a checkpoint every second: ten times the default rate;
@@ -229,9 +233,14 @@ fn cluster(
             .map(|b: Vec<ioc_schemas::EngineOutput>| b.len())
             .sum::<usize>()
     });
+    // `IOC_BENCH_SPLIT=device`: each device's readings all to one process
+    // (as Kafka's partitioning by key does), by its registry index, so
+    // (P-1)/P of them still cross but each device's stay in order.
+    let by_device = std::env::var("IOC_BENCH_SPLIT").is_ok_and(|v| v == "device");
     let mut shares: Vec<Vec<Reading>> = (0..processes).map(|_| Vec::new()).collect();
     for (i, r) in readings.into_iter().enumerate() {
-        shares[i % processes].push(r);
+        let p = if by_device { r.device as usize } else { i };
+        shares[p % processes].push(r);
     }
     // Every process connected before the clock starts.
     let ready = std::sync::Arc::new(std::sync::Barrier::new(processes + 1));
@@ -249,6 +258,13 @@ fn cluster(
                     remote_outputs: std::env::var_os("IOC_BENCH_UNSHARED")
                         .is_none()
                         .then(|| remote_tx.clone()),
+                    // `IOC_BENCH_FRONT=0`: only process 0 shows the whole
+                    // deployment (gets the others' outputs).
+                    front: std::env::var("IOC_BENCH_FRONT")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .into_iter()
+                        .collect(),
                 }),
                 ..config.clone()
             };

@@ -65,6 +65,11 @@ pub struct ClusterConfig {
     pub hosts: Vec<String>,
     /// This process's index in `hosts`, from 0.
     pub process: usize,
+    /// The processes whose screens show the whole deployment: each gets
+    /// the other processes' device states, windows and tracks. Empty: every
+    /// process. Listing fewer saves the others the decoding (point the
+    /// control room at these); alerts reach every process either way.
+    pub front: Vec<usize>,
 }
 
 impl ClusterConfig {
@@ -88,6 +93,7 @@ impl ClusterConfig {
             hosts: self.hosts.clone(),
             process: self.process,
             remote_outputs: Some(remote_outputs),
+            front: self.front.clone(),
         })
     }
 }
@@ -451,6 +457,14 @@ impl Config {
             }
             if c.hosts[..i].contains(h) {
                 p.push(format!("cluster.hosts[{i}]: {h:?} is given twice"));
+            }
+        }
+        for (i, f) in c.front.iter().enumerate() {
+            if *f >= c.processes() {
+                p.push(format!(
+                    "cluster.front[{i}]: process {f} is out of range (hosts lists {})",
+                    c.hosts.len()
+                ));
             }
         }
         if !c.hosts.is_empty() && c.process >= c.hosts.len() {
@@ -902,11 +916,13 @@ mod tests {
             "10.0.0.1:7100".into(),
         ];
         c.cluster.process = 3;
+        c.cluster.front = vec![0, 5];
         let p = c.problems().join("\n");
         for expected in [
             "cluster.hosts[1]: \"10.0.0.2\" is not host:port",
             "cluster.hosts[2]: \"10.0.0.1:7100\" is given twice",
             "cluster.process: 3 is out of range",
+            "cluster.front[1]: process 5 is out of range",
             "alerts.database: \"sqlite://data/alerts.db\" cannot be shared",
             "checkpoint.enabled: durable state is not available in a cluster",
             "embedded_broker.enabled: each process would run a broker",
@@ -917,6 +933,7 @@ mod tests {
         // A valid member.
         c.cluster.hosts = vec!["10.0.0.1:7100".into(), "10.0.0.2:7100".into()];
         c.cluster.process = 1;
+        c.cluster.front = vec![0];
         c.alerts.database = "postgres://ioc@db/ioc".into();
         c.checkpoint.enabled = false;
         c.embedded_broker.enabled = false;

@@ -405,7 +405,10 @@ impl Subscriber {
 async fn drain(store: Arc<AlertStore>, subscriber: Subscriber, cancel: CancellationToken) {
     let name = subscriber.name().to_owned();
     loop {
-        let due = match store.due_deliveries(&name, Timestamp::now(), ROUND).await {
+        let due = match store
+            .take_due_deliveries(&name, Timestamp::now(), ROUND)
+            .await
+        {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(subscriber = %name, error = %e, "alert outbox unavailable; will retry");

@@ -284,11 +284,6 @@ impl AlertStore {
     /// later one waits for the earlier), longest waiting first, at most
     /// `limit`. Each subscriber is asked on its own, so one with a long
     /// backlog (an endpoint that is down) does not hide the others'.
-    ///
-    /// Each delivery returned is taken: its next attempt is moved two
-    /// minutes on, by a statement that only one of several processes
-    /// sharing the store can win, so a cluster delivers each version once
-    /// (and again only if the process that took it records nothing).
     pub async fn due_deliveries(
         &self,
         subscriber: &str,
@@ -307,9 +302,23 @@ impl AlertStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        let mut taken = Vec::with_capacity(rows.len());
-        for d in rows.iter().map(delivery) {
-            let d = d?;
+        rows.iter().map(delivery).collect()
+    }
+
+    /// [`AlertStore::due_deliveries`], each one taken for this process:
+    /// its next attempt is moved two minutes on by a statement that only
+    /// one of several processes sharing the store can win, so a cluster
+    /// attempts each delivery once (and again, by any process, only if the
+    /// one that took it records no outcome within the two minutes).
+    pub async fn take_due_deliveries(
+        &self,
+        subscriber: &str,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let due = self.due_deliveries(subscriber, now, limit).await?;
+        let mut taken = Vec::with_capacity(due.len());
+        for d in due {
             let won = sqlx::query(
                 "UPDATE alert_outbox SET next_at = $1 WHERE subscriber = $2 AND alert_id = $3 \
                  AND version = $4 AND state = 'pending' AND next_at = $5",

@@ -344,6 +344,21 @@ async fn outbox(url: &str) {
         1
     );
 
+    // Taken by one process, a delivery is not due for another (sharing the
+    // store) until the taker's two minutes are up.
+    let taken = store.take_due_deliveries("mqtt", NOW, 100).await.unwrap();
+    assert_eq!(key(&taken), heads);
+    assert!(
+        store
+            .take_due_deliveries("mqtt", NOW, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "taken twice"
+    );
+    let lease_over = Timestamp(NOW.millis() + 120_000);
+    assert_eq!(key(&due("mqtt", lease_over).await), heads);
+
     // "old" is no longer configured: its four pending deliveries are dead.
     assert_eq!(
         store
@@ -366,7 +381,7 @@ async fn outbox(url: &str) {
             .unwrap(),
         0
     );
-    assert_eq!(key(&due("mqtt", NOW).await), heads);
+    assert_eq!(key(&due("mqtt", lease_over).await), heads);
     store.close().await;
 }
 

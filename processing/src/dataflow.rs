@@ -596,19 +596,18 @@ fn sink<'scope>(
 }
 
 /// In a cluster, sends each message of `outputs` but its alerts to the
-/// worker of the same local index in every other process, where it goes
-/// to that process's `remote_outputs`; each process thus shows the whole
+/// worker of the same local index in every other front process, where it
+/// goes to that process's `remote_outputs`; each process thus shows the whole
 /// deployment (alerts reach other processes through the alert store they
 /// share). Device states, nearly all of it, travel in the journal's
 /// binary form (`durable::codec::encode_state`), the rest as JSON.
 fn share<'scope>(
     outputs: &StreamVec<'scope, u64, Item<EngineOutput>>,
     shared: &Arc<Shared>,
-    remote: flume::Sender<Vec<EngineOutput>>,
+    remote: Option<flume::Sender<Vec<EngineOutput>>>,
 ) {
     let workers = shared.rxs.len();
-    let processes = shared.peers / workers.max(1);
-    let me = shared.base / workers.max(1);
+    let fronts = shared.fronts.clone();
     let local = outputs.scope().index() % workers.max(1);
     outputs
         .clone()
@@ -634,9 +633,9 @@ fn share<'scope>(
                         serde_json::to_vec(&other).unwrap_or_default()
                     };
                     metrics::counter!("ioc_cluster_shared_bytes_total")
-                        .increment(((states.len() + other.len()) * (processes - 1)) as u64);
+                        .increment(((states.len() + other.len()) * fronts.len()) as u64);
                     let mut session = output.session(&cap);
-                    for p in (0..processes).filter(|p| *p != me) {
+                    for &p in &fronts {
                         let to = (p * workers + local) as u64;
                         session.give((to, Blob(states.clone()), Blob(other.clone())));
                     }
@@ -648,6 +647,9 @@ fn share<'scope>(
             "Remote",
             move |(input, _frontier)| {
                 input.for_each(|_, data| {
+                    let Some(remote) = &remote else {
+                        return;
+                    };
                     for (_, states, other) in data.drain(..) {
                         let mut batch: Vec<EngineOutput> =
                             match crate::durable::codec::decode_states(&states.0) {
@@ -706,9 +708,12 @@ pub(crate) fn run_worker(
         let ((input, cap), readings) = scope.new_unordered_input::<Item<Reading>>();
         let (outputs, geo) = readings.device_state(table, shared.clone());
         let geo = geo.geo(shared.clone());
-        if let Some(remote) = &shared.remote_outputs {
-            share(&outputs, shared, remote.clone());
-            share(&geo, shared, remote.clone());
+        // In a cluster, every process builds the same dataflow (timely
+        // requires it): each shares, with no one when no other process is
+        // a front one, and receives, when it has somewhere to put it.
+        if shared.peers > shared.rxs.len() {
+            share(&outputs, shared, shared.remote_outputs.clone());
+            share(&geo, shared, shared.remote_outputs.clone());
         }
         sink(outputs, shared, output, &probe);
         sink(geo, shared, output, &probe);

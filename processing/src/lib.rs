@@ -132,12 +132,20 @@ pub struct ClusterConfig {
     /// process stores for the devices it owns), so that this process can
     /// show the whole deployment. `None` does not send them here.
     pub remote_outputs: Option<flume::Sender<Vec<EngineOutput>>>,
+    /// The processes that show the whole deployment (get every other
+    /// process's outputs); empty: all of them. The same on every process.
+    pub front: Vec<usize>,
 }
 
 impl ClusterConfig {
     /// How many processes the cluster has.
     pub fn processes(&self) -> usize {
         self.hosts.len()
+    }
+
+    /// Whether process `p` gets the other processes' outputs.
+    pub fn is_front(&self, p: usize) -> bool {
+        self.front.is_empty() || self.front.contains(&p)
     }
 }
 
@@ -243,6 +251,9 @@ pub struct Shared {
     peers: usize,
     /// In a cluster, where other processes' outputs go.
     remote_outputs: Option<flume::Sender<Vec<EngineOutput>>>,
+    /// In a cluster, the other processes this one's outputs go to (those
+    /// that show the whole deployment).
+    fronts: Vec<usize>,
 }
 
 /// The durable side of [`Shared`].
@@ -786,8 +797,13 @@ impl Engine {
             remote_outputs: config
                 .cluster
                 .as_ref()
-                .filter(|_| processes > 1)
+                .filter(|c| processes > 1 && c.is_front(process))
                 .and_then(|c| c.remote_outputs.clone()),
+            fronts: config.cluster.as_ref().map_or_else(Vec::new, |c| {
+                (0..processes)
+                    .filter(|p| *p != process && c.is_front(*p))
+                    .collect()
+            }),
         });
         for (w, r) in restore.into_iter().enumerate() {
             if let Some(slot) = shared.restore.get(w) {

@@ -172,6 +172,7 @@ fn run_operators(
             base: 0,
             peers: 1,
             remote_outputs: None,
+            fronts: Vec::new(),
         });
         let table = DeviceTable::new(registry.clone(), rules.clone(), config, 0, 1);
         let (mut input, probe, captured) = worker.dataflow::<u64, _, _>(|scope| {

@@ -691,6 +691,7 @@ fn a_cluster_of_two_processes_decides_as_one_process() {
                     hosts: hosts.clone(),
                     process: p,
                     remote_outputs: Some(remote_tx),
+                    front: Vec::new(),
                 }),
                 ..config.clone()
             };
