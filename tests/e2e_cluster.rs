@@ -1,8 +1,9 @@
 //! One province on a cluster of `ioc` processes, through the real
 //! components: river-gauge readings published to Mosquitto reach the
 //! processes through a shared subscription (so one gauge's readings land
-//! on any of them), timely's networking takes each to the worker that
-//! owns the gauge, and the alerts go to one PostgreSQL database. The same
+//! on any of them), or produced to a Kafka topic on Tansu with fixed
+//! partitions, through the consumer group; timely's networking takes each
+//! to the worker that owns the gauge, and the alerts go to one PostgreSQL database. The same
 //! readings, and the same operator action, through one process alone,
 //! through two and through three processes give the same alerts (ids,
 //! versions, levels, every change); a screen on any process sees every
@@ -20,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Device, Mosquitto, Screen, alarm_levels, free_port, get_json, http, river_reading_at,
+    Device, Mosquitto, Screen, Tansu, alarm_levels, free_port, get_json, http, river_reading_at,
 };
 use ioc_alerts::{AlertFilter, AlertStore};
 use serde_json::Value;
@@ -38,13 +39,42 @@ impl Drop for Member {
     }
 }
 
+/// Where the readings come from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// Mosquitto, through a shared subscription.
+    Mqtt(&'a Mosquitto),
+    /// A topic of this name on Tansu, through one consumer group.
+    Kafka(&'a Tansu, &'a str),
+}
+
+impl Source<'_> {
+    /// The configuration sections of run `n`.
+    fn config(&self, n: usize) -> String {
+        match self {
+            Source::Mqtt(m) => format!(
+                "[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"ioc-cluster-{n}\"\n\
+                 topics = [\"$share/ioc{n}/ioc/v1/+/+/telemetry\"]\n",
+                port = m.port
+            ),
+            Source::Kafka(t, topic) => format!(
+                "[mqtt]\nenabled = false\n\
+                 [kafka]\nenabled = true\nbootstrap_servers = \"{}\"\ntopics = [\"{topic}\"]\n\
+                 group_id = \"ioc-{topic}\"\nstart_from = \"earliest\"\n\
+                 properties = {{ \"session.timeout.ms\" = \"6000\" }}\n",
+                t.bootstrap()
+            ),
+        }
+    }
+}
+
 /// Starts `n` processes of one cluster (one alone when `n` is 1) on the
 /// database `db`, each with the same configuration file and its own
 /// `IOC_CLUSTER__PROCESS` and HTTP port; returns them with their HTTP
 /// addresses once every one answers.
 fn start_cluster(
     n: usize,
-    mqtt_port: u16,
+    source: Source<'_>,
     db: &str,
     dir: &std::path::Path,
 ) -> Vec<(Member, SocketAddr)> {
@@ -68,16 +98,16 @@ fn start_cluster(
         &config,
         format!(
             "[http]\nadmin_token = \"{admin}\"\n\
-             [mqtt]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\nclient_id = \"ioc-cluster-{n}\"\n\
-             topics = [\"$share/ioc{n}/ioc/v1/+/+/telemetry\"]\n\
+             {source}\
              [embedded_broker]\nenabled = false\n\
              [simulator]\nenabled = false\n\
              [processing]\nworkers = {workers}\n\
              [dead_letter]\nfile = \"{d}/dead-letters-{n}.jsonl\"\n\
-             [alerts]\ndatabase = \"{db}\"\n\
+             [alerts]\ndatabase = \"{db}\"\nkafka_topic = \"\"\n\
              [checkpoint]\nenabled = false\n\
              {cluster}",
             admin = common::TEST_ADMIN,
+            source = source.config(n),
             workers = if n == 1 { 2 } else { 1 },
             d = dir.display(),
         ),
@@ -220,10 +250,14 @@ async fn stored(db: &str) -> Vec<String> {
 /// rounds (each round once every gauge's previous reading is on a screen),
 /// gauge 0's alert acknowledged through the last process after the third
 /// round, every process's view checked. Returns what the store holds.
-async fn run(n: usize, pg: &postgres::Postgres, mosquitto: &Mosquitto, t0: i64) -> Vec<String> {
+async fn run(n: usize, pg: &postgres::Postgres, source: Source<'_>, t0: i64) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
-    let db = pg.database(&format!("cluster{n}"));
-    let members = start_cluster(n, mosquitto.port, &db, dir.path());
+    let name = match source {
+        Source::Mqtt(_) => format!("mqtt{n}"),
+        Source::Kafka(_, topic) => topic.replace('-', "_"),
+    };
+    let db = pg.database(&name);
+    let members = start_cluster(n, source, &db, dir.path());
     let registry = ioc_devices::Registry::sonla_demo();
     let gauges: Vec<String> = registry
         .devices()
@@ -238,15 +272,30 @@ async fn run(n: usize, pg: &postgres::Postgres, mosquitto: &Mosquitto, t0: i64) 
     let last = members.last().unwrap().1;
     let mut screen = Screen::connect(last).await;
     let mut held = Held::new();
-    let device = Device::connect(mosquitto.port).await;
+    let device = match source {
+        Source::Mqtt(m) => Some(Device::connect(m.port).await),
+        Source::Kafka(..) => None,
+    };
     for k in 0..6 {
+        let mut records = Vec::new();
         for (i, g) in gauges.iter().enumerate() {
             let ts = t0 + k as i64 * 10_000 + i as i64;
             let payload =
                 river_reading_at(g, k as u64 + 1, level(alarm_levels(&registry, g), k), ts);
-            device
-                .publish(&format!("ioc/v1/river_gauge/{g}/telemetry"), payload)
-                .await;
+            match (&device, source) {
+                (Some(d), _) => {
+                    d.publish(&format!("ioc/v1/river_gauge/{g}/telemetry"), payload)
+                        .await
+                }
+                // Fixed partitioning: gauge i to partition i % 6.
+                (None, Source::Kafka(..)) => {
+                    records.push(((i % 6) as i32, Some(g.as_str()), payload))
+                }
+                (None, Source::Mqtt(_)) => unreachable!(),
+            }
+        }
+        if let Source::Kafka(tansu, topic) = source {
+            tansu.produce(topic, &records);
         }
         // Every process shows every gauge's reading before the next
         // round: a gauge's readings thus reach its owner in order.
@@ -296,13 +345,13 @@ async fn one_two_and_three_processes_decide_the_same() {
     let pg = postgres::Postgres::start();
     let mosquitto = Mosquitto::start();
     let t0 = ioc_schemas::Timestamp::now().millis() - 120_000;
-    let alone = run(1, &pg, &mosquitto, t0).await;
+    let alone = run(1, &pg, Source::Mqtt(&mosquitto), t0).await;
     assert_eq!(
         alone.iter().filter(|l| !l.starts_with("  ")).count(),
         GAUGES
     );
     for n in [2, 3] {
-        let cluster = run(n, &pg, &mosquitto, t0).await;
+        let cluster = run(n, &pg, Source::Mqtt(&mosquitto), t0).await;
         if cluster != alone {
             let first = cluster
                 .iter()
@@ -331,7 +380,7 @@ async fn losing_a_process_stops_the_others_with_a_distinct_status() {
     let mosquitto = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
     let db = pg.database("lost");
-    let mut members = start_cluster(3, mosquitto.port, &db, dir.path());
+    let mut members = start_cluster(3, Source::Mqtt(&mosquitto), &db, dir.path());
     let device = Device::connect(mosquitto.port).await;
     let t0 = ioc_schemas::Timestamp::now().millis();
     for seq in 1..=20 {
@@ -364,6 +413,37 @@ async fn losing_a_process_stops_the_others_with_a_distinct_status() {
         assert!(
             text.contains("lost cluster process 1 (127.0.0.1:"),
             "process {p} did not name the lost process:\n{text}"
+        );
+    }
+}
+
+/// The same through Kafka: one process alone, then three sharing the
+/// consumer group of a 6-partition topic, each gauge's readings in one
+/// partition: the same alerts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_through_one_and_three_processes_decides_the_same() {
+    let pg = postgres::Postgres::start();
+    let tansu = Tansu::start();
+    for topic in ["alone-1", "cluster-3"] {
+        tansu.create_topic(topic, 6).await;
+    }
+    tansu.create_topic("ioc.deadletter", 1).await;
+    let t0 = ioc_schemas::Timestamp::now().millis() - 120_000;
+    let alone = run(1, &pg, Source::Kafka(&tansu, "alone-1"), t0).await;
+    assert_eq!(
+        alone.iter().filter(|l| !l.starts_with("  ")).count(),
+        GAUGES
+    );
+    let cluster = run(3, &pg, Source::Kafka(&tansu, "cluster-3"), t0).await;
+    if cluster != alone {
+        let first = cluster
+            .iter()
+            .zip(&alone)
+            .find(|(a, b)| a != b)
+            .map(|(a, b)| format!("3 processes: {a}\none process: {b}"));
+        panic!(
+            "through Kafka, 3 processes stored other alerts than one; first difference:\n{}",
+            first.unwrap_or_else(|| format!("{} lines against {}", cluster.len(), alone.len()))
         );
     }
 }
