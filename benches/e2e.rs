@@ -7,7 +7,15 @@
 //! cargo bench --bench e2e -- --kafka [RATE] [SECONDS] [DEVICES]         # Kafka
 //! cargo bench --bench e2e -- --node-red [RATE] [SECONDS] [DEVICES] [QOS] # baseline
 //! cargo bench --bench e2e -- --import=100000 [RATE] [SECONDS] [DEVICES]   # registry import under load
+//! cargo bench --bench e2e -- --cluster=2 [RATE] [SECONDS] [DEVICES]      # a cluster of processes
 //! ```
+//!
+//! `--cluster=N` runs N `ioc` processes of one worker as one cluster
+//! (MQTT through a shared subscription, alerts in a PostgreSQL started on
+//! a free port) with the screen on the last process, and reports the
+//! latency of the readings of devices another process owns apart
+//! (`latency_other_owner_ms`): what a control room pointed at one process
+//! sees of the rest. RSS and CPU are the screen's process's.
 //!
 //! `--import=N` posts a CSV of N new devices to `POST /api/v1/registry/import`
 //! a third of the way into the load, and reports how long the import took
@@ -51,6 +59,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../alerts/tests/support/postgres.rs"]
+mod postgres;
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -120,6 +130,22 @@ struct Probe {
     last_delivery: Option<Instant>,
     /// Each delivered reading's hand-off and latency.
     timed: Vec<(Instant, u64)>,
+    /// In a cluster, the latencies of devices another process owns.
+    other_owner_us: Vec<u64>,
+}
+
+/// In a cluster: whether the screen's process (`screen` of `processes`,
+/// one worker each) owns a device, by the engine's routing.
+#[derive(Clone, Copy)]
+struct Owner {
+    processes: usize,
+    screen: usize,
+}
+
+impl Owner {
+    fn owns(&self, id: &str) -> bool {
+        usize::from(ioc_processing::durable::partition_of(id)) % self.processes == self.screen
+    }
 }
 
 async fn probe(
@@ -130,6 +156,7 @@ async fn probe(
     ready: tokio::sync::oneshot::Sender<()>,
     stop: CancellationToken,
     node_red: bool,
+    owner: Option<Owner>,
 ) -> Probe {
     let mut ws = if node_red {
         node_red_screen(http).await
@@ -210,6 +237,9 @@ async fn probe(
             if let Some(sent) = pending.remove(&(index, seq)) {
                 let us = arrived.duration_since(sent).as_micros() as u64;
                 out.latencies_us.push(us);
+                if owner.is_some_and(|o| !o.owns(id)) {
+                    out.other_owner_us.push(us);
+                }
                 out.timed.push((sent, us));
                 out.last_delivery = Some(arrived);
             }
@@ -230,6 +260,8 @@ async fn main() {
     let import: Option<usize> =
         std::env::args().find_map(|a| a.strip_prefix("--import=").and_then(|n| n.parse().ok()));
     let node_red = std::env::args().any(|a| a == "--node-red");
+    let cluster: Option<usize> =
+        std::env::args().find_map(|a| a.strip_prefix("--cluster=").and_then(|n| n.parse().ok()));
     let transport = match (kafka, node_red) {
         (true, _) => "kafka",
         (false, true) => "node_red",
@@ -263,12 +295,26 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let http_port = common::free_port();
     let registry = Registry::sonla_scaled(devices);
-    let (mut ioc, http) = match &broker {
-        Broker::Mqtt(m) if node_red => {
+    // A cluster's database, and its other processes (the screen is on the last).
+    let pg = cluster.map(|_| postgres::Postgres::start());
+    let mut others = Vec::new();
+    let (mut ioc, http) = match (&broker, cluster) {
+        (Broker::Mqtt(m), _) if node_red => {
             start_node_red(dir.path(), http_port, m.port, qos, &registry)
+        }
+        (Broker::Mqtt(m), Some(n)) => {
+            let db = pg.as_ref().unwrap().database("bench");
+            let mut members = start_cluster(dir.path(), n, m.port, qos, &db, devices);
+            let last = members.pop().unwrap();
+            others = members;
+            last
         }
         _ => start_ioc(dir.path(), http_port, &source, devices),
     };
+    let owner = cluster.map(|n| Owner {
+        processes: n,
+        screen: n - 1,
+    });
     let pid = ioc.id();
 
     let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
@@ -283,6 +329,7 @@ async fn main() {
         ready_tx,
         stop.clone(),
         node_red,
+        owner,
     ));
     // The gauges the harness drives itself (MQTT into ioc only).
     let provoked: Vec<(DeviceIndex, [f64; 3])> = match &broker {
@@ -420,6 +467,8 @@ async fn main() {
     });
     let mut lat = probe.latencies_us.clone();
     lat.sort_unstable();
+    let mut other_lat = probe.other_owner_us.clone();
+    other_lat.sort_unstable();
     let mut alert_lat = probe.alert_latencies_us.clone();
     alert_lat.sort_unstable();
     let alerts_missing = alert_pending.lock().unwrap().len();
@@ -456,6 +505,10 @@ async fn main() {
     };
     // A clean stop, or a hard one if it does not stop within 10 s.
     let _ = Command::new("kill").arg(pid.to_string()).status();
+    // A cluster stops together.
+    for (o, _) in &others {
+        let _ = Command::new("kill").arg(o.id().to_string()).status();
+    }
     let stopping = Instant::now();
     while ioc.try_wait().ok().flatten().is_none() {
         if stopping.elapsed() > Duration::from_secs(10) {
@@ -465,6 +518,14 @@ async fn main() {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+    for (mut o, _) in others {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while o.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = o.kill();
+        let _ = o.wait();
     }
     let ioc_log = std::fs::read_to_string(dir.path().join("process.log")).unwrap_or_default();
     let warnings: Vec<&str> = ioc_log
@@ -502,6 +563,14 @@ async fn main() {
             "p99": percentile(&lat, 0.99), "p999": percentile(&lat, 0.999),
             "max": lat.last().map_or(f64::NAN, |m| *m as f64 / 1000.0),
         },
+        "cluster": cluster,
+        // In a cluster, the readings of devices another process owns.
+        "latency_other_owner_ms": cluster.map(|_| json!({
+            "readings": other_lat.len(),
+            "p50": percentile(&other_lat, 0.5), "p90": percentile(&other_lat, 0.9),
+            "p99": percentile(&other_lat, 0.99),
+            "max": other_lat.last().map_or(f64::NAN, |m| *m as f64 / 1000.0),
+        })),
         // Reading → the frame with the alert change it caused (MQTT only).
         "alert_latency_ms": (provoked_changes > 0).then(|| json!({
             "provoked": provoked_changes,
@@ -560,6 +629,16 @@ async fn main() {
         "registry_log": registry_log,
     });
     let out = common::write_bench_result(&format!("e2e-{}", transport.replace('_', "-")), &result);
+    if cluster.is_some() {
+        println!(
+            "cluster: readings of devices another process owns: {}, latency ms p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+            other_lat.len(),
+            percentile(&other_lat, 0.5),
+            percentile(&other_lat, 0.9),
+            percentile(&other_lat, 0.99),
+            other_lat.last().map_or(f64::NAN, |m| *m as f64 / 1000.0),
+        );
+    }
     println!(
         "e2e_{transport}: sent {} at {:.0}/s ({devices} devices); delivered {}, conflated {conflated}, missing {missing}; {throughput:.0} readings/s end to end\n\
          latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n\
@@ -704,6 +783,60 @@ async fn provoke(
     let _ = client.disconnect().await;
     poll.abort();
     sent
+}
+
+/// Starts `n` `ioc` processes of one cluster of one worker each (MQTT
+/// through a shared subscription, alerts in `db`); their processes and
+/// HTTP addresses, in process order.
+fn start_cluster(
+    dir: &std::path::Path,
+    n: usize,
+    mqtt_port: u16,
+    qos: u8,
+    db: &str,
+    devices: usize,
+) -> Vec<(std::process::Child, std::net::SocketAddr)> {
+    let hosts: Vec<String> = (0..n)
+        .map(|_| format!("\"127.0.0.1:{}\"", common::free_port()))
+        .collect();
+    let config = dir.join("cluster.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cluster]\nhosts = [{hosts}]\n[http]\nadmin_token = \"{admin}\"\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\nclient_id = \"ioc-bench\"\nqos = {qos}\n\
+             topics = [\"$share/ioc/ioc/v1/+/+/telemetry\"]\n\
+             [embedded_broker]\nenabled = false\n[simulator]\nenabled = false\n\
+             [processing]\nworkers = 1\n[catalogue]\nscale = {devices}\n\
+             [dead_letter]\nfile = \"{}\"\n\
+             [alerts]\ndatabase = \"{db}\"\n[checkpoint]\nenabled = false\n",
+            dir.join("dead-letters.jsonl").display(),
+            hosts = hosts.join(", "),
+            admin = common::TEST_ADMIN,
+        ),
+    )
+    .unwrap();
+    let members: Vec<_> = (0..n)
+        .map(|p| {
+            let port = common::free_port();
+            let log = std::fs::File::create(dir.join(format!("process-{p}.log"))).unwrap();
+            let child = Command::new(env!("CARGO_BIN_EXE_ioc"))
+                .arg("--config")
+                .arg(&config)
+                .env("IOC_CLUSTER__PROCESS", p.to_string())
+                .env("IOC_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+                .env("RUST_LOG", "warn")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("cannot start ioc");
+            (child, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        })
+        .collect();
+    for (_, addr) in &members {
+        common::wait_for_port(*addr, "a cluster process");
+    }
+    members
 }
 
 /// Starts `ioc` with the source under test; its process and HTTP address.
