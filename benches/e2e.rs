@@ -134,6 +134,15 @@ struct Probe {
     other_owner_us: Vec<u64>,
 }
 
+/// Whose screen the probe is.
+#[derive(Clone, Copy)]
+struct ScreenOf {
+    /// The Node-RED baseline's.
+    node_red: bool,
+    /// In a cluster, which devices the screen's process owns.
+    owner: Option<Owner>,
+}
+
 /// In a cluster: whether the screen's process (`screen` of `processes`,
 /// one worker each) owns a device, by the engine's routing.
 #[derive(Clone, Copy)]
@@ -155,9 +164,9 @@ async fn probe(
     alert_pending: AlertPending,
     ready: tokio::sync::oneshot::Sender<()>,
     stop: CancellationToken,
-    node_red: bool,
-    owner: Option<Owner>,
+    screen: ScreenOf,
 ) -> Probe {
+    let ScreenOf { node_red, owner } = screen;
     let mut ws = if node_red {
         node_red_screen(http).await
     } else {
@@ -328,8 +337,7 @@ async fn main() {
         alert_pending.clone(),
         ready_tx,
         stop.clone(),
-        node_red,
-        owner,
+        ScreenOf { node_red, owner },
     ));
     // The gauges the harness drives itself (MQTT into ioc only).
     let provoked: Vec<(DeviceIndex, [f64; 3])> = match &broker {
