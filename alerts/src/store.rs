@@ -624,12 +624,20 @@ impl AlertStore {
     ) -> Result<Vec<(Alert, AlertChange)>, StoreError> {
         let _w = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
-            "SELECT body FROM alerts WHERE status = 'open' AND notified_at < $1 LIMIT 1000",
-        )
-        .bind(before.millis())
-        .fetch_all(&mut *tx)
-        .await?;
+        // Processes sharing a PostgreSQL store each take the alerts no
+        // other is re-notifying at that moment (SQLite has one writer).
+        let lock = if self.backend == "postgres" {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT body FROM alerts WHERE status = 'open' AND notified_at < $1 LIMIT 1000{lock}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(before.millis())
+            .fetch_all(&mut *tx)
+            .await?;
         let mut done = Vec::with_capacity(rows.len());
         for row in rows {
             let stored = decode(&row)?;

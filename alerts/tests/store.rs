@@ -414,4 +414,44 @@ async fn sqlite() {
 async fn postgresql() {
     let pg = postgres::Postgres::start();
     suite(&pg.url).await;
+    processes_sharing_the_store(&pg.database("shared")).await;
+}
+
+/// Processes of a cluster open one PostgreSQL store together (one
+/// migrates, the others wait), and re-notify at the same moment: each due
+/// alert is re-notified once, and no process fails on another's change.
+async fn processes_sharing_the_store(url: &str) {
+    let opened = futures_util::future::join_all(
+        (0..3).map(|_| async { AlertStore::open(url).await.unwrap() }),
+    )
+    .await;
+    let first = &opened[0];
+    for k in 0..20 {
+        first
+            .apply_rule(&rule_alert("shared", &format!("s-{k}"), 20_000, 1, 1), NOW)
+            .await
+            .unwrap();
+    }
+    let later = Timestamp(NOW.millis() + 60_000);
+    let done = futures_util::future::join_all(
+        opened
+            .iter()
+            .map(|s| s.renotify_due(Timestamp(NOW.millis() + 1), later)),
+    )
+    .await;
+    let mut subjects: Vec<String> = done
+        .into_iter()
+        .flat_map(|r| r.expect("no process fails on another's re-notification"))
+        .map(|(a, _)| a.subject)
+        .collect();
+    subjects.sort();
+    let expected: Vec<String> = {
+        let mut e: Vec<String> = (0..20).map(|k| format!("s-{k}")).collect();
+        e.sort();
+        e
+    };
+    assert_eq!(subjects, expected, "each due alert re-notified once");
+    for s in &opened {
+        s.close().await;
+    }
 }
