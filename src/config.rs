@@ -484,13 +484,6 @@ impl Config {
                 self.alerts.database
             ));
         }
-        if self.checkpoint.enabled {
-            p.push(
-                "checkpoint.enabled: durable state is not available in a cluster yet; \
-                 set it to false on every process"
-                    .into(),
-            );
-        }
         if self.embedded_broker.enabled {
             p.push(
                 "embedded_broker.enabled: each process would run a broker of its own; \
@@ -510,13 +503,17 @@ impl Config {
 
     /// This configuration as process `cluster.process` runs it: in a
     /// cluster, MQTT client ids get `-p{process}` (a broker disconnects a
-    /// client whose id another takes) and the simulator runs on process 0
-    /// only.
+    /// client whose id another takes), the durable state goes to
+    /// `checkpoint.dir/process-{process}` (processes sharing a machine and
+    /// a configuration file must not share a data directory) and the
+    /// simulator runs on process 0 only.
     pub fn for_this_process(mut self) -> Config {
         if self.cluster.is_cluster() {
             let n = self.cluster.process;
+            self.checkpoint.dir = self.checkpoint.dir.join(format!("process-{n}"));
             self.mqtt.client_id = format!("{}-p{n}", self.mqtt.client_id);
             self.alerts.mqtt_client_id = format!("{}-p{n}", self.alerts.mqtt_client_id);
+            self.alerts.shared_outbox = true;
             self.simulator.enabled &= n == 0;
         }
         self
@@ -924,7 +921,6 @@ mod tests {
             "cluster.process: 3 is out of range",
             "cluster.front[1]: process 5 is out of range",
             "alerts.database: \"sqlite://data/alerts.db\" cannot be shared",
-            "checkpoint.enabled: durable state is not available in a cluster",
             "embedded_broker.enabled: each process would run a broker",
             "mqtt.topics: subscribe through a shared subscription",
         ] {
@@ -935,12 +931,12 @@ mod tests {
         c.cluster.process = 1;
         c.cluster.front = vec![0];
         c.alerts.database = "postgres://ioc@db/ioc".into();
-        c.checkpoint.enabled = false;
         c.embedded_broker.enabled = false;
         c.mqtt.topics = vec!["$share/ioc/ioc/v1/+/+/telemetry".into()];
         assert_eq!(c.problems(), Vec::<String>::new());
         let member = c.for_this_process();
         assert_eq!(member.mqtt.client_id, "ioc-p1");
+        assert_eq!(member.checkpoint.dir, Path::new("data/state/process-1"));
         assert!(
             !member.simulator.enabled,
             "the simulator runs on process 0 only"

@@ -64,6 +64,11 @@ pub struct AlertsConfig {
     pub cap_sender: String,
     /// CAP `senderName`: the issuing centre.
     pub cap_sender_name: String,
+    /// Set by the binary, not read from the file: other processes (a
+    /// cluster) deliver from the same outbox, so each delivery attempted
+    /// is taken first ([`AlertStore::take_due_deliveries`]).
+    #[serde(skip)]
+    pub shared_outbox: bool,
 }
 
 impl Default for AlertsConfig {
@@ -78,6 +83,7 @@ impl Default for AlertsConfig {
             mqtt_client_id: "ioc-alerts".into(),
             cap_sender: crate::channels::cap::CapSender::default().sender,
             cap_sender_name: crate::channels::cap::CapSender::default().name,
+            shared_outbox: false,
         }
     }
 }
@@ -191,7 +197,8 @@ impl AlertService {
             AlertStore::open(&config.database)
                 .await?
                 .with_webhooks(config.webhooks.clone())
-                .with_sinks(sinks.iter().map(|(n, _)| n.clone()).collect()),
+                .with_sinks(sinks.iter().map(|(n, _)| n.clone()).collect())
+                .with_shared_outbox(config.shared_outbox),
         );
         let (tx, rx) = mpsc::unbounded_channel();
         let out = Arc::new(Ordered {

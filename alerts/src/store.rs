@@ -111,6 +111,9 @@ pub struct AlertStore {
     /// This store handle's name in change notifications (PostgreSQL), so
     /// that a process following them skips its own.
     origin: String,
+    /// Other processes deliver from the same outbox: a delivery is taken
+    /// before it is attempted.
+    shared_outbox: bool,
 }
 
 /// The PostgreSQL channel every stored alert change is announced on,
@@ -228,6 +231,7 @@ impl AlertStore {
             webhooks: Vec::new(),
             sinks: Vec::new(),
             origin: format!("{}-{}", std::process::id(), Timestamp::now().millis()),
+            shared_outbox: false,
         };
         store.migrate().await?;
         Ok(store)
@@ -274,6 +278,14 @@ impl AlertStore {
         self
     }
 
+    /// Other processes deliver from the same outbox (a cluster): each
+    /// delivery is taken before it is attempted
+    /// ([`AlertStore::take_due_deliveries`]).
+    pub fn with_shared_outbox(mut self, shared: bool) -> Self {
+        self.shared_outbox = shared;
+        self
+    }
+
     /// The webhook subscribers.
     pub fn webhooks(&self) -> &[Webhook] {
         &self.webhooks
@@ -317,6 +329,11 @@ impl AlertStore {
         limit: u32,
     ) -> Result<Vec<Delivery>, StoreError> {
         let due = self.due_deliveries(subscriber, now, limit).await?;
+        if !self.shared_outbox {
+            // Alone, nobody else takes them: no lease to wait out after
+            // a crash.
+            return Ok(due);
+        }
         let mut taken = Vec::with_capacity(due.len());
         for d in due {
             let won = sqlx::query(

@@ -346,10 +346,14 @@ async fn outbox(url: &str) {
 
     // Taken by one process, a delivery is not due for another (sharing the
     // store) until the taker's two minutes are up.
-    let taken = store.take_due_deliveries("mqtt", NOW, 100).await.unwrap();
+    let taker = AlertStore::open(url)
+        .await
+        .unwrap()
+        .with_shared_outbox(true);
+    let taken = taker.take_due_deliveries("mqtt", NOW, 100).await.unwrap();
     assert_eq!(key(&taken), heads);
     assert!(
-        store
+        taker
             .take_due_deliveries("mqtt", NOW, 100)
             .await
             .unwrap()

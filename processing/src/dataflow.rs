@@ -459,6 +459,7 @@ impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, Item<GeoItem>> {
                         let g = match g {
                             Item::Data(g) => g,
                             Item::Mark { epoch, .. } => {
+                                shared.peer_marked(epoch);
                                 match marks.iter_mut().find(|m| m.0 == epoch) {
                                     Some(m) => m.1 += 1,
                                     None => marks.push((epoch, 1)),

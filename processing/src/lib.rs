@@ -337,6 +337,19 @@ impl Shared {
         }
     }
 
+    /// In a cluster, another process's device operator marked its input
+    /// for `epoch`: this process cuts it too (once asked, and only when
+    /// it is not already under way here).
+    fn peer_marked(&self, epoch: u64) {
+        if let Some(d) = &self.durable
+            && self.peers > self.rxs.len()
+            && self.control.requested.load(Ordering::Acquire) < epoch
+            && self.control.peer_asked.fetch_max(epoch, Ordering::AcqRel) < epoch
+        {
+            let _ = d.coordinator.send(Message::PeerCut(epoch));
+        }
+    }
+
     fn register_thread(&self, index: usize) {
         if let Some(slot) = self.threads.get(index) {
             let _ = slot.set(std::thread::current());
@@ -581,11 +594,15 @@ struct Prepared {
 }
 
 /// Opens the data directory: the newest usable checkpoint split among
-/// `workers`, the journal segments after it, this start's generation.
+/// `workers`, the journal segments after it, this start's generation. In
+/// a cluster (`hosts`, this process's index), the checkpoint every process
+/// completed and the next epoch come from their agreement
+/// (`durable::cluster`), and this process's checkpoints after that one go.
 fn prepare(
     config: &DurableConfig,
     workers: usize,
     outputs: Option<durable::coordinator::OutputsDurable>,
+    cluster: Option<(&[String], usize)>,
 ) -> Result<Prepared, EngineError> {
     let start = |e: String| EngineError::Start(e);
     let lock = durable::store::lock_dir(&config.dir).map_err(start)?;
@@ -593,13 +610,48 @@ fn prepare(
     let journal_dir = config.dir.join("journal");
     std::fs::create_dir_all(&journal_dir)
         .map_err(|e| start(format!("{}: {e}", journal_dir.display())))?;
-    let loaded = store.load_latest().map_err(|e| {
-        start(format!(
-            "{e}. Move the damaged checkpoints away to start from an older one, or the whole directory to start empty."
-        ))
-    })?;
     let segments = journal::segments(&journal_dir)
         .map_err(|e| start(format!("{}: {e}", journal_dir.display())))?;
+    let agreed = match cluster {
+        Some((hosts, process)) => {
+            let highest = segments.iter().map(|s| s.segment).max().unwrap_or(0);
+            let mine = durable::cluster::propose(process, &store, highest).map_err(start)?;
+            tracing::info!(
+                process,
+                checkpoints = ?mine.complete.iter().map(|c| c.0).collect::<Vec<_>>(),
+                "agreeing with the other processes on the checkpoint to restore"
+            );
+            let agreed = durable::cluster::agree(hosts, process, mine).map_err(start)?;
+            tracing::info!(epoch = ?agreed.epoch, next = agreed.next, "the cluster agreed");
+            Some(agreed)
+        }
+        None => None,
+    };
+    let loaded = match &agreed {
+        Some(a) => {
+            let removed = store.remove_after(a.epoch.unwrap_or(0)).map_err(start)?;
+            if removed > 0 {
+                tracing::warn!(
+                    removed,
+                    "checkpoints after the cluster's last common one removed"
+                );
+            }
+            match a.epoch {
+                Some(e) => Some(store.load_epoch(e).map_err(|e| {
+                    start(format!(
+                        "{e}. The cluster's last common checkpoint cannot be read here: move \
+                         every process's data directory away to start the cluster empty."
+                    ))
+                })?),
+                None => None,
+            }
+        }
+        None => store.load_latest().map_err(|e| {
+            start(format!(
+                "{e}. Move the damaged checkpoints away to start from an older one, or the whole directory to start empty."
+            ))
+        })?,
+    };
     let generation = segments
         .iter()
         .map(|s| s.generation)
@@ -607,13 +659,18 @@ fn prepare(
         .max()
         .unwrap_or(0)
         + 1;
-    let next_epoch = segments
-        .iter()
-        .map(|s| s.segment)
-        .max()
-        .unwrap_or(0)
-        .max(store.highest_epoch())
-        + 1;
+    let next_epoch = match &agreed {
+        Some(a) => a.next,
+        None => {
+            segments
+                .iter()
+                .map(|s| s.segment)
+                .max()
+                .unwrap_or(0)
+                .max(store.highest_epoch())
+                + 1
+        }
+    };
     let (restore, from, newest, since, logs) = match loaded {
         Some(l) => {
             let m = l.manifest.clone();
@@ -634,12 +691,18 @@ fn prepare(
                 workers,
                 "restoring checkpoint"
             );
+            // In a cluster, every Kafka partition where the process that
+            // read it left it.
+            let logs = match &agreed {
+                Some(a) => a.logs.clone(),
+                None => m.logs,
+            };
             (
                 restore,
                 m.epoch,
                 m.watermark_ms,
                 Some(m.listening_since_ms),
-                m.logs,
+                logs,
             )
         }
         None => (Vec::new(), 0, 0, None, Positions::new()),
@@ -663,6 +726,7 @@ fn prepare(
             generation,
             next_epoch,
             outputs,
+            processes: cluster.map_or(1, |(hosts, _)| hosts.len()),
         },
         coordinator_rx: rx,
         restore,
@@ -712,15 +776,13 @@ impl Engine {
                 durable::PARTITIONS
             )));
         }
-        if processes > 1 && config.durable.is_some() {
-            return Err(EngineError::Start(
-                "durable state is not available in a cluster of more than one process yet: \
-                 leave [durable] out of a cluster member's configuration"
-                    .into(),
-            ));
-        }
+        let hosts = config
+            .cluster
+            .as_ref()
+            .filter(|_| processes > 1)
+            .map(|c| (c.hosts.as_slice(), process));
         let mut prepared = match &config.durable {
-            Some(d) => Some(prepare(d, workers, config.outputs_durable.clone())?),
+            Some(d) => Some(prepare(d, workers, config.outputs_durable.clone(), hosts)?),
             None => None,
         };
         let per_worker = (config.input_capacity / workers).max(1);

@@ -44,6 +44,9 @@ pub enum Message {
     Flushed,
     /// A worker's inputs closed.
     Closing,
+    /// In a cluster, a geo operator got another process's mark of
+    /// `epoch`: cut it now (the other process waits for this one's marks).
+    PeerCut(u64),
 }
 
 /// Called once a checkpoint's parts are taken, with the number of output
@@ -228,6 +231,11 @@ pub struct Coordinator {
     pub next_epoch: u64,
     /// Waits for the consumers of the outputs before a checkpoint counts.
     pub outputs: Option<OutputsDurable>,
+    /// Processes of the cluster (1 alone). In a cluster every process cuts
+    /// the same epochs, the first to ask leading the others; and there is
+    /// no last checkpoint at a stop (the others may be gone already): the
+    /// journal holds what came after the last one.
+    pub processes: usize,
 }
 
 impl Coordinator {
@@ -256,11 +264,15 @@ impl Coordinator {
         let workers = shared.rxs.len();
         let mut closing = 0;
         let mut last = Instant::now();
+        let cluster = self.processes > 1;
+        let mut peer: Option<u64> = None;
         let pause = metrics::histogram!("ioc_checkpoint_pause_seconds");
         let duration = metrics::histogram!("ioc_checkpoint_duration_seconds");
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(Message::Closing) => closing += 1,
+                Ok(Message::PeerCut(e)) if e >= self.next_epoch => peer = Some(e),
+                Ok(Message::PeerCut(_)) => {}
                 Ok(other) => warn!(?other, "checkpoint message outside a checkpoint"),
                 Err(flume::RecvTimeoutError::Timeout) => {}
                 Err(flume::RecvTimeoutError::Disconnected) => break,
@@ -272,8 +284,13 @@ impl Coordinator {
             }
             let pressed = journal_bytes > self.config.journal_max_bytes / 2;
             let last_one = closing == workers;
+            if cluster && last_one {
+                info!("inputs closed: the journal holds what came after the last checkpoint");
+                break;
+            }
             let replayed = control.replayed.load(Ordering::Acquire);
-            if !(replayed && (last_one || pressed || last.elapsed() >= self.config.interval)) {
+            let due = peer.is_some() || last.elapsed() >= self.config.interval;
+            if !(replayed && (last_one || pressed || due)) {
                 if last_one {
                     break;
                 }
@@ -282,6 +299,16 @@ impl Coordinator {
             last = Instant::now();
             if control.taken.load(Ordering::Acquire) == u64::MAX {
                 break;
+            }
+            if let Some(e) = peer.take()
+                && e > self.next_epoch
+            {
+                warn!(
+                    ours = self.next_epoch,
+                    theirs = e,
+                    "another process cut a later checkpoint; following it"
+                );
+                self.next_epoch = e;
             }
             let epoch = self.next_epoch;
             self.next_epoch += 1;
@@ -305,7 +332,16 @@ impl Coordinator {
                     }
                     Ok(Message::Part { part, .. }) => parts.push(part),
                     Ok(Message::Flushed) => flushed += 1,
-                    Ok(Message::Closing) => closing += 1,
+                    Ok(Message::Closing) => {
+                        closing += 1;
+                        if cluster && closing == workers {
+                            // The other processes may never send their
+                            // marks: stopping, the journal has it all.
+                            info!(epoch, "inputs closed during a checkpoint; it is given up");
+                            return;
+                        }
+                    }
+                    Ok(Message::PeerCut(_)) => {}
                     Err(e) => {
                         error!(epoch, error = %e, "checkpoint parts never came; the engine stopped");
                         return;
@@ -344,6 +380,7 @@ impl Coordinator {
                 created_ms: Timestamp::now().millis(),
                 generation: self.generation,
                 workers,
+                processes: self.processes,
                 watermark_ms: frontier.min(i64::MAX as u64) as i64,
                 listening_since_ms: shared.table.listening_since_ms,
                 logs: logs.clone(),

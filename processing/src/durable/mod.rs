@@ -22,6 +22,7 @@
 //! workers resume as soon as every part is serialized (the files are
 //! written behind them).
 
+pub mod cluster;
 pub mod codec;
 pub mod coordinator;
 pub mod journal;
@@ -234,6 +235,9 @@ pub struct Control {
     pub finished: AtomicBool,
     /// Replayable sources taking part in the cuts.
     pub logs: logs::Logs,
+    /// In a cluster, the newest epoch another process's mark asked this
+    /// one to cut.
+    pub peer_asked: AtomicU64,
 }
 
 impl Control {

@@ -36,8 +36,12 @@ pub struct Manifest {
     pub created_ms: i64,
     /// Process start (journal generation) that wrote it.
     pub generation: u64,
-    /// Workers that wrote it.
+    /// Workers that wrote it (in a cluster, this process's).
     pub workers: usize,
+    /// Processes of the cluster that wrote it (1 alone); each process's
+    /// checkpoint holds the partitions its workers own.
+    #[serde(default = "one")]
+    pub processes: usize,
     /// The event-time watermark at the cut (the lowest frontier any worker
     /// had promised), ms.
     pub watermark_ms: i64,
@@ -183,21 +187,7 @@ impl Store {
         let listed = self.list()?;
         let mut problems = Vec::new();
         for l in listed.iter().rev() {
-            let loaded = l.manifest.clone().and_then(|m| {
-                let mut parts = Vec::with_capacity(m.parts.len());
-                for p in &m.parts {
-                    let path = l.path.join(&p.file);
-                    let data = std::fs::read(&path).map_err(|e| io(&path, e))?;
-                    if data.len() as u64 != p.bytes || crc32fast::hash(&data) != p.crc32 {
-                        return Err(format!(
-                            "{}: size or checksum does not match the manifest",
-                            path.display()
-                        ));
-                    }
-                    parts.push(data);
-                }
-                Ok(Loaded { manifest: m, parts })
-            });
+            let loaded = Self::read(l);
             match loaded {
                 Ok(l) => return Ok(Some(l)),
                 // A checkpoint being written when the process stopped is
@@ -219,6 +209,49 @@ impl Store {
                 problems.join("; ")
             ))
         }
+    }
+
+    /// A listed checkpoint's manifest and parts, each part checked
+    /// against the manifest's size and CRC-32.
+    fn read(l: &Listed) -> Result<Loaded, String> {
+        let m = l.manifest.clone()?;
+        let mut parts = Vec::with_capacity(m.parts.len());
+        for p in &m.parts {
+            let path = l.path.join(&p.file);
+            let data = std::fs::read(&path).map_err(|e| io(&path, e))?;
+            if data.len() as u64 != p.bytes || crc32fast::hash(&data) != p.crc32 {
+                return Err(format!(
+                    "{}: size or checksum does not match the manifest",
+                    path.display()
+                ));
+            }
+            parts.push(data);
+        }
+        Ok(Loaded { manifest: m, parts })
+    }
+
+    /// Checkpoint `epoch`, whole (a cluster restores the one every
+    /// process completed, not always the newest here).
+    pub fn load_epoch(&self, epoch: u64) -> Result<Loaded, String> {
+        let listed = self.list()?;
+        let l = listed
+            .iter()
+            .rev()
+            .find(|l| l.epoch == epoch && l.manifest.is_ok())
+            .ok_or_else(|| format!("no complete checkpoint {epoch} in {}", self.dir.display()))?;
+        Self::read(l)
+    }
+
+    /// Removes every checkpoint after `epoch` (complete or not): a cluster
+    /// went back to `epoch`, and what came after here is not the
+    /// cluster's. Returns how many.
+    pub fn remove_after(&self, epoch: u64) -> Result<usize, String> {
+        let mut removed = 0;
+        for l in self.list()?.iter().filter(|l| l.epoch > epoch) {
+            std::fs::remove_dir_all(&l.path).map_err(|e| io(&l.path, e))?;
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// Writes a checkpoint: parts, then the manifest, then the rename.
@@ -283,6 +316,10 @@ impl Store {
         }
         Ok(keep_from)
     }
+}
+
+fn one() -> usize {
+    1
 }
 
 fn read_manifest(dir: &Path) -> Result<Manifest, String> {
@@ -353,6 +390,7 @@ mod tests {
             created_ms: 0,
             generation: 1,
             workers: 1,
+            processes: 1,
             watermark_ms: 0,
             listening_since_ms: 0,
             logs: Default::default(),
