@@ -39,6 +39,7 @@ hosts=$(seq 0 $((processes - 1)) | sed 's/.*/"127.0.0.1:710&"/' | paste -sd, -)
 sed -e "s|^hosts = .*|hosts = [$hosts]|" \
     -e "s|^url = \"mqtt://mosquitto:1883\"|url = \"mqtt://127.0.0.1:$mqtt_port\"|" \
     -e "s|^database = .*|database = \"$database\"|" \
+    -e "s|^dir = \"/var/lib/ioc/state\"|dir = \"$dir/state\"|" \
     deploy/cluster/ioc.toml > "$dir/ioc.toml"
 cat >> "$dir/ioc.toml" <<TOML
 [dead_letter]
