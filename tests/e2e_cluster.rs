@@ -147,7 +147,8 @@ fn spawn_members(
                 .env("IOC_HTTP__LISTEN", format!("127.0.0.1:{port}"))
                 .env(
                     "RUST_LOG",
-                    std::env::var("IOC_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                    std::env::var("IOC_TEST_LOG")
+                        .unwrap_or_else(|_| "warn,ioc_processing=info".into()),
                 )
                 .env("NO_COLOR", "1")
                 .stdout(Stdio::null())
@@ -423,6 +424,7 @@ async fn losing_a_process_stops_the_others_with_a_distinct_status() {
     seen(members[2].1, "river-to-hieu", 20).await;
     members[1].0.0.kill().unwrap();
     members[1].0.0.wait().unwrap();
+    let mut named_1 = false;
     for p in [0, 2] {
         let child = &mut members[p].0.0;
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -439,11 +441,17 @@ async fn losing_a_process_stops_the_others_with_a_distinct_status() {
         };
         let text = log(dir.path(), 3, p);
         assert_eq!(status.code(), Some(3), "process {p}: {status}\n{text}");
+        // Each names the first connection it lost: process 1, or the
+        // other survivor when that one stopped first.
         assert!(
-            text.contains("lost cluster process 1 (127.0.0.1:"),
-            "process {p} did not name the lost process:\n{text}"
+            text.contains("lost cluster process 1 (127.0.0.1:")
+                || text.contains(&format!("lost cluster process {} (127.0.0.1:", 2 - p)),
+            "process {p} did not name a lost process:\n{text}"
         );
+        named_1 |= text.contains("lost cluster process 1 (127.0.0.1:");
     }
+    // The first to stop saw only process 1 gone.
+    assert!(named_1, "no process named the one killed");
 }
 
 /// The same through Kafka: one process alone, then three sharing the
@@ -626,4 +634,108 @@ async fn kill_and_restart(
     }
     drop(members);
     spawn_members(config, 3, dir, "-again")
+}
+
+/// A restart from a checkpoint with one more process: two processes with
+/// durable state take the first three rounds and the operator action and
+/// stop; three processes start on their data directories (the third on
+/// none), restore the two's checkpoint (each taking the partitions it owns
+/// now, sent by the processes that wrote it) and replay their journals,
+/// and take the rest. The store ends as one uninterrupted process leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_one_more_process_decides_as_one_process() {
+    let pg = postgres::Postgres::start();
+    let mosquitto = Mosquitto::start();
+    let t0 = ioc_schemas::Timestamp::now().millis() - 120_000;
+    let alone = run(1, &pg, Source::Mqtt(&mosquitto), t0).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = pg.database("rescaled");
+    let registry = ioc_devices::Registry::sonla_demo();
+    let gauges: Vec<String> = registry
+        .devices()
+        .iter()
+        .filter(|d| d.thresholds.alarm_levels_m.is_some())
+        .take(GAUGES)
+        .map(|d| d.id.to_string())
+        .collect();
+    let device = Device::connect(mosquitto.port).await;
+    let mut members = {
+        let config = write_config(2, Source::Mqtt(&mosquitto), &db, dir.path(), true);
+        spawn_members(&config, 2, dir.path(), "")
+    };
+    for k in 0..6 {
+        if k == 3 {
+            // Stop the two together, then start three.
+            for (m, _) in &members {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &m.0.id().to_string()])
+                    .status();
+            }
+            for (p, (m, _)) in members.iter_mut().enumerate() {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let status = loop {
+                    if let Some(s) = m.0.try_wait().unwrap() {
+                        break s;
+                    }
+                    assert!(Instant::now() < deadline, "process {p} did not stop");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                assert!(status.success(), "process {p} stopped with {status}");
+            }
+            let config = write_config(3, Source::Mqtt(&mosquitto), &db, dir.path(), true);
+            members = spawn_members(&config, 3, dir.path(), "");
+        }
+        for (i, g) in gauges.iter().enumerate() {
+            let ts = t0 + k as i64 * 10_000 + i as i64;
+            let payload =
+                river_reading_at(g, k as u64 + 1, level(alarm_levels(&registry, g), k), ts);
+            device
+                .publish(&format!("ioc/v1/river_gauge/{g}/telemetry"), payload)
+                .await;
+        }
+        for (_, addr) in &members {
+            for g in &gauges {
+                seen(*addr, g, k as u64 + 1).await;
+            }
+        }
+        if k == 2 {
+            let mut screen = Screen::connect(members[1].1).await;
+            let mut held = Held::new();
+            let ids = alerts_on_screen(&mut screen, &mut held, &gauges, 3, None).await;
+            let (status, body) = http(
+                members[0].1,
+                "POST",
+                &format!("/api/v1/alerts/{}/ack", ids[0]),
+                &[],
+                b"",
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            alerts_on_screen(&mut screen, &mut held, &gauges, 3, Some(&ids[0])).await;
+        }
+    }
+    // The new process restored its partitions from the two's checkpoint.
+    let third = log(dir.path(), 3, 2);
+    assert!(
+        third.contains("written_by=2") && third.contains("restoring checkpoint"),
+        "process 2 restored nothing:\n{third}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        let now = stored(&db).await;
+        if now == alone || Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if got != alone {
+        let first = got.iter().zip(&alone).find(|(a, b)| a != b).map_or_else(
+            || format!("{} lines against {}", got.len(), alone.len()),
+            |(a, b)| format!("rescaled: {a}\nuninterrupted: {b}"),
+        );
+        panic!(
+            "two processes then three stored other alerts than one process; first difference:\n{first}"
+        );
+    }
 }

@@ -621,11 +621,25 @@ fn prepare(
                 checkpoints = ?mine.complete.iter().map(|c| c.0).collect::<Vec<_>>(),
                 "agreeing with the other processes on the checkpoint to restore"
             );
-            let agreed = durable::cluster::agree(hosts, process, mine).map_err(start)?;
-            tracing::info!(epoch = ?agreed.epoch, next = agreed.next, "the cluster agreed");
-            Some(agreed)
+            let from = store.clone();
+            let (agreed, shipped) =
+                durable::cluster::agree(hosts, process, mine, move |e| from.load_epoch(e))
+                    .map_err(start)?;
+            tracing::info!(
+                epoch = ?agreed.epoch,
+                written_by = agreed.written_by,
+                next = agreed.next,
+                "the cluster agreed"
+            );
+            Some((agreed, shipped))
         }
         None => None,
+    };
+    // In a cluster larger than the one that wrote the checkpoint, every
+    // writer's copy came: each process takes the partitions it owns now.
+    let (agreed, shipped) = match agreed {
+        Some((a, s)) => (Some(a), s),
+        None => (None, Vec::new()),
     };
     let loaded = match &agreed {
         Some(a) => {
@@ -637,6 +651,9 @@ fn prepare(
                 );
             }
             match a.epoch {
+                Some(_) if !shipped.is_empty() => {
+                    Some(durable::cluster::merge(shipped).map_err(start)?)
+                }
                 Some(e) => Some(store.load_epoch(e).map_err(|e| {
                     start(format!(
                         "{e}. The cluster's last common checkpoint cannot be read here: move \
@@ -676,7 +693,11 @@ fn prepare(
             let m = l.manifest.clone();
             let age_s = (Timestamp::now().millis() - m.created_ms) / 1000;
             let bytes: u64 = m.parts.iter().map(|p| p.bytes).sum();
-            let restore = durable::coordinator::split(l, workers).map_err(start)?;
+            let (peers, base) = match cluster {
+                Some((hosts, process)) => (hosts.len() * workers, process * workers),
+                None => (workers, 0),
+            };
+            let restore = durable::coordinator::split(l, workers, peers, base).map_err(start)?;
             let devices: usize = restore.iter().map(|r| r.devices.len()).sum();
             let geo: usize = restore.iter().map(|r| r.geo.len()).sum();
             let log_partitions: usize = m.logs.values().map(|t| t.len()).sum();

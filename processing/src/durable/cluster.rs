@@ -17,7 +17,8 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Input};
 
 use super::logs::Positions;
-use super::store::Store;
+use super::store::{Loaded, Store};
+use crate::reading::Blob;
 
 /// What one process has.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -38,6 +39,9 @@ pub struct Agreed {
     /// The checkpoint every process restores; `None`: none (all start
     /// empty and replay their whole journals).
     pub epoch: Option<u64>,
+    /// The processes of the cluster that wrote it (this cluster's size
+    /// when none).
+    pub written_by: usize,
     /// Its replayable sources' positions over every process (a Kafka
     /// partition is wherever the process that read it left it).
     pub logs: Positions,
@@ -65,18 +69,47 @@ pub fn propose(process: usize, store: &Store, highest_segment: u64) -> Result<Pr
 }
 
 /// What every process decides from all `processes` proposals: the newest
-/// epoch in every one, written by a cluster of this size. A cluster in
-/// which some processes have checkpoints but none in common with the
-/// others cannot restore a consistent state: an error says so.
+/// checkpoint that every process of the cluster that wrote it has (a
+/// cluster of fewer processes than this one leaves the new processes
+/// without one: they take their partitions from the others, see
+/// [`agree`]). A cluster whose processes have checkpoints but none that
+/// all the writers have, or only one written by more processes than this
+/// one has, cannot restore a consistent state: an error says so.
 pub fn decide(all: &[Proposal], processes: usize) -> Result<Agreed, String> {
     let next = all.iter().map(|p| p.next).max().unwrap_or(1);
-    let common = all
-        .first()
-        .into_iter()
+    let has = |p: &Proposal, e: u64| p.complete.iter().any(|c| c.0 == e);
+    let written_by = |e: u64| {
+        all.iter()
+            .flat_map(|p| p.complete.iter())
+            .find(|c| c.0 == e)
+            .map_or(processes, |c| c.1)
+    };
+    let mut candidates: Vec<u64> = all
+        .iter()
         .flat_map(|p| p.complete.iter().map(|c| c.0))
-        .filter(|e| all.iter().all(|p| p.complete.iter().any(|c| c.0 == *e)))
-        .max();
-    let Some(epoch) = common else {
+        .collect();
+    candidates.sort_unstable();
+    candidates.dedup();
+    // Complete: every process that wrote it still has it.
+    let complete = candidates.iter().rev().copied().find(|&e| {
+        let w = written_by(e);
+        all.iter().filter(|p| p.process < w).count() == w
+            && all.iter().filter(|p| p.process < w).all(|p| has(p, e))
+    });
+    let Some(epoch) = complete else {
+        if let Some(&e) = candidates
+            .iter()
+            .rev()
+            .find(|&&e| written_by(e) > processes)
+        {
+            return Err(format!(
+                "checkpoint {e} was written by a cluster of {} processes; this one has \
+                 {processes}. A cluster restores on as many processes or more (the journals of \
+                 processes taken away would be lost): start with the former hosts list, or move \
+                 every process's data directory away to start empty",
+                written_by(e)
+            ));
+        }
         if all.iter().any(|p| !p.complete.is_empty()) {
             let have: Vec<String> = all
                 .iter()
@@ -89,30 +122,24 @@ pub fn decide(all: &[Proposal], processes: usize) -> Result<Agreed, String> {
                 })
                 .collect();
             return Err(format!(
-                "the processes have no checkpoint in common ({}): a cluster restores one \
-                 checkpoint that every process wrote. A process added to the cluster, or one \
-                 whose data directory was lost, cannot be restored yet; move every process's \
-                 data directory away to start the cluster empty",
+                "the processes have no checkpoint that every process of the cluster that wrote \
+                 it still has ({}): a process's data directory was lost, or the cluster had \
+                 more processes than now. Move every process's data directory away to start \
+                 the cluster empty",
                 have.join(", ")
             ));
         }
         return Ok(Agreed {
             epoch: None,
+            written_by: processes,
             logs: Positions::new(),
             next,
         });
     };
+    let writers = written_by(epoch);
     let mut logs = Positions::new();
     for p in all {
-        for (_, written_by, positions) in p.complete.iter().filter(|c| c.0 == epoch) {
-            if *written_by != processes {
-                return Err(format!(
-                    "checkpoint {epoch} was written by a cluster of {written_by} processes; this \
-                     one has {processes}. Restoring a checkpoint on another number of processes \
-                     is not supported yet: start with the former hosts list, or move every \
-                     process's data directory away to start empty"
-                ));
-            }
+        for (_, _, positions) in p.complete.iter().filter(|c| c.0 == epoch) {
             for (topic, partitions) in positions {
                 let mine = logs.entry(topic.clone()).or_default();
                 for (partition, offset) in partitions {
@@ -124,14 +151,34 @@ pub fn decide(all: &[Proposal], processes: usize) -> Result<Agreed, String> {
     }
     Ok(Agreed {
         epoch: Some(epoch),
+        written_by: writers,
         logs,
         next: next.max(epoch + 1),
     })
 }
 
+/// A checkpoint on its way from a process that wrote it to one that
+/// restores from it (a cluster restoring on more processes).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Shipped {
+    /// The manifest, as JSON (its own serde form).
+    manifest: Blob,
+    /// The parts, in the manifest's order.
+    parts: Vec<Blob>,
+}
+
 /// Runs the agreement among the processes at `hosts` (this one being
-/// `process`): returns once every process has sent its proposal.
-pub fn agree(hosts: &[String], process: usize, mine: Proposal) -> Result<Agreed, String> {
+/// `process`): returns once every process has sent its proposal. When the
+/// checkpoint agreed on was written by fewer processes than there are
+/// now, the processes that wrote it send it to every process (`load`
+/// reads this process's copy), and the checkpoints of all writers come
+/// back for [`merge`] to restore each process's partitions from.
+pub fn agree(
+    hosts: &[String],
+    process: usize,
+    mine: Proposal,
+    load: impl Fn(u64) -> Result<Loaded, String> + Send + Sync + 'static,
+) -> Result<(Agreed, Vec<Loaded>), String> {
     let processes = hosts.len();
     let config = timely::Config {
         communication: timely::CommunicationConfig::Cluster {
@@ -143,17 +190,19 @@ pub fn agree(hosts: &[String], process: usize, mine: Proposal) -> Result<Agreed,
         },
         worker: timely::WorkerConfig::default(),
     };
-    let got: Arc<Mutex<Vec<Proposal>>> = Arc::default();
-    let into = got.clone();
+    type Outcome = Result<(Agreed, Vec<Loaded>), String>;
+    let outcome: Arc<Mutex<Option<Outcome>>> = Arc::default();
+    let into = outcome.clone();
     let guards = timely::execute(config, move |worker| {
-        let into = into.clone();
+        let got: Arc<Mutex<Vec<Proposal>>> = Arc::default();
+        let sink = got.clone();
         let mut input = worker.dataflow::<u64, _, _>(|scope| {
             let (input, stream) = scope.new_input::<Proposal>();
             stream
                 .broadcast()
                 .sink(Pipeline, "Proposals", move |(data, _)| {
                     data.for_each(|_, d| {
-                        if let Ok(mut all) = into.lock() {
+                        if let Ok(mut all) = sink.lock() {
                             all.extend(d.drain(..));
                         }
                     });
@@ -163,19 +212,105 @@ pub fn agree(hosts: &[String], process: usize, mine: Proposal) -> Result<Agreed,
         input.send(mine.clone());
         input.advance_to(1);
         drop(input);
+        while got.lock().map_or(0, |g| g.len()) < processes {
+            worker.step();
+        }
+        let all = got.lock().map(|g| g.clone()).unwrap_or_default();
+        let agreed = match decide(&all, processes) {
+            Ok(a) => a,
+            Err(e) => {
+                if let Ok(mut o) = into.lock() {
+                    *o = Some(Err(e));
+                }
+                while worker.step() {}
+                return;
+            }
+        };
+        // Restoring on more processes than wrote the checkpoint: every
+        // writer sends its copy to everyone (every process builds this
+        // dataflow: they all decided alike).
+        let mut loaded = Vec::new();
+        let mut failed = None;
+        if let Some(epoch) = agreed.epoch.filter(|_| agreed.written_by < processes) {
+            let came: Arc<Mutex<Vec<Shipped>>> = Arc::default();
+            let sink = came.clone();
+            let mut input = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, stream) = scope.new_input::<Shipped>();
+                stream
+                    .broadcast()
+                    .sink(Pipeline, "Checkpoints", move |(data, _)| {
+                        data.for_each(|_, d| {
+                            if let Ok(mut all) = sink.lock() {
+                                all.extend(d.drain(..));
+                            }
+                        });
+                    });
+                input
+            });
+            if process < agreed.written_by {
+                match load(epoch) {
+                    Ok(l) => input.send(Shipped {
+                        manifest: Blob(serde_json::to_vec(&l.manifest).unwrap_or_default()),
+                        parts: l.parts.into_iter().map(Blob).collect(),
+                    }),
+                    Err(e) => {
+                        // Sent empty, so that nobody waits for it; the
+                        // restore fails everywhere.
+                        failed = Some(e);
+                        input.send(Shipped::default());
+                    }
+                }
+            }
+            input.advance_to(1);
+            drop(input);
+            while came.lock().map_or(0, |c| c.len()) < agreed.written_by {
+                worker.step();
+            }
+            for s in came.lock().map(|c| c.clone()).unwrap_or_default() {
+                match serde_json::from_slice::<super::store::Manifest>(&s.manifest.0) {
+                    Ok(manifest) => loaded.push(Loaded {
+                        manifest,
+                        parts: s.parts.into_iter().map(|b| b.0).collect(),
+                    }),
+                    Err(e) => {
+                        failed.get_or_insert(format!("a checkpoint sent by another process: {e}"));
+                    }
+                }
+            }
+        }
         while worker.step() {}
+        if let Ok(mut o) = into.lock() {
+            *o = Some(match failed {
+                Some(e) => Err(e),
+                None => Ok((agreed, loaded)),
+            });
+        }
     })?;
     for r in guards.join() {
         r?;
     }
-    let all = got.lock().map_err(|e| e.to_string())?.clone();
-    if all.len() != processes {
-        return Err(format!(
-            "{} of {processes} processes' proposals arrived",
-            all.len()
-        ));
+    let taken = outcome.lock().map_err(|e| e.to_string())?.take();
+    taken.unwrap_or_else(|| Err("the agreement ended without a decision".into()))
+}
+
+/// The checkpoints every writer sent, as one: their parts side by side
+/// (each part keeps its worker's index in the cluster that wrote it), the
+/// lowest watermark, the writers' workers added up. Restored like one
+/// process's checkpoint, each process keeping the partitions it owns now.
+pub fn merge(mut loaded: Vec<Loaded>) -> Result<Loaded, String> {
+    loaded.sort_by_key(|l| l.manifest.parts.first().map_or(0, |p| p.worker));
+    let mut all = loaded
+        .pop()
+        .ok_or_else(|| "no checkpoint came from the processes that wrote it".to_owned())?;
+    // `workers` is now every writer's: one "process" of them all.
+    all.manifest.processes = 1;
+    for l in loaded {
+        all.manifest.workers += l.manifest.workers;
+        all.manifest.watermark_ms = all.manifest.watermark_ms.min(l.manifest.watermark_ms);
+        all.manifest.parts.extend(l.manifest.parts);
+        all.parts.extend(l.parts);
     }
-    decide(&all, processes)
+    Ok(all)
 }
 
 #[cfg(test)]
@@ -185,6 +320,11 @@ mod tests {
     use super::*;
 
     fn p(process: usize, epochs: &[u64], next: u64) -> Proposal {
+        p_of(3, process, epochs, next)
+    }
+
+    /// A proposal whose checkpoints a cluster of `writers` wrote.
+    fn p_of(writers: usize, process: usize, epochs: &[u64], next: u64) -> Proposal {
         Proposal {
             process,
             complete: epochs
@@ -194,7 +334,7 @@ mod tests {
                     logs.entry("t".into())
                         .or_default()
                         .insert(process as i32, *e as i64 * 10);
-                    (*e, 3, logs)
+                    (*e, writers, logs)
                 })
                 .collect(),
             next,
@@ -217,11 +357,22 @@ mod tests {
         // A fresh cluster.
         let a = decide(&[p(0, &[], 1), p(1, &[], 3)], 2).unwrap();
         assert_eq!((a.epoch, a.next), (None, 3));
-        // Nothing in common; another cluster's size.
+        // One more process than wrote it: the writers' newest.
+        let a = decide(
+            &[
+                p_of(2, 0, &[4, 5], 6),
+                p_of(2, 1, &[5], 6),
+                p_of(2, 2, &[], 1),
+            ],
+            3,
+        )
+        .unwrap();
+        assert_eq!((a.epoch, a.written_by), (Some(5), 2));
+        // A writer's lost directory; fewer processes than wrote it.
         assert!(
-            decide(&[p(0, &[5], 6), p(1, &[], 1)], 2)
+            decide(&[p_of(2, 0, &[5], 6), p_of(2, 1, &[], 1)], 2)
                 .unwrap_err()
-                .contains("no checkpoint in common")
+                .contains("still has")
         );
         assert!(
             decide(&[p(0, &[5], 6), p(1, &[5], 6)], 2)
@@ -242,7 +393,10 @@ mod tests {
             .map(|i| {
                 let hosts = hosts.clone();
                 std::thread::spawn(move || {
-                    agree(&hosts, i, p(i, &[7, 8 + i as u64 % 2], 20 + i as u64)).unwrap()
+                    let mine = p(i, &[7, 8 + i as u64 % 2], 20 + i as u64);
+                    agree(&hosts, i, mine, |_| Err("not needed".into()))
+                        .unwrap()
+                        .0
                 })
             })
             .collect();

@@ -170,11 +170,24 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// A checkpoint split among `workers` workers by partition.
-pub fn split(loaded: Loaded, workers: usize) -> Result<Vec<Restore>, String> {
+/// A checkpoint split among this process's `workers` workers by
+/// partition: the dataflow's workers `base..base + workers` of `peers`
+/// (alone, `base` 0 and `peers` = `workers`). A partition another process
+/// owns is left to it.
+pub fn split(
+    loaded: Loaded,
+    workers: usize,
+    peers: usize,
+    base: usize,
+) -> Result<Vec<Restore>, String> {
     let mut out: Vec<Restore> = (0..workers).map(|_| Restore::default()).collect();
     let (mut tables, mut geos) = (Vec::new(), Vec::new());
-    let same = loaded.manifest.workers == workers;
+    let same = loaded.manifest.workers * loaded.manifest.processes.max(1) == peers;
+    let mine = |p: u16| {
+        (usize::from(p) % peers)
+            .checked_sub(base)
+            .filter(|w| *w < workers)
+    };
     let format = loaded.manifest.format;
     if !(1..=super::store::FORMAT).contains(&format) {
         return Err(format!(
@@ -188,14 +201,18 @@ pub fn split(loaded: Loaded, workers: usize) -> Result<Vec<Restore>, String> {
                 let part: DevicePart = decode(format, &meta.file, &data)?;
                 tables.push((meta.worker, part.table));
                 for (p, d) in part.devices {
-                    out[usize::from(p) % workers].devices.push(d);
+                    if let Some(w) = mine(p) {
+                        out[w].devices.push(d);
+                    }
                 }
             }
             "geo" => {
                 let part: GeoPart = decode(format, &meta.file, &data)?;
                 geos.push((meta.worker, part.progress));
                 for (p, e) in part.entries {
-                    out[usize::from(p) % workers].geo.push(e);
+                    if let Some(w) = mine(p) {
+                        out[w].geo.push(e);
+                    }
                 }
             }
             other => return Err(format!("{}: unknown operator {other:?}", meta.file)),
@@ -205,11 +222,11 @@ pub fn split(loaded: Loaded, workers: usize) -> Result<Vec<Restore>, String> {
     let all_geo: Vec<GeoProgress> = geos.iter().map(|g| g.1).collect();
     for (w, r) in out.iter_mut().enumerate() {
         // The same workers: each its own progress; otherwise the earliest.
-        r.table = match tables.iter().find(|t| same && t.0 == w) {
+        r.table = match tables.iter().find(|t| same && t.0 == base + w) {
             Some(t) => t.1,
             None => TableSnap::earliest(&all_tables),
         };
-        r.geo_progress = match geos.iter().find(|g| same && g.0 == w) {
+        r.geo_progress = match geos.iter().find(|g| same && g.0 == base + w) {
             Some(g) => g.1,
             None => GeoProgress::earliest(&all_geo),
         };
