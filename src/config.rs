@@ -504,13 +504,25 @@ impl Config {
     /// This configuration as process `cluster.process` runs it: in a
     /// cluster, MQTT client ids get `-p{process}` (a broker disconnects a
     /// client whose id another takes), the durable state goes to
-    /// `checkpoint.dir/process-{process}` (processes sharing a machine and
-    /// a configuration file must not share a data directory) and the
-    /// simulator runs on process 0 only.
+    /// `checkpoint.dir/process-{process}`, the time-series spool to
+    /// `influx.spool_dir/process-{process}` and dead letters to
+    /// `{name}-p{process}.jsonl` (processes sharing a machine and a
+    /// configuration file must not share these files) and the simulator
+    /// runs on process 0 only.
     pub fn for_this_process(mut self) -> Config {
         if self.cluster.is_cluster() {
             let n = self.cluster.process;
             self.checkpoint.dir = self.checkpoint.dir.join(format!("process-{n}"));
+            self.influx.spool_dir = self.influx.spool_dir.join(format!("process-{n}"));
+            let file = &self.dead_letter.file;
+            let stem = file.file_stem().map_or_else(
+                || "dead-letters".into(),
+                |s| s.to_string_lossy().into_owned(),
+            );
+            let ext = file
+                .extension()
+                .map_or_else(String::new, |e| format!(".{}", e.to_string_lossy()));
+            self.dead_letter.file = file.with_file_name(format!("{stem}-p{n}{ext}"));
             self.mqtt.client_id = format!("{}-p{n}", self.mqtt.client_id);
             self.alerts.mqtt_client_id = format!("{}-p{n}", self.alerts.mqtt_client_id);
             self.alerts.shared_outbox = true;
@@ -937,6 +949,14 @@ mod tests {
         let member = c.for_this_process();
         assert_eq!(member.mqtt.client_id, "ioc-p1");
         assert_eq!(member.checkpoint.dir, Path::new("data/state/process-1"));
+        assert_eq!(
+            member.dead_letter.file,
+            Path::new("data/dead-letters-p1.jsonl")
+        );
+        assert_eq!(
+            member.influx.spool_dir,
+            Path::new("data/influx-spool/process-1")
+        );
         assert!(
             !member.simulator.enabled,
             "the simulator runs on process 0 only"

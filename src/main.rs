@@ -244,7 +244,7 @@ impl Select {
     fn load(self, run: &RunArgs) -> anyhow::Result<Vec<ioc_ingest::DeadLetter>> {
         let file = match self.file {
             Some(f) => f,
-            None => load(run)?.dead_letter.file,
+            None => load(run)?.for_this_process().dead_letter.file,
         };
         let filter = ioc::deadletter::Filter {
             reason: self.reason,

@@ -21,7 +21,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Device, Mosquitto, Screen, Tansu, alarm_levels, free_port, get_json, http, river_reading_at,
+    Device, Mosquitto, Screen, Tansu, Victoria, alarm_levels, free_port, get_json, http,
+    river_reading_at,
 };
 use ioc_alerts::{AlertFilter, AlertStore};
 use serde_json::Value;
@@ -77,19 +78,22 @@ fn start_cluster(
     source: Source<'_>,
     db: &str,
     dir: &std::path::Path,
+    influx: Option<&str>,
 ) -> Vec<(Member, SocketAddr)> {
-    let config = write_config(n, source, db, dir, false);
+    let config = write_config(n, source, db, dir, false, influx);
     spawn_members(&config, n, dir, "")
 }
 
 /// The configuration file every process of an `n`-process run reads
-/// (durable state with checkpoints every 300 ms when `durable`).
+/// (durable state with checkpoints every 300 ms when `durable`; time
+/// series to the write API at `influx`, if given).
 fn write_config(
     n: usize,
     source: Source<'_>,
     db: &str,
     dir: &std::path::Path,
     durable: bool,
+    influx: Option<&str>,
 ) -> std::path::PathBuf {
     let hosts: Vec<String> = (0..n)
         .map(|_| format!("127.0.0.1:{}", free_port()))
@@ -118,7 +122,13 @@ fn write_config(
              [dead_letter]\nfile = \"{d}/dead-letters-{n}.jsonl\"\n\
              [alerts]\ndatabase = \"{db}\"\nkafka_topic = \"\"\n\
              [checkpoint]\nenabled = {durable}\ndir = \"{d}/state\"\ninterval = \"300ms\"\n\
+             {influx}\
              {cluster}",
+            influx = influx.map_or_else(String::new, |url| format!(
+                "[influx]\nenabled = true\nurl = \"{url}\"\nspool_dir = \"{d}/spool\"\n\
+                 batch_size = 100\nflush_interval = \"100ms\"\nmax_backoff = \"300ms\"\n",
+                d = dir.display()
+            )),
             admin = common::TEST_ADMIN,
             source = source.config(n),
             workers = if n == 1 { 2 } else { 1 },
@@ -287,7 +297,8 @@ async fn run(n: usize, pg: &postgres::Postgres, source: Source<'_>, t0: i64) -> 
         Source::Kafka(_, topic) => topic.replace('-', "_"),
     };
     let db = pg.database(&name);
-    let members = start_cluster(n, source, &db, dir.path());
+    let victoria = Victoria::start();
+    let members = start_cluster(n, source, &db, dir.path(), Some(&victoria.url()));
     let registry = ioc_devices::Registry::sonla_demo();
     let gauges: Vec<String> = registry
         .devices()
@@ -366,7 +377,48 @@ async fn run(n: usize, pg: &postgres::Postgres, source: Source<'_>, t0: i64) -> 
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // Every point written once: the readings' by the process that took
+    // them in, each alert version's by one process from the shared outbox
+    // (its time is when the change was made, so it is left out).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut points = Vec::new();
+    let mut settled = (usize::MAX, 0);
+    let expected_readings = GAUGES * 6;
+    while Instant::now() < deadline {
+        points.clear();
+        for s in victoria.export(r#"{__name__=~".+"}"#).await {
+            let name = s.metric.get("__name__").cloned().unwrap_or_default();
+            let labels: Vec<String> = s
+                .metric
+                .iter()
+                .filter(|(k, _)| k.as_str() != "id")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            for (t, v) in s.timestamps.iter().zip(&s.values) {
+                points.push(if name.starts_with("alert") {
+                    format!("point {} {v}", labels.join(","))
+                } else {
+                    format!("point {} {t} {v}", labels.join(","))
+                });
+            }
+        }
+        // Settled: every reading's point, and nothing more for 1 s (the
+        // outbox delivers the alert versions' points a moment later).
+        let readings = points.iter().filter(|p| p.contains("water_level")).count();
+        if readings >= expected_readings && points.len() == settled.0 {
+            settled.1 += 1;
+            if settled.1 == 4 {
+                break;
+            }
+        } else {
+            settled = (points.len(), 0);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    points.sort();
     drop(members);
+    let mut result = result;
+    result.extend(points);
     result
 }
 
@@ -377,7 +429,10 @@ async fn one_two_and_three_processes_decide_the_same() {
     let t0 = ioc_schemas::Timestamp::now().millis() - 120_000;
     let alone = run(1, &pg, Source::Mqtt(&mosquitto), t0).await;
     assert_eq!(
-        alone.iter().filter(|l| !l.starts_with("  ")).count(),
+        alone
+            .iter()
+            .filter(|l| !l.starts_with("  ") && !l.starts_with("point"))
+            .count(),
         GAUGES
     );
     for n in [2, 3] {
@@ -410,7 +465,7 @@ async fn losing_a_process_stops_the_others_with_a_distinct_status() {
     let mosquitto = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
     let db = pg.database("lost");
-    let mut members = start_cluster(3, Source::Mqtt(&mosquitto), &db, dir.path());
+    let mut members = start_cluster(3, Source::Mqtt(&mosquitto), &db, dir.path(), None);
     let device = Device::connect(mosquitto.port).await;
     let t0 = ioc_schemas::Timestamp::now().millis();
     for seq in 1..=20 {
@@ -468,7 +523,10 @@ async fn kafka_through_one_and_three_processes_decides_the_same() {
     let t0 = ioc_schemas::Timestamp::now().millis() - 120_000;
     let alone = run(1, &pg, Source::Kafka(&tansu, "alone-1"), t0).await;
     assert_eq!(
-        alone.iter().filter(|l| !l.starts_with("  ")).count(),
+        alone
+            .iter()
+            .filter(|l| !l.starts_with("  ") && !l.starts_with("point"))
+            .count(),
         GAUGES
     );
     let cluster = run(3, &pg, Source::Kafka(&tansu, "cluster-3"), t0).await;
@@ -514,14 +572,19 @@ async fn a_killed_process_then_a_restart_of_all_decide_as_one_process() {
     let pg = postgres::Postgres::start();
     let mosquitto = Mosquitto::start();
     let t0 = ioc_schemas::Timestamp::now().millis() - 120_000;
-    let alone = run(1, &pg, Source::Mqtt(&mosquitto), t0).await;
+    // The alerts only: these runs write no time series.
+    let alone: Vec<String> = run(1, &pg, Source::Mqtt(&mosquitto), t0)
+        .await
+        .into_iter()
+        .filter(|l| !l.starts_with("point"))
+        .collect();
 
     let dir = tempfile::tempdir().unwrap();
     if std::env::var_os("IOC_TEST_KEEP").is_some() {
         eprintln!("logs and data in {}", dir.path().display());
     }
     let db = pg.database("durable3");
-    let config = write_config(3, Source::Mqtt(&mosquitto), &db, dir.path(), true);
+    let config = write_config(3, Source::Mqtt(&mosquitto), &db, dir.path(), true, None);
     let mut members = spawn_members(&config, 3, dir.path(), "");
     let registry = ioc_devices::Registry::sonla_demo();
     let gauges: Vec<String> = registry
@@ -647,7 +710,12 @@ async fn a_restart_with_one_more_process_decides_as_one_process() {
     let pg = postgres::Postgres::start();
     let mosquitto = Mosquitto::start();
     let t0 = ioc_schemas::Timestamp::now().millis() - 120_000;
-    let alone = run(1, &pg, Source::Mqtt(&mosquitto), t0).await;
+    // The alerts only: these runs write no time series.
+    let alone: Vec<String> = run(1, &pg, Source::Mqtt(&mosquitto), t0)
+        .await
+        .into_iter()
+        .filter(|l| !l.starts_with("point"))
+        .collect();
 
     let dir = tempfile::tempdir().unwrap();
     let db = pg.database("rescaled");
@@ -661,7 +729,7 @@ async fn a_restart_with_one_more_process_decides_as_one_process() {
         .collect();
     let device = Device::connect(mosquitto.port).await;
     let mut members = {
-        let config = write_config(2, Source::Mqtt(&mosquitto), &db, dir.path(), true);
+        let config = write_config(2, Source::Mqtt(&mosquitto), &db, dir.path(), true, None);
         spawn_members(&config, 2, dir.path(), "")
     };
     for k in 0..6 {
@@ -683,7 +751,7 @@ async fn a_restart_with_one_more_process_decides_as_one_process() {
                 };
                 assert!(status.success(), "process {p} stopped with {status}");
             }
-            let config = write_config(3, Source::Mqtt(&mosquitto), &db, dir.path(), true);
+            let config = write_config(3, Source::Mqtt(&mosquitto), &db, dir.path(), true, None);
             members = spawn_members(&config, 3, dir.path(), "");
         }
         for (i, g) in gauges.iter().enumerate() {
