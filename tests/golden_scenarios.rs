@@ -490,3 +490,106 @@ fn landslide_rain_decided_at_the_readings_matches_the_watermark_oracle() {
         }
     }
 }
+
+/// [`run_engine`] on a cluster of `processes` engines of one worker each,
+/// connected over loopback by timely's networking as separate processes
+/// are: each takes the readings of the devices whose registry index is
+/// its own modulo `processes` (as a Kafka topic partitioned by device
+/// hands them out), and the exchange takes each to its owner. Every
+/// process's own outputs, together.
+fn run_engine_cluster(
+    registry: &Arc<Registry>,
+    rules: RuleSet,
+    zones: Zones,
+    readings: impl Iterator<Item = ioc_schemas::Envelope>,
+    processes: usize,
+) -> Vec<EngineOutput> {
+    let hosts: Vec<String> = (0..processes)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        })
+        .collect();
+    let mut shares: Vec<Vec<Reading>> = (0..processes).map(|_| Vec::new()).collect();
+    for envelope in readings {
+        let device = registry.lookup(&envelope.device).unwrap();
+        shares[device as usize % processes].push(Reading {
+            device,
+            received: Timestamp::now(),
+            envelope,
+        });
+    }
+    let rules = Arc::new(rules);
+    let zones = Arc::new(zones);
+    let runs: Vec<_> = shares
+        .into_iter()
+        .enumerate()
+        .map(|(process, share)| {
+            let config = EngineConfig {
+                workers: 1,
+                out_of_orderness: Duration::from_secs(60),
+                idle_timeout: Duration::from_secs(3600),
+                rules: Some(rules.clone()),
+                zones: Some(Arc::new(ZonesCell::new(zones.clone()))),
+                cluster: Some(ioc_processing::ClusterConfig {
+                    hosts: hosts.clone(),
+                    process,
+                    remote_outputs: None,
+                    front: Vec::new(),
+                }),
+                ..EngineConfig::default()
+            };
+            let registry = registry.clone();
+            std::thread::spawn(move || {
+                let (tx, rx) = flume::unbounded();
+                let (engine, input) = Engine::start(&config, registry, tx).unwrap();
+                input.send_all_blocking(share).unwrap();
+                std::thread::sleep(Duration::from_millis(500));
+                drop(input);
+                engine.join().unwrap();
+                rx.drain().flatten().collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    runs.into_iter().flat_map(|r| r.join().unwrap()).collect()
+}
+
+/// The golden scenarios on a cluster of three processes, each device's
+/// readings taken in by one of them: exactly the golden alert sequences
+/// (rain windows, zone totals across processes, traffic, geofences and
+/// tracks included).
+#[test]
+fn golden_scenarios_on_a_cluster_of_three_processes() {
+    let golden = |name: &str| {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/golden")
+                .join(format!("{name}.txt")),
+        )
+        .unwrap()
+    };
+    for name in ["flood", "landslide_rain", "traffic_jam"] {
+        let registry = Registry::sonla_demo();
+        let rules = RulesSource::new(None, registry.clone()).load().unwrap();
+        let zones = ZonesSource::new(None).load().unwrap();
+        let mut sim = Simulator::new(registry.clone(), name.parse().unwrap(), 42, Timestamp(T0));
+        let readings = (0..SPAN_MS / STEP_MS)
+            .filter_map(move |k| sim.next_reading(Timestamp(T0 + k * STEP_MS)));
+        let text = describe(
+            run_engine_cluster(&registry, rules, zones, readings, 3),
+            T0,
+            false,
+        );
+        assert!(text == golden(name), "{name} on three processes:\n{text}");
+    }
+    let registry =
+        Arc::new(Registry::from_geojson(GEO_DEVICES, ioc_devices::catalogue::SONLA_AREAS).unwrap());
+    let rules = RuleSet::parse(GEO_RULES, &registry, &|_| Err("no files".into())).unwrap();
+    let zones = Zones::from_geojson(ioc_devices::catalogue::SONLA_ZONES).unwrap();
+    let text = describe(
+        run_engine_cluster(&registry, rules, zones, geo_readings().into_iter(), 3),
+        T0,
+        true,
+    );
+    assert!(text == golden("geo"), "geo on three processes:\n{text}");
+}
