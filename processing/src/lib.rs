@@ -603,6 +603,7 @@ fn prepare(
     workers: usize,
     outputs: Option<durable::coordinator::OutputsDurable>,
     cluster: Option<(&[String], usize)>,
+    registry: (usize, u64),
 ) -> Result<Prepared, EngineError> {
     let start = |e: String| EngineError::Start(e);
     let lock = durable::store::lock_dir(&config.dir).map_err(start)?;
@@ -615,7 +616,8 @@ fn prepare(
     let agreed = match cluster {
         Some((hosts, process)) => {
             let highest = segments.iter().map(|s| s.segment).max().unwrap_or(0);
-            let mine = durable::cluster::propose(process, &store, highest).map_err(start)?;
+            let mine =
+                durable::cluster::propose(process, &store, highest, registry).map_err(start)?;
             tracing::info!(
                 process,
                 checkpoints = ?mine.complete.iter().map(|c| c.0).collect::<Vec<_>>(),
@@ -802,10 +804,28 @@ impl Engine {
             .as_ref()
             .filter(|_| processes > 1)
             .map(|c| (c.hosts.as_slice(), process));
+        let fingerprint = durable::cluster::fingerprint(&registry);
         let mut prepared = match &config.durable {
-            Some(d) => Some(prepare(d, workers, config.outputs_durable.clone(), hosts)?),
+            Some(d) => Some(prepare(
+                d,
+                workers,
+                config.outputs_durable.clone(),
+                hosts,
+                fingerprint,
+            )?),
             None => None,
         };
+        // Without durable state the processes still check that they have
+        // the same registry before the dataflow starts.
+        if let (Some((hosts, process)), None) = (hosts, &config.durable) {
+            let mine = durable::cluster::Proposal {
+                process,
+                registry: fingerprint,
+                ..durable::cluster::Proposal::default()
+            };
+            durable::cluster::agree(hosts, process, mine, |_| Err("no checkpoints".into()))
+                .map_err(EngineError::Start)?;
+        }
         let per_worker = (config.input_capacity / workers).max(1);
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers).map(|_| flume::bounded(per_worker)).unzip();
         let stats = Arc::new(EngineStats::default());

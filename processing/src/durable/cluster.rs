@@ -31,6 +31,21 @@ pub struct Proposal {
     /// The lowest epoch it can number the next checkpoint or journal
     /// segment with (past everything on its disk).
     pub next: u64,
+    /// Its registry: the number of devices, and a hash of their ids in
+    /// index order. Readings cross processes by device index, so every
+    /// process must have the same registry.
+    pub registry: (usize, u64),
+}
+
+/// The registry's fingerprint for a [`Proposal`].
+pub fn fingerprint(registry: &ioc_devices::Registry) -> (usize, u64) {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for d in registry.devices() {
+        for b in d.id.as_bytes().iter().chain(b"\n") {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    (registry.devices().len(), h)
 }
 
 /// What the processes agreed on.
@@ -51,7 +66,12 @@ pub struct Agreed {
 
 /// This process's proposal, from its checkpoint store and the highest
 /// journal segment on its disk.
-pub fn propose(process: usize, store: &Store, highest_segment: u64) -> Result<Proposal, String> {
+pub fn propose(
+    process: usize,
+    store: &Store,
+    highest_segment: u64,
+    registry: (usize, u64),
+) -> Result<Proposal, String> {
     let listed = store.list()?;
     let complete = listed
         .iter()
@@ -65,6 +85,7 @@ pub fn propose(process: usize, store: &Store, highest_segment: u64) -> Result<Pr
         process,
         complete,
         next: highest.max(highest_segment) + 1,
+        registry,
     })
 }
 
@@ -76,6 +97,23 @@ pub fn propose(process: usize, store: &Store, highest_segment: u64) -> Result<Pr
 /// all the writers have, or only one written by more processes than this
 /// one has, cannot restore a consistent state: an error says so.
 pub fn decide(all: &[Proposal], processes: usize) -> Result<Agreed, String> {
+    if all.iter().any(|p| p.registry != all[0].registry) {
+        let each: Vec<String> = all
+            .iter()
+            .map(|p| {
+                format!(
+                    "process {} has {} devices ({:016x})",
+                    p.process, p.registry.0, p.registry.1
+                )
+            })
+            .collect();
+        return Err(format!(
+            "the processes' device registries differ ({}): readings cross processes by device \
+             index, so every process needs the same one. Give every process the same \
+             alerts.database and catalogue settings",
+            each.join(", ")
+        ));
+    }
     let next = all.iter().map(|p| p.next).max().unwrap_or(1);
     let has = |p: &Proposal, e: u64| p.complete.iter().any(|c| c.0 == e);
     let written_by = |e: u64| {
@@ -338,6 +376,7 @@ mod tests {
                 })
                 .collect(),
             next,
+            registry: (261, 7),
         }
     }
 
@@ -357,6 +396,14 @@ mod tests {
         // A fresh cluster.
         let a = decide(&[p(0, &[], 1), p(1, &[], 3)], 2).unwrap();
         assert_eq!((a.epoch, a.next), (None, 3));
+        // Another registry on one process.
+        let mut other = p(1, &[11], 12);
+        other.registry = (262, 8);
+        assert!(
+            decide(&[p(0, &[11], 12), other], 2)
+                .unwrap_err()
+                .contains("registries differ")
+        );
         // One more process than wrote it: the writers' newest.
         let a = decide(
             &[
