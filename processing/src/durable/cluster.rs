@@ -205,6 +205,42 @@ struct Shipped {
     parts: Vec<Blob>,
 }
 
+/// Sends `mine` (if any) to every process of the computation and returns
+/// what all of them sent, once `expected` items have come. Every worker
+/// must call it at the same point: it builds a dataflow.
+fn gather<T: timely::ExchangeData + Clone>(
+    worker: &mut timely::worker::Worker,
+    mine: Option<T>,
+    expected: usize,
+) -> Vec<T> {
+    let got: Arc<Mutex<Vec<T>>> = Arc::default();
+    let sink = got.clone();
+    let mut input = worker.dataflow::<u64, _, _>(|scope| {
+        let (input, stream) = scope.new_input::<T>();
+        stream
+            .broadcast()
+            .sink(Pipeline, "Gather", move |(data, _)| {
+                data.for_each(|_, d| {
+                    if let Ok(mut all) = sink.lock() {
+                        all.extend(d.drain(..));
+                    }
+                });
+            });
+        input
+    });
+    if let Some(m) = mine {
+        input.send(m);
+    }
+    input.advance_to(1);
+    drop(input);
+    while got.lock().map_or(0, |g| g.len()) < expected {
+        worker.step();
+    }
+    got.lock()
+        .map(|mut g| std::mem::take(&mut *g))
+        .unwrap_or_default()
+}
+
 /// Runs the agreement among the processes at `hosts` (this one being
 /// `process`): returns once every process has sent its proposal. When the
 /// checkpoint agreed on was written by fewer processes than there are
@@ -232,28 +268,7 @@ pub fn agree(
     let outcome: Arc<Mutex<Option<Outcome>>> = Arc::default();
     let into = outcome.clone();
     let guards = timely::execute(config, move |worker| {
-        let got: Arc<Mutex<Vec<Proposal>>> = Arc::default();
-        let sink = got.clone();
-        let mut input = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, stream) = scope.new_input::<Proposal>();
-            stream
-                .broadcast()
-                .sink(Pipeline, "Proposals", move |(data, _)| {
-                    data.for_each(|_, d| {
-                        if let Ok(mut all) = sink.lock() {
-                            all.extend(d.drain(..));
-                        }
-                    });
-                });
-            input
-        });
-        input.send(mine.clone());
-        input.advance_to(1);
-        drop(input);
-        while got.lock().map_or(0, |g| g.len()) < processes {
-            worker.step();
-        }
-        let all = got.lock().map(|g| g.clone()).unwrap_or_default();
+        let all = gather(worker, Some(mine.clone()), processes);
         let agreed = match decide(&all, processes) {
             Ok(a) => a,
             Err(e) => {
@@ -270,41 +285,19 @@ pub fn agree(
         let mut loaded = Vec::new();
         let mut failed = None;
         if let Some(epoch) = agreed.epoch.filter(|_| agreed.written_by < processes) {
-            let came: Arc<Mutex<Vec<Shipped>>> = Arc::default();
-            let sink = came.clone();
-            let mut input = worker.dataflow::<u64, _, _>(|scope| {
-                let (input, stream) = scope.new_input::<Shipped>();
-                stream
-                    .broadcast()
-                    .sink(Pipeline, "Checkpoints", move |(data, _)| {
-                        data.for_each(|_, d| {
-                            if let Ok(mut all) = sink.lock() {
-                                all.extend(d.drain(..));
-                            }
-                        });
-                    });
-                input
-            });
-            if process < agreed.written_by {
-                match load(epoch) {
-                    Ok(l) => input.send(Shipped {
-                        manifest: Blob(serde_json::to_vec(&l.manifest).unwrap_or_default()),
-                        parts: l.parts.into_iter().map(Blob).collect(),
-                    }),
-                    Err(e) => {
-                        // Sent empty, so that nobody waits for it; the
-                        // restore fails everywhere.
-                        failed = Some(e);
-                        input.send(Shipped::default());
-                    }
+            let mine = (process < agreed.written_by).then(|| match load(epoch) {
+                Ok(l) => Shipped {
+                    manifest: Blob(serde_json::to_vec(&l.manifest).unwrap_or_default()),
+                    parts: l.parts.into_iter().map(Blob).collect(),
+                },
+                Err(e) => {
+                    // Sent empty, so that nobody waits for it: the
+                    // restore fails everywhere.
+                    failed = Some(e);
+                    Shipped::default()
                 }
-            }
-            input.advance_to(1);
-            drop(input);
-            while came.lock().map_or(0, |c| c.len()) < agreed.written_by {
-                worker.step();
-            }
-            for s in came.lock().map(|c| c.clone()).unwrap_or_default() {
+            });
+            for s in gather(worker, mine, agreed.written_by) {
                 match serde_json::from_slice::<super::store::Manifest>(&s.manifest.0) {
                     Ok(manifest) => loaded.push(Loaded {
                         manifest,
