@@ -189,6 +189,84 @@ fn level(levels: [f64; 3], k: usize) -> f64 {
     ][k]
 }
 
+/// The river gauges the tests drive.
+fn driven_gauges(registry: &ioc_devices::Registry) -> Vec<String> {
+    let gauges: Vec<String> = registry
+        .devices()
+        .iter()
+        .filter(|d| d.thresholds.alarm_levels_m.is_some())
+        .take(GAUGES)
+        .map(|d| d.id.to_string())
+        .collect();
+    assert_eq!(gauges.len(), GAUGES);
+    gauges
+}
+
+/// Round `k`'s reading of every gauge (event time `t0` + 10 s a round):
+/// each gauge with its payload.
+fn round<'a>(
+    registry: &ioc_devices::Registry,
+    gauges: &'a [String],
+    t0: i64,
+    k: usize,
+) -> Vec<(&'a str, Vec<u8>)> {
+    gauges
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let ts = t0 + k as i64 * 10_000 + i as i64;
+            let m = level(alarm_levels(registry, g), k);
+            (g.as_str(), river_reading_at(g, k as u64 + 1, m, ts))
+        })
+        .collect()
+}
+
+/// Waits until every process shows every gauge's reading `seq`: the
+/// gauges' readings thus reach their owners in order.
+async fn all_seen(members: &[(Member, SocketAddr)], gauges: &[String], seq: u64) {
+    for (_, addr) in members {
+        for g in gauges {
+            seen(*addr, g, seq).await;
+        }
+    }
+}
+
+/// Once every gauge's alert is at BĐ3 on `screen`, an operator on the
+/// process at `at` acknowledges gauge 0's (its owner may be any process),
+/// and the screen shows it acknowledged.
+async fn acknowledge_the_first(
+    screen: &mut Screen,
+    held: &mut Held,
+    gauges: &[String],
+    at: SocketAddr,
+) {
+    let ids = alerts_on_screen(screen, held, gauges, 3, None).await;
+    let path = format!("/api/v1/alerts/{}/ack", ids[0]);
+    let (status, body) = http(at, "POST", &path, &[], b"").await;
+    assert_eq!(status, 200, "{body}");
+    alerts_on_screen(screen, held, gauges, 3, Some(&ids[0])).await;
+}
+
+/// What the store of `db` holds once it equals `want`, or after 30 s.
+async fn stored_once_like(db: &str, want: &[String]) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = stored(db).await;
+        if now == want || Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Where `got` first differs from `want`, for a failure message.
+fn first_difference(got: &[String], want: &[String]) -> String {
+    got.iter().zip(want).find(|(a, b)| a != b).map_or_else(
+        || format!("{} lines against {}", got.len(), want.len()),
+        |(a, b)| format!("got:  {a}\nwant: {b}"),
+    )
+}
+
 /// Reads `addr`'s view of `id` until its latest reading is `seq`.
 async fn seen(addr: SocketAddr, id: &str, seq: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -300,13 +378,7 @@ async fn run(n: usize, pg: &postgres::Postgres, source: Source<'_>, t0: i64) -> 
     let victoria = Victoria::start();
     let members = start_cluster(n, source, &db, dir.path(), Some(&victoria.url()));
     let registry = ioc_devices::Registry::sonla_demo();
-    let gauges: Vec<String> = registry
-        .devices()
-        .iter()
-        .filter(|d| d.thresholds.alarm_levels_m.is_some())
-        .take(GAUGES)
-        .map(|d| d.id.to_string())
-        .collect();
+    let gauges = driven_gauges(&registry);
     assert_eq!(gauges.len(), GAUGES);
     // A screen on the last process (in a cluster, one that owns only a
     // part of the gauges and took only a part of the readings).
@@ -319,19 +391,14 @@ async fn run(n: usize, pg: &postgres::Postgres, source: Source<'_>, t0: i64) -> 
     };
     for k in 0..6 {
         let mut records = Vec::new();
-        for (i, g) in gauges.iter().enumerate() {
-            let ts = t0 + k as i64 * 10_000 + i as i64;
-            let payload =
-                river_reading_at(g, k as u64 + 1, level(alarm_levels(&registry, g), k), ts);
+        for (i, (g, payload)) in round(&registry, &gauges, t0, k).into_iter().enumerate() {
             match (&device, source) {
                 (Some(d), _) => {
                     d.publish(&format!("ioc/v1/river_gauge/{g}/telemetry"), payload)
                         .await
                 }
                 // Fixed partitioning: gauge i to partition i % 6.
-                (None, Source::Kafka(..)) => {
-                    records.push(((i % 6) as i32, Some(g.as_str()), payload))
-                }
+                (None, Source::Kafka(..)) => records.push(((i % 6) as i32, Some(g), payload)),
                 (None, Source::Mqtt(_)) => unreachable!(),
             }
         }
@@ -340,27 +407,9 @@ async fn run(n: usize, pg: &postgres::Postgres, source: Source<'_>, t0: i64) -> 
         }
         // Every process shows every gauge's reading before the next
         // round: a gauge's readings thus reach its owner in order.
-        for (_, addr) in &members {
-            for g in &gauges {
-                seen(*addr, g, k as u64 + 1).await;
-            }
-        }
+        all_seen(&members, &gauges, k as u64 + 1).await;
         if k == 2 {
-            let ids = alerts_on_screen(&mut screen, &mut held, &gauges, 3, None).await;
-            // An operator on the first process acknowledges gauge 0's
-            // alert (its owner may be any process); the screen on the
-            // last one sees it.
-            let first = members[0].1;
-            let (status, body) = http(
-                first,
-                "POST",
-                &format!("/api/v1/alerts/{}/ack", ids[0]),
-                &[],
-                b"",
-            )
-            .await;
-            assert_eq!(status, 200, "{body}");
-            alerts_on_screen(&mut screen, &mut held, &gauges, 3, Some(&ids[0])).await;
+            acknowledge_the_first(&mut screen, &mut held, &gauges, members[0].1).await;
         }
     }
     // Every alert resolved and stored.
@@ -438,14 +487,9 @@ async fn one_two_and_three_processes_decide_the_same() {
     for n in [2, 3] {
         let cluster = run(n, &pg, Source::Mqtt(&mosquitto), t0).await;
         if cluster != alone {
-            let first = cluster
-                .iter()
-                .zip(&alone)
-                .find(|(a, b)| a != b)
-                .map(|(a, b)| format!("{n} processes: {a}\none process: {b}"));
             panic!(
                 "{n} processes stored other alerts than one process; first difference:\n{}",
-                first.unwrap_or_else(|| format!("{} lines against {}", cluster.len(), alone.len()))
+                first_difference(&cluster, &alone)
             );
         }
     }
@@ -531,14 +575,9 @@ async fn kafka_through_one_and_three_processes_decides_the_same() {
     );
     let cluster = run(3, &pg, Source::Kafka(&tansu, "cluster-3"), t0).await;
     if cluster != alone {
-        let first = cluster
-            .iter()
-            .zip(&alone)
-            .find(|(a, b)| a != b)
-            .map(|(a, b)| format!("3 processes: {a}\none process: {b}"));
         panic!(
             "through Kafka, 3 processes stored other alerts than one; first difference:\n{}",
-            first.unwrap_or_else(|| format!("{} lines against {}", cluster.len(), alone.len()))
+            first_difference(&cluster, &alone)
         );
     }
 }
@@ -587,21 +626,12 @@ async fn a_killed_process_then_a_restart_of_all_decide_as_one_process() {
     let config = write_config(3, Source::Mqtt(&mosquitto), &db, dir.path(), true, None);
     let mut members = spawn_members(&config, 3, dir.path(), "");
     let registry = ioc_devices::Registry::sonla_demo();
-    let gauges: Vec<String> = registry
-        .devices()
-        .iter()
-        .filter(|d| d.thresholds.alarm_levels_m.is_some())
-        .take(GAUGES)
-        .map(|d| d.id.to_string())
-        .collect();
+    let gauges = driven_gauges(&registry);
     let device = Device::connect(mosquitto.port).await;
     let mut screen = Screen::connect(members[2].1).await;
     let mut held = Held::new();
     for k in 0..6 {
-        for (i, g) in gauges.iter().enumerate() {
-            let ts = t0 + k as i64 * 10_000 + i as i64;
-            let payload =
-                river_reading_at(g, k as u64 + 1, level(alarm_levels(&registry, g), k), ts);
+        for (g, payload) in round(&registry, &gauges, t0, k) {
             device
                 .publish(&format!("ioc/v1/river_gauge/{g}/telemetry"), payload)
                 .await;
@@ -617,11 +647,7 @@ async fn a_killed_process_then_a_restart_of_all_decide_as_one_process() {
         if restarted {
             tokio::time::sleep(Duration::from_secs(2)).await;
         } else {
-            for (_, addr) in &members {
-                for g in &gauges {
-                    seen(*addr, g, k as u64 + 1).await;
-                }
-            }
+            all_seen(&members, &gauges, k as u64 + 1).await;
         }
         if k == kill_round && after_seen {
             members = kill_and_restart(members, victim, &config, dir.path()).await;
@@ -632,36 +658,12 @@ async fn a_killed_process_then_a_restart_of_all_decide_as_one_process() {
             held.clear();
         }
         if k == 2 {
-            let ids = alerts_on_screen(&mut screen, &mut held, &gauges, 3, None).await;
-            let first = members[0].1;
-            let (status, body) = http(
-                first,
-                "POST",
-                &format!("/api/v1/alerts/{}/ack", ids[0]),
-                &[],
-                b"",
-            )
-            .await;
-            assert_eq!(status, 200, "{body}");
-            alerts_on_screen(&mut screen, &mut held, &gauges, 3, Some(&ids[0])).await;
+            acknowledge_the_first(&mut screen, &mut held, &gauges, members[0].1).await;
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let got = loop {
-        let now = stored(&db).await;
-        if now == alone {
-            break now;
-        }
-        if Instant::now() > deadline {
-            break now;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let got = stored_once_like(&db, &alone).await;
     if got != alone {
-        let first = got.iter().zip(&alone).find(|(a, b)| a != b).map_or_else(
-            || format!("{} lines against {}", got.len(), alone.len()),
-            |(a, b)| format!("killed run: {a}\nuninterrupted: {b}"),
-        );
+        let first = first_difference(&got, &alone);
         let logs: String = (0..3)
             .map(|p| format!("--- process {p}\n{}", log(dir.path(), 3, p)))
             .collect();
@@ -720,13 +722,7 @@ async fn a_restart_with_one_more_process_decides_as_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let db = pg.database("rescaled");
     let registry = ioc_devices::Registry::sonla_demo();
-    let gauges: Vec<String> = registry
-        .devices()
-        .iter()
-        .filter(|d| d.thresholds.alarm_levels_m.is_some())
-        .take(GAUGES)
-        .map(|d| d.id.to_string())
-        .collect();
+    let gauges = driven_gauges(&registry);
     let device = Device::connect(mosquitto.port).await;
     let mut members = {
         let config = write_config(2, Source::Mqtt(&mosquitto), &db, dir.path(), true, None);
@@ -754,33 +750,15 @@ async fn a_restart_with_one_more_process_decides_as_one_process() {
             let config = write_config(3, Source::Mqtt(&mosquitto), &db, dir.path(), true, None);
             members = spawn_members(&config, 3, dir.path(), "");
         }
-        for (i, g) in gauges.iter().enumerate() {
-            let ts = t0 + k as i64 * 10_000 + i as i64;
-            let payload =
-                river_reading_at(g, k as u64 + 1, level(alarm_levels(&registry, g), k), ts);
+        for (g, payload) in round(&registry, &gauges, t0, k) {
             device
                 .publish(&format!("ioc/v1/river_gauge/{g}/telemetry"), payload)
                 .await;
         }
-        for (_, addr) in &members {
-            for g in &gauges {
-                seen(*addr, g, k as u64 + 1).await;
-            }
-        }
+        all_seen(&members, &gauges, k as u64 + 1).await;
         if k == 2 {
             let mut screen = Screen::connect(members[1].1).await;
-            let mut held = Held::new();
-            let ids = alerts_on_screen(&mut screen, &mut held, &gauges, 3, None).await;
-            let (status, body) = http(
-                members[0].1,
-                "POST",
-                &format!("/api/v1/alerts/{}/ack", ids[0]),
-                &[],
-                b"",
-            )
-            .await;
-            assert_eq!(status, 200, "{body}");
-            alerts_on_screen(&mut screen, &mut held, &gauges, 3, Some(&ids[0])).await;
+            acknowledge_the_first(&mut screen, &mut Held::new(), &gauges, members[0].1).await;
         }
     }
     // The new process restored its partitions from the two's checkpoint.
@@ -789,19 +767,9 @@ async fn a_restart_with_one_more_process_decides_as_one_process() {
         third.contains("written_by=2") && third.contains("restoring checkpoint"),
         "process 2 restored nothing:\n{third}"
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let got = loop {
-        let now = stored(&db).await;
-        if now == alone || Instant::now() > deadline {
-            break now;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let got = stored_once_like(&db, &alone).await;
     if got != alone {
-        let first = got.iter().zip(&alone).find(|(a, b)| a != b).map_or_else(
-            || format!("{} lines against {}", got.len(), alone.len()),
-            |(a, b)| format!("rescaled: {a}\nuninterrupted: {b}"),
-        );
+        let first = first_difference(&got, &alone);
         panic!(
             "two processes then three stored other alerts than one process; first difference:\n{first}"
         );
