@@ -38,6 +38,21 @@ fn run_engine(
     run_engine_with(registry, rules, zones, readings, true)
 }
 
+/// The engine the golden runs use: `workers` workers, the rules and zones
+/// given, event time from the readings only.
+fn golden_config(workers: usize, rules: Arc<RuleSet>, zones: Arc<Zones>) -> EngineConfig {
+    EngineConfig {
+        workers,
+        // Generous: the workers' inputs may drift apart on a busy machine.
+        out_of_orderness: Duration::from_secs(60),
+        // Never follow the wall clock: event time comes from the readings only.
+        idle_timeout: Duration::from_secs(3600),
+        rules: Some(rules),
+        zones: Some(Arc::new(ZonesCell::new(zones))),
+        ..EngineConfig::default()
+    }
+}
+
 /// [`run_engine`], deciding at each in-order reading or (`false`) only
 /// as the watermark passes.
 fn run_engine_with(
@@ -49,14 +64,7 @@ fn run_engine_with(
 ) -> Vec<EngineOutput> {
     let config = EngineConfig {
         per_device_progress,
-        workers: 2,
-        // Generous: the two workers' inputs may drift apart on a busy machine.
-        out_of_orderness: Duration::from_secs(60),
-        // Never follow the wall clock: event time comes from the readings only.
-        idle_timeout: Duration::from_secs(3600),
-        rules: Some(Arc::new(rules)),
-        zones: Some(Arc::new(ZonesCell::new(Arc::new(zones)))),
-        ..EngineConfig::default()
+        ..golden_config(2, Arc::new(rules), Arc::new(zones))
     };
     let (tx, rx) = flume::unbounded();
     let (engine, input) = Engine::start(&config, registry.clone(), tx).unwrap();
@@ -162,6 +170,12 @@ fn describe(outputs: Vec<EngineOutput>, t0: i64, geo: bool) -> String {
 }
 
 fn run(scenario: Scenario) -> String {
+    run_on(scenario, 1)
+}
+
+/// A scenario's golden text from one process (two workers) or a cluster
+/// of `processes` ([`run_engine_cluster`]).
+fn run_on(scenario: Scenario, processes: usize) -> String {
     let registry = Registry::sonla_demo();
     let rules = RulesSource::new(None, registry.clone()).load().unwrap();
     let zones = ZonesSource::new(None).load().unwrap();
@@ -172,7 +186,11 @@ fn run(scenario: Scenario) -> String {
     let mut sim = Simulator::new(registry.clone(), scenario, 42, Timestamp(t0));
     let readings =
         (0..SPAN_MS / STEP_MS).filter_map(move |k| sim.next_reading(Timestamp(t0 + k * STEP_MS)));
-    describe(run_engine(&registry, rules, zones, readings), t0, false)
+    let outputs = match processes {
+        1 => run_engine(&registry, rules, zones, readings),
+        n => run_engine_cluster(&registry, rules, zones, readings, n),
+    };
+    describe(outputs, t0, false)
 }
 
 fn compare(name: &str, text: &str) {
@@ -526,18 +544,13 @@ fn run_engine_cluster(
         .enumerate()
         .map(|(process, share)| {
             let config = EngineConfig {
-                workers: 1,
-                out_of_orderness: Duration::from_secs(60),
-                idle_timeout: Duration::from_secs(3600),
-                rules: Some(rules.clone()),
-                zones: Some(Arc::new(ZonesCell::new(zones.clone()))),
                 cluster: Some(ioc_processing::ClusterConfig {
                     hosts: hosts.clone(),
                     process,
                     remote_outputs: None,
                     front: Vec::new(),
                 }),
-                ..EngineConfig::default()
+                ..golden_config(1, rules.clone(), zones.clone())
             };
             let registry = registry.clone();
             std::thread::spawn(move || {
@@ -569,17 +582,7 @@ fn golden_scenarios_on_a_cluster_of_three_processes() {
         .unwrap()
     };
     for name in ["flood", "landslide_rain", "traffic_jam"] {
-        let registry = Registry::sonla_demo();
-        let rules = RulesSource::new(None, registry.clone()).load().unwrap();
-        let zones = ZonesSource::new(None).load().unwrap();
-        let mut sim = Simulator::new(registry.clone(), name.parse().unwrap(), 42, Timestamp(T0));
-        let readings = (0..SPAN_MS / STEP_MS)
-            .filter_map(move |k| sim.next_reading(Timestamp(T0 + k * STEP_MS)));
-        let text = describe(
-            run_engine_cluster(&registry, rules, zones, readings, 3),
-            T0,
-            false,
-        );
+        let text = run_on(name.parse().unwrap(), 3);
         assert!(text == golden(name), "{name} on three processes:\n{text}");
     }
     let registry =
