@@ -13,9 +13,9 @@
 //! `--cluster=N` runs N `ioc` processes of one worker as one cluster
 //! (MQTT through a shared subscription, alerts in a PostgreSQL started on
 //! a free port) with the screen on the last process, and reports the
-//! latency of the readings of devices another process owns apart
-//! (`latency_other_owner_ms`): what a control room pointed at one process
-//! sees of the rest. RSS and CPU are the screen's process's.
+//! latency of the readings, and of the alert changes, of devices another
+//! process owns apart (`latency_other_owner_ms`): what a control room
+//! pointed at one process sees of the rest. RSS and CPU are the screen's process's.
 //!
 //! `--import=N` posts a CSV of N new devices to `POST /api/v1/registry/import`
 //! a third of the way into the load, and reports how long the import took
@@ -132,6 +132,9 @@ struct Probe {
     timed: Vec<(Instant, u64)>,
     /// In a cluster, the latencies of devices another process owns.
     other_owner_us: Vec<u64>,
+    /// In a cluster, the reading → alert latencies of gauges another
+    /// process owns (the alert an operator on this screen acts on).
+    other_owner_alert_us: Vec<u64>,
 }
 
 /// Whose screen the probe is.
@@ -215,8 +218,11 @@ async fn probe(
                     continue;
                 };
                 if let Some(sent) = waiting.remove(&(subject.to_owned(), seq)) {
-                    out.alert_latencies_us
-                        .push(arrived.duration_since(sent).as_micros() as u64);
+                    let us = arrived.duration_since(sent).as_micros() as u64;
+                    out.alert_latencies_us.push(us);
+                    if owner.is_some_and(|o| !o.owns(subject)) {
+                        out.other_owner_alert_us.push(us);
+                    }
                 }
             }
         }
@@ -477,6 +483,8 @@ async fn main() {
     lat.sort_unstable();
     let mut other_lat = probe.other_owner_us.clone();
     other_lat.sort_unstable();
+    let mut other_alert_lat = probe.other_owner_alert_us.clone();
+    other_alert_lat.sort_unstable();
     let mut alert_lat = probe.alert_latencies_us.clone();
     alert_lat.sort_unstable();
     let alerts_missing = alert_pending.lock().unwrap().len();
@@ -578,6 +586,10 @@ async fn main() {
             "p50": percentile(&other_lat, 0.5), "p90": percentile(&other_lat, 0.9),
             "p99": percentile(&other_lat, 0.99),
             "max": other_lat.last().map_or(f64::NAN, |m| *m as f64 / 1000.0),
+            "alerts": other_alert_lat.len(),
+            "alert_p50": percentile(&other_alert_lat, 0.5),
+            "alert_p99": percentile(&other_alert_lat, 0.99),
+            "alert_max": other_alert_lat.last().map_or(f64::NAN, |m| *m as f64 / 1000.0),
         })),
         // Reading → the frame with the alert change it caused (MQTT only).
         "alert_latency_ms": (provoked_changes > 0).then(|| json!({
@@ -645,6 +657,15 @@ async fn main() {
             percentile(&other_lat, 0.9),
             percentile(&other_lat, 0.99),
             other_lat.last().map_or(f64::NAN, |m| *m as f64 / 1000.0),
+        );
+        println!(
+            "cluster: alert changes of gauges another process owns: {}, reading → alert ms p50 {:.2}  p99 {:.2}  max {:.2}",
+            other_alert_lat.len(),
+            percentile(&other_alert_lat, 0.5),
+            percentile(&other_alert_lat, 0.99),
+            other_alert_lat
+                .last()
+                .map_or(f64::NAN, |m| *m as f64 / 1000.0),
         );
     }
     println!(
