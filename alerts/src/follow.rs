@@ -70,9 +70,9 @@ async fn listen(
         if from == origin {
             continue;
         }
-        if let Some(detail) = service.get(id).await? {
+        if let Some(alert) = service.alert(id).await? {
             metrics::counter!("ioc_alert_changes_followed_total").increment(1);
-            show(vec![detail.alert]);
+            show(vec![alert]);
         }
     }
 }

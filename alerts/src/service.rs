@@ -265,6 +265,11 @@ impl AlertService {
         self.store.get(id).await
     }
 
+    /// One alert as it is now, without its history.
+    pub async fn alert(&self, id: &str) -> Result<Option<Alert>, StoreError> {
+        self.store.alert(id).await
+    }
+
     /// A page of alerts.
     pub async fn list(&self, filter: &AlertFilter) -> Result<AlertPage, StoreError> {
         self.store.list(filter).await

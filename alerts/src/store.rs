@@ -670,14 +670,9 @@ impl AlertStore {
     /// One alert with its history.
     pub async fn get(&self, id: &str) -> Result<Option<AlertDetail>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let Some(row) = sqlx::query("SELECT body FROM alerts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?
-        else {
+        let Some(alert) = load(&mut conn, id).await? else {
             return Ok(None);
         };
-        let alert = decode(&row)?;
         let history =
             sqlx::query("SELECT body FROM alert_history WHERE alert_id = $1 ORDER BY version")
                 .bind(id)
@@ -687,6 +682,12 @@ impl AlertStore {
                 .map(|r| Ok(serde_json::from_str(&r.try_get::<String, _>(0)?)?))
                 .collect::<Result<Vec<AlertChange>, StoreError>>()?;
         Ok(Some(AlertDetail { alert, history }))
+    }
+
+    /// One alert as it is now, without its history.
+    pub async fn alert(&self, id: &str) -> Result<Option<Alert>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        load(&mut conn, id).await
     }
 
     /// A page of alerts matching `filter`, newest episode first.

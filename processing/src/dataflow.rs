@@ -615,6 +615,10 @@ fn share<'scope>(
         .unary(Pipeline, "Share", move |_, _| {
             move |input, output| {
                 input.for_each(|cap, data| {
+                    // No other process shows the whole deployment.
+                    if fronts.is_empty() {
+                        return;
+                    }
                     let (mut states, mut other) = (Vec::new(), Vec::new());
                     for item in data.iter() {
                         match item {
