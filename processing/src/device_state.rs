@@ -654,7 +654,26 @@ impl DeviceTable {
                     }
                 }
                 Some(Windows::Traffic(t)) => {
-                    t.emit(self.registry.shared_id(index), frontier, &mut windows)
+                    let mut closed = Vec::new();
+                    t.emit(
+                        self.registry.shared_id(index),
+                        frontier,
+                        &mut windows,
+                        &mut closed,
+                    );
+                    if closed.is_empty() || muted(&rules, device, index, frontier) {
+                        continue;
+                    }
+                    let cx = DeviceCx {
+                        rules: &rules,
+                        registry: &self.registry,
+                        index,
+                        device,
+                    };
+                    for rule in rules.for_device(index, device) {
+                        rule.logic
+                            .on_traffic_windows(rule, &mut slot.states, &cx, &closed, out);
+                    }
                 }
                 Some(Windows::Camera(c)) => {
                     c.emit(self.registry.shared_id(index), frontier, &mut windows)

@@ -734,3 +734,116 @@ fn a_cluster_of_two_processes_decides_as_one_process() {
         );
     }
 }
+
+/// `congestion` with `window = "5m"` judges each counter's closed 5-minute
+/// windows (mean speed weighted by vehicles), not its readings: a slow
+/// window raises at its end, a window inside the margin keeps the alert,
+/// a window clearly faster clears it at its end.
+#[test]
+fn windowed_congestion_judges_closed_five_minute_windows() {
+    let registry = Registry::sonla_demo();
+    let rules = RuleSet::parse(
+        r#"
+        [[rule]]
+        id = "slow"
+        kind = "congestion"
+        window = "5m"
+        speed_below_kmh = 15
+        speed_margin_kmh = 5
+        "#,
+        &registry,
+        &|_| Err("none".into()),
+    )
+    .unwrap();
+    let config = EngineConfig {
+        rules: Some(Arc::new(rules)),
+        idle_timeout: std::time::Duration::from_secs(3600),
+        ..EngineConfig::default()
+    };
+    let (out_tx, out_rx) = flume::unbounded();
+    let (engine, input) = Engine::start(&config, registry.clone(), out_tx).unwrap();
+    let counter = registry
+        .devices()
+        .iter()
+        .find(|d| d.kind == ioc_schemas::DeviceKind::TrafficCounter)
+        .unwrap()
+        .id
+        .clone();
+    let device = registry.lookup(&counter).unwrap();
+    let t0 = 1_767_225_600_000; // a window boundary
+    // Per minute: (speed, vehicles). Window 1 means 10 km/h, though one
+    // reading alone is fast; window 2 means 18 (inside the margin);
+    // window 3 means 30.
+    let minutes: Vec<(f64, u32)> = [(8.0, 10), (8.0, 10), (8.0, 10), (8.0, 10), (18.0, 10)]
+        .into_iter()
+        .chain([(18.0, 10); 5])
+        .chain([(30.0, 10); 5])
+        .collect();
+    let mut seq = 0;
+    for (k, (speed, vehicles)) in minutes.into_iter().enumerate() {
+        seq += 1;
+        let envelope = ioc_schemas::Envelope {
+            device: counter.clone(),
+            ts: Timestamp(t0 + k as i64 * 60_000 + 30_000),
+            seq,
+            pos: None,
+            body: ioc_schemas::Body::Traffic(ioc_schemas::Traffic {
+                interval_s: 60,
+                counts: ioc_schemas::VehicleCounts {
+                    car: vehicles,
+                    ..Default::default()
+                },
+                speed_kmh: Some(speed),
+                occupancy_pct: None,
+            }),
+        };
+        let received = envelope.ts;
+        input
+            .send_blocking(Reading {
+                device,
+                received,
+                envelope,
+            })
+            .unwrap();
+    }
+    // Another device's reading moves the watermark past window 3's end.
+    let other = registry
+        .devices()
+        .iter()
+        .position(|d| d.kind == ioc_schemas::DeviceKind::RainGauge)
+        .unwrap();
+    let envelope = ioc_schemas::Envelope {
+        device: registry.devices()[other].id.clone(),
+        ts: Timestamp(t0 + 30 * 60_000),
+        seq: 1,
+        pos: None,
+        body: ioc_schemas::Body::Hydrology(ioc_schemas::Hydrology {
+            rainfall_mm: Some(0.0),
+            ..Default::default()
+        }),
+    };
+    input
+        .send_blocking(Reading {
+            device: other as ioc_devices::DeviceIndex,
+            received: envelope.ts,
+            envelope,
+        })
+        .unwrap();
+    drop(input);
+    engine.join().unwrap();
+    let changes: Vec<(i64, u8, f64)> = out_rx
+        .drain()
+        .flatten()
+        .filter_map(|o| match o {
+            EngineOutput::Alert(a) if a.rule == "slow" => {
+                Some((a.evidence.ts.millis() - t0, a.level, a.evidence.value))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        vec![(300_000, 1, 10.0), (900_000, 0, 30.0)],
+        "(window end after t0, level, mean speed)"
+    );
+}

@@ -405,8 +405,16 @@ impl TrafficWindows {
             + self.revised.capacity() * std::mem::size_of::<i64>()
     }
 
-    /// Emits windows that ended at or before `frontier`, and revisions.
-    pub fn emit(&mut self, device: &Arc<str>, frontier: i64, out: &mut Vec<WindowResult>) {
+    /// Emits windows that ended at or before `frontier`, and revisions;
+    /// the means of the newly closed ones (not the revisions) go to
+    /// `closed` as well, for the rules.
+    pub fn emit(
+        &mut self,
+        device: &Arc<str>,
+        frontier: i64,
+        out: &mut Vec<WindowResult>,
+        closed: &mut Vec<crate::rules::kind::TrafficMean>,
+    ) {
         let mut due: Vec<(i64, bool)> = self
             .ring
             .iter()
@@ -425,6 +433,13 @@ impl TrafficWindows {
             };
             let per_h = |c: u32| f64::from(c) * 3600.0 / f64::from(a.interval_s.max(1));
             let vehicles = a.counts.iter().map(|&c| u64::from(c)).sum();
+            let mean_speed_kmh = (a.speed_vehicles > 0)
+                .then(|| round1(f64::from(a.speed_tenths) / 10.0 / f64::from(a.speed_vehicles)));
+            let occupancy_pct = (a.occ_s > 0)
+                .then(|| round1(f64::from(a.occ_tenths_s) / 10.0 / f64::from(a.occ_s)));
+            if !revision {
+                closed.push(((w + 1) * TRAFFIC_WINDOW_MS, mean_speed_kmh, occupancy_pct));
+            }
             out.push(result(
                 device,
                 w * TRAFFIC_WINDOW_MS,
@@ -437,11 +452,8 @@ impl TrafficWindows {
                         truck: round1(per_h(a.counts[2])),
                         bus: round1(per_h(a.counts[3])),
                     },
-                    mean_speed_kmh: (a.speed_vehicles > 0).then(|| {
-                        round1(f64::from(a.speed_tenths) / 10.0 / f64::from(a.speed_vehicles))
-                    }),
-                    occupancy_pct: (a.occ_s > 0)
-                        .then(|| round1(f64::from(a.occ_tenths_s) / 10.0 / f64::from(a.occ_s))),
+                    mean_speed_kmh,
+                    occupancy_pct,
                     vehicles,
                 },
             ));
@@ -653,9 +665,9 @@ mod tests {
         let mut out = Vec::new();
         t.add(T0 + 60_000, [60, 20, 10, 2], 60, Some(40.0), Some(10.0));
         t.add(T0 + 120_000, [40, 10, 0, 0], 60, Some(20.0), Some(30.0));
-        t.emit(&"c".into(), T0 + 200_000, &mut out);
+        t.emit(&"c".into(), T0 + 200_000, &mut out, &mut Vec::new());
         assert!(out.is_empty(), "not closed yet");
-        t.emit(&"c".into(), T0 + 300_000, &mut out);
+        t.emit(&"c".into(), T0 + 300_000, &mut out, &mut Vec::new());
         let WindowValue::Traffic {
             flow_vph,
             mean_speed_kmh,
@@ -673,7 +685,7 @@ mod tests {
         );
         assert_eq!(*occupancy_pct, Some(20.0));
         t.add(T0 + 180_000, [1, 0, 0, 0], 60, None, None);
-        t.emit(&"c".into(), T0 + 310_000, &mut out);
+        t.emit(&"c".into(), T0 + 310_000, &mut out, &mut Vec::new());
         assert!(out[1].revision);
     }
 

@@ -11,8 +11,9 @@
 //! |---|---|---|
 //! | [`RuleKind::on_latest`] | a reading becomes its device's latest | `staleness` (the device is back) |
 //! | [`RuleKind::on_plate_read`] | a camera reads a plate | `watchlist` |
-//! | [`RuleKind::on_sample`] | the watermark passes a device's reading | `threshold`, `rate_of_change`, `surge`, `congestion`, `speed_drop` |
+//! | [`RuleKind::on_sample`] | the watermark passes a device's reading | `threshold`, `rate_of_change`, `surge`, `congestion` (per reading), `speed_drop` |
 //! | [`RuleKind::on_rain_totals`] | a gauge's rolling rainfall totals change | `rainfall` |
+//! | [`RuleKind::on_traffic_windows`] | a counter's 5-minute windows close | `congestion` with `window` |
 //! | [`RuleKind::on_scan`] | the periodic scan of every device | `staleness` |
 //! | [`RuleKind::zone_totals`] | a gauge's rolling total (closed, or running with a reading), sent on to its zones | `zone_rainfall` |
 //! | [`RuleKind::on_zone_total`] | a zone gets a gauge's total | `zone_rainfall` |
@@ -165,6 +166,18 @@ pub trait RuleKind: Clone + fmt::Debug + PartialEq + Send + Sync + Sized + 'stat
     ) {
     }
 
+    /// A traffic counter's 5-minute windows closed (outside maintenance),
+    /// oldest first; revisions of windows already judged are not passed.
+    fn on_traffic_windows(
+        &self,
+        _rule: &Rule,
+        _states: &mut States<u16>,
+        _cx: &DeviceCx<'_>,
+        _windows: &[TrafficMean],
+        _out: &mut Vec<EngineOutput>,
+    ) {
+    }
+
     /// The periodic scan (every minute of event time), for every device.
     fn on_scan(
         &self,
@@ -268,6 +281,10 @@ pub struct PlateRead<'a> {
 /// A rolling rainfall total that changed: `(end ms, window ms, total mm,
 /// complete, revision)`.
 pub type RainTotal = (i64, i64, f64, bool, bool);
+
+/// A closed 5-minute traffic window: `(end ms, mean speed km/h weighted by
+/// vehicles, mean occupancy %)`, each `None` when no reading gave it.
+pub type TrafficMean = (i64, Option<f64>, Option<f64>);
 
 /// The periodic scan's view of one device.
 #[derive(Clone, Copy, Debug)]

@@ -17,7 +17,7 @@ use super::alert::{Episode, Tracker};
 use super::example;
 use super::kind::{
     Check, DeviceCx, GaugeTotal, Latest, PlateRead, RainTotal, RuleKind, Scan, States, TrackCx,
-    VisitCx, ZoneCx, ZoneTotal,
+    TrafficMean, VisitCx, ZoneCx, ZoneTotal,
 };
 use super::{
     Rule, cloned_plate, congestion, geofence, rainfall, rate_of_change, speed_drop, staleness,
@@ -257,6 +257,8 @@ macro_rules! kinds {
                 fn on_sample(&self, rule: &Rule, states: &mut States<u16>, cx: &DeviceCx<'_>, sample: &Sample) -> Option<Alert>;
                 /// See [`RuleKind::on_rain_totals`].
                 fn on_rain_totals(&self, rule: &Rule, states: &mut States<u16>, cx: &DeviceCx<'_>, totals: &[RainTotal], out: &mut Vec<EngineOutput>) -> ();
+                /// See [`RuleKind::on_traffic_windows`].
+                fn on_traffic_windows(&self, rule: &Rule, states: &mut States<u16>, cx: &DeviceCx<'_>, windows: &[TrafficMean], out: &mut Vec<EngineOutput>) -> ();
                 /// See [`RuleKind::on_scan`].
                 fn on_scan(&self, rule: &Rule, states: &mut States<u16>, cx: &DeviceCx<'_>, scan: &Scan, out: &mut Vec<EngineOutput>) -> ();
                 /// See [`RuleKind::zone_totals`].
