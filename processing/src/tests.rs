@@ -779,9 +779,8 @@ fn windowed_congestion_judges_closed_five_minute_windows() {
         .chain([(18.0, 10); 5])
         .chain([(30.0, 10); 5])
         .collect();
-    let mut seq = 0;
     for (k, (speed, vehicles)) in minutes.into_iter().enumerate() {
-        seq += 1;
+        let seq = k as u64 + 1;
         let envelope = ioc_schemas::Envelope {
             device: counter.clone(),
             ts: Timestamp(t0 + k as i64 * 60_000 + 30_000),
