@@ -191,7 +191,25 @@ fn main() {
         }));
     }
     print_table(&rows);
+    // ioc against each peer, by name (the suite's targets point here).
+    let ioc_vs: serde_json::Map<String, Value> = rows
+        .iter()
+        .filter(|r| r["system"] != "ioc" && !r["vs_ioc"].is_null())
+        .map(|r| {
+            let v = &r["vs_ioc"];
+            (
+                r["system"].as_str().unwrap().to_owned(),
+                json!({
+                    "times_faster": v["ioc_times_faster"],
+                    "times_less_cpu_per_reading": v["ioc_times_less_cpu"],
+                    "times_less_memory": v["ioc_times_less_memory"],
+                    "subjects_that_differ": v["agreement"]["differ"],
+                }),
+            )
+        })
+        .collect();
     let result = json!({
+        "ioc_vs": ioc_vs,
         "bench": "peers",
         "machine": common::bench_machine(),
         "commit": common::bench_commit(),

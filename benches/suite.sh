@@ -9,8 +9,9 @@
 # Each benchmark writes its JSON to target/bench/suite/; the report merges
 # them into target/bench/suite.json (with the machine, the commit and every
 # target from BENCHMARKS.md, met or not, and the ratios to the Node-RED
-# baseline) and prints a summary. Needs Mosquitto, Tansu and Node-RED, as
-# tests/run.sh installs them.
+# baseline and to the peers) and prints a summary. Needs Mosquitto, Tansu,
+# Node-RED and the peers (benches/peers/install.sh), as tests/run.sh
+# installs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +45,7 @@ if $smoke; then
   run geo ioc geo 20000
   run ws-fanout-100 ioc ws_fanout 10 2000 1 300
   run e2e-node-red-10k ioc e2e --node-red 1000 3 1000 1
+  run peers ioc peers 2000 60000 100
 else
   run engine ioc engine 100000 2000000 2
   run kafka-ingest ioc kafka_ingest 1000000 10000 4
@@ -59,6 +61,8 @@ else
   # The baseline: Node-RED on the same broker with the same loads.
   run e2e-node-red-10k ioc e2e --node-red 10000 20 100000 1
   run e2e-node-red-50k ioc e2e --node-red 50000 20 100000 1
+  # The peers (Bytewax, Pathway, Flink) on one workload: benches/peers.rs.
+  run peers ioc peers 100000 3000000 2
 fi
 
 report_args=("$PWD/$out")

@@ -166,6 +166,42 @@ const TARGETS: &[Target] = &[
         pointer: "/deliveries_per_s",
         bound: Bound::AtLeast(200_000.0),
     },
+    Target {
+        result: "peers",
+        what: "same workload: ioc's throughput ÷ Bytewax's",
+        pointer: "/ioc_vs/bytewax/times_faster",
+        bound: Bound::AtLeast(3.0),
+    },
+    Target {
+        result: "peers",
+        what: "same workload: ioc's throughput ÷ Pathway's",
+        pointer: "/ioc_vs/pathway/times_faster",
+        bound: Bound::AtLeast(2.0),
+    },
+    Target {
+        result: "peers",
+        what: "same workload: Flink's CPU per reading ÷ ioc's",
+        pointer: "/ioc_vs/flink/times_less_cpu_per_reading",
+        bound: Bound::AtLeast(1.0),
+    },
+    Target {
+        result: "peers",
+        what: "same workload: subjects whose alerts differ, Bytewax",
+        pointer: "/ioc_vs/bytewax/subjects_that_differ",
+        bound: Bound::AtMost(0.0),
+    },
+    Target {
+        result: "peers",
+        what: "same workload: subjects whose alerts differ, Pathway",
+        pointer: "/ioc_vs/pathway/subjects_that_differ",
+        bound: Bound::AtMost(0.0),
+    },
+    Target {
+        result: "peers",
+        what: "same workload: subjects whose alerts differ, Flink",
+        pointer: "/ioc_vs/flink/subjects_that_differ",
+        bound: Bound::AtMost(0.0),
+    },
 ];
 
 /// Our end-to-end result and the Node-RED baseline's at the same load.
@@ -280,6 +316,7 @@ fn main() {
         "e2e-kafka",
         "influx-sink",
         "e2e-node-red-10k",
+        "peers",
     ] {
         assert!(
             results.contains_key(name),

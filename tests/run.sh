@@ -6,7 +6,8 @@
 # API), postgresql (for the alert store), libxml2-utils (xmllint, for CAP),
 # and the headers librdkafka builds against; from
 # crates.io: the Tansu Kafka broker; from npm: Node-RED, the benchmark
-# baseline, and oidc-provider, the OpenID provider of the sign-on tests),
+# baseline, and oidc-provider, the OpenID provider of the sign-on tests;
+# from PyPI: Bytewax, Pathway and Apache Flink, the benchmark's peers),
 # then checks formatting and lints and
 # runs every test. Tests start their own brokers on free loopback ports.
 # Then a smoke run of the benchmark suite (benches/suite.sh --smoke;
@@ -32,6 +33,10 @@ have xmllint || packages+=(libxml2-utils)
 # The benchmark suite's baseline runs Node-RED (from npm) on Node.js.
 have node || packages+=(nodejs)
 have npm || packages+=(npm)
+# The benchmark suite's peers (benches/peers/): Bytewax and Pathway in
+# Python virtual environments, Flink's Java job compiled with javac.
+installed python3-venv || packages+=(python3-venv)
+have javac || packages+=(default-jdk-headless)
 # librdkafka (built from source by rdkafka-sys) needs these; libFuzzer, g++.
 for p in libssl-dev zlib1g-dev pkg-config make g++; do
   installed "$p" || packages+=("$p")
@@ -66,6 +71,11 @@ if [ ! -f "$IOC_OIDC_PROVIDER_HOME/node_modules/oidc-provider/package.json" ]; t
   mkdir -p "$IOC_OIDC_PROVIDER_HOME"
   npm install --prefix "$IOC_OIDC_PROVIDER_HOME" --no-audit --no-fund --loglevel=error oidc-provider@8.8.1 >/dev/null
 fi
+
+# The peers of the benchmark suite (Bytewax, Pathway, Apache Flink), from
+# PyPI at pinned versions, each in its own virtual environment.
+export IOC_PEERS_HOME="${IOC_PEERS_HOME:-$HOME/.cache/ioc-peers}"
+benches/peers/install.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
