@@ -523,8 +523,9 @@ impl Transitions {
         v
     }
 
-    /// Per rule and subject: the same levels in the same order (with how
-    /// far apart in event time), or the first difference.
+    /// Per rule and subject: the same levels in the same order at the same
+    /// event times (rainfall: up to one hop later in the peer), or the
+    /// first difference.
     fn compare(&self, ours: &Transitions) -> Value {
         let mut keys: Vec<&(String, String)> = self
             .by_subject
@@ -541,14 +542,14 @@ impl Transitions {
             let theirs = self.by_subject.get(*key).unwrap_or(&empty);
             let mine = ours.by_subject.get(*key).unwrap_or(&empty);
             let levels = |s: &[(i64, u8)]| s.iter().map(|x| x.1).collect::<Vec<_>>();
-            if levels(theirs) == levels(mine) {
+            // How much later than ioc's each of the peer's transitions may
+            // come: a rainfall alert opens at the reading in ioc, at the
+            // window's end (up to one hop later) in the peers.
+            let allowed = if key.0 == "rain_1h" { 0..300_000 } else { 0..1 };
+            let shifts: Vec<i64> = theirs.iter().zip(mine).map(|(a, b)| a.0 - b.0).collect();
+            if levels(theirs) == levels(mine) && shifts.iter().all(|d| allowed.contains(d)) {
                 same += 1;
-                let shift = theirs
-                    .iter()
-                    .zip(mine)
-                    .map(|(a, b)| a.0 - b.0)
-                    .max_by_key(|d| d.abs())
-                    .unwrap_or(0);
+                let shift = shifts.into_iter().max_by_key(|d| d.abs()).unwrap_or(0);
                 let m = max_shift.entry(&key.0).or_default();
                 if shift.abs() > m.abs() {
                     *m = shift;

@@ -46,7 +46,10 @@ readings = pw.io.jsonlines.read(
     },
 )
 readings = readings.with_columns(
-    ms=pw.cast(int, pw.this.ts.dt.strptime("%Y-%m-%dT%H:%M:%S.%fZ").dt.timestamp(unit="ms"))
+    # The float of milliseconds, rounded (a plain cast can land 1 ms short).
+    ms=pw.cast(
+        int, pw.this.ts.dt.strptime("%Y-%m-%dT%H:%M:%S.%fZ").dt.timestamp(unit="ms") + 0.5
+    )
 )
 
 levels = pw.debug.table_from_rows(
@@ -119,7 +122,13 @@ rain = readings.filter(pw.this.rainfall_mm.is_not_none()).select(
 )
 rain_windows = rain.windowby(
     pw.this.ms,
-    window=pw.temporal.sliding(hop=c.RAIN_HOP_MS, duration=c.RAIN_WINDOW_MS, origin=c.T0_MS),
+    # Windows start at `origin`: the first ones to hold the first readings
+    # started 55 minutes before them (as in the other systems).
+    window=pw.temporal.sliding(
+        hop=c.RAIN_HOP_MS,
+        duration=c.RAIN_WINDOW_MS,
+        origin=c.T0_MS - c.RAIN_WINDOW_MS + c.RAIN_HOP_MS,
+    ),
     instance=pw.this.device,
 ).reduce(
     device=pw.this._pw_instance,
