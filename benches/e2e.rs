@@ -52,7 +52,10 @@
 //! `conflated` (the hub sends only the latest per device); anything else
 //! not seen is `missing`. The ioc process's RSS and CPU time are sampled
 //! from /proc every 250 ms; RSS growth from idle to peak per device bounds
-//! the state a device costs (`state_bytes_per_device`). Prints a summary and writes JSON to
+//! the state a device costs (`state_bytes_per_device`). The process keeps
+//! durable state (`checkpoint.dir`: every reading journaled and synced
+//! before its acknowledgement); `IOC_BENCH_MEMORY_ONLY=1` runs it with
+//! state in memory only, to see what durability costs. Prints a summary and writes JSON to
 //! `target/bench/e2e-mqtt.json` or `e2e-kafka.json` (or `$IOC_BENCH_OUT`).
 
 #![allow(clippy::unwrap_used)]
@@ -884,11 +887,15 @@ fn start_ioc(
              [catalogue]\nscale = {devices}\n\
              [dead_letter]\nfile = \"{}\"\n\
              [alerts]\ndatabase = \"sqlite://{}\"\n\
-             [checkpoint]\ndir = \"{}\"\n",
+             {durable}",
             dir.join("dead-letters.jsonl").display(),
             dir.join("alerts.db").display(),
-            dir.join("state").display(),
             admin = common::TEST_ADMIN,
+            durable = if std::env::var("IOC_BENCH_MEMORY_ONLY").is_ok_and(|v| v == "1") {
+                String::new()
+            } else {
+                format!("[checkpoint]\ndir = \"{}\"\n", dir.join("state").display())
+            },
         ),
     )
     .unwrap();
