@@ -92,6 +92,22 @@ const IDLE_PARK: Duration = Duration::from_millis(100);
 /// The geo item of a reading: a plate read (the plate is the subject) or a
 /// reading with a position (the device is; `next` when the reading directly
 /// follows the device's previous one).
+/// Puts a changed registry, then rules compiled for it, in force in a
+/// worker's device table; the new rules, if they changed.
+fn catch_up(
+    shared: &Shared,
+    table: &mut DeviceTable,
+    (registry_seen, rules_seen): (&mut u64, &mut u64),
+    out: &mut Vec<EngineOutput>,
+) -> Option<Arc<RuleSet>> {
+    if let Some(new) = shared.registry.changed_since(registry_seen) {
+        table.set_registry(new, out);
+    }
+    let new = shared.rules.changed_since(rules_seen)?;
+    table.set_rules(new.clone(), out);
+    Some(new)
+}
+
 fn position_item(reading: &Reading, registry: &Registry, next: bool) -> Option<GeoItem> {
     let e = &reading.envelope;
     let source = registry.shared_id(reading.device).clone();
@@ -239,7 +255,10 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Item<Reading>> {
                 let mut out = Vec::new();
                 let mut geo: Vec<GeoItem> = Vec::new();
                 let mut rules_seen = 0u64;
-                let mut registry_seen = shared.registry.generation();
+                // The table took its registry when it was made, which may
+                // be a replacement or more before this operator is built:
+                // the first activation puts the one in force in place.
+                let mut registry_seen = u64::MAX;
                 let mut late_seen = 0u64;
                 let mut size_seen = 0u64;
                 let mut rules = shared.rules.current();
@@ -264,17 +283,14 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Item<Reading>> {
                     }
                     // The registry before the rules: rules compiled for a
                     // new registry are put in force first.
-                    if let Some(new) = shared.registry.changed_since(&mut registry_seen) {
-                        table.set_registry(new, &mut out);
-                    }
-                    if let Some(new) = shared.rules.changed_since(&mut rules_seen) {
-                        rules = new.clone();
-                        positions = wants_positions(&rules);
-                        zone_rules = rules.rules.iter().any(|r| r.logic.feeds_zones());
-                        table.set_rules(new, &mut out);
+                    let seen = (&mut registry_seen, &mut rules_seen);
+                    if let Some(new) = catch_up(&shared, &mut table, seen, &mut out) {
+                        positions = wants_positions(&new);
+                        zone_rules = new.rules.iter().any(|r| r.logic.feeds_zones());
+                        rules = new;
                     }
                     table.rejudge(&mut out);
-                    let registry = table.registry().clone();
+                    let mut registry = table.registry().clone();
                     let mut in_order = 0u64;
                     input.for_each(|cap, data| {
                         for item in data.iter() {
@@ -285,6 +301,25 @@ impl<'scope> DeviceStateOp<'scope> for StreamVec<'scope, u64, Item<Reading>> {
                                     continue;
                                 }
                             };
+                            if reading.device as usize >= registry.devices().len() {
+                                // A device added after this activation
+                                // looked at the registry: its reading was
+                                // decoded against the newer one.
+                                let seen = (&mut registry_seen, &mut rules_seen);
+                                if let Some(new) = catch_up(&shared, &mut table, seen, &mut out) {
+                                    positions = wants_positions(&new);
+                                    zone_rules = new.rules.iter().any(|r| r.logic.feeds_zones());
+                                    rules = new;
+                                }
+                                registry = table.registry().clone();
+                                if reading.device as usize >= registry.devices().len() {
+                                    tracing::warn!(
+                                        device = reading.device,
+                                        "a reading of a device the registry does not have; dropped"
+                                    );
+                                    continue;
+                                }
+                            }
                             let (outcome, sample) = table.arrive(reading, &mut out);
                             match outcome {
                                 Outcome::Applied | Outcome::Next => {
@@ -416,8 +451,10 @@ impl<'scope> GeoOp<'scope> for StreamVec<'scope, u64, Item<GeoItem>> {
         let durable = shared.durable.is_some();
         self.unary_frontier(Exchange::new(key), "Geo", move |capability, _| {
             let mut timer = Some(capability);
-            let mut state = GeoState::new(shared.registry.current());
+            // The generation before the value: a replacement in between is
+            // picked up (again) at the first activation.
             let mut registry_seen = shared.registry.generation();
+            let mut state = GeoState::new(shared.registry.current());
             // Items until the frontier passes their event time, kept in
             // `apply`'s order (event time, subject, source).
             let mut pending: ReorderBuffer<GeoItem> = ReorderBuffer::default();

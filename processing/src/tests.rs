@@ -507,9 +507,16 @@ fn registry_changes_reach_the_workers_without_a_restart() {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let batch = out_rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {what}"));
+            let batch = out_rx.recv_timeout(left).unwrap_or_else(|_| {
+                let seen: Vec<_> = seen
+                    .borrow()
+                    .iter()
+                    .map(|a: &ioc_schemas::Alert| {
+                        format!("{} {} level {}", a.rule, a.subject, a.level)
+                    })
+                    .collect();
+                panic!("no {what}; the alerts seen: {seen:?}")
+            });
             let mut found = None;
             for o in batch {
                 if let EngineOutput::Alert(a) = o {
