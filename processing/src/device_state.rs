@@ -642,16 +642,15 @@ impl DeviceTable {
                     if totals.is_empty() {
                         continue;
                     }
-                    let cx = DeviceCx {
-                        rules: &rules,
-                        registry: &self.registry,
+                    each_rule(
+                        &rules,
+                        &self.registry,
                         index,
-                        device,
-                    };
-                    for rule in rules.for_device(index, device) {
-                        rule.logic
-                            .on_rain_totals(rule, &mut slot.states, &cx, &totals, out);
-                    }
+                        &mut slot.states,
+                        |r, s, cx| {
+                            r.logic.on_rain_totals(r, s, cx, &totals, out);
+                        },
+                    );
                 }
                 Some(Windows::Traffic(t)) => {
                     let mut closed = Vec::new();
@@ -664,16 +663,15 @@ impl DeviceTable {
                     if closed.is_empty() || muted(&rules, device, index, frontier) {
                         continue;
                     }
-                    let cx = DeviceCx {
-                        rules: &rules,
-                        registry: &self.registry,
+                    each_rule(
+                        &rules,
+                        &self.registry,
                         index,
-                        device,
-                    };
-                    for rule in rules.for_device(index, device) {
-                        rule.logic
-                            .on_traffic_windows(rule, &mut slot.states, &cx, &closed, out);
-                    }
+                        &mut slot.states,
+                        |r, s, cx| {
+                            r.logic.on_traffic_windows(r, s, cx, &closed, out);
+                        },
+                    );
                 }
                 Some(Windows::Camera(c)) => {
                     c.emit(self.registry.shared_id(index), frontier, &mut windows)
@@ -731,6 +729,26 @@ impl DeviceTable {
             }
         }
         self.size = size;
+    }
+}
+
+/// Calls `hook` with each rule of device `index`, its states and context.
+fn each_rule(
+    rules: &RuleSet,
+    registry: &Registry,
+    index: DeviceIndex,
+    states: &mut States<u16>,
+    mut hook: impl FnMut(&Rule, &mut States<u16>, &DeviceCx<'_>),
+) {
+    let device = registry.device(index);
+    let cx = DeviceCx {
+        rules,
+        registry,
+        index,
+        device,
+    };
+    for rule in rules.for_device(index, device) {
+        hook(rule, states, &cx);
     }
 }
 
