@@ -828,9 +828,7 @@ fn start_cluster(
     db: &str,
     devices: usize,
 ) -> Vec<(std::process::Child, std::net::SocketAddr)> {
-    let hosts: Vec<String> = (0..n)
-        .map(|_| format!("\"127.0.0.1:{}\"", common::free_port()))
-        .collect();
+    let hosts = common::toml_strings(&common::cluster_hosts(n));
     let config = dir.join("cluster.toml");
     std::fs::write(
         &config,
@@ -843,7 +841,7 @@ fn start_cluster(
              [dead_letter]\nfile = \"{}\"\n\
              [alerts]\ndatabase = \"{db}\"\n[checkpoint]\nenabled = false\n",
             dir.join("dead-letters.jsonl").display(),
-            hosts = hosts.join(", "),
+
             admin = common::TEST_ADMIN,
         ),
     )

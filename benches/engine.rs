@@ -223,9 +223,7 @@ fn cluster(
 ) {
     let events = readings.len();
     let workers = config.workers;
-    let hosts: Vec<String> = (0..processes)
-        .map(|_| format!("127.0.0.1:{}", common::free_port()))
-        .collect();
+    let hosts = common::cluster_hosts(processes);
     let (remote_tx, remote_rx) = flume::bounded(1 << 16);
     let remote = std::thread::spawn(move || {
         remote_rx

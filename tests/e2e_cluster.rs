@@ -95,17 +95,10 @@ fn write_config(
     durable: bool,
     influx: Option<&str>,
 ) -> std::path::PathBuf {
-    let hosts: Vec<String> = (0..n)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
-        .collect();
     let cluster = if n > 1 {
         format!(
             "[cluster]\nhosts = [{}]\n",
-            hosts
-                .iter()
-                .map(|h| format!("\"{h}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
+            common::toml_strings(&common::cluster_hosts(n))
         )
     } else {
         String::new()

@@ -10,6 +10,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -522,12 +524,7 @@ fn run_engine_cluster(
     readings: impl Iterator<Item = ioc_schemas::Envelope>,
     processes: usize,
 ) -> Vec<EngineOutput> {
-    let hosts: Vec<String> = (0..processes)
-        .map(|_| {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().to_string()
-        })
-        .collect();
+    let hosts = common::cluster_hosts(processes);
     let mut shares: Vec<Vec<Reading>> = (0..processes).map(|_| Vec::new()).collect();
     for envelope in readings {
         let device = registry.lookup(&envelope.device).unwrap();

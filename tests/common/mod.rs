@@ -26,6 +26,23 @@ pub fn free_port() -> u16 {
         .expect("no free loopback port")
 }
 
+/// `n` loopback addresses (`127.0.0.1:port`) free a moment ago: the
+/// `cluster.hosts` of a test cluster.
+pub fn cluster_hosts(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect()
+}
+
+/// `items` as the inside of a TOML array of strings: `"a", "b"`.
+pub fn toml_strings(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| format!("\"{i}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The `n`th positional command-line argument (benchmarks), or `default`.
 pub fn arg<T: std::str::FromStr>(n: usize, default: T) -> T {
     std::env::args()
