@@ -604,12 +604,7 @@ async fn a_killed_process_then_a_restart_of_all_decide_as_one_process() {
     let pg = postgres::Postgres::start();
     let mosquitto = Mosquitto::start();
     let t0 = ioc_schemas::Timestamp::now().millis() - 120_000;
-    // The alerts only: these runs write no time series.
-    let alone: Vec<String> = run(1, &pg, Source::Mqtt(&mosquitto), t0)
-        .await
-        .into_iter()
-        .filter(|l| !l.starts_with("point"))
-        .collect();
+    let alone = alerts_alone(&pg, &mosquitto, t0).await;
 
     let dir = tempfile::tempdir().unwrap();
     if std::env::var_os("IOC_TEST_KEEP").is_some() {
@@ -694,6 +689,16 @@ async fn kill_and_restart(
     spawn_members(config, 3, dir, "-again")
 }
 
+/// What one uninterrupted process stores from [`run`]'s readings: the
+/// alerts only (the fault runs write no time series).
+async fn alerts_alone(pg: &postgres::Postgres, mosquitto: &Mosquitto, t0: i64) -> Vec<String> {
+    run(1, pg, Source::Mqtt(mosquitto), t0)
+        .await
+        .into_iter()
+        .filter(|l| !l.starts_with("point"))
+        .collect()
+}
+
 /// A restart from a checkpoint with one more process: two processes with
 /// durable state take the first three rounds and the operator action and
 /// stop; three processes start on their data directories (the third on
@@ -705,12 +710,7 @@ async fn a_restart_with_one_more_process_decides_as_one_process() {
     let pg = postgres::Postgres::start();
     let mosquitto = Mosquitto::start();
     let t0 = ioc_schemas::Timestamp::now().millis() - 120_000;
-    // The alerts only: these runs write no time series.
-    let alone: Vec<String> = run(1, &pg, Source::Mqtt(&mosquitto), t0)
-        .await
-        .into_iter()
-        .filter(|l| !l.starts_with("point"))
-        .collect();
+    let alone = alerts_alone(&pg, &mosquitto, t0).await;
 
     let dir = tempfile::tempdir().unwrap();
     let db = pg.database("rescaled");
