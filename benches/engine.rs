@@ -173,7 +173,39 @@ fn main() {
     let largest = stats
         .largest_device_bytes
         .load(std::sync::atomic::Ordering::Relaxed);
-    let result = serde_json::json!({
+    let mut result = throughput(devices, events, workers, secs, cpu, outputs, processed);
+    // Readings behind the watermark when they arrived: the input is in
+    // event-time order, so anything here means event time ran ahead.
+    result["late"] = stats.late.load(std::sync::atomic::Ordering::Relaxed).into();
+    result["state_bytes"] = state_bytes.into();
+    result["state_bytes_per_device"] = (state_bytes as f64 / devices as f64).into();
+    result["largest_device_bytes"] = largest.into();
+    result["durable"] = durable.unwrap_or_default();
+    let out = common::write_bench_result("engine", &result);
+    println!(
+        "engine: {events} events of {devices} devices, {workers} workers: {:.0} events/s, {:.2} µs CPU per event\n\
+         state: {:.0} bytes per device, {largest} for the largest\nwritten to {}",
+        events as f64 / secs,
+        cpu * 1e6 / events as f64,
+        state_bytes as f64 / devices as f64,
+        out.display()
+    );
+    if let Some(d) = result.get("durable").filter(|d| !d.is_null()) {
+        println!("durable state: {d}");
+    }
+}
+
+/// The fields of every engine result: what ran and how fast.
+fn throughput(
+    devices: usize,
+    events: usize,
+    workers: usize,
+    secs: f64,
+    cpu: f64,
+    outputs: usize,
+    processed: u64,
+) -> serde_json::Value {
+    serde_json::json!({
         "benchmark": "engine",
         "date": Timestamp::now(),
         "machine": common::bench_machine(),
@@ -188,26 +220,7 @@ fn main() {
         "rules": "deploy/rules.toml",
         "outputs": outputs,
         "processed": processed,
-        // Readings behind the watermark when they arrived: the input is in
-        // event-time order, so anything here means event time ran ahead.
-        "late": stats.late.load(std::sync::atomic::Ordering::Relaxed),
-        "state_bytes": state_bytes,
-        "state_bytes_per_device": state_bytes as f64 / devices as f64,
-        "largest_device_bytes": largest,
-        "durable": durable,
-    });
-    let out = common::write_bench_result("engine", &result);
-    println!(
-        "engine: {events} events of {devices} devices, {workers} workers: {:.0} events/s, {:.2} µs CPU per event\n\
-         state: {:.0} bytes per device, {largest} for the largest\nwritten to {}",
-        events as f64 / secs,
-        cpu * 1e6 / events as f64,
-        state_bytes as f64 / devices as f64,
-        out.display()
-    );
-    if let Some(d) = result.get("durable").filter(|d| !d.is_null()) {
-        println!("durable state: {d}");
-    }
+    })
 }
 
 /// The run of `IOC_BENCH_PROCESSES`: `processes` engines of one cluster,
@@ -297,24 +310,9 @@ fn cluster(
         .iter()
         .map(|s| s.processed.load(std::sync::atomic::Ordering::Relaxed))
         .sum();
-    let result = serde_json::json!({
-        "benchmark": "engine",
-        "date": Timestamp::now(),
-        "machine": common::bench_machine(),
-        "commit": common::bench_commit(),
-        "devices": devices,
-        "events": events,
-        "processes": processes,
-        "workers": workers,
-        "seconds": secs,
-        "events_per_s": events as f64 / secs,
-        "cpu_s": cpu,
-        "cpu_us_per_event": cpu * 1e6 / events as f64,
-        "rules": "deploy/rules.toml",
-        "outputs": outputs,
-        "outputs_shared_with_other_processes": shared,
-        "processed": processed,
-    });
+    let mut result = throughput(devices, events, workers, secs, cpu, outputs, processed);
+    result["processes"] = processes.into();
+    result["outputs_shared_with_other_processes"] = shared.into();
     let out = common::write_bench_result("engine", &result);
     println!(
         "engine: {events} events of {devices} devices, {processes} processes of {workers} workers: \
