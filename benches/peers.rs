@@ -164,50 +164,42 @@ fn main() {
         results.push((s.name, m, transitions));
     }
 
-    let ours = results.iter().find(|r| r.0 == "ioc");
     let per_million = |m: &Measured| m.cpu_seconds / (readings as f64 / 1e6);
-    let mut rows = Vec::new();
-    for (name, m, t) in &results {
-        let vs = ours.map(|(_, om, ot)| {
-            json!({
-                // How many times ioc's figure is better than this system's.
-                "ioc_times_faster": m.seconds / om.seconds,
-                "ioc_times_less_cpu": per_million(m) / per_million(om),
-                "ioc_times_less_memory": m.peak_rss_mib / om.peak_rss_mib,
-                "agreement": t.compare(ot),
-            })
-        });
-        rows.push(json!({
-            "system": name,
-            "version": version(name, &peers_home),
-            "seconds": m.seconds,
-            "readings_per_s": readings as f64 / m.seconds,
-            "cpu_seconds": m.cpu_seconds,
-            "cpu_s_per_million": per_million(m),
-            "cores_used": m.cpu_seconds / m.seconds,
-            "peak_rss_mib": m.peak_rss_mib,
-            "transitions": t.by_rule(),
-            "vs_ioc": vs,
-        }));
-    }
-    print_table(&rows);
-    // ioc against each peer, by name (the suite's targets point here).
-    let ioc_vs: serde_json::Map<String, Value> = rows
+    let rows: Vec<Value> = results
         .iter()
-        .filter(|r| r["system"] != "ioc" && !r["vs_ioc"].is_null())
-        .map(|r| {
-            let v = &r["vs_ioc"];
-            (
-                r["system"].as_str().unwrap().to_owned(),
-                json!({
-                    "times_faster": v["ioc_times_faster"],
-                    "times_less_cpu_per_reading": v["ioc_times_less_cpu"],
-                    "times_less_memory": v["ioc_times_less_memory"],
-                    "subjects_that_differ": v["agreement"]["differ"],
-                }),
-            )
+        .map(|(name, m, t)| {
+            json!({
+                "system": name,
+                "version": version(name, &peers_home),
+                "seconds": m.seconds,
+                "readings_per_s": readings as f64 / m.seconds,
+                "cpu_seconds": m.cpu_seconds,
+                "cpu_s_per_million": per_million(m),
+                "cores_used": m.cpu_seconds / m.seconds,
+                "peak_rss_mib": m.peak_rss_mib,
+                "transitions": t.by_rule(),
+            })
         })
         .collect();
+    // ioc against each peer, by name (the suite's targets point here): how
+    // many times ioc's figure is better, and whether the alerts agree.
+    let mut ioc_vs = serde_json::Map::new();
+    if let Some((_, om, ot)) = results.iter().find(|r| r.0 == "ioc") {
+        for (name, m, t) in results.iter().filter(|r| r.0 != "ioc") {
+            let agreement = t.compare(ot);
+            ioc_vs.insert(
+                (*name).to_owned(),
+                json!({
+                    "times_faster": m.seconds / om.seconds,
+                    "times_less_cpu_per_reading": per_million(m) / per_million(om),
+                    "times_less_memory": m.peak_rss_mib / om.peak_rss_mib,
+                    "subjects_that_differ": agreement["differ"],
+                    "agreement": agreement,
+                }),
+            );
+        }
+    }
+    print_table(&rows, &ioc_vs);
     let result = json!({
         "ioc_vs": ioc_vs,
         "bench": "peers",
@@ -222,26 +214,24 @@ fn main() {
     });
     let path = common::write_bench_result("peers", &result);
     eprintln!("wrote {}", path.display());
-    for r in &rows {
-        let agreement = &r["vs_ioc"]["agreement"];
-        if r["system"] != "ioc" && !agreement.is_null() {
-            assert_eq!(
-                agreement["differ"], 0,
-                "{} disagrees with ioc beyond the documented differences: {agreement:#}",
-                r["system"]
-            );
-        }
+    for (peer, vs) in &ioc_vs {
+        assert_eq!(
+            vs["subjects_that_differ"], 0,
+            "{peer} disagrees with ioc beyond the documented differences: {:#}",
+            vs["agreement"]
+        );
     }
 }
 
-fn print_table(rows: &[Value]) {
+fn print_table(rows: &[Value], ioc_vs: &serde_json::Map<String, Value>) {
     println!(
         "{:<8} {:>9} {:>11} {:>10} {:>9} {:>9} {:>10} {:>10}",
         "system", "seconds", "readings/s", "CPU s/M", "cores", "RSS MiB", "ioc ×", "agree"
     );
     for r in rows {
-        let ioc_x = r["vs_ioc"]["ioc_times_faster"].as_f64();
-        let agree = &r["vs_ioc"]["agreement"];
+        let vs = r["system"].as_str().and_then(|name| ioc_vs.get(name));
+        let ioc_x = vs.and_then(|v| v["times_faster"].as_f64());
+        let agree = vs.map_or(&Value::Null, |v| &v["agreement"]);
         println!(
             "{:<8} {:>9.1} {:>11.0} {:>10.2} {:>9.2} {:>9.0} {:>10} {:>10}",
             r["system"].as_str().unwrap_or(""),
@@ -364,9 +354,10 @@ fn measure(mut command: Command) -> Measured {
                 let seen = cpu.entry(*pid).or_default();
                 *seen = seen.max(c);
             }
-            rss += status_kib(&proc, "VmRSS:").unwrap_or(0);
+            let status = std::fs::read_to_string(proc.join("status")).unwrap_or_default();
+            rss += status_kib(&status, "VmRSS:");
             // The kernel's own peak of each process, between samples.
-            peak_rss = peak_rss.max(status_kib(&proc, "VmHWM:").unwrap_or(0));
+            peak_rss = peak_rss.max(status_kib(&status, "VmHWM:"));
         }
         peak_rss = peak_rss.max(rss);
         if let Some(status) = child.try_wait().unwrap() {
@@ -421,15 +412,13 @@ fn process_tree(root: u32) -> Vec<u32> {
     tree
 }
 
-fn status_kib(proc: &Path, key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(proc.join("status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix(key))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
+/// A `kB` figure of a `/proc/PID/status` text (0 when absent).
+fn status_kib(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The version a system reports.
@@ -440,8 +429,7 @@ fn version(name: &str, peers_home: &Path) -> Value {
         "pathway" => "pathway",
         _ => "apache-flink",
     };
-    let venv = if name == "flink" { "flink" } else { name };
-    let out = Command::new(peers_home.join(venv).join("bin/pip"))
+    let out = Command::new(peers_home.join(name).join("bin/pip"))
         .args(["show", package])
         .output()
         .ok();
@@ -601,15 +589,11 @@ fn run_ioc(devices: usize, readings: &Path, out: &Path) {
         for batch in rx.iter() {
             for o in batch {
                 if let EngineOutput::Alert(a) = o {
-                    writeln!(
-                        w,
-                        r#"{{"rule":"{}","device":"{}","ts":{},"level":{}}}"#,
-                        a.rule,
-                        a.subject,
-                        a.evidence.ts.millis(),
-                        a.level
-                    )
-                    .unwrap();
+                    let t = json!({
+                        "rule": a.rule, "device": a.subject,
+                        "ts": a.evidence.ts.millis(), "level": a.level,
+                    });
+                    writeln!(w, "{t}").unwrap();
                 }
             }
         }
