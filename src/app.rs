@@ -407,7 +407,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             let engine = BTreeMap::from(engine.snapshot());
             let influx = influx.as_ref().map(|s| BTreeMap::from(s.snapshot()));
             json!({
-                "ingest": {"received": ingest.received_count(), "accepted": ingest.accepted_count(), "rejected": rejected},
+                "ingest": {
+                    "received": ingest.received_count(),
+                    "accepted": ingest.accepted_count(),
+                    "rejected": rejected,
+                    "mqtt_subscribed": ingest.mqtt_subscribed(),
+                },
                 "influx": influx,
                 "engine": engine,
                 "dead_letters": {

@@ -169,6 +169,18 @@ fn spawn_members(
     members
 }
 
+/// Waits until every member's MQTT source holds its share of the
+/// subscription: until then the broker drops what a device publishes.
+async fn subscribed(members: &[(Member, SocketAddr)]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (_, addr) in members {
+        while get_json(*addr, "/api/v1/stats").await["ingest"]["mqtt_subscribed"] != true {
+            assert!(Instant::now() < deadline, "{addr} never subscribed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// The level of gauge `g` at round `k`: under BĐ1, over BĐ2, over BĐ3,
 /// back to BĐ2, under BĐ1 (resolved), lower still.
 fn level(levels: [f64; 3], k: usize) -> f64 {
@@ -370,6 +382,9 @@ async fn run(n: usize, pg: &postgres::Postgres, source: Source<'_>, t0: i64) -> 
     let db = pg.database(&name);
     let victoria = Victoria::start();
     let members = start_cluster(n, source, &db, dir.path(), Some(&victoria.url()));
+    if let Source::Mqtt(_) = source {
+        subscribed(&members).await;
+    }
     let registry = ioc_devices::Registry::sonla_demo();
     let gauges = driven_gauges(&registry);
     assert_eq!(gauges.len(), GAUGES);
@@ -503,6 +518,7 @@ async fn losing_a_process_stops_the_others_with_a_distinct_status() {
     let dir = tempfile::tempdir().unwrap();
     let db = pg.database("lost");
     let mut members = start_cluster(3, Source::Mqtt(&mosquitto), &db, dir.path(), None);
+    subscribed(&members).await;
     let device = Device::connect(mosquitto.port).await;
     let t0 = ioc_schemas::Timestamp::now().millis();
     for seq in 1..=20 {
@@ -613,6 +629,7 @@ async fn a_killed_process_then_a_restart_of_all_decide_as_one_process() {
     let db = pg.database("durable3");
     let config = write_config(3, Source::Mqtt(&mosquitto), &db, dir.path(), true, None);
     let mut members = spawn_members(&config, 3, dir.path(), "");
+    subscribed(&members).await;
     let registry = ioc_devices::Registry::sonla_demo();
     let gauges = driven_gauges(&registry);
     let device = Device::connect(mosquitto.port).await;
@@ -686,7 +703,9 @@ async fn kill_and_restart(
         }
     }
     drop(members);
-    spawn_members(config, 3, dir, "-again")
+    let members = spawn_members(config, 3, dir, "-again");
+    subscribed(&members).await;
+    members
 }
 
 /// What one uninterrupted process stores from [`run`]'s readings: the
@@ -721,6 +740,7 @@ async fn a_restart_with_one_more_process_decides_as_one_process() {
         let config = write_config(2, Source::Mqtt(&mosquitto), &db, dir.path(), true, None);
         spawn_members(&config, 2, dir.path(), "")
     };
+    subscribed(&members).await;
     for k in 0..6 {
         if k == 3 {
             // Stop the two together, then start three.
@@ -742,6 +762,7 @@ async fn a_restart_with_one_more_process_decides_as_one_process() {
             }
             let config = write_config(3, Source::Mqtt(&mosquitto), &db, dir.path(), true, None);
             members = spawn_members(&config, 3, dir.path(), "");
+            subscribed(&members).await;
         }
         for (g, payload) in round(&registry, &gauges, t0, k) {
             device

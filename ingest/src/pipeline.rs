@@ -179,6 +179,11 @@ impl Ingestor {
         })
     }
 
+    /// The counters this ingestor keeps.
+    pub fn stats(&self) -> &Arc<IngestStats> {
+        &self.stats
+    }
+
     /// The devices refused as not registered since the start.
     pub fn unregistered(&self) -> &Arc<crate::unregistered::Unregistered> {
         self.decoder.unregistered()

@@ -1,6 +1,6 @@
 //! What ingest received, accepted and rejected, by source and reason.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ioc_schemas::{RejectReason, Rejection};
 use metrics::Counter;
@@ -66,6 +66,7 @@ pub struct IngestStats {
     accepted: AtomicU64,
     rejected: [AtomicU64; RejectReason::ALL.len()],
     metrics: [SourceCounters; Source::ALL.len()],
+    mqtt_subscribed: AtomicBool,
 }
 
 impl Default for IngestStats {
@@ -75,6 +76,7 @@ impl Default for IngestStats {
             accepted: AtomicU64::default(),
             rejected: Default::default(),
             metrics: Source::ALL.map(SourceCounters::register),
+            mqtt_subscribed: AtomicBool::new(false),
         }
     }
 }
@@ -97,6 +99,19 @@ impl IngestStats {
         let reason = rejection.reason.index();
         self.rejected[reason].fetch_add(1, Ordering::Relaxed);
         self.metrics[source.index()].rejected[reason].increment(1);
+    }
+
+    /// The MQTT source's subscriptions were granted (`true`) or its
+    /// connection was lost (`false`).
+    pub fn set_mqtt_subscribed(&self, subscribed: bool) {
+        self.mqtt_subscribed.store(subscribed, Ordering::Relaxed);
+    }
+
+    /// Whether the MQTT source holds its subscriptions: messages published
+    /// from now on reach this process (or, with a shared subscription, one
+    /// of the group). A broker drops what is published to nobody.
+    pub fn mqtt_subscribed(&self) -> bool {
+        self.mqtt_subscribed.load(Ordering::Relaxed)
     }
 
     /// Messages received.

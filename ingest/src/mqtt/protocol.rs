@@ -28,6 +28,8 @@ pub(crate) enum Polled {
     },
     /// A message arrived.
     Message(Delivery),
+    /// The broker granted every subscription.
+    Subscribed,
     /// The broker refused at least one subscription.
     SubscriptionRefused(String),
     /// Anything else (pings, acks, outgoing packets).
@@ -314,6 +316,7 @@ impl EventLoop {
                 {
                     Polled::SubscriptionRefused(format!("{:?}", ack.return_codes))
                 }
+                Event::Incoming(Incoming::SubAck(_)) => Polled::Subscribed,
                 _ => Polled::Other,
             }),
             EventLoop::V5(l) => Ok(match l.poll().await.map_err(|e| e.to_string())? {
@@ -328,6 +331,7 @@ impl EventLoop {
                 {
                     Polled::SubscriptionRefused(format!("{:?}", ack.return_codes))
                 }
+                v5::Event::Incoming(Packet::SubAck(_)) => Polled::Subscribed,
                 _ => Polled::Other,
             }),
         }

@@ -21,6 +21,7 @@ use super::protocol::{self, AckBacklog, Client, Delivery, EventLoop, Polled};
 use crate::deadletter::Origin;
 use crate::decode::parse_status_topic;
 use crate::pipeline::Ingestor;
+use crate::stats::IngestStats;
 use ioc_processing::Receipt;
 
 /// A configured MQTT source, ready to run.
@@ -60,6 +61,7 @@ impl MqttSource {
         let (client, mut eventloop) = protocol::connect(&self.config, self.options());
         let (tx, rx) = mpsc::channel::<(u64, Delivery)>(protocol::HANDOFF);
         let backlog = AckBacklog::default();
+        let stats = self.ingestor.stats().clone();
         let handler = tokio::spawn(handle(rx, client.clone(), backlog.clone(), self.ingestor));
         info!(
             url = %self.config.url,
@@ -81,11 +83,15 @@ impl MqttSource {
             &client,
             &backlog,
             &filters,
-            &tx,
+            Handoff {
+                tx: &tx,
+                stats: &stats,
+            },
             self.config.max_backoff,
             &cancel,
         )
         .await;
+        stats.set_mqtt_subscribed(false);
         // Stop taking messages, let the handler finish what it holds, then leave.
         drop(tx);
         let _ = handler.await;
@@ -140,12 +146,19 @@ fn tls_connector(c: &MqttSourceConfig) -> Result<native_tls::TlsConnector, Strin
     b.build().map_err(|e| e.to_string())
 }
 
+/// Where a connection's messages go, and where it says whether it holds
+/// its subscriptions.
+struct Handoff<'a> {
+    tx: &'a mpsc::Sender<(u64, Delivery)>,
+    stats: &'a IngestStats,
+}
+
 async fn connection(
     eventloop: &mut EventLoop,
     client: &Client,
     backlog: &AckBacklog,
     filters: &[(String, u8)],
-    tx: &mpsc::Sender<(u64, Delivery)>,
+    Handoff { tx, stats }: Handoff<'_>,
     max_backoff: Duration,
     cancel: &CancellationToken,
 ) {
@@ -176,11 +189,13 @@ async fn connection(
                     r = tx.send((backlog.epoch(), p)) => if r.is_err() { return },
                 }
             }
+            Ok(Polled::Subscribed) => stats.set_mqtt_subscribed(true),
             Ok(Polled::SubscriptionRefused(codes)) => {
                 warn!(%codes, "the broker refused a subscription");
             }
             Ok(Polled::Other) => {}
             Err(e) => {
+                stats.set_mqtt_subscribed(false);
                 attempt += 1;
                 // Full jitter: a random wait up to the current backoff.
                 let jitter = ioc_devices::noise::unit(
